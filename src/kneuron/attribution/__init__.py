@@ -1,0 +1,94 @@
+"""attribute(handle, prompt, target, method=...) -> Attribution: a score for every neuron."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..models.load import ModelHandle
+from ..models.targets import encode
+from .engine import Runner, clean_pass, integrate, objective_values
+from .methods import AMIG, IG
+from .quadrature import RULES, nodes
+
+METHODS = {"ig": IG, "amig": AMIG}
+
+
+@dataclass
+class Attribution:
+    scores: torch.Tensor                 # [n_layers, n_neurons], float32, on the CPU
+    prob: float                          # p(answer | prompt): product over the answer's tokens
+    token_probs: list[float]
+    target_ids: list[int]
+    method: str
+    params: dict = field(default_factory=dict)
+    completeness: float | None = None    # sum_l |sum_j score - (F(a) - F(b_l))| / sum_l |F(a) - F(b_l)|
+    delta: torch.Tensor | None = None    # [n_layers] F(a) - F(baseline), where completeness is defined
+
+    def top(self, k: int = 10) -> list[tuple[int, int, float]]:
+        """The k highest-scoring neurons as (layer, index, score)."""
+        v, i = self.scores.flatten().topk(min(k, self.scores.numel()))
+        n = self.scores.shape[1]
+        return [(int(j) // n, int(j) % n, float(s)) for s, j in zip(v, i)]
+
+
+def default_batch_size(handle: ModelHandle, seq_len: int, prefix_cache: bool) -> int:
+    tokens = 1 if (handle.kind == "causal" and prefix_cache) else seq_len
+    return max(1, 8192 // tokens) if tokens > 1 else 640
+
+
+def make_method(method: str | IG, **options) -> IG:
+    if isinstance(method, IG):
+        return method
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method == "ig" and options:
+        raise ValueError(f"ig takes no options ({', '.join(options)} given)")
+    return METHODS[method](**options)
+
+
+def attribute(handle: ModelHandle, prompt: str, target: str, method: str | IG = "ig", steps: int = 20,
+              objective: str = "prob", rule: str = "left", batch_size: int | None = None,
+              prefix_cache: bool = True, replay: bool = True, progress=None, **options) -> Attribution:
+    """Integrated-gradients score of every neuron for the gold ``target`` after ``prompt``.
+
+    Causal models: ``prompt`` is the text before the answer. Masked models: ``prompt`` marks the
+    answer's place with ``[Y]`` or the mask token (expanded to one mask per answer token).
+    Multi-token answers: sum of the per-token attributions, each token scored after the gold prefix.
+    ``options`` go to the method (amig: ``paths``, ``prefactor_kind``, ``normalize``).
+    """
+    m = make_method(method, **options)
+    alphas, weights = nodes(rule, steps)
+    enc = encode(handle.tokenizer, handle.kind, prompt, target)
+    ids = torch.tensor([enc.input_ids], device=handle.device)
+    n_prompt = enc.positions[0] + 1 if handle.kind == "causal" else ids.shape[1]
+    clean = clean_pass(handle, ids, enc.positions, keep_outputs=True)
+    acts = clean.acts[0]                                            # [K, L, N]
+    token_f = [float(objective_values(clean.logits[0, k], t, objective)) for k, t in enumerate(enc.target_ids)]
+    token_p = [float(objective_values(clean.logits[0, k], t, "prob")) for k, t in enumerate(enc.target_ids)]
+    base = m.baselines(handle, ids, enc.positions, n_prompt, acts)  # [K, P, L, N]
+    pref = m.prefactor(acts, base)
+    proper = m.proper()
+    bs = batch_size or default_batch_size(handle, ids.shape[1], prefix_cache)
+    L, N = handle.n_layers, handle.n_neurons
+    scores = torch.zeros(L, N, dtype=torch.float64)
+    delta = torch.zeros(L, dtype=torch.float64)
+    for k, (pos, tgt) in enumerate(zip(enc.positions, enc.target_ids)):
+        runner = Runner(handle, ids, k, pos, tgt, clean, objective, prefix_cache=prefix_cache, replay=replay)
+        G, F0 = integrate(runner, acts[k], base[k], alphas, weights, endpoints=proper,
+                          batch_size=bs, progress=progress)
+        scores += (pref[k].double().cpu() * G).sum(dim=0)
+        if proper:
+            delta += (token_f[k] - F0).sum(dim=0)
+    if getattr(m, "normalize", False):
+        scores = scores / scores.sum(dim=1, keepdim=True)
+    completeness = None
+    if proper:
+        completeness = float((scores.sum(dim=1) - delta).abs().sum() / delta.abs().sum().clamp_min(1e-30))
+    prob = float(torch.tensor(token_p, dtype=torch.float64).prod())
+    params = {"steps": steps, "objective": objective, "rule": rule, **m.params()}
+    return Attribution(scores.float(), prob, token_p, list(enc.target_ids), m.name, params,
+                       completeness, delta.float() if proper else None)
+
+
+__all__ = ["Attribution", "attribute", "METHODS", "RULES", "IG", "AMIG"]

@@ -1,0 +1,158 @@
+"""The Table 1 metric (paper Eq. 11): how much editing a fact's neurons moves that fact
+compared with an unrelated one, plus means/medians with bootstrap intervals.
+
+For each fact, Δ = (p_after - p_before) / p_before. For an operation x (suppress or
+enhance), "related" is the fact itself with its own neurons edited and "unrelated" is a
+fact of another relation queried under the same edit:
+
+    SR_x = mean Δ_related / mean Δ_unrelated,     SR = |SR_enhance| + |SR_suppress|
+
+(SR as in the released code). A fact with p_before == 0 has no Δ: it is dropped and
+counted. The paper's outlier cuts (suppression Δ > 20, enhancement Δ >= 250) are off
+by default; each list is filtered on its own and its dropped facts are counted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+SUPPRESS_MAX = 20.0   # outlier cut: drop suppression Δ > 20
+ENHANCE_MAX = 250.0   # outlier cut: drop enhancement Δ >= 250
+
+
+def relative_change(before, after) -> np.ndarray:
+    """(after - before) / before per fact; NaN where before == 0."""
+    before = np.asarray(before, dtype=np.float64)
+    after = np.asarray(after, dtype=np.float64)
+    if before.shape != after.shape:
+        raise ValueError(f"before has shape {before.shape} but after has {after.shape}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        delta = (after - before) / before
+    return np.where(before == 0, np.nan, delta)
+
+
+@dataclass
+class Interval:
+    value: float
+    low: float
+    high: float
+
+
+def bootstrap_ci(values, stat=np.mean, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Interval:
+    """stat(values) with a percentile-bootstrap interval (numpy Generator, fixed seed).
+
+    `stat` must accept an `axis` keyword (np.mean, np.median, ...).
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        return Interval(math.nan, math.nan, math.nan)
+    value = float(stat(x))
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // x.size)  # bound memory: chunk x n resamples at a time
+    stats = []
+    for start in range(0, n_boot, chunk):
+        idx = rng.integers(0, x.size, size=(min(chunk, n_boot - start), x.size))
+        stats.append(stat(x[idx], axis=1))
+    stats = np.concatenate(stats)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(stats, [alpha, 1.0 - alpha])
+    return Interval(value, float(low), float(high))
+
+
+@dataclass
+class OpSummary:
+    related: float            # mean Δ over the related facts kept
+    unrelated: float          # mean Δ over the unrelated facts kept
+    sr: float | None          # related / unrelated; None when undefined (see note)
+    related_median: Interval
+    unrelated_median: Interval
+    related_mean: Interval
+    unrelated_mean: Interval
+    n_related: int            # facts kept in each list
+    n_unrelated: int
+    dropped_related: int      # facts dropped from each list (p_before == 0, outlier cut)
+    dropped_unrelated: int
+    note: str = ""            # why sr is None, if it is
+
+
+@dataclass
+class Table1:
+    n_facts: int
+    suppress: OpSummary
+    enhance: OpSummary
+    sr: float | None          # |SR_enhance| + |SR_suppress|; None if either is undefined
+    dropped: int              # facts dropped from at least one list
+    outlier_cut: bool = False
+
+    def to_json(self) -> dict:
+        """A plain dict (NaN/inf as None), ready for json.dumps."""
+        return _clean({
+            "n_facts": self.n_facts, "dropped": self.dropped, "outlier_cut": self.outlier_cut,
+            "suppress": asdict(self.suppress), "enhance": asdict(self.enhance), "sr": self.sr,
+        })
+
+
+def _clean(v):
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _keep(delta: np.ndarray, op: str, outlier_cut: bool) -> np.ndarray:
+    """Mask of the facts a list keeps."""
+    keep = np.isfinite(delta)
+    if outlier_cut:
+        with np.errstate(invalid="ignore"):
+            keep &= ~(delta > SUPPRESS_MAX) if op == "suppress" else ~(delta >= ENHANCE_MAX)
+    return keep
+
+
+def _op(rel: np.ndarray, unrel: np.ndarray, keep_rel, keep_unrel, n_boot: int, seed: int) -> OpSummary:
+    r, u = rel[keep_rel], unrel[keep_unrel]
+    mean_r = float(r.mean()) if r.size else math.nan
+    mean_u = float(u.mean()) if u.size else math.nan
+    sr, note = None, ""
+    if not (r.size and u.size):
+        note = "no facts left in a list; SR undefined"
+    elif mean_u == 0:
+        note = f"unrelated mean is 0; SR is {math.copysign(math.inf, mean_r) if mean_r else math.nan}"
+    else:
+        sr = mean_r / mean_u
+    ci = lambda v, stat: bootstrap_ci(v, stat, n_boot=n_boot, seed=seed)  # noqa: E731
+    return OpSummary(
+        related=mean_r, unrelated=mean_u, sr=sr,
+        related_median=ci(r, np.median), unrelated_median=ci(u, np.median),
+        related_mean=ci(r, np.mean), unrelated_mean=ci(u, np.mean),
+        n_related=int(r.size), n_unrelated=int(u.size),
+        dropped_related=int((~keep_rel).sum()), dropped_unrelated=int((~keep_unrel).sum()), note=note,
+    )
+
+
+def table1(p_before_rel, p_sup_rel, p_enh_rel, p_before_unrel, p_sup_unrel, p_enh_unrel,
+           outlier_cut: bool = False, n_boot: int = 1000, seed: int = 0) -> Table1:
+    """Table 1 from per-fact probabilities of the right answer before and after each edit.
+
+    Index i of the unrelated arrays is the probe queried while fact i's neurons are edited.
+    """
+    d = {
+        ("suppress", "rel"): relative_change(p_before_rel, p_sup_rel),
+        ("enhance", "rel"): relative_change(p_before_rel, p_enh_rel),
+        ("suppress", "unrel"): relative_change(p_before_unrel, p_sup_unrel),
+        ("enhance", "unrel"): relative_change(p_before_unrel, p_enh_unrel),
+    }
+    keep = {k: _keep(v, k[0], outlier_cut) for k, v in d.items()}
+    ops = {op: _op(d[op, "rel"], d[op, "unrel"], keep[op, "rel"], keep[op, "unrel"], n_boot, seed)
+           for op in ("suppress", "enhance")}
+    n = max(m.size for m in keep.values())
+    dropped = np.zeros(n, dtype=bool)
+    for m in keep.values():
+        dropped[: m.size] |= ~m
+    sup, enh = ops["suppress"].sr, ops["enhance"].sr
+    sr = None if sup is None or enh is None else abs(enh) + abs(sup)
+    return Table1(n_facts=int(d["suppress", "rel"].size), suppress=ops["suppress"], enhance=ops["enhance"],
+                  sr=sr, dropped=int(dropped.sum()), outlier_cut=outlier_cut)

@@ -1,0 +1,144 @@
+"""Where a model keeps its knowledge neurons.
+
+A knowledge neuron is ``(layer, index)``: unit ``index`` of the *input of the MLP's output
+projection* in layer ``layer``, i.e. the post-activation value (after GELU, or after
+act(gate) * up for gated MLPs) that the projection turns into the residual update.
+Column ``index`` of that projection's weight is the neuron's *value vector*.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+# model_type -> (path of the layer list under model.base_model, path of the MLP output
+# projection inside one layer). One line per family; anything else goes through the
+# structural fallback below, or the user names the module by hand (site=..., layers=...).
+ARCHITECTURES: dict[str, tuple[str, str]] = {
+    "bert":        ("encoder.layer",     "output.dense"),        # after `intermediate` (GELU)
+    "roberta":     ("encoder.layer",     "output.dense"),
+    "xlm-roberta": ("encoder.layer",     "output.dense"),
+    "camembert":   ("encoder.layer",     "output.dense"),
+    "electra":     ("encoder.layer",     "output.dense"),
+    "distilbert":  ("transformer.layer", "ffn.lin2"),
+    "gpt2":        ("h",                 "mlp.c_proj"),          # GPT-2, mGPT (Conv1D)
+    "gpt_neo":     ("h",                 "mlp.c_proj"),
+    "gptj":        ("h",                 "mlp.fc_out"),
+    "gpt_neox":    ("layers",            "mlp.dense_4h_to_h"),
+    "bloom":       ("h",                 "mlp.dense_4h_to_h"),
+    "falcon":      ("h",                 "mlp.dense_4h_to_h"),
+    "opt":         ("decoder.layers",    "fc2"),
+    "phi":         ("layers",            "mlp.fc2"),
+    "llama":       ("layers",            "mlp.down_proj"),       # input = act(gate) * up
+    "mistral":     ("layers",            "mlp.down_proj"),
+    "qwen2":       ("layers",            "mlp.down_proj"),
+    "qwen3":       ("layers",            "mlp.down_proj"),
+    "gemma":       ("layers",            "mlp.down_proj"),
+    "gemma2":      ("layers",            "mlp.down_proj"),
+    "phi3":        ("layers",            "mlp.down_proj"),       # after the fused gate_up_proj
+    "olmo":        ("layers",            "mlp.down_proj"),
+    "olmo2":       ("layers",            "mlp.down_proj"),
+}
+
+
+class SiteError(ValueError):
+    """The neuron site cannot be found; the message says how to name it by hand."""
+
+
+@dataclass(frozen=True)
+class Site:
+    layers_path: str          # e.g. "model.layers" (relative to the full model)
+    proj_path: str            # e.g. "mlp.down_proj" (relative to one layer)
+    how: str                  # "table" | "structural" | "user"
+
+
+def _get(module: nn.Module, path: str) -> nn.Module:
+    for part in path.split("."):
+        module = module[int(part)] if part.isdigit() else getattr(module, part)
+    return module
+
+
+def proj_dims(proj: nn.Module) -> tuple[int, int]:
+    """(number of neurons = input width, output width) of a Linear or a GPT-2 Conv1D."""
+    if isinstance(proj, nn.Linear):
+        return proj.in_features, proj.out_features
+    w = getattr(proj, "weight", None)
+    if w is not None and w.dim() == 2 and type(proj).__name__ == "Conv1D":
+        return w.shape[0], w.shape[1]          # Conv1D stores weight as [in, out]
+    raise SiteError(f"{type(proj).__name__} is not a linear projection")
+
+
+def value_vectors(proj: nn.Module) -> torch.Tensor:
+    """View [n_neurons, hidden] of the projection's weight: row j is neuron j's value vector."""
+    proj_dims(proj)
+    return proj.weight if type(proj).__name__ == "Conv1D" else proj.weight.T
+
+
+def as_bsn(x: torch.Tensor, batch: int, seq: int) -> torch.Tensor:
+    """A site's input as [batch, seq, neurons] (some families, e.g. OPT, flatten it to [batch*seq, n])."""
+    return x if x.dim() == 3 else x.view(batch, seq, x.shape[-1])
+
+
+def _prefix(model: nn.Module) -> str:
+    base = getattr(model, "base_model", model)
+    for name, mod in model.named_modules():
+        if mod is base:
+            return name
+    return ""
+
+
+def _join(*parts: str) -> str:
+    return ".".join(p for p in parts if p)
+
+
+def _structural(model: nn.Module, n_layers: int | None) -> Site:
+    """Longest ModuleList of identical blocks; in a block, the linear map from the widest
+    input back to the hidden width (the MLP's output projection)."""
+    best = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and (n_layers is None or len(mod) == n_layers):
+            if best is None or len(mod) > len(best[1]):
+                best = (name, mod)
+    if best is None:
+        raise SiteError("no list of transformer layers found; pass layers='path.to.layers' and site='mlp.out_proj'")
+    layers_path, layers = best
+    candidates = []
+    for name, mod in layers[0].named_modules():
+        try:
+            n_in, n_out = proj_dims(mod)
+        except SiteError:
+            continue
+        if n_in > n_out:
+            candidates.append((n_in, any(k in name for k in ("mlp", "ffn", "fc", "down", "output", "out")), name))
+    if not candidates:
+        raise SiteError(f"no MLP output projection found in {layers_path}[0]; pass site='mlp.out_proj'")
+    candidates.sort(key=lambda c: (c[1], c[0]), reverse=True)
+    return Site(layers_path, candidates[0][2], "structural")
+
+
+def find_site(model: nn.Module, site: str | None = None, layers: str | None = None) -> Site:
+    """Locate the layer list and the output projection for ``model``."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    if model_type in ARCHITECTURES and layers is None:
+        layers_path = _join(_prefix(model), ARCHITECTURES[model_type][0])
+        found = Site(layers_path, site or ARCHITECTURES[model_type][1], "user" if site else "table")
+    elif layers is not None:
+        found = Site(layers, site or _structural(model, None).proj_path, "user")
+    else:
+        found = _structural(model, n_layers)
+        if site:
+            found = Site(found.layers_path, site, "user")
+    try:
+        proj_dims(_get(_get(model, found.layers_path)[0], found.proj_path))
+    except (AttributeError, IndexError, TypeError) as e:
+        raise SiteError(f"neuron site {found.layers_path}[i].{found.proj_path} not found in "
+                        f"{type(model).__name__}: {e}") from None
+    return found
+
+
+def resolve(model: nn.Module, found: Site) -> tuple[list[nn.Module], list[nn.Module]]:
+    """(layer modules, output-projection modules), one per layer."""
+    blocks = list(_get(model, found.layers_path))
+    return blocks, [_get(b, found.proj_path) for b in blocks]

@@ -1,0 +1,281 @@
+"""The run directory: metadata plus per-fact results, resumable at any instant.
+
+Layout:
+    run.json          metadata given by the caller (model, method, parameters, versions, ...)
+    facts.parquet     one row per finished (fact, lang)          } written by finalize()
+    neurons.parquet   one row per selected neuron                }
+    parts/            two small Parquet files per finished fact, while the run goes on
+
+add() writes a fact's neurons part, then its facts part, each to a temp name and then
+os.replace'd into place. The facts part is the commit marker: a neurons part without
+one is an interrupted write and is ignored (and deleted when a writer opens the run).
+finalize() merges the parts with any earlier compacted files, writing neurons.parquet
+before facts.parquet, so that facts.parquet again says which facts are committed:
+parts already in it are skipped, neuron rows not backed by it are ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# parameters that must not change when a run is resumed (checked when present on both sides)
+RESUME_KEYS = ("model", "revision", "dtype", "method", "objective", "steps", "threshold", "facts_hash", "lang")
+
+FACT_HEAD = ("order", "fact_id", "lang")
+NEURON_HEAD = FACT_HEAD + ("layer", "neuron", "score", "rank")
+FACT_SORT = ["order", "fact_id", "lang"]
+NEURON_SORT = FACT_SORT + ["rank", "layer", "neuron"]
+TYPES = {
+    "order": pa.int64(), "layer": pa.int64(), "neuron": pa.int64(), "rank": pa.int64(),
+    "score": pa.float64(), "fact_id": pa.string(), "lang": pa.string(),
+}
+# one fixed writer config, so that equal tables give equal bytes
+WRITE_OPTS = dict(compression="zstd", version="2.6", use_dictionary=True,
+                  write_statistics=True, row_group_size=1 << 20, data_page_size=1 << 20)
+
+
+class RunStoreError(RuntimeError):
+    """A run directory cannot be used as asked (one-line message)."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _jsonable(v):
+    return json.loads(json.dumps(v, sort_keys=True, default=str))
+
+
+def _cell(v):
+    """Normalise one value: numpy scalars to Python, containers to JSON text."""
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    elif isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v, sort_keys=True, ensure_ascii=False, default=str)
+    return v
+
+
+def _column(name: str, vals: list) -> pa.Array:
+    typ = TYPES.get(name)
+    if typ == pa.string():
+        return pa.array([str(v) for v in vals], typ)
+    if typ == pa.int64():
+        return pa.array([int(v) for v in vals], typ)
+    if typ == pa.float64():
+        return pa.array([float(v) for v in vals], typ)
+    try:  # extra column: let Arrow infer (bool, int64, float64, string, null)
+        return pa.array(vals)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in vals], pa.string())
+
+
+def _to_table(rows: list[dict], head: tuple[str, ...]) -> pa.Table:
+    names = list(head) + sorted({k for r in rows for k in r} - set(head))
+    for r in rows:
+        missing = [h for h in head if r.get(h) is None]
+        if missing:
+            raise RunStoreError(f"row for fact {r.get('fact_id')!r} lacks {', '.join(missing)}")
+    return pa.table({n: _column(n, [_cell(r.get(n)) for r in rows]) for n in names})
+
+
+def _empty(head: tuple[str, ...]) -> pa.Table:
+    return pa.table({n: pa.array([], TYPES[n]) for n in head})
+
+
+def _merge(tables: list[pa.Table], head: tuple[str, ...], sort: list[str]) -> pa.Table:
+    """Concatenate, fix the column order (head, then extras by name) and sort the rows."""
+    tables = [t.replace_schema_metadata(None) for t in tables if t is not None]
+    t = pa.concat_tables([_empty(head)] + tables, promote_options="permissive")
+    t = t.select(list(head) + sorted(set(t.column_names) - set(head)))
+    return t.sort_by([(c, "ascending") for c in sort]).combine_chunks()
+
+
+def _keys(t: pa.Table) -> set[tuple[str, str]]:
+    return set(zip(t["fact_id"].to_pylist(), t["lang"].to_pylist()))
+
+
+def _stem(order: int, fact_id: str, lang: str) -> str:
+    digest = hashlib.sha1(json.dumps([fact_id, lang]).encode()).hexdigest()[:16]
+    return f"{order:09d}-{digest}"
+
+
+def _stems(t: pa.Table) -> set[str]:
+    cols = zip(t["order"].to_pylist(), t["fact_id"].to_pylist(), t["lang"].to_pylist())
+    return {_stem(*c) for c in cols}
+
+
+def _atomic_write(path: Path, write) -> None:
+    """write(file) into path.tmp, fsync, then rename over path: readers see old or new, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    _atomic_write(path, lambda f: pq.write_table(table, f, **WRITE_OPTS))
+
+
+def _read_parquet(path: Path) -> pa.Table | None:
+    return pq.read_table(path) if path.is_file() else None
+
+
+# ----------------------------------------------------------------------------- the store
+
+class RunStore:
+    """A run directory: run.json metadata, facts and neurons tables, resumable."""
+
+    def __init__(self, path, meta: dict | None = None, resume: bool = False, readonly: bool = False):
+        self.path = Path(path)
+        self.parts = self.path / "parts"
+        self.readonly = readonly
+        if resume or readonly:
+            if not (self.path / "run.json").is_file():
+                raise RunStoreError(f"{self.path} holds no run (no run.json)")
+            self.meta = json.loads((self.path / "run.json").read_text(encoding="utf-8"))
+            if meta is not None:
+                self._check_meta(meta)
+        else:
+            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+                raise RunStoreError(
+                    f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.meta = dict(meta or {})
+            text = json.dumps(self.meta, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+            _atomic_write(self.path / "run.json", lambda f: f.write(text.encode("utf-8")))
+        if not readonly:
+            self._repair()
+        self._done = _keys(self.facts())
+
+    def _check_meta(self, meta: dict) -> None:
+        for k in RESUME_KEYS:
+            if k in meta and k in self.meta and _jsonable(meta[k]) != _jsonable(self.meta[k]):
+                raise RunStoreError(
+                    f"cannot resume {self.path}: {k} differs (run has {self.meta[k]!r}, now {meta[k]!r})")
+
+    # -- reading ------------------------------------------------------------------
+
+    def _compacted(self) -> tuple[pa.Table | None, pa.Table | None]:
+        """The finalized tables, neurons cut to the facts that facts.parquet commits."""
+        facts = _read_parquet(self.path / "facts.parquet")
+        neurons = _read_parquet(self.path / "neurons.parquet")
+        if neurons is not None:
+            keep = _keys(facts) if facts is not None else set()
+            mask = [k in keep for k in zip(neurons["fact_id"].to_pylist(), neurons["lang"].to_pylist())]
+            if not all(mask):  # finalize was cut between its two writes
+                neurons = neurons.filter(pa.array(mask, pa.bool_()))
+        return facts, neurons
+
+    def _part_stems(self, skip: set[str]) -> list[str]:
+        if not self.parts.is_dir():
+            return []
+        names = (p.name for p in self.parts.glob("*.facts.parquet"))
+        return sorted(s for s in (n[: -len(".facts.parquet")] for n in names) if s not in skip)
+
+    def _read(self, kind: str) -> pa.Table:
+        facts, neurons = self._compacted()
+        skip = _stems(facts) if facts is not None else set()
+        tables = [facts if kind == "facts" else neurons]
+        tables += [_read_parquet(self.parts / f"{s}.{kind}.parquet") for s in self._part_stems(skip)]
+        if kind == "facts":
+            return _merge(tables, FACT_HEAD, FACT_SORT)
+        return _merge(tables, NEURON_HEAD, NEURON_SORT)
+
+    def facts(self) -> pa.Table:
+        """All finished facts so far (parts and compacted), sorted by order."""
+        return self._read("facts")
+
+    def neurons(self) -> pa.Table:
+        """All selected neurons so far, sorted by order, then rank."""
+        return self._read("neurons")
+
+    def done(self) -> set[tuple[str, str]]:
+        """The (fact_id, lang) keys already finished."""
+        return set(self._done)
+
+    # -- writing ------------------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise RunStoreError(f"{self.path} was opened read-only")
+
+    def _repair(self) -> None:
+        """Drop what an interrupted add() or finalize() left behind."""
+        for p in list(self.path.glob("*.tmp")) + list(self.parts.glob("*.tmp")):
+            p.unlink(missing_ok=True)
+        facts, neurons = self._compacted()
+        if neurons is not None and neurons.num_rows < pq.read_metadata(self.path / "neurons.parquet").num_rows:
+            _write_parquet(self.path / "neurons.parquet", _merge([neurons], NEURON_HEAD, NEURON_SORT))
+        compacted = _stems(facts) if facts is not None else set()
+        for p in self.parts.glob("*.facts.parquet"):  # already compacted by a cut finalize()
+            if p.name[: -len(".facts.parquet")] in compacted:
+                p.unlink()
+        for p in self.parts.glob("*.neurons.parquet"):  # orphans: no commit marker
+            if not (self.parts / p.name.replace(".neurons.", ".facts.")).exists():
+                p.unlink()
+
+    def add(self, fact_row: dict, neuron_rows: list[dict]) -> None:
+        """Record one finished (fact, lang) and its neurons, all or nothing."""
+        self._writable()
+        key = (str(fact_row.get("fact_id")), str(fact_row.get("lang")))
+        if key in self._done:
+            raise RunStoreError(f"fact {key[0]!r} ({key[1]}) is already recorded in {self.path}")
+        facts = _to_table([fact_row], FACT_HEAD)
+        order = facts["order"][0].as_py()
+        rows = []
+        for r in neuron_rows:
+            r = dict(r)
+            for k in FACT_HEAD:
+                if k in r and str(_cell(r[k])) != str(_cell(fact_row[k])):
+                    raise RunStoreError(f"neuron row has {k}={r[k]!r} but the fact has {fact_row[k]!r}")
+                r[k] = fact_row[k]
+            rows.append(r)
+        neurons = _to_table(rows, NEURON_HEAD) if rows else _empty(NEURON_HEAD)
+        self.parts.mkdir(exist_ok=True)
+        stem = _stem(order, *key)
+        _write_parquet(self.parts / f"{stem}.neurons.parquet", neurons)
+        _write_parquet(self.parts / f"{stem}.facts.parquet", facts)  # commit marker
+        self._done.add(key)
+
+    def finalize(self) -> None:
+        """Compact everything into facts.parquet and neurons.parquet and remove parts/."""
+        self._writable()
+        facts, neurons = self.facts(), self.neurons()
+        _write_parquet(self.path / "neurons.parquet", neurons)
+        _write_parquet(self.path / "facts.parquet", facts)  # commit marker of the compaction
+        shutil.rmtree(self.parts, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.path)!r}, {len(self._done)} facts done)"
+
+
+def open_run(path) -> RunStore:
+    """Open an existing run to read it (evaluate, intervene); changes nothing on disk."""
+    return RunStore(path, resume=True, readonly=True)
+
+
+def query(path, sql: str) -> list[tuple]:
+    """Run SQL over a run with DuckDB; the views `facts` and `neurons` hold its tables."""
+    try:
+        import duckdb
+    except ImportError:
+        raise RunStoreError("query() needs duckdb: pip install duckdb") from None
+    run = open_run(path)
+    facts, neurons = run.facts(), run.neurons()
+    con = duckdb.connect()
+    try:
+        con.register("facts", facts)
+        con.register("neurons", neurons)
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()

@@ -1,0 +1,248 @@
+import json
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from kneuron.store import RunStore, RunStoreError, open_run, query
+
+META = {"model": "smollm2-135m", "method": "ig", "steps": 20, "threshold": 0.2, "facts_hash": "abc", "note": "ü"}
+
+
+def fact(i, lang="en"):
+    """A finished fact and its neurons (fact 4 selects none)."""
+    row = {"order": i, "fact_id": f"P{i}", "lang": lang, "prompt": f"q{i} {lang}", "p_before": 0.1 * i}
+    neurons = [{"layer": i % 3, "neuron": 100 * i + k, "score": 1.0 / (k + 1), "rank": k} for k in range(3)]
+    return row, ([] if i == 4 else neurons)
+
+
+ALL = [fact(i, lang) for i in range(6) for lang in ("en", "de")]
+
+
+def run_all(path, items=ALL):
+    s = RunStore(path, META)
+    for row, neurons in items:
+        s.add(row, neurons)
+    s.finalize()
+    return s
+
+
+def test_new_run_layout(tmp_path):
+    s = run_all(tmp_path / "r")
+    assert json.loads((tmp_path / "r" / "run.json").read_text(encoding="utf-8")) == META
+    assert (tmp_path / "r" / "run.json").read_text(encoding="utf-8").startswith('{\n  "facts_hash"')
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["facts.parquet", "neurons.parquet", "run.json"]
+    f, n = pq.read_table(tmp_path / "r" / "facts.parquet"), pq.read_table(tmp_path / "r" / "neurons.parquet")
+    assert f.num_rows == 12 and n.num_rows == 10 * 3
+    assert f.column_names[:3] == ["order", "fact_id", "lang"]
+    assert f.schema.field("order").type == pa.int64() and f.schema.field("p_before").type == pa.float64()
+    for c, t in [("order", pa.int64()), ("layer", pa.int64()), ("neuron", pa.int64()),
+                 ("rank", pa.int64()), ("score", pa.float64()), ("fact_id", pa.string())]:
+        assert n.schema.field(c).type == t
+    assert f["order"].to_pylist() == sorted(f["order"].to_pylist())
+    assert f.slice(0, 2)["lang"].to_pylist() == ["de", "en"]
+    assert n.slice(0, 3)["rank"].to_pylist() == [0, 1, 2]
+    assert s.facts().equals(f) and s.neurons().equals(n)
+
+
+def test_empty_neuron_list_records_fact(tmp_path):
+    s = RunStore(tmp_path / "r", META)
+    s.add(*fact(4))
+    assert s.done() == {("P4", "en")} and s.facts().num_rows == 1 and s.neurons().num_rows == 0
+    s.finalize()
+    s = RunStore(tmp_path / "r", META, resume=True)
+    assert s.done() == {("P4", "en")}
+    assert s.neurons().column_names[:7] == ["order", "fact_id", "lang", "layer", "neuron", "score", "rank"]
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path):
+    ref = run_all(tmp_path / "ref")
+    s = RunStore(tmp_path / "r", META)
+    for row, neurons in ALL[:3]:
+        s.add(row, neurons)
+    # simulate a kill between the two writes of the 4th fact: its neurons part but no facts part
+    parts = sorted((tmp_path / "r" / "parts").glob("*.neurons.parquet"))
+    orphan = parts[0].with_name("000000009-deadbeefdeadbeef.neurons.parquet")
+    orphan.write_bytes(parts[0].read_bytes())
+    (tmp_path / "r" / "parts" / "x.facts.parquet.tmp").write_bytes(b"half a file")
+    assert open_run(tmp_path / "r").neurons().num_rows == 9  # readers ignore the orphan
+    del s
+
+    s = RunStore(tmp_path / "r", META, resume=True)
+    assert not orphan.exists() and not list((tmp_path / "r" / "parts").glob("*.tmp"))
+    assert s.done() == {(r["fact_id"], r["lang"]) for r, _ in ALL[:3]}
+    for row, neurons in ALL[3:]:
+        if (row["fact_id"], row["lang"]) not in s.done():
+            s.add(row, neurons)
+    s.finalize()
+    assert s.facts().equals(ref.facts()) and s.neurons().equals(ref.neurons())
+    for name in ("facts.parquet", "neurons.parquet"):
+        assert (tmp_path / "r" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
+
+
+def test_identical_runs_identical_bytes(tmp_path):
+    run_all(tmp_path / "a")
+    run_all(tmp_path / "b", list(reversed(ALL)))  # order of arrival does not matter
+    for name in ("facts.parquet", "neurons.parquet"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_finalize_resume_add_finalize_keeps_everything(tmp_path):
+    ref = run_all(tmp_path / "ref")
+    s = run_all(tmp_path / "r", ALL[:5])
+    s = RunStore(tmp_path / "r", META, resume=True)
+    assert len(s.done()) == 5
+    for row, neurons in ALL[5:8]:
+        s.add(row, neurons)
+    assert s.facts().num_rows == 8  # compacted + parts, before finalize
+    s.finalize()
+    s = RunStore(tmp_path / "r", META, resume=True)
+    for row, neurons in ALL[8:]:
+        s.add(row, neurons)
+    s.finalize()
+    assert s.facts().equals(ref.facts()) and s.neurons().equals(ref.neurons())
+    for name in ("facts.parquet", "neurons.parquet"):
+        assert (tmp_path / "r" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
+
+
+def parts_of(path, items):
+    """The parts/ folder that adding `items` to a fresh run leaves behind."""
+    s = RunStore(path, META)
+    for row, neurons in items:
+        s.add(row, neurons)
+    return path / "parts"
+
+
+def test_cut_finalize_is_repaired(tmp_path):
+    """Killed inside finalize: between its two compacted writes, or before parts/ was removed."""
+    ref = run_all(tmp_path / "ref")
+    run_all(tmp_path / "r", ALL[:4])
+    old_facts = (tmp_path / "r" / "facts.parquet").read_bytes()
+    s = RunStore(tmp_path / "r", META, resume=True)
+    for row, neurons in ALL[4:]:
+        s.add(row, neurons)
+    s.finalize()
+    # neurons.parquet has all 12 facts, facts.parquet only the first 4, the parts are still there
+    shutil.copytree(parts_of(tmp_path / "p1", ALL[4:]), tmp_path / "r" / "parts")
+    (tmp_path / "r" / "facts.parquet").write_bytes(old_facts)
+    r = open_run(tmp_path / "r")
+    assert r.facts().equals(ref.facts()) and r.neurons().equals(ref.neurons())
+    s = RunStore(tmp_path / "r", META, resume=True)
+    assert pq.read_table(tmp_path / "r" / "neurons.parquet").num_rows == 4 * 3  # cut back to the committed
+    assert len(s.done()) == 12
+    s.finalize()
+    assert s.facts().equals(ref.facts()) and s.neurons().equals(ref.neurons())
+    # parts left over after both compacted writes: skipped by readers, deleted by the next writer
+    shutil.copytree(parts_of(tmp_path / "p2", ALL[:2]), tmp_path / "r" / "parts")
+    assert open_run(tmp_path / "r").facts().equals(ref.facts())
+    RunStore(tmp_path / "r", resume=True)
+    assert not list((tmp_path / "r" / "parts").glob("*"))
+
+
+def test_adding_a_fact_twice_is_refused(tmp_path):
+    s = RunStore(tmp_path / "r", META)
+    s.add(*fact(1))
+    s.add(*fact(1, "de"))
+    with pytest.raises(RunStoreError, match="already recorded"):
+        s.add(*fact(1))
+    s.finalize()
+    s = RunStore(tmp_path / "r", META, resume=True)
+    with pytest.raises(RunStoreError, match="already recorded"):
+        s.add(*fact(1, "de"))
+    assert s.facts().num_rows == 2
+
+
+def test_new_run_into_non_empty_dir_is_refused(tmp_path):
+    (tmp_path / "r").mkdir()
+    RunStore(tmp_path / "r", META)  # empty dir is fine
+    with pytest.raises(RunStoreError, match="already holds a run; pass --resume"):
+        RunStore(tmp_path / "r", META)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("x")
+    with pytest.raises(RunStoreError, match="already holds a run"):
+        RunStore(tmp_path / "other", META)
+
+
+def test_resume_checks(tmp_path):
+    with pytest.raises(RunStoreError, match="no run.json"):
+        RunStore(tmp_path / "none", META, resume=True)
+    with pytest.raises(RunStoreError, match="no run.json"):
+        open_run(tmp_path / "none")
+    RunStore(tmp_path / "r", META).add(*fact(1))
+    with pytest.raises(RunStoreError, match=r"steps differs \(run has 20, now 50\)"):
+        RunStore(tmp_path / "r", {**META, "steps": 50}, resume=True)
+    # keys outside RESUME_KEYS, or missing on one side, are not checked; run.json is kept
+    s = RunStore(tmp_path / "r", {"model": "smollm2-135m", "note": "other", "versions": {"x": 1}}, resume=True)
+    assert s.meta == META and s.done() == {("P1", "en")}
+
+
+def test_readonly_and_row_checks(tmp_path):
+    s = RunStore(tmp_path / "r", META)
+    with pytest.raises(RunStoreError, match="lacks order"):
+        s.add({"fact_id": "P9", "lang": "en"}, [])
+    with pytest.raises(RunStoreError, match="lang="):
+        s.add(fact(1)[0], [{"lang": "de", "layer": 0, "neuron": 1, "score": 1.0, "rank": 0}])
+    with pytest.raises(RunStoreError, match="lacks score"):
+        s.add(fact(1)[0], [{"layer": 0, "neuron": 1, "rank": 0}])
+    assert s.done() == set() and not list((tmp_path / "r" / "parts").glob("*.facts.parquet"))
+    r = open_run(tmp_path / "r")
+    with pytest.raises(RunStoreError, match="read-only"):
+        r.add(*fact(2))
+
+
+def test_duckdb_query(tmp_path):
+    pytest.importorskip("duckdb")
+    run_all(tmp_path / "r")
+    rows = query(tmp_path / "r", "select f.lang, count(*) from neurons n join facts f using (fact_id, lang) "
+                                 "where n.rank = 0 group by f.lang order by f.lang")
+    assert rows == [("de", 5), ("en", 5)]
+    import duckdb
+
+    con = duckdb.connect()
+    n = con.execute(f"select count(*), sum(rank) from read_parquet('{tmp_path / 'r' / 'neurons.parquet'}')")
+    assert n.fetchall() == [(30, 30)]
+    con.close()
+    # unfinished runs can be queried too
+    s = RunStore(tmp_path / "u", META)
+    s.add(*fact(1))
+    assert query(tmp_path / "u", "select fact_id, p_before from facts") == [("P1", 0.1)]
+
+
+WORKER = """
+import sys
+from kneuron.store import RunStore
+s = RunStore(sys.argv[1], {"model": "m"}, resume=sys.argv[2] == "1")
+done = s.done()
+for i in range(400):
+    if (f"P{i}", "en") not in done:
+        s.add({"order": i, "fact_id": f"P{i}", "lang": "en", "p": i / 7},
+              [{"layer": i % 5, "neuron": i, "score": k / 3, "rank": k} for k in range(i % 4)])
+s.finalize()
+"""
+
+
+def test_kill_9_then_resume(tmp_path):
+    """SIGKILL a writer mid-run, resume it: same tables as a run never killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def start(path, resume):
+        return subprocess.Popen([sys.executable, "-c", WORKER, str(path), "1" if resume else "0"])
+
+    start(tmp_path / "ref", False).wait()
+    path, killed = tmp_path / "r", 0
+    for delay in (0.8, 1.2):
+        proc = start(path, (path / "run.json").exists())
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed += 1
+        proc.wait()
+    assert start(path, (path / "run.json").exists()).wait() == 0
+    ref, r = open_run(tmp_path / "ref"), open_run(path)
+    assert r.facts().num_rows == 400
+    assert r.facts().equals(ref.facts()) and r.neurons().equals(ref.neurons())

@@ -1,0 +1,66 @@
+"""Tiny random-weight models of every supported family, built from configs (never downloaded)."""
+from __future__ import annotations
+
+import torch
+import transformers as T
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+WORDS = ("the capital of france is paris italy rome germany berlin spain madrid language spoken in "
+         "italian french german spanish dodoma tanzania city river a an and was born works as").split()
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<eos>", "<bos>"]
+
+
+def word_tokenizer(kind: str) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over WORDS (offsets supported). masked: [CLS] x [SEP]; causal: plain."""
+    vocab = {t: i for i, t in enumerate(SPECIALS + list(dict.fromkeys(WORDS)))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if kind == "masked":
+        from tokenizers.processors import TemplateProcessing
+        tok.post_processor = TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                       cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   eos_token="<eos>", bos_token="<bos>")
+
+
+V = len(SPECIALS) + len(dict.fromkeys(WORDS)) + 3
+H, I, NL, HEADS = 32, 48, 3, 4
+
+FAMILIES = {
+    # family: (kind, config)
+    "bert": ("masked", lambda: T.BertConfig(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, intermediate_size=I)),
+    "roberta": ("masked", lambda: T.RobertaConfig(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, intermediate_size=I, pad_token_id=0)),
+    "xlm-roberta": ("masked", lambda: T.XLMRobertaConfig(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, intermediate_size=I, pad_token_id=0)),
+    "gpt2": ("causal", lambda: T.GPT2Config(vocab_size=V, n_embd=H, n_layer=NL, n_head=HEADS, n_inner=I)),
+    "gptj": ("causal", lambda: T.GPTJConfig(vocab_size=V, n_embd=H, n_layer=NL, n_head=HEADS, n_inner=I, rotary_dim=4)),
+    "gpt_neox": ("causal", lambda: T.GPTNeoXConfig(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, intermediate_size=I)),
+    "bloom": ("causal", lambda: T.BloomConfig(vocab_size=V, hidden_size=H, n_layer=NL, n_head=HEADS)),
+    "opt": ("causal", lambda: T.OPTConfig(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, ffn_dim=I, word_embed_proj_dim=H, max_position_embeddings=64)),
+    "llama": ("causal", lambda: T.LlamaConfig(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, num_key_value_heads=2, intermediate_size=I)),
+    "qwen2": ("causal", lambda: T.Qwen2Config(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, num_key_value_heads=2, intermediate_size=I)),
+    "mistral": ("causal", lambda: T.MistralConfig(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, num_key_value_heads=2, intermediate_size=I)),
+    "gemma": ("causal", lambda: T.GemmaConfig(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, num_key_value_heads=2, intermediate_size=I, head_dim=8)),
+    "phi3": ("causal", lambda: T.Phi3Config(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, num_key_value_heads=2, intermediate_size=I, pad_token_id=0)),
+}
+EXPECTED_SITE = {"bert": "output.dense", "roberta": "output.dense", "xlm-roberta": "output.dense",
+                 "gpt2": "mlp.c_proj", "gptj": "mlp.fc_out", "gpt_neox": "mlp.dense_4h_to_h",
+                 "bloom": "mlp.dense_4h_to_h", "opt": "fc2", "llama": "mlp.down_proj", "qwen2": "mlp.down_proj",
+                 "mistral": "mlp.down_proj", "gemma": "mlp.down_proj", "phi3": "mlp.down_proj"}
+
+
+def tiny_model(family: str, seed: int = 0, dtype=torch.float64):
+    kind, make = FAMILIES[family]
+    torch.manual_seed(seed)
+    cfg = make()
+    cfg.pad_token_id, cfg.eos_token_id, cfg.bos_token_id = 0, 5, 6
+    cls = T.AutoModelForMaskedLM if kind == "masked" else T.AutoModelForCausalLM
+    model = cls.from_config(cfg).to(dtype).eval()
+    return model, kind
+
+
+def tiny_handle(family: str, seed: int = 0, dtype=torch.float64):
+    from kneuron.models import from_model
+    model, kind = tiny_model(family, seed, dtype)
+    return from_model(model, word_tokenizer(kind), kind=kind, name=f"tiny-{family}")
