@@ -1,0 +1,132 @@
+"""Interventions on knowledge neurons.
+
+``suppress`` and ``enhance`` are context managers that patch the neurons' activations at the answer
+position(s) of every forward pass run inside the ``with`` block; the model is untouched afterwards.
+``erase`` zeroes the neurons' value vectors in the weights (persistent until ``undo()``).
+
+Answer positions ("answer", the default): those set by kneuron's scoring functions (the positions
+that predict the gold answer's tokens); for a forward run by the caller, the mask tokens of a
+masked LM or the last position of a causal LM. ``at="all"`` patches every position; a list of
+ints patches those positions.
+"""
+from __future__ import annotations
+
+import contextvars
+from collections import defaultdict
+from contextlib import ExitStack, contextmanager
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from .models.load import ModelHandle
+from .models.sites import as_bsn, value_vectors
+
+Neuron = tuple[int, int]
+_ANSWER_POSITIONS: contextvars.ContextVar[Sequence[int] | None] = contextvars.ContextVar("answer_positions", default=None)
+
+
+@contextmanager
+def answer_positions(positions: Sequence[int]):
+    """Declare the answer positions of the forward passes run inside the block."""
+    token = _ANSWER_POSITIONS.set(list(positions))
+    try:
+        yield
+    finally:
+        _ANSWER_POSITIONS.reset(token)
+
+
+def _by_layer(handle: ModelHandle, neurons: Iterable[Neuron]) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = defaultdict(list)
+    for layer, idx in neurons:
+        layer, idx = int(layer), int(idx)
+        if not (0 <= layer < handle.n_layers and 0 <= idx < handle.n_neurons):
+            raise ValueError(f"neuron ({layer}, {idx}) is outside {handle.name} "
+                             f"({handle.n_layers} layers x {handle.n_neurons} neurons)")
+        groups[layer].append(idx)
+    return groups
+
+
+@contextmanager
+def patch(handle: ModelHandle, neurons: Iterable[Neuron], fn: Callable[[torch.Tensor], torch.Tensor],
+          at="answer"):
+    """Replace the activation x of each neuron by fn(x) at the chosen positions."""
+    groups = _by_layer(handle, neurons)
+    seen: dict = {}
+
+    def grab(mod, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None and kwargs.get("inputs_embeds") is not None:
+            ids = kwargs["inputs_embeds"][..., 0]
+        seen["ids"] = ids
+
+    def where(B: int, T: int, device) -> torch.Tensor:
+        mask = torch.zeros(B, T, dtype=torch.bool, device=device)
+        if at == "all":
+            mask[:] = True
+        elif at == "answer":
+            pos = _ANSWER_POSITIONS.get()
+            if pos is not None:
+                mask[:, [p for p in pos if p < T]] = True
+            elif handle.kind == "masked" and seen.get("ids") is not None and seen["ids"].dtype == torch.long:
+                mask = seen["ids"] == handle.tokenizer.mask_token_id
+            else:
+                mask[:, -1] = True
+        else:
+            mask[:, list(at)] = True
+        return mask
+
+    with ExitStack() as stack:
+        h = handle.model.register_forward_pre_hook(grab, with_kwargs=True)
+        stack.callback(h.remove)
+        for layer, idx in groups.items():
+            def hook(mod, args, idx=torch.tensor(sorted(set(idx)))):
+                x = args[0]
+                ids = seen.get("ids")
+                B, T = (ids.shape[0], ids.shape[1]) if ids is not None else (x.shape[0], x.shape[1])
+                x3 = as_bsn(x, B, T)
+                sel = torch.zeros(x3.shape[-1], dtype=torch.bool, device=x.device)
+                sel[idx.to(x.device)] = True
+                sel = where(B, T, x.device).unsqueeze(-1) & sel
+                return (torch.where(sel, fn(x3), x3).view(x.shape),) + args[1:]
+            stack.callback(handle.sites[layer].register_forward_pre_hook(hook).remove)
+        yield
+
+
+def suppress(handle: ModelHandle, neurons: Iterable[Neuron], at="answer"):
+    """Set the neurons to 0 (at the answer positions by default) inside the ``with`` block."""
+    return patch(handle, neurons, torch.zeros_like, at)
+
+
+def enhance(handle: ModelHandle, neurons: Iterable[Neuron], factor: float = 2.0, at="answer"):
+    """Multiply the neurons by ``factor`` (x2 in the paper) inside the ``with`` block."""
+    return patch(handle, neurons, lambda x: x * factor, at)
+
+
+class Erasure:
+    """Zeroed value vectors of some neurons (the weight columns of the output projection).
+    Persistent until ``undo()``; also a context manager that undoes itself on exit."""
+
+    def __init__(self, handle: ModelHandle, neurons: Iterable[Neuron]):
+        self.saved: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        with torch.no_grad():
+            for layer, idx in _by_layer(handle, neurons).items():
+                rows = value_vectors(handle.sites[layer])
+                idx_t = torch.tensor(sorted(set(idx)))
+                self.saved.append((rows, idx_t, rows[idx_t].clone()))
+                rows[idx_t] = 0
+
+    def undo(self) -> None:
+        with torch.no_grad():
+            for rows, idx, old in reversed(self.saved):
+                rows[idx] = old
+        self.saved = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.undo()
+
+
+def erase(handle: ModelHandle, neurons: Iterable[Neuron]) -> Erasure:
+    return Erasure(handle, neurons)

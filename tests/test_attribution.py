@@ -1,0 +1,94 @@
+"""The fast engine equals the plain slow reference, for every family and method; completeness."""
+import pytest
+import torch
+
+from kneuron.attribution import attribute
+from reference import reference_attribute
+from tiny import FAMILIES, tiny_handle
+
+
+def _prompt(h):
+    return "the capital of france is" if h.kind == "causal" else "the capital of france is [Y] ."
+
+
+def _close(fast, ref):
+    ref = ref.double()
+    err = (fast.double() - ref).abs().max() / ref.abs().max()
+    assert err < 1e-5, f"relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("method", ["ig", "amig"])
+def test_fast_equals_reference_multi_token(family, method):
+    h = tiny_handle(family)
+    fast = attribute(h, _prompt(h), "paris rome", method=method, steps=3, batch_size=5)
+    ref = reference_attribute(h, _prompt(h), "paris rome", method=method, steps=3)
+    assert fast.scores.shape == (h.n_layers, h.n_neurons)
+    assert len(fast.target_ids) == 2
+    _close(fast.scores, ref)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "opt"])
+@pytest.mark.parametrize("objective", ["prob", "logprob"])
+def test_amig_options_equal_reference(family, objective):
+    h = tiny_handle(family)
+    opts = dict(paths="per-word", prefactor_kind="difference")
+    fast = attribute(h, _prompt(h), "paris", method="amig", steps=4, rule="gauss", objective=objective, **opts)
+    ref = reference_attribute(h, _prompt(h), "paris", method="amig", steps=4, rule="gauss", objective=objective, **opts)
+    _close(fast.scores, ref)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+def test_batching_cache_and_replay_do_not_change_scores(family):
+    h = tiny_handle(family)
+    base = attribute(h, _prompt(h), "paris rome", method="amig", steps=4, batch_size=1000)
+    for kw in (dict(batch_size=1), dict(batch_size=7, replay=False), dict(batch_size=3, prefix_cache=False)):
+        other = attribute(h, _prompt(h), "paris rome", method="amig", steps=4, **kw)
+        _close(other.scores, base.scores)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_completeness_with_proper_prefactor(family):
+    """sum of a layer's IG scores = F(activation) - F(baseline); < 1% at 50 steps."""
+    h = tiny_handle(family)
+    ig = attribute(h, _prompt(h), "paris rome", method="ig", steps=50, rule="midpoint")
+    amig = attribute(h, _prompt(h), "paris", method="amig", steps=50, rule="midpoint", prefactor_kind="difference")
+    assert ig.completeness < 0.01 and amig.completeness < 0.01
+    assert ig.delta.abs().sum() > 0
+    # the paper's prefactor (activation, not activation - baseline) is not IG: no completeness
+    assert attribute(h, _prompt(h), "paris", method="amig", steps=2).completeness is None
+
+
+def test_completeness_residual_is_measured_not_assumed():
+    h = tiny_handle("gptj")
+    coarse = attribute(h, _prompt(h), "paris rome", method="ig", steps=2, rule="left")
+    fine = attribute(h, _prompt(h), "paris rome", method="ig", steps=50, rule="midpoint")
+    assert coarse.completeness > 10 * fine.completeness
+
+
+def test_out_of_memory_backs_off(monkeypatch):
+    from kneuron.attribution import engine
+    h = tiny_handle("llama")
+    ref = attribute(h, _prompt(h), "paris", steps=4, batch_size=64)
+    real, sizes = engine.Runner.__call__, []
+
+    def flaky(self, layers, points, grad=True):
+        sizes.append(len(layers))
+        if len(layers) > 5:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, layers, points, grad)
+    monkeypatch.setattr(engine.Runner, "__call__", flaky)
+    got = attribute(h, _prompt(h), "paris", steps=4, batch_size=64)
+    assert sizes[0] == 15 and max(sizes[1:]) <= 5      # 3 layers x (4 steps + 1 endpoint), then halved
+    _close(got.scores, ref.scores)
+
+
+def test_top_and_prob():
+    h = tiny_handle("gpt2")
+    a = attribute(h, _prompt(h), "paris rome", steps=2)
+    assert a.prob == pytest.approx(a.token_probs[0] * a.token_probs[1])
+    top = a.top(5)
+    assert [s for _, _, s in top] == sorted([s for _, _, s in top], reverse=True)
+    assert top[0][2] == pytest.approx(float(a.scores.max()))
+    with pytest.raises(ValueError, match="unknown method"):
+        attribute(h, _prompt(h), "paris", method="nope")
