@@ -170,9 +170,9 @@ def integrate(runner: Runner, acts: torch.Tensor, baselines: torch.Tensor, alpha
         try:
             obj, g = runner(layer, pts)
         except RuntimeError as e:                   # back off on out-of-memory, re-raise otherwise
-            if not _is_oom(e) or bs == 1:
+            if not _is_oom(e) or len(idx) == 1:
                 raise
-            bs = max(1, bs // 2)
+            bs = max(1, len(idx) // 2)
             continue
         flat = path * L + layer
         G.index_add_(0, flat, g.double() * weights_e[node].unsqueeze(1))
