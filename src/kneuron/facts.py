@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -30,6 +30,12 @@ class Fact:
     templates: tuple[str, ...]
     aliases: tuple[str, ...] = ()
     wrong_objects: tuple[str, ...] = ()
+    source: str = field(default="", compare=False, repr=False)   # "file:line" it was read from
+
+    def where(self, field_name: str | None = None) -> str:
+        """'file:line: field "x": ' prefix for one-line error messages about this fact."""
+        head = self.source or f"fact {self.id} ({self.lang})"
+        return f'{head}: field "{field_name}": ' if field_name else f"{head}: "
 
     def prompts(self) -> list[str]:
         """Each template with [X] filled by the subject ([Y] kept)."""
@@ -92,7 +98,7 @@ def _check_line(obj: Any, path: Path, n: int) -> Fact:
         for mark in ("[X]", "[Y]"):
             if t.count(mark) != 1:
                 raise err(f"templates[{i}]", f"must contain {mark} exactly once, found {t.count(mark)} in {t!r}")
-    return Fact(**vals)
+    return Fact(**vals, source=f"{path}:{n}")
 
 
 def load_facts(path: str | os.PathLike, lang: str | None = None) -> list[Fact]:
@@ -148,3 +154,18 @@ def fact_file_hash(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+BUNDLED_DIR = Path(__file__).parent / "data"
+
+
+def resolve_facts(name_or_path: str | os.PathLike) -> Path:
+    """A path, or the name of a fact set bundled with kneuron (e.g. ``demo-en``)."""
+    p = Path(name_or_path)
+    if p.exists():
+        return p
+    bundled = BUNDLED_DIR / f"{name_or_path}.jsonl"
+    if bundled.exists():
+        return bundled
+    names = ", ".join(sorted(q.stem for q in BUNDLED_DIR.glob("*.jsonl")))
+    raise FactError(p, 0, None, f"no such fact file, and not a bundled fact set ({names})")

@@ -24,6 +24,7 @@ class Attribution:
     params: dict = field(default_factory=dict)
     completeness: float | None = None    # sum_l |sum_j score - (F(a) - F(b_l))| / sum_l |F(a) - F(b_l)|
     delta: torch.Tensor | None = None    # [n_layers] F(a) - F(baseline), where completeness is defined
+    prediction: tuple[str, float] = ("", 0.0)   # the model's own top token at the first answer position
 
     def top(self, k: int = 10) -> list[tuple[int, int, float]]:
         """The k highest-scoring neurons as (layer, index, score)."""
@@ -34,7 +35,7 @@ class Attribution:
 
 def default_batch_size(handle: ModelHandle, seq_len: int, prefix_cache: bool) -> int:
     tokens = 1 if (handle.kind == "causal" and prefix_cache) else seq_len
-    return max(1, 8192 // tokens) if tokens > 1 else 640
+    return max(1, 8192 // tokens) if tokens > 1 else 160
 
 
 def make_method(method: str | IG, **options) -> IG:
@@ -87,8 +88,10 @@ def attribute(handle: ModelHandle, prompt: str, target: str, method: str | IG = 
         completeness = float((scores.sum(dim=1) - delta).abs().sum() / delta.abs().sum().clamp_min(1e-30))
     prob = float(torch.tensor(token_p, dtype=torch.float64).prod())
     params = {"steps": steps, "objective": objective, "rule": rule, **m.params()}
+    p0, i0 = clean.logits[0, 0].float().softmax(-1).max(-1)
+    prediction = (handle.tokenizer.decode([int(i0)]), float(p0))
     return Attribution(scores.float(), prob, token_p, list(enc.target_ids), m.name, params,
-                       completeness, delta.float() if proper else None)
+                       completeness, delta.float() if proper else None, prediction)
 
 
 __all__ = ["Attribution", "attribute", "METHODS", "RULES", "IG", "AMIG"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,22 @@ def _smollm2() -> tuple[str, dict]:
 BUNDLED = {"smollm2-135m": _smollm2}   # later: organism-mlm, organism-clm
 
 
+@contextmanager
+def _quiet_gguf():
+    """transformers' GGUF de-quantizer draws its own tqdm bar per load; keep the console clean."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as g
+    except ImportError:
+        yield
+        return
+    old = g.tqdm
+    g.tqdm = lambda it, *a, **k: it
+    try:
+        yield
+    finally:
+        g.tqdm = old
+
+
 def _detect_kind(config) -> str:
     archs = " ".join(getattr(config, "architectures", None) or [])
     if "MaskedLM" in archs:
@@ -121,8 +138,9 @@ def load_model(name_or_path: str = DEFAULT_MODEL, kind: str | None = None, site:
     kind = kind or _detect_kind(config)
     auto = AutoModelForMaskedLM if kind == "masked" else AutoModelForCausalLM
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, **extra)
-        model = auto.from_pretrained(where, local_files_only=True, dtype=dtype or torch.float32, **extra)
+        with _quiet_gguf():
+            tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, **extra)
+            model = auto.from_pretrained(where, local_files_only=True, dtype=dtype or torch.float32, **extra)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{name_or_path}: cannot load as a {kind} LM ({str(e).splitlines()[0]})") from None
     if device:

@@ -1,0 +1,138 @@
+"""Localize the knowledge neurons of many facts into a resumable run directory."""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+from .attribution import attribute
+from .facts import Fact
+from .models.load import ModelHandle
+from .models.targets import Query, QueryError, encode, queries_for
+from .neurons import REFINE_P, NeuronSet, refine, select, tau_for
+from .store import RunStore
+
+
+@dataclass
+class LocateConfig:
+    method: str = "ig"
+    steps: int = 20
+    threshold: float | None = None       # None: tau per language (en 0.3, zh 0.2, else 0.3)
+    top_k: int | None = None
+    refine_p: float = REFINE_P
+    objective: str = "prob"
+    rule: str = "left"
+    method_options: dict = field(default_factory=dict)
+    batch_size: int | None = None        # rows per batch (speed only; never changes results)
+
+
+@dataclass
+class FactResult:
+    fact: Fact
+    queries: list[Query]
+    neurons: NeuronSet
+    p_target: float                      # on the first prompt
+    prediction: tuple[str, float]        # the model's top next token / mask filler on the first prompt
+
+
+def check_facts(handle: ModelHandle, facts: Iterable[Fact], skip_invalid_templates: bool = False) -> list[list[Query]]:
+    """Build and encode every query before any work starts; bad input fails here, in one line."""
+    out = []
+    for f in facts:
+        try:
+            qs = queries_for(f, handle.kind, skip_invalid=skip_invalid_templates)
+        except QueryError as e:
+            raise QueryError(f"{f.where('templates')}{e} (or pass --skip-invalid-templates)") from None
+        if not qs:
+            raise QueryError(f"{f.where('templates')}no template usable by a {handle.kind} model")
+        for q in qs:
+            try:
+                encode(handle.tokenizer, handle.kind, q.prompt, q.target)
+            except QueryError as e:
+                raise QueryError(f"{f.where('object')}{e}") from None
+        out.append(qs)
+    return out
+
+
+def locate_fact(handle: ModelHandle, fact: Fact, queries: list[Query], cfg: LocateConfig,
+                progress: Callable[[int], None] | None = None) -> FactResult:
+    tau = tau_for(fact.lang, cfg.threshold)
+    sets, first = [], None
+    for q in queries:
+        a = attribute(handle, q.prompt, q.target, method=cfg.method, steps=cfg.steps, objective=cfg.objective,
+                      rule=cfg.rule, batch_size=cfg.batch_size, progress=progress, **cfg.method_options)
+        first = first or a
+        sets.append(select(a.scores, tau, cfg.top_k))
+    return FactResult(fact, queries, refine(sets, cfg.refine_p), first.prob, first.prediction)
+
+
+def run_meta(handle: ModelHandle, cfg: LocateConfig, facts_path: str | None, facts_hash: str | None,
+             lang: str | None, limit: int | None) -> dict:
+    import torch
+    import transformers
+
+    from . import __version__
+    meta = {k: v for k, v in asdict(cfg).items() if k != "batch_size"}
+    return {**meta, "model": handle.name, "kind": handle.kind, "n_layers": handle.n_layers,
+            "n_neurons": handle.n_neurons, "site": f"{handle.site.layers_path}[i].{handle.site.proj_path}",
+            "dtype": str(handle.dtype), "facts": facts_path, "facts_hash": facts_hash, "lang": lang,
+            "limit": limit, "versions": {"kneuron": __version__, "torch": torch.__version__,
+                                         "transformers": transformers.__version__,
+                                         "python": platform.python_version()}}
+
+
+def fact_row(order: int, r: FactResult) -> dict:
+    q = r.queries[0]
+    return {"order": order, "fact_id": r.fact.id, "lang": r.fact.lang, "relation": r.fact.relation,
+            "subject": r.fact.subject, "prompt": q.prompt, "target": q.target, "p_target": r.p_target,
+            "top_token": r.prediction[0], "top_p": r.prediction[1], "n_prompts": len(r.queries),
+            "n_neurons": len(r.neurons)}
+
+
+def neuron_rows(r: FactResult) -> list[dict]:
+    return [{"layer": l, "neuron": j, "score": s, "rank": i}
+            for i, ((l, j), s) in enumerate(zip(r.neurons.neurons, r.neurons.scores))]
+
+
+def locate(handle: ModelHandle, facts: list[Fact], cfg: LocateConfig, out, resume: bool = False,
+           facts_path: str | None = None, facts_hash: str | None = None, lang: str | None = None,
+           limit: int | None = None, skip_invalid_templates: bool = False, show_progress: bool = True) -> RunStore:
+    """Localize each fact's knowledge neurons; each finished fact is committed to ``out`` at once,
+    so an interrupted run loses nothing and continues with ``resume=True``."""
+    facts = facts[:limit] if limit else facts
+    queries = check_facts(handle, facts, skip_invalid_templates)
+    store = RunStore(out, meta=run_meta(handle, cfg, facts_path, facts_hash, lang, limit), resume=resume)
+    done = store.done()
+    todo = [(i, f, q) for i, (f, q) in enumerate(zip(facts, queries)) if (f.id, f.lang) not in done]
+    t0 = time.perf_counter()
+    with _progress(show_progress, len(facts), len(facts) - len(todo)) as advance:
+        for order, fact, qs in todo:
+            r = locate_fact(handle, fact, qs, cfg)
+            store.add(fact_row(order, r), neuron_rows(r))
+            advance()
+    store.finalize()
+    store.seconds = time.perf_counter() - t0
+    store.n_new = len(todo)
+    return store
+
+
+class _progress:
+    """A rich progress bar over facts (a no-op when disabled)."""
+
+    def __init__(self, show: bool, total: int, completed: int):
+        self.show, self.total, self.completed = show, total, completed
+
+    def __enter__(self):
+        if not self.show:
+            return lambda: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        self.bar = Progress(TextColumn("locating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            transient=False)
+        self.bar.start()
+        task = self.bar.add_task("facts", total=self.total, completed=self.completed)
+        return lambda: self.bar.advance(task)
+
+    def __exit__(self, *exc):
+        if self.show:
+            self.bar.stop()
