@@ -2,10 +2,10 @@
 __version__ = "0.1.0"
 
 from .attribution import AMIG, IG, Attribution, attribute
-from .evaluate import evaluate
+from .experiments.localization import evaluate
 from .facts import Fact, FactError, load_facts, save_facts
 from .intervene import enhance, erase, suppress
-from .locate import LocateConfig, locate, locate_fact
+from .localize import LocateConfig, locate, locate_fact
 from .metrics import table1
 from .models import DEFAULT_MODEL, ModelHandle, ModelLoadError, from_model, load_model
 from .models.targets import Query, QueryError, encode, queries_for

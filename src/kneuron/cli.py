@@ -102,8 +102,8 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="fact file (cano
            as_json: bool = typer.Option(False, "--json", help="print a JSON summary")):
     """Localize the knowledge neurons of each fact into a resumable run directory."""
     from .facts import fact_file_hash, load_facts, resolve_facts
-    from .locate import LocateConfig
-    from .locate import locate as run_locate
+    from .localize import LocateConfig
+    from .localize import locate as run_locate
     opts = {"paths": paths, "prefactor_kind": prefactor} if method == "amig" else {}
     cfg = LocateConfig(method=method, steps=steps, threshold=threshold, top_k=top_k, refine_p=refine_p,
                        objective=objective, rule=rule, method_options=opts, batch_size=batch_size)
@@ -138,7 +138,7 @@ def intervene(run: Path = typer.Option(..., "--run", "-r", help="run directory m
               facts: Optional[Path] = typer.Option(None, "--facts", help="fact file, if it moved since the run"),
               as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """Suppress or enhance each fact's knowledge neurons and show its answer probability before/after."""
-    from .evaluate import edit_effects, load_run
+    from .experiments.localization import edit_effects, load_run
     if op not in ("suppress", "enhance"):
         _fail(f"--op must be suppress or enhance, not {op!r}")
     try:
@@ -171,8 +171,8 @@ def evaluate(run: Path = typer.Option(..., "--run", "-r", help="run directory ma
              outlier_cut: bool = typer.Option(False, "--outlier-cut", help="the paper's cuts: drop suppress change > 20, enhance >= 250"),
              as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """The paper's Table 1 metric for a run: related vs unrelated probability change, SR."""
-    from .evaluate import evaluate as run_eval
-    from .evaluate import load_run
+    from .experiments.localization import evaluate as run_eval
+    from .experiments.localization import load_run
     try:
         meta = load_run(run, facts).store.meta
         h = _load(meta["model"])
