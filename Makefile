@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test bench clean
 
 setup: $(STAMP)
 
@@ -22,11 +22,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q gguf accelerate
 	touch $(STAMP)
 
+DEMO_OUT ?= demo-run
+
+# The main job on the bundled model and facts: probe, then locate + evaluate (Table 1) with the
+# two methods of the paper's Table 1 (ig = Dai et al.'s B-KN, amig = Chen et al.'s Module 1).
 demo: setup
-	$(BIN)/python -m kneuron.demo
+	$(BIN)/kneuron probe "The capital of France is" --top 5
+	rm -rf $(DEMO_OUT)
+	$(BIN)/kneuron locate --facts demo-en --method ig --out $(DEMO_OUT)/ig
+	$(BIN)/kneuron evaluate --run $(DEMO_OUT)/ig
+	$(BIN)/kneuron locate --facts demo-en --method amig --out $(DEMO_OUT)/amig
+	$(BIN)/kneuron evaluate --run $(DEMO_OUT)/amig
+	@echo "demo runs: $(DEMO_OUT)/ig and $(DEMO_OUT)/amig (run.json, facts.parquet, neurons.parquet, evaluation.json)"
 
 test: setup
 	$(BIN)/python -m pytest -q
 
+bench: setup
+	$(BIN)/python bench/time_per_fact.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) build *.egg-info src/*.egg-info $(DEMO_OUT)

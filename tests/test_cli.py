@@ -425,21 +425,18 @@ def test_bad_steps(models, facts_file, tmp_path):
     locate_fails(models, facts_file, tmp_path, "steps", extra=("--steps", 0))
 
 
-# ----------------------------------------------------------------------------- known bugs (reported, not fixed here)
+# ----------------------------------------------------------------------------- regressions (bugs found by these tests, since fixed)
 
-@pytest.mark.xfail(reason="bug: --objective is only checked after the run directory is created", strict=False)
 def test_bad_objective_fails_before_writing(models, facts_file, tmp_path):
     locate_fails(models, facts_file, tmp_path, "objective", "'nope'", extra=("--objective", "nope"))
 
 
-@pytest.mark.xfail(reason="bug: resume does not compare top_k/rule/refine_p/method_options", strict=False)
 def test_resume_with_other_selection_fails(models, facts_file, tmp_path):
     out = tmp_path / "run"
     run_locate(facts_file, out, models["gpt2"], "--limit", 2, "--top-k", 1, "--rule", "right")
     one_line_error(cli(*locate_args(facts_file, out, models["gpt2"], "--resume")), "differs")
 
 
-@pytest.mark.xfail(reason="bug: run.json records a relative --model path as given", strict=False)
 def test_run_with_relative_model_path_evaluates_elsewhere(models, facts_file, tmp_path, monkeypatch):
     model = Path(models["gpt2"])
     monkeypatch.chdir(model.parent)
@@ -448,7 +445,6 @@ def test_run_with_relative_model_path_evaluates_elsewhere(models, facts_file, tm
     ok(cli("evaluate", "--run", tmp_path / "run", "--json"))
 
 
-@pytest.mark.xfail(reason="bug: probe --top larger than the vocabulary raises an uncaught RuntimeError", strict=False)
 def test_probe_top_larger_than_vocab(models):
     r = cli("probe", "the capital of", "-m", models["gpt2"], "-k", 100000, "--json")
     if r.exit_code == 0:
@@ -457,6 +453,5 @@ def test_probe_top_larger_than_vocab(models):
         one_line_error(r)
 
 
-@pytest.mark.xfail(reason="bug: --limit -1 silently drops the last fact (facts[:limit])", strict=False)
 def test_negative_limit_is_rejected(models, facts_file, tmp_path):
     locate_fails(models, facts_file, tmp_path, "--limit", extra=("--limit", -1))

@@ -60,6 +60,8 @@ def probe(prompt: str = typer.Argument(..., help="text before the answer (causal
     """What the model predicts after PROMPT, and the probability of a gold --target."""
     from .probe import answer_prob, predict
     try:
+        if top < 1:
+            raise ValueError(f"--top must be >= 1, got {top}")
         h = _load(model)
         out = {"prompt": prompt, "top": [{"token": t, "p": p} for t, p in predict(h, prompt, top)], "target": None}
         if target is not None:
@@ -111,8 +113,9 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="fact file (cano
     try:
         facts = resolve_facts(facts)
         fs = load_facts(facts, lang=lang)
-        from .attribution import make_method, nodes
-        make_method(method, **opts), nodes(rule, steps)          # bad options fail before loading the model
+        cfg.validate()                                           # bad options fail before loading the model
+        if limit is not None and limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {limit}")
         h = _load(model, site)
         store = run_locate(h, fs, cfg, out, resume=resume, facts_path=str(facts.resolve()),
                            facts_hash=fact_file_hash(facts), lang=lang, limit=limit,

@@ -26,6 +26,22 @@ class LocateConfig:
     method_options: dict = field(default_factory=dict)
     batch_size: int | None = None        # rows per batch (speed only; never changes results)
 
+    def validate(self) -> None:
+        """Raise ValueError (one line) on a bad setting, before any work is done or written."""
+        from .attribution import make_method, nodes
+        make_method(self.method, **self.method_options)
+        nodes(self.rule, self.steps)
+        if self.objective not in ("prob", "logprob"):
+            raise ValueError(f"objective must be 'prob' or 'logprob', not {self.objective!r}")
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if not 0 <= self.refine_p < 1:
+            raise ValueError(f"refine-p must be in [0, 1), got {self.refine_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top-k must be >= 1, got {self.top_k}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch-size must be >= 1, got {self.batch_size}")
+
 
 @dataclass
 class FactResult:
@@ -100,6 +116,9 @@ def locate(handle: ModelHandle, facts: list[Fact], cfg: LocateConfig, out, resum
            limit: int | None = None, skip_invalid_templates: bool = False, show_progress: bool = True) -> RunStore:
     """Localize each fact's knowledge neurons; each finished fact is committed to ``out`` at once,
     so an interrupted run loses nothing and continues with ``resume=True``."""
+    cfg.validate()
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
     facts = facts[:limit] if limit else facts
     queries = check_facts(handle, facts, skip_invalid_templates)
     store = RunStore(out, meta=run_meta(handle, cfg, facts_path, facts_hash, lang, limit), resume=resume)

@@ -46,5 +46,5 @@ def predict(handle: ModelHandle, prompt: str, k: int = 10) -> list[tuple[str, fl
         pos = len(ids) - 1
     with answer_positions([pos]), torch.no_grad():
         logits = handle.model(input_ids=torch.tensor([ids], device=handle.device)).logits[0, pos].float()
-    p, i = logits.softmax(-1).topk(k)
+    p, i = logits.softmax(-1).topk(max(1, min(k, logits.shape[-1])))
     return [(tok.decode([int(j)]), float(q)) for q, j in zip(p, i)]

@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 # parameters that must not change when a run is resumed (checked when present on both sides)
-RESUME_KEYS = ("model", "revision", "dtype", "method", "objective", "steps", "threshold", "facts_hash", "lang")
+RESUME_KEYS = ("model", "revision", "dtype", "kind", "site", "method", "method_options", "objective", "steps",
+               "rule", "threshold", "top_k", "refine_p", "facts_hash", "lang")
 
 FACT_HEAD = ("order", "fact_id", "lang")
 NEURON_HEAD = FACT_HEAD + ("layer", "neuron", "score", "rank")

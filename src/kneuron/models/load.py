@@ -123,9 +123,12 @@ def load_model(name_or_path: str = DEFAULT_MODEL, kind: str | None = None, site:
         p = Path(name_or_path)
         if not p.is_file():
             raise ModelLoadError(f"GGUF file not found: {name_or_path}")
-        where, extra = str(p.parent), {"gguf_file": p.name}
+        where, extra = str(p.parent.resolve()), {"gguf_file": p.name}
+        name_or_path = str(p.resolve())
     else:
         where = name_or_path
+        if os.path.isdir(where):          # record local models by absolute path, so runs can be re-opened
+            name_or_path = where = str(Path(where).resolve())
     try:
         config = AutoConfig.from_pretrained(where, local_files_only=True, **extra)
     except (OSError, ValueError) as e:
