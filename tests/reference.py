@@ -34,7 +34,7 @@ def _value_and_grad(h, ids, pos, layer, point, target, objective):
         g, = torch.autograd.grad(f, point)
     finally:
         hook.remove()
-    return float(f), g
+    return float(f.detach()), g
 
 
 def reference_attribute(h, prompt, target, method="ig", steps=20, rule="left", objective="prob",

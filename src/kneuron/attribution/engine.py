@@ -14,6 +14,7 @@ layer at a time in a full forward pass) and fast:
 from __future__ import annotations
 
 import copy
+import inspect
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
@@ -86,7 +87,8 @@ class Runner:
             # one query token against the cached prefix; replayed outputs are that position's
             if position > 0:
                 with torch.no_grad():
-                    self.past = handle.model(input_ids=input_ids[:, :position], use_cache=True).past_key_values
+                    out = handle.model(input_ids=input_ids[:, :position], use_cache=True)
+                self.past = getattr(out, "cache", None) or out.past_key_values
             self.ids, self.pos = input_ids[:, position:position + 1], 0
             self.outputs = [_expand_like(o, _hidden(o)[:, position:position + 1]) for o in clean.outputs]
         else:
@@ -102,7 +104,7 @@ class Runner:
         if self.past is not None:
             past = copy.deepcopy(self.past)
             past.batch_repeat_interleave(B)
-            kwargs = {"past_key_values": past, "use_cache": True}
+            kwargs = {_cache_kwarg(self.h.model): past, "use_cache": True}
         seq = self.ids.shape[1]
         with ExitStack() as stack, torch.set_grad_enabled(grad):
             present = torch.unique_consecutive(layers).tolist()
@@ -120,6 +122,11 @@ class Runner:
             obj = objective_values(logits, self.target, self.objective)
             g = torch.autograd.grad(obj.sum(), points)[0] if grad else None
         return obj.detach(), g
+
+
+def _cache_kwarg(model) -> str:
+    """transformers renamed ``past_key_values`` to ``cache`` during 5.x; use what this model takes."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 @contextmanager
