@@ -25,11 +25,11 @@ def _fail(msg: str, code: int = 2):
 
 
 def _errors():
-    from .facts import FactError
-    from .models.load import ModelLoadError
-    from .models.sites import SiteError
-    from .models.targets import QueryError
-    from .store import RunStoreError
+    from ..facts import FactError
+    from ..models.load import ModelLoadError
+    from ..models.sites import SiteError
+    from ..models.targets import QueryError
+    from ..store import RunStoreError
     return (FactError, ModelLoadError, SiteError, QueryError, RunStoreError, ValueError, FileNotFoundError)
 
 
@@ -42,7 +42,7 @@ def _quiet_hf():
 
 
 def _load(model: str, site: Optional[str] = None):
-    from .models import load_model
+    from ..models import load_model
     _quiet_hf()
     return load_model(model, site=site)
 
@@ -58,7 +58,7 @@ def probe(prompt: str = typer.Argument(..., help="text before the answer (causal
           top: int = typer.Option(10, "--top", "-k", help="how many top tokens to show"),
           as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """What the model predicts after PROMPT, and the probability of a gold --target."""
-    from .probe import answer_prob, predict
+    from ..probe import answer_prob, predict
     try:
         if top < 1:
             raise ValueError(f"--top must be >= 1, got {top}")
@@ -103,9 +103,9 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="fact file (cano
            resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
            as_json: bool = typer.Option(False, "--json", help="print a JSON summary")):
     """Localize the knowledge neurons of each fact into a resumable run directory."""
-    from .facts import fact_file_hash, load_facts, resolve_facts
-    from .localize import LocateConfig
-    from .localize import locate as run_locate
+    from ..facts import fact_file_hash, load_facts, resolve_facts
+    from ..localize import LocateConfig
+    from ..localize import locate as run_locate
     opts = {"paths": paths, "prefactor_kind": prefactor} if method == "amig" else {}
     cfg = LocateConfig(method=method, steps=steps, threshold=threshold, top_k=top_k, refine_p=refine_p,
                        objective=objective, rule=rule, method_options=opts, batch_size=batch_size)
@@ -141,7 +141,7 @@ def intervene(run: Path = typer.Option(..., "--run", "-r", help="run directory m
               facts: Optional[Path] = typer.Option(None, "--facts", help="fact file, if it moved since the run"),
               as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """Suppress or enhance each fact's knowledge neurons and show its answer probability before/after."""
-    from .experiments.localization import edit_effects, load_run
+    from ..experiments.localization import edit_effects, load_run
     if op not in ("suppress", "enhance"):
         _fail(f"--op must be suppress or enhance, not {op!r}")
     try:
@@ -174,8 +174,8 @@ def evaluate(run: Path = typer.Option(..., "--run", "-r", help="run directory ma
              outlier_cut: bool = typer.Option(False, "--outlier-cut", help="the paper's cuts: drop suppress change > 20, enhance >= 250"),
              as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """The paper's Table 1 metric for a run: related vs unrelated probability change, SR."""
-    from .experiments.localization import evaluate as run_eval
-    from .experiments.localization import load_run
+    from ..experiments.localization import evaluate as run_eval
+    from ..experiments.localization import load_run
     try:
         meta = load_run(run, facts).store.meta
         h = _load(meta["model"])
