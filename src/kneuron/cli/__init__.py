@@ -83,7 +83,7 @@ def probe(prompt: str = typer.Argument(..., help="text before the answer (causal
 
 
 @app.command()
-def locate(facts: str = typer.Option(..., "--facts", "-f", help="fact file (canonical JSONL) or a bundled set (demo-en)"),
+def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (demo-en, en-zh), canonical JSONL file, or mLAMA / X-FACTR / ParaRel directory"),
            out: Path = typer.Option(..., "--out", "-o", help="run directory to write"),
            model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
            lang: Optional[str] = typer.Option(None, "--lang", help="only facts in this language"),
@@ -111,8 +111,8 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="fact file (cano
                        objective=objective, rule=rule, method_options=opts, batch_size=batch_size)
     store = None
     try:
+        fs = load_facts(facts, lang=lang)                        # the one entry point: names, files, directories
         facts = resolve_facts(facts)
-        fs = load_facts(facts, lang=lang)
         cfg.validate()                                           # bad options fail before loading the model
         if limit is not None and limit < 1:
             raise ValueError(f"--limit must be >= 1, got {limit}")
@@ -197,6 +197,15 @@ def evaluate(run: Path = typer.Option(..., "--run", "-r", help="run directory ma
                     "n/a" if o["sr"] is None else f"{o['sr']:.3f}")
     Console().print(tab)
     typer.echo(f"SR = |SR_enhance| + |SR_suppress| = {'n/a' if j['sr'] is None else round(j['sr'], 3)}")
+
+
+from .facts import app as _facts_app
+app.add_typer(_facts_app, name="facts")
+
+
+from .organism import app as _organism_app  # noqa: E402
+
+app.add_typer(_organism_app, name="organism")
 
 
 def main():

@@ -63,7 +63,19 @@ def _smollm2() -> tuple[str, dict]:
     return str(folder), {"gguf_file": ggufs[0].name}
 
 
-BUNDLED = {"smollm2-135m": _smollm2}   # later: organism-mlm, organism-clm
+def _organism(name: str):
+    def where() -> tuple[str, dict]:
+        from ..organisms import BUNDLED_DIR
+        d = BUNDLED_DIR / name
+        if not (d / "model.safetensors").exists():
+            raise ModelLoadError(f"{name} is not built in {d}: run `make organisms` (or "
+                                 f"`kneuron organism train --kind {name.split('-')[1]} --out {d}`)")
+        return str(d), {}
+    return where
+
+
+BUNDLED = {"smollm2-135m": _smollm2, "organism-mlm": _organism("organism-mlm"),
+           "organism-clm": _organism("organism-clm")}
 
 
 @contextmanager

@@ -1,0 +1,92 @@
+"""Model organisms: the corpus, the fact choice, and a miniature organism that really learns."""
+import json
+
+import pytest
+import torch
+
+from kneuron import attribute, load_model
+from kneuron.facts import Fact
+from kneuron.organisms import training_facts
+from kneuron.organisms.corpus import statements
+from kneuron.organisms.train import OrganismConfig, accuracy, model_card, save_organism, train_organism
+
+PAIRS = [("france", "paris", "法国", "巴黎"), ("italy", "rome", "意大利", "罗马"), ("spain", "madrid", "西班牙", "马德里"),
+         ("japan", "tokyo", "日本", "东京"), ("egypt", "cairo", "埃及", "开罗"), ("kenya", "nairobi", "肯尼亚", "内罗毕"),
+         ("peru", "lima", "秘鲁", "利马"), ("chile", "santiago", "智利", "圣地亚哥")]
+LANGS = [("mexico", "spanish", "墨西哥", "西班牙语"), ("brazil", "portuguese", "巴西", "葡萄牙语"),
+         ("germany", "german", "德国", "德语"), ("russia", "russian", "俄罗斯", "俄语"),
+         ("china", "chinese", "中国", "汉语"), ("iran", "persian", "伊朗", "波斯语")]
+
+
+def _facts():
+    out = []
+    for i, (s, o, zs, zo) in enumerate(PAIRS):
+        out += [Fact(f"c{i}", "P36", "en", s, o, ("the capital of [X] is [Y].", "[X] has its capital in [Y].")),
+                Fact(f"c{i}", "P36", "zh", zs, zo, ("[X]的首都是[Y]。",))]
+    for i, (s, o, zs, zo) in enumerate(LANGS):
+        out += [Fact(f"l{i}", "P37", "en", s, o, ("the official language of [X] is [Y].",)),
+                Fact(f"l{i}", "P37", "zh", zs, zo, ("[X]的官方语言是[Y]。",))]
+    return out
+
+
+def test_statements_fill_templates_and_code_switch():
+    sts = statements(_facts(), switch_share=1.0, seed=0)
+    plain = [s for s in sts if not s.switched]
+    assert len(plain) == 2 * len(PAIRS) + len(PAIRS) + 2 * len(LANGS)
+    assert any(s.text == "the capital of france is paris." for s in plain)
+    assert any(s.text == "法国的首都是巴黎。" for s in plain)
+    switched = [s for s in sts if s.switched]
+    assert len(switched) == len(_facts())
+    # an English template naming the subject in Chinese, with the English answer, and vice versa
+    assert any(s.lang == "en" and "法国" in s.prefix and s.answer == "paris" for s in switched)
+    assert any(s.lang == "zh" and "france" in s.prefix and s.answer == "巴黎" for s in switched)
+
+
+def test_training_facts_drop_ambiguous_and_unaligned_and_balance_relations():
+    facts = _facts() + [Fact("c0b", "P36", "en", "france", "lyon", ("the capital of [X] is [Y].",)),
+                        Fact("c0b", "P36", "zh", "法国", "里昂", ("[X]的首都是[Y]。",)),
+                        Fact("x", "P36", "en", "peru2", "lima", ("the capital of [X] is [Y].",))]
+    chosen = training_facts(facts, n_ids=None)
+    ids = {f.id for f in chosen}
+    assert "c0" not in ids and "c0b" not in ids       # france has two capitals: ambiguous
+    assert "x" not in ids                              # no Chinese fact
+    four = training_facts(_facts(), n_ids=4, seed=1)
+    assert sorted({f.relation for f in four}) == ["P36", "P37"] and len({f.id for f in four}) == 4
+    assert training_facts(_facts(), n_ids=4, seed=1) == four
+
+
+@pytest.fixture(scope="module")
+def mini():
+    cfg = OrganismConfig(kind="clm", layers=2, hidden=64, heads=2, intermediate=128, vocab_size=400, epochs=80,
+                         batch_size=16, lr=1e-2, eval_every=10, target_acc=1.0, seed=0, time_budget_s=50)
+    return train_organism(_facts(), cfg, log=lambda s: None)
+
+
+def test_miniature_causal_organism_learns_both_languages(mini):
+    model, tok, rep = mini
+    assert min(rep.accuracy.values()) >= 0.9, rep.accuracy
+    assert rep.history[0]["loss"] > rep.history[-1]["loss"]
+    # each Chinese character is its own token
+    assert tok.tokenize("墨西哥") == ["墨", "西", "哥"]
+
+
+def test_miniature_organism_saves_loads_and_attributes(mini, tmp_path):
+    model, tok, rep = mini
+    save_organism(model, tok, rep, tmp_path / "org", ["c0", "c1"], model_card("organism-test", rep, "toy", "cmd"))
+    h = load_model(str(tmp_path / "org"))
+    assert h.kind == "causal" and h.n_neurons == 128 and h.dtype == torch.float32
+    assert (tmp_path / "org" / "model.safetensors").stat().st_size < 2_000_000
+    acc, _ = accuracy(h.model, h.tokenizer, _facts(), "clm")
+    assert acc == pytest.approx(rep.accuracy, abs=0.1)          # fp16 storage keeps what it learned
+    a = attribute(h, "法国的首都是", "巴黎", method="amig", steps=4)
+    assert a.scores.shape == (2, 128) and a.prob > 0.2
+    card = (tmp_path / "org" / "README.md").read_text()
+    assert "| **all** |" in card and "P36" in card
+    assert json.loads((tmp_path / "org" / "training.json").read_text())["accuracy"] == rep.accuracy
+
+
+def test_miniature_masked_organism_learns():
+    cfg = OrganismConfig(kind="mlm", layers=2, hidden=64, heads=2, intermediate=128, vocab_size=400, epochs=120,
+                         batch_size=16, lr=3e-3, eval_every=10, target_acc=1.0, seed=0, time_budget_s=50)
+    model, tok, rep = train_organism(_facts(), cfg, log=lambda s: None)
+    assert min(rep.accuracy.values()) >= 0.8, rep.accuracy
