@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench organisms clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,13 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Re-train the bundled bilingual organisms (weights are committed; this is how they were made).
+ORG_DIR := src/kneuron/data/organisms
+ORG_FACTS ?= 1000
+organisms: setup
+	$(BIN)/kneuron organism train --kind clm --facts en-zh --n-facts $(ORG_FACTS) --out $(ORG_DIR)/organism-clm
+	$(BIN)/kneuron organism train --kind mlm --facts en-zh --n-facts $(ORG_FACTS) --out $(ORG_DIR)/organism-mlm
 
 bench: setup
 	$(BIN)/python bench/time_per_fact.py

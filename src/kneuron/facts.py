@@ -5,16 +5,26 @@
 
 Optional: "aliases" (other accepted names of the object) and "wrong_objects"
 (wrong objects of the same relation). (id, lang) is the unique key.
+
+load_facts() is the one entry point: a bundled set's name, a canonical file, or a directory in the
+mLAMA, X-FACTR or ParaRel layout (read by kneuron.factsets). stats() counts a fact list.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from .factsets import FactSet
+
+log = logging.getLogger("kneuron.facts")
 
 REQUIRED = ("id", "relation", "lang", "subject", "object", "templates")
 OPTIONAL = ("aliases", "wrong_objects")
@@ -101,9 +111,8 @@ def _check_line(obj: Any, path: Path, n: int) -> Fact:
     return Fact(**vals, source=f"{path}:{n}")
 
 
-def load_facts(path: str | os.PathLike, lang: str | None = None) -> list[Fact]:
-    """Read and validate a canonical fact file (file order kept), optionally one language."""
-    path = Path(path)
+def _read_canonical(path: Path) -> list[Fact]:
+    """Read and validate a canonical fact file (file order kept)."""
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
@@ -124,13 +133,33 @@ def load_facts(path: str | os.PathLike, lang: str | None = None) -> list[Fact]:
         facts.append(fact)
     if not facts:
         raise FactError(path, 0, None, "the file has no facts")
-    if lang is not None:
-        kept = [f for f in facts if f.lang == lang]
-        if not kept:
-            present = ", ".join(sorted({f.lang for f in facts}))
-            raise FactError(path, 0, "lang", f"no facts in language {lang!r} (languages present: {present})")
-        facts = kept
     return facts
+
+
+def load_factset(name_or_path: str | os.PathLike, lang: str | None = None) -> "FactSet":
+    """Like load_facts, but also says which layout was read, its languages and what was skipped."""
+    from .factsets import FactSet, load_directory
+    path = resolve_facts(name_or_path)
+    if path.is_dir():
+        fs = load_directory(path, lang)
+    else:
+        facts = _read_canonical(path)
+        langs = tuple(sorted({f.lang for f in facts}))
+        fs = FactSet([f for f in facts if lang in (None, f.lang)], "jsonl", path, langs)
+    if fs.report.tallies:
+        log.warning("%s: %s", path, "; ".join(f"{k}: {t.count}" for k, t in fs.report.tallies.items()))
+    if not fs.facts:
+        if lang is not None:
+            present = ", ".join(fs.languages)
+            raise FactError(path, 0, "lang", f"no facts in language {lang!r} (languages present: {present})")
+        raise FactError(path, 0, None, "no facts found")
+    return fs
+
+
+def load_facts(name_or_path: str | os.PathLike, lang: str | None = None) -> list[Fact]:
+    """The one entry point for facts: a bundled set's name (demo-en, en-zh), a canonical .jsonl file,
+    or a directory in the mLAMA, X-FACTR or ParaRel layout (detected). Optionally one language."""
+    return load_factset(name_or_path, lang).facts
 
 
 def save_facts(facts: Iterable[Fact], path: str | os.PathLike) -> None:
@@ -147,8 +176,7 @@ def save_facts(facts: Iterable[Fact], path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def fact_file_hash(path: str | os.PathLike) -> str:
-    """sha256 hex digest of the file's bytes."""
+def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -156,16 +184,56 @@ def fact_file_hash(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def fact_file_hash(name_or_path: str | os.PathLike) -> str:
+    """sha256 hex digest of a fact file's bytes; for a directory, of its sorted relevant files
+    (relative path and sha256 of each)."""
+    path = resolve_facts(name_or_path)
+    if not path.is_dir():
+        return _sha256(path)
+    from .factsets import directory_files
+    h = hashlib.sha256()
+    for f in directory_files(path):
+        h.update(f"{f.relative_to(path).as_posix()}\0{_sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
 BUNDLED_DIR = Path(__file__).parent / "data"
 
 
+def bundled_names() -> list[str]:
+    return sorted(q.stem for q in BUNDLED_DIR.glob("*.jsonl"))
+
+
 def resolve_facts(name_or_path: str | os.PathLike) -> Path:
-    """A path, or the name of a fact set bundled with kneuron (e.g. ``demo-en``)."""
+    """A fact file or directory, or the path of a fact set bundled with kneuron (e.g. ``demo-en``)."""
     p = Path(name_or_path)
     if p.exists():
         return p
     bundled = BUNDLED_DIR / f"{name_or_path}.jsonl"
     if bundled.exists():
         return bundled
-    names = ", ".join(sorted(q.stem for q in BUNDLED_DIR.glob("*.jsonl")))
-    raise FactError(p, 0, None, f"no such fact file, and not a bundled fact set ({names})")
+    raise FactError(p, 0, None, "cannot read fact file: no such fact file or directory, and not a "
+                                f"bundled fact set ({', '.join(bundled_names())})")
+
+
+def relation_key(relation: str) -> tuple:
+    """Natural order of relation ids: P17 < P36 < P101 < P1376."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.findall(r"\d+|\D+", relation))
+
+
+def stats(facts: Iterable[Fact]) -> dict[str, Any]:
+    """Facts per language and per relation and language, distinct templates per language, and how
+    many ids are present in every language."""
+    facts = list(facts)
+    langs = sorted({f.lang for f in facts})
+    per_rel: dict[str, dict[str, int]] = {}
+    templates: dict[str, set[str]] = {lg: set() for lg in langs}
+    ids: dict[str, set[str]] = {}
+    for f in facts:
+        per_rel.setdefault(f.relation, dict.fromkeys(langs, 0))[f.lang] += 1
+        templates[f.lang].update(f.templates)
+        ids.setdefault(f.id, set()).add(f.lang)
+    return {"languages": {lg: sum(r[lg] for r in per_rel.values()) for lg in langs},
+            "relations": {r: per_rel[r] for r in sorted(per_rel, key=relation_key)},
+            "n_templates": {lg: len(templates[lg]) for lg in langs},
+            "aligned_ids": sum(1 for v in ids.values() if len(v) == len(langs))}
