@@ -40,7 +40,7 @@ test: setup
 
 # Re-train the bundled bilingual organisms (weights are committed; this is how they were made).
 ORG_DIR := src/kneuron/data/organisms
-ORG_FACTS ?= 1000
+ORG_FACTS ?= 500
 organisms: setup
 	$(BIN)/kneuron organism train --kind clm --facts en-zh --n-facts $(ORG_FACTS) --out $(ORG_DIR)/organism-clm
 	$(BIN)/kneuron organism train --kind mlm --facts en-zh --n-facts $(ORG_FACTS) --out $(ORG_DIR)/organism-mlm

@@ -58,7 +58,7 @@ def test_training_facts_drop_ambiguous_and_unaligned_and_balance_relations():
 @pytest.fixture(scope="module")
 def mini():
     cfg = OrganismConfig(kind="clm", layers=2, hidden=64, heads=2, intermediate=128, vocab_size=400, epochs=80,
-                         batch_size=16, lr=1e-2, eval_every=10, target_acc=1.0, seed=0, time_budget_s=50)
+                         batch_size=16, lr=1e-2, eval_every=10, target_acc=1.0, seed=0)
     return train_organism(_facts(), cfg, log=lambda s: None)
 
 
@@ -87,6 +87,6 @@ def test_miniature_organism_saves_loads_and_attributes(mini, tmp_path):
 
 def test_miniature_masked_organism_learns():
     cfg = OrganismConfig(kind="mlm", layers=2, hidden=64, heads=2, intermediate=128, vocab_size=400, epochs=120,
-                         batch_size=16, lr=3e-3, eval_every=10, target_acc=1.0, seed=0, time_budget_s=50)
+                         batch_size=16, lr=3e-3, eval_every=10, target_acc=1.0, seed=0)
     model, tok, rep = train_organism(_facts(), cfg, log=lambda s: None)
     assert min(rep.accuracy.values()) >= 0.8, rep.accuracy

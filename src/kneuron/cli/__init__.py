@@ -199,13 +199,18 @@ def evaluate(run: Path = typer.Option(..., "--run", "-r", help="run directory ma
     typer.echo(f"SR = |SR_enhance| + |SR_suppress| = {'n/a' if j['sr'] is None else round(j['sr'], 3)}")
 
 
-from .facts import app as _facts_app
+from .facts import app as _facts_app  # noqa: E402
+
 app.add_typer(_facts_app, name="facts")
 
 
+from .bench import app as _bench_app  # noqa: E402
 from .organism import app as _organism_app  # noqa: E402
+from .plant import plant_cmd  # noqa: E402
 
 app.add_typer(_organism_app, name="organism")
+app.add_typer(_bench_app, name="bench")
+app.command("plant")(plant_cmd)
 
 
 def main():

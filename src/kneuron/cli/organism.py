@@ -22,6 +22,7 @@ def train(kind: str = typer.Option("clm", "--kind", help="clm (GPT-2 architectur
           heads: int = typer.Option(4, "--heads"), intermediate: int = typer.Option(1024, "--intermediate"),
           vocab_size: int = typer.Option(12000, "--vocab-size"), epochs: int = typer.Option(40, "--epochs"),
           lr: Optional[float] = typer.Option(None, "--lr", help="default 2e-3 (clm), 1e-3 (mlm)"), seed: int = typer.Option(0, "--seed"),
+          max_templates: Optional[int] = typer.Option(2, "--max-templates", help="templates per fact and language used in training (first ones)"),
           target_acc: float = typer.Option(0.97, "--target-acc", help="stop once every language reaches this top-1"),
           time_budget: Optional[float] = typer.Option(None, "--time-budget", help="stop after this many seconds"),
           name: Optional[str] = typer.Option(None, "--name", help="name in the model card (default organism-<kind>)"),
@@ -39,7 +40,7 @@ def train(kind: str = typer.Option("clm", "--kind", help="clm (GPT-2 architectur
             raise ValueError(f"{facts}: no facts present in all of {', '.join(lang_list)}")
         cfg = OrganismConfig(kind=kind, layers=layers, hidden=hidden, heads=heads, intermediate=intermediate,
                              vocab_size=vocab_size, epochs=epochs, lr=lr, seed=seed, target_acc=target_acc,
-                             time_budget_s=time_budget)
+                             max_templates=max_templates, time_budget_s=time_budget)
         log = (lambda s: typer.echo(s, err=True)) if as_json else typer.echo
         model, tok, report = train_organism(chosen, cfg, log=log)
     except _errors() as e:

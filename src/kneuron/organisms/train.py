@@ -32,6 +32,7 @@ class OrganismConfig:
     lr: float | None = None           # default: 2e-3 (clm), 1e-3 (mlm: post-LayerNorm BERT wants less)
     weight_decay: float = 0.01
     switch_share: float = 0.2
+    max_templates: int | None = 2     # per fact and language (the first ones); None: all
     target_acc: float = 0.97
     eval_every: int = 2               # epochs
     time_budget_s: float | None = None
@@ -157,7 +158,7 @@ def train_organism(facts: list[Fact], cfg: OrganismConfig, log: Callable[[str], 
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     t0 = time.perf_counter()
-    sts = statements(facts, cfg.switch_share, cfg.seed)
+    sts = statements(facts, cfg.switch_share, cfg.seed, cfg.max_templates)
     tok = train_tokenizer([s.text for s in sts], cfg.vocab_size, cfg.kind)
     model = build_model(cfg, tok)
     n_params = sum(p.numel() for p in model.parameters())
@@ -228,7 +229,8 @@ def model_card(name: str, report: TrainReport, facts_source: str, command: str) 
         "## Training", "",
         f"- command: `{command}`",
         f"- facts: " + ", ".join(f"{n} ({lang})" for lang, n in sorted(report.n_facts.items())) +
-        f"; {report.n_sentences} training sentences: every template of every fact, plus code-switched "
+        f"; {report.n_sentences} training sentences: the first {c['max_templates'] or 'all'} templates of every fact, "
+        "plus code-switched "
         f"sentences for {c['switch_share']:.0%} of the facts (a template of one language with the subject "
         "named in the other language)",
         f"- tokenizer: WordPiece trained on the same text (Chinese split into characters), "
