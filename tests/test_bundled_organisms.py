@@ -1,0 +1,35 @@
+"""The shipped organisms load offline by name and really hold their training facts in both languages."""
+import json
+import random
+
+import pytest
+
+from kneuron import attribute, load_facts, load_model
+from kneuron.organisms import BUNDLED_DIR
+from kneuron.organisms.train import accuracy
+
+
+@pytest.mark.parametrize("name,kind", [("organism-clm", "causal"), ("organism-mlm", "masked")])
+def test_bundled_organism_holds_its_facts(name, kind):
+    h = load_model(name)
+    assert h.kind == kind
+    weights = BUNDLED_DIR / name / "model.safetensors"
+    assert weights.stat().st_size <= 20_000_000
+    ids = set((BUNDLED_DIR / name / "facts.txt").read_text().split())
+    facts = [f for f in load_facts("en-zh") if f.id in ids]
+    assert {f.lang for f in facts} == {"en", "zh"}
+    sample = random.Random(0).sample(facts, 300)
+    acc, _ = accuracy(h.model, h.tokenizer, sample, "clm" if kind == "causal" else "mlm")
+    assert min(acc.values()) >= 0.85, acc                      # the card reports the full figure
+    card = json.loads((BUNDLED_DIR / name / "training.json").read_text())
+    assert min(card["accuracy"].values()) >= 0.9
+
+
+def test_organism_attribution_runs_in_both_languages():
+    h = load_model("organism-clm")
+    f_en, f_zh = [f for f in load_facts("en-zh") if f.id == sorted(
+        set((BUNDLED_DIR / "organism-clm" / "facts.txt").read_text().split()))[0]]
+    for f in (f_en, f_zh):
+        prompt = f.templates[0].replace("[X]", f.subject).split("[Y]")[0]
+        a = attribute(h, prompt, f.object, method="amig", steps=4)
+        assert a.scores.shape == (h.n_layers, h.n_neurons) and a.scores.max() > 0
