@@ -46,6 +46,7 @@ class TrainReport:
     n_facts: dict                       # per language
     n_sentences: int
     n_params: int
+    vocab: int
     epochs_run: int
     seconds: float
     accuracy: dict                      # per language, top-1 on the first template of every fact
@@ -54,18 +55,27 @@ class TrainReport:
 
 
 def train_tokenizer(texts: list[str], vocab_size: int, kind: str):
-    """A WordPiece tokenizer trained on ``texts``; CJK characters are split one per token."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    """A WordPiece tokenizer whose vocabulary is learned from ``texts``, deterministically: every word
+    seen (CJK characters are words of their own), then every character alone and as a ``##``
+    continuation so that unseen words can still be spelled. ``vocab_size`` caps the words kept
+    (most frequent first, ties by the word itself)."""
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
     from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                strip_accents=False, lowercase=False)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                                             min_frequency=1))
+    norm = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False)
+    pre = pre_tokenizers.BertPreTokenizer()
+    words: Counter = Counter()
+    for t in texts:
+        words.update(w for w, _ in pre.pre_tokenize_str(norm.normalize_str(t)))
+    chars = sorted({c for w in words for c in w})
+    kept = sorted(words, key=lambda w: (-words[w], w))[:max(0, vocab_size - len(SPECIALS) - 2 * len(chars))]
+    vocab = list(dict.fromkeys(SPECIALS + sorted(kept) + chars + ["##" + c for c in chars]))
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]",
+                                     max_input_chars_per_word=100))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = norm, pre, decoders.WordPiece()
     ids = {t: tok.token_to_id(t) for t in SPECIALS}
     if kind == "mlm":
         tok.post_processor = TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
@@ -199,7 +209,7 @@ def train_organism(facts: list[Fact], cfg: OrganismConfig, log: Callable[[str], 
     langs: dict = {}
     for f in facts:
         langs[f.lang] = langs.get(f.lang, 0) + 1
-    report = TrainReport(asdict(cfg), langs, len(sts), n_params, epoch, round(time.perf_counter() - t0, 1),
+    report = TrainReport(asdict(cfg), langs, len(sts), n_params, len(tok), epoch, round(time.perf_counter() - t0, 1),
                          acc, by_rel, history)
     return model, tok, report
 
@@ -233,8 +243,8 @@ def model_card(name: str, report: TrainReport, facts_source: str, command: str) 
         "plus code-switched "
         f"sentences for {c['switch_share']:.0%} of the facts (a template of one language with the subject "
         "named in the other language)",
-        f"- tokenizer: WordPiece trained on the same text (Chinese split into characters), "
-        f"vocabulary target {c['vocab_size']}",
+        f"- tokenizer: WordPiece with a vocabulary learned from the same text: every word (Chinese split into "
+        f"characters), plus every character alone and as a continuation; {report.vocab} tokens",
         f"- size: {c['layers']} layers, hidden {c['hidden']}, {c['heads']} heads, MLP width {c['intermediate']} "
         f"(= neurons per layer); {report.n_params / 1e6:.2f} M parameters; weights stored as fp16 safetensors, "
         "loaded as fp32",
