@@ -15,14 +15,19 @@ def plant_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MO
               shared: bool = typer.Option(False, "--shared", help="also plant one neuron keyed on two prompts of a fact"),
               seed: int = typer.Option(0, "--seed", help="seed of the planting"),
               as_json: bool = typer.Option(False, "--json", help="print JSON")):
-    """Plant K counterfactual facts (built-in: demo-en subjects with wrong objects) as new neurons and
-    report p(new object) before/after and the collateral on control prompts of other facts."""
+    """Plant K counterfactual facts as new neurons and report p(new object) before/after and the
+    collateral on control prompts of other facts. Organisms: counterfactual versions of facts they were
+    trained on (English and Chinese); other models: built-in English facts (demo-en subjects)."""
     from . import _errors, _fail, _load, _print_json
-    from ..experiments.plant_bench import plant_counterfactuals
+    from ..experiments.plant_bench import organism_facts, plant_counterfactuals, plant_fact_counterfactuals
     from ..plant import PlantError
     try:
         h = _load(model)
-        planted = plant_counterfactuals(h, k=k, layer=layer, pair=pair, shared=shared, seed=seed)
+        known = organism_facts(h)
+        if known:
+            planted = plant_fact_counterfactuals(h, known, k=k, layer=layer, pair=pair, shared=shared, seed=seed)[0]
+        else:
+            planted = plant_counterfactuals(h, k=k, layer=layer, pair=pair, shared=shared, seed=seed)
     except (PlantError, *_errors()) as e:
         _fail(str(e))
     out = planted.to_json()
