@@ -33,3 +33,19 @@ def test_organism_attribution_runs_in_both_languages():
         prompt = f.templates[0].replace("[X]", f.subject).split("[Y]")[0]
         a = attribute(h, prompt, f.object, method="amig", steps=4)
         assert a.scores.shape == (h.n_layers, h.n_neurons) and a.scores.max() > 0
+
+
+def test_cli_plants_counterfactual_versions_of_an_organisms_own_facts():
+    from typer.testing import CliRunner
+
+    from kneuron.cli import app
+    res = CliRunner().invoke(app, ["plant", "--model", "organism-clm", "--k", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    ids = set((BUNDLED_DIR / "organism-clm" / "facts.txt").read_text().split())
+    en_zh = {(f.lang, f.templates[0].replace("[X]", f.subject).split("[Y]")[0].rstrip()): f.id
+             for f in load_facts("en-zh") if f.id in ids}
+    prompts = [p for fact in out["facts"] for p in fact["prompts"]]
+    assert len(out["facts"]) == 2 and all(p["is_top1"] for p in prompts)
+    assert all(p["prompt"].rstrip() in {q for _, q in en_zh} for p in prompts)    # the organism's own facts
+    assert out["collateral"]["top1_changed"] <= 0.1
