@@ -9,30 +9,15 @@ from kneuron.facts import Fact
 from kneuron.organisms import training_facts
 from kneuron.organisms.corpus import statements
 from kneuron.organisms.train import OrganismConfig, accuracy, model_card, save_organism, train_organism
+from tiny import LANGS, PAIRS, bilingual_facts
 
-PAIRS = [("france", "paris", "法国", "巴黎"), ("italy", "rome", "意大利", "罗马"), ("spain", "madrid", "西班牙", "马德里"),
-         ("japan", "tokyo", "日本", "东京"), ("egypt", "cairo", "埃及", "开罗"), ("kenya", "nairobi", "肯尼亚", "内罗毕"),
-         ("peru", "lima", "秘鲁", "利马"), ("chile", "santiago", "智利", "圣地亚哥")]
-LANGS = [("mexico", "spanish", "墨西哥", "西班牙语"), ("brazil", "portuguese", "巴西", "葡萄牙语"),
-         ("germany", "german", "德国", "德语"), ("russia", "russian", "俄罗斯", "俄语"),
-         ("china", "chinese", "中国", "汉语"), ("iran", "persian", "伊朗", "波斯语")]
-
-
-def _facts():
-    out = []
-    for i, (s, o, zs, zo) in enumerate(PAIRS):
-        out += [Fact(f"c{i}", "P36", "en", s, o, ("the capital of [X] is [Y].", "[X] has its capital in [Y].")),
-                Fact(f"c{i}", "P36", "zh", zs, zo, ("[X]的首都是[Y]。",))]
-    for i, (s, o, zs, zo) in enumerate(LANGS):
-        out += [Fact(f"l{i}", "P37", "en", s, o, ("the official language of [X] is [Y].",)),
-                Fact(f"l{i}", "P37", "zh", zs, zo, ("[X]的官方语言是[Y]。",))]
-    return out
+_facts = bilingual_facts
 
 
 def test_statements_fill_templates_and_code_switch():
     sts = statements(_facts(), switch_share=1.0, seed=0)
     plain = [s for s in sts if not s.switched]
-    assert len(plain) == 2 * len(PAIRS) + len(PAIRS) + 2 * len(LANGS)
+    assert len(plain) == 2 * 2 * (len(PAIRS) + len(LANGS))        # two templates per fact and language
     assert any(s.text == "the capital of france is paris." for s in plain)
     assert any(s.text == "法国的首都是巴黎。" for s in plain)
     switched = [s for s in sts if s.switched]

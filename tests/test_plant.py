@@ -18,13 +18,7 @@ CONTROLS = [("the city of paris is", "france"), ("rome was born in", "italy"), (
             ("an italian was born in", "rome"), ("spanish is spoken in", "spain")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are latency-bound: with 2 threads on a shared 2-core CPU each forward is ~20x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _prompt(h, text):

@@ -14,32 +14,11 @@ from kneuron.facts import Fact
 from kneuron.models.load import from_model
 from kneuron.models.targets import is_cjk
 from kneuron.organisms.train import OrganismConfig, save_organism, train_organism
+from tiny import bilingual_facts
 
-PAIRS = [("france", "paris", "法国", "巴黎"), ("italy", "rome", "意大利", "罗马"), ("spain", "madrid", "西班牙", "马德里"),
-         ("japan", "tokyo", "日本", "东京"), ("egypt", "cairo", "埃及", "开罗"), ("kenya", "nairobi", "肯尼亚", "内罗毕"),
-         ("peru", "lima", "秘鲁", "利马"), ("chile", "santiago", "智利", "圣地亚哥")]
-LANGS = [("mexico", "spanish", "墨西哥", "西班牙语"), ("brazil", "portuguese", "巴西", "葡萄牙语"),
-         ("germany", "german", "德国", "德语"), ("russia", "russian", "俄罗斯", "俄语"),
-         ("china", "chinese", "中国", "汉语"), ("iran", "persian", "伊朗", "波斯语")]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def _facts():
-    out = []
-    for i, (s, o, zs, zo) in enumerate(PAIRS):
-        out += [Fact(f"c{i}", "P36", "en", s, o, ("the capital of [X] is [Y].", "[X] has its capital in [Y].")),
-                Fact(f"c{i}", "P36", "zh", zs, zo, ("[X]的首都是[Y]。", "[X]的首府是[Y]。"))]
-    for i, (s, o, zs, zo) in enumerate(LANGS):
-        out += [Fact(f"l{i}", "P37", "en", s, o, ("the official language of [X] is [Y].", "in [X] people speak [Y].")),
-                Fact(f"l{i}", "P37", "zh", zs, zo, ("[X]的官方语言是[Y]。", "[X]人说[Y]。"))]
-    return out
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+_facts = bilingual_facts
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,8 @@ import transformers as T
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from kneuron.facts import Fact
+
 WORDS = ("the capital of france is paris italy rome germany berlin spain madrid language spoken in "
          "italian french german spanish dodoma tanzania city river a an and was born works as").split()
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<eos>", "<bos>"]
@@ -64,3 +66,24 @@ def tiny_handle(family: str, seed: int = 0, dtype=torch.float64):
     from kneuron.models import from_model
     model, kind = tiny_model(family, seed, dtype)
     return from_model(model, word_tokenizer(kind), kind=kind, name=f"tiny-{family}")
+
+
+# ----------------------------------------------------------------------------- toy bilingual facts
+PAIRS = [("france", "paris", "法国", "巴黎"), ("italy", "rome", "意大利", "罗马"), ("spain", "madrid", "西班牙", "马德里"),
+         ("japan", "tokyo", "日本", "东京"), ("egypt", "cairo", "埃及", "开罗"), ("kenya", "nairobi", "肯尼亚", "内罗毕"),
+         ("peru", "lima", "秘鲁", "利马"), ("chile", "santiago", "智利", "圣地亚哥")]
+LANGS = [("mexico", "spanish", "墨西哥", "西班牙语"), ("brazil", "portuguese", "巴西", "葡萄牙语"),
+         ("germany", "german", "德国", "德语"), ("russia", "russian", "俄罗斯", "俄语"),
+         ("china", "chinese", "中国", "汉语"), ("iran", "persian", "伊朗", "波斯语")]
+
+
+def bilingual_facts():
+    """14 toy facts in English and Chinese (capitals, languages), two templates each."""
+    out = []
+    for i, (s, o, zs, zo) in enumerate(PAIRS):
+        out += [Fact(f"c{i}", "P36", "en", s, o, ("the capital of [X] is [Y].", "[X] has its capital in [Y].")),
+                Fact(f"c{i}", "P36", "zh", zs, zo, ("[X]的首都是[Y]。", "[X]的首府是[Y]。"))]
+    for i, (s, o, zs, zo) in enumerate(LANGS):
+        out += [Fact(f"l{i}", "P37", "en", s, o, ("the official language of [X] is [Y].", "in [X] people speak [Y].")),
+                Fact(f"l{i}", "P37", "zh", zs, zo, ("[X]的官方语言是[Y]。", "[X]人说[Y]。"))]
+    return out

@@ -113,19 +113,10 @@ def _check_line(obj: Any, path: Path, n: int) -> Fact:
 
 def _read_canonical(path: Path) -> list[Fact]:
     """Read and validate a canonical fact file (file order kept)."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise FactError(path, 0, None, f"cannot read fact file: {e}") from e
+    from .factsets.common import read_jsonl
     facts: list[Fact] = []
     seen: dict[tuple[str, str], int] = {}
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise FactError(path, n, None, f"malformed JSON: {e}") from e
+    for n, obj in read_jsonl(path):
         fact = _check_line(obj, path, n)
         if fact.key in seen:
             raise FactError(path, n, "id", f"duplicate key (id={fact.id!r}, lang={fact.lang!r}), first seen on line {seen[fact.key]}")

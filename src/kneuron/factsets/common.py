@@ -63,7 +63,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
-        raise FactError(path, 0, None, f"cannot read file: {e}") from e
+        raise FactError(path, 0, None, f"cannot read fact file: {e}") from e
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
