@@ -49,3 +49,19 @@ def test_cli_plants_counterfactual_versions_of_an_organisms_own_facts():
     assert len(out["facts"]) == 2 and all(p["is_top1"] for p in prompts)
     assert all(p["prompt"].rstrip() in {q for _, q in en_zh} for p in prompts)    # the organism's own facts
     assert out["collateral"]["top1_changed"] <= 0.1
+
+
+def test_cli_likn_on_an_organism(tmp_path):
+    from typer.testing import CliRunner
+
+    from kneuron.cli import app
+    res = CliRunner().invoke(app, ["likn", "--model", "organism-clm", "--facts", "en-zh", "--limit", "3", "--steps", "3",
+                                   "--skip-invalid-templates", "--out", str(tmp_path / "run"), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["n_facts"] == 3 and out["langs"] == ["en", "zh"] and not out["missing"]
+    import pyarrow.parquet as pq
+    facts = pq.read_table(tmp_path / "run" / "facts.parquet").to_pylist()
+    assert sorted(r["lang"] for r in facts) == ["en", "en", "en", "zh", "zh", "zh"]
+    likn = pq.read_table(tmp_path / "run" / "likn.parquet").to_pylist()
+    assert len(likn) == round(out["mean_likn_per_fact"] * 3)

@@ -199,6 +199,56 @@ def evaluate(run: Path = typer.Option(..., "--run", "-r", help="run directory ma
     typer.echo(f"SR = |SR_enhance| + |SR_suppress| = {'n/a' if j['sr'] is None else round(j['sr'], 3)}")
 
 
+@app.command()
+def likn(facts: str = typer.Option(..., "--facts", "-f", help="fact set with the same fact ids in several languages (e.g. en-zh)"),
+         out: Path = typer.Option(..., "--out", "-o", help="run directory to write"),
+         model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
+         langs: str = typer.Option("en,zh", "--langs", help="comma-separated languages to intersect"),
+         method: str = typer.Option("amig", "--method", help="ig or amig"),
+         steps: int = typer.Option(20, "--steps", help="integration steps"),
+         limit: Optional[int] = typer.Option(None, "--limit", help="only the first N fact ids"),
+         skip_invalid_templates: bool = typer.Option(False, "--skip-invalid-templates", help="skip templates a causal model cannot use"),
+         resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
+         as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    """Module 2: localize each fact in every language (tau per language), then intersect the sets."""
+    from ..facts import fact_file_hash, load_facts, resolve_facts
+    from ..likn import likn_from_run
+    from ..localize import LocateConfig
+    from ..localize import locate as run_locate
+    lang_list = tuple(x.strip() for x in langs.split(",") if x.strip())
+    try:
+        if limit is not None and limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {limit}")
+        fs = [f for f in load_facts(facts) if f.lang in lang_list]
+        cfg = LocateConfig(method=method, steps=steps)
+        cfg.validate()
+        h = _load(model)
+        from ..experiments.plant_bench import organism_facts
+        known = organism_facts(h, facts)
+        if known:                  # an organism only knows (and can spell) the facts it was trained on
+            known_ids = {f.id for f in known}
+            fs = [f for f in fs if f.id in known_ids]
+            typer.echo(f"{model} is an organism: using the {len(known_ids)} fact ids it was trained on", err=True)
+        ids = list(dict.fromkeys(f.id for f in fs))[:limit]
+        keep = set(ids)
+        fs = [f for f in fs if f.id in keep]
+        if not fs:
+            raise ValueError(f"{facts}: no facts in {', '.join(lang_list)}")
+        path = resolve_facts(facts)
+        run_locate(h, fs, cfg, out, resume=resume, facts_path=str(Path(path).resolve()), facts_hash=fact_file_hash(path),
+                   lang=",".join(lang_list), skip_invalid_templates=skip_invalid_templates, show_progress=not as_json)
+        res = likn_from_run(out, lang_list)
+    except KeyboardInterrupt:
+        _fail(f"interrupted; every finished fact is kept in {out}: continue with --resume", 130)
+    except _errors() as e:
+        _fail(str(e))
+    j = res.to_json()
+    if as_json:
+        return _print_json(j)
+    typer.echo(f"{j['n_with_likn']} of {j['n_facts']} facts ({j['share_nonempty']:.1%}) have language-independent "
+               f"neurons ({j['mean_likn_per_fact']:.2f} per fact); by layer: {j['layers']}; in {out}/likn.parquet")
+
+
 from .facts import app as _facts_app  # noqa: E402
 
 app.add_typer(_facts_app, name="facts")

@@ -1,0 +1,76 @@
+"""Module 2: language-independent knowledge neurons (LIKN) — for each fact, the neurons shared by its
+knowledge-neuron sets in every language (each language thresholded with its own tau)."""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+Neuron = tuple[int, int]
+
+
+@dataclass
+class LIKNResult:
+    langs: tuple[str, ...]
+    per_fact: dict[str, list[Neuron]]            # fact id -> shared neurons (sorted), for ids in every language
+    n_facts: int                                 # ids present in every language
+    missing: dict[str, int] = field(default_factory=dict)   # ids lacking a language (not counted), per language
+
+    @property
+    def share_nonempty(self) -> float:
+        return sum(bool(v) for v in self.per_fact.values()) / self.n_facts if self.n_facts else 0.0
+
+    def layers(self) -> Counter:
+        """How many language-independent neurons each layer holds, over all facts."""
+        return Counter(l for ns in self.per_fact.values() for l, _ in ns)
+
+    def to_json(self) -> dict:
+        return {"langs": list(self.langs), "n_facts": self.n_facts, "missing": self.missing,
+                "n_with_likn": sum(bool(v) for v in self.per_fact.values()),
+                "share_nonempty": self.share_nonempty,
+                "mean_likn_per_fact": (sum(map(len, self.per_fact.values())) / self.n_facts) if self.n_facts else 0.0,
+                "layers": {str(k): v for k, v in sorted(self.layers().items())}}
+
+
+def language_independent(neurons: dict[tuple[str, str], list[Neuron]], fact_langs: set[tuple[str, str]],
+                         langs: tuple[str, ...] = ("en", "zh")) -> LIKNResult:
+    """Intersect each fact's neuron sets across ``langs``. ``neurons`` maps (fact id, lang) to its
+    knowledge neurons; ``fact_langs`` lists every (fact id, lang) that was localized (a fact with no
+    neurons in a language is present with an empty set, not missing)."""
+    if len(langs) < 2:
+        raise ValueError(f"language-independent neurons need at least two languages, got {list(langs)}")
+    by_id: dict[str, set[str]] = defaultdict(set)
+    for fid, lang in fact_langs:
+        by_id[fid].add(lang)
+    per_fact, missing = {}, Counter()
+    for fid in sorted(by_id):
+        have = by_id[fid]
+        if not all(lang in have for lang in langs):
+            for lang in langs:
+                missing[lang] += lang not in have
+            continue
+        shared = set(neurons.get((fid, langs[0]), []))
+        for lang in langs[1:]:
+            shared &= set(neurons.get((fid, lang), []))
+        per_fact[fid] = sorted(shared)
+    return LIKNResult(tuple(langs), per_fact, len(per_fact), {k: v for k, v in missing.items() if v})
+
+
+def likn_from_run(run_dir, langs: tuple[str, ...] = ("en", "zh")) -> LIKNResult:
+    """Module 2 over a `locate` run that covered several languages; writes likn.parquet and likn.json."""
+    from .store import open_run
+    store = open_run(run_dir)
+    done = {(r["fact_id"], r["lang"]) for r in store.facts().select(["fact_id", "lang"]).to_pylist()}
+    nrn: dict = defaultdict(list)
+    for r in store.neurons().select(["fact_id", "lang", "layer", "neuron"]).to_pylist():
+        nrn[(r["fact_id"], r["lang"])].append((r["layer"], r["neuron"]))
+    res = language_independent(nrn, done, langs)
+    rows = [{"fact_id": f, "layer": l, "neuron": j} for f, ns in res.per_fact.items() for l, j in ns]
+    schema = pa.schema([("fact_id", pa.string()), ("layer", pa.int64()), ("neuron", pa.int64())])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), Path(run_dir) / "likn.parquet")
+    (Path(run_dir) / "likn.json").write_text(json.dumps(res.to_json(), indent=2, sort_keys=True))
+    return res
