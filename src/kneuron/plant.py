@@ -31,7 +31,7 @@ from torch import nn
 
 from .intervene import answer_positions, suppress
 from .models.load import ModelHandle, from_model
-from .models.sites import value_vectors
+from .models.sites import is_conv1d, value_vectors
 from .models.targets import Encoded, encode
 
 Neuron = tuple[int, int]
@@ -172,25 +172,24 @@ def layout_for(handle: ModelHandle) -> MlpLayout:
     return lay
 
 
-def _is_conv(proj: nn.Module) -> bool:
-    return type(proj).__name__ == "Conv1D"
-
-
 def _key_rows(proj: nn.Module) -> torch.Tensor:
     """View [units, hidden] of an input projection's weight."""
-    return proj.weight.T if _is_conv(proj) else proj.weight
+    return proj.weight.T if is_conv1d(proj) else proj.weight
+
+
+def _append_zeros(w: torch.Tensor, dim: int, k: int) -> nn.Parameter:
+    """``w`` with k zero slices appended along ``dim``, as a frozen parameter."""
+    shape = list(w.shape)
+    shape[dim] = k
+    return nn.Parameter(torch.cat([w.detach(), w.new_zeros(shape)], dim), requires_grad=False)
 
 
 def _grow_units(proj: nn.Module, k: int) -> None:
     """Input projection: k more output units (zero weights and bias)."""
-    dim = 1 if _is_conv(proj) else 0
-    w = proj.weight
-    shape = list(w.shape)
-    shape[dim] = k
-    proj.weight = nn.Parameter(torch.cat([w.detach(), w.new_zeros(shape)], dim), requires_grad=False)
+    proj.weight = _append_zeros(proj.weight, 1 if is_conv1d(proj) else 0, k)
     if proj.bias is not None:
-        proj.bias = nn.Parameter(torch.cat([proj.bias.detach(), proj.bias.new_zeros(k)]), requires_grad=False)
-    if _is_conv(proj):
+        proj.bias = _append_zeros(proj.bias, 0, k)
+    if is_conv1d(proj):
         proj.nf += k
     else:
         proj.out_features += k
@@ -198,13 +197,10 @@ def _grow_units(proj: nn.Module, k: int) -> None:
 
 def _grow_inputs(proj: nn.Module, k: int) -> None:
     """Output projection: k more input units (zero value vectors)."""
-    dim = 0 if _is_conv(proj) else 1
-    w = proj.weight
-    shape = list(w.shape)
-    shape[dim] = k
-    proj.weight = nn.Parameter(torch.cat([w.detach(), w.new_zeros(shape)], dim), requires_grad=False)
-    if _is_conv(proj):
-        proj.nx = getattr(proj, "nx", w.shape[0]) + k
+    n_in = proj.weight.shape[0] if is_conv1d(proj) else proj.weight.shape[1]
+    proj.weight = _append_zeros(proj.weight, 0 if is_conv1d(proj) else 1, k)
+    if is_conv1d(proj):
+        proj.nx = getattr(proj, "nx", n_in) + k
     else:
         proj.in_features += k
 

@@ -59,12 +59,17 @@ def _get(module: nn.Module, path: str) -> nn.Module:
     return module
 
 
+def is_conv1d(proj: nn.Module) -> bool:
+    """GPT-2's Conv1D: a linear map whose weight is stored as [in, out]."""
+    return type(proj).__name__ == "Conv1D"
+
+
 def proj_dims(proj: nn.Module) -> tuple[int, int]:
     """(number of neurons = input width, output width) of a Linear or a GPT-2 Conv1D."""
     if isinstance(proj, nn.Linear):
         return proj.in_features, proj.out_features
     w = getattr(proj, "weight", None)
-    if w is not None and w.dim() == 2 and type(proj).__name__ == "Conv1D":
+    if w is not None and w.dim() == 2 and is_conv1d(proj):
         return w.shape[0], w.shape[1]          # Conv1D stores weight as [in, out]
     raise SiteError(f"{type(proj).__name__} is not a linear projection")
 
@@ -72,7 +77,7 @@ def proj_dims(proj: nn.Module) -> tuple[int, int]:
 def value_vectors(proj: nn.Module) -> torch.Tensor:
     """View [n_neurons, hidden] of the projection's weight: row j is neuron j's value vector."""
     proj_dims(proj)
-    return proj.weight if type(proj).__name__ == "Conv1D" else proj.weight.T
+    return proj.weight if is_conv1d(proj) else proj.weight.T
 
 
 def as_bsn(x: torch.Tensor, batch: int, seq: int) -> torch.Tensor:
