@@ -46,11 +46,25 @@ def _by_layer(handle: ModelHandle, neurons: Iterable[Neuron]) -> dict[int, list[
     return groups
 
 
+def _masks(handle: ModelHandle, neurons: Iterable[Neuron] | None = None,
+           each: Sequence[Iterable[Neuron]] | None = None) -> dict[int, torch.Tensor]:
+    """Per layer, a bool mask of the neurons to patch: [N] (every row) or [B, N] (row b: each[b])."""
+    if each is None:
+        out = {}
+        for layer, idx in _by_layer(handle, neurons).items():
+            m = torch.zeros(handle.n_neurons, dtype=torch.bool)
+            m[idx] = True
+            out[layer] = m
+        return out
+    out: dict[int, torch.Tensor] = {}
+    for b, ns in enumerate(each):
+        for layer, idx in _by_layer(handle, ns).items():
+            out.setdefault(layer, torch.zeros(len(each), handle.n_neurons, dtype=torch.bool))[b, idx] = True
+    return out
+
+
 @contextmanager
-def patch(handle: ModelHandle, neurons: Iterable[Neuron], fn: Callable[[torch.Tensor], torch.Tensor],
-          at="answer"):
-    """Replace the activation x of each neuron by fn(x) at the chosen positions."""
-    groups = _by_layer(handle, neurons)
+def _patched(handle: ModelHandle, masks: dict[int, torch.Tensor], fn: Callable[[torch.Tensor], torch.Tensor], at):
     seen: dict = {}
 
     def grab(mod, args, kwargs):
@@ -78,18 +92,31 @@ def patch(handle: ModelHandle, neurons: Iterable[Neuron], fn: Callable[[torch.Te
     with ExitStack() as stack:
         h = handle.model.register_forward_pre_hook(grab, with_kwargs=True)
         stack.callback(h.remove)
-        for layer, idx in groups.items():
-            def hook(mod, args, idx=torch.tensor(sorted(set(idx)))):
+        for layer, nm in masks.items():
+            def hook(mod, args, nm=nm):
                 x = args[0]
                 ids = seen.get("ids")
                 B, T = (ids.shape[0], ids.shape[1]) if ids is not None else (x.shape[0], x.shape[1])
                 x3 = as_bsn(x, B, T)
-                sel = torch.zeros(x3.shape[-1], dtype=torch.bool, device=x.device)
-                sel[idx.to(x.device)] = True
-                sel = where(B, T, x.device).unsqueeze(-1) & sel
+                rows = nm.to(x.device).unsqueeze(-2) if nm.dim() == 2 else nm.to(x.device)
+                if nm.dim() == 2 and nm.shape[0] != B:
+                    raise ValueError(f"suppress_each got {nm.shape[0]} neuron sets for a batch of {B} rows")
+                sel = where(B, T, x.device).unsqueeze(-1) & rows
                 return (torch.where(sel, fn(x3), x3).view(x.shape),) + args[1:]
             stack.callback(handle.sites[layer].register_forward_pre_hook(hook).remove)
         yield
+
+
+def patch(handle: ModelHandle, neurons: Iterable[Neuron], fn: Callable[[torch.Tensor], torch.Tensor],
+          at="answer"):
+    """Replace the activation x of each neuron by fn(x) at the chosen positions."""
+    return _patched(handle, _masks(handle, neurons), fn, at)
+
+
+def suppress_each(handle: ModelHandle, sets: Sequence[Iterable[Neuron]], at="answer"):
+    """Row b of every batch run inside the block has the neurons ``sets[b]`` set to 0: many
+    different ablations of one prompt in one forward pass (batch = len(sets) copies of it)."""
+    return _patched(handle, _masks(handle, each=list(sets)), torch.zeros_like, at)
 
 
 def suppress(handle: ModelHandle, neurons: Iterable[Neuron], at="answer"):

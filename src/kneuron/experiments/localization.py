@@ -60,7 +60,8 @@ def unrelated_partner(facts: list[Fact], seed: int = 42) -> tuple[list[int], int
     return out, fallback
 
 
-def _first_prompt(handle: ModelHandle, f: Fact):
+def first_prompt(handle: ModelHandle, f: Fact) -> tuple[str, str]:
+    """The (prompt, target) of a fact's first template usable by the model."""
     q = queries_for(f, handle.kind, skip_invalid=True)[0]
     return q.prompt, q.target
 
@@ -70,7 +71,7 @@ def edit_effects(handle: ModelHandle, run: RunContents, ops=("suppress", "enhanc
     """Per fact: answer probability before/after each op, on the fact and on its unrelated partner."""
     partner, _ = unrelated_partner(run.facts, seed)
     rows = []
-    base = [answer_prob(handle, *_first_prompt(handle, f)).prob for f in run.facts]
+    base = [answer_prob(handle, *first_prompt(handle, f)).prob for f in run.facts]
     iterator = range(len(run.facts))
     if show_progress:
         from rich.progress import track
@@ -83,8 +84,8 @@ def edit_effects(handle: ModelHandle, run: RunContents, ops=("suppress", "enhanc
                "p_before_unrelated": base[partner[i]]}
         for op in ops:
             with OPS[op](handle, nrn):
-                row[f"p_{op}"] = answer_prob(handle, *_first_prompt(handle, f)).prob
-                row[f"p_{op}_unrelated"] = answer_prob(handle, *_first_prompt(handle, g)).prob
+                row[f"p_{op}"] = answer_prob(handle, *first_prompt(handle, f)).prob
+                row[f"p_{op}_unrelated"] = answer_prob(handle, *first_prompt(handle, g)).prob
             row[f"delta_{op}"] = float(relative_change([row["p_before"]], [row[f"p_{op}"]])[0])
         rows.append(row)
     return rows

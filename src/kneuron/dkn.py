@@ -1,0 +1,249 @@
+"""Module 3: degenerate knowledge neurons (DKN) — groups of knowledge neurons that each keep a fact
+alive: switching off any proper part of a group costs little (<= T_low), switching off the whole
+group costs much (> T_high). Paper Algorithm 1 (pairs) and its level-wise extension to larger groups.
+
+The search (``find_dkn``), given a fact's knowledge neurons sorted by score:
+  1. candidates = the top ``top_n`` neurons (the released code: 20);
+  2. level 1: suppress each candidate alone; the "quiet" ones cost <= T_low (Algorithm 1, filter 1);
+  3. level k >= 2: every k-set all of whose (k-1)-subsets are quiet (an Apriori join, so a set is
+     tested only when every proper subset is quiet; no other subset is ever tested); those costing
+     > T_high are DKN groups (filter 2), those costing <= T_low are quiet and grow at level k + 1.
+With ``max_size=2`` this is exactly Algorithm 1. Costs are drops of p(gold answer) from the
+unablated model: relative ((p0 - p) / p0, the released code's) or absolute (p0 - p, the paper's
+text). Every ablation of one level runs in a few batched forward passes (one row per ablated set).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from .intervene import answer_positions, suppress_each
+from .models.load import ModelHandle
+from .models.targets import encode
+
+Neuron = tuple[int, int]
+Group = tuple[Neuron, ...]
+
+
+@dataclass
+class DKNConfig:
+    top_n: int | None = 20           # candidates: the top-n knowledge neurons (None: all)
+    t_low: float = 0.2               # a part may cost at most this much ...
+    t_high: float = 0.25             # ... the whole group more than this
+    relative: bool = True            # drops relative to p0 (released code) or absolute (paper text)
+    max_size: int = 2                # 2: Algorithm 1 (pairs)
+    max_evals: int = 5000            # ablations per fact at most (larger groups are cut, and flagged)
+    batch_size: int = 64             # ablations per forward pass
+
+    def validate(self) -> None:
+        if self.top_n is not None and self.top_n < 2:
+            raise ValueError(f"top-n must be >= 2, got {self.top_n}")
+        if not 0 <= self.t_low < self.t_high:
+            raise ValueError(f"need 0 <= t_low < t_high, got t_low={self.t_low}, t_high={self.t_high}")
+        if self.relative and self.t_high > 1:
+            raise ValueError(f"a relative t_high is a share of p0 and must be <= 1, got {self.t_high}")
+        if self.max_size < 2:
+            raise ValueError(f"max-size must be >= 2, got {self.max_size}")
+        if self.max_evals < 1 or self.batch_size < 1:
+            raise ValueError("max-evals and batch-size must be >= 1")
+
+
+@dataclass
+class DKNResult:
+    groups: list[Group]              # each sorted; in the order found (size, then candidate rank)
+    drops: list[float]               # cost of switching off each whole group
+    candidates: list[Neuron]
+    quiet: list[Neuron]              # candidates passing filter 1
+    p0: float                        # p(gold) with nothing ablated
+    n_evals: int                     # ablated sets evaluated
+    n_forward: int                   # forward passes (batched), the unablated one included
+    truncated: bool = False          # max_evals stopped the search before it was complete
+    part_drops: list[float] = field(default_factory=list)   # per group: the largest cost of a proper part
+
+    def neurons(self) -> list[Neuron]:
+        return sorted({n for g in self.groups for n in g})
+
+
+def drop(p0: float, p: float, relative: bool) -> float:
+    if relative:
+        return (p0 - p) / p0 if p0 > 0 else 0.0
+    return p0 - p
+
+
+def ablation_probs(handle: ModelHandle, prompt: str, target: str, sets: Sequence[Sequence[Neuron]],
+                   batch_size: int = 64) -> tuple[list[float], int]:
+    """p(target | prompt) with each set of neurons switched off (one row per set, at the answer
+    positions), in ceil(len(sets) / batch_size) forward passes. Returns (probs, forward passes)."""
+    enc = encode(handle.tokenizer, handle.kind, prompt, target)
+    ids = torch.tensor([enc.input_ids], device=handle.device)
+    tgt = torch.tensor(enc.target_ids, device=handle.device)
+    out, n_fwd = [], 0
+    for start in range(0, len(sets), batch_size):
+        chunk = list(sets[start:start + batch_size])
+        with answer_positions(enc.positions), suppress_each(handle, chunk), torch.no_grad():
+            logits = handle.model(input_ids=ids.expand(len(chunk), -1)).logits[:, enc.positions].float()
+        logp = torch.log_softmax(logits, -1).gather(-1, tgt.view(1, -1, 1).expand(len(chunk), -1, 1))
+        out += logp.squeeze(-1).sum(-1).exp().tolist()
+        n_fwd += 1
+    return out, n_fwd
+
+
+def _join(level: list[Group]) -> list[Group]:
+    """Apriori: the (k+1)-sets all of whose k-subsets are in ``level`` (each a sorted tuple of
+    candidate ranks), in lexicographic order."""
+    have = set(level)
+    out = []
+    for i, a in enumerate(level):
+        for b in level[i + 1:]:
+            if a[:-1] != b[:-1]:
+                continue
+            c = a + (b[-1],) if a[-1] < b[-1] else b + (a[-1],)
+            if all(c[:j] + c[j + 1:] in have for j in range(len(c))):
+                out.append(c)
+    return sorted(out)
+
+
+def search(n_candidates: int, probs: Callable[[list[Group]], list[float]], p0: float,
+           cfg: DKNConfig) -> tuple[list[Group], list[float], list[int], int, bool, list[float]]:
+    """The level-wise search over candidate ranks 0..n-1; ``probs`` evaluates ablated sets.
+    Returns (groups, their drops, quiet ranks, evaluations, truncated, largest part drop per group)."""
+    singles = [(i,) for i in range(n_candidates)]
+    budget = cfg.max_evals
+    truncated = len(singles) > budget
+    singles = singles[:budget]
+    cost = {s: drop(p0, p, cfg.relative) for s, p in zip(singles, probs(singles))}
+    n_evals = len(singles)
+    level = [s for s in singles if cost[s] <= cfg.t_low]
+    quiet = [s[0] for s in level]
+    groups, drops = [], []
+    k = 2
+    while k <= cfg.max_size and level:
+        cand = _join(level)
+        if n_evals + len(cand) > budget:
+            cand, truncated = cand[:budget - n_evals], True
+        if not cand:
+            break
+        for c, p in zip(cand, probs(cand)):
+            cost[c] = drop(p0, p, cfg.relative)
+        n_evals += len(cand)
+        groups += [c for c in cand if cost[c] > cfg.t_high]
+        drops += [cost[c] for c in cand if cost[c] > cfg.t_high]
+        level = [c for c in cand if cost[c] <= cfg.t_low]
+        k += 1
+    parts = [max(cost[p] for r in range(1, len(g)) for p in combinations(g, r)) for g in groups]
+    return groups, drops, quiet, n_evals, truncated, parts
+
+
+def find_dkn(handle: ModelHandle, prompt: str, target: str, neurons: Sequence[Neuron],
+             cfg: DKNConfig | None = None) -> DKNResult:
+    """Degenerate groups among a fact's knowledge neurons (``neurons``: highest score first)."""
+    cfg = cfg or DKNConfig()
+    cfg.validate()
+    cands = [tuple(map(int, n)) for n in (neurons[:cfg.top_n] if cfg.top_n else neurons)]
+    n_fwd = 0
+
+    def probs(sets: list[Group]) -> list[float]:
+        nonlocal n_fwd
+        p, f = ablation_probs(handle, prompt, target, [[cands[i] for i in s] for s in sets], cfg.batch_size)
+        n_fwd += f
+        return p
+
+    p0 = probs([()])[0]
+    groups, drops, quiet, n_evals, trunc, parts = search(len(cands), probs, p0, cfg)
+    return DKNResult([tuple(sorted(cands[i] for i in g)) for g in groups], drops, cands, [cands[i] for i in quiet], p0,
+                     n_evals, n_fwd, trunc, parts)
+
+
+# ----------------------------------------------------------------------------- over a run
+
+def dkn_from_run(handle: ModelHandle, run_dir, cfg: DKNConfig | None = None, facts_path=None,
+                 resume: bool = True, show_progress: bool = False) -> dict:
+    """Module 3 for every fact of a `locate` run, on its first prompt. Each finished fact is
+    appended to dkn.jsonl at once (a rerun continues where it stopped); dkn.json summarises."""
+    from .experiments.localization import first_prompt, load_run
+    cfg = cfg or DKNConfig()
+    cfg.validate()
+    run = load_run(run_dir, facts_path)
+    path = Path(run_dir) / "dkn.jsonl"
+    conf = {k: v for k, v in asdict(cfg).items() if k != "batch_size"}
+    rows = _read_rows(path, conf) if resume else {}
+    if not rows:
+        path.write_text(json.dumps({"config": conf}) + "\n", encoding="utf-8")
+    todo = [f for f in run.facts if f"{f.id}|{f.lang}" not in rows]
+    it = todo
+    if show_progress:
+        from rich.progress import track
+        it = track(todo, description="degenerate neurons")
+    with path.open("a", encoding="utf-8") as fh:
+        for f in it:
+            r = find_dkn(handle, *first_prompt(handle, f), run.neurons.get(f.key, []), cfg)
+            row = {"fact_id": f.id, "lang": f.lang, "relation": f.relation, "n_kn": len(run.neurons.get(f.key, [])),
+                   "groups": [list(map(list, g)) for g in r.groups], "drops": r.drops, "part_drops": r.part_drops,
+                   "n_candidates": len(r.candidates), "n_quiet": len(r.quiet), "p0": r.p0,
+                   "n_evals": r.n_evals, "n_forward": r.n_forward, "truncated": r.truncated}
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            rows[f"{f.id}|{f.lang}"] = row
+    order = [f"{f.id}|{f.lang}" for f in run.facts]
+    out = [rows[k] for k in order]
+    summary = summarize(out, conf)
+    (Path(run_dir) / "dkn.json").write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")
+    return {"rows": out, "summary": summary}
+
+
+def _read_rows(path: Path, conf: dict) -> dict:
+    if not path.exists():
+        return {}
+    lines = path.read_text(encoding="utf-8").split("\n")
+    try:
+        head = json.loads(lines[0])["config"]
+    except (ValueError, KeyError):
+        return {}
+    if head != conf:
+        from .store import RunStoreError
+        raise RunStoreError(f"{path}: made with other DKN settings ({head}); delete it or use the same settings")
+    rows = {}
+    for line in lines[1:]:
+        try:
+            r = json.loads(line)
+        except ValueError:        # an interrupted last line
+            continue
+        rows[f"{r['fact_id']}|{r['lang']}"] = r
+    return rows
+
+
+def summarize(rows: list[dict], conf: dict) -> dict:
+    """Per language: share of facts with a DKN group, groups per fact, sizes, layers, cost."""
+    out = {"config": conf, "langs": {}}
+    for lang in sorted({r["lang"] for r in rows}):
+        rs = [r for r in rows if r["lang"] == lang]
+        n = len(rs)
+        groups = [g for r in rs for g in r["groups"]]
+        layers = Counter(l for r in rs for l in {tuple(x)[0] for g in r["groups"] for x in map(tuple, g)})
+        neuron_layers = Counter(x[0] for r in rs for x in {tuple(x) for g in r["groups"] for x in g})
+        out["langs"][lang] = {
+            "n_facts": n, "n_with_dkn": sum(bool(r["groups"]) for r in rs),
+            "share_with_dkn": sum(bool(r["groups"]) for r in rs) / n if n else 0.0,
+            "groups_per_fact": len(groups) / n if n else 0.0,
+            "sizes": dict(sorted(Counter(str(len(g)) for g in groups).items())),
+            "layers": {str(k): v for k, v in sorted(neuron_layers.items())},
+            "facts_with_dkn_in_layer": {str(k): v for k, v in sorted(layers.items())},
+            "mean_group_drop": _mean([d for r in rs for d in r["drops"]]),
+            "mean_max_part_drop": _mean([d for r in rs for d in r["part_drops"]]),
+            "forward_passes_per_fact": _mean([r["n_forward"] for r in rs]),
+            "ablations_per_fact": _mean([r["n_evals"] for r in rs]),
+            "truncated": sum(r["truncated"] for r in rs),
+        }
+    return out
+
+
+def _mean(xs):
+    return sum(xs) / len(xs) if xs else None
