@@ -15,6 +15,7 @@ by default; each list is filtered on its own and its dropped facts are counted.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -86,12 +87,14 @@ class Table1:
     sr: float | None          # |SR_enhance| + |SR_suppress|; None if either is undefined
     dropped: int              # facts dropped from at least one list
     outlier_cut: bool = False
+    sr_interval: Interval | None = None   # SR with a paired percentile-bootstrap interval over facts
 
     def to_json(self) -> dict:
         """A plain dict (NaN/inf as None), ready for json.dumps."""
         return _clean({
             "n_facts": self.n_facts, "dropped": self.dropped, "outlier_cut": self.outlier_cut,
             "suppress": asdict(self.suppress), "enhance": asdict(self.enhance), "sr": self.sr,
+            "sr_interval": asdict(self.sr_interval) if self.sr_interval else None,
         })
 
 
@@ -154,5 +157,94 @@ def table1(p_before_rel, p_sup_rel, p_enh_rel, p_before_unrel, p_sup_unrel, p_en
         dropped[: m.size] |= ~m
     sup, enh = ops["suppress"].sr, ops["enhance"].sr
     sr = None if sup is None or enh is None else abs(enh) + abs(sup)
+    masked = {k: np.where(keep[k], v, np.nan) for k, v in d.items()}
+    ci = sr_bootstrap(masked, n_boot, seed) if sr is not None else None
     return Table1(n_facts=int(d["suppress", "rel"].size), suppress=ops["suppress"], enhance=ops["enhance"],
-                  sr=sr, dropped=int(dropped.sum()), outlier_cut=outlier_cut)
+                  sr=sr, dropped=int(dropped.sum()), outlier_cut=outlier_cut,
+                  sr_interval=Interval(sr, *ci) if ci else None)
+
+
+def sr_bootstrap(d: dict, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile interval of SR = |SR_enh| + |SR_sup| over resamples of the facts: fact i's related
+    and unrelated changes stay together. ``d[(op, "rel"|"unrel")]``: per-fact changes, NaN = dropped."""
+    n = d["suppress", "rel"].size
+    if n == 0 or n_boot < 1:
+        return None
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        parts = [np.abs(np.nanmean(d[op, "rel"][idx], 1) / np.nanmean(d[op, "unrel"][idx], 1))
+                 for op in ("suppress", "enhance")]
+    srs = parts[0] + parts[1]
+    srs = srs[np.isfinite(srs)]
+    if srs.size == 0:
+        return None
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(srs, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+# ----------------------------------------------------------------------------- fact-checking (Table 3)
+
+@dataclass
+class Binary:
+    precision: float | None   # of the facts judged true, the share that are true (positive class = true facts)
+    recall: float | None      # of the true facts, the share judged true
+    f1: float | None
+    accuracy: float | None
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+    def released(self) -> dict:
+        """The released code's swapped precision/recall (paper-method.md §7 C6): its "precision" is
+        tp / (tp + fn) and its "recall" tp / (tp + fp); F1 is the same."""
+        return {"precision": self.recall, "recall": self.precision, "f1": self.f1}
+
+
+def _div(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def binary_metrics(labels, judged) -> Binary:
+    """Precision, recall, F1 and accuracy of true/false verdicts (label 1 = a true fact)."""
+    y = np.asarray(labels, dtype=bool)
+    p = np.asarray(judged, dtype=bool)
+    if y.shape != p.shape:
+        raise ValueError(f"labels have shape {y.shape} but verdicts {p.shape}")
+    tp, fp = int((y & p).sum()), int((~y & p).sum())
+    fn, tn = int((y & ~p).sum()), int((~y & ~p).sum())
+    prec, rec = _div(tp, tp + fp), _div(tp, tp + fn)
+    f1 = _div(2 * tp, 2 * tp + fp + fn)
+    return Binary(prec, rec, f1, _div(tp + tn, y.size), tp, fp, fn, tn)
+
+
+def auroc(labels, scores) -> float | None:
+    """Area under the ROC curve: the chance that a random true fact scores above a random false one
+    (ties count one half). None when one class is absent. -inf scores are allowed."""
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    pos, neg = s[y], s[~y]
+    if pos.size == 0 or neg.size == 0:
+        return None
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (pos.size * neg.size))
+
+
+def best_threshold(labels, scores) -> tuple[float, float]:
+    """The threshold lam maximizing F1 of "true when score > lam" (midpoints between distinct scores,
+    and below the lowest); ties go to the lowest lam. Returns (lam, F1)."""
+    s = np.asarray(scores, dtype=np.float64)
+    finite = np.unique(s[np.isfinite(s)])
+    if finite.size == 0:
+        return 0.0, 0.0
+    cands = np.concatenate([[finite[0] - 1.0], (finite[:-1] + finite[1:]) / 2])
+    best = (float(cands[0]), -1.0)
+    for lam in cands:
+        f1 = binary_metrics(labels, s > lam).f1 or 0.0
+        if f1 > best[1]:
+            best = (float(lam), f1)
+    return best

@@ -1,0 +1,132 @@
+"""Table 2: cross-lingual knowledge editing. For each fact localized in two languages, edit (suppress
+to 0, enhance x2, at the answer position) one neuron set and measure the fact in each language, with
+an unrelated fact of another relation in the same language as the control (the Table 1 metric, SR).
+
+Conditions (the edited set -> where it is measured):
+  likn      the language-independent neurons (Module 2)          -> both languages
+  own       the language's own knowledge neurons (Table 1)        -> that language
+  other     the other language's knowledge neurons                 -> en: zh->en; zh: en->zh
+  both      both languages' neurons at once ("sequential" as the paper meant it)   -> both
+  random    random neurons, as many as the LIKN in the same layers, none a knowledge neuron -> both
+The released code's "sequential" condition undid the English edit before measuring (paper-method.md
+§7 C5), so it equals `other` for English and `own` for Chinese; `both` is the corrected version.
+"""
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..facts import Fact
+from ..metrics import relative_change, table1
+from ..models.load import ModelHandle
+from ..probe import answer_prob
+from .localization import OPS, RunContents, first_prompt, load_run, unrelated_partner
+
+CONDITIONS = ("likn", "own", "other", "both", "random")
+Neuron = tuple[int, int]
+
+
+def random_like(template: list[Neuron], exclude: set[Neuron], n_neurons: int, rng: random.Random) -> list[Neuron]:
+    """As many random neurons per layer as ``template`` has, none in ``exclude``."""
+    out = []
+    for layer, k in sorted(Counter(l for l, _ in template).items()):
+        pool = [j for j in range(n_neurons) if (layer, j) not in exclude]
+        out += [(layer, j) for j in sorted(rng.sample(pool, k))]
+    return out
+
+
+def edit_sets(neurons: dict, likn: dict[str, list[Neuron]], ids: list[str], langs: tuple[str, str],
+              n_neurons: int, seed: int = 42) -> dict[tuple[str, str, str], list[Neuron]]:
+    """(fact id, condition, measured language) -> the neurons edited."""
+    a, b = langs
+    rng = random.Random(seed)
+    out = {}
+    for fid in ids:
+        na, nb, ln = list(neurons.get((fid, a), [])), list(neurons.get((fid, b), [])), list(likn[fid])
+        rand = random_like(ln, set(na) | set(nb), n_neurons, rng)
+        for lang, own, other in ((a, na, nb), (b, nb, na)):
+            out[fid, "likn", lang] = ln
+            out[fid, "own", lang] = own
+            out[fid, "other", lang] = other
+            out[fid, "both", lang] = sorted(set(na) | set(nb))
+            out[fid, "random", lang] = rand
+    return out
+
+
+def crosslingual_effects(handle: ModelHandle, run: RunContents, likn: dict[str, list[Neuron]],
+                         langs: tuple[str, str] = ("en", "zh"), only_with_likn: bool = True, seed: int = 42,
+                         show_progress: bool = False) -> list[dict]:
+    """One row per (fact, condition, language): p before / after suppress and enhance, related and unrelated."""
+    by_key = {f.key: f for f in run.facts}
+    ids = [fid for fid in likn if all((fid, l) in by_key for l in langs) and (likn[fid] or not only_with_likn)]
+    sets = edit_sets(run.neurons, likn, ids, langs, handle.n_neurons, seed)
+    rows = []
+    todo = [(lang, i, fid) for lang in langs for i, fid in enumerate(ids)]
+    facts = {lang: [by_key[fid, lang] for fid in ids] for lang in langs}
+    partner = {lang: unrelated_partner(facts[lang], seed)[0] for lang in langs}
+    prob = lambda f: answer_prob(handle, *first_prompt(handle, f)).prob  # noqa: E731
+    base = {lang: [prob(f) for f in facts[lang]] for lang in langs}
+    it = todo
+    if show_progress:
+        from rich.progress import track
+        it = track(todo, description="cross-lingual editing")
+    for lang, i, fid in it:
+        f: Fact = facts[lang][i]
+        j = partner[lang][i]
+        g = facts[lang][j]
+        for cond in CONDITIONS:
+            nrn = sets[fid, cond, lang]
+            row = {"fact_id": fid, "lang": lang, "relation": f.relation, "condition": cond, "n_edited": len(nrn),
+                   "unrelated_id": g.id, "p_before": base[lang][i], "p_before_unrelated": base[lang][j]}
+            for op in ("suppress", "enhance"):
+                with OPS[op](handle, nrn):
+                    row[f"p_{op}"], row[f"p_{op}_unrelated"] = prob(f), prob(g)
+            rows.append(row)
+    return rows
+
+
+def table2(rows: list[dict], langs: tuple[str, str] = ("en", "zh"), n_boot: int = 1000,
+           outlier_cut: bool = False) -> dict:
+    """SR (with a bootstrap interval) and mean related/unrelated changes per condition and language."""
+    out = {}
+    for cond in CONDITIONS:
+        for lang in langs:
+            rs = [r for r in rows if r["condition"] == cond and r["lang"] == lang]
+            if not rs:
+                continue
+            c = {k: [r[k] for r in rs] for k in rs[0]}
+            t = table1(c["p_before"], c["p_suppress"], c["p_enhance"], c["p_before_unrelated"],
+                       c["p_suppress_unrelated"], c["p_enhance_unrelated"], outlier_cut=outlier_cut, n_boot=n_boot)
+            j = t.to_json()
+            out.setdefault(cond, {})[lang] = {
+                "n_facts": j["n_facts"], "sr": j["sr"], "sr_interval": j["sr_interval"],
+                "suppress_related": j["suppress"]["related"], "suppress_unrelated": j["suppress"]["unrelated"],
+                "enhance_related": j["enhance"]["related"], "enhance_unrelated": j["enhance"]["unrelated"],
+                "mean_edited": sum(c["n_edited"]) / len(rs),
+                "suppress_related_median": j["suppress"]["related_median"]["value"]}
+    return out
+
+
+def crosslingual(handle: ModelHandle, run_dir, likn: dict[str, list[Neuron]] | None = None,
+                 langs: tuple[str, str] = ("en", "zh"), facts_path=None, seed: int = 42, n_boot: int = 1000,
+                 show_progress: bool = False) -> dict:
+    """Table 2 over a two-language `locate` run; writes crosslingual.parquet and table2.json into it."""
+    from ..likn import likn_from_run
+    run = load_run(run_dir, facts_path)
+    if likn is None:
+        likn = likn_from_run(run_dir, langs).per_fact
+    rows = crosslingual_effects(handle, run, likn, langs, seed=seed, show_progress=show_progress)
+    for r in rows:
+        r["delta_suppress"] = float(relative_change([r["p_before"]], [r["p_suppress"]])[0])
+        r["delta_enhance"] = float(relative_change([r["p_before"]], [r["p_enhance"]])[0])
+    res = {"langs": list(langs), "seed": seed, "n_facts_with_likn": sum(bool(v) for v in likn.values()),
+           "n_facts": len(likn), "table": table2(rows, langs, n_boot)}
+    if rows:
+        pq.write_table(pa.Table.from_pylist(rows), Path(run_dir) / "crosslingual.parquet")
+    (Path(run_dir) / "table2.json").write_text(json.dumps(res, indent=2, sort_keys=True), encoding="utf-8")
+    return res
