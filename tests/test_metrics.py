@@ -110,3 +110,15 @@ def test_bootstrap_ci():
     assert flat.value == flat.low == flat.high == approx(0.7)
     assert bootstrap_ci([0.7, 0.7, 0.7], np.median) == Interval(0.7, 0.7, 0.7)
     assert all(math.isnan(v) for v in vars(bootstrap_ci([])).values())
+
+
+def test_sr_interval_pairs_each_fact_with_its_unrelated_probe():
+    # every fact moves the same way: every resample gives the same SR, so the interval is a point
+    t = table1([0.5] * 6, [0.25] * 6, [0.75] * 6, [0.4] * 6, [0.36] * 6, [0.44] * 6, n_boot=200)
+    assert t.sr == pytest.approx(5.0 + 5.0)
+    assert t.sr_interval.low == pytest.approx(10.0) and t.sr_interval.high == pytest.approx(10.0)
+    # facts that differ: the interval brackets the point estimate and is reported in the JSON
+    t = table1([0.5, 0.4, 0.3, 0.6], [0.1, 0.3, 0.2, 0.1], [0.9, 0.5, 0.5, 0.7],
+               [0.5, 0.5, 0.5, 0.5], [0.45, 0.5, 0.4, 0.5], [0.55, 0.6, 0.5, 0.5], n_boot=500)
+    assert t.sr_interval.low <= t.sr <= t.sr_interval.high and t.sr_interval.low < t.sr_interval.high
+    assert t.to_json()["sr_interval"]["value"] == t.sr

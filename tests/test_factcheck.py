@@ -1,0 +1,115 @@
+"""Table 3: P/R/F1/AUROC arithmetic, the split, DKN counting, and tuning that never sees the test part."""
+import math
+
+import pytest
+import torch
+
+from kneuron.experiments.factcheck import (PAPER_LAMBDA, PAPER_T, Item, fact_check, relation_dkns, split_facts,
+                                           wrong_object)
+from kneuron.facts import Fact
+from kneuron.metrics import auroc, best_threshold, binary_metrics
+
+
+def test_precision_recall_f1_by_hand():
+    labels = [1, 1, 1, 0, 0, 0, 0, 1]
+    judged = [1, 0, 1, 1, 0, 0, 0, 0]
+    b = binary_metrics(labels, judged)
+    assert (b.tp, b.fp, b.fn, b.tn) == (2, 1, 2, 3)
+    assert b.precision == pytest.approx(2 / 3) and b.recall == pytest.approx(2 / 4)
+    assert b.f1 == pytest.approx(2 * (2 / 3) * (1 / 2) / (2 / 3 + 1 / 2))
+    assert b.accuracy == pytest.approx(5 / 8)
+    assert b.released() == {"precision": b.recall, "recall": b.precision, "f1": b.f1}   # the code's swap
+    none = binary_metrics([1, 0], [0, 0])
+    assert none.precision is None and none.recall == 0.0 and none.f1 == 0.0
+    with pytest.raises(ValueError):
+        binary_metrics([1, 0], [1])
+
+
+def test_auroc_by_hand():
+    assert auroc([1, 1, 0, 0], [0.9, 0.8, 0.1, 0.2]) == 1.0
+    assert auroc([1, 1, 0, 0], [0.1, 0.2, 0.9, 0.8]) == 0.0
+    # pairs (pos, neg): (3,1) > ; (3,3) tie ; (2,1) > ; (2,3) <  -> (2 + 0.5) / 4
+    assert auroc([1, 1, 0, 0], [3, 2, 1, 3]) == pytest.approx(0.625)
+    assert auroc([1, 0, 0], [-math.inf, -math.inf, 0.0]) == pytest.approx(0.25)
+    assert auroc([1, 1], [0.1, 0.2]) is None
+
+
+def test_best_threshold():
+    lam, f1 = best_threshold([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4])
+    assert 0.2 < lam < 0.3 and f1 == 1.0
+    lam, f1 = best_threshold([1, 1, 0], [0.5, 0.5, 0.5])
+    assert lam < 0.5 and f1 == pytest.approx(0.8)          # everything true: 2 tp, 1 fp
+
+
+def _facts(n_rel=3, n=10):
+    return [Fact(f"r{r}-{i:02d}", f"R{r}", "en", f"s{r}{i}", f"o{r}{i}", ("[X] is [Y].",),
+                 wrong_objects=(f"w{r}{i}",)) for r in range(n_rel) for i in range(n)]
+
+
+def test_split_per_relation_is_80_20_disjoint_and_deterministic():
+    fs = _facts(3, 10)
+    sp = split_facts(fs, seed=42)
+    ids = lambda x: {f.id for f in x}  # noqa: E731
+    assert len(sp.test) == 6 and len(sp.val) == 6 and len(sp.fit) == 18
+    assert not (ids(sp.test) & ids(sp.train)) and ids(sp.test) | ids(sp.train) == ids(fs)
+    for r in ("R0", "R1", "R2"):
+        assert sum(f.relation == r for f in sp.test) == 2
+    assert ids(split_facts(fs, seed=42).test) == ids(sp.test)
+    assert ids(split_facts(fs, seed=7).test) != ids(sp.test)
+    # another relation added: the others' split does not move
+    more = split_facts(fs + _facts(4, 10)[30:], seed=42)
+    assert ids(sp.test) <= ids(more.test)
+
+
+def test_relation_dkns_keeps_above_t_times_max():
+    fs = _facts(1, 4)
+    g = {fs[0].key: [[(1, 1), (2, 2)]], fs[1].key: [[(1, 1), (3, 3)]], fs[2].key: [[(1, 1), (2, 2)]],
+         fs[3].key: [[(1, 1), (4, 4)], [(1, 1), (5, 5)]]}     # (1, 1) counted once per fact
+    assert relation_dkns(g, fs, 0.7) == {"R0": [(1, 1)]}        # count > int(4 * 0.7) = 2
+    assert relation_dkns(g, fs, 0.3) == {"R0": [(1, 1), (2, 2)]}  # count > int(1.2) = 1
+    assert relation_dkns(g, fs, 0.0) == {"R0": [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]}
+
+
+def test_wrong_object_is_fixed_and_never_the_answer():
+    f = Fact("a", "R", "en", "x", "paris", ("[X] is [Y].",), aliases=("Paris City",),
+             wrong_objects=("paris", "Paris City", "rome", "berlin"))
+    assert wrong_object(None, f, []) == wrong_object(None, f, []) in ("rome", "berlin")
+    g = Fact("b", "R", "en", "x", "paris", ("[X] is [Y].",))
+    assert wrong_object(None, g, ["paris", "oslo"]) == "oslo"
+    assert wrong_object(None, g, []) is None
+
+
+def _synthetic(facts, poison_test=None):
+    """A model where true objects score 1 on neuron (0, 0) and wrong ones 0; the test part can be poisoned."""
+    def attr(item: Item):
+        s = torch.zeros(2, 4)
+        v = float(item.label)
+        if poison_test is not None and item.fact.id in poison_test:
+            v = 1.0 - v + 5.0
+        s[0, 0] = v
+        s[1, 1] = 0.5
+        return s
+    return attr, lambda item: (math.log(0.6 if item.label else 0.3), bool(item.label))
+
+
+def test_tuning_never_sees_the_test_part():
+    fs = _facts(3, 10)
+    groups = {f.key: [[(0, 0), (1, 1)]] if i % 2 == 0 else [[(0, 0), (1, 3)]] for i, f in enumerate(fs)}
+    wrong = {f.key: f.wrong_objects[0] for f in fs}
+    seen = []
+    attr, prob = _synthetic(fs)
+    rec = lambda it: (seen.append(it.fact.id), attr(it))[1]  # noqa: E731
+    clean = fact_check(fs, groups, wrong, rec, prob)
+    test_ids = set(clean["test_ids"])
+    n_val_calls = 2 * clean["n_val"]
+    assert not test_ids & set(seen[:n_val_calls])             # tuning scored validation items only
+    assert set(seen[n_val_calls:]) == test_ids                # the test part is scored after tuning
+    # poisoning the test part (labels inverted, scores shifted) leaves the tuned t and lambda unchanged
+    attr2, _ = _synthetic(fs, poison_test=test_ids)
+    poisoned = fact_check(fs, groups, wrong, attr2, prob)
+    assert poisoned["tuned"] == clean["tuned"]
+    assert clean["dkn"]["f1"] == 1.0 and clean["dkn"]["auroc"] == 1.0
+    assert poisoned["dkn"]["f1"] != clean["dkn"]["f1"]
+    assert clean["dkn_paper"]["t"] == PAPER_T and clean["dkn_paper"]["lambda"] == PAPER_LAMBDA
+    assert clean["direct"]["f1"] == 1.0 and clean["compare"]["auroc"] == 1.0
+    assert clean["n_test_items"] == 2 * len(test_ids)
