@@ -249,6 +249,75 @@ def likn(facts: str = typer.Option(..., "--facts", "-f", help="fact set with the
                f"neurons ({j['mean_likn_per_fact']:.2f} per fact); by layer: {j['layers']}; in {out}/likn.parquet")
 
 
+@app.command()
+def dkn(run: Path = typer.Option(..., "--run", "-r", help="run directory made by `kneuron locate` (AMIG in the paper)"),
+        top_n: int = typer.Option(20, "--top-n", help="candidates: the top-n knowledge neurons of each fact (0: all)"),
+        t_low: float = typer.Option(0.2, "--t-low", help="a proper part of a group may cost at most this"),
+        t_high: float = typer.Option(0.25, "--t-high", help="the whole group must cost more than this"),
+        absolute: bool = typer.Option(False, "--absolute", help="costs as absolute drops of p (paper text), not relative (released code)"),
+        max_size: int = typer.Option(2, "--max-size", help="largest group size (2 = Algorithm 1)"),
+        max_evals: int = typer.Option(5000, "--max-evals", help="ablations per fact at most"),
+        batch_size: int = typer.Option(64, "--batch-size", help="ablations per forward pass (speed only)"),
+        facts: Optional[Path] = typer.Option(None, "--facts", help="fact file, if it moved since the run"),
+        as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    """Module 3: degenerate knowledge neurons of each fact in a run (resumable; dkn.jsonl, dkn.json)."""
+    from ..dkn import DKNConfig, dkn_from_run
+    from ..experiments.localization import load_run
+    cfg = DKNConfig(top_n=top_n or None, t_low=t_low, t_high=t_high, relative=not absolute, max_size=max_size,
+                    max_evals=max_evals, batch_size=batch_size)
+    try:
+        cfg.validate()
+        h = _load(load_run(run, facts).store.meta["model"])
+        res = dkn_from_run(h, run, cfg, facts, show_progress=not as_json)
+    except KeyboardInterrupt:
+        _fail(f"interrupted; every finished fact is kept in {run}/dkn.jsonl: run the same command again to continue", 130)
+    except _errors() as e:
+        _fail(str(e))
+    if as_json:
+        return _print_json(res["summary"])
+    for lang, x in res["summary"]["langs"].items():
+        typer.echo(f"{lang}: {x['n_with_dkn']} of {x['n_facts']} facts have degenerate groups "
+                   f"({x['groups_per_fact']:.2f} per fact, sizes {x['sizes'] or '-'}); "
+                   f"{x['forward_passes_per_fact']:.1f} forward passes and {x['ablations_per_fact']:.0f} ablations per fact")
+    typer.echo(f"groups in {run}/dkn.jsonl, summary in {run}/dkn.json")
+
+
+@app.command()
+def reproduce(model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+              facts: str = typer.Option("en-zh", "--facts", "-f", help="fact set with the same ids in several languages"),
+              out: Path = typer.Option(..., "--out", "-o", help="directory for every run, table, figure and the report"),
+              langs: str = typer.Option("en,zh", "--langs", help="comma-separated languages (two for Module 2 / Table 2)"),
+              limit: Optional[int] = typer.Option(None, "--limit", help="fact ids to use (each in every language), spread over relations"),
+              steps: int = typer.Option(20, "--steps", help="integration steps"),
+              dkn_max_size: int = typer.Option(2, "--dkn-max-size", help="largest degenerate group (2 = Algorithm 1)"),
+              dkn_absolute: bool = typer.Option(False, "--dkn-absolute", help="DKN costs as absolute drops of p"),
+              n_boot: int = typer.Option(1000, "--n-boot", help="bootstrap resamples for the intervals"),
+              resume: bool = typer.Option(False, "--resume", help="continue an interrupted reproduce in --out")):
+    """Modules 1-3 and Tables 1-3 of the paper end to end; writes report.md and report.html in --out."""
+    from ..dkn import DKNConfig
+    from ..reproduce import ReproduceConfig
+    from ..reproduce import reproduce as run_reproduce
+    cfg = ReproduceConfig(model=model, facts=facts, langs=tuple(x.strip() for x in langs.split(",") if x.strip()),
+                          limit=limit, steps=steps, n_boot=n_boot,
+                          dkn=DKNConfig(max_size=dkn_max_size, relative=not dkn_absolute))
+    try:
+        cfg.validate()
+        load_facts_check(facts)
+        h = _load(model)
+        res = run_reproduce(h, cfg, out, resume=resume, log=lambda s: typer.echo(s, err=True))
+    except KeyboardInterrupt:
+        _fail(f"interrupted; finished work is kept in {out}: continue with --resume", 130)
+    except _errors() as e:
+        _fail(str(e))
+    typer.echo(f"report: {res['report']['md']} and {res['report']['html']}")
+
+
+def load_facts_check(facts: str) -> None:
+    """Fail on a bad fact file before the model is loaded."""
+    from ..facts import load_facts
+    load_facts(facts)
+
+
 from .facts import app as _facts_app  # noqa: E402
 
 app.add_typer(_facts_app, name="facts")

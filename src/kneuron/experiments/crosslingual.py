@@ -108,6 +108,7 @@ def table2(rows: list[dict], langs: tuple[str, str] = ("en", "zh"), n_boot: int 
                 "suppress_related": j["suppress"]["related"], "suppress_unrelated": j["suppress"]["unrelated"],
                 "enhance_related": j["enhance"]["related"], "enhance_unrelated": j["enhance"]["unrelated"],
                 "mean_edited": sum(c["n_edited"]) / len(rs),
+                "suppress_related_ci": j["suppress"]["related_mean"], "enhance_related_ci": j["enhance"]["related_mean"],
                 "suppress_related_median": j["suppress"]["related_median"]["value"]}
     return out
 

@@ -1,0 +1,284 @@
+"""`kneuron reproduce`: Modules 1-3 and Tables 1-3 of Chen et al. (AAAI 2024) end to end, into one
+directory, resumable step by step, ending in report.md and a self-contained report.html.
+
+Layout of ``out``:
+    reproduce.json        the settings (a resumed run must use the same), model and data provenance
+    facts.jsonl           the facts used (the selection made here), so every run below is pinned to it
+    locate-ig/ locate-amig/   Module 1 runs (B-KN = Dai et al.'s IG, and AMIG), resumable per fact
+    table1.json           Table 1 per method and language
+    locate-amig/likn.*, table2.json    Module 2 and Table 2 (two languages only)
+    locate-amig/dkn.*     Module 3 (resumable per fact);  table3-<lang>.json  Table 3
+    fig-*.png, report.md, report.html
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .dkn import DKNConfig
+from .facts import Fact, fact_file_hash, load_facts, resolve_facts, save_facts
+from .models.load import ModelHandle
+from .store import RunStoreError
+
+MONOLINGUAL = {"smollm2-135m": "en"}        # bundled models that know one language only
+METHODS = ("ig", "amig")
+
+
+@dataclass
+class ReproduceConfig:
+    model: str
+    facts: str
+    langs: tuple[str, ...] = ("en", "zh")
+    limit: int | None = None                 # fact ids (each in every language), spread over relations
+    steps: int = 20
+    seed: int = 42
+    n_boot: int = 1000
+    dkn: DKNConfig = field(default_factory=DKNConfig)
+
+    def validate(self) -> None:
+        if not self.langs:
+            raise ValueError("--langs names no language")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        if self.steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {self.steps}")
+        self.dkn.validate()
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "langs": list(self.langs)}
+
+
+def spread_ids(facts: list[Fact], langs: tuple[str, ...], limit: int | None) -> list[str]:
+    """Fact ids present in every language, taken round-robin over relations (in file order within a
+    relation), so a small limit still covers many relations with several facts each."""
+    have: dict[str, set] = defaultdict(set)
+    rel: dict[str, str] = {}
+    for f in facts:
+        have[f.id].add(f.lang)
+        rel.setdefault(f.id, f.relation)
+    by_rel: dict[str, list[str]] = defaultdict(list)
+    for fid in dict.fromkeys(f.id for f in facts):
+        if all(l in have[fid] for l in langs):
+            by_rel[rel[fid]].append(fid)
+    out, i = [], 0
+    while any(i < len(v) for v in by_rel.values()) and (limit is None or len(out) < limit):
+        for r in by_rel:
+            if i < len(by_rel[r]) and (limit is None or len(out) < limit):
+                out.append(by_rel[r][i])
+        i += 1
+    return out
+
+
+def model_langs(handle: ModelHandle, langs: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
+    """The languages the model can be tested in, and a note for each one dropped."""
+    notes = []
+    only = MONOLINGUAL.get(handle.name)
+    if only:
+        dropped = [l for l in langs if l != only]
+        if dropped:
+            notes.append(f"{handle.name} is an English-only model: {', '.join(dropped)} skipped, and with it "
+                         "Module 2 and Table 2 (cross-lingual), which need two languages")
+        langs = tuple(l for l in langs if l == only)
+    return langs, notes
+
+
+class Reproduction:
+    """One `reproduce` directory; each step is skipped when its result is already there."""
+
+    def __init__(self, handle: ModelHandle, cfg: ReproduceConfig, out, resume: bool = False,
+                 show_progress: bool = True, log=print):
+        cfg.validate()
+        self.h, self.cfg, self.out = handle, cfg, Path(out)
+        self.progress, self.log = show_progress, log
+        self.notes: list[str] = []
+        self.timings: dict[str, float] = {}
+        self._open(resume)
+
+    # ------------------------------------------------------------------ set-up
+    def _open(self, resume: bool) -> None:
+        meta_path = self.out / "reproduce.json"
+        if self.out.exists() and any(self.out.iterdir()):
+            if not resume:
+                raise RunStoreError(f"{self.out} is not empty: pass --resume to continue it, or choose another --out")
+            if not (meta_path.exists() or (self.out / "facts.jsonl").exists()):
+                raise RunStoreError(f"{self.out} is not a reproduce directory (no reproduce.json)")
+            old = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {"config": self.cfg.to_json()}
+            if old["config"] != self.cfg.to_json():
+                diff = [k for k in old["config"] if old["config"][k] != self.cfg.to_json().get(k)]
+                raise RunStoreError(f"{self.out} was made with other settings ({', '.join(diff)}); "
+                                    "use the same ones to resume")
+        self.out.mkdir(parents=True, exist_ok=True)
+        langs, self.notes = model_langs(self.h, tuple(self.cfg.langs))
+        if not langs:
+            raise ValueError(f"{self.h.name} cannot be tested in {', '.join(self.cfg.langs)}")
+        self.langs = langs
+        save_path = self.out / "facts.jsonl"
+        if save_path.exists():                 # resumed: the selection made the first time
+            self.facts = load_facts(save_path)
+            if meta_path.exists():
+                self.notes = json.loads(meta_path.read_text(encoding="utf-8"))["notes"]
+        else:
+            self.facts = self._select_facts()
+            save_facts(self.facts, save_path)
+        meta = {"config": self.cfg.to_json(), "langs_used": list(self.langs), "notes": self.notes,
+                "model": {"name": self.h.name, "kind": self.h.kind, "n_layers": self.h.n_layers,
+                          "n_neurons": self.h.n_neurons, "site": f"{self.h.site.layers_path}[i].{self.h.site.proj_path}",
+                          "dtype": str(self.h.dtype)},
+                "data": {"facts": str(resolve_facts(self.cfg.facts)), "facts_hash": fact_file_hash(self.cfg.facts),
+                         "n_ids": len({f.id for f in self.facts}), "n_facts": len(self.facts),
+                         "relations": len({f.relation for f in self.facts})}}
+        if not meta_path.exists():
+            meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False), encoding="utf-8")
+        self.meta = meta
+
+    def _select_facts(self) -> list[Fact]:
+        from .experiments.plant_bench import organism_facts
+        from .localize import check_facts
+        fs = [f for f in load_facts(self.cfg.facts) if f.lang in self.langs]
+        known = organism_facts(self.h, self.cfg.facts)
+        if known is not None:        # an organism only knows the facts it was trained on
+            ids = {f.id for f in known}
+            fs = [f for f in fs if f.id in ids]
+            self.notes.append(f"{self.h.name} is a model organism: only the {len(ids)} fact ids it was trained on are used")
+        # keep only facts with a template the model can use (causal: [Y] at the end)
+        usable = []
+        for f in fs:
+            try:
+                check_facts(self.h, [f], skip_invalid_templates=True)
+                usable.append(f)
+            except ValueError:
+                pass
+        if len(usable) < len(fs):
+            self.notes.append(f"{len(fs) - len(usable)} facts have no template a {self.h.kind} model can use "
+                              "([Y] not at the end, or an object the tokenizer cannot spell); left out")
+        ids = set(spread_ids(usable, self.langs, self.cfg.limit))
+        if not ids:
+            raise ValueError(f"{self.cfg.facts}: no fact is usable in every language of {', '.join(self.langs)}")
+        return [f for f in usable if f.id in ids]
+
+    def _timed(self, name: str, fn):
+        """Run a step; its seconds are added to timings.json (summed over resumed invocations)."""
+        path = self.out / "timings.json"
+        t0 = time.perf_counter()
+        self.log(f"[reproduce] {name} ...")
+        r = fn()
+        self.timings = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 2)
+        path.write_text(json.dumps(self.timings, indent=2), encoding="utf-8")
+        return r
+
+    def _cached(self, path: Path, fn):
+        if path.exists():
+            return json.loads(path.read_text(encoding="utf-8"))
+        r = fn()
+        path.write_text(json.dumps(r, indent=2, sort_keys=True, ensure_ascii=False, default=str), encoding="utf-8")
+        return r
+
+    # ------------------------------------------------------------------ steps
+    def locate(self, method: str) -> Path:
+        from .localize import LocateConfig, locate
+        d = self.out / f"locate-{method}"
+        facts_path = self.out / "facts.jsonl"
+        cfg = LocateConfig(method=method, steps=self.cfg.steps)
+        locate(self.h, self.facts, cfg, d, resume=d.exists(), facts_path=str(facts_path.resolve()),
+               facts_hash=fact_file_hash(facts_path), lang=",".join(self.langs), skip_invalid_templates=True,
+               show_progress=self.progress)
+        return d
+
+    def table1(self) -> dict:
+        from .experiments.localization import edit_effects, load_run
+        from .metrics import table1
+
+        def make():
+            res = {}
+            for m in METHODS:
+                rows = edit_effects(self.h, load_run(self.out / f"locate-{m}"), seed=self.cfg.seed)
+                for lang in self.langs:
+                    c = defaultdict(list)
+                    for r in rows:
+                        if r["lang"] == lang:
+                            for k, v in r.items():
+                                c[k].append(v)
+                    t = table1(c["p_before"], c["p_suppress"], c["p_enhance"], c["p_before_unrelated"],
+                               c["p_suppress_unrelated"], c["p_enhance_unrelated"], n_boot=self.cfg.n_boot)
+                    res.setdefault(m, {})[lang] = {**t.to_json(), "mean_neurons": sum(c["n_neurons"]) / len(c["n_neurons"]),
+                                                   "facts_without_neurons": sum(n == 0 for n in c["n_neurons"])}
+            return res
+        return self._cached(self.out / "table1.json", make)
+
+    def table2(self) -> dict | None:
+        if len(self.langs) < 2:
+            return None
+        from .experiments.crosslingual import crosslingual
+        from .likn import likn_from_run
+        run = self.out / "locate-amig"
+
+        def make():
+            lk = likn_from_run(run, self.langs[:2])
+            res = crosslingual(self.h, run, lk.per_fact, self.langs[:2], seed=self.cfg.seed, n_boot=self.cfg.n_boot,
+                               show_progress=self.progress)
+            return {"likn": lk.to_json(), **res}
+        return self._cached(self.out / "table2.json", make)
+
+    def dkn(self) -> dict:
+        from .dkn import dkn_from_run
+        return dkn_from_run(self.h, self.out / "locate-amig", self.cfg.dkn, resume=True, show_progress=self.progress)
+
+    def table3(self, dkn_rows: list[dict]) -> dict:
+        from .experiments.factcheck import fact_check_run
+        out = {}
+        for lang in self.langs:
+            out[lang] = self._cached(self.out / f"table3-{lang}.json", lambda: fact_check_run(
+                self.h, self.out / "locate-amig", lang, dkn_rows, "amig", self.cfg.steps, seed=self.cfg.seed,
+                show_progress=self.progress))
+        return out
+
+    def layer_counts(self, dkn_rows: list[dict], likn: dict | None) -> dict:
+        """Per method/lang: knowledge neurons per layer; LIKN and DKN neurons per layer."""
+        from .store import open_run
+        out: dict = {"kn": {}, "likn": {}, "dkn": {}}
+        for m in METHODS:
+            nt = open_run(self.out / f"locate-{m}").neurons().select(["lang", "layer"]).to_pylist()
+            for lang in self.langs:
+                c = [0] * self.h.n_layers
+                for r in nt:
+                    if r["lang"] == lang:
+                        c[r["layer"]] += 1
+                out["kn"].setdefault(m, {})[lang] = c
+        if likn:
+            c = [0] * self.h.n_layers
+            for k, v in likn["layers"].items():
+                c[int(k)] = v
+            out["likn"] = c
+        for lang in self.langs:
+            c = [0] * self.h.n_layers
+            for r in dkn_rows:
+                if r["lang"] == lang:
+                    for n in {tuple(x) for g in r["groups"] for x in g}:
+                        c[n[0]] += 1
+            out["dkn"][lang] = c
+        return out
+
+    def run(self) -> dict:
+        """Every step (each skipped when done), then figures and the report. Returns the results."""
+        for m in METHODS:
+            self._timed(f"Module 1 ({m})", lambda m=m: self.locate(m))
+        t1 = self._timed("Table 1", self.table1)
+        t2 = self._timed("Module 2 + Table 2", self.table2)
+        d = self._timed("Module 3 (DKN)", self.dkn)
+        t3 = self._timed("Table 3", lambda: self.table3(d["rows"]))
+        res = {"meta": self.meta, "table1": t1, "table2": t2, "dkn": d["summary"], "table3": t3,
+               "layers": self.layer_counts(d["rows"], t2["likn"] if t2 else None), "timings": self.timings}
+        from .report import write_report
+        res["report"] = self._timed("report", lambda: write_report(res, self.out))
+        (self.out / "results.json").write_text(json.dumps(res, indent=2, sort_keys=True, ensure_ascii=False, default=str),
+                                               encoding="utf-8")
+        return res
+
+
+def reproduce(handle: ModelHandle, cfg: ReproduceConfig, out, resume: bool = False, show_progress: bool = True,
+              log=print) -> dict:
+    return Reproduction(handle, cfg, out, resume, show_progress, log).run()
