@@ -455,3 +455,33 @@ def test_probe_top_larger_than_vocab(models):
 
 def test_negative_limit_is_rejected(models, facts_file, tmp_path):
     locate_fails(models, facts_file, tmp_path, "--limit", extra=("--limit", -1))
+
+
+# ----------------------------------------------------------------------------- dkn and reproduce
+
+def test_dkn_on_a_run_then_resume(gpt2_run, tmp_path):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(gpt2_run, run)
+    j = json.loads(ok(cli("dkn", "--run", run, "--json")).stdout)
+    n = pq.read_table(run / "facts.parquet").num_rows
+    en = j["langs"]["en"]
+    assert en["n_facts"] == n and 1 <= en["forward_passes_per_fact"] <= 6     # unablated + singles + pairs, batched
+    lines = (run / "dkn.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + n
+    again = json.loads(ok(cli("dkn", "--run", run, "--json")).stdout)
+    assert again == j and (run / "dkn.jsonl").read_text().splitlines() == lines       # nothing redone
+    one_line_error(cli("dkn", "--run", run, "--t-high", "0.5"), "other DKN settings")
+    one_line_error(cli("dkn", "--run", run, "--t-low", "0.3", "--t-high", "0.2"), "t_low")
+    one_line_error(cli("dkn", "--run", tmp_path / "nope"), "no run.json")
+
+
+def test_reproduce_refuses_bad_input_in_one_line(models, facts_file, tmp_path):
+    one_line_error(cli("reproduce", "-m", models["gpt2"], "-f", facts_file, "-o", tmp_path / "a", "--limit", "0"),
+                   "--limit")
+    one_line_error(cli("reproduce", "-m", models["gpt2"], "-f", tmp_path / "missing.jsonl", "-o", tmp_path / "b"),
+                   "missing.jsonl")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "x").write_text("x")
+    one_line_error(cli("reproduce", "-m", models["gpt2"], "-f", facts_file, "-o", tmp_path / "c", "--langs", "en"),
+                   "--resume")

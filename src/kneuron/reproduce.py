@@ -12,6 +12,7 @@ Layout of ``out``:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import defaultdict
@@ -36,6 +37,7 @@ class ReproduceConfig:
     steps: int = 20
     seed: int = 42
     n_boot: int = 1000
+    prompts: int | None = 1                  # templates per fact (the paper: one, mLAMA's); None = all
     dkn: DKNConfig = field(default_factory=DKNConfig)
 
     def validate(self) -> None:
@@ -45,6 +47,8 @@ class ReproduceConfig:
             raise ValueError(f"--limit must be >= 1, got {self.limit}")
         if self.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {self.steps}")
+        if self.prompts is not None and self.prompts < 1:
+            raise ValueError(f"--prompts must be >= 1, got {self.prompts}")
         self.dkn.validate()
 
     def to_json(self) -> dict:
@@ -143,14 +147,16 @@ class Reproduction:
             ids = {f.id for f in known}
             fs = [f for f in fs if f.id in ids]
             self.notes.append(f"{self.h.name} is a model organism: only the {len(ids)} fact ids it was trained on are used")
-        # keep only facts with a template the model can use (causal: [Y] at the end)
+        # keep only facts with a template the model can use (causal: [Y] at the end), and of those
+        # templates the first ``prompts``
         usable = []
         for f in fs:
             try:
-                check_facts(self.h, [f], skip_invalid_templates=True)
-                usable.append(f)
+                qs = check_facts(self.h, [f], skip_invalid_templates=True)[0]
             except ValueError:
-                pass
+                continue
+            keep = [f.templates[q.template_index] for q in qs][:self.cfg.prompts]
+            usable.append(dataclasses.replace(f, templates=tuple(keep)))
         if len(usable) < len(fs):
             self.notes.append(f"{len(fs) - len(usable)} facts have no template a {self.h.kind} model can use "
                               "([Y] not at the end, or an object the tokenizer cannot spell); left out")
