@@ -23,17 +23,19 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 DEMO_OUT ?= demo-run
+DEMO_ORG_LIMIT ?= 72
+DEMO_SMOL_LIMIT ?= 48
 
-# The main job on the bundled model and facts: probe, then locate + evaluate (Table 1) with the
-# two methods of the paper's Table 1 (ig = Dai et al.'s B-KN, amig = Chen et al.'s Module 1).
+# The main job on the bundled models and facts: probe, then `kneuron reproduce` (Modules 1-3 and
+# Tables 1-3 of the paper, with a report) on the two bilingual organisms (en + zh) and on smollm2-135m
+# (English only), each on a small spread of the bundled en-zh facts.
 demo: setup
 	$(BIN)/kneuron probe "The capital of France is" --top 5
 	rm -rf $(DEMO_OUT)
-	$(BIN)/kneuron locate --facts demo-en --method ig --out $(DEMO_OUT)/ig
-	$(BIN)/kneuron evaluate --run $(DEMO_OUT)/ig
-	$(BIN)/kneuron locate --facts demo-en --method amig --out $(DEMO_OUT)/amig
-	$(BIN)/kneuron evaluate --run $(DEMO_OUT)/amig
-	@echo "demo runs: $(DEMO_OUT)/ig and $(DEMO_OUT)/amig (run.json, facts.parquet, neurons.parquet, evaluation.json)"
+	$(BIN)/kneuron reproduce --model organism-mlm --limit $(DEMO_ORG_LIMIT) --out $(DEMO_OUT)/organism-mlm
+	$(BIN)/kneuron reproduce --model organism-clm --limit $(DEMO_ORG_LIMIT) --out $(DEMO_OUT)/organism-clm
+	$(BIN)/kneuron reproduce --model smollm2-135m --langs en --limit $(DEMO_SMOL_LIMIT) --out $(DEMO_OUT)/smollm2-135m
+	@echo "reports: $(DEMO_OUT)/organism-mlm/report.html, $(DEMO_OUT)/organism-clm/report.html, $(DEMO_OUT)/smollm2-135m/report.html (and report.md beside each)"
 
 test: setup
 	$(BIN)/python -m pytest -q

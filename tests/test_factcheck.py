@@ -113,3 +113,12 @@ def test_tuning_never_sees_the_test_part():
     assert clean["dkn_paper"]["t"] == PAPER_T and clean["dkn_paper"]["lambda"] == PAPER_LAMBDA
     assert clean["direct"]["f1"] == 1.0 and clean["compare"]["auroc"] == 1.0
     assert clean["n_test_items"] == 2 * len(test_ids)
+
+
+def test_no_validation_part_means_no_tuning():
+    fs = _facts(3, 2)                                        # 2 per relation: 1 test, 1 fit, no validation
+    groups = {f.key: [[(0, 0), (1, 1)]] for f in fs}
+    attr, prob = _synthetic(fs)
+    r = fact_check(fs, groups, {f.key: f.wrong_objects[0] for f in fs}, attr, prob)
+    assert r["n_val"] == 0 and r["tuned"]["t"] is None and "dkn" not in r
+    assert r["n_test"] == 3 and r["dkn_paper"]["t"] == PAPER_T

@@ -259,6 +259,12 @@ def blocks(res: dict, figs: list[tuple[str, str]]) -> list[tuple]:
             rows.append([lang, label, t["n_test_items"], _fmt(x["precision"]), _fmt(x["recall"]), _fmt(x["f1"]),
                          _fmt(x["auroc"]), extra])
     b.append(("table", ["lang", "method", "test items", "precision", "recall", "F1", "AUROC", "setting"], rows))
+    for lang, t in res["table3"].items():
+        if not t["n_test_items"]:
+            b.append(("p", f"{lang}: no test items — every relation needs at least 2 facts for a test part."))
+        elif t["tuned"]["t"] is None:
+            b.append(("p", f"{lang}: no validation part (every relation needs at least 3 facts), so t and λ were "
+                           "not tuned; only the paper's fixed setting is shown."))
     # figures
     b.append(("h", 2, "Figures — where the neurons are"))
     b += [("img", p, cap) for p, cap in figs]

@@ -183,11 +183,11 @@ def fact_check(facts: list[Fact], dkn_groups: dict[tuple[str, str], list], wrong
     # --- tuning: validation only (DKN sets from the fitting part)
     val_scores = scored(val_items)
     yv = [it.label for it in val_items]
-    tuned = {"t": None, "lambda": None, "val_f1": -1.0}
-    for t in t_grid:
+    tuned = {"t": None, "lambda": None, "val_f1": None}
+    for t in t_grid if val_items else ():
         sv = _verdicts(val_items, val_scores, relation_dkns(dkn_groups, sp.fit, t))
         lam, f1 = best_threshold(yv, sv)
-        if f1 > tuned["val_f1"]:
+        if tuned["val_f1"] is None or f1 > tuned["val_f1"]:
             tuned = {"t": t, "lambda": lam, "val_f1": f1}
     # --- test: scored once, DKN sets counted on the whole 80 %
     test_scores = scored(test_items)
