@@ -272,7 +272,9 @@ def blocks(res: dict, figs: list[tuple[str, str]]) -> list[tuple]:
     b += [("h", 2, "Parameters and provenance"),
           ("table", ["item", "value"], [[k, str(v)] for k, v in sorted(cfg.items())]
            + [["data file", meta["data"]["facts"]], ["data sha256", meta["data"]["facts_hash"]],
-              ["facts used", f"{meta['data']['n_facts']} (facts.jsonl)"]]),
+              ["facts used", f"{meta['data']['n_facts']} (facts.jsonl)"]]
+           + [[f"version: {k}", v] for k, v in sorted(meta.get("versions", {}).items())]
+           + [["started", meta.get("started", "")]]),
           ("p", "Step times (s): " + ", ".join(f"{k}: {v}" for k, v in res.get("timings", {}).items()))]
     return b
 

@@ -127,7 +127,16 @@ class Reproduction:
         else:
             self.facts = self._select_facts()
             save_facts(self.facts, save_path)
+        import platform
+
+        import torch
+        import transformers
+
+        from . import __version__
         meta = {"config": self.cfg.to_json(), "langs_used": list(self.langs), "notes": self.notes,
+                "versions": {"kneuron": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                             "python": platform.python_version()},
+                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                 "model": {"name": self.h.name, "kind": self.h.kind, "n_layers": self.h.n_layers,
                           "n_neurons": self.h.n_neurons, "site": f"{self.h.site.layers_path}[i].{self.h.site.proj_path}",
                           "dtype": str(self.h.dtype)},
