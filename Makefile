@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml
 
 DEMO_OUT ?= demo-run
 DEMO_ORG_LIMIT ?= 72
-DEMO_SMOL_LIMIT ?= 48
+DEMO_SMOL_LIMIT ?= 32
+DEMO_SMOL_RELATIONS ?= 8
 
 # The main job on the bundled models and facts: probe, then `kneuron reproduce` (Modules 1-3 and
 # Tables 1-3 of the paper, with a report) on the two bilingual organisms (en + zh) and on smollm2-135m
@@ -34,7 +35,7 @@ demo: setup
 	rm -rf $(DEMO_OUT)
 	$(BIN)/kneuron reproduce --model organism-mlm --limit $(DEMO_ORG_LIMIT) --out $(DEMO_OUT)/organism-mlm
 	$(BIN)/kneuron reproduce --model organism-clm --limit $(DEMO_ORG_LIMIT) --out $(DEMO_OUT)/organism-clm
-	$(BIN)/kneuron reproduce --model smollm2-135m --langs en --limit $(DEMO_SMOL_LIMIT) --out $(DEMO_OUT)/smollm2-135m
+	$(BIN)/kneuron reproduce --model smollm2-135m --langs en --relations $(DEMO_SMOL_RELATIONS) --limit $(DEMO_SMOL_LIMIT) --out $(DEMO_OUT)/smollm2-135m
 	@echo "reports: $(DEMO_OUT)/organism-mlm/report.html, $(DEMO_OUT)/organism-clm/report.html, $(DEMO_OUT)/smollm2-135m/report.html (and report.md beside each)"
 
 test: setup

@@ -80,5 +80,6 @@ def test_spread_ids_round_robin_over_relations_and_languages():
     assert ids == ["c0", "l0", "c1", "l1"]
     assert spread_ids([f for f in fs if not (f.id == "c0" and f.lang == "zh")], ("en", "zh"), 1) == ["c1"]
     assert len(spread_ids(fs, ("en",), None)) == 14
+    assert spread_ids(fs, ("en", "zh"), 3, relations=1) == ["c0", "c1", "c2"]
     with pytest.raises(ValueError):
         ReproduceConfig(model="m", facts="f", limit=0).validate()

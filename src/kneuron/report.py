@@ -186,7 +186,8 @@ def blocks(res: dict, figs: list[tuple[str, str]]) -> list[tuple]:
                             f"site {m['site']}, {m['dtype']}) with {meta['data']['n_ids']} fact ids from "
                             f"{meta['data']['relations']} relations in {', '.join(meta['langs_used'])}."),
                       ("code", "kneuron reproduce " + f"--model {cfg['model']} --facts {cfg['facts']} --langs {','.join(cfg['langs'])}"
-                               + (f" --limit {cfg['limit']}" if cfg["limit"] else "") + f" --steps {cfg['steps']}"
+                               + (f" --limit {cfg['limit']}" if cfg["limit"] else "")
+                               + (f" --relations {cfg['relations']}" if cfg.get("relations") else "") + f" --steps {cfg['steps']}"
                                + f" --prompts {cfg.get('prompts') or 0}")]
     for n in meta["notes"]:
         b.append(("p", "Note: " + n))

@@ -34,6 +34,7 @@ class ReproduceConfig:
     facts: str
     langs: tuple[str, ...] = ("en", "zh")
     limit: int | None = None                 # fact ids (each in every language), spread over relations
+    relations: int | None = None             # only the first N relations of the fact file
     steps: int = 20
     seed: int = 42
     n_boot: int = 1000
@@ -45,6 +46,8 @@ class ReproduceConfig:
             raise ValueError("--langs names no language")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        if self.relations is not None and self.relations < 1:
+            raise ValueError(f"--relations must be >= 1, got {self.relations}")
         if self.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {self.steps}")
         if self.prompts is not None and self.prompts < 1:
@@ -55,9 +58,10 @@ class ReproduceConfig:
         return {**asdict(self), "langs": list(self.langs)}
 
 
-def spread_ids(facts: list[Fact], langs: tuple[str, ...], limit: int | None) -> list[str]:
+def spread_ids(facts: list[Fact], langs: tuple[str, ...], limit: int | None, relations: int | None = None) -> list[str]:
     """Fact ids present in every language, taken round-robin over relations (in file order within a
-    relation), so a small limit still covers many relations with several facts each."""
+    relation), so a small limit still covers many relations with several facts each. ``relations``:
+    only the first N relations (in file order)."""
     have: dict[str, set] = defaultdict(set)
     rel: dict[str, str] = {}
     for f in facts:
@@ -67,6 +71,8 @@ def spread_ids(facts: list[Fact], langs: tuple[str, ...], limit: int | None) -> 
     for fid in dict.fromkeys(f.id for f in facts):
         if all(l in have[fid] for l in langs):
             by_rel[rel[fid]].append(fid)
+    if relations is not None:
+        by_rel = dict(list(by_rel.items())[:relations])
     out, i = [], 0
     while any(i < len(v) for v in by_rel.values()) and (limit is None or len(out) < limit):
         for r in by_rel:
@@ -169,7 +175,7 @@ class Reproduction:
         if len(usable) < len(fs):
             self.notes.append(f"{len(fs) - len(usable)} facts have no template a {self.h.kind} model can use "
                               "([Y] not at the end, or an object the tokenizer cannot spell); left out")
-        ids = set(spread_ids(usable, self.langs, self.cfg.limit))
+        ids = set(spread_ids(usable, self.langs, self.cfg.limit, self.cfg.relations))
         if not ids:
             raise ValueError(f"{self.cfg.facts}: no fact is usable in every language of {', '.join(self.langs)}")
         return [f for f in usable if f.id in ids]

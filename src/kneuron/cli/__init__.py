@@ -288,6 +288,7 @@ def reproduce(model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
               out: Path = typer.Option(..., "--out", "-o", help="directory for every run, table, figure and the report"),
               langs: str = typer.Option("en,zh", "--langs", help="comma-separated languages (two for Module 2 / Table 2)"),
               limit: Optional[int] = typer.Option(None, "--limit", help="fact ids to use (each in every language), spread over relations"),
+              relations: Optional[int] = typer.Option(None, "--relations", help="only the first N relations of the fact set"),
               steps: int = typer.Option(20, "--steps", help="integration steps"),
               prompts: int = typer.Option(1, "--prompts", help="templates per fact (the paper: 1); 0 = all"),
               dkn_max_size: int = typer.Option(2, "--dkn-max-size", help="largest degenerate group (2 = Algorithm 1)"),
@@ -299,7 +300,7 @@ def reproduce(model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     from ..reproduce import ReproduceConfig
     from ..reproduce import reproduce as run_reproduce
     cfg = ReproduceConfig(model=model, facts=facts, langs=tuple(x.strip() for x in langs.split(",") if x.strip()),
-                          limit=limit, steps=steps, n_boot=n_boot, prompts=prompts or None,
+                          limit=limit, relations=relations, steps=steps, n_boot=n_boot, prompts=prompts or None,
                           dkn=DKNConfig(max_size=dkn_max_size, relative=not dkn_absolute))
     try:
         cfg.validate()
