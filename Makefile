@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 DEMO_OUT ?= demo-run
-DEMO_ORG_LIMIT ?= 72
-DEMO_SMOL_LIMIT ?= 32
-DEMO_SMOL_RELATIONS ?= 8
+DEMO_ORG_LIMIT ?= 48
+DEMO_ORG_RELATIONS ?= 12
+DEMO_SMOL_LIMIT ?= 24
+DEMO_SMOL_RELATIONS ?= 6
 
 # The main job on the bundled models and facts: probe, then `kneuron reproduce` (Modules 1-3 and
 # Tables 1-3 of the paper, with a report) on the two bilingual organisms (en + zh) and on smollm2-135m
@@ -33,8 +34,8 @@ DEMO_SMOL_RELATIONS ?= 8
 demo: setup
 	$(BIN)/kneuron probe "The capital of France is" --top 5
 	rm -rf $(DEMO_OUT)
-	$(BIN)/kneuron reproduce --model organism-mlm --limit $(DEMO_ORG_LIMIT) --out $(DEMO_OUT)/organism-mlm
-	$(BIN)/kneuron reproduce --model organism-clm --limit $(DEMO_ORG_LIMIT) --out $(DEMO_OUT)/organism-clm
+	$(BIN)/kneuron reproduce --model organism-mlm --relations $(DEMO_ORG_RELATIONS) --limit $(DEMO_ORG_LIMIT) --out $(DEMO_OUT)/organism-mlm
+	$(BIN)/kneuron reproduce --model organism-clm --relations $(DEMO_ORG_RELATIONS) --limit $(DEMO_ORG_LIMIT) --out $(DEMO_OUT)/organism-clm
 	$(BIN)/kneuron reproduce --model smollm2-135m --langs en --relations $(DEMO_SMOL_RELATIONS) --limit $(DEMO_SMOL_LIMIT) --out $(DEMO_OUT)/smollm2-135m
 	@echo "reports: $(DEMO_OUT)/organism-mlm/report.html, $(DEMO_OUT)/organism-clm/report.html, $(DEMO_OUT)/smollm2-135m/report.html (and report.md beside each)"
 
