@@ -25,8 +25,8 @@ $(STAMP): pyproject.toml
 DEMO_OUT ?= demo-run
 DEMO_ORG_LIMIT ?= 48
 DEMO_ORG_RELATIONS ?= 12
-DEMO_SMOL_LIMIT ?= 24
-DEMO_SMOL_RELATIONS ?= 6
+DEMO_SMOL_LIMIT ?= 20
+DEMO_SMOL_RELATIONS ?= 5
 
 # The main job on the bundled models and facts: probe, then `kneuron reproduce` (Modules 1-3 and
 # Tables 1-3 of the paper, with a report) on the two bilingual organisms (en + zh) and on smollm2-135m

@@ -25,6 +25,7 @@ class LocateConfig:
     rule: str = "left"
     method_options: dict = field(default_factory=dict)
     batch_size: int | None = None        # rows per batch (speed only; never changes results)
+    precision: str = "fp32"              # fp32, or bf16 / fp16 autocast (GPU speed; changes results slightly)
 
     def validate(self) -> None:
         """Raise ValueError (one line) on a bad setting, before any work is done or written."""
@@ -39,6 +40,9 @@ class LocateConfig:
             raise ValueError(f"refine-p must be in [0, 1), got {self.refine_p}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top-k must be >= 1, got {self.top_k}")
+        from .attribution import PRECISIONS
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch-size must be >= 1, got {self.batch_size}")
 
@@ -77,7 +81,8 @@ def locate_fact(handle: ModelHandle, fact: Fact, queries: list[Query], cfg: Loca
     sets, first = [], None
     for q in queries:
         a = attribute(handle, q.prompt, q.target, method=cfg.method, steps=cfg.steps, objective=cfg.objective,
-                      rule=cfg.rule, batch_size=cfg.batch_size, progress=progress, **cfg.method_options)
+                      rule=cfg.rule, batch_size=cfg.batch_size, progress=progress, precision=cfg.precision,
+                      **cfg.method_options)
         first = first or a
         sets.append(select(a.scores, tau, cfg.top_k))
     return FactResult(fact, queries, refine(sets, cfg.refine_p), first.prob, first.prediction)

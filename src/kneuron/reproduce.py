@@ -99,9 +99,12 @@ class Reproduction:
     """One `reproduce` directory; each step is skipped when its result is already there."""
 
     def __init__(self, handle: ModelHandle, cfg: ReproduceConfig, out, resume: bool = False,
-                 show_progress: bool = True, log=print):
+                 show_progress: bool = True, log=print, engine: str = "local", workers: int = 2):
         cfg.validate()
+        if engine not in ("local", "ray"):
+            raise ValueError(f"engine must be local or ray, not {engine!r}")
         self.h, self.cfg, self.out = handle, cfg, Path(out)
+        self.engine, self.workers = engine, workers
         self.progress, self.log = show_progress, log
         self.notes: list[str] = []
         self.timings: dict[str, float] = {}
@@ -204,9 +207,13 @@ class Reproduction:
         d = self.out / f"locate-{method}"
         facts_path = self.out / "facts.jsonl"
         cfg = LocateConfig(method=method, steps=self.cfg.steps)
-        locate(self.h, self.facts, cfg, d, resume=d.exists(), facts_path=str(facts_path.resolve()),
-               facts_hash=fact_file_hash(facts_path), lang=",".join(self.langs), skip_invalid_templates=True,
-               show_progress=self.progress)
+        common = dict(resume=d.exists(), facts_path=str(facts_path.resolve()), facts_hash=fact_file_hash(facts_path),
+                      lang=",".join(self.langs), skip_invalid_templates=True, show_progress=self.progress)
+        if self.engine == "ray":             # Module 1 is the cost: shard it over Ray workers
+            from .distributed import locate_ray
+            locate_ray(self.cfg.model, self.facts, cfg, d, workers=self.workers, **common)
+        else:
+            locate(self.h, self.facts, cfg, d, **common)
         return d
 
     def table1(self) -> dict:
@@ -301,5 +308,5 @@ class Reproduction:
 
 
 def reproduce(handle: ModelHandle, cfg: ReproduceConfig, out, resume: bool = False, show_progress: bool = True,
-              log=print) -> dict:
-    return Reproduction(handle, cfg, out, resume, show_progress, log).run()
+              log=print, engine: str = "local", workers: int = 2) -> dict:
+    return Reproduction(handle, cfg, out, resume, show_progress, log, engine, workers).run()

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 # parameters that must not change when a run is resumed (checked when present on both sides)
 RESUME_KEYS = ("model", "revision", "dtype", "kind", "site", "method", "method_options", "objective", "steps",
-               "rule", "threshold", "top_k", "refine_p", "facts_hash", "lang")
+               "rule", "threshold", "top_k", "refine_p", "facts_hash", "lang", "precision")
 
 FACT_HEAD = ("order", "fact_id", "lang")
 NEURON_HEAD = FACT_HEAD + ("layer", "neuron", "score", "rank")
@@ -231,21 +231,7 @@ class RunStore:
         key = (str(fact_row.get("fact_id")), str(fact_row.get("lang")))
         if key in self._done:
             raise RunStoreError(f"fact {key[0]!r} ({key[1]}) is already recorded in {self.path}")
-        facts = _to_table([fact_row], FACT_HEAD)
-        order = facts["order"][0].as_py()
-        rows = []
-        for r in neuron_rows:
-            r = dict(r)
-            for k in FACT_HEAD:
-                if k in r and str(_cell(r[k])) != str(_cell(fact_row[k])):
-                    raise RunStoreError(f"neuron row has {k}={r[k]!r} but the fact has {fact_row[k]!r}")
-                r[k] = fact_row[k]
-            rows.append(r)
-        neurons = _to_table(rows, NEURON_HEAD) if rows else _empty(NEURON_HEAD)
-        self.parts.mkdir(exist_ok=True)
-        stem = _stem(order, *key)
-        _write_parquet(self.parts / f"{stem}.neurons.parquet", neurons)
-        _write_parquet(self.parts / f"{stem}.facts.parquet", facts)  # commit marker
+        write_part(self.path, fact_row, neuron_rows)
         self._done.add(key)
 
     def finalize(self) -> None:
@@ -258,6 +244,30 @@ class RunStore:
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r}, {len(self._done)} facts done)"
+
+
+def write_part(path, fact_row: dict, neuron_rows: list[dict]) -> None:
+    """Write one fact's part into ``path``/parts, atomically: neurons first, then the facts part that
+    commits it. Safe from several processes at once (each fact has its own file names; a fact written
+    twice, e.g. by a retried worker, is replaced whole, never duplicated). Used by RunStore.add and by
+    the workers of a sharded run."""
+    facts = _to_table([fact_row], FACT_HEAD)
+    order = facts["order"][0].as_py()
+    key = (str(fact_row.get("fact_id")), str(fact_row.get("lang")))
+    rows = []
+    for r in neuron_rows:
+        r = dict(r)
+        for k in FACT_HEAD:
+            if k in r and str(_cell(r[k])) != str(_cell(fact_row[k])):
+                raise RunStoreError(f"neuron row has {k}={r[k]!r} but the fact has {fact_row[k]!r}")
+            r[k] = fact_row[k]
+        rows.append(r)
+    neurons = _to_table(rows, NEURON_HEAD) if rows else _empty(NEURON_HEAD)
+    parts = Path(path) / "parts"
+    parts.mkdir(exist_ok=True)
+    stem = _stem(order, *key)
+    _write_parquet(parts / f"{stem}.neurons.parquet", neurons)
+    _write_parquet(parts / f"{stem}.facts.parquet", facts)  # commit marker
 
 
 def open_run(path) -> RunStore:

@@ -48,9 +48,36 @@ def make_method(method: str | IG, **options) -> IG:
     return METHODS[method](**options)
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(handle: ModelHandle, precision: str = "fp32"):
+    """The model's matrix products in ``precision`` (fp32: as loaded; bf16/fp16: autocast, with
+    softmax and the gradient sums kept in fp32 and fp64)."""
+    import contextlib
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if PRECISIONS[precision] is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=handle.device.type, dtype=PRECISIONS[precision])
+
+
 def attribute(handle: ModelHandle, prompt: str, target: str, method: str | IG = "ig", steps: int = 20,
               objective: str = "prob", rule: str = "left", batch_size: int | None = None,
-              prefix_cache: bool = True, replay: bool = True, progress=None, **options) -> Attribution:
+              prefix_cache: bool = True, replay: bool = True, progress=None, precision: str = "fp32",
+              **options) -> Attribution:
+    """See ``_attribute``; ``precision``: fp32 (default), or bf16 / fp16 autocast (GPU speed)."""
+    with autocast(handle, precision):
+        a = _attribute(handle, prompt, target, method, steps, objective, rule, batch_size, prefix_cache, replay,
+                       progress, **options)
+    if precision != "fp32":
+        a.params["precision"] = precision
+    return a
+
+
+def _attribute(handle: ModelHandle, prompt: str, target: str, method: str | IG = "ig", steps: int = 20,
+               objective: str = "prob", rule: str = "left", batch_size: int | None = None,
+               prefix_cache: bool = True, replay: bool = True, progress=None, **options) -> Attribution:
     """Integrated-gradients score of every neuron for the gold ``target`` after ``prompt``.
 
     Causal models: ``prompt`` is the text before the answer. Masked models: ``prompt`` marks the
@@ -94,4 +121,4 @@ def attribute(handle: ModelHandle, prompt: str, target: str, method: str | IG = 
                        completeness, delta.float() if proper else None, prediction)
 
 
-__all__ = ["Attribution", "attribute", "METHODS", "RULES", "IG", "AMIG"]
+__all__ = ["Attribution", "attribute", "autocast", "METHODS", "PRECISIONS", "RULES", "IG", "AMIG"]

@@ -159,17 +159,18 @@ def integrate(runner: Runner, acts: torch.Tensor, baselines: torch.Tensor, alpha
     and, if ``endpoints``, F at alpha = 0 for every (path, layer) [P, L] (for the completeness check).
     """
     P, L, N = baselines.shape
+    dev = acts.device                               # everything on the model's device; G returns on the CPU
     n_nodes = len(alphas)
-    alphas_e = torch.cat([alphas, alphas.new_zeros(1)]) if endpoints else alphas
-    weights_e = torch.cat([weights, weights.new_zeros(1)]) if endpoints else weights
+    alphas_e = (torch.cat([alphas, alphas.new_zeros(1)]) if endpoints else alphas).to(dev)
+    weights_e = (torch.cat([weights, weights.new_zeros(1)]) if endpoints else weights).to(dev)
     per_layer = P * len(alphas_e)
     R = L * per_layer
-    G = torch.zeros(P * L, N, dtype=torch.float64)
-    F0 = torch.zeros(P * L, dtype=torch.float64)
+    G = torch.zeros(P * L, N, dtype=torch.float64, device=dev)
+    F0 = torch.zeros(P * L, dtype=torch.float64, device=dev)
     diff = acts.unsqueeze(0) - baselines            # [P, L, N]
     start, bs = 0, max(1, batch_size)
     while start < R:
-        idx = torch.arange(start, min(start + bs, R))
+        idx = torch.arange(start, min(start + bs, R), device=dev)
         layer = idx // per_layer
         path = (idx % per_layer) // len(alphas_e)
         node = idx % len(alphas_e)
@@ -189,4 +190,4 @@ def integrate(runner: Runner, acts: torch.Tensor, baselines: torch.Tensor, alpha
         start += len(idx)
         if progress is not None:
             progress(len(idx))
-    return G.view(P, L, N), (F0.view(P, L) if endpoints else None)
+    return G.view(P, L, N).cpu(), (F0.view(P, L).cpu() if endpoints else None)

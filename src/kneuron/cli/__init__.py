@@ -41,10 +41,13 @@ def _quiet_hf():
     warnings.filterwarnings("ignore")
 
 
-def _load(model: str, site: Optional[str] = None):
+def _load(model: str, site: Optional[str] = None, device: Optional[str] = None):
     from ..models import load_model
     _quiet_hf()
-    return load_model(model, site=site)
+    if device is None:
+        import torch
+        device = "cuda" if torch.cuda.is_available() else None
+    return load_model(model, site=site, device=device) if device else load_model(model, site=site)
 
 
 def _print_json(obj):
@@ -97,10 +100,14 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
            paths: str = typer.Option("mean", "--paths", help="amig: mean (released code) or per-word (paper Eqs. 3-5)"),
            prefactor: str = typer.Option("activation", "--prefactor", help="amig: activation (paper Eq. 4) or difference (proper IG)"),
            batch_size: Optional[int] = typer.Option(None, "--batch-size", help="rows per batch (speed only)"),
+           precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 autocast (for GPUs)"),
+           device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
            limit: Optional[int] = typer.Option(None, "--limit", help="only the first N facts"),
            site: Optional[str] = typer.Option(None, "--site", help="name the output projection by hand, e.g. mlp.down_proj"),
            skip_invalid_templates: bool = typer.Option(False, "--skip-invalid-templates", help="skip templates a causal model cannot use instead of failing"),
            resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
+           engine: str = typer.Option("local", "--engine", help="local (this process) or ray (facts sharded over Ray workers)"),
+           workers: int = typer.Option(2, "--workers", help="--engine ray: number of workers (one model each)"),
            as_json: bool = typer.Option(False, "--json", help="print a JSON summary")):
     """Localize the knowledge neurons of each fact into a resumable run directory."""
     from ..facts import fact_file_hash, load_facts, resolve_facts
@@ -108,7 +115,7 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
     from ..localize import locate as run_locate
     opts = {"paths": paths, "prefactor_kind": prefactor} if method == "amig" else {}
     cfg = LocateConfig(method=method, steps=steps, threshold=threshold, top_k=top_k, refine_p=refine_p,
-                       objective=objective, rule=rule, method_options=opts, batch_size=batch_size)
+                       objective=objective, rule=rule, method_options=opts, batch_size=batch_size, precision=precision)
     store = None
     try:
         fs = load_facts(facts, lang=lang)                        # the one entry point: names, files, directories
@@ -116,10 +123,20 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
         cfg.validate()                                           # bad options fail before loading the model
         if limit is not None and limit < 1:
             raise ValueError(f"--limit must be >= 1, got {limit}")
-        h = _load(model, site)
-        store = run_locate(h, fs, cfg, out, resume=resume, facts_path=str(facts.resolve()),
-                           facts_hash=fact_file_hash(facts), lang=lang, limit=limit,
-                           skip_invalid_templates=skip_invalid_templates, show_progress=not as_json)
+        if engine not in ("local", "ray"):
+            raise ValueError(f"--engine must be local or ray, not {engine!r}")
+        if engine == "ray":
+            from ..distributed import locate_ray
+            _quiet_hf()
+            store = locate_ray(model, fs, cfg, out, resume=resume, facts_path=str(facts.resolve()),
+                               facts_hash=fact_file_hash(facts), lang=lang, limit=limit,
+                               skip_invalid_templates=skip_invalid_templates, workers=workers, site=site,
+                               show_progress=not as_json)
+        else:
+            h = _load(model, site, device)
+            store = run_locate(h, fs, cfg, out, resume=resume, facts_path=str(facts.resolve()),
+                               facts_hash=fact_file_hash(facts), lang=lang, limit=limit,
+                               skip_invalid_templates=skip_invalid_templates, show_progress=not as_json)
     except KeyboardInterrupt:
         _fail(f"interrupted; every finished fact is kept in {out}: continue with --resume", 130)
     except _errors() as e:
@@ -294,7 +311,9 @@ def reproduce(model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
               dkn_max_size: int = typer.Option(2, "--dkn-max-size", help="largest degenerate group (2 = Algorithm 1)"),
               dkn_absolute: bool = typer.Option(False, "--dkn-absolute", help="DKN costs as absolute drops of p"),
               n_boot: int = typer.Option(1000, "--n-boot", help="bootstrap resamples for the intervals"),
-              resume: bool = typer.Option(False, "--resume", help="continue an interrupted reproduce in --out")):
+              resume: bool = typer.Option(False, "--resume", help="continue an interrupted reproduce in --out"),
+              engine: str = typer.Option("local", "--engine", help="local or ray (Module 1 sharded over Ray workers)"),
+              workers: int = typer.Option(2, "--workers", help="--engine ray: number of workers")):
     """Modules 1-3 and Tables 1-3 of the paper end to end; writes report.md and report.html in --out."""
     from ..dkn import DKNConfig
     from ..reproduce import ReproduceConfig
@@ -306,7 +325,8 @@ def reproduce(model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
         cfg.validate()
         load_facts_check(facts)
         h = _load(model)
-        res = run_reproduce(h, cfg, out, resume=resume, log=lambda s: typer.echo(s, err=True))
+        res = run_reproduce(h, cfg, out, resume=resume, log=lambda s: typer.echo(s, err=True), engine=engine,
+                            workers=workers)
     except KeyboardInterrupt:
         _fail(f"interrupted; finished work is kept in {out}: continue with --resume", 130)
     except _errors() as e:

@@ -1,0 +1,76 @@
+"""--engine ray: a local Ray cluster on CPU gives the local engine's results, survives a worker that
+dies mid-run (its fact is redone, none lost or duplicated) and resumes a stopped job."""
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from kneuron import LocateConfig, load_facts, load_model, locate
+from tiny import tiny_model, word_tokenizer
+
+ray = pytest.importorskip("ray")
+
+FACTS = [("france", "paris"), ("italy", "rome"), ("germany", "berlin"), ("spain", "madrid"), ("tanzania", "dodoma"),
+         ("france", "french")]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("m")
+    model, kind = tiny_model("gpt2", dtype=torch.float32)
+    model.save_pretrained(d / "model")
+    word_tokenizer(kind).save_pretrained(d / "model")
+    lines = [{"id": f"f{i}", "relation": "P36" if i % 2 else "P37", "lang": "en", "subject": s, "object": o,
+              "templates": ["the capital of [X] is [Y]", "the city of [X] was [Y]"]} for i, (s, o) in enumerate(FACTS)]
+    (d / "facts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=128 * 2**20)
+    yield str(d / "model"), str(d / "facts.jsonl")
+    ray.shutdown()
+
+
+def _tables(run):
+    return pq.read_table(run / "facts.parquet"), pq.read_table(run / "neurons.parquet")
+
+
+@pytest.fixture(scope="module")
+def local_run(setup, tmp_path_factory):
+    model, facts = setup
+    out = tmp_path_factory.mktemp("local") / "run"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)                  # as a Ray worker with one CPU: the same float sums
+    try:
+        locate(load_model(model), load_facts(facts), LocateConfig(steps=4), out, show_progress=False)
+    finally:
+        torch.set_num_threads(n)
+    return out
+
+
+def test_ray_equals_local_and_survives_a_dying_worker(setup, local_run, tmp_path, monkeypatch):
+    from kneuron.distributed import locate_ray
+    model, facts = setup
+    marker = tmp_path / "died"
+    monkeypatch.setenv("KNEURON_DIE_AT", f"3:{marker}")          # a worker dies as it starts fact 3
+    out = tmp_path / "ray"
+    store = locate_ray(model, load_facts(facts), LocateConfig(steps=4), out, workers=2, show_progress=False)
+    assert marker.exists(), "the worker did not die: the test proves nothing"
+    (fa, na), (fb, nb) = _tables(local_run), _tables(out)
+    assert fa.num_rows == len(FACTS) and na.num_rows > 0
+    assert fa.equals(fb) and na.equals(nb)                          # same facts, same neurons, no duplicates
+    assert store.n_new == len(FACTS) and not (out / "parts").exists()
+    assert json.loads((out / "run.json").read_text())["engine"] == {"name": "ray", "workers": 2}
+
+
+def test_ray_resumes_a_stopped_job(setup, local_run, tmp_path):
+    from kneuron.distributed import locate_ray
+    model, facts = setup
+    out = tmp_path / "ray"
+    locate_ray(model, load_facts(facts), LocateConfig(steps=4), out, limit=2, workers=2, show_progress=False)
+    assert _tables(out)[0].num_rows == 2
+    store = locate_ray(model, load_facts(facts), LocateConfig(steps=4), out, resume=True, workers=2,
+                       show_progress=False)
+    assert store.n_new == len(FACTS) - 2
+    (fa, na), (fb, nb) = _tables(local_run), _tables(out)
+    assert fa.equals(fb) and na.equals(nb)
+    with pytest.raises(Exception, match="resume"):
+        locate_ray(model, load_facts(facts), LocateConfig(steps=4), out, workers=1, show_progress=False)

@@ -1,0 +1,31 @@
+"""bf16 / fp16 autocast (the GPU path): close to fp32, selectable, validated."""
+import pytest
+import torch
+
+from kneuron import LocateConfig, attribute
+from tiny import tiny_handle
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("family", ["llama", "bert"])
+def test_bf16_autocast_ranks_neurons_like_fp32(family):
+    h = tiny_handle(family, dtype=torch.float32)
+    prompt = "the capital of france is" + (" [Y]" if h.kind == "masked" else "")
+    a = attribute(h, prompt, "paris", method="ig", steps=10)
+    b = attribute(h, prompt, "paris", method="ig", steps=10, precision="bf16")
+    assert b.params["precision"] == "bf16" and "precision" not in a.params
+    assert not torch.equal(a.scores, b.scores)                       # autocast really ran in bf16
+    x, y = a.scores.flatten().double(), b.scores.flatten().double()
+    assert torch.corrcoef(torch.stack([x, y]))[0, 1] > 0.98
+    top = lambda s: {(l, j) for l, j, _ in s.top(10)}  # noqa: E731
+    assert len(top(a) & top(b)) >= 7
+    assert a.scores.dtype == b.scores.dtype == torch.float32
+
+
+def test_bad_precision_fails_before_work():
+    h = tiny_handle("gpt2", dtype=torch.float32)
+    with pytest.raises(ValueError, match="precision"):
+        attribute(h, "the capital of france is", "paris", precision="int8")
+    with pytest.raises(ValueError, match="precision"):
+        LocateConfig(precision="fp8").validate()
