@@ -49,8 +49,12 @@ organisms: setup
 	$(BIN)/kneuron organism train --kind clm --facts en-zh --n-facts $(ORG_FACTS) --out $(ORG_DIR)/organism-clm
 	$(BIN)/kneuron organism train --kind mlm --facts en-zh --n-facts $(ORG_FACTS) --out $(ORG_DIR)/organism-mlm
 
+# Benchmarks (not tests): time per fact on smollm2, and kneuron beside the peer package
+# knowledge-neurons 0.0.2 (installed here without its dependencies, which would pull other versions).
 bench: setup
+	$(BIN)/pip install -q --no-deps knowledge-neurons==0.0.2 einops
 	$(BIN)/python bench/time_per_fact.py
+	$(BIN)/kneuron bench speed --curves bench/speed-curves.png --out bench/speed.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info $(DEMO_OUT)

@@ -38,6 +38,23 @@ def test_amig_options_equal_reference(family, objective):
     _close(fast.scores, ref)
 
 
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "llama", "opt"])
+@pytest.mark.parametrize("rule", ["linspace", "right", "trapezoid"])
+def test_rules_with_nodes_at_0_and_1_equal_reference(family, rule):
+    """Nodes at alpha = 1 come from one shared unpatched row, nodes at 0 double as F(baseline)."""
+    h = tiny_handle(family)
+    for method, opts in (("ig", {}), ("amig", dict(paths="per-word", prefactor_kind="difference"))):
+        fast = attribute(h, _prompt(h), "paris rome", method=method, steps=4, rule=rule, batch_size=5, **opts)
+        ref = reference_attribute(h, _prompt(h), "paris rome", method=method, steps=4, rule=rule, **opts)
+        _close(fast.scores, ref)
+        if method == "amig" and rule != "right":
+            slow = attribute(h, _prompt(h), "paris rome", method=method, steps=4, rule=rule, prefix_cache=False,
+                             replay=False, **opts)
+            _close(fast.delta, slow.delta)                 # F(baseline) from node 0 = from the extra row
+    no_cache = attribute(h, _prompt(h), "paris", method="ig", steps=4, rule=rule, prefix_cache=False)
+    _close(no_cache.scores, attribute(h, _prompt(h), "paris", method="ig", steps=4, rule=rule).scores)
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
 def test_batching_cache_and_replay_do_not_change_scores(family):
     h = tiny_handle(family)
@@ -79,7 +96,7 @@ def test_out_of_memory_backs_off(monkeypatch):
         return real(self, layers, points, grad)
     monkeypatch.setattr(engine.Runner, "__call__", flaky)
     got = attribute(h, _prompt(h), "paris", steps=4, batch_size=64)
-    assert sizes[:3] == [15, 7, 3]       # 3 layers x (4 steps + 1 endpoint), halved until it fits
+    assert sizes[:3] == [12, 6, 3]       # 3 layers x 4 steps (the left rule's node 0 gives F(baseline)), halved
     _close(got.scores, ref.scores)
 
 

@@ -34,8 +34,11 @@ class Attribution:
 
 
 def default_batch_size(handle: ModelHandle, seq_len: int, prefix_cache: bool) -> int:
+    """Rows per batch: on a CPU, small batches that stay in cache (measured on base-size GPT-2 and
+    BERT: ~450 tokens per batch is fastest); on a GPU, large ones (out-of-memory backs off)."""
     tokens = 1 if (handle.kind == "causal" and prefix_cache) else seq_len
-    return max(1, 8192 // tokens) if tokens > 1 else 160
+    budget = 8192 if handle.device.type == "cuda" else 448
+    return max(1, budget // tokens) if tokens > 1 else (256 if handle.device.type == "cuda" else 64)
 
 
 def make_method(method: str | IG, **options) -> IG:

@@ -9,7 +9,8 @@ layer at a time in a full forward pass) and fast:
 * rows of all layers and steps are batched together, with automatic back-off when memory runs out;
 * a row that patches layer l does not recompute layers below l: their outputs are replayed;
 * causal models: only the answer position changes, so each row is ONE token run against the
-  prompt's key/value cache (the prefix is computed once).
+  prompt's key/value cache (the prefix is computed once);
+* masked models: the output head (e.g. BERT's 30k-word decoder) runs on the answer position only.
 """
 from __future__ import annotations
 
@@ -54,7 +55,10 @@ def clean_pass(handle: ModelHandle, input_ids: torch.Tensor, positions: list[int
                 def keep(mod, args, out, l=l):
                     outputs[l] = out
                 stack.enter_context(_hook(handle.layers[l].register_forward_hook(keep)))
-        logits = handle.model(input_ids=input_ids).logits[:, pos, :]
+        if _takes(handle.model, "logits_to_keep"):     # the output layer on the answer positions only
+            logits = handle.model(input_ids=input_ids, logits_to_keep=pos).logits
+        else:
+            logits = handle.model(input_ids=input_ids).logits[:, pos, :]
     return CleanPass(torch.stack(acts, dim=2), logits, outputs if keep_outputs else None)
 
 
@@ -86,8 +90,9 @@ class Runner:
         if handle.kind == "causal" and prefix_cache:
             # one query token against the cached prefix; replayed outputs are that position's
             if position > 0:
-                with torch.no_grad():
-                    out = handle.model(input_ids=input_ids[:, :position], use_cache=True)
+                with torch.no_grad():             # no output layer needed for the cache
+                    keep = {"logits_to_keep": 1} if _takes(handle.model, "logits_to_keep") else {}
+                    out = handle.model(input_ids=input_ids[:, :position], use_cache=True, **keep)
                 self.past = getattr(out, "cache", None) or out.past_key_values
             self.ids, self.pos = input_ids[:, position:position + 1], 0
             self.outputs = [_expand_like(o, _hidden(o)[:, position:position + 1]) for o in clean.outputs]
@@ -118,10 +123,51 @@ class Runner:
             if self.replay:
                 for j in range(present[0]):
                     stack.enter_context(_replaced_forward(self.h.layers[j], self.outputs[j], B))
-            logits = self.h.model(input_ids=self.ids.expand(B, -1), **kwargs).logits[:, self.pos, :]
+            pos = self.pos
+            if self.h.kind == "masked":
+                # only the answer position's output matters after the last block (the head is
+                # position-wise): run the head on that position alone, not on the whole sentence
+                def keep(mod, args, out):
+                    return _expand_like(out, _hidden(out)[:, self.pos:self.pos + 1])
+                stack.enter_context(_hook(self.h.layers[-1].register_forward_hook(keep)))
+                pos = 0
+            logits = self.h.model(input_ids=self.ids.expand(B, -1), **kwargs).logits[:, pos, :]
             obj = objective_values(logits, self.target, self.objective)
             g = torch.autograd.grad(obj.sum(), points)[0] if grad else None
         return obj.detach(), g
+
+    def clean_grads(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The objective of the unpatched model and its gradient w.r.t. every layer's activation at the
+        answer position, in ONE row: a zero probe is added to each layer's activation (which leaves
+        every path through the network intact), and the gradient w.r.t. the probes is taken."""
+        L, N = self.h.n_layers, self.h.n_neurons
+        probes = torch.zeros(L, N, dtype=self.h.dtype, device=self.ids.device, requires_grad=True)
+        kwargs = {}
+        if self.past is not None:
+            kwargs = {_cache_kwarg(self.h.model): copy.deepcopy(self.past), "use_cache": True}
+        seq = self.ids.shape[1]
+        with ExitStack() as stack, torch.enable_grad():
+            for l in range(L):
+                def probe(mod, args, l=l):
+                    x = as_bsn(args[0], 1, seq)
+                    add = torch.zeros_like(x).index_put((torch.tensor([0], device=x.device), torch.tensor([self.pos], device=x.device)),
+                                                        probes[l].to(x.dtype).unsqueeze(0))
+                    return ((x + add).view(args[0].shape),) + args[1:]
+                stack.enter_context(_hook(self.h.sites[l].register_forward_pre_hook(probe)))
+            pos = self.pos
+            if self.h.kind == "masked":
+                def keep(mod, args, out):
+                    return _expand_like(out, _hidden(out)[:, self.pos:self.pos + 1])
+                stack.enter_context(_hook(self.h.layers[-1].register_forward_hook(keep)))
+                pos = 0
+            logits = self.h.model(input_ids=self.ids, **kwargs).logits[:, pos, :]
+            obj = objective_values(logits, self.target, self.objective)
+            g = torch.autograd.grad(obj.sum(), probes)[0]
+        return obj.detach()[0], g
+
+
+def _takes(model, name: str) -> bool:
+    return name in inspect.signature(model.forward).parameters
 
 
 def _cache_kwarg(model) -> str:
@@ -160,14 +206,24 @@ def integrate(runner: Runner, acts: torch.Tensor, baselines: torch.Tensor, alpha
     """
     P, L, N = baselines.shape
     dev = acts.device                               # everything on the model's device; G returns on the CPU
-    n_nodes = len(alphas)
-    alphas_e = (torch.cat([alphas, alphas.new_zeros(1)]) if endpoints else alphas).to(dev)
-    weights_e = (torch.cat([weights, weights.new_zeros(1)]) if endpoints else weights).to(dev)
+    # nodes at alpha = 1 are the unpatched model for every layer and path: one shared row gives them all
+    ones = alphas == 1
+    w1 = float(weights[ones].sum()) if bool(ones.any()) else None
+    alphas, weights = alphas[~ones], weights[~ones]
+    # F at alpha = 0: from a node at 0 if the rule has one (left, linspace, trapezoid), else an extra row
+    zero = (alphas == 0).nonzero().flatten().tolist()
+    extra = endpoints and not zero
+    f0_node = (len(alphas) if extra else zero[0]) if endpoints else -1
+    alphas_e = (torch.cat([alphas, alphas.new_zeros(1)]) if extra else alphas).to(dev)
+    weights_e = (torch.cat([weights, weights.new_zeros(1)]) if extra else weights).to(dev)
     per_layer = P * len(alphas_e)
     R = L * per_layer
     G = torch.zeros(P * L, N, dtype=torch.float64, device=dev)
     F0 = torch.zeros(P * L, dtype=torch.float64, device=dev)
     diff = acts.unsqueeze(0) - baselines            # [P, L, N]
+    if w1 is not None:
+        _, g1 = runner.clean_grads()
+        G += w1 * g1.double().repeat(P, 1)          # row p * L + l gets layer l's gradient
     start, bs = 0, max(1, batch_size)
     while start < R:
         idx = torch.arange(start, min(start + bs, R), device=dev)
@@ -185,7 +241,7 @@ def integrate(runner: Runner, acts: torch.Tensor, baselines: torch.Tensor, alpha
         flat = path * L + layer
         G.index_add_(0, flat, g.double() * weights_e[node].unsqueeze(1))
         if endpoints:
-            is0 = node == n_nodes
+            is0 = node == f0_node
             F0[flat[is0]] = obj[is0].double()
         start += len(idx)
         if progress is not None:

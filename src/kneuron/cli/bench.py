@@ -62,3 +62,43 @@ def localization_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", 
     c = out["collateral"]
     typer.echo(f"collateral on {c['n_prompts']} control prompts: top-1 changed {c['top1_changed']:.1%}, "
                f"mean |Δ log p(gold)| {c['mean_abs_dlogp']:.4f}")
+
+
+@app.command("speed")
+def speed_cmd(prompts: int = typer.Option(4, "--prompts", help="prompts per model (11 words each)"),
+              repeats: int = typer.Option(2, "--repeats", help="alternating repeats of each side"),
+              steps: int = typer.Option(20, "--steps", help="integration steps (the peer's default is 20)"),
+              curves: Optional[str] = typer.Option(None, "--curves", help="also measure scaling curves and save this PNG"),
+              out: Optional[str] = typer.Option(None, "--out", help="also write the JSON here"),
+              as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    """kneuron beside the peer package knowledge-neurons 0.0.2 on base-size GPT-2 and BERT (random
+    weights): facts per second at equal steps and at equal accuracy, peak memory, score agreement.
+    Needs the peer: pip install --no-deps knowledge-neurons==0.0.2 einops (`make bench` does it)."""
+    import json as _json
+
+    from . import _fail, _print_json
+    from ..experiments.speed import curves as run_curves
+    from ..experiments.speed import plot_curves, speed_bench
+    log = (lambda s: typer.echo(s, err=True))
+    try:
+        if min(prompts, repeats, steps) < 1:
+            raise ValueError("--prompts, --repeats and --steps must be >= 1")
+        res = speed_bench(n_prompts=prompts, repeats=repeats, steps=steps, log=log)
+        if curves:
+            data = {k: run_curves(k, steps=steps, log=log) for k in ("causal", "masked")}
+            plot_curves(data, curves)
+            res["curves"] = {"png": curves, **data}
+    except (RuntimeError, ValueError) as e:
+        _fail(str(e))
+    if out:
+        from pathlib import Path
+        Path(out).write_text(_json.dumps(res, indent=2, default=str))
+    if as_json:
+        return _print_json(res)
+    for kind in ("causal", "masked"):
+        r = res[kind]
+        typer.echo(f"{kind}: peer {r['peer_s_per_fact']:.2f} s/fact, kneuron {r['kneuron_s_per_fact']:.2f} s/fact "
+                   f"(x{r['ratio']:.1f} at equal steps); kneuron gauss-{r['gauss_nodes']} "
+                   f"{r['kneuron_equal_accuracy_s_per_fact']:.2f} s/fact (x{r['ratio_equal_accuracy']:.1f} at equal accuracy)")
+    for kind, m in res["memory"].items():
+        typer.echo(f"{kind} peak memory: peer {m['peer_peak_rss_mb']:.0f} MB, kneuron {m['kneuron_peak_rss_mb']:.0f} MB")
