@@ -74,3 +74,14 @@ def test_ray_resumes_a_stopped_job(setup, local_run, tmp_path):
     assert fa.equals(fb) and na.equals(nb)
     with pytest.raises(Exception, match="resume"):
         locate_ray(model, load_facts(facts), LocateConfig(steps=4), out, workers=1, show_progress=False)
+
+
+def test_bad_input_fails_in_one_line_before_work(setup, tmp_path):
+    from kneuron.distributed import locate_ray
+    from kneuron.facts import Fact
+    from kneuron.models.targets import QueryError
+    model, _ = setup
+    bad = [Fact("x", "P1", "en", "france", "paris", ("[X] is the [Y] capital",))]     # [Y] not last: causal
+    with pytest.raises(QueryError, match="must end the template"):
+        locate_ray(model, bad, LocateConfig(steps=4), tmp_path / "run", workers=1, show_progress=False)
+    assert not (tmp_path / "run").exists()

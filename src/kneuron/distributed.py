@@ -19,11 +19,15 @@ from .localize import LocateConfig, check_facts, fact_row, locate_fact, neuron_r
 from .store import RunStore
 
 
+class EngineError(RuntimeError):
+    """The Ray engine cannot run as asked (one-line message)."""
+
+
 def _ray():
     try:
         import ray
     except ImportError:
-        raise RuntimeError("--engine ray needs Ray: pip install 'kneuron[ray]' (or pip install ray)") from None
+        raise EngineError("--engine ray needs Ray: pip install 'kneuron[ray]' (or pip install ray)") from None
     return ray
 
 
@@ -93,8 +97,12 @@ def locate_ray(model: str, facts: list[Fact], cfg: LocateConfig, out, resume: bo
         cfg_d = {k: v for k, v in asdict(cfg).items()}
         actors = [Actor.options(runtime_env={"env_vars": env}).remote(model, site, cfg_d, str(Path(out).resolve()))
                   for _ in range(workers)]
-        ray.get(actors[0].check.remote(facts, skip_invalid_templates))      # bad input fails before any work
-        meta = ray.get(actors[0].meta.remote(facts_path, facts_hash, lang, limit))
+        try:                                   # bad input (or an unloadable model) fails before any work
+            ray.get(actors[0].check.remote(facts, skip_invalid_templates))
+            meta = ray.get(actors[0].meta.remote(facts_path, facts_hash, lang, limit))
+        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
+            cause = getattr(e, "cause", None)
+            raise (cause if isinstance(cause, Exception) else EngineError(str(e).splitlines()[-1])) from None
         meta["engine"] = {"name": "ray", "workers": workers}
         store = RunStore(out, meta=meta, resume=resume)
         done = store.done()

@@ -29,8 +29,9 @@ def _errors():
     from ..models.load import ModelLoadError
     from ..models.sites import SiteError
     from ..models.targets import QueryError
+    from ..distributed import EngineError
     from ..store import RunStoreError
-    return (FactError, ModelLoadError, SiteError, QueryError, RunStoreError, ValueError, FileNotFoundError)
+    return (FactError, ModelLoadError, SiteError, QueryError, RunStoreError, EngineError, ValueError, FileNotFoundError)
 
 
 def _quiet_hf():
