@@ -122,3 +122,19 @@ def test_no_validation_part_means_no_tuning():
     r = fact_check(fs, groups, {f.key: f.wrong_objects[0] for f in fs}, attr, prob)
     assert r["n_val"] == 0 and r["tuned"]["t"] is None and "dkn" not in r
     assert r["n_test"] == 3 and r["dkn_paper"]["t"] == PAPER_T
+
+
+def test_model_scorer_logp_and_greedy_match_the_model():
+    import math
+
+    from kneuron import answer_prob, predict
+    from kneuron.experiments.factcheck import model_scorers
+    from tiny import tiny_handle
+    h = tiny_handle("gpt2")
+    top = predict(h, "the capital of france is", 1)[0][0].strip()
+    f = Fact("a", "P36", "en", "france", "paris", ("the capital of [X] is [Y]",))
+    _, prob = model_scorers(h)
+    for cand in {top, "paris", "rome"}:
+        logp, greedy = prob(Item(f, cand, 1, "x"))
+        assert logp == pytest.approx(math.log(answer_prob(h, "the capital of france is", cand).prob), rel=1e-6)
+        assert greedy == (cand == top)

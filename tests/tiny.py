@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 import transformers as T
-from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from kneuron.facts import Fact
@@ -15,16 +14,8 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<eos>", "<bos>"]
 
 def word_tokenizer(kind: str) -> PreTrainedTokenizerFast:
     """A word-level tokenizer over WORDS (offsets supported). masked: [CLS] x [SEP]; causal: plain."""
-    vocab = {t: i for i, t in enumerate(SPECIALS + list(dict.fromkeys(WORDS)))}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    if kind == "masked":
-        from tokenizers.processors import TemplateProcessing
-        tok.post_processor = TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-        return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                       cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                   eos_token="<eos>", bos_token="<bos>")
+    from kneuron.experiments.speed import word_tokenizer as make
+    return make(WORDS, kind, SPECIALS)
 
 
 V = len(SPECIALS) + len(dict.fromkeys(WORDS)) + 3

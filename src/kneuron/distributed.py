@@ -57,9 +57,6 @@ class _Worker:
         write_part(self.out, fact_row(order, r), neuron_rows(r))
         return fact.key
 
-    def pid(self) -> int:
-        return os.getpid()
-
 
 def _fault_injection(order: int) -> None:
     """Tests: KNEURON_DIE_AT=<order>:<marker file> kills this worker once, when it starts that fact."""
@@ -94,7 +91,7 @@ def locate_ray(model: str, facts: list[Fact], cfg: LocateConfig, out, resume: bo
         import torch
         gpus = gpus_per_worker if gpus_per_worker is not None else (1 if torch.cuda.is_available() else 0)
         Actor = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=-1)(_Worker)
-        cfg_d = {k: v for k, v in asdict(cfg).items()}
+        cfg_d = asdict(cfg)
         actors = [Actor.options(runtime_env={"env_vars": env}).remote(model, site, cfg_d, str(Path(out).resolve()))
                   for _ in range(workers)]
         try:                                   # bad input (or an unloadable model) fails before any work

@@ -15,6 +15,8 @@ class AnswerScore:
     prob: float                # product over the answer's tokens
     token_probs: list[float]
     target_ids: list[int]
+    logp: float = 0.0          # log prob (no underflow for unlikely answers)
+    greedy: bool = False       # every answer token is the model's top choice: it would say this answer
 
 
 def answer_prob(handle: ModelHandle, prompt: str, target: str) -> AnswerScore:
@@ -24,9 +26,10 @@ def answer_prob(handle: ModelHandle, prompt: str, target: str) -> AnswerScore:
     ids = torch.tensor([enc.input_ids], device=handle.device)
     with answer_positions(enc.positions), torch.no_grad():
         logits = handle.model(input_ids=ids).logits[0, enc.positions].float()
-    logp = torch.log_softmax(logits, -1)[torch.arange(len(enc.target_ids)), torch.tensor(enc.target_ids)]
-    probs = logp.exp().tolist()
-    return AnswerScore(float(logp.sum().exp()), probs, list(enc.target_ids))
+    tgt = torch.tensor(enc.target_ids, device=logits.device)
+    logp = torch.log_softmax(logits, -1)[torch.arange(len(enc.target_ids)), tgt]
+    return AnswerScore(float(logp.sum().exp()), logp.exp().tolist(), list(enc.target_ids), float(logp.sum()),
+                       bool((logits.argmax(-1) == tgt).all()))
 
 
 def predict(handle: ModelHandle, prompt: str, k: int = 10) -> list[tuple[str, float]]:

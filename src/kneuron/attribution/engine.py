@@ -105,11 +105,6 @@ class Runner:
         """``layers`` [B] sorted ascending, ``points`` [B, N] -> objective [B], gradient [B, N]."""
         B = len(layers)
         points = points.detach().requires_grad_(grad)
-        kwargs = {}
-        if self.past is not None:
-            past = copy.deepcopy(self.past)
-            past.batch_repeat_interleave(B)
-            kwargs = {_cache_kwarg(self.h.model): past, "use_cache": True}
         seq = self.ids.shape[1]
         with ExitStack() as stack, torch.set_grad_enabled(grad):
             present = torch.unique_consecutive(layers).tolist()
@@ -123,16 +118,7 @@ class Runner:
             if self.replay:
                 for j in range(present[0]):
                     stack.enter_context(_replaced_forward(self.h.layers[j], self.outputs[j], B))
-            pos = self.pos
-            if self.h.kind == "masked":
-                # only the answer position's output matters after the last block (the head is
-                # position-wise): run the head on that position alone, not on the whole sentence
-                def keep(mod, args, out):
-                    return _expand_like(out, _hidden(out)[:, self.pos:self.pos + 1])
-                stack.enter_context(_hook(self.h.layers[-1].register_forward_hook(keep)))
-                pos = 0
-            logits = self.h.model(input_ids=self.ids.expand(B, -1), **kwargs).logits[:, pos, :]
-            obj = objective_values(logits, self.target, self.objective)
+            obj = self._objective(stack, B)
             g = torch.autograd.grad(obj.sum(), points)[0] if grad else None
         return obj.detach(), g
 
@@ -142,28 +128,37 @@ class Runner:
         every path through the network intact), and the gradient w.r.t. the probes is taken."""
         L, N = self.h.n_layers, self.h.n_neurons
         probes = torch.zeros(L, N, dtype=self.h.dtype, device=self.ids.device, requires_grad=True)
-        kwargs = {}
-        if self.past is not None:
-            kwargs = {_cache_kwarg(self.h.model): copy.deepcopy(self.past), "use_cache": True}
         seq = self.ids.shape[1]
         with ExitStack() as stack, torch.enable_grad():
             for l in range(L):
                 def probe(mod, args, l=l):
                     x = as_bsn(args[0], 1, seq)
-                    add = torch.zeros_like(x).index_put((torch.tensor([0], device=x.device), torch.tensor([self.pos], device=x.device)),
-                                                        probes[l].to(x.dtype).unsqueeze(0))
+                    add = torch.zeros_like(x)
+                    add[0, self.pos] = probes[l].to(x.dtype)
                     return ((x + add).view(args[0].shape),) + args[1:]
                 stack.enter_context(_hook(self.h.sites[l].register_forward_pre_hook(probe)))
-            pos = self.pos
-            if self.h.kind == "masked":
-                def keep(mod, args, out):
-                    return _expand_like(out, _hidden(out)[:, self.pos:self.pos + 1])
-                stack.enter_context(_hook(self.h.layers[-1].register_forward_hook(keep)))
-                pos = 0
-            logits = self.h.model(input_ids=self.ids, **kwargs).logits[:, pos, :]
-            obj = objective_values(logits, self.target, self.objective)
+            obj = self._objective(stack, 1)
             g = torch.autograd.grad(obj.sum(), probes)[0]
         return obj.detach()[0], g
+
+    def _objective(self, stack: ExitStack, B: int) -> torch.Tensor:
+        """Run ``B`` copies of the input (against the prefix cache, if any) with the hooks already in
+        ``stack``; the objective per row. Masked models: after the last block only the answer
+        position matters (the head is position-wise), so the head runs on that position alone."""
+        kwargs = {}
+        if self.past is not None:
+            past = copy.deepcopy(self.past)
+            if B > 1:
+                past.batch_repeat_interleave(B)
+            kwargs = {_cache_kwarg(self.h.model): past, "use_cache": True}
+        pos = self.pos
+        if self.h.kind == "masked":
+            def keep(mod, args, out):
+                return _expand_like(out, _hidden(out)[:, self.pos:self.pos + 1])
+            stack.enter_context(_hook(self.h.layers[-1].register_forward_hook(keep)))
+            pos = 0
+        logits = self.h.model(input_ids=self.ids.expand(B, -1), **kwargs).logits[:, pos, :]
+        return objective_values(logits, self.target, self.objective)
 
 
 def _takes(model, name: str) -> bool:

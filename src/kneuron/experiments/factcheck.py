@@ -130,20 +130,15 @@ def items_for(facts: list[Fact], wrong: dict[tuple[str, str], str]) -> list[Item
 def model_scorers(handle: ModelHandle, method: str = "amig", steps: int = 20, **options):
     """(attribution scores of p(candidate) for every neuron, (log p(candidate), greedy answer == candidate))."""
     from ..attribution import attribute
+    from ..probe import answer_prob
 
     def attr(item: Item) -> torch.Tensor:
         prompt, _ = first_prompt(handle, item.fact)
         return attribute(handle, prompt, item.candidate, method=method, steps=steps, **options).scores
 
     def prob(item: Item) -> tuple[float, bool]:
-        prompt, _ = first_prompt(handle, item.fact)
-        enc = encode(handle.tokenizer, handle.kind, prompt, item.candidate)
-        ids = torch.tensor([enc.input_ids], device=handle.device)
-        with torch.no_grad():
-            logits = handle.model(input_ids=ids).logits[0, enc.positions].float()
-        tgt = torch.tensor(enc.target_ids, device=logits.device)
-        logp = torch.log_softmax(logits, -1).gather(-1, tgt.view(-1, 1)).sum()
-        return float(logp), bool((logits.argmax(-1) == tgt).all())
+        a = answer_prob(handle, first_prompt(handle, item.fact)[0], item.candidate)
+        return a.logp, a.greedy
     return attr, prob
 
 

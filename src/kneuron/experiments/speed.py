@@ -36,20 +36,29 @@ BASE = {"n_layers": 12, "hidden": 768, "neurons": 3072, "heads": 12}
 VOCAB = {"causal": 50257, "masked": 30522}
 
 
-def tokenizer(kind: str):
-    """A word-level tokenizer over WORDS (masked: [CLS] x [SEP], with [MASK])."""
+def word_tokenizer(words, kind: str, specials=tuple(SPECIALS)):
+    """A word-level tokenizer over ``words`` (offsets supported; needs no download). masked:
+    [CLS] x [SEP] with [MASK] and token type ids; causal: plain, with <eos>."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-    vocab = {t: i for i, t in enumerate(SPECIALS + list(dict.fromkeys(WORDS)))}
+    vocab = {t: i for i, t in enumerate(list(specials) + list(dict.fromkeys(words)))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     if kind == "masked":
         from tokenizers.processors import TemplateProcessing
-        tok.post_processor = TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+        tok.post_processor = TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[
+            ("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
         return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
                                        model_input_names=["input_ids", "token_type_ids", "attention_mask"])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="<eos>")
+    extra = {"bos_token": "<bos>"} if "<bos>" in vocab else {}
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="<eos>",
+                                   **extra)
+
+
+def tokenizer(kind: str):
+    """The benchmark's tokenizer: word-level over WORDS."""
+    return word_tokenizer(WORDS, kind)
 
 
 def base_model(kind: str, n_layers: int = 12, seed: int = 0, max_len: int = 512):
