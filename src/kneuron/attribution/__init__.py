@@ -34,12 +34,17 @@ class Attribution:
 
 
 def default_batch_size(handle: ModelHandle, seq_len: int, prefix_cache: bool) -> int:
-    """Rows per batch: on a CPU, small batches that stay in cache (measured on base-size GPT-2 and
-    BERT: ~450 tokens per batch; causal single-token rows: 160 on smollm2-135m and GPT-2 base); on a
-    GPU, large ones (out-of-memory backs off)."""
-    tokens = 1 if (handle.kind == "causal" and prefix_cache) else seq_len
-    budget = 8192 if handle.device.type == "cuda" else 448
-    return max(1, budget // tokens) if tokens > 1 else (256 if handle.device.type == "cuda" else 160)
+    """Rows per batch. Causal single-token rows: as many as keep the [rows, vocabulary] logits near
+    32M numbers (CPU; 128M on a GPU), at most 640 (CPU) or 2,048 (GPU) — rows of every layer share one
+    batch, each block computing only the rows that reached it, so larger is faster (measured on
+    smollm2-135m and GPT-2 base, CPU: 640 rows 1.5 s / fact, 160 rows 1.65 s). Full-sequence rows
+    (masked models): ~450 tokens per batch on a CPU (measured on BERT base), 8,192 on a GPU.
+    Out-of-memory backs off by halving."""
+    cuda = handle.device.type == "cuda"
+    if handle.kind == "causal" and prefix_cache:
+        vocab = getattr(getattr(handle.model, "config", None), "vocab_size", None) or 50_000
+        return max(16, min(2048 if cuda else 640, (128 if cuda else 32) * 2**20 // vocab))
+    return max(1, (8192 if cuda else 448) // max(1, seq_len))
 
 
 def make_method(method: str | IG, **options) -> IG:

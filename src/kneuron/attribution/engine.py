@@ -7,7 +7,11 @@ layer at a time in a full forward pass) and fast:
 
 * every layer's activations, and every baseline's, come from one batched forward pass;
 * rows of all layers and steps are batched together, with automatic back-off when memory runs out;
-* a row that patches layer l does not recompute layers below l: their outputs are replayed;
+* a row that patches layer l does not compute layers below l: a batch holds rows of several layers,
+  sorted by layer, and each block runs on the rows that have reached it (the others take its
+  recorded clean output) -- one large batch with no wasted work. Whether a model's blocks can run on
+  a subset of the batch is checked once per model against running them on every row; where not
+  (a block takes per-row tensors we cannot cut), rows replay only the layers below the batch's lowest;
 * causal models: only the answer position changes, so each row is ONE token run against the
   prompt's key/value cache (the prefix is computed once);
 * masked models: the output head (e.g. BERT's 30k-word decoder) runs on the answer position only.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import weakref
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
@@ -30,6 +35,7 @@ class CleanPass:
     acts: torch.Tensor           # [S, K, L, N] activations at the answer positions
     logits: torch.Tensor         # [S, K, V] logits at the answer positions
     outputs: list | None         # per layer: output of the layer block (S == 1 only), for replay
+    cache: object | None = None  # causal models, S == 1: the key/value cache of the whole input
 
 
 def _hidden(out):
@@ -42,10 +48,12 @@ def _expand_like(out, hidden: torch.Tensor):
 
 def clean_pass(handle: ModelHandle, input_ids: torch.Tensor, positions: list[int],
                keep_outputs: bool = False) -> CleanPass:
-    """One no-grad forward of ``input_ids`` [S, T] reading every layer at ``positions``."""
+    """One no-grad forward of ``input_ids`` [S, T] reading every layer at ``positions`` (with
+    ``keep_outputs``: also every block's output and, for causal models, the key/value cache)."""
     pos = torch.tensor(positions, device=input_ids.device)
     S, T = input_ids.shape
     acts, outputs = [None] * handle.n_layers, [None] * handle.n_layers
+    cache = keep_outputs and handle.kind == "causal"
     with ExitStack() as stack, torch.no_grad():
         for l, site in enumerate(handle.sites):
             def read(mod, args, l=l):
@@ -55,11 +63,15 @@ def clean_pass(handle: ModelHandle, input_ids: torch.Tensor, positions: list[int
                 def keep(mod, args, out, l=l):
                     outputs[l] = out
                 stack.enter_context(_hook(handle.layers[l].register_forward_hook(keep)))
+        kwargs = {"use_cache": True} if cache else {}
         if _takes(handle.model, "logits_to_keep"):     # the output layer on the answer positions only
-            logits = handle.model(input_ids=input_ids, logits_to_keep=pos).logits
+            out = handle.model(input_ids=input_ids, logits_to_keep=pos, **kwargs)
+            logits = out.logits
         else:
-            logits = handle.model(input_ids=input_ids).logits[:, pos, :]
-    return CleanPass(torch.stack(acts, dim=2), logits, outputs if keep_outputs else None)
+            out = handle.model(input_ids=input_ids, **kwargs)
+            logits = out.logits[:, pos, :]
+    past = (getattr(out, "cache", None) or getattr(out, "past_key_values", None)) if cache else None
+    return CleanPass(torch.stack(acts, dim=2), logits, outputs if keep_outputs else None, past)
 
 
 @contextmanager
@@ -70,13 +82,54 @@ def _hook(h):
         h.remove()
 
 
+class _TargetLogProb(torch.autograd.Function):
+    """log softmax(logits)[..., target] with a one-pass backward (no [rows, vocab] zeros, no stored
+    softmax): d/dlogits = onehot(target) - softmax(logits)."""
+
+    @staticmethod
+    def forward(ctx, logits, target: int):
+        lse = torch.logsumexp(logits, dim=-1)
+        ctx.save_for_backward(logits, lse)
+        ctx.target = target
+        return logits[..., target] - lse
+
+    @staticmethod
+    def backward(ctx, g):
+        logits, lse = ctx.saved_tensors
+        grad = torch.sub(logits, lse.unsqueeze(-1)).exp_().mul_(-g.unsqueeze(-1))
+        grad[..., ctx.target] += g
+        return grad, None
+
+
 def objective_values(logits: torch.Tensor, target: int, objective: str) -> torch.Tensor:
-    logp = torch.log_softmax(logits, dim=-1)[..., target]
-    if objective == "prob":
-        return logp.exp()
-    if objective == "logprob":
-        return logp
-    raise ValueError(f"objective must be 'prob' or 'logprob', not {objective!r}")
+    """The objective of each row of ``logits`` [..., V]: p(target) ("prob") or log p ("logprob")."""
+    if objective not in ("prob", "logprob"):
+        raise ValueError(f"objective must be 'prob' or 'logprob', not {objective!r}")
+    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    logp = _TargetLogProb.apply(logits, target)
+    return logp.exp() if objective == "prob" else logp
+
+
+def _prefix_cache(handle: ModelHandle, clean: CleanPass, input_ids: torch.Tensor, position: int):
+    """The key/value cache of the first ``position`` tokens: the clean pass's, cut (no extra pass),
+    where every layer is a plain growing cache; otherwise one pass of the decoder without its
+    output layer."""
+    try:
+        from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+    except ImportError:                               # older transformers: no per-layer cache objects
+        DynamicLayer = DynamicSlidingWindowLayer = None
+    layers = getattr(clean.cache, "layers", None)
+    if DynamicLayer is not None and layers and all(
+            isinstance(x, DynamicLayer) and not isinstance(x, DynamicSlidingWindowLayer)
+            and isinstance(getattr(x, "keys", None), torch.Tensor) for x in layers):
+        past = copy.deepcopy(clean.cache)
+        for x in past.layers:
+            x.keys, x.values = x.keys[..., :position, :], x.values[..., :position, :]
+        return past
+    with torch.no_grad():
+        decoder = getattr(handle.model, "base_model", handle.model)
+        out = decoder(input_ids=input_ids[:, :position], use_cache=True)
+    return getattr(out, "cache", None) or out.past_key_values
 
 
 class Runner:
@@ -90,10 +143,7 @@ class Runner:
         if handle.kind == "causal" and prefix_cache:
             # one query token against the cached prefix; replayed outputs are that position's
             if position > 0:
-                with torch.no_grad():             # no output layer needed for the cache
-                    keep = {"logits_to_keep": 1} if _takes(handle.model, "logits_to_keep") else {}
-                    out = handle.model(input_ids=input_ids[:, :position], use_cache=True, **keep)
-                self.past = getattr(out, "cache", None) or out.past_key_values
+                self.past = _prefix_cache(handle, clean, input_ids, position)
             self.ids, self.pos = input_ids[:, position:position + 1], 0
             self.outputs = [_expand_like(o, _hidden(o)[:, position:position + 1]) for o in clean.outputs]
         else:
@@ -101,54 +151,99 @@ class Runner:
             self.ids, self.pos = input_ids[:, :end], position
             self.outputs = [_expand_like(o, _hidden(o)[:, :end]) for o in clean.outputs]
 
-    def __call__(self, layers: torch.Tensor, points: torch.Tensor, grad: bool = True):
-        """``layers`` [B] sorted ascending, ``points`` [B, N] -> objective [B], gradient [B, N]."""
-        B = len(layers)
+    def __call__(self, layers: torch.Tensor, points: torch.Tensor, grad: bool = True,
+                 staircase: bool | None = None, clean: bool = False):
+        """``layers`` [B] sorted ascending, ``points`` [B, N] -> objective [B], gradient [B, N].
+
+        ``staircase``: run each block on the rows that have reached it only (None: where the model
+        allows it, checked once per model). ``clean``: also return the unpatched model's objective
+        and its gradient w.r.t. every layer's activation [L, N], from ONE extra row: a zero probe is
+        added to each layer's activation in that row (every path through the network stays intact)
+        and the gradient w.r.t. the probes is taken."""
+        L, N = self.h.n_layers, self.h.n_neurons
+        extra = int(clean)
+        B = len(layers) + extra                          # row 0 is the clean row, if any
+        reached = (torch.bincount(layers, minlength=L).cumsum(0) + extra).tolist()  # rows at layer <= j
+        if staircase is None:
+            partial = self.replay and any(0 < n < B for n in reached)
+            staircase = partial and self._staircase_ok(layers, points)
         points = points.detach().requires_grad_(grad)
+        probes = torch.zeros(L, N, dtype=points.dtype, device=points.device, requires_grad=grad) if clean else None
         seq = self.ids.shape[1]
         with ExitStack() as stack, torch.set_grad_enabled(grad):
-            present = torch.unique_consecutive(layers).tolist()
-            for l in present:
+            for l in range(L):
                 rows = (layers == l).nonzero().squeeze(1)
-                def patch(mod, args, rows=rows):
-                    x = as_bsn(args[0], B, seq)
-                    x = x.index_put((rows, torch.full_like(rows, self.pos)), points[rows].to(x.dtype))
+                if not clean and len(rows) == 0:
+                    continue
+                def patch(mod, args, l=l, rows=rows):
+                    x = args[0]
+                    x = as_bsn(x, x.shape[0] if x.dim() == 3 else x.shape[0] // seq, seq)
+                    if len(rows):
+                        x = x.index_put((rows + extra, torch.full_like(rows, self.pos)), points[rows].to(x.dtype))
+                    if clean:
+                        add = torch.zeros_like(x[:1])
+                        add[0, self.pos] = probes[l].to(x.dtype)
+                        x = torch.cat([x[:1] + add, x[1:]])
                     return (x.view(args[0].shape),) + args[1:]
                 stack.enter_context(_hook(self.h.sites[l].register_forward_pre_hook(patch)))
             if self.replay:
-                for j in range(present[0]):
-                    stack.enter_context(_replaced_forward(self.h.layers[j], self.outputs[j], B))
-            obj = self._objective(stack, B)
-            g = torch.autograd.grad(obj.sum(), points)[0] if grad else None
-        return obj.detach(), g
+                for j in range(L):
+                    if reached[j] == 0:
+                        stack.enter_context(_replaced_forward(self.h.layers[j], self.outputs[j], B))
+                    elif staircase and reached[j] < B:
+                        stack.enter_context(_first_rows(self.h.layers[j], self.outputs[j], reached[j], B))
+            obj = self._objective(stack, B, reached if staircase else None)
+            g = gp = None
+            if grad:
+                wrt = [points] + ([probes] if clean else [])
+                g, *rest = torch.autograd.grad(obj.sum(), wrt, allow_unused=True)
+                g = torch.zeros_like(points) if g is None else g
+                gp = rest[0] if clean else None
+        obj = obj.detach()
+        if clean:
+            return obj[1:], g, (obj[0], gp)
+        return obj, g
 
     def clean_grads(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The objective of the unpatched model and its gradient w.r.t. every layer's activation at the
-        answer position, in ONE row: a zero probe is added to each layer's activation (which leaves
-        every path through the network intact), and the gradient w.r.t. the probes is taken."""
-        L, N = self.h.n_layers, self.h.n_neurons
-        probes = torch.zeros(L, N, dtype=self.h.dtype, device=self.ids.device, requires_grad=True)
-        seq = self.ids.shape[1]
-        with ExitStack() as stack, torch.enable_grad():
-            for l in range(L):
-                def probe(mod, args, l=l):
-                    x = as_bsn(args[0], 1, seq)
-                    add = torch.zeros_like(x)
-                    add[0, self.pos] = probes[l].to(x.dtype)
-                    return ((x + add).view(args[0].shape),) + args[1:]
-                stack.enter_context(_hook(self.h.sites[l].register_forward_pre_hook(probe)))
-            obj = self._objective(stack, 1)
-            g = torch.autograd.grad(obj.sum(), probes)[0]
-        return obj.detach()[0], g
+        """The unpatched model's objective and its gradient w.r.t. every layer's activation [L, N]."""
+        empty = torch.zeros(0, self.h.n_neurons, dtype=self.h.dtype, device=self.ids.device)
+        _, _, c = self(torch.zeros(0, dtype=torch.long, device=self.ids.device), empty, clean=True)
+        return c
 
-    def _objective(self, stack: ExitStack, B: int) -> torch.Tensor:
+    def _staircase_ok(self, layers: torch.Tensor, points: torch.Tensor) -> bool:
+        """Once per model: do rows computed by the staircase equal rows computed by every block?
+        Checked on one row of each of (up to) three of this batch's layers."""
+        key = self.h.model
+        if key not in _STAIRCASE:
+            first = torch.unique_consecutive(layers, return_counts=True)[1].cumsum(0).roll(1)
+            first[0] = 0
+            pick = first[torch.linspace(0, len(first) - 1, min(3, len(first))).round().long().unique()]
+            ok = False
+            try:
+                a = self(layers[pick], points[pick], staircase=True, clean=True)
+                b = self(layers[pick], points[pick], staircase=False, clean=True)
+                exact = points.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled()
+                tol = 1e-4 if exact else 3e-2
+                pairs = [(a[0], b[0]), (a[1], b[1]), (a[2][1], b[2][1])]
+                ok = all(bool(((x - y).abs() <= tol * y.abs().max() + 1e-12).all()) for x, y in pairs)
+            except (RuntimeError, ValueError, TypeError, IndexError):
+                ok = False
+            _STAIRCASE[key] = ok
+        return _STAIRCASE[key]
+
+    def _objective(self, stack: ExitStack, B: int, reached: list[int] | None = None) -> torch.Tensor:
         """Run ``B`` copies of the input (against the prefix cache, if any) with the hooks already in
-        ``stack``; the objective per row. Masked models: after the last block only the answer
-        position matters (the head is position-wise), so the head runs on that position alone."""
+        ``stack``; the objective per row. ``reached``: the staircase's rows per block (block j's cache
+        then holds that many rows). Masked models: after the last block only the answer position
+        matters (the head is position-wise), so the head runs on that position alone."""
         kwargs = {}
         if self.past is not None:
             past = copy.deepcopy(self.past)
-            if B > 1:
+            if reached is not None:
+                for layer, n in zip(past.layers, reached):   # block j sees only its own rows
+                    layer.keys = layer.keys.expand(max(n, 1), *layer.keys.shape[1:])
+                    layer.values = layer.values.expand(max(n, 1), *layer.values.shape[1:])
+            elif B > 1:
                 past.batch_repeat_interleave(B)
             kwargs = {_cache_kwarg(self.h.model): past, "use_cache": True}
         pos = self.pos
@@ -157,7 +252,8 @@ class Runner:
                 return _expand_like(out, _hidden(out)[:, self.pos:self.pos + 1])
             stack.enter_context(_hook(self.h.layers[-1].register_forward_hook(keep)))
             pos = 0
-        logits = self.h.model(input_ids=self.ids.expand(B, -1), **kwargs).logits[:, pos, :]
+        logits = self.h.model(input_ids=self.ids.expand(B, -1), **kwargs).logits
+        logits = logits.squeeze(1) if logits.shape[1] == 1 else logits[:, pos, :]
         return objective_values(logits, self.target, self.objective)
 
 
@@ -175,9 +271,39 @@ def _replaced_forward(block, output, batch: int):
     """Make ``block`` return its recorded (clean) output instead of computing it."""
     hidden = _hidden(output)
     replay = _expand_like(output, hidden.expand(batch, *hidden.shape[1:]))
+    with _swapped_forward(block, lambda *a, **k: replay):
+        yield
+
+
+_STAIRCASE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # model -> staircase works
+
+
+def _first_rows(block, output, n: int, batch: int):
+    """Make ``block`` compute only the first ``n`` of ``batch`` rows; the rest take its recorded
+    output. Tensor arguments with ``batch`` rows are cut to ``n``."""
+    hidden = _hidden(output)
+    rest = hidden.expand(batch - n, *hidden.shape[1:])
+    forward = block.forward
+
+    def cut(x):
+        if isinstance(x, torch.Tensor):
+            return x[:n] if x.dim() and x.shape[0] == batch else x
+        if isinstance(x, (tuple, list)):
+            return type(x)(cut(v) for v in x)
+        return x
+
+    def run(*args, **kwargs):
+        out = forward(*cut(args), **{k: cut(v) for k, v in kwargs.items()})
+        top = _hidden(out)
+        return _expand_like(out, torch.cat([top, rest.to(top.dtype)]))
+    return _swapped_forward(block, run)
+
+
+@contextmanager
+def _swapped_forward(block, forward):
     had = "forward" in block.__dict__
     old = block.__dict__.get("forward")
-    block.forward = lambda *a, **k: replay
+    block.forward = forward
     try:
         yield
     finally:
@@ -216,9 +342,10 @@ def integrate(runner: Runner, acts: torch.Tensor, baselines: torch.Tensor, alpha
     G = torch.zeros(P * L, N, dtype=torch.float64, device=dev)
     F0 = torch.zeros(P * L, dtype=torch.float64, device=dev)
     diff = acts.unsqueeze(0) - baselines            # [P, L, N]
-    if w1 is not None:
+    need_clean = w1 is not None                     # the shared row rides along with the first batch
+    if need_clean and R == 0:
         _, g1 = runner.clean_grads()
-        G += w1 * g1.double().repeat(P, 1)          # row p * L + l gets layer l's gradient
+        G += w1 * g1.double().repeat(P, 1)
     start, bs = 0, max(1, batch_size)
     while start < R:
         idx = torch.arange(start, min(start + bs, R), device=dev)
@@ -227,12 +354,15 @@ def integrate(runner: Runner, acts: torch.Tensor, baselines: torch.Tensor, alpha
         node = idx % len(alphas_e)
         pts = baselines[path, layer] + alphas_e[node].to(acts.dtype).unsqueeze(1) * diff[path, layer]
         try:
-            obj, g = runner(layer, pts)
+            obj, g, *c = runner(layer, pts, clean=need_clean)
         except RuntimeError as e:                   # back off on out-of-memory, re-raise otherwise
             if not _is_oom(e) or len(idx) == 1:
                 raise
             bs = max(1, len(idx) // 2)
             continue
+        if need_clean:                              # row p * L + l gets layer l's gradient
+            G += w1 * c[0][1].double().repeat(P, 1)
+            need_clean = False
         flat = path * L + layer
         G.index_add_(0, flat, g.double() * weights_e[node].unsqueeze(1))
         if endpoints:
