@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from kneuron.attribution import engine
-from kneuron.attribution.engine import Runner, clean_pass, objective_values
+from kneuron.attribution import attribute, attribute_many
+from kneuron.attribution.engine import Runner, clean_pass, make_problem, objective_values
 from kneuron.models.targets import encode
 from tiny import FAMILIES, tiny_handle
 
@@ -15,7 +16,7 @@ def _runner(family, target="paris rome", k=0):
     enc = encode(h.tokenizer, h.kind, prompt, target)
     ids = torch.tensor([enc.input_ids])
     clean = clean_pass(h, ids, enc.positions, keep_outputs=True)
-    run = Runner(h, ids, k, enc.positions[k], enc.target_ids[k], clean, "prob")
+    run = Runner(h, make_problem(h, ids, enc.positions[k], enc.target_ids[k], clean), "prob")
     return h, run, clean.acts[0, k]
 
 
@@ -49,7 +50,7 @@ def test_staircase_equals_full_batch_and_skips_lower_layers(family):
     h, run, acts = _runner(family)
     layers, pts = _rows(h, acts)
     full = run(layers, pts, staircase=False)
-    count = _Counter(h, run.ids.shape[1])
+    count = _Counter(h, run.problems[0].ids.shape[1])
     try:
         stair = run(layers, pts, staircase=True)
     finally:
@@ -68,7 +69,7 @@ def test_staircase_check_per_model():
         h, run, acts = _runner(family)
         layers, pts = _rows(h, acts)
         got = run(layers, pts)                           # staircase=None: decided by the check
-        assert engine._STAIRCASE[h.model] is (family != "bloom")
+        assert engine._STAIRCASE[h.model][False] is (family != "bloom")
         ref = run(layers, pts, staircase=False)
         assert torch.allclose(got[1], ref[1], rtol=1e-9, atol=1e-12)
 
@@ -94,15 +95,16 @@ def test_prefix_cache_cut_from_clean_pass_equals_a_prefix_pass(family):
     """The second answer token's runner reuses the clean pass's cache cut to its prefix; it must
     equal running the prefix alone (which the fallback does)."""
     h, run, acts = _runner(family, k=1)
-    assert run.past is not None and run.past.get_seq_length() == _position(h, 1)
+    past = run.problems[0].past
+    assert past is not None and past.get_seq_length() == _position(h, 1)
     layers, pts = _rows(h, acts)
     cut = run(layers, pts)
     enc = encode(h.tokenizer, h.kind, "the capital of france is", "paris rome")
     ids = torch.tensor([enc.input_ids])
     clean = clean_pass(h, ids, enc.positions, keep_outputs=True)
     clean.cache = None                                   # nothing to cut: the decoder runs the prefix
-    fresh = Runner(h, ids, 1, enc.positions[1], enc.target_ids[1], clean, "prob")
-    assert fresh.past.get_seq_length() == enc.positions[1]
+    fresh = Runner(h, make_problem(h, ids, enc.positions[1], enc.target_ids[1], clean), "prob")
+    assert fresh.problems[0].past.get_seq_length() == enc.positions[1]
     for a, b in zip(cut, fresh(layers, pts)):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
 
@@ -128,5 +130,66 @@ def test_every_family_takes_the_staircase_or_refuses_it_explicitly():
     for family in FAMILIES:
         h, run, acts = _runner(family)
         run(*_rows(h, acts))
-        taken[family] = engine._STAIRCASE[h.model]
+        taken[family] = engine._STAIRCASE[h.model][False]
     assert {f for f, ok in taken.items() if not ok} == {"bloom"}
+
+
+ITEMS = {"causal": [("the capital of france is", "paris rome"), ("italy", "rome"),
+                    ("the language spoken in spain is", "spanish")],
+         "masked": [("the capital of france is [Y] .", "paris rome"), ("[Y] italy", "rome"),
+                    ("the language spoken in spain is [Y] .", "spanish")]}
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "opt", "gemma", "bloom", "gpt_neox"])
+@pytest.mark.parametrize("method,opts", [("ig", {}), ("amig", {"paths": "per-word", "prefactor_kind": "difference"})])
+def test_several_prompts_per_batch_equal_one_at_a_time(family, method, opts, monkeypatch):
+    """Prompts of different lengths and answers of 1-2 tokens (different prefix lengths, different
+    numbers of AMIG paths) share batches, and each gets the scores it gets alone."""
+    h = tiny_handle(family)
+    items = ITEMS[h.kind]
+    alone = [attribute(h, p, t, method=method, steps=3, rule="linspace", **opts) for p, t in items]
+    calls = []
+    real = Runner.__call__
+
+    def spy(self, layers, points, problem=None, **kw):
+        calls.append(0 if problem is None else len(problem.unique()))
+        return real(self, layers, points, problem, **kw)
+    monkeypatch.setattr(Runner, "__call__", spy)
+    together = attribute_many(h, items, method=method, steps=3, rule="linspace", batch_size=4096, **opts)
+    for a, b in zip(together, alone):
+        err = (a.scores.double() - b.scores.double()).abs().max() / b.scores.abs().max()
+        assert err < 1e-6, f"relative error {err:.1e}"
+        assert a.prob == pytest.approx(b.prob) and a.target_ids == b.target_ids
+        assert a.completeness == pytest.approx(b.completeness, abs=1e-9)
+    assert engine._MIX[h.model][True]                 # (BLOOM too: its ALiBi follows the attention mask)
+    assert max(calls) == 4                            # one batch: 4 problems (one answer has two tokens)
+    # the staircase is used with shared batches wherever it is used alone
+    assert engine._STAIRCASE[h.model][True] is engine._STAIRCASE[h.model][False] is (family != "bloom")
+
+
+def test_problems_that_cannot_share_go_one_by_one(monkeypatch):
+    """Where the check says no, batches hold one problem each, and the scores are still right."""
+    h = tiny_handle("llama")
+    items = ITEMS["causal"]
+    alone = [attribute(h, p, t, steps=2) for p, t in items]
+    engine._MIX[h.model] = {True: False}
+    calls = []
+    real = Runner.__call__
+
+    def spy(self, layers, points, problem=None, **kw):
+        calls.append(len(problem.unique()))
+        return real(self, layers, points, problem, **kw)
+    monkeypatch.setattr(Runner, "__call__", spy)
+    together = attribute_many(h, items, steps=2, batch_size=4096)
+    assert calls and max(calls) == 1
+    for a, b in zip(together, alone):
+        assert torch.allclose(a.scores, b.scores, rtol=1e-6, atol=1e-9)
+
+
+def test_no_sharing_when_asked():
+    h = tiny_handle("gpt2")
+    items = ITEMS["causal"]
+    a = attribute_many(h, items, steps=2, share=False)
+    b = attribute_many(h, items, steps=2)
+    for x, y in zip(a, b):
+        assert torch.allclose(x.scores, y.scores, rtol=1e-6, atol=1e-9)

@@ -7,7 +7,7 @@ import torch
 
 from ..models.load import ModelHandle
 from ..models.targets import encode
-from .engine import Runner, clean_pass, integrate, objective_values
+from .engine import Paths, Runner, clean_pass, integrate, make_problem, objective_values
 from .methods import AMIG, IG
 from .quadrature import RULES, nodes
 
@@ -75,59 +75,94 @@ def attribute(handle: ModelHandle, prompt: str, target: str, method: str | IG = 
               objective: str = "prob", rule: str = "left", batch_size: int | None = None,
               prefix_cache: bool = True, replay: bool = True, progress=None, precision: str = "fp32",
               **options) -> Attribution:
-    """See ``_attribute``; ``precision``: fp32 (default), or bf16 / fp16 autocast (GPU speed)."""
-    with autocast(handle, precision):
-        a = _attribute(handle, prompt, target, method, steps, objective, rule, batch_size, prefix_cache, replay,
-                       progress, **options)
-    if precision != "fp32":
-        a.params["precision"] = precision
-    return a
-
-
-def _attribute(handle: ModelHandle, prompt: str, target: str, method: str | IG = "ig", steps: int = 20,
-               objective: str = "prob", rule: str = "left", batch_size: int | None = None,
-               prefix_cache: bool = True, replay: bool = True, progress=None, **options) -> Attribution:
     """Integrated-gradients score of every neuron for the gold ``target`` after ``prompt``.
 
     Causal models: ``prompt`` is the text before the answer. Masked models: ``prompt`` marks the
     answer's place with ``[Y]`` or the mask token (expanded to one mask per answer token).
     Multi-token answers: sum of the per-token attributions, each token scored after the gold prefix.
-    ``options`` go to the method (amig: ``paths``, ``prefactor_kind``, ``normalize``).
+    ``options`` go to the method (amig: ``paths``, ``prefactor_kind``, ``normalize``);
+    ``precision``: fp32 (default), or bf16 / fp16 autocast (GPU speed). See ``attribute_many`` for
+    several prompts in one batch.
     """
+    return attribute_many(handle, [(prompt, target)], method, steps, objective, rule, batch_size, prefix_cache,
+                          replay, progress, precision, **options)[0]
+
+
+def attribute_many(handle: ModelHandle, items: list[tuple[str, str]], method: str | IG = "ig", steps: int = 20,
+                   objective: str = "prob", rule: str = "left", batch_size: int | None = None,
+                   prefix_cache: bool = True, replay: bool = True, progress=None, precision: str = "fp32",
+                   share: bool = True, **options) -> list[Attribution]:
+    """``attribute`` for several (prompt, target) pairs at once: the rows of all of them (every answer
+    token, layer, path and step) go through the model in shared batches (``share``; padded and masked,
+    where the model's check allows it), which keeps a GPU busy with small models or short prompts.
+    The results equal one ``attribute`` call per pair."""
+    with autocast(handle, precision):
+        out = _attribute_many(handle, items, method, steps, objective, rule, batch_size, prefix_cache, replay,
+                              progress, share, **options)
+    for a in out:
+        if precision != "fp32":
+            a.params["precision"] = precision
+    return out
+
+
+@dataclass
+class _Item:
+    ids: torch.Tensor
+    enc: object
+    clean: object
+    token_f: list[float]
+    token_p: list[float]
+    pref: torch.Tensor
+    first: int                                    # index of its first problem
+
+
+def _attribute_many(handle, items, method, steps, objective, rule, batch_size, prefix_cache, replay, progress,
+                    share, **options) -> list[Attribution]:
     m = make_method(method, **options)
     alphas, weights = nodes(rule, steps)
-    enc = encode(handle.tokenizer, handle.kind, prompt, target)
-    ids = torch.tensor([enc.input_ids], device=handle.device)
-    n_prompt = enc.positions[0] + 1 if handle.kind == "causal" else ids.shape[1]
-    clean = clean_pass(handle, ids, enc.positions, keep_outputs=True)
-    acts = clean.acts[0]                                            # [K, L, N]
-    token_f = [float(objective_values(clean.logits[0, k], t, objective)) for k, t in enumerate(enc.target_ids)]
-    token_p = [float(objective_values(clean.logits[0, k], t, "prob")) for k, t in enumerate(enc.target_ids)]
-    base = m.baselines(handle, ids, enc.positions, n_prompt, acts)  # [K, P, L, N]
-    pref = m.prefactor(acts, base)
     proper = m.proper()
-    bs = batch_size or default_batch_size(handle, ids.shape[1], prefix_cache)
+    prepared, problems, paths = [], [], []
+    for prompt, target in items:
+        enc = encode(handle.tokenizer, handle.kind, prompt, target)
+        ids = torch.tensor([enc.input_ids], device=handle.device)
+        n_prompt = enc.positions[0] + 1 if handle.kind == "causal" else ids.shape[1]
+        clean = clean_pass(handle, ids, enc.positions, keep_outputs=True)
+        acts = clean.acts[0]                                            # [K, L, N]
+        token_f = [float(objective_values(clean.logits[0, k], t, objective)) for k, t in enumerate(enc.target_ids)]
+        token_p = [float(objective_values(clean.logits[0, k], t, "prob")) for k, t in enumerate(enc.target_ids)]
+        base = m.baselines(handle, ids, enc.positions, n_prompt, acts)  # [K, P, L, N]
+        prepared.append(_Item(ids, enc, clean, token_f, token_p, m.prefactor(acts, base), len(problems)))
+        for k, (pos, tgt) in enumerate(zip(enc.positions, enc.target_ids)):
+            problems.append(make_problem(handle, ids, pos, tgt, clean, prefix_cache=prefix_cache))
+            paths.append(Paths(acts[k], base[k]))
+        clean.cache = clean.outputs = None          # what the problems need they hold
+    longest = max(int(p.ids.shape[1]) for p in problems)
+    bs = batch_size or default_batch_size(handle, longest, prefix_cache)
+    runner = Runner(handle, problems, objective, replay=replay)
+    sums = integrate(runner, paths, alphas, weights, endpoints=proper, batch_size=bs, progress=progress,
+                     share=share)
     L, N = handle.n_layers, handle.n_neurons
-    scores = torch.zeros(L, N, dtype=torch.float64)
-    delta = torch.zeros(L, dtype=torch.float64)
-    for k, (pos, tgt) in enumerate(zip(enc.positions, enc.target_ids)):
-        runner = Runner(handle, ids, k, pos, tgt, clean, objective, prefix_cache=prefix_cache, replay=replay)
-        G, F0 = integrate(runner, acts[k], base[k], alphas, weights, endpoints=proper,
-                          batch_size=bs, progress=progress)
-        scores += (pref[k].double().cpu() * G).sum(dim=0)
-        if proper:
-            delta += (token_f[k] - F0).sum(dim=0)
-    if getattr(m, "normalize", False):
-        scores = scores / scores.sum(dim=1, keepdim=True)
-    completeness = None
-    if proper:
-        completeness = float((scores.sum(dim=1) - delta).abs().sum() / delta.abs().sum().clamp_min(1e-30))
-    prob = float(torch.tensor(token_p, dtype=torch.float64).prod())
     params = {"steps": steps, "objective": objective, "rule": rule, **m.params()}
-    p0, i0 = clean.logits[0, 0].float().softmax(-1).max(-1)
-    prediction = (handle.tokenizer.decode([int(i0)]), float(p0))
-    return Attribution(scores.float(), prob, token_p, list(enc.target_ids), m.name, params,
-                       completeness, delta.float() if proper else None, prediction)
+    out = []
+    for it in prepared:
+        scores = torch.zeros(L, N, dtype=torch.float64)
+        delta = torch.zeros(L, dtype=torch.float64)
+        for k in range(len(it.enc.target_ids)):
+            G, F0 = sums[it.first + k]
+            scores += (it.pref[k].double().cpu() * G).sum(dim=0)
+            if proper:
+                delta += (it.token_f[k] - F0).sum(dim=0)
+        if getattr(m, "normalize", False):
+            scores = scores / scores.sum(dim=1, keepdim=True)
+        completeness = None
+        if proper:
+            completeness = float((scores.sum(dim=1) - delta).abs().sum() / delta.abs().sum().clamp_min(1e-30))
+        prob = float(torch.tensor(it.token_p, dtype=torch.float64).prod())
+        p0, i0 = it.clean.logits[0, 0].float().softmax(-1).max(-1)
+        prediction = (handle.tokenizer.decode([int(i0)]), float(p0))
+        out.append(Attribution(scores.float(), prob, it.token_p, list(it.enc.target_ids), m.name, dict(params),
+                               completeness, delta.float() if proper else None, prediction))
+    return out
 
 
-__all__ = ["Attribution", "attribute", "autocast", "METHODS", "PRECISIONS", "RULES", "IG", "AMIG"]
+__all__ = ["Attribution", "attribute", "attribute_many", "autocast", "METHODS", "PRECISIONS", "RULES", "IG", "AMIG"]

@@ -84,25 +84,31 @@ def _hook(h):
 
 class _TargetLogProb(torch.autograd.Function):
     """log softmax(logits)[..., target] with a one-pass backward (no [rows, vocab] zeros, no stored
-    softmax): d/dlogits = onehot(target) - softmax(logits)."""
+    softmax): d/dlogits = onehot(target) - softmax(logits). ``target``: an int, or one per row."""
 
     @staticmethod
-    def forward(ctx, logits, target: int):
+    def forward(ctx, logits, target):
         lse = torch.logsumexp(logits, dim=-1)
         ctx.save_for_backward(logits, lse)
         ctx.target = target
+        if isinstance(target, torch.Tensor):
+            return logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - lse
         return logits[..., target] - lse
 
     @staticmethod
     def backward(ctx, g):
         logits, lse = ctx.saved_tensors
         grad = torch.sub(logits, lse.unsqueeze(-1)).exp_().mul_(-g.unsqueeze(-1))
-        grad[..., ctx.target] += g
+        if isinstance(ctx.target, torch.Tensor):
+            grad.scatter_add_(-1, ctx.target.unsqueeze(-1), g.unsqueeze(-1))
+        else:
+            grad[..., ctx.target] += g
         return grad, None
 
 
-def objective_values(logits: torch.Tensor, target: int, objective: str) -> torch.Tensor:
-    """The objective of each row of ``logits`` [..., V]: p(target) ("prob") or log p ("logprob")."""
+def objective_values(logits: torch.Tensor, target, objective: str) -> torch.Tensor:
+    """The objective of each row of ``logits`` [..., V]: p(target) ("prob") or log p ("logprob");
+    ``target`` an int or a tensor of one target per row."""
     if objective not in ("prob", "logprob"):
         raise ValueError(f"objective must be 'prob' or 'logprob', not {objective!r}")
     logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
@@ -110,18 +116,22 @@ def objective_values(logits: torch.Tensor, target: int, objective: str) -> torch
     return logp.exp() if objective == "prob" else logp
 
 
+def _growing_cache_layers(cache) -> bool:
+    """Whether every layer of ``cache`` is a plain growing key/value cache (one we can cut and stack)."""
+    try:
+        from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+    except ImportError:                               # older transformers: no per-layer cache objects
+        return False
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(isinstance(x, DynamicLayer) and not isinstance(x, DynamicSlidingWindowLayer)
+                                and isinstance(getattr(x, "keys", None), torch.Tensor) for x in layers)
+
+
 def _prefix_cache(handle: ModelHandle, clean: CleanPass, input_ids: torch.Tensor, position: int):
     """The key/value cache of the first ``position`` tokens: the clean pass's, cut (no extra pass),
     where every layer is a plain growing cache; otherwise one pass of the decoder without its
     output layer."""
-    try:
-        from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
-    except ImportError:                               # older transformers: no per-layer cache objects
-        DynamicLayer = DynamicSlidingWindowLayer = None
-    layers = getattr(clean.cache, "layers", None)
-    if DynamicLayer is not None and layers and all(
-            isinstance(x, DynamicLayer) and not isinstance(x, DynamicSlidingWindowLayer)
-            and isinstance(getattr(x, "keys", None), torch.Tensor) for x in layers):
+    if _growing_cache_layers(clean.cache):
         past = copy.deepcopy(clean.cache)
         for x in past.layers:
             x.keys, x.values = x.keys[..., :position, :], x.values[..., :position, :]
@@ -132,129 +142,236 @@ def _prefix_cache(handle: ModelHandle, clean: CleanPass, input_ids: torch.Tensor
     return getattr(out, "cache", None) or out.past_key_values
 
 
+@dataclass
+class Problem:
+    """One answer token of one prompt: what a row of a batch runs and against what."""
+    ids: torch.Tensor            # [1, t] the tokens a row runs (causal with cache: the one query token)
+    pos: int                     # the answer position in ``ids``
+    target: int                  # the answer token
+    outputs: list                # per layer: the clean output of the block, cut to ``ids``' positions
+    past: object | None = None   # causal with cache: the key/value cache of the tokens before ``ids``
+    past_len: int = 0
+
+
+def make_problem(handle: ModelHandle, input_ids: torch.Tensor, position: int, target: int, clean: CleanPass,
+                 prefix_cache: bool = True) -> Problem:
+    """The answer token at ``position`` of ``input_ids`` [1, T] (whose clean pass is ``clean``)."""
+    if handle.kind == "causal" and prefix_cache:
+        # one query token against the cached prefix; replayed outputs are that position's
+        past = _prefix_cache(handle, clean, input_ids, position) if position > 0 else None
+        return Problem(input_ids[:, position:position + 1], 0, target,
+                       [_expand_like(o, _hidden(o)[:, position:position + 1]) for o in clean.outputs],
+                       past, position)
+    end = position + 1 if handle.kind == "causal" else input_ids.shape[1]
+    return Problem(input_ids[:, :end], position, target, [_expand_like(o, _hidden(o)[:, :end]) for o in clean.outputs])
+
+
 class Runner:
     """Evaluates the objective, and its gradient w.r.t. the patched activation, for a batch of rows
-    that each set one layer's activation at one answer position (answer token k)."""
+    that each set one layer's activation at the answer position of one problem. Rows of several
+    problems (answer tokens, prompts, facts) can share a batch: their inputs are padded and masked."""
 
-    def __init__(self, handle: ModelHandle, input_ids: torch.Tensor, k: int, position: int, target: int,
-                 clean: CleanPass, objective: str, prefix_cache: bool = True, replay: bool = True):
-        self.h, self.target, self.objective, self.replay = handle, target, objective, replay
-        self.past = None
-        if handle.kind == "causal" and prefix_cache:
-            # one query token against the cached prefix; replayed outputs are that position's
-            if position > 0:
-                self.past = _prefix_cache(handle, clean, input_ids, position)
-            self.ids, self.pos = input_ids[:, position:position + 1], 0
-            self.outputs = [_expand_like(o, _hidden(o)[:, position:position + 1]) for o in clean.outputs]
-        else:
-            end = position + 1 if handle.kind == "causal" else input_ids.shape[1]
-            self.ids, self.pos = input_ids[:, :end], position
-            self.outputs = [_expand_like(o, _hidden(o)[:, :end]) for o in clean.outputs]
+    def __init__(self, handle: ModelHandle, problems: list[Problem] | Problem, objective: str, replay: bool = True):
+        self.h, self.objective, self.replay = handle, objective, replay
+        self.problems = [problems] if isinstance(problems, Problem) else list(problems)
+        P = len(self.problems)
+        dev = self.problems[0].ids.device
+        self.pos = torch.tensor([p.pos for p in self.problems], device=dev)
+        self.targets = torch.tensor([p.target for p in self.problems], device=dev)
+        self.past_len = torch.tensor([p.past_len for p in self.problems], device=dev)
+        self.seq = torch.tensor([p.ids.shape[1] for p in self.problems], device=dev)
+        pasts = [p.past for p in self.problems if p.past is not None]
+        # problems can share a batch where their caches can be stacked (or there are none)
+        self.can_mix = P > 1 and all(_growing_cache_layers(x) for x in pasts)
+        if self.can_mix:
+            T = int(self.seq.max())
+            pad = handle.tokenizer.pad_token_id or 0
+            self.ids = torch.full((P, T), pad, dtype=self.problems[0].ids.dtype, device=dev)
+            for i, p in enumerate(self.problems):
+                self.ids[i, :p.ids.shape[1]] = p.ids[0]
+            self.outs = [_pad_stack([_hidden(p.outputs[j]) for p in self.problems], T) for j in range(handle.n_layers)]
+            self.kv = None
+            if pasts:                                 # per layer: keys, values [P, heads, T_max, d], zero-padded
+                M = int(self.past_len.max())
+                self.kv = []
+                for j in range(len(pasts[0].layers)):
+                    ref = pasts[0].layers[j]
+                    k = ref.keys.new_zeros(P, *ref.keys.shape[1:-2], M, ref.keys.shape[-1])
+                    v = ref.values.new_zeros(P, *ref.values.shape[1:-2], M, ref.values.shape[-1])
+                    for i, p in enumerate(self.problems):
+                        if p.past is not None:
+                            k[i, ..., :p.past_len, :] = p.past.layers[j].keys[0]
+                            v[i, ..., :p.past_len, :] = p.past.layers[j].values[0]
+                    self.kv.append((k, v))
+                self.template = next(p.past for p in self.problems if p.past is not None)
 
-    def __call__(self, layers: torch.Tensor, points: torch.Tensor, grad: bool = True,
-                 staircase: bool | None = None, clean: bool = False):
-        """``layers`` [B] sorted ascending, ``points`` [B, N] -> objective [B], gradient [B, N].
+    def __call__(self, layers: torch.Tensor, points: torch.Tensor, problem: torch.Tensor | None = None,
+                 grad: bool = True, staircase: bool | None = None, clean=False):
+        """Rows: ``layers`` [B] sorted ascending, ``points`` [B, N], ``problem`` [B] (default: all 0)
+        -> objective [B], gradient [B, N].
 
         ``staircase``: run each block on the rows that have reached it only (None: where the model
-        allows it, checked once per model). ``clean``: also return the unpatched model's objective
-        and its gradient w.r.t. every layer's activation [L, N], from ONE extra row: a zero probe is
-        added to each layer's activation in that row (every path through the network stays intact)
-        and the gradient w.r.t. the probes is taken."""
+        allows it, checked once per model). ``clean``: problems (a list; True: problem 0) whose
+        unpatched objective and gradient w.r.t. every layer's activation [C, L, N] are also returned,
+        each from ONE extra row: a zero probe is added to each layer's activation in that row (every
+        path through the network stays intact) and the gradient w.r.t. the probes is taken."""
         L, N = self.h.n_layers, self.h.n_neurons
-        extra = int(clean)
-        B = len(layers) + extra                          # row 0 is the clean row, if any
-        reached = (torch.bincount(layers, minlength=L).cumsum(0) + extra).tolist()  # rows at layer <= j
+        dev = points.device
+        problem = torch.zeros(len(layers), dtype=torch.long, device=dev) if problem is None else problem
+        clean = [0] if clean is True else list(clean or [])
+        C = len(clean)
+        rows_problem = torch.cat([torch.tensor(clean, dtype=torch.long, device=dev), problem])
+        B = len(rows_problem)                            # rows 0..C-1: the clean rows
+        mixed = bool((rows_problem != rows_problem[0]).any()) if B else False
+        if mixed and not self.can_mix:
+            raise ValueError("these problems cannot share a batch (their caches cannot be stacked)")
+        reached = (torch.bincount(layers, minlength=L).cumsum(0) + C).tolist()   # rows at layer <= j
         if staircase is None:
             partial = self.replay and any(0 < n < B for n in reached)
-            staircase = partial and self._staircase_ok(layers, points)
+            staircase = partial and self._checked(_STAIRCASE, mixed, lambda: self._same_with(
+                layers, points, problem, dict(staircase=True), dict(staircase=False)))
+        pos = self.pos[rows_problem]
         points = points.detach().requires_grad_(grad)
-        probes = torch.zeros(L, N, dtype=points.dtype, device=points.device, requires_grad=grad) if clean else None
-        seq = self.ids.shape[1]
+        probes = torch.zeros(C, L, N, dtype=points.dtype, device=dev, requires_grad=grad) if C else None
+        if mixed:
+            ids, outs = self.ids[rows_problem], [o[rows_problem] for o in self.outs]
+        else:
+            p0 = self.problems[int(rows_problem[0])]
+            ids, outs = p0.ids.expand(B, -1), [_hidden(o).expand(B, *_hidden(o).shape[1:]) for o in p0.outputs]
+        seq = ids.shape[1]
         with ExitStack() as stack, torch.set_grad_enabled(grad):
             for l in range(L):
                 rows = (layers == l).nonzero().squeeze(1)
-                if not clean and len(rows) == 0:
+                if not C and len(rows) == 0:
                     continue
                 def patch(mod, args, l=l, rows=rows):
                     x = args[0]
                     x = as_bsn(x, x.shape[0] if x.dim() == 3 else x.shape[0] // seq, seq)
                     if len(rows):
-                        x = x.index_put((rows + extra, torch.full_like(rows, self.pos)), points[rows].to(x.dtype))
-                    if clean:
-                        add = torch.zeros_like(x[:1])
-                        add[0, self.pos] = probes[l].to(x.dtype)
-                        x = torch.cat([x[:1] + add, x[1:]])
+                        x = x.index_put((rows + C, pos[rows + C]), points[rows].to(x.dtype))
+                    if C:
+                        x = x.index_put((torch.arange(C, device=dev), pos[:C]), probes[:, l].to(x.dtype), accumulate=True)
                     return (x.view(args[0].shape),) + args[1:]
                 stack.enter_context(_hook(self.h.sites[l].register_forward_pre_hook(patch)))
             if self.replay:
                 for j in range(L):
+                    block, template = self.h.layers[j], self.problems[0].outputs[j]
                     if reached[j] == 0:
-                        stack.enter_context(_replaced_forward(self.h.layers[j], self.outputs[j], B))
+                        stack.enter_context(_swapped_forward(block, lambda *a, t=template, o=outs[j], **k: _expand_like(t, o)))
                     elif staircase and reached[j] < B:
-                        stack.enter_context(_first_rows(self.h.layers[j], self.outputs[j], reached[j], B))
-            obj = self._objective(stack, B, reached if staircase else None)
+                        stack.enter_context(_first_rows(block, outs[j], reached[j], B))
+            obj = self._objective(stack, ids, rows_problem, pos, mixed, reached if staircase else None)
             g = gp = None
             if grad:
-                wrt = [points] + ([probes] if clean else [])
+                wrt = [points] + ([probes] if C else [])
                 g, *rest = torch.autograd.grad(obj.sum(), wrt, allow_unused=True)
                 g = torch.zeros_like(points) if g is None else g
-                gp = rest[0] if clean else None
+                gp = rest[0] if C else None
         obj = obj.detach()
-        if clean:
-            return obj[1:], g, (obj[0], gp)
+        if C:
+            return obj[C:], g, (obj[:C], gp)
         return obj, g
 
-    def clean_grads(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def clean_grads(self, problem: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """The unpatched model's objective and its gradient w.r.t. every layer's activation [L, N]."""
-        empty = torch.zeros(0, self.h.n_neurons, dtype=self.h.dtype, device=self.ids.device)
-        _, _, c = self(torch.zeros(0, dtype=torch.long, device=self.ids.device), empty, clean=True)
-        return c
+        dev = self.pos.device
+        empty = torch.zeros(0, self.h.n_neurons, dtype=self.h.dtype, device=dev)
+        none = torch.zeros(0, dtype=torch.long, device=dev)
+        _, _, (f, g) = self(none, empty, none, clean=[problem])
+        return f[0], g[0]
 
-    def _staircase_ok(self, layers: torch.Tensor, points: torch.Tensor) -> bool:
-        """Once per model: do rows computed by the staircase equal rows computed by every block?
-        Checked on one row of each of (up to) three of this batch's layers."""
-        key = self.h.model
-        if key not in _STAIRCASE:
-            first = torch.unique_consecutive(layers, return_counts=True)[1].cumsum(0).roll(1)
-            first[0] = 0
-            pick = first[torch.linspace(0, len(first) - 1, min(3, len(first))).round().long().unique()]
-            ok = False
+    def can_share(self, layers: torch.Tensor, points: torch.Tensor, problem: torch.Tensor) -> bool:
+        """Once per model: do rows of several problems in one batch equal the same rows run alone?"""
+        if not self.can_mix:
+            return False
+
+        def alone():
+            outs = [self(layers[problem == p], points[problem == p], problem[problem == p], staircase=False)
+                    for p in problem.unique_consecutive().tolist()]
+            return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+        order = torch.argsort(problem, stable=True)      # `alone` returns rows grouped by problem
+        return self._checked(_MIX, True, lambda: _close(
+            [t[order] for t in self(layers, points, problem, staircase=False)], alone(), points))
+
+    def _checked(self, table, mixed: bool, check) -> bool:
+        """``check()``'s verdict, computed once per model (and per mixed / single-problem batches);
+        an exception is a no."""
+        known = table.setdefault(self.h.model, {})
+        if mixed not in known:
             try:
-                a = self(layers[pick], points[pick], staircase=True, clean=True)
-                b = self(layers[pick], points[pick], staircase=False, clean=True)
-                exact = points.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled()
-                tol = 1e-4 if exact else 3e-2
-                pairs = [(a[0], b[0]), (a[1], b[1]), (a[2][1], b[2][1])]
-                ok = all(bool(((x - y).abs() <= tol * y.abs().max() + 1e-12).all()) for x, y in pairs)
+                known[mixed] = bool(check())
             except (RuntimeError, ValueError, TypeError, IndexError):
-                ok = False
-            _STAIRCASE[key] = ok
-        return _STAIRCASE[key]
+                known[mixed] = False
+        return known[mixed]
 
-    def _objective(self, stack: ExitStack, B: int, reached: list[int] | None = None) -> torch.Tensor:
-        """Run ``B`` copies of the input (against the prefix cache, if any) with the hooks already in
-        ``stack``; the objective per row. ``reached``: the staircase's rows per block (block j's cache
-        then holds that many rows). Masked models: after the last block only the answer position
-        matters (the head is position-wise), so the head runs on that position alone."""
+    def _same_with(self, layers, points, problem, a: dict, b: dict) -> bool:
+        """Rows computed with options ``a`` equal rows computed with ``b`` (one row of each of up to
+        three of the batch's layers, with a clean row)."""
+        first = torch.unique_consecutive(layers, return_counts=True)[1].cumsum(0).roll(1)
+        first[0] = 0
+        pick = first[torch.linspace(0, len(first) - 1, min(3, len(first))).round().long().unique()]
+        clean = [int(problem[pick[0]])]
+        x = self(layers[pick], points[pick], problem[pick], clean=clean, **a)
+        y = self(layers[pick], points[pick], problem[pick], clean=clean, **b)
+        return _close([x[0], x[1], x[2][1]], [y[0], y[1], y[2][1]], points)
+
+    def _objective(self, stack: ExitStack, ids: torch.Tensor, rows_problem: torch.Tensor, pos: torch.Tensor,
+                   mixed: bool, reached: list[int] | None) -> torch.Tensor:
+        """Run the rows' inputs (against the prefix cache, if any) with the hooks already in ``stack``;
+        the objective per row. ``reached``: the staircase's rows per block (block j's cache then holds
+        that many rows). Masked models: after the last block only the answer position matters (the
+        head is position-wise), so the head runs on that position alone."""
+        B = len(rows_problem)
         kwargs = {}
-        if self.past is not None:
-            past = copy.deepcopy(self.past)
-            if reached is not None:
-                for layer, n in zip(past.layers, reached):   # block j sees only its own rows
-                    layer.keys = layer.keys.expand(max(n, 1), *layer.keys.shape[1:])
-                    layer.values = layer.values.expand(max(n, 1), *layer.values.shape[1:])
-            elif B > 1:
-                past.batch_repeat_interleave(B)
-            kwargs = {_cache_kwarg(self.h.model): past, "use_cache": True}
-        pos = self.pos
+        past_len = self.past_len[rows_problem]
+        if mixed:
+            seq_len = self.seq[rows_problem]
+            T = ids.shape[1]
+            if self.kv is not None:                      # [B, past + 1]: the row's own prefix, and its token
+                M = self.kv[0][0].shape[-2]
+                mask = torch.arange(M + 1, device=ids.device) < past_len.unsqueeze(1)
+                mask[:, M] = True
+                kwargs["position_ids"] = past_len.unsqueeze(1)
+            else:                                        # [B, T]: the row's own tokens
+                mask = torch.arange(T, device=ids.device) < seq_len.unsqueeze(1)
+            kwargs["attention_mask"] = mask.long()
+        if self.problems[int(rows_problem[0])].past is not None or (mixed and self.kv is not None):
+            if mixed:
+                past = copy.deepcopy(self.template)
+                for j, layer in enumerate(past.layers):
+                    n = max(reached[j], 1) if reached is not None else B
+                    layer.keys, layer.values = self.kv[j][0][rows_problem[:n]], self.kv[j][1][rows_problem[:n]]
+            else:
+                past = copy.deepcopy(self.problems[int(rows_problem[0])].past)
+                if reached is not None:
+                    for layer, n in zip(past.layers, reached):   # block j sees only its own rows
+                        layer.keys = layer.keys.expand(max(n, 1), *layer.keys.shape[1:])
+                        layer.values = layer.values.expand(max(n, 1), *layer.values.shape[1:])
+                elif B > 1:
+                    past.batch_repeat_interleave(B)
+            kwargs.update({_cache_kwarg(self.h.model): past, "use_cache": True})
+        rows = torch.arange(B, device=ids.device)
         if self.h.kind == "masked":
             def keep(mod, args, out):
-                return _expand_like(out, _hidden(out)[:, self.pos:self.pos + 1])
+                return _expand_like(out, _hidden(out)[rows, pos].unsqueeze(1))
             stack.enter_context(_hook(self.h.layers[-1].register_forward_hook(keep)))
-            pos = 0
-        logits = self.h.model(input_ids=self.ids.expand(B, -1), **kwargs).logits
-        logits = logits.squeeze(1) if logits.shape[1] == 1 else logits[:, pos, :]
-        return objective_values(logits, self.target, self.objective)
+        logits = self.h.model(input_ids=ids, **kwargs).logits
+        logits = logits.squeeze(1) if logits.shape[1] == 1 else logits[rows, pos]
+        return objective_values(logits, self.targets[rows_problem], self.objective)
+
+
+def _pad_stack(xs: list[torch.Tensor], T: int) -> torch.Tensor:
+    """[1, t_i, D] tensors -> [n, T, D], zero-padded on the right."""
+    out = xs[0].new_zeros(len(xs), T, *xs[0].shape[2:])
+    for i, x in enumerate(xs):
+        out[i, :x.shape[1]] = x[0]
+    return out
+
+
+def _close(xs, ys, like: torch.Tensor) -> bool:
+    exact = like.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled()
+    tol = 1e-4 if exact else 3e-2
+    return all(bool(((x - y).abs() <= tol * y.abs().max() + 1e-12).all()) for x, y in zip(xs, ys))
 
 
 def _takes(model, name: str) -> bool:
@@ -266,23 +383,14 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-@contextmanager
-def _replaced_forward(block, output, batch: int):
-    """Make ``block`` return its recorded (clean) output instead of computing it."""
-    hidden = _hidden(output)
-    replay = _expand_like(output, hidden.expand(batch, *hidden.shape[1:]))
-    with _swapped_forward(block, lambda *a, **k: replay):
-        yield
+_STAIRCASE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # model -> {mixed: staircase works}
+_MIX: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()         # model -> {True: problems can share}
 
 
-_STAIRCASE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # model -> staircase works
-
-
-def _first_rows(block, output, n: int, batch: int):
-    """Make ``block`` compute only the first ``n`` of ``batch`` rows; the rest take its recorded
-    output. Tensor arguments with ``batch`` rows are cut to ``n``."""
-    hidden = _hidden(output)
-    rest = hidden.expand(batch - n, *hidden.shape[1:])
+def _first_rows(block, rows_out: torch.Tensor, n: int, batch: int):
+    """Make ``block`` compute only the first ``n`` of ``batch`` rows; the rest take their recorded
+    outputs ``rows_out`` [batch, ...]. Tensor arguments with ``batch`` rows are cut to ``n``."""
+    rest = rows_out[n:]
     forward = block.forward
 
     def cut(x):
@@ -317,17 +425,28 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
-def integrate(runner: Runner, acts: torch.Tensor, baselines: torch.Tensor, alphas: torch.Tensor,
-              weights: torch.Tensor, endpoints: bool, batch_size: int,
-              progress=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Weighted sum of gradients along each path, for one answer token.
+@dataclass
+class Paths:
+    """The integration paths of one problem: ``acts`` [L, N] (the end point), ``baselines`` [P, L, N]."""
+    acts: torch.Tensor
+    baselines: torch.Tensor
 
-    ``acts`` [L, N]; ``baselines`` [P, L, N]; returns G [P, L, N] = sum_i w_i dF/dx(b + alpha_i (a - b))
+
+def integrate(runner: Runner, paths: list[Paths] | Paths, alphas: torch.Tensor, weights: torch.Tensor,
+              endpoints: bool, batch_size: int, progress=None, share: bool = True):
+    """Weighted sums of gradients along each path of each of the runner's problems.
+
+    For problem i with ``paths[i]`` (baselines [P, L, N]): G [P, L, N] = sum_k w_k dF/dx(b + alpha_k (a - b))
     and, if ``endpoints``, F at alpha = 0 for every (path, layer) [P, L] (for the completeness check).
+    Rows are ordered by layer, then problem, path and node, and cut into batches of ``batch_size``
+    rows; rows of several problems share a batch when ``share`` and the model allows it (checked
+    once). Returns a list of (G, F0) on the CPU (a single pair when ``paths`` is one Paths).
     """
-    P, L, N = baselines.shape
-    dev = acts.device                               # everything on the model's device; G returns on the CPU
-    # nodes at alpha = 1 are the unpatched model for every layer and path: one shared row gives them all
+    single = isinstance(paths, Paths)
+    paths = [paths] if single else list(paths)
+    L, N = runner.h.n_layers, runner.h.n_neurons
+    dev = paths[0].acts.device                      # everything on the model's device; G returns on the CPU
+    # nodes at alpha = 1 are the unpatched model for every layer and path: one shared row per problem
     ones = alphas == 1
     w1 = float(weights[ones].sum()) if bool(ones.any()) else None
     alphas, weights = alphas[~ones], weights[~ones]
@@ -337,38 +456,86 @@ def integrate(runner: Runner, acts: torch.Tensor, baselines: torch.Tensor, alpha
     f0_node = (len(alphas) if extra else zero[0]) if endpoints else -1
     alphas_e = (torch.cat([alphas, alphas.new_zeros(1)]) if extra else alphas).to(dev)
     weights_e = (torch.cat([weights, weights.new_zeros(1)]) if extra else weights).to(dev)
-    per_layer = P * len(alphas_e)
-    R = L * per_layer
-    G = torch.zeros(P * L, N, dtype=torch.float64, device=dev)
-    F0 = torch.zeros(P * L, dtype=torch.float64, device=dev)
-    diff = acts.unsqueeze(0) - baselines            # [P, L, N]
-    need_clean = w1 is not None                     # the shared row rides along with the first batch
-    if need_clean and R == 0:
-        _, g1 = runner.clean_grads()
-        G += w1 * g1.double().repeat(P, 1)
-    start, bs = 0, max(1, batch_size)
-    while start < R:
-        idx = torch.arange(start, min(start + bs, R), device=dev)
-        layer = idx // per_layer
-        path = (idx % per_layer) // len(alphas_e)
-        node = idx % len(alphas_e)
-        pts = baselines[path, layer] + alphas_e[node].to(acts.dtype).unsqueeze(1) * diff[path, layer]
+    K = len(alphas_e)
+    # global path table: path g belongs to problem owner[g]
+    n_paths = [p.baselines.shape[0] for p in paths]
+    owner = torch.repeat_interleave(torch.arange(len(paths), device=dev), torch.tensor(n_paths, device=dev))
+    first_path = torch.tensor([0] + n_paths[:-1], device=dev).cumsum(0)
+    base = torch.cat([p.baselines for p in paths])                     # [GP, L, N]
+    diff = torch.cat([p.acts.unsqueeze(0) - p.baselines for p in paths])
+    GP = len(base)
+    # rows: (layer, path, node), layer-major: a batch spans few layers, of as many problems as fit
+    layer = torch.arange(L, device=dev).repeat_interleave(GP * K)
+    path = torch.arange(GP, device=dev).repeat_interleave(K).repeat(L)
+    node = torch.arange(K, device=dev).repeat(L * GP)
+    point = lambda idx: base[path[idx], layer[idx]] + alphas_e[node[idx]].to(base.dtype).unsqueeze(1) * diff[path[idx], layer[idx]]
+    share = share and len(paths) > 1 and len(layer) > 0 and _can_share(runner, layer, owner[path], point)
+    batches = _Batches(layer, None if share else owner[path], max(1, batch_size))
+    G = torch.zeros(GP * L, N, dtype=torch.float64, device=dev)
+    F0 = torch.zeros(GP * L, dtype=torch.float64, device=dev)
+    Gp = G.view(GP, L, N)
+    need_clean = set(owner.unique().tolist()) if w1 is not None else set()
+    while (idx := batches.next()) is not None:
+        prob = owner[path[idx]]
+        clean = sorted(need_clean & set(prob.unique().tolist()))       # each problem's shared row rides along
         try:
-            obj, g, *c = runner(layer, pts, clean=need_clean)
+            obj, g, *c = runner(layer[idx], point(idx), prob, clean=clean)
         except RuntimeError as e:                   # back off on out-of-memory, re-raise otherwise
             if not _is_oom(e) or len(idx) == 1:
                 raise
-            bs = max(1, len(idx) // 2)
+            batches.halve(len(idx))
             continue
-        if need_clean:                              # row p * L + l gets layer l's gradient
-            G += w1 * c[0][1].double().repeat(P, 1)
-            need_clean = False
-        flat = path * L + layer
-        G.index_add_(0, flat, g.double() * weights_e[node].unsqueeze(1))
+        batches.advance(len(idx))
+        for i, g1 in zip(clean, c[0][1] if clean else []):         # every path of problem i, every layer
+            Gp[owner == i] += w1 * g1.double()
+        need_clean -= set(clean)
+        flat = path[idx] * L + layer[idx]
+        G.index_add_(0, flat, g.double() * weights_e[node[idx]].unsqueeze(1))
         if endpoints:
-            is0 = node == f0_node
+            is0 = node[idx] == f0_node
             F0[flat[is0]] = obj[is0].double()
-        start += len(idx)
         if progress is not None:
             progress(len(idx))
-    return G.view(P, L, N).cpu(), (F0.view(P, L).cpu() if endpoints else None)
+    for i in sorted(need_clean):                    # no other rows (a rule with its only node at 1)
+        Gp[owner == i] += w1 * runner.clean_grads(i)[1].double()
+    G, F0 = G.view(GP, L, N).cpu(), F0.view(GP, L).cpu()
+    out = [(G[s:s + n], F0[s:s + n] if endpoints else None) for s, n in zip(first_path.tolist(), n_paths)]
+    return out[0] if single else out
+
+
+def _can_share(runner: Runner, layer, prob, point) -> bool:
+    """Checked once per model, on the first row of each of two problems."""
+    firsts = torch.stack([(prob == p).nonzero()[0, 0] for p in prob.unique()[:2]])
+    return runner.can_share(layer[firsts], point(firsts), prob[firsts])
+
+
+class _Batches:
+    """Consecutive runs of at most ``bs`` rows (indices into the row order), halved on demand
+    (out-of-memory). Without sharing (``prob`` given), rows go problem by problem (layer-major within
+    each) and a batch never holds two problems."""
+
+    def __init__(self, layer: torch.Tensor, prob: torch.Tensor | None, bs: int):
+        R = len(layer)
+        self.order = torch.arange(R, device=layer.device)
+        if prob is not None:
+            self.order = torch.argsort(prob * (int(layer.max()) + 1) + layer, stable=True)
+        self.prob = None if prob is None else prob[self.order]
+        self.start, self.bs = 0, bs
+
+    def next(self) -> torch.Tensor | None:
+        if self.start >= len(self.order):
+            return None
+        end = min(self.start + self.bs, len(self.order))
+        if self.prob is not None:
+            p = self.prob[self.start:end]
+            change = (p != p[0]).nonzero()
+            if len(change):
+                end = self.start + int(change[0, 0])
+        return self.order[self.start:end]
+
+    def halve(self, n: int) -> None:
+        """The last batch (``n`` rows) did not fit: half as many from now on."""
+        self.bs = max(1, n // 2)
+
+    def advance(self, n: int) -> None:
+        self.start += n
