@@ -485,3 +485,19 @@ def test_reproduce_refuses_bad_input_in_one_line(models, facts_file, tmp_path):
     (tmp_path / "c" / "x").write_text("x")
     one_line_error(cli("reproduce", "-m", models["gpt2"], "-f", facts_file, "-o", tmp_path / "c", "--langs", "en"),
                    "--resume")
+
+
+def test_locate_prompts_per_batch(models, facts_file, gpt2_run, tmp_path):
+    """Several facts' prompts in shared batches: same facts and neurons as the one-at-a-time run
+    (scores to float rounding); a bad value is a one-line error that writes nothing."""
+    out = tmp_path / "grouped"
+    run_locate(facts_file, out, models["gpt2"], "--prompts-per-batch", 4)
+    (fa, na), (fb, nb) = tables(out), tables(gpt2_run)
+    assert fa["fact_id"].to_pylist() == fb["fact_id"].to_pylist()
+    assert fa["n_neurons"].to_pylist() == fb["n_neurons"].to_pylist()
+    key = lambda t: [(r["fact_id"], r["layer"], r["neuron"]) for r in t.to_pylist()]  # noqa: E731
+    assert key(na) == key(nb)
+    assert na["score"].to_pylist() == pytest.approx(nb["score"].to_pylist(), rel=1e-4)
+    one_line_error(cli(*locate_args(facts_file, tmp_path / "bad", models["gpt2"], "--prompts-per-batch", 0)),
+                   "prompts-per-batch")
+    assert not (tmp_path / "bad").exists()

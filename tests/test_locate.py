@@ -26,8 +26,8 @@ def fact_file(tmp_path):
     return p
 
 
-def _run(h, fact_file, out, **kw):
-    cfg = LocateConfig(method="amig", steps=3, threshold=0.2)
+def _run(h, fact_file, out, per=1, **kw):
+    cfg = LocateConfig(method="amig", steps=3, threshold=0.2, prompts_per_batch=per)
     return locate(h, load_facts(fact_file), cfg, out, facts_path=str(fact_file),
                   facts_hash=fact_file_hash(fact_file), show_progress=False, **kw)
 
@@ -50,22 +50,42 @@ def test_same_inputs_same_rows(family, fact_file, tmp_path):
 def test_interrupted_run_resumes_to_the_same_files(fact_file, tmp_path, monkeypatch):
     h = tiny_handle("gpt2")
     full = _run(h, fact_file, tmp_path / "full")
-    real, calls = loc.locate_fact, []
+    real, calls = loc.locate_facts, []
 
     def dies_on_third(*a, **k):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(*a, **k)
-    monkeypatch.setattr(loc, "locate_fact", dies_on_third)
+    monkeypatch.setattr(loc, "locate_facts", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         _run(h, fact_file, tmp_path / "cut")
-    monkeypatch.setattr(loc, "locate_fact", real)
+    monkeypatch.setattr(loc, "locate_facts", real)
     from kneuron.store import open_run
     assert len(open_run(tmp_path / "cut").done()) == 2            # finished facts were kept
     resumed = _run(h, fact_file, tmp_path / "cut", resume=True)
     assert resumed.n_new == 3
     assert resumed.facts().equals(full.facts()) and resumed.neurons().equals(full.neurons())
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_prompts_of_several_facts_per_batch_give_the_same_run(family, fact_file, tmp_path, monkeypatch):
+    """--prompts-per-batch 3: facts are attributed in groups (here 3 + 3 prompts: c1's two and c2,
+    then c3, l1, l2), each committed on its own; the run equals the one-prompt-at-a-time run."""
+    h = tiny_handle(family)
+    one = _run(h, fact_file, tmp_path / "one")
+    real, groups = loc.locate_facts, []
+
+    def spy(handle, work, cfg, progress=None):
+        groups.append([f.id for f, _ in work])
+        return real(handle, work, cfg, progress)
+    monkeypatch.setattr(loc, "locate_facts", spy)
+    three = _run(h, fact_file, tmp_path / "three", per=3)
+    assert groups == [["c1", "c2"], ["c3", "l1", "l2"]]
+    assert three.facts().drop_columns(["p_target", "top_p"]).equals(one.facts().drop_columns(["p_target", "top_p"]))
+    a, b = three.neurons().to_pylist(), one.neurons().to_pylist()
+    assert [(r["fact_id"], r["layer"], r["neuron"]) for r in a] == [(r["fact_id"], r["layer"], r["neuron"]) for r in b]
+    assert all(abs(x["score"] - y["score"]) <= 1e-6 * abs(y["score"]) for x, y in zip(a, b))
 
 
 def test_unrelated_partner_is_another_relation_and_seeded(fact_file):

@@ -6,7 +6,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
-from .attribution import attribute
+from .attribution import attribute_many
 from .facts import Fact
 from .models.load import ModelHandle
 from .models.targets import Query, QueryError, encode, queries_for
@@ -24,7 +24,8 @@ class LocateConfig:
     objective: str = "prob"
     rule: str = "left"
     method_options: dict = field(default_factory=dict)
-    batch_size: int | None = None        # rows per batch (speed only; never changes results)
+    batch_size: int | None = None        # rows per batch (speed only; results equal to float rounding)
+    prompts_per_batch: int = 1           # prompts (of one or several facts) sharing batches (speed only: GPUs)
     precision: str = "fp32"              # fp32, or bf16 / fp16 autocast (GPU speed; changes results slightly)
 
     def validate(self) -> None:
@@ -45,6 +46,8 @@ class LocateConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch-size must be >= 1, got {self.batch_size}")
+        if self.prompts_per_batch < 1:
+            raise ValueError(f"prompts-per-batch must be >= 1, got {self.prompts_per_batch}")
 
 
 @dataclass
@@ -77,15 +80,37 @@ def check_facts(handle: ModelHandle, facts: Iterable[Fact], skip_invalid_templat
 
 def locate_fact(handle: ModelHandle, fact: Fact, queries: list[Query], cfg: LocateConfig,
                 progress: Callable[[int], None] | None = None) -> FactResult:
-    tau = tau_for(fact.lang, cfg.threshold)
-    sets, first = [], None
-    for q in queries:
-        a = attribute(handle, q.prompt, q.target, method=cfg.method, steps=cfg.steps, objective=cfg.objective,
-                      rule=cfg.rule, batch_size=cfg.batch_size, progress=progress, precision=cfg.precision,
-                      **cfg.method_options)
-        first = first or a
-        sets.append(select(a.scores, tau, cfg.top_k))
-    return FactResult(fact, queries, refine(sets, cfg.refine_p), first.prob, first.prediction)
+    return locate_facts(handle, [(fact, queries)], cfg, progress)[0]
+
+
+def locate_facts(handle: ModelHandle, work: list[tuple[Fact, list[Query]]], cfg: LocateConfig,
+                 progress: Callable[[int], None] | None = None) -> list[FactResult]:
+    """Every prompt of every fact in ``work`` attributed in shared batches, then each fact's neurons
+    selected per prompt and refined over its prompts."""
+    prompts = [(q.prompt, q.target) for _, qs in work for q in qs]
+    scores = attribute_many(handle, prompts, method=cfg.method, steps=cfg.steps, objective=cfg.objective,
+                            rule=cfg.rule, batch_size=cfg.batch_size, progress=progress, precision=cfg.precision,
+                            **cfg.method_options)
+    out, i = [], 0
+    for fact, qs in work:
+        mine, i = scores[i:i + len(qs)], i + len(qs)
+        tau = tau_for(fact.lang, cfg.threshold)
+        sets = [select(a.scores, tau, cfg.top_k) for a in mine]
+        out.append(FactResult(fact, qs, refine(sets, cfg.refine_p), mine[0].prob, mine[0].prediction))
+    return out
+
+
+def _groups(todo: list, per: int):
+    """Consecutive facts whose prompts add up to about ``per`` (at least one fact per group)."""
+    group, n = [], 0
+    for item in todo:
+        group.append(item)
+        n += len(item[2])
+        if n >= per:
+            yield group
+            group, n = [], 0
+    if group:
+        yield group
 
 
 def run_meta(handle: ModelHandle, cfg: LocateConfig, facts_path: str | None, facts_hash: str | None,
@@ -94,7 +119,7 @@ def run_meta(handle: ModelHandle, cfg: LocateConfig, facts_path: str | None, fac
     import transformers
 
     from . import __version__
-    meta = {k: v for k, v in asdict(cfg).items() if k != "batch_size"}
+    meta = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "prompts_per_batch")}
     return {**meta, "model": handle.name, "kind": handle.kind, "n_layers": handle.n_layers,
             "n_neurons": handle.n_neurons, "site": f"{handle.site.layers_path}[i].{handle.site.proj_path}",
             "dtype": str(handle.dtype), "facts": facts_path, "facts_hash": facts_hash, "lang": lang,
@@ -131,10 +156,11 @@ def locate(handle: ModelHandle, facts: list[Fact], cfg: LocateConfig, out, resum
     todo = [(i, f, q) for i, (f, q) in enumerate(zip(facts, queries)) if (f.id, f.lang) not in done]
     t0 = time.perf_counter()
     with _progress(show_progress, len(facts), len(facts) - len(todo)) as advance:
-        for order, fact, qs in todo:
-            r = locate_fact(handle, fact, qs, cfg)
-            store.add(fact_row(order, r), neuron_rows(r))
-            advance()
+        for group in _groups(todo, cfg.prompts_per_batch):
+            results = locate_facts(handle, [(fact, qs) for _, fact, qs in group], cfg)
+            for (order, _, _), r in zip(group, results):
+                store.add(fact_row(order, r), neuron_rows(r))
+                advance()
     store.finalize()
     store.seconds = time.perf_counter() - t0
     store.n_new = len(todo)

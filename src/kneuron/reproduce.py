@@ -99,12 +99,13 @@ class Reproduction:
     """One `reproduce` directory; each step is skipped when its result is already there."""
 
     def __init__(self, handle: ModelHandle, cfg: ReproduceConfig, out, resume: bool = False,
-                 show_progress: bool = True, log=print, engine: str = "local", workers: int = 2):
+                 show_progress: bool = True, log=print, engine: str = "local", workers: int = 2,
+                 prompts_per_batch: int = 1):
         cfg.validate()
         if engine not in ("local", "ray"):
             raise ValueError(f"engine must be local or ray, not {engine!r}")
         self.h, self.cfg, self.out = handle, cfg, Path(out)
-        self.engine, self.workers = engine, workers
+        self.engine, self.workers, self.prompts_per_batch = engine, workers, prompts_per_batch
         self.progress, self.log = show_progress, log
         self.notes: list[str] = []
         self.timings: dict[str, float] = {}
@@ -206,7 +207,7 @@ class Reproduction:
         from .localize import LocateConfig, locate
         d = self.out / f"locate-{method}"
         facts_path = self.out / "facts.jsonl"
-        cfg = LocateConfig(method=method, steps=self.cfg.steps)
+        cfg = LocateConfig(method=method, steps=self.cfg.steps, prompts_per_batch=self.prompts_per_batch)
         common = dict(resume=d.exists(), facts_path=str(facts_path.resolve()), facts_hash=fact_file_hash(facts_path),
                       lang=",".join(self.langs), skip_invalid_templates=True, show_progress=self.progress)
         if self.engine == "ray":             # Module 1 is the cost: shard it over Ray workers
@@ -308,5 +309,5 @@ class Reproduction:
 
 
 def reproduce(handle: ModelHandle, cfg: ReproduceConfig, out, resume: bool = False, show_progress: bool = True,
-              log=print, engine: str = "local", workers: int = 2) -> dict:
-    return Reproduction(handle, cfg, out, resume, show_progress, log, engine, workers).run()
+              log=print, engine: str = "local", workers: int = 2, prompts_per_batch: int = 1) -> dict:
+    return Reproduction(handle, cfg, out, resume, show_progress, log, engine, workers, prompts_per_batch).run()

@@ -101,6 +101,7 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
            paths: str = typer.Option("mean", "--paths", help="amig: mean (released code) or per-word (paper Eqs. 3-5)"),
            prefactor: str = typer.Option("activation", "--prefactor", help="amig: activation (paper Eq. 4) or difference (proper IG)"),
            batch_size: Optional[int] = typer.Option(None, "--batch-size", help="rows per batch (speed only)"),
+           prompts_per_batch: int = typer.Option(1, "--prompts-per-batch", help="prompts of several facts sharing batches (speed only; for GPUs)"),
            precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 autocast (for GPUs)"),
            device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
            limit: Optional[int] = typer.Option(None, "--limit", help="only the first N facts"),
@@ -116,7 +117,8 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
     from ..localize import locate as run_locate
     opts = {"paths": paths, "prefactor_kind": prefactor} if method == "amig" else {}
     cfg = LocateConfig(method=method, steps=steps, threshold=threshold, top_k=top_k, refine_p=refine_p,
-                       objective=objective, rule=rule, method_options=opts, batch_size=batch_size, precision=precision)
+                       objective=objective, rule=rule, method_options=opts, batch_size=batch_size, precision=precision,
+                       prompts_per_batch=prompts_per_batch)
     store = None
     try:
         fs = load_facts(facts, lang=lang)                        # the one entry point: names, files, directories
@@ -314,7 +316,8 @@ def reproduce(model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
               n_boot: int = typer.Option(1000, "--n-boot", help="bootstrap resamples for the intervals"),
               resume: bool = typer.Option(False, "--resume", help="continue an interrupted reproduce in --out"),
               engine: str = typer.Option("local", "--engine", help="local or ray (Module 1 sharded over Ray workers)"),
-              workers: int = typer.Option(2, "--workers", help="--engine ray: number of workers")):
+              workers: int = typer.Option(2, "--workers", help="--engine ray: number of workers"),
+              prompts_per_batch: int = typer.Option(1, "--prompts-per-batch", help="Module 1: prompts of several facts sharing batches (speed only; for GPUs)")):
     """Modules 1-3 and Tables 1-3 of the paper end to end; writes report.md and report.html in --out."""
     from ..dkn import DKNConfig
     from ..reproduce import ReproduceConfig
@@ -326,8 +329,10 @@ def reproduce(model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
         cfg.validate()
         load_facts_check(facts)
         h = _load(model)
+        if prompts_per_batch < 1:
+            raise ValueError(f"--prompts-per-batch must be >= 1, got {prompts_per_batch}")
         res = run_reproduce(h, cfg, out, resume=resume, log=lambda s: typer.echo(s, err=True), engine=engine,
-                            workers=workers)
+                            workers=workers, prompts_per_batch=prompts_per_batch)
     except KeyboardInterrupt:
         _fail(f"interrupted; finished work is kept in {out}: continue with --resume", 130)
     except _errors() as e:
