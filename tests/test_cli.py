@@ -307,27 +307,27 @@ def test_resume_without_run_fails(models, facts_file, tmp_path):
 
 
 def test_interrupted_locate_keeps_finished_facts(models, facts_file, gpt2_run, tmp_path, monkeypatch):
-    # patch locate_fact where the library's locate() looks it up (the module that defines it; the
+    # patch locate_facts where the library's locate() looks it up (the module that defines it; the
     # package re-exports the function `locate`, which would shadow a submodule of that name)
     import kneuron
     mod = sys.modules[kneuron.locate.__module__]
-    real, calls = mod.locate_fact, []
+    real, calls = mod.locate_facts, []
 
     def flaky(*a, **k):
-        calls.append(a[1].id)
+        calls.append(a[1][0][0].id)
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(*a, **k)
 
     out = tmp_path / "run"
-    monkeypatch.setattr(mod, "locate_fact", flaky)
+    monkeypatch.setattr(mod, "locate_facts", flaky)
     r = cli(*locate_args(facts_file, out, models["gpt2"]))
     assert r.exit_code == 130
     one_line_error(r, "interrupted", str(out), "--resume")
     assert calls == ["c1", "c2", "l1"]
     from kneuron import open_run
     assert open_run(out).facts()["fact_id"].to_pylist() == ["c1", "c2"]
-    monkeypatch.setattr(mod, "locate_fact", real)
+    monkeypatch.setattr(mod, "locate_facts", real)
 
     s = run_locate(facts_file, out, models["gpt2"], "--resume")
     assert s["n_facts"] == len(FACTS) and s["new_facts"] == 2
