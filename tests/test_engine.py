@@ -193,3 +193,7 @@ def test_no_sharing_when_asked():
     b = attribute_many(h, items, steps=2)
     for x, y in zip(a, b):
         assert torch.allclose(x.scores, y.scores, rtol=1e-6, atol=1e-9)
+
+
+def test_attribute_many_of_nothing():
+    assert attribute_many(tiny_handle("gpt2"), []) == []

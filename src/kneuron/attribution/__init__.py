@@ -121,6 +121,8 @@ def _attribute_many(handle, items, method, steps, objective, rule, batch_size, p
     m = make_method(method, **options)
     alphas, weights = nodes(rule, steps)
     proper = m.proper()
+    if not items:
+        return []
     prepared, problems, paths = [], [], []
     for prompt, target in items:
         enc = encode(handle.tokenizer, handle.kind, prompt, target)

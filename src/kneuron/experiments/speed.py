@@ -120,9 +120,22 @@ def run_side(side: str, kind: str, items: list[tuple[str, str]], steps: int = 20
         scores.append(s.detach().double().cpu())
     if scores_path:
         torch.save(torch.stack(scores), scores_path)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024      # Linux: KiB
+    rss = peak_rss_bytes()
     return {"side": side, "kind": kind, "steps": steps, "rule": rule, "n_layers": n_layers, "times": times,
             "peak_rss_bytes": rss, "threads": torch.get_num_threads()}
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory: VmHWM (the high-water mark of its own address space,
+    which starts afresh at exec) where /proc has it; ru_maxrss otherwise -- which on Linux also
+    keeps the maximum of the process image before exec, i.e. of the parent that forked it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024                          # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024           # Linux: KiB
 
 
 def _subprocess(job: dict) -> dict:
