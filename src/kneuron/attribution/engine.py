@@ -285,11 +285,11 @@ class Runner:
         if not self.can_mix:
             return False
 
-        def alone():
+        def alone():                                     # rows grouped by problem, in ascending order
             outs = [self(layers[problem == p], points[problem == p], problem[problem == p], staircase=False)
-                    for p in problem.unique_consecutive().tolist()]
+                    for p in problem.unique().tolist()]
             return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
-        order = torch.argsort(problem, stable=True)      # `alone` returns rows grouped by problem
+        order = torch.argsort(problem, stable=True)      # the shared batch's rows in that order
         return self._checked(_MIX, True, lambda: _close(
             [t[order] for t in self(layers, points, problem, staircase=False)], alone(), points))
 
