@@ -107,7 +107,6 @@ def attribute_many(handle: ModelHandle, items: list[tuple[str, str]], method: st
 
 @dataclass
 class _Item:
-    ids: torch.Tensor
     enc: object
     clean: object
     token_f: list[float]
@@ -133,7 +132,7 @@ def _attribute_many(handle, items, method, steps, objective, rule, batch_size, p
         token_f = [float(objective_values(clean.logits[0, k], t, objective)) for k, t in enumerate(enc.target_ids)]
         token_p = [float(objective_values(clean.logits[0, k], t, "prob")) for k, t in enumerate(enc.target_ids)]
         base = m.baselines(handle, ids, enc.positions, n_prompt, acts)  # [K, P, L, N]
-        prepared.append(_Item(ids, enc, clean, token_f, token_p, m.prefactor(acts, base), len(problems)))
+        prepared.append(_Item(enc, clean, token_f, token_p, m.prefactor(acts, base), len(problems)))
         for k, (pos, tgt) in enumerate(zip(enc.positions, enc.target_ids)):
             problems.append(make_problem(handle, ids, pos, tgt, clean, prefix_cache=prefix_cache))
             paths.append(Paths(acts[k], base[k]))
