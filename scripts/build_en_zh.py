@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kneuron.facts import Fact, relation_key, stats
-from kneuron.factsets.common import Report, Tally, normalize_template, template_problem, to_simplified
-from kneuron.factsets.names import choose_name, usable
-from kneuron.factsets.pararel import patterns as read_patterns
-from kneuron.factsets.xfactr import Triple, read_aliases, read_prompts, read_triples
-from kneuron.models.targets import y_ends_template
+from kneuron.facts.layouts.common import Report, Tally, normalize_template, template_problem, to_simplified
+from kneuron.facts.layouts.names import choose_name, usable
+from kneuron.facts.layouts.pararel import patterns as read_patterns
+from kneuron.facts.layouts.xfactr import Triple, read_aliases, read_prompts, read_triples
+from kneuron.facts.templates import y_ends_template
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path("/work/shared/data")
@@ -470,7 +470,7 @@ labelled "Russia") and a few others. Aliases: the other English names.
 Chinese: `alias-zh.txt` lists all names of an entity sorted, not canonical-first, in traditional and
 simplified script. The name is taken from a curated table for {n_override} frequent entities
 (countries, capitals and big cities, languages, continents, religions, companies: checked by hand),
-else from `kneuron.factsets.names.choose_name`: drop names with symbols or emoji; convert to
+else from `kneuron.facts.layouts.names.choose_name`: drop names with symbols or emoji; convert to
 simplified script (OpenCC t2s); prefer names with CJK characters; drop one-character names and
 capital-letter abbreviations; drop elaborated forms that contain another candidate (印度共和国 ⊃
 印度); then prefer the form most source names map to (美国, 美國 → 美国), then the core of most other

@@ -1,7 +1,7 @@
 """Table 2: which neurons each condition edits, and the random control."""
 import random
 
-from kneuron.experiments.crosslingual import CONDITIONS, edit_sets, random_like
+from kneuron.paper.table2 import CONDITIONS, edit_sets, random_like
 
 
 def test_conditions_edit_the_right_sets():

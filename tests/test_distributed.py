@@ -47,7 +47,7 @@ def local_run(setup, tmp_path_factory):
 
 
 def test_ray_equals_local_and_survives_a_dying_worker(setup, local_run, tmp_path, monkeypatch):
-    from kneuron.distributed import locate_ray
+    from kneuron.runs.ray import locate_ray
     model, facts = setup
     marker = tmp_path / "died"
     monkeypatch.setenv("KNEURON_DIE_AT", f"3:{marker}")          # a worker dies as it starts fact 3
@@ -62,7 +62,7 @@ def test_ray_equals_local_and_survives_a_dying_worker(setup, local_run, tmp_path
 
 
 def test_ray_resumes_a_stopped_job(setup, local_run, tmp_path):
-    from kneuron.distributed import locate_ray
+    from kneuron.runs.ray import locate_ray
     model, facts = setup
     out = tmp_path / "ray"
     locate_ray(model, load_facts(facts), LocateConfig(steps=4), out, limit=2, workers=2, show_progress=False)
@@ -77,9 +77,9 @@ def test_ray_resumes_a_stopped_job(setup, local_run, tmp_path):
 
 
 def test_bad_input_fails_in_one_line_before_work(setup, tmp_path):
-    from kneuron.distributed import locate_ray
+    from kneuron.runs.ray import locate_ray
     from kneuron.facts import Fact
-    from kneuron.models.targets import QueryError
+    from kneuron.facts.templates import QueryError
     model, _ = setup
     bad = [Fact("x", "P1", "en", "france", "paris", ("[X] is the [Y] capital",))]     # [Y] not last: causal
     with pytest.raises(QueryError, match="must end the template"):

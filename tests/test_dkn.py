@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kneuron import PlantSpec, answer_prob, plant, suppress
-from kneuron.dkn import DKNConfig, _join, ablation_probs, drop, find_dkn, search
+from kneuron.paper.dkn import DKNConfig, _join, ablation_probs, drop, find_dkn, search
 from kneuron.intervene import suppress_each
 from tiny import tiny_handle
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from kneuron.experiments.factcheck import (PAPER_LAMBDA, PAPER_T, Item, fact_check, relation_dkns, split_facts,
+from kneuron.paper.table3 import (PAPER_LAMBDA, PAPER_T, Item, fact_check, relation_dkns, split_facts,
                                            wrong_object)
 from kneuron.facts import Fact
 from kneuron.metrics import auroc, best_threshold, binary_metrics
@@ -128,7 +128,7 @@ def test_model_scorer_logp_and_greedy_match_the_model():
     import math
 
     from kneuron import answer_prob, predict
-    from kneuron.experiments.factcheck import model_scorers
+    from kneuron.paper.table3 import model_scorers
     from tiny import tiny_handle
     h = tiny_handle("gpt2")
     top = predict(h, "the capital of france is", 1)[0][0].strip()

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from kneuron.cli import app
 from kneuron.facts import FactError, fact_file_hash, load_factset, load_facts, resolve_facts, stats
-from kneuron.factsets import detect
-from kneuron.factsets import common
-from kneuron.factsets.names import choose_name
-from kneuron.models.targets import y_ends_template
+from kneuron.facts.layouts import detect
+from kneuron.facts.layouts import common
+from kneuron.facts.layouts.names import choose_name
+from kneuron.facts.templates import y_ends_template
 
 FIX = Path(__file__).parent / "fixtures" / "factsets"
 MLAMA, XFACTR, PARAREL = FIX / "mlama", FIX / "xfactr", FIX / "pararel"

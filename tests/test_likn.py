@@ -3,7 +3,7 @@ import pytest
 
 from kneuron import LocateConfig, PlantSpec, locate, plant
 from kneuron.facts import Fact
-from kneuron.likn import language_independent, likn_from_run
+from kneuron.paper.likn import language_independent, likn_from_run
 from kneuron.models.load import from_model
 from kneuron.organisms.train import OrganismConfig, train_organism
 from tiny import bilingual_facts

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-import kneuron.localize as loc
+import kneuron.runs.locate as loc
 from kneuron import LocateConfig, load_facts, locate
-from kneuron.experiments.localization import evaluate, unrelated_partner
+from kneuron.paper.table1 import evaluate, unrelated_partner
 from kneuron.facts import fact_file_hash
 from tiny import tiny_handle
 
@@ -61,7 +61,7 @@ def test_interrupted_run_resumes_to_the_same_files(fact_file, tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         _run(h, fact_file, tmp_path / "cut")
     monkeypatch.setattr(loc, "locate_facts", real)
-    from kneuron.store import open_run
+    from kneuron.runs.store import open_run
     assert len(open_run(tmp_path / "cut").done()) == 2            # finished facts were kept
     resumed = _run(h, fact_file, tmp_path / "cut", resume=True)
     assert resumed.n_new == 3

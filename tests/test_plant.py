@@ -1,4 +1,4 @@
-"""kneuron.plant: planted neurons grow the MLP, store their fact, leave the rest alone, and are found."""
+"""kneuron.organisms.plant: planted neurons grow the MLP, store their fact, leave the rest alone, and are found."""
 import copy
 import json
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kneuron import answer_prob, attribute, from_model, load_model, suppress
-from kneuron.plant import LAYOUTS, PlantError, PlantSpec, grow, layout_for, plant
+from kneuron.organisms.plant import LAYOUTS, PlantError, PlantSpec, grow, layout_for, plant
 from tiny import tiny_handle
 
 SUBJECTS = ("france", "italy", "germany", "spain", "tanzania")
@@ -113,7 +113,7 @@ def smol():
 
 @pytest.mark.slow
 def test_smollm2_three_counterfactuals_top1_with_little_collateral(smol):
-    from kneuron.experiments.plant_bench import plant_counterfactuals
+    from kneuron.benchmarks.planted import plant_counterfactuals
     pl = plant_counterfactuals(smol, k=3, pair=False, shared=False)
     assert len(pl.facts) == 3 and all(f.top1 and f.p_before < 0.05 for f in pl.facts)
     assert pl.collateral.n_prompts >= 50 and pl.collateral.top1_changed <= 0.10

@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from kneuron.experiments.plant_bench import (fact_counterfactuals, fact_prompt_sets, localization_bench,
+from kneuron.benchmarks.planted import (fact_counterfactuals, fact_prompt_sets, localization_bench,
                                              organism_facts)
 from kneuron.facts import Fact
 from kneuron.models.load import from_model
-from kneuron.models.targets import is_cjk
+from kneuron.facts.templates import is_cjk
 from kneuron.organisms.train import OrganismConfig, save_organism, train_organism
 from tiny import bilingual_facts
 

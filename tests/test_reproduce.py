@@ -8,8 +8,8 @@ import pytest
 from kneuron.facts import save_facts
 from kneuron.models.load import from_model
 from kneuron.organisms.train import OrganismConfig, train_organism
-from kneuron.reproduce import ReproduceConfig, Reproduction, model_langs, spread_ids
-from kneuron.store import RunStoreError
+from kneuron.paper.reproduce import ReproduceConfig, Reproduction, model_langs, spread_ids
+from kneuron.runs.store import RunStoreError
 from tiny import bilingual_facts
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -2,7 +2,7 @@
 import pytest
 
 from kneuron import LocateConfig, answer_prob, load_facts, load_model, locate, predict
-from kneuron.experiments.localization import edit_effects, load_run
+from kneuron.paper.table1 import edit_effects, load_run
 from kneuron.facts import fact_file_hash, resolve_facts
 
 pytestmark = pytest.mark.slow

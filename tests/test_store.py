@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kneuron.store import RunStore, RunStoreError, open_run, query
+from kneuron.runs.store import RunStore, RunStoreError, open_run, query
 
 META = {"model": "smollm2-135m", "method": "ig", "steps": 20, "threshold": 0.2, "facts_hash": "abc", "note": "ü"}
 
@@ -211,7 +211,7 @@ def test_duckdb_query(tmp_path):
 
 WORKER = """
 import sys
-from kneuron.store import RunStore
+from kneuron.runs.store import RunStore
 s = RunStore(sys.argv[1], {"model": "m"}, resume=sys.argv[2] == "1")
 done = s.done()
 for i in range(200):

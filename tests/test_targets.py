@@ -5,7 +5,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import BertTokenizerFast, PreTrainedTokenizerFast
 
 from kneuron.facts import Fact
-from kneuron.models.targets import Encoded, QueryError, encode, queries_for
+from kneuron.facts.templates import QueryError, queries_for
+from kneuron.models.targets import Encoded, encode
 
 # "Dodoma" is not in the training text, so it is split into several tokens; the Chinese
 # characters are trained apart (comma-separated) so that each one becomes one token.

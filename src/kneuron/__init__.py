@@ -1,18 +1,19 @@
 """kneuron: find, test and use the knowledge neurons of transformer language models."""
-__version__ = "0.1.0"
+from ._version import __version__
 
-from .attribution import AMIG, IG, Attribution, attribute
-from .experiments.localization import evaluate
-from .facts import Fact, FactError, load_facts, save_facts
-from .intervene import enhance, erase, suppress
-from .localize import LocateConfig, locate, locate_fact
-from .metrics import table1
-from .models import DEFAULT_MODEL, ModelHandle, ModelLoadError, from_model, load_model
-from .models.targets import Query, QueryError, encode, queries_for
-from .neurons import NeuronSet, refine, select
-from .plant import Planted, PlantSpec, plant
-from .probe import answer_prob, predict
-from .store import RunStore, RunStoreError, open_run
+from kneuron.attribution import AMIG, IG, Attribution, attribute
+from kneuron.paper.table1 import evaluate
+from kneuron.facts import Fact, FactError, load_facts, save_facts
+from kneuron.intervene import enhance, erase, suppress
+from kneuron.runs.locate import LocateConfig, locate, locate_fact
+from kneuron.metrics import table1
+from kneuron.models import DEFAULT_MODEL, ModelHandle, ModelLoadError, from_model, load_model
+from kneuron.facts.templates import Query, QueryError, queries_for
+from kneuron.models.targets import encode
+from kneuron.neurons import NeuronSet, refine, select
+from kneuron.organisms.plant import Planted, PlantSpec, plant
+from kneuron.probe import answer_prob, predict
+from kneuron.runs.store import RunStore, RunStoreError, open_run
 
 __all__ = ["AMIG", "IG", "Attribution", "attribute", "evaluate", "Fact", "FactError", "load_facts",
            "save_facts", "enhance", "erase", "suppress", "LocateConfig", "locate", "locate_fact", "table1",

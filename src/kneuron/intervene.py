@@ -18,8 +18,8 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from .models.load import ModelHandle
-from .models.sites import as_bsn, value_vectors
+from kneuron.models.load import ModelHandle
+from kneuron.models.sites import as_bsn, value_vectors
 
 Neuron = tuple[int, int]
 _ANSWER_POSITIONS: contextvars.ContextVar[Sequence[int] | None] = contextvars.ContextVar("answer_positions", default=None)

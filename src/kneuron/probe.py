@@ -5,9 +5,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .intervene import answer_positions
-from .models.load import ModelHandle
-from .models.targets import QueryError, encode
+from kneuron.intervene import answer_positions
+from kneuron.models.load import ModelHandle
+from kneuron.facts.templates import QueryError
+from kneuron.models.targets import encode
 
 
 @dataclass

@@ -5,11 +5,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..models.load import ModelHandle
-from ..models.targets import encode
-from .engine import Paths, Runner, clean_pass, integrate, make_problem, objective_values
-from .methods import AMIG, IG
-from .quadrature import RULES, nodes
+from kneuron.models.load import ModelHandle
+from kneuron.models.targets import encode
+from kneuron.attribution.engine import Paths, Runner, clean_pass, integrate, make_problem, objective_values
+from kneuron.attribution.methods import AMIG, IG
+from kneuron.attribution.quadrature import RULES, nodes
 
 METHODS = {"ig": IG, "amig": AMIG}
 

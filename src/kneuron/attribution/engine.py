@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.load import ModelHandle
-from ..models.sites import as_bsn
+from kneuron.models.load import ModelHandle
+from kneuron.models.sites import as_bsn
 
 
 @dataclass

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.load import ModelHandle
-from .engine import clean_pass
+from kneuron.models.load import ModelHandle
+from kneuron.attribution.engine import clean_pass
 
 
 @dataclass

@@ -24,16 +24,17 @@ def localization_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", 
 
     Organisms (organism-clm, organism-mlm, or a directory they were saved to) are benchmarked on the
     facts they were trained on, in both languages; --facts draws the prompts from another fact set."""
-    from . import _errors, _fail, _load, _print_json
-    from ..experiments.plant_bench import localization_bench, organism_facts
-    from ..plant import PlantError
+    from kneuron.cli._common import _errors, _fail, _load, _print_json
+    from kneuron.benchmarks.planted import localization_bench
+    from kneuron.organisms import organism_facts
+    from kneuron.organisms.plant import PlantError
     try:
         if steps < 1:
             raise ValueError(f"--steps must be >= 1, got {steps}")
         h = _load(model)
         known = None
         if facts is not None:
-            from ..facts import load_facts
+            from kneuron.facts import load_facts
             known = organism_facts(h, facts)
             if known == []:
                 raise ValueError(f"none of {model}'s training facts (facts.txt) is in {facts}")
@@ -76,9 +77,9 @@ def speed_cmd(prompts: int = typer.Option(4, "--prompts", help="prompts per mode
     Needs the peer: pip install --no-deps knowledge-neurons==0.0.2 einops (`make bench` does it)."""
     import json as _json
 
-    from . import _fail, _print_json
-    from ..experiments.speed import curves as run_curves
-    from ..experiments.speed import plot_curves, speed_bench
+    from kneuron.cli._common import _fail, _print_json
+    from kneuron.benchmarks.speed import curves as run_curves
+    from kneuron.benchmarks.speed import plot_curves, speed_bench
     log = (lambda s: typer.echo(s, err=True))
     try:
         if min(prompts, repeats, steps) < 1:

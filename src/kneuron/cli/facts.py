@@ -15,8 +15,8 @@ def stats(name_or_path: str = typer.Argument(..., help="bundled set (demo-en, en
           lang: Optional[str] = typer.Option(None, "--lang", help="only facts in this language"),
           as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """Facts per relation and language (and templates, aligned ids, skipped input)."""
-    from ..facts import FactError, load_factset
-    from ..facts import stats as count
+    from kneuron.facts import FactError, load_factset
+    from kneuron.facts import stats as count
     try:
         fs = load_factset(name_or_path, lang=lang)
     except (FactError, ImportError) as e:

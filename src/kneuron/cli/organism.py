@@ -28,10 +28,10 @@ def train(kind: str = typer.Option("clm", "--kind", help="clm (GPT-2 architectur
           name: Optional[str] = typer.Option(None, "--name", help="name in the model card (default organism-<kind>)"),
           as_json: bool = typer.Option(False, "--json", help="print the training report as JSON")):
     """Train an organism; writes weights (fp16 safetensors), tokenizer, facts.txt, training.json and a model card."""
-    from ..facts import load_facts
-    from ..organisms import training_facts
-    from ..organisms.train import OrganismConfig, model_card, save_organism, train_organism
-    from . import _errors, _fail, _quiet_hf
+    from kneuron.facts import load_facts
+    from kneuron.organisms import training_facts
+    from kneuron.organisms.train import OrganismConfig, model_card, save_organism, train_organism
+    from kneuron.cli._common import _errors, _fail, _quiet_hf
     _quiet_hf()
     try:
         lang_list = tuple(x.strip() for x in langs.split(",") if x.strip())

@@ -18,9 +18,10 @@ def plant_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MO
     """Plant K counterfactual facts as new neurons and report p(new object) before/after and the
     collateral on control prompts of other facts. Organisms: counterfactual versions of facts they were
     trained on (English and Chinese); other models: built-in English facts (demo-en subjects)."""
-    from . import _errors, _fail, _load, _print_json
-    from ..experiments.plant_bench import organism_facts, plant_counterfactuals, plant_fact_counterfactuals
-    from ..plant import PlantError
+    from kneuron.cli._common import _errors, _fail, _load, _print_json
+    from kneuron.benchmarks.planted import plant_counterfactuals, plant_fact_counterfactuals
+    from kneuron.organisms import organism_facts
+    from kneuron.organisms.plant import PlantError
     try:
         h = _load(model)
         known = organism_facts(h)

@@ -1,5 +1,5 @@
-from .load import DEFAULT_MODEL, ModelHandle, ModelLoadError, from_model, load_model
-from .sites import ARCHITECTURES, SiteError, find_site, value_vectors
+from kneuron.models.load import DEFAULT_MODEL, ModelHandle, ModelLoadError, from_model, load_model
+from kneuron.models.sites import ARCHITECTURES, SiteError, find_site, value_vectors
 
 __all__ = ["DEFAULT_MODEL", "ModelHandle", "ModelLoadError", "from_model", "load_model",
            "ARCHITECTURES", "SiteError", "find_site", "value_vectors"]

@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .sites import Site, find_site, proj_dims, resolve
+from kneuron.models.sites import Site, find_site, proj_dims, resolve
 
 MASKED_TYPES = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert"}
 DEFAULT_MODEL = "smollm2-135m"
+ORGANISMS_DIR = Path(__file__).resolve().parent.parent / "data" / "organisms"   # the bundled organisms
 
 
 class ModelLoadError(ValueError):
@@ -65,8 +66,7 @@ def _smollm2() -> tuple[str, dict]:
 
 def _organism(name: str):
     def where() -> tuple[str, dict]:
-        from ..organisms import BUNDLED_DIR
-        d = BUNDLED_DIR / name
+        d = ORGANISMS_DIR / name
         if not (d / "model.safetensors").exists():
             raise ModelLoadError(f"{name} is not built in {d}: run `make organisms` (or "
                                  f"`kneuron organism train --kind {name.split('-')[1]} --out {d}`)")

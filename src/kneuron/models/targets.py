@@ -11,85 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kneuron.facts import Fact
-
-KINDS = ("masked", "causal")
-END_PUNCT = ".。?!．？！"
-OPENERS = "([{<\"'“‘«‹「『（【〈《〔［｛"
-
-
-class QueryError(ValueError):
-    """A fact/prompt/answer that cannot be turned into a model query."""
-
-
-@dataclass(frozen=True)
-class Query:
-    fact_id: str
-    lang: str
-    relation: str
-    template_index: int
-    prompt: str  # causal: text before the answer (right-stripped); masked: sentence with "[Y]"
-    target: str  # gold answer text (the fact's object)
-
+from ..facts.templates import KINDS, QueryError, check_kind, is_cjk, separator
 
 @dataclass(frozen=True)
 class Encoded:
     input_ids: list[int]  # one full model input, special tokens included
     positions: list[int]  # for answer token k: the position whose logits predict it
     target_ids: list[int]  # gold answer tokens, len == len(positions)
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise QueryError(f"unknown model kind {kind!r} (expected one of {', '.join(KINDS)})")
-
-
-def is_cjk(ch: str) -> bool:
-    """Chinese/Japanese characters and CJK punctuation: written without spaces."""
-    o = ord(ch)
-    return (
-        0x3000 <= o <= 0x30FF  # CJK symbols & punctuation, hiragana, katakana
-        or 0x31F0 <= o <= 0x31FF  # katakana phonetic extensions
-        or 0x3400 <= o <= 0x4DBF  # CJK ext A
-        or 0x4E00 <= o <= 0x9FFF  # CJK unified ideographs
-        or 0xF900 <= o <= 0xFAFF  # CJK compatibility ideographs
-        or 0xFF00 <= o <= 0xFFEF  # half/full-width forms
-        or 0x20000 <= o <= 0x3FFFF  # CJK ext B and later
-    )
-
-
-def y_ends_template(template: str) -> bool:
-    """True if [Y] is last, ignoring trailing whitespace and final punctuation."""
-    tail = template.split("[Y]", 1)[1] if "[Y]" in template else "x"
-    return tail.strip().strip(END_PUNCT + " \t") == ""
-
-
-def queries_for(fact: Fact, kind: str, skip_invalid: bool = False) -> list[Query]:
-    """One Query per template of `fact`; causal needs [Y] at the end of the template."""
-    _check_kind(kind)
-    out = []
-    for i, t in enumerate(fact.templates):
-        if kind == "masked":
-            prompt = t.replace("[X]", fact.subject)
-        else:
-            prompt = t.split("[Y]", 1)[0].replace("[X]", fact.subject).rstrip()
-            problem = None
-            if not y_ends_template(t):
-                problem = f"for causal models [Y] must end the template, got {t!r}"
-            elif not prompt:
-                problem = f"empty prompt: nothing before [Y] in {t!r}"
-            if problem:
-                if skip_invalid:
-                    continue
-                raise QueryError(f"fact {fact.id} ({fact.lang}) template {i}: {problem}")
-        out.append(Query(fact.id, fact.lang, fact.relation, i, prompt, fact.object))
-    return out
-
-
-def _separator(prompt: str, answer: str) -> str:
-    """Space between a causal prompt and its answer, none for CJK or after an opening bracket."""
-    last = prompt[-1]
-    return "" if is_cjk(last) or is_cjk(answer[0]) or last in OPENERS else " "
 
 
 def _split_masked(tokenizer: Any, prompt: str) -> tuple[str, str]:
@@ -142,7 +70,7 @@ def _answer_tokens_slow(tokenizer: Any, left: str, answer: str, right: str) -> t
 
 def encode(tokenizer: Any, kind: str, prompt: str, target: str) -> Encoded:
     """Model input, answer positions and gold answer ids for one prompt and its answer."""
-    _check_kind(kind)
+    check_kind(kind)
     answer = target.strip()
     if not answer:
         raise QueryError("empty answer")
@@ -150,7 +78,7 @@ def encode(tokenizer: Any, kind: str, prompt: str, target: str) -> Encoded:
         left, right = prompt.rstrip(), ""
         if not left:
             raise QueryError("empty prompt: a causal model needs text before the answer")
-        left += _separator(left, answer)
+        left += separator(left, answer)
     else:
         left, right = _split_masked(tokenizer, prompt)
         if tokenizer.mask_token_id is None:

@@ -5,7 +5,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 
-from ..facts import Fact
+from kneuron.facts import Fact
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from typing import Callable
 
 import torch
 
-from ..facts import Fact
-from .corpus import Statement, statements
+from kneuron.facts import Fact
+from kneuron.organisms.corpus import Statement, statements
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]"]
 
@@ -106,7 +106,7 @@ def build_model(cfg: OrganismConfig, tokenizer):
 def _examples(tokenizer, sts: list[Statement], kind: str) -> list[tuple[list[int], list[int]]]:
     """(input ids, labels) per sentence. clm: next-token labels on every token (+[EOS]);
     mlm: the answer's tokens masked (labels there only)."""
-    from ..models.targets import encode
+    from kneuron.models.targets import encode
     out = []
     for s in sts:
         if kind == "clm":
@@ -140,7 +140,7 @@ def _batch(rows, pad: int, kind: str, device):
 def accuracy(model, tokenizer, facts: list[Fact], kind: str) -> tuple[dict, dict]:
     """Top-1 accuracy per language and per relation: every answer token is the model's argmax
     (teacher-forced for clm; one mask per token for mlm), on each fact's first template."""
-    from ..models.targets import encode
+    from kneuron.models.targets import encode
     model.eval()
     hits: dict = {}
     for f in facts:

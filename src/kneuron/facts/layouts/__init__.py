@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..facts import FactError
+from ..schema import FactError
 from . import mlama, pararel, xfactr
 from .common import FactSet, Report, Tally
 

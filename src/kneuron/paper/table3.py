@@ -25,11 +25,12 @@ from typing import Callable
 
 import torch
 
-from ..facts import Fact
-from ..metrics import auroc, best_threshold, binary_metrics
-from ..models.load import ModelHandle
-from ..models.targets import QueryError, encode
-from .localization import first_prompt
+from kneuron.facts import Fact
+from kneuron.metrics import auroc, best_threshold, binary_metrics
+from kneuron.models.load import ModelHandle
+from kneuron.facts.templates import QueryError
+from kneuron.models.targets import encode
+from kneuron.paper.table1 import first_prompt
 
 T_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
 PAPER_T, PAPER_LAMBDA = 0.7, 1e-6
@@ -129,8 +130,8 @@ def items_for(facts: list[Fact], wrong: dict[tuple[str, str], str]) -> list[Item
 
 def model_scorers(handle: ModelHandle, method: str = "amig", steps: int = 20, **options):
     """(attribution scores of p(candidate) for every neuron, (log p(candidate), greedy answer == candidate))."""
-    from ..attribution import attribute
-    from ..probe import answer_prob
+    from kneuron.attribution import attribute
+    from kneuron.probe import answer_prob
 
     def attr(item: Item) -> torch.Tensor:
         prompt, _ = first_prompt(handle, item.fact)
@@ -212,7 +213,7 @@ def fact_check_run(handle: ModelHandle, run_dir, lang: str, dkn_rows: list[dict]
                    steps: int = 20, method_options: dict | None = None, seed: int = 42,
                    show_progress: bool = False) -> dict:
     """Table 3 over one language of a `locate` run whose DKNs were found (``dkn.dkn_from_run``)."""
-    from .localization import load_run
+    from kneuron.paper.table1 import load_run
     run = load_run(run_dir)
     facts = [f for f in run.facts if f.lang == lang]
     by_rel = defaultdict(list)

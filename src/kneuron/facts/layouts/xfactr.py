@@ -3,7 +3,7 @@
 <dir>/alias-<lang>.txt (QID<TAB>name<TAB>name...). id = uuid.
 
 English names are the triples' labels. Other languages' names are chosen from alias-<lang>.txt by
-kneuron.factsets.names.choose_name (Chinese converted to simplified script); the other names become
+kneuron.facts.layouts.names.choose_name (Chinese converted to simplified script); the other names become
 the object's aliases. Facts whose subject or object has no name in a language are skipped there, and
 templates with X-FACTR's inflection markup ([X.Nom], [a;b|c]) are skipped; both are counted."""
 
@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..facts import Fact, FactError, relation_key
+from ..schema import Fact, FactError, relation_key
 from .common import FactSet, Report, clean_templates, is_simplified_chinese, need_str, read_jsonl, to_simplified
 from .names import Naming, choose_name, usable
 

@@ -19,10 +19,10 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .dkn import DKNConfig
-from .facts import Fact, fact_file_hash, load_facts, resolve_facts, save_facts
-from .models.load import ModelHandle
-from .store import RunStoreError
+from kneuron.paper.dkn import DKNConfig
+from kneuron.facts import Fact, fact_file_hash, load_facts, resolve_facts, save_facts
+from kneuron.models.load import ModelHandle
+from kneuron.runs.store import RunStoreError
 
 MONOLINGUAL = {"smollm2-135m": "en"}        # bundled models that know one language only
 METHODS = ("ig", "amig")
@@ -142,7 +142,7 @@ class Reproduction:
         import torch
         import transformers
 
-        from . import __version__
+        from kneuron._version import __version__
         meta = {"config": self.cfg.to_json(), "langs_used": list(self.langs), "notes": self.notes,
                 "versions": {"kneuron": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                              "python": platform.python_version()},
@@ -158,8 +158,8 @@ class Reproduction:
         self.meta = meta
 
     def _select_facts(self) -> list[Fact]:
-        from .experiments.plant_bench import organism_facts
-        from .localize import check_facts
+        from kneuron.organisms import organism_facts
+        from kneuron.runs.locate import check_facts
         fs = [f for f in load_facts(self.cfg.facts) if f.lang in self.langs]
         known = organism_facts(self.h, self.cfg.facts)
         if known is not None:        # an organism only knows the facts it was trained on
@@ -204,22 +204,22 @@ class Reproduction:
 
     # ------------------------------------------------------------------ steps
     def locate(self, method: str) -> Path:
-        from .localize import LocateConfig, locate
+        from kneuron.runs.locate import LocateConfig, locate
         d = self.out / f"locate-{method}"
         facts_path = self.out / "facts.jsonl"
         cfg = LocateConfig(method=method, steps=self.cfg.steps, prompts_per_batch=self.prompts_per_batch)
         common = dict(resume=d.exists(), facts_path=str(facts_path.resolve()), facts_hash=fact_file_hash(facts_path),
                       lang=",".join(self.langs), skip_invalid_templates=True, show_progress=self.progress)
         if self.engine == "ray":             # Module 1 is the cost: shard it over Ray workers
-            from .distributed import locate_ray
+            from kneuron.runs.ray import locate_ray
             locate_ray(self.cfg.model, self.facts, cfg, d, workers=self.workers, **common)
         else:
             locate(self.h, self.facts, cfg, d, **common)
         return d
 
     def table1(self) -> dict:
-        from .experiments.localization import edit_effects, load_run
-        from .metrics import table1
+        from kneuron.paper.table1 import edit_effects, load_run
+        from kneuron.metrics import table1
 
         def make():
             res = {}
@@ -241,8 +241,8 @@ class Reproduction:
     def table2(self) -> dict | None:
         if len(self.langs) < 2:
             return None
-        from .experiments.crosslingual import crosslingual
-        from .likn import likn_from_run
+        from kneuron.paper.table2 import crosslingual
+        from kneuron.paper.likn import likn_from_run
         run = self.out / "locate-amig"
 
         def make():
@@ -253,11 +253,11 @@ class Reproduction:
         return self._cached(self.out / "table2.json", make)
 
     def dkn(self) -> dict:
-        from .dkn import dkn_from_run
+        from kneuron.paper.dkn import dkn_from_run
         return dkn_from_run(self.h, self.out / "locate-amig", self.cfg.dkn, resume=True, show_progress=self.progress)
 
     def table3(self, dkn_rows: list[dict]) -> dict:
-        from .experiments.factcheck import fact_check_run
+        from kneuron.paper.table3 import fact_check_run
         out = {}
         for lang in self.langs:
             out[lang] = self._cached(self.out / f"table3-{lang}.json", lambda: fact_check_run(
@@ -267,7 +267,7 @@ class Reproduction:
 
     def layer_counts(self, dkn_rows: list[dict], likn: dict | None) -> dict:
         """Per method/lang: knowledge neurons per layer; LIKN and DKN neurons per layer."""
-        from .store import open_run
+        from kneuron.runs.store import open_run
         out: dict = {"kn": {}, "likn": {}, "dkn": {}}
         for m in METHODS:
             nt = open_run(self.out / f"locate-{m}").neurons().select(["lang", "layer"]).to_pylist()
@@ -301,7 +301,7 @@ class Reproduction:
         t3 = self._timed("Table 3", lambda: self.table3(d["rows"]))
         res = {"meta": self.meta, "table1": t1, "table2": t2, "dkn": d["summary"], "table3": t3,
                "layers": self.layer_counts(d["rows"], t2["likn"] if t2 else None), "timings": self.timings}
-        from .report import write_report
+        from kneuron.paper.report import write_report
         res["report"] = self._timed("report", lambda: write_report(res, self.out))
         (self.out / "results.json").write_text(json.dumps(res, indent=2, sort_keys=True, ensure_ascii=False, default=str),
                                                encoding="utf-8")

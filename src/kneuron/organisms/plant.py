@@ -29,10 +29,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .intervene import answer_positions, suppress
-from .models.load import ModelHandle, from_model
-from .models.sites import is_conv1d, value_vectors
-from .models.targets import Encoded, encode
+from kneuron.organisms.prompts import background_prompts
+from kneuron.intervene import answer_positions, suppress
+from kneuron.models.load import ModelHandle, from_model
+from kneuron.models.sites import is_conv1d, value_vectors
+from kneuron.models.targets import Encoded, encode
 
 Neuron = tuple[int, int]
 KINDS = ("single", "pair", "shared")
@@ -488,7 +489,7 @@ def plant(handle: ModelHandle, specs: Sequence[PlantSpec], layer: int, controls:
 
     ``controls``: (prompt, gold answer) of other facts, for the collateral report. ``background``:
     prompts whose every position the keys must not fire on (default: the built-in English set of
-    ``kneuron.experiments.plant_bench``); each key sees a ``neg_share`` sample of it drawn with ``seed``.
+    ``kneuron.organisms.prompts``); each key sees a ``neg_share`` sample of it drawn with ``seed``.
     """
     lay = layout_for(handle)
     if not 0 <= layer < handle.n_layers:
@@ -497,7 +498,6 @@ def plant(handle: ModelHandle, specs: Sequence[PlantSpec], layer: int, controls:
     _check_specs(specs)
     controls = [c if isinstance(c, Control) else Control(*c) for c in controls]
     if background is None:
-        from .experiments.plant_bench import background_prompts
         background = background_prompts()
     tok = handle.tokenizer
     encs = [[_one_token(handle, p, s.new_object) for p in (s.prompt, *s.extra_prompts)] for s in specs]

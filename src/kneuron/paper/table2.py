@@ -21,11 +21,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..facts import Fact
-from ..metrics import relative_change, table1
-from ..models.load import ModelHandle
-from ..probe import answer_prob
-from .localization import OPS, RunContents, first_prompt, load_run, unrelated_partner
+from kneuron.facts import Fact
+from kneuron.metrics import relative_change, table1
+from kneuron.models.load import ModelHandle
+from kneuron.probe import answer_prob
+from kneuron.paper.table1 import OPS, RunContents, first_prompt, load_run, unrelated_partner
 
 CONDITIONS = ("likn", "own", "other", "both", "random")
 Neuron = tuple[int, int]
@@ -117,7 +117,7 @@ def crosslingual(handle: ModelHandle, run_dir, likn: dict[str, list[Neuron]] | N
                  langs: tuple[str, str] = ("en", "zh"), facts_path=None, seed: int = 42, n_boot: int = 1000,
                  show_progress: bool = False) -> dict:
     """Table 2 over a two-language `locate` run; writes crosslingual.parquet and table2.json into it."""
-    from ..likn import likn_from_run
+    from kneuron.paper.likn import likn_from_run
     run = load_run(run_dir, facts_path)
     if likn is None:
         likn = likn_from_run(run_dir, langs).per_fact

@@ -104,8 +104,8 @@ def run_side(side: str, kind: str, items: list[tuple[str, str]], steps: int = 20
         def one(p, t):
             return kn.get_scores(p, t, batch_size=peer_batch, steps=steps, pbar=False)
     else:
-        from ..attribution import attribute
-        from ..models.load import from_model
+        from kneuron.attribution import attribute
+        from kneuron.models.load import from_model
         h = from_model(model, tok, kind=kind, name=f"base-{kind}")
 
         def one(p, t):
@@ -141,7 +141,7 @@ def peak_rss_bytes() -> int:
 def _subprocess(job: dict) -> dict:
     """Run one side in a fresh interpreter (its own peak memory); returns run_side's dict."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    r = subprocess.run([sys.executable, "-m", "kneuron.experiments.speed", json.dumps(job)], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "kneuron.benchmarks.speed", json.dumps(job)], capture_output=True,
                        text=True, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"speed worker failed ({job['side']}, {job['kind']}): {r.stderr.strip().splitlines()[-1:]}")
@@ -165,8 +165,8 @@ def rel_error(s, ref) -> float:
 def accuracy(kind: str, items: list[tuple[str, str]], steps: int = 20, ref_nodes: int = 256, max_nodes: int = 20,
              n_layers: int = 12) -> dict:
     """The peer grid's error at ``steps`` and the fewest Gauss-Legendre nodes that match it (worst item)."""
-    from ..attribution import attribute
-    from ..models.load import from_model
+    from kneuron.attribution import attribute
+    from kneuron.models.load import from_model
     model, tok = base_model(kind, n_layers), tokenizer(kind)
     h = from_model(model, tok, kind=kind, name=f"base-{kind}")
     per = []
@@ -246,8 +246,8 @@ def output_layer_share(kind: str, steps: int = 20) -> float:
     """Share of kneuron's CPU time spent in products with the output layer (vocabulary) dimension."""
     from torch.profiler import ProfilerActivity, profile
 
-    from ..attribution import attribute
-    from ..models.load import from_model
+    from kneuron.attribution import attribute
+    from kneuron.models.load import from_model
     model, tok = base_model(kind), tokenizer(kind)
     h = from_model(model, tok, kind=kind, name=f"base-{kind}")
     p, t = prompts(kind, 1)[0]
@@ -331,7 +331,7 @@ def plot_curves(data: dict, path) -> None:
     plt.close(fig)
 
 
-if __name__ == "__main__":                      # one side in its own process: python -m kneuron.experiments.speed JOB
+if __name__ == "__main__":                      # one side in its own process: python -m kneuron.benchmarks.speed JOB
     import warnings
     warnings.filterwarnings("ignore")
     from transformers.utils import logging as hf_logging

@@ -10,8 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..facts import Fact, FactError
-from ..models.targets import y_ends_template
+from ..schema import Fact, FactError
+from ..templates import y_ends_template
 
 MARKUP = re.compile(r"\[(?!X\]|Y\])[^\]]*\]")        # X-FACTR inflection markup: [X.Nom], [a;b|c]
 SPACE_BEFORE_PUNCT = re.compile(r"\s+(?=[.,;:!?。，；：！？])")

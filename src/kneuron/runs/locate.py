@@ -6,12 +6,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
-from .attribution import attribute_many
-from .facts import Fact
-from .models.load import ModelHandle
-from .models.targets import Query, QueryError, encode, queries_for
-from .neurons import REFINE_P, NeuronSet, refine, select, tau_for
-from .store import RunStore
+from kneuron.attribution import attribute_many
+from kneuron.facts import Fact
+from kneuron.models.load import ModelHandle
+from kneuron.facts.templates import Query, QueryError, queries_for
+from kneuron.models.targets import encode
+from kneuron.neurons import REFINE_P, NeuronSet, refine, select, tau_for
+from kneuron.runs.store import RunStore
 
 
 @dataclass
@@ -30,7 +31,7 @@ class LocateConfig:
 
     def validate(self) -> None:
         """Raise ValueError (one line) on a bad setting, before any work is done or written."""
-        from .attribution import make_method, nodes
+        from kneuron.attribution import make_method, nodes
         make_method(self.method, **self.method_options)
         nodes(self.rule, self.steps)
         if self.objective not in ("prob", "logprob"):
@@ -41,7 +42,7 @@ class LocateConfig:
             raise ValueError(f"refine-p must be in [0, 1), got {self.refine_p}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top-k must be >= 1, got {self.top_k}")
-        from .attribution import PRECISIONS
+        from kneuron.attribution import PRECISIONS
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -118,7 +119,7 @@ def run_meta(handle: ModelHandle, cfg: LocateConfig, facts_path: str | None, fac
     import torch
     import transformers
 
-    from . import __version__
+    from kneuron._version import __version__
     meta = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "prompts_per_batch")}
     return {**meta, "model": handle.name, "kind": handle.kind, "n_layers": handle.n_layers,
             "n_neurons": handle.n_neurons, "site": f"{handle.site.layers_path}[i].{handle.site.proj_path}",

@@ -62,7 +62,7 @@ def language_independent(neurons: dict[tuple[str, str], list[Neuron]], fact_lang
 
 def likn_from_run(run_dir, langs: tuple[str, ...] = ("en", "zh")) -> LIKNResult:
     """Module 2 over a `locate` run that covered several languages; writes likn.parquet and likn.json."""
-    from .store import open_run
+    from kneuron.runs.store import open_run
     store = open_run(run_dir)
     done = {(r["fact_id"], r["lang"]) for r in store.facts().select(["fact_id", "lang"]).to_pylist()}
     nrn: dict = defaultdict(list)

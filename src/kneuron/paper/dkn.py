@@ -24,9 +24,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from .intervene import answer_positions, suppress_each
-from .models.load import ModelHandle
-from .models.targets import encode
+from kneuron.intervene import answer_positions, suppress_each
+from kneuron.models.load import ModelHandle
+from kneuron.models.targets import encode
 
 Neuron = tuple[int, int]
 Group = tuple[Neuron, ...]
@@ -167,7 +167,7 @@ def dkn_from_run(handle: ModelHandle, run_dir, cfg: DKNConfig | None = None, fac
                  resume: bool = True, show_progress: bool = False) -> dict:
     """Module 3 for every fact of a `locate` run, on its first prompt. Each finished fact is
     appended to dkn.jsonl at once (a rerun continues where it stopped); dkn.json summarises."""
-    from .experiments.localization import first_prompt, load_run
+    from kneuron.paper.table1 import first_prompt, load_run
     cfg = cfg or DKNConfig()
     cfg.validate()
     run = load_run(run_dir, facts_path)
@@ -208,7 +208,7 @@ def _read_rows(path: Path, conf: dict) -> dict:
     except (ValueError, KeyError):
         return {}
     if head != conf:
-        from .store import RunStoreError
+        from kneuron.runs.store import RunStoreError
         raise RunStoreError(f"{path}: made with other DKN settings ({head}); delete it or use the same settings")
     rows = {}
     for line in lines[1:]:

@@ -14,9 +14,9 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from .facts import Fact
-from .localize import LocateConfig, check_facts, fact_row, locate_fact, neuron_rows, run_meta
-from .store import RunStore
+from kneuron.facts import Fact
+from kneuron.runs.locate import LocateConfig, check_facts, fact_row, locate_fact, neuron_rows, run_meta
+from kneuron.runs.store import RunStore
 
 
 class EngineError(RuntimeError):
@@ -37,7 +37,7 @@ class _Worker:
     def __init__(self, model: str, site: str | None, cfg: dict, out: str, device: str | None = None):
         import torch
 
-        from .models.load import load_model
+        from kneuron.models.load import load_model
         device = device or ("cuda" if torch.cuda.is_available() else None)
         self.h = load_model(model, site=site, device=device) if device else load_model(model, site=site)
         self.cfg, self.out = LocateConfig(**cfg), out
@@ -50,7 +50,7 @@ class _Worker:
         return True
 
     def locate(self, order: int, fact: Fact, skip_invalid: bool) -> tuple[str, str]:
-        from .store import write_part
+        from kneuron.runs.store import write_part
         _fault_injection(order)
         qs = check_facts(self.h, [fact], skip_invalid)[0]
         r = locate_fact(self.h, fact, qs, self.cfg)
@@ -106,7 +106,7 @@ def locate_ray(model: str, facts: list[Fact], cfg: LocateConfig, out, resume: bo
         todo = [(i, f) for i, f in enumerate(facts) if f.key not in done]
         import time
 
-        from .localize import _progress
+        from kneuron.runs.locate import _progress
         t0 = time.perf_counter()
         with _progress(show_progress, len(facts), len(facts) - len(todo)) as advance:
             pool = ray.util.ActorPool(actors)

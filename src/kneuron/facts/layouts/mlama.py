@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..facts import Fact, relation_key
+from ..schema import Fact, relation_key
 from .common import FactSet, Report, clean_templates, is_simplified_chinese, need_str, read_jsonl, to_simplified
 
 LAYOUT = "mlama"

@@ -7,7 +7,7 @@ Optional: "aliases" (other accepted names of the object) and "wrong_objects"
 (wrong objects of the same relation). (id, lang) is the unique key.
 
 load_facts() is the one entry point: a bundled set's name, a canonical file, or a directory in the
-mLAMA, X-FACTR or ParaRel layout (read by kneuron.factsets). stats() counts a fact list.
+mLAMA, X-FACTR or ParaRel layout (read by kneuron.facts.layouts). stats() counts a fact list.
 """
 
 from __future__ import annotations
@@ -17,62 +17,14 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
-if TYPE_CHECKING:
-    from .factsets import FactSet
+from .layouts import FactSet, directory_files, load_directory
+from .layouts.common import read_jsonl
+from .schema import OPTIONAL, REQUIRED, Fact, FactError, relation_key
 
 log = logging.getLogger("kneuron.facts")
-
-REQUIRED = ("id", "relation", "lang", "subject", "object", "templates")
-OPTIONAL = ("aliases", "wrong_objects")
-
-
-@dataclass(frozen=True)
-class Fact:
-    id: str
-    relation: str
-    lang: str
-    subject: str
-    object: str
-    templates: tuple[str, ...]
-    aliases: tuple[str, ...] = ()
-    wrong_objects: tuple[str, ...] = ()
-    source: str = field(default="", compare=False, repr=False)   # "file:line" it was read from
-
-    def where(self, field_name: str | None = None) -> str:
-        """'file:line: field "x": ' prefix for one-line error messages about this fact."""
-        head = self.source or f"fact {self.id} ({self.lang})"
-        return f'{head}: field "{field_name}": ' if field_name else f"{head}: "
-
-    def prompts(self) -> list[str]:
-        """Each template with [X] filled by the subject ([Y] kept)."""
-        return [t.replace("[X]", self.subject) for t in self.templates]
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.id, self.lang)
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {k: getattr(self, k) for k in REQUIRED}
-        d["templates"] = list(self.templates)
-        for k in OPTIONAL:
-            if getattr(self, k):
-                d[k] = list(getattr(self, k))
-        return d
-
-
-class FactError(ValueError):
-    """Bad fact input; str(e) is one line: '<file>:<line>: field "<field>": <problem>'."""
-
-    def __init__(self, path: str | os.PathLike, line: int, field: str | None, problem: str):
-        self.path, self.line, self.field, self.problem = str(path), line, field, problem
-        where = f'field "{field}": ' if field else ""
-        msg = f"{self.path}:{line}: {where}{problem}"
-        super().__init__(msg.replace("\r", " ").replace("\n", " "))
-
 
 def _check_line(obj: Any, path: Path, n: int) -> Fact:
     """Validate one parsed JSON line and build its Fact."""
@@ -113,7 +65,6 @@ def _check_line(obj: Any, path: Path, n: int) -> Fact:
 
 def _read_canonical(path: Path) -> list[Fact]:
     """Read and validate a canonical fact file (file order kept)."""
-    from .factsets.common import read_jsonl
     facts: list[Fact] = []
     seen: dict[tuple[str, str], int] = {}
     for n, obj in read_jsonl(path):
@@ -127,9 +78,8 @@ def _read_canonical(path: Path) -> list[Fact]:
     return facts
 
 
-def load_factset(name_or_path: str | os.PathLike, lang: str | None = None) -> "FactSet":
+def load_factset(name_or_path: str | os.PathLike, lang: str | None = None) -> FactSet:
     """Like load_facts, but also says which layout was read, its languages and what was skipped."""
-    from .factsets import FactSet, load_directory
     path = resolve_facts(name_or_path)
     if path.is_dir():
         fs = load_directory(path, lang)
@@ -181,14 +131,13 @@ def fact_file_hash(name_or_path: str | os.PathLike) -> str:
     path = resolve_facts(name_or_path)
     if not path.is_dir():
         return _sha256(path)
-    from .factsets import directory_files
     h = hashlib.sha256()
     for f in directory_files(path):
         h.update(f"{f.relative_to(path).as_posix()}\0{_sha256(f)}\n".encode())
     return h.hexdigest()
 
 
-BUNDLED_DIR = Path(__file__).parent / "data"
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
 def bundled_names() -> list[str]:
@@ -205,11 +154,6 @@ def resolve_facts(name_or_path: str | os.PathLike) -> Path:
         return bundled
     raise FactError(p, 0, None, "cannot read fact file: no such fact file or directory, and not a "
                                 f"bundled fact set ({', '.join(bundled_names())})")
-
-
-def relation_key(relation: str) -> tuple:
-    """Natural order of relation ids: P17 < P36 < P101 < P1376."""
-    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.findall(r"\d+|\D+", relation))
 
 
 def stats(facts: Iterable[Fact]) -> dict[str, Any]:

@@ -10,13 +10,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..facts import Fact, fact_file_hash, load_facts
-from ..intervene import enhance, suppress
-from ..metrics import Table1, relative_change, table1
-from ..models.load import ModelHandle
-from ..models.targets import queries_for
-from ..probe import answer_prob
-from ..store import RunStore, RunStoreError, open_run
+from kneuron.facts import Fact, fact_file_hash, load_facts
+from kneuron.intervene import enhance, suppress
+from kneuron.metrics import Table1, relative_change, table1
+from kneuron.models.load import ModelHandle
+from kneuron.facts.templates import queries_for
+from kneuron.probe import answer_prob
+from kneuron.runs.store import RunStore, RunStoreError, open_run
 
 OPS = {"suppress": lambda h, n: suppress(h, n), "enhance": lambda h, n: enhance(h, n, factor=2.0)}
 

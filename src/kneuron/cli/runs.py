@@ -1,0 +1,139 @@
+"""`kneuron locate | intervene | evaluate`: make a run and test its neurons."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kneuron.cli._common import MODEL_HELP, _errors, _fail, _load, _print_json, _quiet_hf
+
+def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (demo-en, en-zh), canonical JSONL file, or mLAMA / X-FACTR / ParaRel directory"),
+           out: Path = typer.Option(..., "--out", "-o", help="run directory to write"),
+           model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
+           lang: Optional[str] = typer.Option(None, "--lang", help="only facts in this language"),
+           method: str = typer.Option("ig", "--method", help="ig (Dai et al.) or amig (Chen et al.)"),
+           steps: int = typer.Option(20, "--steps", help="integration steps"),
+           threshold: Optional[float] = typer.Option(None, "--threshold", help="tau: keep score > tau x max (default: en 0.3, zh 0.2, others 0.3)"),
+           top_k: Optional[int] = typer.Option(None, "--top-k", help="keep at most this many neurons per prompt"),
+           refine_p: float = typer.Option(0.3, "--refine-p", help="with several templates: keep neurons found in > p of them"),
+           objective: str = typer.Option("prob", "--objective", help="prob (the paper) or logprob"),
+           rule: str = typer.Option("left", "--rule", help="integration rule: left, right, linspace, midpoint, trapezoid, gauss"),
+           paths: str = typer.Option("mean", "--paths", help="amig: mean (released code) or per-word (paper Eqs. 3-5)"),
+           prefactor: str = typer.Option("activation", "--prefactor", help="amig: activation (paper Eq. 4) or difference (proper IG)"),
+           batch_size: Optional[int] = typer.Option(None, "--batch-size", help="rows per batch (speed only)"),
+           prompts_per_batch: int = typer.Option(1, "--prompts-per-batch", help="prompts of several facts sharing batches (speed only; for GPUs)"),
+           precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 autocast (for GPUs)"),
+           device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
+           limit: Optional[int] = typer.Option(None, "--limit", help="only the first N facts"),
+           site: Optional[str] = typer.Option(None, "--site", help="name the output projection by hand, e.g. mlp.down_proj"),
+           skip_invalid_templates: bool = typer.Option(False, "--skip-invalid-templates", help="skip templates a causal model cannot use instead of failing"),
+           resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
+           engine: str = typer.Option("local", "--engine", help="local (this process) or ray (facts sharded over Ray workers)"),
+           workers: int = typer.Option(2, "--workers", help="--engine ray: number of workers (one model each)"),
+           as_json: bool = typer.Option(False, "--json", help="print a JSON summary")):
+    """Localize the knowledge neurons of each fact into a resumable run directory."""
+    from kneuron.facts import fact_file_hash, load_facts, resolve_facts
+    from kneuron.runs.locate import LocateConfig
+    from kneuron.runs.locate import locate as run_locate
+    opts = {"paths": paths, "prefactor_kind": prefactor} if method == "amig" else {}
+    cfg = LocateConfig(method=method, steps=steps, threshold=threshold, top_k=top_k, refine_p=refine_p,
+                       objective=objective, rule=rule, method_options=opts, batch_size=batch_size, precision=precision,
+                       prompts_per_batch=prompts_per_batch)
+    store = None
+    try:
+        fs = load_facts(facts, lang=lang)                        # the one entry point: names, files, directories
+        facts = resolve_facts(facts)
+        cfg.validate()                                           # bad options fail before loading the model
+        if limit is not None and limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {limit}")
+        if engine not in ("local", "ray"):
+            raise ValueError(f"--engine must be local or ray, not {engine!r}")
+        if engine == "ray":
+            from kneuron.runs.ray import locate_ray
+            _quiet_hf()
+            store = locate_ray(model, fs, cfg, out, resume=resume, facts_path=str(facts.resolve()),
+                               facts_hash=fact_file_hash(facts), lang=lang, limit=limit,
+                               skip_invalid_templates=skip_invalid_templates, workers=workers, site=site,
+                               show_progress=not as_json)
+        else:
+            h = _load(model, site, device)
+            store = run_locate(h, fs, cfg, out, resume=resume, facts_path=str(facts.resolve()),
+                               facts_hash=fact_file_hash(facts), lang=lang, limit=limit,
+                               skip_invalid_templates=skip_invalid_templates, show_progress=not as_json)
+    except KeyboardInterrupt:
+        _fail(f"interrupted; every finished fact is kept in {out}: continue with --resume", 130)
+    except _errors() as e:
+        _fail(str(e))
+    ft = store.facts()
+    n = ft.num_rows
+    summary = {"out": str(out), "n_facts": n, "new_facts": store.n_new, "seconds": round(store.seconds, 2),
+               "seconds_per_fact": round(store.seconds / max(store.n_new, 1), 3),
+               "mean_neurons_per_fact": (sum(ft.column("n_neurons").to_pylist()) / n) if n else 0.0}
+    if as_json:
+        return _print_json(summary)
+    typer.echo(f"{n} facts in {out} ({store.n_new} new, {summary['seconds_per_fact']} s/fact); "
+               f"{summary['mean_neurons_per_fact']:.1f} knowledge neurons per fact")
+
+
+def intervene(run: Path = typer.Option(..., "--run", "-r", help="run directory made by `kneuron locate`"),
+              op: str = typer.Option(..., "--op", help="suppress (set to 0) or enhance (x2)"),
+              facts: Optional[Path] = typer.Option(None, "--facts", help="fact file, if it moved since the run"),
+              as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    """Suppress or enhance each fact's knowledge neurons and show its answer probability before/after."""
+    from kneuron.paper.table1 import edit_effects, load_run
+    if op not in ("suppress", "enhance"):
+        _fail(f"--op must be suppress or enhance, not {op!r}")
+    try:
+        rc = load_run(run, facts)
+        h = _load(rc.store.meta["model"])
+        rows = edit_effects(h, rc, ops=(op,), show_progress=not as_json)
+    except _errors() as e:
+        _fail(str(e))
+    out = [{"fact_id": r["fact_id"], "lang": r["lang"], "n_neurons": r["n_neurons"], "p_before": r["p_before"],
+            "p_after": r[f"p_{op}"], "relative_change": r[f"delta_{op}"],
+            "unrelated_relative_change": (r[f"p_{op}_unrelated"] - r["p_before_unrelated"]) / r["p_before_unrelated"]}
+           for r in rows]
+    if as_json:
+        return _print_json({"op": op, "facts": out})
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(title=f"{op} the knowledge neurons ({run})")
+    for c in ("fact", "lang", "neurons", "p before", "p after", "change", "unrelated change"):
+        t.add_column(c)
+    for r in out:
+        t.add_row(r["fact_id"], r["lang"], str(r["n_neurons"]), f"{r['p_before']:.4g}", f"{r['p_after']:.4g}",
+                  f"{r['relative_change']:+.1%}", f"{r['unrelated_relative_change']:+.1%}")
+    Console().print(t)
+
+
+def evaluate(run: Path = typer.Option(..., "--run", "-r", help="run directory made by `kneuron locate`"),
+             facts: Optional[Path] = typer.Option(None, "--facts", help="fact file, if it moved since the run"),
+             seed: int = typer.Option(42, "--seed", help="seed of the unrelated-fact draw"),
+             outlier_cut: bool = typer.Option(False, "--outlier-cut", help="the paper's cuts: drop suppress change > 20, enhance >= 250"),
+             as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    """The paper's Table 1 metric for a run: related vs unrelated probability change, SR."""
+    from kneuron.paper.table1 import evaluate as run_eval
+    from kneuron.paper.table1 import load_run
+    try:
+        meta = load_run(run, facts).store.meta
+        h = _load(meta["model"])
+        t, extra = run_eval(h, run, facts, seed=seed, outlier_cut=outlier_cut, show_progress=not as_json)
+    except _errors() as e:
+        _fail(str(e))
+    j = {**t.to_json(), **extra}
+    if as_json:
+        return _print_json(j)
+    from rich.console import Console
+    from rich.table import Table
+    tab = Table(title=f"Table 1 — {meta['model']}, {meta['method']}, {j['n_facts']} facts (dropped {j['dropped']})")
+    for c in ("op", "related Δp (mean, 95% CI)", "unrelated Δp (mean, 95% CI)", "related median", "SR_x"):
+        tab.add_column(c)
+    for op in ("suppress", "enhance"):
+        o = j[op]
+        ci = lambda d: f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+        tab.add_row(op, ci(o["related_mean"]), ci(o["unrelated_mean"]), f"{o['related_median']['value']:+.3f}",
+                    "n/a" if o["sr"] is None else f"{o['sr']:.3f}")
+    Console().print(tab)
+    typer.echo(f"SR = |SR_enhance| + |SR_suppress| = {'n/a' if j['sr'] is None else round(j['sr'], 3)}")
