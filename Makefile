@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench organisms clean
+.PHONY: setup demo test test-fast lint-imports bench organisms clean
 
 setup: $(STAMP)
 
@@ -39,8 +39,19 @@ demo: setup
 	$(BIN)/kneuron reproduce --model smollm2-135m --langs en --relations $(DEMO_SMOL_RELATIONS) --limit $(DEMO_SMOL_LIMIT) --out $(DEMO_OUT)/smollm2-135m
 	@echo "reports: $(DEMO_OUT)/organism-mlm/report.html, $(DEMO_OUT)/organism-clm/report.html, $(DEMO_OUT)/smollm2-135m/report.html (and report.md beside each)"
 
-test: setup
-	$(BIN)/python -m pytest -q
+# Tests. Both first check the import layers (pyproject.toml [tool.importlinter]: cli > benchmarks > paper >
+# runs > organisms > compute > models > facts; an upward or cyclic import fails here). `make test` runs
+# every test; `make test-fast` skips the ones marked slow (real smollm2 weights, organism training,
+# end-to-end CLI runs), for the inner loop. Extra pytest arguments: make test-fast PYTEST_ARGS="-k plant".
+PYTEST_ARGS ?=
+test: lint-imports
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: lint-imports
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint-imports: setup
+	$(BIN)/lint-imports --no-cache --no-logo
 
 # Re-train the bundled bilingual organisms (weights are committed; this is how they were made).
 ORG_DIR := src/kneuron/data/organisms

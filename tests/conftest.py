@@ -17,3 +17,39 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------- miniature organisms, trained once
+# The miniature bilingual organisms the tests train on tiny.bilingual_facts() (each takes seconds).
+MINI_ORGANISMS = {
+    "clm": dict(kind="clm", layers=2, hidden=64, heads=2, intermediate=128, vocab_size=400, epochs=80,
+                batch_size=16, lr=1e-2, eval_every=10, target_acc=1.0, seed=0),
+    "mlm": dict(kind="mlm", layers=2, hidden=64, heads=2, intermediate=128, vocab_size=400, epochs=120,
+                batch_size=16, lr=3e-3, eval_every=10, target_acc=1.0, seed=0),
+}
+
+
+@pytest.fixture(scope="session")
+def mini_organism():
+    """``mini_organism(kind)`` -> (model, tokenizer, TrainReport) for kind "clm" or "mlm" (configs in
+    MINI_ORGANISMS). Each kind is trained once per test run, on first use, on one thread; every call
+    returns a fresh deep copy, so a test may change what it gets (save_organism rounds the weights to
+    fp16 in place, plant(inplace=True) grows the model) without touching the next test's organism."""
+    import copy
+
+    trained = {}
+
+    def get(kind: str):
+        if kind not in trained:
+            from kneuron.organisms.train import OrganismConfig, train_organism
+            from tiny import bilingual_facts
+            n = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                trained[kind] = train_organism(bilingual_facts(), OrganismConfig(**MINI_ORGANISMS[kind]),
+                                               log=lambda s: None)
+            finally:
+                torch.set_num_threads(n)
+        return copy.deepcopy(trained[kind])
+
+    return get

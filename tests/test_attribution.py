@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from kneuron.attribution import attribute
+from kneuron.attribution import AMIG, IG, Execution, attribute, make_method
+from kneuron.facts.errors import ConfigError
 from reference import reference_attribute
 from tiny import FAMILIES, tiny_handle
 
@@ -21,7 +22,7 @@ def _close(fast, ref):
 @pytest.mark.parametrize("method", ["ig", "amig"])
 def test_fast_equals_reference_multi_token(family, method):
     h = tiny_handle(family)
-    fast = attribute(h, _prompt(h), "paris rome", method=method, steps=3, batch_size=5)
+    fast = attribute(h, _prompt(h), "paris rome", method=method, steps=3, execution=Execution(batch_size=5))
     ref = reference_attribute(h, _prompt(h), "paris rome", method=method, steps=3)
     assert fast.scores.shape == (h.n_layers, h.n_neurons)
     assert len(fast.target_ids) == 2
@@ -32,35 +33,40 @@ def test_fast_equals_reference_multi_token(family, method):
 @pytest.mark.parametrize("objective", ["prob", "logprob"])
 def test_amig_options_equal_reference(family, objective):
     h = tiny_handle(family)
-    opts = dict(paths="per-word", prefactor_kind="difference")
-    fast = attribute(h, _prompt(h), "paris", method="amig", steps=4, rule="gauss", objective=objective, **opts)
-    ref = reference_attribute(h, _prompt(h), "paris", method="amig", steps=4, rule="gauss", objective=objective, **opts)
+    fast = attribute(h, _prompt(h), "paris", method=AMIG(paths="per-word", prefactor="difference"), steps=4,
+                     rule="gauss", objective=objective)
+    ref = reference_attribute(h, _prompt(h), "paris", method="amig", steps=4, rule="gauss", objective=objective,
+                              paths="per-word", prefactor_kind="difference")
     _close(fast.scores, ref)
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "llama", "opt"])
 @pytest.mark.parametrize("rule", ["linspace", "right", "trapezoid"])
+@pytest.mark.slow
 def test_rules_with_nodes_at_0_and_1_equal_reference(family, rule):
     """Nodes at alpha = 1 come from one shared unpatched row, nodes at 0 double as F(baseline)."""
     h = tiny_handle(family)
-    for method, opts in (("ig", {}), ("amig", dict(paths="per-word", prefactor_kind="difference"))):
-        fast = attribute(h, _prompt(h), "paris rome", method=method, steps=4, rule=rule, batch_size=5, **opts)
-        ref = reference_attribute(h, _prompt(h), "paris rome", method=method, steps=4, rule=rule, **opts)
+    for method, opts in ((IG(), {}), (AMIG(paths="per-word", prefactor="difference"),
+                                      dict(paths="per-word", prefactor_kind="difference"))):
+        fast = attribute(h, _prompt(h), "paris rome", method=method, steps=4, rule=rule,
+                         execution=Execution(batch_size=5))
+        ref = reference_attribute(h, _prompt(h), "paris rome", method=method.name, steps=4, rule=rule, **opts)
         _close(fast.scores, ref)
-        if method == "amig" and rule != "right":
-            slow = attribute(h, _prompt(h), "paris rome", method=method, steps=4, rule=rule, prefix_cache=False,
-                             replay=False, **opts)
+        if method.name == "amig" and rule != "right":
+            slow = attribute(h, _prompt(h), "paris rome", method=method, steps=4, rule=rule,
+                             execution=Execution(prefix_cache=False, replay=False))
             _close(fast.delta, slow.delta)                 # F(baseline) from node 0 = from the extra row
-    no_cache = attribute(h, _prompt(h), "paris", method="ig", steps=4, rule=rule, prefix_cache=False)
+    no_cache = attribute(h, _prompt(h), "paris", method="ig", steps=4, rule=rule,
+                         execution=Execution(prefix_cache=False))
     _close(no_cache.scores, attribute(h, _prompt(h), "paris", method="ig", steps=4, rule=rule).scores)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
 def test_batching_cache_and_replay_do_not_change_scores(family):
     h = tiny_handle(family)
-    base = attribute(h, _prompt(h), "paris rome", method="amig", steps=4, batch_size=1000)
+    base = attribute(h, _prompt(h), "paris rome", method="amig", steps=4, execution=Execution(batch_size=1000))
     for kw in (dict(batch_size=1), dict(batch_size=7, replay=False), dict(batch_size=3, prefix_cache=False)):
-        other = attribute(h, _prompt(h), "paris rome", method="amig", steps=4, **kw)
+        other = attribute(h, _prompt(h), "paris rome", method="amig", steps=4, execution=Execution(**kw))
         _close(other.scores, base.scores)
 
 
@@ -69,7 +75,7 @@ def test_completeness_with_proper_prefactor(family):
     """sum of a layer's IG scores = F(activation) - F(baseline); < 1% at 50 steps."""
     h = tiny_handle(family)
     ig = attribute(h, _prompt(h), "paris rome", method="ig", steps=50, rule="midpoint")
-    amig = attribute(h, _prompt(h), "paris", method="amig", steps=50, rule="midpoint", prefactor_kind="difference")
+    amig = attribute(h, _prompt(h), "paris", method=AMIG(prefactor="difference"), steps=50, rule="midpoint")
     assert ig.completeness < 0.01 and amig.completeness < 0.01
     assert ig.delta.abs().sum() > 0
     # the paper's prefactor (activation, not activation - baseline) is not IG: no completeness
@@ -86,7 +92,7 @@ def test_completeness_residual_is_measured_not_assumed():
 def test_out_of_memory_backs_off(monkeypatch):
     from kneuron.attribution import engine
     h = tiny_handle("llama")
-    ref = attribute(h, _prompt(h), "paris", steps=4, batch_size=64)
+    ref = attribute(h, _prompt(h), "paris", steps=4, execution=Execution(batch_size=64))
     real, sizes = engine.Runner.__call__, []
 
     def flaky(self, layers, points, *a, **kw):
@@ -95,7 +101,7 @@ def test_out_of_memory_backs_off(monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(self, layers, points, *a, **kw)
     monkeypatch.setattr(engine.Runner, "__call__", flaky)
-    got = attribute(h, _prompt(h), "paris", steps=4, batch_size=64)
+    got = attribute(h, _prompt(h), "paris", steps=4, execution=Execution(batch_size=64))
     assert sizes[:3] == [12, 6, 3]       # 3 layers x 4 steps (the left rule's node 0 gives F(baseline)), halved
     _close(got.scores, ref.scores)
 
@@ -109,3 +115,51 @@ def test_top_and_prob():
     assert top[0][2] == pytest.approx(float(a.scores.max()))
     with pytest.raises(ValueError, match="unknown method"):
         attribute(h, _prompt(h), "paris", method="nope")
+
+
+def test_methods_carry_their_options():
+    """One name per knob: the object's field, params() (a run's method_options), make_method's options."""
+    m = AMIG(paths="per-word", prefactor="difference")
+    assert m.params() == {"paths": "per-word", "prefactor": "difference", "normalize": False}
+    assert make_method("amig", **m.params()) == m and make_method(m) is m
+    assert make_method("amig") == AMIG() and make_method("ig") == IG() and IG().params() == {}
+    assert m.proper() and not AMIG().proper()
+    with pytest.raises(ConfigError, match="prefactor_kind"):
+        make_method("amig", prefactor_kind="difference")         # the old name is gone
+    with pytest.raises(ConfigError, match="no options"):
+        make_method("ig", paths="mean")
+    with pytest.raises(ConfigError, match="method object"):
+        make_method(AMIG(), paths="mean")
+    with pytest.raises(ConfigError, match="prefactor"):
+        AMIG(prefactor="nope")
+    with pytest.raises(Exception):
+        m.paths = "mean"                                          # frozen: a method is a value
+
+
+def test_attribute_takes_settings_by_keyword_only():
+    h = tiny_handle("gpt2")
+    with pytest.raises(TypeError):
+        attribute(h, _prompt(h), "paris", "amig")                 # noqa: the method is keyword-only
+    by_name = attribute(h, _prompt(h), "paris", method="amig", steps=2)
+    by_object = attribute(h, _prompt(h), "paris", method=AMIG(), steps=2)
+    assert torch.equal(by_name.scores, by_object.scores) and by_name.params == by_object.params
+    per_word = attribute(h, _prompt(h), "paris", method=AMIG(paths="per-word"), steps=2)
+    assert per_word.params["paths"] == "per-word" and not torch.equal(per_word.scores, by_name.scores)
+    for bad, needle in ((dict(steps=0), "steps"), (dict(rule="nope"), "rule"), (dict(objective="nope"), "objective")):
+        with pytest.raises(ConfigError, match=needle):
+            attribute(h, _prompt(h), "paris", **bad)
+    for bad, needle in ((dict(batch_size=0), "batch-size"), (dict(prompts_per_batch=0), "prompts-per-batch"),
+                        (dict(precision="int8"), "precision")):
+        with pytest.raises(ConfigError, match=needle):
+            Execution(**bad)
+
+
+def test_execution_progress_counts_rows_and_is_not_pickled():
+    import pickle
+    h = tiny_handle("gpt2")
+    rows = []
+    ex = Execution(batch_size=4, progress=rows.append)
+    attribute(h, _prompt(h), "paris", steps=2, execution=ex)
+    assert sum(rows) == h.n_layers * 2 and max(rows) <= 4       # 3 layers x 2 nodes, in batches of <= 4
+    back = pickle.loads(pickle.dumps(ex))
+    assert back == ex and back.progress is None and back.batch_size == 4

@@ -9,6 +9,7 @@ from kneuron.organisms import BUNDLED_DIR
 from kneuron.organisms.train import accuracy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,kind", [("organism-clm", "causal"), ("organism-mlm", "masked")])
 def test_bundled_organism_holds_its_facts(name, kind):
     h = load_model(name)
@@ -35,6 +36,7 @@ def test_organism_attribution_runs_in_both_languages():
         assert a.scores.shape == (h.n_layers, h.n_neurons) and a.scores.max() > 0
 
 
+@pytest.mark.slow
 def test_cli_plants_counterfactual_versions_of_an_organisms_own_facts():
     from typer.testing import CliRunner
 

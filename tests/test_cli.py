@@ -260,12 +260,14 @@ def test_evaluate_refuses_changed_fact_file(models, tmp_path):
     facts = write_facts(tmp_path / "f.jsonl", FACTS[:2] + FACTS[2:3])
     run_locate(facts, tmp_path / "run", models["gpt2"])
     write_facts(facts, FACTS[:2] + FACTS[2:4])
-    one_line_error(cli("evaluate", "--run", tmp_path / "run"), str(facts), "changed")
-    # the fact file is gone, and moved
+    # given as --facts, a fact file that changed since the run is refused
+    one_line_error(cli("evaluate", "--run", tmp_path / "run", "--facts", facts), str(facts), "hash differs")
+    # the run keeps its own copy of its facts: it needs neither the file nor its old content
+    facts.unlink()
+    j = json.loads(ok(cli("evaluate", "--run", tmp_path / "run", "--json")).stdout)
+    assert j["n_facts"] == 3
     moved = tmp_path / "moved.jsonl"
     write_facts(moved, FACTS[:2] + FACTS[2:3])
-    facts.unlink()
-    one_line_error(cli("evaluate", "--run", tmp_path / "run"), "--facts")
     j = json.loads(ok(cli("evaluate", "--run", tmp_path / "run", "--facts", moved, "--json")).stdout)
     assert j["n_facts"] == 3
 
@@ -338,8 +340,8 @@ def test_interrupted_locate_keeps_finished_facts(models, facts_file, gpt2_run, t
 # ----------------------------------------------------------------------------- bad input
 
 def test_unknown_model(facts_file, tmp_path):
-    one_line_error(cli("probe", "the capital of", "-m", "no-such-model-xyz"), "no-such-model-xyz", "never downloads")
-    one_line_error(cli(*locate_args(facts_file, tmp_path / "run", "no-such-model-xyz")), "never downloads")
+    one_line_error(cli("probe", "the capital of", "-m", "no-such-model-xyz"), "no-such-model-xyz", "downloads are off")
+    one_line_error(cli(*locate_args(facts_file, tmp_path / "run", "no-such-model-xyz")), "downloads are off")
     assert not (tmp_path / "run").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -418,7 +420,7 @@ def test_bad_method_or_rule(models, facts_file, tmp_path, option, value):
     assert ("method" if option == "--method" else "rule") in err
     # checked before the model is loaded: a bad model name is not what is reported
     err = one_line_error(cli(*locate_args(facts_file, tmp_path / "o2", "no-such-model-xyz", option, value)))
-    assert "never downloads" not in err and "'nope'" in err
+    assert "no-such-model-xyz" not in err and "'nope'" in err
 
 
 def test_bad_steps(models, facts_file, tmp_path):

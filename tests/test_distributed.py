@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from kneuron import LocateConfig, load_facts, load_model, locate
+from kneuron import LocateConfig, RayExecutor, load_facts, load_model, locate
 from tiny import tiny_model, word_tokenizer
 
 ray = pytest.importorskip("ray")
@@ -46,13 +46,14 @@ def local_run(setup, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_ray_equals_local_and_survives_a_dying_worker(setup, local_run, tmp_path, monkeypatch):
-    from kneuron.runs.ray import locate_ray
     model, facts = setup
     marker = tmp_path / "died"
     monkeypatch.setenv("KNEURON_DIE_AT", f"3:{marker}")          # a worker dies as it starts fact 3
     out = tmp_path / "ray"
-    store = locate_ray(model, load_facts(facts), LocateConfig(steps=4), out, workers=2, show_progress=False)
+    store = locate(model, load_facts(facts), LocateConfig(steps=4), out, executor=RayExecutor(workers=2),
+                   show_progress=False)
     assert marker.exists(), "the worker did not die: the test proves nothing"
     (fa, na), (fb, nb) = _tables(local_run), _tables(out)
     assert fa.num_rows == len(FACTS) and na.num_rows > 0
@@ -61,27 +62,65 @@ def test_ray_equals_local_and_survives_a_dying_worker(setup, local_run, tmp_path
     assert json.loads((out / "run.json").read_text())["engine"] == {"name": "ray", "workers": 2}
 
 
+@pytest.mark.slow
 def test_ray_resumes_a_stopped_job(setup, local_run, tmp_path):
-    from kneuron.runs.ray import locate_ray
     model, facts = setup
     out = tmp_path / "ray"
-    locate_ray(model, load_facts(facts), LocateConfig(steps=4), out, limit=2, workers=2, show_progress=False)
+    ray2 = RayExecutor(workers=2)
+    locate(model, load_facts(facts), LocateConfig(steps=4), out, limit=2, executor=ray2, show_progress=False)
     assert _tables(out)[0].num_rows == 2
-    store = locate_ray(model, load_facts(facts), LocateConfig(steps=4), out, resume=True, workers=2,
-                       show_progress=False)
+    store = locate(model, load_facts(facts), LocateConfig(steps=4), out, resume=True, executor=ray2,
+                   show_progress=False)
     assert store.n_new == len(FACTS) - 2
     (fa, na), (fb, nb) = _tables(local_run), _tables(out)
     assert fa.equals(fb) and na.equals(nb)
     with pytest.raises(Exception, match="resume"):
-        locate_ray(model, load_facts(facts), LocateConfig(steps=4), out, workers=1, show_progress=False)
+        locate(model, load_facts(facts), LocateConfig(steps=4), out, executor=RayExecutor(workers=1),
+               show_progress=False)
 
 
 def test_bad_input_fails_in_one_line_before_work(setup, tmp_path):
-    from kneuron.runs.ray import locate_ray
     from kneuron.facts import Fact
     from kneuron.facts.templates import QueryError
     model, _ = setup
     bad = [Fact("x", "P1", "en", "france", "paris", ("[X] is the [Y] capital",))]     # [Y] not last: causal
     with pytest.raises(QueryError, match="must end the template"):
-        locate_ray(model, bad, LocateConfig(steps=4), tmp_path / "run", workers=1, show_progress=False)
+        locate(model, bad, LocateConfig(steps=4), tmp_path / "run", executor=RayExecutor(workers=1),
+               show_progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_ray_groups_prompts_and_takes_a_loaded_model(setup, local_run, tmp_path):
+    """Groups of several facts' prompts per worker call (execution.prompts_per_batch), and a loaded
+    handle (the workers load the same name, site and dtype): the local run's facts and neurons."""
+    from kneuron import Execution
+    model, facts = setup
+    out = tmp_path / "ray"
+    store = locate(load_model(model), load_facts(facts), LocateConfig(steps=4), out, executor=RayExecutor(workers=2),
+                   execution=Execution(prompts_per_batch=4), show_progress=False)
+    (fa, na), (fb, nb) = _tables(local_run), _tables(out)
+    assert store.n_new == len(FACTS)
+    assert fa["fact_id"].to_pylist() == fb["fact_id"].to_pylist()
+    key = lambda t: [(r["fact_id"], r["layer"], r["neuron"]) for r in t.to_pylist()]  # noqa: E731
+    assert key(na) == key(nb)
+    assert nb["score"].to_pylist() == pytest.approx(na["score"].to_pylist(), rel=1e-4)
+
+
+def test_ray_executor_options_are_checked():
+    from kneuron.facts.errors import ConfigError
+    with pytest.raises(ConfigError, match="workers"):
+        RayExecutor(workers=0)
+
+
+def test_cli_engine_ray_equals_local(setup, local_run, tmp_path):
+    from typer.testing import CliRunner
+    from kneuron.cli import app
+    model, facts = setup
+    out = tmp_path / "cli"
+    r = CliRunner().invoke(app, ["locate", "-f", facts, "-o", str(out), "-m", model, "--steps", "4",
+                                 "--engine", "ray", "--workers", "2", "--json"])
+    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+    (fa, na), (fb, nb) = _tables(local_run), _tables(out)
+    assert fa.equals(fb) and na.equals(nb)
+    assert json.loads(r.stdout)["new_facts"] == len(FACTS)

@@ -3,11 +3,16 @@ along, the prefix cache cut from the clean pass, the fused objective."""
 import pytest
 import torch
 
+import logging
+
+import transformers as T
+
 from kneuron.attribution import engine
-from kneuron.attribution import attribute, attribute_many
-from kneuron.attribution.engine import Runner, clean_pass, make_problem, objective_values
+from kneuron.attribution import AMIG, Execution, attribute, attribute_many
+from kneuron.attribution.engine import RunResult, Runner, clean_pass, make_problem, objective_values
+from kneuron.models import sites
 from kneuron.models.targets import encode
-from tiny import FAMILIES, tiny_handle
+from tiny import FAMILIES, H, HEADS, I, NL, V, tiny_handle, word_tokenizer
 
 
 def _runner(family, target="paris rome", k=0):
@@ -55,23 +60,29 @@ def test_staircase_equals_full_batch_and_skips_lower_layers(family):
         stair = run(layers, pts, staircase=True)
     finally:
         count.remove()
-    for a, b in zip(stair, full):
-        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert isinstance(stair, RunResult) and stair.clean_obj is None and stair.clean_grad is None
+    assert torch.allclose(stair.obj, full.obj, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(stair.grad, full.grad, rtol=1e-9, atol=1e-12)
     # block j computed only the rows of layers <= j
     assert count.rows == [2 * (j + 1) for j in range(h.n_layers)]
 
 
-def test_staircase_check_per_model():
-    """The once-per-model check accepts families whose blocks run on part of a batch and refuses one
-    that passes per-row tensors the engine cannot cut (BLOOM's ALiBi, [batch x heads, ...]);
-    the refused family still gives the full batch's (correct) numbers."""
-    for family in ("gpt2", "bloom"):
-        h, run, acts = _runner(family)
-        layers, pts = _rows(h, acts)
-        got = run(layers, pts)                           # staircase=None: decided by the check
-        assert engine._STAIRCASE[h.model][False] is (family != "bloom")
-        ref = run(layers, pts, staircase=False)
-        assert torch.allclose(got[1], ref[1], rtol=1e-9, atol=1e-12)
+def test_bloom_takes_the_full_batch_and_gets_its_numbers():
+    """BLOOM passes per-row tensors the engine cannot cut (ALiBi, [batch x heads, ...]): the table says
+    no staircase, and the full batch gives the (correct) numbers."""
+    h, run, acts = _runner("bloom")
+    assert sites.declared_capability(h.model, "staircase") is False
+    layers, pts = _rows(h, acts)
+    count = _Counter(h, run.problems[0].ids.shape[1])
+    try:
+        got = run(layers, pts)                           # staircase=None: as the table declares
+    finally:
+        count.remove()
+    assert count.rows == [len(layers)] * h.n_layers      # every block ran every row
+    ref = run(layers, pts, staircase=False)
+    assert torch.allclose(got.grad, ref.grad, rtol=1e-9, atol=1e-12)
+    with pytest.raises(RuntimeError, match="size"):      # what the staircase would do: a shape error
+        run(layers, pts, staircase=True)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "bert", "llama"])
@@ -80,14 +91,15 @@ def test_clean_row_rides_along(family):
     own, and does not change the other rows."""
     h, run, acts = _runner(family)
     layers, pts = _rows(h, acts)
-    obj, g, (f1, g1) = run(layers, pts, clean=True)
+    r = run(layers, pts, clean=[0])
+    (f1,), (g1,) = r.clean_obj, r.clean_grad
     alone_f, alone_g = run.clean_grads()
     plain = run(layers, pts)
-    assert torch.allclose(obj, plain[0], rtol=1e-9) and torch.allclose(g, plain[1], rtol=1e-9, atol=1e-12)
+    assert torch.allclose(r.obj, plain.obj, rtol=1e-9) and torch.allclose(r.grad, plain.grad, rtol=1e-9, atol=1e-12)
     assert torch.allclose(f1, alone_f, rtol=1e-9) and torch.allclose(g1, alone_g, rtol=1e-9, atol=1e-12)
     # the clean row's gradient at layer l equals a patched row at alpha = 1 (activation unchanged)
     at_one = run(torch.arange(h.n_layers), acts.clone())
-    assert torch.allclose(g1, at_one[1], rtol=1e-7, atol=1e-10)
+    assert torch.allclose(g1, at_one.grad, rtol=1e-7, atol=1e-10)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
@@ -105,8 +117,9 @@ def test_prefix_cache_cut_from_clean_pass_equals_a_prefix_pass(family):
     clean.cache = None                                   # nothing to cut: the decoder runs the prefix
     fresh = Runner(h, make_problem(h, ids, enc.positions[1], enc.target_ids[1], clean), "prob")
     assert fresh.problems[0].past.get_seq_length() == enc.positions[1]
-    for a, b in zip(cut, fresh(layers, pts)):
-        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+    other = fresh(layers, pts)
+    assert torch.allclose(cut.obj, other.obj, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(cut.grad, other.grad, rtol=1e-9, atol=1e-12)
 
 
 def _position(h, k):
@@ -124,14 +137,105 @@ def test_fused_objective_gradient(objective):
         objective_values(logits, 3, "nope")
 
 
-def test_every_family_takes_the_staircase_or_refuses_it_explicitly():
-    """Which families run rows of several layers in one batch without waste (record of the check)."""
-    taken = {}
-    for family in FAMILIES:
-        h, run, acts = _runner(family)
-        run(*_rows(h, acts))
-        taken[family] = engine._STAIRCASE[h.model][False]
-    assert {f for f, ok in taken.items() if not ok} == {"bloom"}
+# tiny models of the table's families tests/tiny.py does not build (never downloaded)
+EXTRA = {
+    "camembert": ("masked", lambda: T.CamembertConfig(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, intermediate_size=I, pad_token_id=0)),
+    "electra": ("masked", lambda: T.ElectraConfig(vocab_size=V, embedding_size=H, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, intermediate_size=I)),
+    "distilbert": ("masked", lambda: T.DistilBertConfig(vocab_size=V, dim=H, n_layers=NL, n_heads=HEADS, hidden_dim=I)),
+    "gpt_neo": ("causal", lambda: T.GPTNeoConfig(vocab_size=V, hidden_size=H, num_layers=NL, num_heads=HEADS, intermediate_size=I, attention_types=[[["global", "local"], 1], [["global"], 1]], window_size=8)),
+    "falcon": ("causal", lambda: T.FalconConfig(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, alibi=True)),
+    "phi": ("causal", lambda: T.PhiConfig(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, intermediate_size=I)),
+    "qwen3": ("causal", lambda: T.Qwen3Config(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, num_key_value_heads=2, intermediate_size=I, head_dim=8)),
+    "gemma2": ("causal", lambda: T.Gemma2Config(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, num_key_value_heads=2, intermediate_size=I, head_dim=8)),
+    "olmo": ("causal", lambda: T.OlmoConfig(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, intermediate_size=I)),
+    "olmo2": ("causal", lambda: T.Olmo2Config(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, intermediate_size=I)),
+}
+
+
+def _any_handle(family):
+    if family in FAMILIES:
+        return tiny_handle(family)
+    from kneuron.models import from_model
+    kind, make = EXTRA[family]
+    torch.manual_seed(0)
+    cfg = make()
+    cfg.pad_token_id, cfg.eos_token_id, cfg.bos_token_id = 0, 5, 6
+    cls = T.AutoModelForMaskedLM if kind == "masked" else T.AutoModelForCausalLM
+    return from_model(cls.from_config(cfg).to(torch.float64).eval(), word_tokenizer(kind), kind=kind,
+                      name=f"tiny-{family}")
+
+
+def test_the_table_covers_every_family_tested():
+    assert set(sites.ARCHITECTURES) == set(FAMILIES) | set(EXTRA)
+
+
+@pytest.mark.parametrize("family", sorted(set(FAMILIES) | set(EXTRA)))
+def test_declared_capabilities_equal_the_run_time_check(family, monkeypatch):
+    """What the architecture table declares for each family is what the run-time check (used for
+    families the table does not know) finds, on mixed batches (prompts of different lengths, prefix
+    caches stacked) and single-prompt ones."""
+    h = _any_handle(family)
+    declared = sites.ARCHITECTURES[h.model.config.model_type]
+    monkeypatch.setitem(sites.ARCHITECTURES, h.model.config.model_type, declared._replace(staircase=None, share=None))
+    attribute_many(h, ITEMS[h.kind][:2], steps=2, execution=Execution(batch_size=4096, prefix_cache=False))
+    attribute(h, *ITEMS[h.kind][1], steps=2)             # one single-token answer: one problem, with its cache
+    checked = {c: engine._CHECKED[c].get(h.model) for c in sites.CAPABILITIES}
+    assert checked["share"] == {True: declared.share}
+    assert checked["staircase"] == {True: declared.staircase, False: declared.staircase}
+
+
+def test_a_declared_family_runs_no_check(monkeypatch):
+    calls = []
+    real = Runner._staircase_agrees
+    monkeypatch.setattr(Runner, "_staircase_agrees", lambda self, b: calls.append("staircase") or real(self, b))
+    real_capable = Runner.capable
+
+    def spy(self, capability, mixed, check):
+        return real_capable(self, capability, mixed, lambda: calls.append(capability) or check())
+    monkeypatch.setattr(Runner, "capable", spy)
+    h = tiny_handle("llama")
+    attribute_many(h, ITEMS["causal"], steps=2, execution=Execution(batch_size=4096))
+    assert calls == [] and h.model not in engine._CHECKED["staircase"] and h.model not in engine._CHECKED["share"]
+
+
+def test_an_unknown_family_is_checked_once_and_a_no_is_logged(monkeypatch, caplog):
+    """A family the table does not know: checked at run time, once per model; BLOOM's staircase
+    fails the check (a shape error in its attention), which is logged with the reason, and the
+    scores are those of the declared family."""
+    h = tiny_handle("bloom")
+    items = ITEMS["causal"]
+    ref = attribute_many(h, items, steps=2)
+    monkeypatch.delitem(sites.ARCHITECTURES, "bloom")
+    h = tiny_handle("bloom")
+    checks = []
+    real = Runner._staircase_agrees
+    monkeypatch.setattr(Runner, "_staircase_agrees", lambda self, b: checks.append(1) or real(self, b))
+    with caplog.at_level(logging.INFO, logger="kneuron"):
+        got = attribute_many(h, items, steps=2)
+        attribute_many(h, items, steps=2)
+    assert engine._CHECKED["staircase"][h.model] == {True: False}
+    assert engine._CHECKED["share"][h.model] == {True: True}
+    assert len(checks) == 1                                   # once per model, not per batch or call
+    logged = [r.getMessage() for r in caplog.records if r.name == "kneuron"]
+    assert len(logged) == 1 and "staircase" in logged[0] and "must match" in logged[0]
+    for a, b in zip(got, ref):
+        assert torch.allclose(a.scores, b.scores, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("error", [TypeError, IndexError, RuntimeError])
+def test_a_bug_in_the_optimised_path_raises(error, monkeypatch):
+    """A bug in the staircase (or the check that would run it) is not read as 'unsupported': it
+    raises, for a declared family and for one the check runs on."""
+    def broken(*a, **k):
+        raise error("a bug")
+    monkeypatch.setattr(engine, "_first_rows", broken)
+    with pytest.raises(error, match="a bug"):
+        attribute(tiny_handle("gpt2"), "the capital of france is", "paris", steps=2)
+    if error is RuntimeError:
+        return                                 # (for an undeclared family: a shape error is a 'no', see above)
+    monkeypatch.delitem(sites.ARCHITECTURES, "gpt2")
+    with pytest.raises(error, match="a bug"):
+        attribute(tiny_handle("gpt2"), "the capital of france is", "paris", steps=2)
 
 
 ITEMS = {"causal": [("the capital of france is", "paris rome"), ("italy", "rome"),
@@ -141,30 +245,36 @@ ITEMS = {"causal": [("the capital of france is", "paris rome"), ("italy", "rome"
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "opt", "gemma", "bloom", "gpt_neox"])
-@pytest.mark.parametrize("method,opts", [("ig", {}), ("amig", {"paths": "per-word", "prefactor_kind": "difference"})])
-def test_several_prompts_per_batch_equal_one_at_a_time(family, method, opts, monkeypatch):
+@pytest.mark.parametrize("method", ["ig", AMIG(paths="per-word", prefactor="difference")])
+def test_several_prompts_per_batch_equal_one_at_a_time(family, method, monkeypatch):
     """Prompts of different lengths and answers of 1-2 tokens (different prefix lengths, different
     numbers of AMIG paths) share batches, and each gets the scores it gets alone."""
     h = tiny_handle(family)
     items = ITEMS[h.kind]
-    alone = [attribute(h, p, t, method=method, steps=3, rule="linspace", **opts) for p, t in items]
-    calls = []
-    real = Runner.__call__
+    alone = [attribute(h, p, t, method=method, steps=3, rule="linspace") for p, t in items]
+    calls, stair = [], []
+    real, real_forward = Runner.__call__, Runner.forward
 
     def spy(self, layers, points, problem=None, **kw):
         calls.append(0 if problem is None else len(problem.unique()))
         return real(self, layers, points, problem, **kw)
+
+    def forward(self, batch, *, staircase, grad=True):
+        if batch.partial:
+            stair.append((batch.mixed, staircase))
+        return real_forward(self, batch, staircase=staircase, grad=grad)
     monkeypatch.setattr(Runner, "__call__", spy)
-    together = attribute_many(h, items, method=method, steps=3, rule="linspace", batch_size=4096, **opts)
+    monkeypatch.setattr(Runner, "forward", forward)
+    together = attribute_many(h, items, method=method, steps=3, rule="linspace", execution=Execution(batch_size=4096))
     for a, b in zip(together, alone):
         err = (a.scores.double() - b.scores.double()).abs().max() / b.scores.abs().max()
         assert err < 1e-6, f"relative error {err:.1e}"
         assert a.prob == pytest.approx(b.prob) and a.target_ids == b.target_ids
         assert a.completeness == pytest.approx(b.completeness, abs=1e-9)
-    assert engine._MIX[h.model][True]                 # (BLOOM too: its ALiBi follows the attention mask)
-    assert max(calls) == 4                            # one batch: 4 problems (one answer has two tokens)
-    # the staircase is used with shared batches wherever it is used alone
-    assert engine._STAIRCASE[h.model][True] is engine._STAIRCASE[h.model][False] is (family != "bloom")
+    assert max(calls) == 4                            # one batch: 4 problems (BLOOM too: its ALiBi follows the mask)
+    # the staircase is used with shared batches wherever it is used alone (not BLOOM)
+    assert stair and all(mixed for mixed, _ in stair)
+    assert {used for _, used in stair} == {family != "bloom"}
 
 
 def test_problems_that_cannot_share_go_one_by_one(monkeypatch):
@@ -172,7 +282,7 @@ def test_problems_that_cannot_share_go_one_by_one(monkeypatch):
     h = tiny_handle("llama")
     items = ITEMS["causal"]
     alone = [attribute(h, p, t, steps=2) for p, t in items]
-    engine._MIX[h.model] = {True: False}
+    monkeypatch.setitem(sites.ARCHITECTURES, "llama", sites.ARCHITECTURES["llama"]._replace(share=False))
     calls = []
     real = Runner.__call__
 
@@ -180,7 +290,7 @@ def test_problems_that_cannot_share_go_one_by_one(monkeypatch):
         calls.append(len(problem.unique()))
         return real(self, layers, points, problem, **kw)
     monkeypatch.setattr(Runner, "__call__", spy)
-    together = attribute_many(h, items, steps=2, batch_size=4096)
+    together = attribute_many(h, items, steps=2, execution=Execution(batch_size=4096))
     assert calls and max(calls) == 1
     for a, b in zip(together, alone):
         assert torch.allclose(a.scores, b.scores, rtol=1e-6, atol=1e-9)
@@ -189,7 +299,7 @@ def test_problems_that_cannot_share_go_one_by_one(monkeypatch):
 def test_no_sharing_when_asked():
     h = tiny_handle("gpt2")
     items = ITEMS["causal"]
-    a = attribute_many(h, items, steps=2, share=False)
+    a = attribute_many(h, items, steps=2, execution=Execution(share=False))
     b = attribute_many(h, items, steps=2)
     for x, y in zip(a, b):
         assert torch.allclose(x.scores, y.scores, rtol=1e-6, atol=1e-9)
@@ -197,3 +307,16 @@ def test_no_sharing_when_asked():
 
 def test_attribute_many_of_nothing():
     assert attribute_many(tiny_handle("gpt2"), []) == []
+
+
+def test_one_result_type():
+    """Runner.__call__ returns a RunResult whether or not clean rows ride along (never a 2- or 3-tuple)."""
+    h, run, acts = _runner("gpt2")
+    layers, pts = _rows(h, acts)
+    plain, with_clean, no_grad = run(layers, pts), run(layers, pts, clean=[0]), run(layers, pts, grad=False)
+    assert all(isinstance(r, RunResult) for r in (plain, with_clean, no_grad))
+    assert plain.obj.shape == with_clean.obj.shape == (len(layers),) and plain.grad.shape == pts.shape
+    assert with_clean.clean_obj.shape == (1,) and with_clean.clean_grad.shape == (1, h.n_layers, h.n_neurons)
+    assert no_grad.grad is None and torch.allclose(no_grad.obj, plain.obj)
+    with pytest.raises(TypeError):
+        run(layers, pts, None, True)             # clean, grad, staircase are keyword-only

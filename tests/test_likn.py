@@ -5,8 +5,6 @@ from kneuron import LocateConfig, PlantSpec, locate, plant
 from kneuron.facts import Fact
 from kneuron.paper.likn import language_independent, likn_from_run
 from kneuron.models.load import from_model
-from kneuron.organisms.train import OrganismConfig, train_organism
-from tiny import bilingual_facts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,11 +23,9 @@ def test_intersection_per_fact_share_and_layers():
         language_independent(nrn, done, ("en",))
 
 
-def test_planted_language_independent_neuron_is_found_by_module_2(tmp_path):
-    facts = bilingual_facts()
-    cfg = OrganismConfig(kind="clm", layers=2, hidden=64, heads=2, intermediate=128, vocab_size=400, epochs=80,
-                         batch_size=16, lr=1e-2, eval_every=10, target_acc=1.0, seed=0)
-    model, tok, _ = train_organism(facts, cfg, log=lambda s: None)
+@pytest.mark.slow
+def test_planted_language_independent_neuron_is_found_by_module_2(mini_organism, tmp_path):
+    model, tok, _ = mini_organism("clm")
     h = from_model(model, tok, kind="causal", name="mini")
     # plant "the capital of peru is madrid" in both languages, keyed on the English and the Chinese prompt
     en = "the capital of peru is"

@@ -8,7 +8,7 @@ from kneuron import attribute, load_model
 from kneuron.facts import Fact
 from kneuron.organisms import training_facts
 from kneuron.organisms.corpus import statements
-from kneuron.organisms.train import OrganismConfig, accuracy, model_card, save_organism, train_organism
+from kneuron.organisms.train import accuracy, model_card, save_organism
 from tiny import LANGS, PAIRS, bilingual_facts
 
 _facts = bilingual_facts
@@ -41,12 +41,11 @@ def test_training_facts_drop_ambiguous_and_unaligned_and_balance_relations():
 
 
 @pytest.fixture(scope="module")
-def mini():
-    cfg = OrganismConfig(kind="clm", layers=2, hidden=64, heads=2, intermediate=128, vocab_size=400, epochs=80,
-                         batch_size=16, lr=1e-2, eval_every=10, target_acc=1.0, seed=0)
-    return train_organism(_facts(), cfg, log=lambda s: None)
+def mini(mini_organism):
+    return mini_organism("clm")
 
 
+@pytest.mark.slow
 def test_miniature_causal_organism_learns_both_languages(mini):
     model, tok, rep = mini
     assert min(rep.accuracy.values()) >= 0.9, rep.accuracy
@@ -55,6 +54,7 @@ def test_miniature_causal_organism_learns_both_languages(mini):
     assert tok.tokenize("墨西哥") == ["墨", "西", "哥"]
 
 
+@pytest.mark.slow
 def test_miniature_organism_saves_loads_and_attributes(mini, tmp_path):
     model, tok, rep = mini
     save_organism(model, tok, rep, tmp_path / "org", ["c0", "c1"], model_card("organism-test", rep, "toy", "cmd"))
@@ -70,8 +70,7 @@ def test_miniature_organism_saves_loads_and_attributes(mini, tmp_path):
     assert json.loads((tmp_path / "org" / "training.json").read_text())["accuracy"] == rep.accuracy
 
 
-def test_miniature_masked_organism_learns():
-    cfg = OrganismConfig(kind="mlm", layers=2, hidden=64, heads=2, intermediate=128, vocab_size=400, epochs=120,
-                         batch_size=16, lr=3e-3, eval_every=10, target_acc=1.0, seed=0)
-    model, tok, rep = train_organism(_facts(), cfg, log=lambda s: None)
+@pytest.mark.slow
+def test_miniature_masked_organism_learns(mini_organism):
+    model, tok, rep = mini_organism("mlm")
     assert min(rep.accuracy.values()) >= 0.8, rep.accuracy

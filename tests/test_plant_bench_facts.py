@@ -13,20 +13,19 @@ from kneuron.benchmarks.planted import (fact_counterfactuals, fact_prompt_sets, 
 from kneuron.facts import Fact
 from kneuron.models.load import from_model
 from kneuron.facts.templates import is_cjk
-from kneuron.organisms.train import OrganismConfig, save_organism, train_organism
+from kneuron.organisms.train import save_organism
 from tiny import bilingual_facts
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# every test here needs a trained miniature organism (seconds to train, once per run)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 _facts = bilingual_facts
 
 
 @pytest.fixture(scope="module")
-def trained():
+def trained(mini_organism):
     torch.set_num_threads(1)
-    cfg = OrganismConfig(kind="clm", layers=2, hidden=64, heads=2, intermediate=128, vocab_size=400, epochs=80,
-                         batch_size=16, lr=1e-2, eval_every=10, target_acc=1.0, seed=0)
-    return train_organism(_facts(), cfg, log=lambda s: None)
+    return mini_organism("clm")
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +94,8 @@ def test_organism_facts_only_for_organisms(organism, tmp_path):
                                                      ("P37-002", "en"), ("P37-002", "zh")]
 
 
-def test_masked_organism_keeps_the_mask_in_every_prompt():
-    cfg = OrganismConfig(kind="mlm", layers=2, hidden=64, heads=2, intermediate=128, vocab_size=400, epochs=120,
-                         batch_size=16, lr=3e-3, eval_every=10, target_acc=1.0, seed=0)
-    model, tok, _ = train_organism(_facts(), cfg, log=lambda s: None)
+def test_masked_organism_keeps_the_mask_in_every_prompt(mini_organism):
+    model, tok, _ = mini_organism("mlm")
     h = from_model(model, tok, kind="masked", name="mini-mlm")
     out = localization_bench(h, k=2, steps=2, methods=("ig", "random"), facts=_facts())
     assert out["n_planted"] == 4 and all("[Y]" in f["prompt"] for f in out["facts"])

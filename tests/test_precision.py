@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from kneuron import LocateConfig, attribute
+from kneuron import Execution, LocateConfig, attribute
+from kneuron.facts.errors import ConfigError
 from tiny import tiny_handle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -13,7 +14,7 @@ def test_bf16_autocast_ranks_neurons_like_fp32(family):
     h = tiny_handle(family, dtype=torch.float32)
     prompt = "the capital of france is" + (" [Y]" if h.kind == "masked" else "")
     a = attribute(h, prompt, "paris", method="ig", steps=10)
-    b = attribute(h, prompt, "paris", method="ig", steps=10, precision="bf16")
+    b = attribute(h, prompt, "paris", method="ig", steps=10, execution=Execution(precision="bf16"))
     assert b.params["precision"] == "bf16" and "precision" not in a.params
     assert not torch.equal(a.scores, b.scores)                       # autocast really ran in bf16
     x, y = a.scores.flatten().double(), b.scores.flatten().double()
@@ -24,8 +25,7 @@ def test_bf16_autocast_ranks_neurons_like_fp32(family):
 
 
 def test_bad_precision_fails_before_work():
-    h = tiny_handle("gpt2", dtype=torch.float32)
-    with pytest.raises(ValueError, match="precision"):
-        attribute(h, "the capital of france is", "paris", precision="int8")
-    with pytest.raises(ValueError, match="precision"):
-        LocateConfig(precision="fp8").validate()
+    with pytest.raises(ConfigError, match="precision"):
+        Execution(precision="int8")
+    with pytest.raises(TypeError):                       # how it runs is not part of what a run computes
+        LocateConfig(precision="fp8")

@@ -7,7 +7,6 @@ import pytest
 
 from kneuron.facts import save_facts
 from kneuron.models.load import from_model
-from kneuron.organisms.train import OrganismConfig, train_organism
 from kneuron.paper.reproduce import ReproduceConfig, Reproduction, model_langs, spread_ids
 from kneuron.runs.store import RunStoreError
 from tiny import bilingual_facts
@@ -16,13 +15,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def mini(tmp_path_factory):
+def mini(mini_organism, tmp_path_factory):
     import torch
     torch.set_num_threads(1)
     facts = bilingual_facts()
-    cfg = OrganismConfig(kind="clm", layers=2, hidden=64, heads=2, intermediate=128, vocab_size=400, epochs=80,
-                         batch_size=16, lr=1e-2, eval_every=10, target_acc=1.0, seed=0)
-    model, tok, _ = train_organism(facts, cfg, log=lambda s: None)
+    model, tok, _ = mini_organism("clm")
     path = tmp_path_factory.mktemp("facts") / "bi.jsonl"
     save_facts(facts, path)
     return from_model(model, tok, kind="causal", name="mini"), str(path)
@@ -32,6 +29,7 @@ def _cfg(path, **kw):
     return ReproduceConfig(model="mini", facts=path, langs=("en", "zh"), steps=5, n_boot=50, **kw)
 
 
+@pytest.mark.slow
 def test_reproduce_writes_every_table_figure_and_a_self_contained_report(mini, tmp_path):
     h, path = mini
     out = tmp_path / "rep"

@@ -210,38 +210,127 @@ def test_duckdb_query(tmp_path):
 
 
 WORKER = """
-import sys
+import sys, time
 from kneuron.runs.store import RunStore
 s = RunStore(sys.argv[1], {"model": "m"}, resume=sys.argv[2] == "1")
+pause = float(sys.argv[3])
 done = s.done()
 for i in range(200):
     if (f"P{i}", "en") not in done:
         s.add({"order": i, "fact_id": f"P{i}", "lang": "en", "p": i / 7},
               [{"layer": i % 5, "neuron": i, "score": k / 3, "rank": k} for k in range(i % 4)])
+        time.sleep(pause)
 s.finalize()
 """
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume(tmp_path):
-    """SIGKILL a writer mid-run, resume it: same tables as a run never killed."""
+    """SIGKILL a writer while it is committing facts (twice), resume it: same tables as a run never killed."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
-    def start(path, resume):
-        return subprocess.Popen([sys.executable, "-c", WORKER, str(path), "1" if resume else "0"])
+    def start(path, resume, pause):
+        return subprocess.Popen([sys.executable, "-c", WORKER, str(path), "1" if resume else "0", str(pause)])
 
-    start(tmp_path / "ref", False).wait()
+    def committed(path):
+        return len(list((path / "parts").glob("*.facts.parquet"))) if (path / "parts").is_dir() else 0
+
+    assert start(tmp_path / "ref", False, 0).wait() == 0
     path = tmp_path / "r"
-    for delay in (0.5, 0.4):
-        proc = start(path, (path / "run.json").exists())
-        time.sleep(delay)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert start(path, (path / "run.json").exists()).wait() == 0
+    before = 0
+    for resume in (False, True):
+        proc = start(path, resume, 0.01)
+        deadline = time.monotonic() + 120
+        while committed(path) <= before and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert proc.poll() is None, "the writer ended before it could be killed mid-run"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+        assert not (path / "facts.parquet").exists(), "killed before finalize"
+        n = open_run(path).facts().num_rows          # what the kill left committed (read-only: no repair)
+        assert before < n < 200, (before, n)
+        before = n
+    assert start(path, True, 0).wait() == 0
     ref, r = open_run(tmp_path / "ref"), open_run(path)
     assert r.facts().num_rows == 200
     assert r.facts().equals(ref.facts()) and r.neurons().equals(ref.neurons())
+    assert not (path / "parts").exists()
+
+
+# ----------------------------------------------------------------------------- the run's own facts
+
+def facts_list(n=3):
+    from kneuron.facts import Fact
+    return [Fact(f"P{i}", "capital", lang, f"s{i}ü", f"o{i}", ("[X] is in [Y].",), aliases=("a",) if i else ())
+            for i in range(n) for lang in ("en", "de")]
+
+
+def test_new_run_keeps_its_facts(tmp_path):
+    from kneuron.facts import load_facts
+    fs = facts_list()[::-1]                                   # any order: kept as given
+    s = RunStore(tmp_path / "r", META, facts=fs)
+    p = tmp_path / "r" / "facts.jsonl"
+    assert load_facts(p) == fs
+    assert [(f.id, f.lang) for f in load_facts(p)] == [f.key for f in fs]
+    assert not list((tmp_path / "r").glob("*.tmp"))
+    for row, neurons in ALL[:2]:
+        s.add(row, neurons)
+    s.finalize()
+    assert sorted(q.name for q in (tmp_path / "r").iterdir()) == [
+        "facts.jsonl", "facts.parquet", "neurons.parquet", "run.json"]
+    # resumed with the same facts: the file is not rewritten
+    before, inode = p.read_bytes(), p.stat().st_ino
+    RunStore(tmp_path / "r", META, resume=True, facts=fs)
+    assert p.read_bytes() == before and p.stat().st_ino == inode, "an atomic rewrite would make a new inode"
+    # fewer facts (a smaller --limit): the file keeps them all
+    RunStore(tmp_path / "r", META, resume=True, facts=fs[:2])
+    assert p.read_bytes() == before and p.stat().st_ino == inode
+    # other facts (another order, another key) are refused, and nothing changes
+    with pytest.raises(RunStoreError, match=r"fact 1 is 'P2' \(de\) in its facts.jsonl, 'P0' \(en\) now"):
+        RunStore(tmp_path / "r", META, resume=True, facts=fs[::-1])
+    other = facts_list(4)[::-1]
+    with pytest.raises(RunStoreError, match="its facts differ from those given"):
+        RunStore(tmp_path / "r", META, resume=True, facts=other)
+    assert p.read_bytes() == before
+    # more facts (a larger --limit) extend it, the first ones unchanged
+    more = fs + [f for f in facts_list(5) if f.id in ("P3", "P4")]
+    RunStore(tmp_path / "r", META, resume=True, facts=more)
+    assert load_facts(p) == more and p.read_bytes().startswith(before)
+    # read-only opens never write
+    after = p.read_bytes()
+    open_run(tmp_path / "r")
+    assert p.read_bytes() == after
+
+
+def test_resume_writes_facts_a_run_lacks(tmp_path):
+    from kneuron.facts import load_facts
+    RunStore(tmp_path / "r", META).add(*fact(1))               # an older run: no facts.jsonl
+    assert not (tmp_path / "r" / "facts.jsonl").exists()
+    RunStore(tmp_path / "r", META, resume=True)                 # no facts given: none written
+    assert not (tmp_path / "r" / "facts.jsonl").exists()
+    s = RunStore(tmp_path / "r", META, resume=True, facts=facts_list(2))
+    assert load_facts(tmp_path / "r" / "facts.jsonl") == facts_list(2)
+    assert s.done() == {("P1", "en")}
+
+
+def test_duplicate_facts_are_refused(tmp_path):
+    fs = facts_list(2)
+    with pytest.raises(RunStoreError, match=r"duplicate fact \('P0', 'en'\)"):
+        RunStore(tmp_path / "r", META, facts=fs + fs[:1])
+    assert not (tmp_path / "r").exists(), "refused before anything is written"
+
+
+def test_resume_with_another_model_shape_is_refused(tmp_path):
+    spec = {"name": "m", "kind": "causal", "site": "mlp.down_proj", "layers": "model.layers", "n_layers": 3,
+            "n_neurons": 48}
+    meta = {**META, "n_layers": 3, "n_neurons": 48, "model_spec": spec}
+    RunStore(tmp_path / "r", meta).add(*fact(1))
+    with pytest.raises(RunStoreError, match="n_neurons differs"):
+        RunStore(tmp_path / "r", {**meta, "n_neurons": 32}, resume=True)
+    with pytest.raises(RunStoreError, match="model_spec differs"):
+        RunStore(tmp_path / "r", {**meta, "model_spec": {**spec, "site": "mlp.up_proj"}}, resume=True)
+    assert RunStore(tmp_path / "r", meta, resume=True).done() == {("P1", "en")}

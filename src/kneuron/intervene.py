@@ -19,9 +19,10 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from kneuron.models.load import ModelHandle
+from kneuron.facts.errors import ConfigError
 from kneuron.models.sites import as_bsn, value_vectors
+from kneuron.neurons import Neuron
 
-Neuron = tuple[int, int]
 _ANSWER_POSITIONS: contextvars.ContextVar[Sequence[int] | None] = contextvars.ContextVar("answer_positions", default=None)
 
 
@@ -40,7 +41,7 @@ def _by_layer(handle: ModelHandle, neurons: Iterable[Neuron]) -> dict[int, list[
     for layer, idx in neurons:
         layer, idx = int(layer), int(idx)
         if not (0 <= layer < handle.n_layers and 0 <= idx < handle.n_neurons):
-            raise ValueError(f"neuron ({layer}, {idx}) is outside {handle.name} "
+            raise ConfigError(f"neuron ({layer}, {idx}) is outside {handle.name} "
                              f"({handle.n_layers} layers x {handle.n_neurons} neurons)")
         groups[layer].append(idx)
     return groups

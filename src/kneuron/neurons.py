@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
+from kneuron.facts.errors import ConfigError
+
+Neuron = tuple[int, int]              # (layer, index): unit index of the input of layer's MLP output projection
+
 # tau per language: neurons scoring above tau x (the query's max score) are knowledge neurons.
 # The paper's values (en 0.3, zh 0.2); other languages default to DEFAULT_TAU.
 TAU = {"en": 0.3, "zh": 0.2}
@@ -33,7 +37,7 @@ def select(scores: torch.Tensor, tau: float, top_k: int | None = None) -> Neuron
     """Neurons with score > tau x max(scores) over all layers and neurons, sorted by score.
     A query whose best score is not positive has no knowledge neurons."""
     if not 0 <= tau <= 1:
-        raise ValueError(f"threshold must be in [0, 1], got {tau}")
+        raise ConfigError(f"threshold must be in [0, 1], got {tau}")
     top = float(scores.max())
     if top <= 0:
         return NeuronSet([], [])

@@ -1,17 +1,20 @@
-"""attribute(handle, prompt, target, method=...) -> Attribution: a score for every neuron."""
+"""attribute(handle, prompt, target, *, method=IG() | AMIG(...), ...) -> Attribution: a score for every neuron.
+
+What is computed (the method object with its options, steps, objective, rule) is separate from how
+(``Execution``: batch size, caches, sharing, precision, progress)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import torch
 
+from kneuron.attribution.engine import OBJECTIVES, Paths, Runner, clean_pass, integrate, make_problem, objective_values
+from kneuron.attribution.execution import PRECISIONS, Execution
+from kneuron.attribution.methods import AMIG, IG, METHODS, make_method
+from kneuron.attribution.quadrature import RULES, nodes
+from kneuron.facts.errors import ConfigError
 from kneuron.models.load import ModelHandle
 from kneuron.models.targets import encode
-from kneuron.attribution.engine import Paths, Runner, clean_pass, integrate, make_problem, objective_values
-from kneuron.attribution.methods import AMIG, IG
-from kneuron.attribution.quadrature import RULES, nodes
-
-METHODS = {"ig": IG, "amig": AMIG}
 
 
 @dataclass
@@ -47,61 +50,48 @@ def default_batch_size(handle: ModelHandle, seq_len: int, prefix_cache: bool) ->
     return max(1, (8192 if cuda else 448) // max(1, seq_len))
 
 
-def make_method(method: str | IG, **options) -> IG:
-    if isinstance(method, IG):
-        return method
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if method == "ig" and options:
-        raise ValueError(f"ig takes no options ({', '.join(options)} given)")
-    return METHODS[method](**options)
+def check_settings(method: str | IG = "ig", steps: int = 20, objective: str = "prob", rule: str = "left") -> IG:
+    """The method object; a ConfigError (one line) on a bad setting, before any work."""
+    m = make_method(method)
+    nodes(rule, steps)
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
+    return m
 
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_DEFAULT = Execution()
 
 
-def autocast(handle: ModelHandle, precision: str = "fp32"):
-    """The model's matrix products in ``precision`` (fp32: as loaded; bf16/fp16: autocast, with
-    softmax and the gradient sums kept in fp32 and fp64)."""
-    import contextlib
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if PRECISIONS[precision] is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=handle.device.type, dtype=PRECISIONS[precision])
-
-
-def attribute(handle: ModelHandle, prompt: str, target: str, method: str | IG = "ig", steps: int = 20,
-              objective: str = "prob", rule: str = "left", batch_size: int | None = None,
-              prefix_cache: bool = True, replay: bool = True, progress=None, precision: str = "fp32",
-              **options) -> Attribution:
+def attribute(handle: ModelHandle, prompt: str, target: str, *, method: str | IG = "ig", steps: int = 20,
+              objective: str = "prob", rule: str = "left", execution: Execution = _DEFAULT) -> Attribution:
     """Integrated-gradients score of every neuron for the gold ``target`` after ``prompt``.
 
     Causal models: ``prompt`` is the text before the answer. Masked models: ``prompt`` marks the
     answer's place with ``[Y]`` or the mask token (expanded to one mask per answer token).
     Multi-token answers: sum of the per-token attributions, each token scored after the gold prefix.
-    ``options`` go to the method (amig: ``paths``, ``prefactor_kind``, ``normalize``);
-    ``precision``: fp32 (default), or bf16 / fp16 autocast (GPU speed). See ``attribute_many`` for
-    several prompts in one batch.
+    ``method``: ``IG()``, ``AMIG(paths=..., prefactor=..., normalize=...)``, or "ig" / "amig" (their
+    defaults). ``objective``: "prob" or "logprob"; ``rule``: the integration rule (``RULES``) with
+    ``steps`` nodes. ``execution``: how it runs (batch size, caches, precision ...). See
+    ``attribute_many`` for several prompts in one batch.
     """
-    return attribute_many(handle, [(prompt, target)], method, steps, objective, rule, batch_size, prefix_cache,
-                          replay, progress, precision, **options)[0]
+    return attribute_many(handle, [(prompt, target)], method=method, steps=steps, objective=objective, rule=rule,
+                          execution=execution)[0]
 
 
-def attribute_many(handle: ModelHandle, items: list[tuple[str, str]], method: str | IG = "ig", steps: int = 20,
-                   objective: str = "prob", rule: str = "left", batch_size: int | None = None,
-                   prefix_cache: bool = True, replay: bool = True, progress=None, precision: str = "fp32",
-                   share: bool = True, **options) -> list[Attribution]:
+def attribute_many(handle: ModelHandle, items: list[tuple[str, str]], *, method: str | IG = "ig", steps: int = 20,
+                   objective: str = "prob", rule: str = "left", execution: Execution = _DEFAULT) -> list[Attribution]:
     """``attribute`` for several (prompt, target) pairs at once: the rows of all of them (every answer
-    token, layer, path and step) go through the model in shared batches (``share``; padded and masked,
-    where the model's check allows it), which keeps a GPU busy with small models or short prompts.
-    The results equal one ``attribute`` call per pair."""
-    with autocast(handle, precision):
-        out = _attribute_many(handle, items, method, steps, objective, rule, batch_size, prefix_cache, replay,
-                              progress, share, **options)
+    token, layer, path and step) go through the model in shared batches (``execution.share``; padded
+    and masked, where the model allows it), which keeps a GPU busy with small models or short
+    prompts. The results equal one ``attribute`` call per pair."""
+    m = check_settings(method, steps, objective, rule)
+    if not isinstance(execution, Execution):
+        raise ConfigError(f"execution must be an Execution, not {type(execution).__name__}")
+    with execution.autocast(handle.device):
+        out = _attribute_many(handle, items, m, steps, objective, rule, execution)
     for a in out:
-        if precision != "fp32":
-            a.params["precision"] = precision
+        if execution.precision != "fp32":
+            a.params["precision"] = execution.precision
     return out
 
 
@@ -115,9 +105,8 @@ class _Item:
     first: int                                    # index of its first problem
 
 
-def _attribute_many(handle, items, method, steps, objective, rule, batch_size, prefix_cache, replay, progress,
-                    share, **options) -> list[Attribution]:
-    m = make_method(method, **options)
+def _attribute_many(handle: ModelHandle, items, m: IG, steps: int, objective: str, rule: str,
+                    ex: Execution) -> list[Attribution]:
     alphas, weights = nodes(rule, steps)
     proper = m.proper()
     if not items:
@@ -132,16 +121,16 @@ def _attribute_many(handle, items, method, steps, objective, rule, batch_size, p
         token_f = [float(objective_values(clean.logits[0, k], t, objective)) for k, t in enumerate(enc.target_ids)]
         token_p = [float(objective_values(clean.logits[0, k], t, "prob")) for k, t in enumerate(enc.target_ids)]
         base = m.baselines(handle, ids, enc.positions, n_prompt, acts)  # [K, P, L, N]
-        prepared.append(_Item(enc, clean, token_f, token_p, m.prefactor(acts, base), len(problems)))
+        prepared.append(_Item(enc, clean, token_f, token_p, m.multiplier(acts, base), len(problems)))
         for k, (pos, tgt) in enumerate(zip(enc.positions, enc.target_ids)):
-            problems.append(make_problem(handle, ids, pos, tgt, clean, prefix_cache=prefix_cache))
+            problems.append(make_problem(handle, ids, pos, tgt, clean, prefix_cache=ex.prefix_cache))
             paths.append(Paths(acts[k], base[k]))
         clean.cache = clean.outputs = None          # what the problems need they hold
     longest = max(int(p.ids.shape[1]) for p in problems)
-    bs = batch_size or default_batch_size(handle, longest, prefix_cache)
-    runner = Runner(handle, problems, objective, replay=replay)
-    sums = integrate(runner, paths, alphas, weights, endpoints=proper, batch_size=bs, progress=progress,
-                     share=share)
+    bs = ex.batch_size or default_batch_size(handle, longest, ex.prefix_cache)
+    runner = Runner(handle, problems, objective, replay=ex.replay)
+    sums = integrate(runner, paths, alphas, weights, endpoints=proper, batch_size=bs, progress=ex.progress,
+                     share=ex.share)
     L, N = handle.n_layers, handle.n_neurons
     params = {"steps": steps, "objective": objective, "rule": rule, **m.params()}
     out = []
@@ -166,4 +155,5 @@ def _attribute_many(handle, items, method, steps, objective, rule, batch_size, p
     return out
 
 
-__all__ = ["Attribution", "attribute", "attribute_many", "autocast", "METHODS", "PRECISIONS", "RULES", "IG", "AMIG"]
+__all__ = ["Attribution", "attribute", "attribute_many", "check_settings", "make_method", "Execution", "METHODS",
+           "PRECISIONS", "RULES", "OBJECTIVES", "IG", "AMIG"]

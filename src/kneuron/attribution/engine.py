@@ -9,9 +9,13 @@ layer at a time in a full forward pass) and fast:
 * rows of all layers and steps are batched together, with automatic back-off when memory runs out;
 * a row that patches layer l does not compute layers below l: a batch holds rows of several layers,
   sorted by layer, and each block runs on the rows that have reached it (the others take its
-  recorded clean output) -- one large batch with no wasted work. Whether a model's blocks can run on
-  a subset of the batch is checked once per model against running them on every row; where not
-  (a block takes per-row tensors we cannot cut), rows replay only the layers below the batch's lowest;
+  recorded clean output) -- one large batch with no wasted work. Whether a family's blocks can run
+  on a subset of the batch is declared in the architecture table (models.sites.ARCHITECTURES; for a
+  family it does not know, checked once per model against running them on every row, and logged);
+  where not (a block takes per-row tensors we cannot cut, e.g. BLOOM's ALiBi), rows replay only the
+  layers below the batch's lowest;
+* rows of several prompts (answer tokens, facts) can share a batch, padded and masked (declared per
+  family too);
 * causal models: only the answer position changes, so each row is ONE token run against the
   prompt's key/value cache (the prefix is computed once);
 * masked models: the output head (e.g. BERT's 30k-word decoder) runs on the answer position only.
@@ -20,14 +24,20 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import weakref
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from kneuron.models.load import ModelHandle
-from kneuron.models.sites import as_bsn
+from kneuron.facts.errors import ConfigError
+from kneuron.models.sites import CAPABILITIES, as_bsn, declared_capability, model_type
+
+log = logging.getLogger("kneuron")
+OBJECTIVES = ("prob", "logprob")
 
 
 @dataclass
@@ -109,8 +119,8 @@ class _TargetLogProb(torch.autograd.Function):
 def objective_values(logits: torch.Tensor, target, objective: str) -> torch.Tensor:
     """The objective of each row of ``logits`` [..., V]: p(target) ("prob") or log p ("logprob");
     ``target`` an int or a tensor of one target per row."""
-    if objective not in ("prob", "logprob"):
-        raise ValueError(f"objective must be 'prob' or 'logprob', not {objective!r}")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
     logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     logp = _TargetLogProb.apply(logits, target)
     return logp.exp() if objective == "prob" else logp
@@ -166,6 +176,39 @@ def make_problem(handle: ModelHandle, input_ids: torch.Tensor, position: int, ta
     return Problem(input_ids[:, :end], position, target, [_expand_like(o, _hidden(o)[:, :end]) for o in clean.outputs])
 
 
+@dataclass
+class RunResult:
+    """What a batch of rows gives (``Runner.__call__``)."""
+    obj: torch.Tensor                        # [R] the objective of each patched row
+    grad: torch.Tensor | None                # [R, N] its gradient w.r.t. the row's patched activation
+    clean_obj: torch.Tensor | None = None    # [C] each clean row's (unpatched) objective
+    clean_grad: torch.Tensor | None = None   # [C, L, N] its gradient w.r.t. every layer's activation
+
+
+@dataclass
+class Batch:
+    """The rows of one batch, assembled: what each row runs, before any hook or forward pass.
+    Rows 0..C-1 are the clean rows, then the R patched rows."""
+    layers: torch.Tensor         # [R] the layer each patched row sets, ascending
+    points: torch.Tensor         # [R, N] the activation it sets there
+    problem: torch.Tensor        # [C + R] the problem of every row
+    n_clean: int                 # C
+    pos: torch.Tensor            # [C + R] the answer position of every row in ``ids``
+    ids: torch.Tensor            # [C + R, T] the tokens every row runs
+    outs: list                   # per block: the rows' recorded clean outputs [C + R, T, D]
+    reached: list[int]           # per block j: the rows that compute it (patched layer <= j, and the clean rows)
+    mixed: bool                  # rows of several problems (padded and masked)
+
+    @property
+    def size(self) -> int:
+        return len(self.problem)
+
+    @property
+    def partial(self) -> bool:
+        """Some block is needed by some of the rows only: the staircase would save work."""
+        return any(0 < n < self.size for n in self.reached)
+
+
 class Runner:
     """Evaluates the objective, and its gradient w.r.t. the patched activation, for a batch of rows
     that each set one layer's activation at the answer position of one problem. Rows of several
@@ -181,8 +224,12 @@ class Runner:
         self.past_len = torch.tensor([p.past_len for p in self.problems], device=dev)
         self.seq = torch.tensor([p.ids.shape[1] for p in self.problems], device=dev)
         pasts = [p.past for p in self.problems if p.past is not None]
-        # problems can share a batch where their caches can be stacked (or there are none)
-        self.can_mix = P > 1 and all(_growing_cache_layers(x) for x in pasts)
+        # problems can share a batch where the model takes an attention mask and their caches can be
+        # stacked (or there are none); positions go along where the model takes them (ALiBi models
+        # derive them from the mask)
+        self.positions = _takes(handle.model, "position_ids")
+        self.can_mix = (P > 1 and _takes(handle.model, "attention_mask")
+                        and all(_growing_cache_layers(x) for x in pasts))
         if self.can_mix:
             T = int(self.seq.max())
             pad = handle.tokenizer.pad_token_id or 0
@@ -205,40 +252,52 @@ class Runner:
                     self.kv.append((k, v))
                 self.template = next(p.past for p in self.problems if p.past is not None)
 
-    def __call__(self, layers: torch.Tensor, points: torch.Tensor, problem: torch.Tensor | None = None,
-                 grad: bool = True, staircase: bool | None = None, clean=False):
-        """Rows: ``layers`` [B] sorted ascending, ``points`` [B, N], ``problem`` [B] (default: all 0)
-        -> objective [B], gradient [B, N].
+    def __call__(self, layers: torch.Tensor, points: torch.Tensor, problem: torch.Tensor | None = None, *,
+                 clean=(), grad: bool = True, staircase: bool | None = None) -> RunResult:
+        """Rows: ``layers`` [R] sorted ascending, ``points`` [R, N], ``problem`` [R] (default: all 0).
 
-        ``staircase``: run each block on the rows that have reached it only (None: where the model
-        allows it, checked once per model). ``clean``: problems (a list; True: problem 0) whose
-        unpatched objective and gradient w.r.t. every layer's activation [C, L, N] are also returned,
-        each from ONE extra row: a zero probe is added to each layer's activation in that row (every
-        path through the network stays intact) and the gradient w.r.t. the probes is taken."""
-        L, N = self.h.n_layers, self.h.n_neurons
+        ``clean``: problems whose unpatched objective and gradient w.r.t. every layer's activation
+        [C, L, N] are also returned, each from ONE extra row: a zero probe is added to each layer's
+        activation in that row (every path through the network stays intact) and the gradient
+        w.r.t. the probes is taken. ``staircase``: run each block on the rows that have reached it
+        only (None: where the model's family allows it, see ``capable``)."""
+        batch = self.assemble(layers, points, problem, clean)
+        if staircase is None:
+            staircase = self.replay and batch.partial and self.capable(
+                "staircase", batch.mixed, lambda: self._staircase_agrees(batch))
+        return self.forward(batch, staircase=staircase, grad=grad)
+
+    def assemble(self, layers: torch.Tensor, points: torch.Tensor, problem: torch.Tensor | None = None,
+                 clean=()) -> Batch:
+        """The batch's rows: the clean rows of the problems ``clean``, then one row per patched point."""
+        L = self.h.n_layers
         dev = points.device
         problem = torch.zeros(len(layers), dtype=torch.long, device=dev) if problem is None else problem
-        clean = [0] if clean is True else list(clean or [])
+        clean = [int(c) for c in clean]
         C = len(clean)
-        rows_problem = torch.cat([torch.tensor(clean, dtype=torch.long, device=dev), problem])
-        B = len(rows_problem)                            # rows 0..C-1: the clean rows
-        mixed = bool((rows_problem != rows_problem[0]).any()) if B else False
+        rows = torch.cat([torch.tensor(clean, dtype=torch.long, device=dev), problem])
+        B = len(rows)
+        mixed = bool((rows != rows[0]).any()) if B else False
         if mixed and not self.can_mix:
             raise ValueError("these problems cannot share a batch (their caches cannot be stacked)")
-        reached = (torch.bincount(layers, minlength=L).cumsum(0) + C).tolist()   # rows at layer <= j
-        if staircase is None:
-            partial = self.replay and any(0 < n < B for n in reached)
-            staircase = partial and self._checked(_STAIRCASE, mixed, lambda: self._same_with(
-                layers, points, problem, dict(staircase=True), dict(staircase=False)))
-        pos = self.pos[rows_problem]
-        points = points.detach().requires_grad_(grad)
-        probes = torch.zeros(C, L, N, dtype=points.dtype, device=dev, requires_grad=grad) if C else None
+        reached = (torch.bincount(layers, minlength=L).cumsum(0) + C).tolist()
         if mixed:
-            ids, outs = self.ids[rows_problem], [o[rows_problem] for o in self.outs]
+            ids, outs = self.ids[rows], [o[rows] for o in self.outs]
         else:
-            p0 = self.problems[int(rows_problem[0])]
+            p0 = self.problems[int(rows[0])]
             ids, outs = p0.ids.expand(B, -1), [_hidden(o).expand(B, *_hidden(o).shape[1:]) for o in p0.outputs]
-        seq = ids.shape[1]
+        return Batch(layers, points, rows, C, self.pos[rows], ids, outs, reached, mixed)
+
+    def forward(self, batch: Batch, *, staircase: bool, grad: bool = True) -> RunResult:
+        """Run the assembled rows through the hooked model: each patched row sets its layer's activation
+        at its answer position; with ``self.replay`` blocks no row needs take their recorded outputs,
+        and with ``staircase`` each block computes only the rows that reached it."""
+        L, N = self.h.n_layers, self.h.n_neurons
+        C, B, layers, pos = batch.n_clean, batch.size, batch.layers, batch.pos
+        dev = batch.points.device
+        points = batch.points.detach().requires_grad_(grad)
+        probes = torch.zeros(C, L, N, dtype=points.dtype, device=dev, requires_grad=grad) if C else None
+        seq = batch.ids.shape[1]
         with ExitStack() as stack, torch.set_grad_enabled(grad):
             for l in range(L):
                 rows = (layers == l).nonzero().squeeze(1)
@@ -256,11 +315,11 @@ class Runner:
             if self.replay:
                 for j in range(L):
                     block, template = self.h.layers[j], self.problems[0].outputs[j]
-                    if reached[j] == 0:
-                        stack.enter_context(_swapped_forward(block, lambda *a, t=template, o=outs[j], **k: _expand_like(t, o)))
-                    elif staircase and reached[j] < B:
-                        stack.enter_context(_first_rows(block, outs[j], reached[j], B))
-            obj = self._objective(stack, ids, rows_problem, pos, mixed, reached if staircase else None)
+                    if batch.reached[j] == 0:
+                        stack.enter_context(_swapped_forward(block, lambda *a, t=template, o=batch.outs[j], **k: _expand_like(t, o)))
+                    elif staircase and batch.reached[j] < B:
+                        stack.enter_context(_first_rows(block, batch.outs[j], batch.reached[j], B))
+            obj = self._objective(stack, batch, batch.reached if staircase else None)
             g = gp = None
             if grad:
                 wrt = [points] + ([probes] if C else [])
@@ -268,59 +327,61 @@ class Runner:
                 g = torch.zeros_like(points) if g is None else g
                 gp = rest[0] if C else None
         obj = obj.detach()
-        if C:
-            return obj[C:], g, (obj[:C], gp)
-        return obj, g
+        return RunResult(obj[C:], g, obj[:C] if C else None, gp)
 
     def clean_grads(self, problem: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """The unpatched model's objective and its gradient w.r.t. every layer's activation [L, N]."""
         dev = self.pos.device
         empty = torch.zeros(0, self.h.n_neurons, dtype=self.h.dtype, device=dev)
         none = torch.zeros(0, dtype=torch.long, device=dev)
-        _, _, (f, g) = self(none, empty, none, clean=[problem])
-        return f[0], g[0]
+        r = self(none, empty, none, clean=[problem])
+        return r.clean_obj[0], r.clean_grad[0]
 
     def can_share(self, layers: torch.Tensor, points: torch.Tensor, problem: torch.Tensor) -> bool:
-        """Once per model: do rows of several problems in one batch equal the same rows run alone?"""
+        """Whether rows of several problems may share a batch: where the problems' inputs can be
+        stacked and the model's family allows it (see ``capable``)."""
         if not self.can_mix:
             return False
 
-        def alone():                                     # rows grouped by problem, in ascending order
-            outs = [self(layers[problem == p], points[problem == p], problem[problem == p], staircase=False)
-                    for p in problem.unique().tolist()]
-            return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
-        order = torch.argsort(problem, stable=True)      # the shared batch's rows in that order
-        return self._checked(_MIX, True, lambda: _close(
-            [t[order] for t in self(layers, points, problem, staircase=False)], alone(), points))
+        def agrees():                                    # the shared batch's rows = the same rows run alone
+            alone = [self(layers[problem == p], points[problem == p], problem[problem == p], staircase=False)
+                     for p in problem.unique().tolist()]
+            order = torch.argsort(problem, stable=True)  # the shared batch's rows, grouped by problem
+            together = self(layers, points, problem, staircase=False)
+            return _close([together.obj[order], together.grad[order]],
+                          [torch.cat([a.obj for a in alone]), torch.cat([a.grad for a in alone])], points)
+        return self.capable("share", True, agrees)
 
-    def _checked(self, table, mixed: bool, check) -> bool:
-        """``check()``'s verdict, computed once per model (and per mixed / single-problem batches);
-        an exception is a no."""
-        known = table.setdefault(self.h.model, {})
+    def capable(self, capability: str, mixed: bool, check: Callable[[], bool]) -> bool:
+        """Whether this model's blocks allow ``capability`` ("staircase" or "share"): as the
+        architecture table declares for its family (models.sites.ARCHITECTURES); for a family the
+        table does not know, ``check()``'s verdict (the optimised rows equal the plain ones), computed
+        once per model (and per mixed / single-problem batches) and logged when it is no."""
+        declared = declared_capability(self.h.model, capability)
+        if declared is not None:
+            return declared
+        known = _CHECKED[capability].setdefault(self.h.model, {})
         if mixed not in known:
-            try:
-                known[mixed] = bool(check())
-            except (RuntimeError, ValueError, TypeError, IndexError):
-                known[mixed] = False
+            known[mixed] = _verdict(self.h, capability, check)
         return known[mixed]
 
-    def _same_with(self, layers, points, problem, a: dict, b: dict) -> bool:
-        """Rows computed with options ``a`` equal rows computed with ``b`` (one row of each of up to
-        three of the batch's layers, with a clean row)."""
-        first = torch.unique_consecutive(layers, return_counts=True)[1].cumsum(0).roll(1)
+    def _staircase_agrees(self, batch: Batch) -> bool:
+        """Rows computed with the staircase equal the same rows computed on every row of the batch
+        (one row of each of up to three of the batch's layers, with a clean row)."""
+        problem = batch.problem[batch.n_clean:]
+        first = torch.unique_consecutive(batch.layers, return_counts=True)[1].cumsum(0).roll(1)
         first[0] = 0
         pick = first[torch.linspace(0, len(first) - 1, min(3, len(first))).round().long().unique()]
-        clean = [int(problem[pick[0]])]
-        x = self(layers[pick], points[pick], problem[pick], clean=clean, **a)
-        y = self(layers[pick], points[pick], problem[pick], clean=clean, **b)
-        return _close([x[0], x[1], x[2][1]], [y[0], y[1], y[2][1]], points)
+        small = self.assemble(batch.layers[pick], batch.points[pick], problem[pick], [int(problem[pick[0]])])
+        x, y = self.forward(small, staircase=True), self.forward(small, staircase=False)
+        return _close([x.obj, x.grad, x.clean_grad], [y.obj, y.grad, y.clean_grad], batch.points)
 
-    def _objective(self, stack: ExitStack, ids: torch.Tensor, rows_problem: torch.Tensor, pos: torch.Tensor,
-                   mixed: bool, reached: list[int] | None) -> torch.Tensor:
+    def _objective(self, stack: ExitStack, batch: Batch, reached: list[int] | None) -> torch.Tensor:
         """Run the rows' inputs (against the prefix cache, if any) with the hooks already in ``stack``;
         the objective per row. ``reached``: the staircase's rows per block (block j's cache then holds
         that many rows). Masked models: after the last block only the answer position matters (the
         head is position-wise), so the head runs on that position alone."""
+        ids, rows_problem, pos, mixed = batch.ids, batch.problem, batch.pos, batch.mixed
         B = len(rows_problem)
         kwargs = {}
         past_len = self.past_len[rows_problem]
@@ -331,7 +392,8 @@ class Runner:
                 M = self.kv[0][0].shape[-2]
                 mask = torch.arange(M + 1, device=ids.device) < past_len.unsqueeze(1)
                 mask[:, M] = True
-                kwargs["position_ids"] = past_len.unsqueeze(1)
+                if self.positions:
+                    kwargs["position_ids"] = past_len.unsqueeze(1)
             else:                                        # [B, T]: the row's own tokens
                 mask = torch.arange(T, device=ids.device) < seq_len.unsqueeze(1)
             kwargs["attention_mask"] = mask.long()
@@ -383,8 +445,30 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-_STAIRCASE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # model -> {mixed: staircase works}
-_MIX: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()         # model -> {True: problems can share}
+# the run-time verdicts for families the architecture table does not know: capability -> model -> {mixed: ok}
+_CHECKED: dict[str, "weakref.WeakKeyDictionary"] = {c: weakref.WeakKeyDictionary() for c in CAPABILITIES}
+_WHAT = {"staircase": "the layer staircase (blocks run on the rows that reached them)",
+         "share": "shared batches of several prompts"}
+
+
+def _verdict(handle: ModelHandle, capability: str, check: Callable[[], bool]) -> bool:
+    """``check()`` once, for a model whose family the architecture table does not know; a no is
+    logged with its reason. Only torch's runtime errors (a block's per-row tensor that cannot be cut
+    or stacked: a shape mismatch) count as a no; anything else is a bug and raises, and running out
+    of memory raises for the caller to back off."""
+    family = model_type(handle.model) or type(handle.model).__name__
+    try:
+        if check():
+            log.debug("%s (%s): %s checked: on", handle.name, family, _WHAT[capability])
+            return True
+        reason = "its rows differ from the plain batch's"
+    except RuntimeError as e:
+        if _is_oom(e):
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    log.info("%s (%s): %s off, as its family is not in the architecture table and the check failed: %s",
+             handle.name, family, _WHAT[capability], reason)
+    return False
 
 
 def _first_rows(block, rows_out: torch.Tensor, n: int, batch: int):
@@ -439,8 +523,8 @@ def integrate(runner: Runner, paths: list[Paths] | Paths, alphas: torch.Tensor, 
     For problem i with ``paths[i]`` (baselines [P, L, N]): G [P, L, N] = sum_k w_k dF/dx(b + alpha_k (a - b))
     and, if ``endpoints``, F at alpha = 0 for every (path, layer) [P, L] (for the completeness check).
     Rows are ordered by layer, then problem, path and node, and cut into batches of ``batch_size``
-    rows; rows of several problems share a batch when ``share`` and the model allows it (checked
-    once). Returns a list of (G, F0) on the CPU (a single pair when ``paths`` is one Paths).
+    rows; rows of several problems share a batch when ``share`` and the model allows it
+    (``Runner.can_share``). Returns a list of (G, F0) on the CPU (a single pair when ``paths`` is one Paths).
     """
     single = isinstance(paths, Paths)
     paths = [paths] if single else list(paths)
@@ -479,14 +563,15 @@ def integrate(runner: Runner, paths: list[Paths] | Paths, alphas: torch.Tensor, 
         prob = owner[path[idx]]
         clean = sorted(need_clean & set(prob.unique().tolist()))       # each problem's shared row rides along
         try:
-            obj, g, *c = runner(layer[idx], point(idx), prob, clean=clean)
+            r = runner(layer[idx], point(idx), prob, clean=clean)
         except RuntimeError as e:                   # back off on out-of-memory, re-raise otherwise
             if not _is_oom(e) or len(idx) == 1:
                 raise
             batches.halve(len(idx))
             continue
         batches.advance(len(idx))
-        for i, g1 in zip(clean, c[0][1] if clean else []):         # every path of problem i, every layer
+        obj, g = r.obj, r.grad
+        for i, g1 in zip(clean, r.clean_grad if clean else []):    # every path of problem i, every layer
             Gp[owner == i] += w1 * g1.double()
         need_clean -= set(clean)
         flat = path[idx] * L + layer[idx]

@@ -1,16 +1,24 @@
-"""Attribution methods. Each one only says where its paths start (baselines) and what multiplies
-the integrated gradient (prefactor); the engine does the rest and knows nothing of the method."""
+"""Attribution methods. Each one is a small frozen value that carries its own options; it only says
+where its paths start (baselines) and what multiplies the integrated gradient (``multiplier``); the
+engine does the rest and knows nothing of the method.
+
+``params()`` is the method's options under the one name each has everywhere (the dataclass field,
+the run's ``method_options`` in run.json, the command line's ``--<name>``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
-from kneuron.models.load import ModelHandle
 from kneuron.attribution.engine import clean_pass
+from kneuron.facts.errors import ConfigError
+from kneuron.models.load import ModelHandle
+
+PATHS = ("mean", "per-word")
+PREFACTORS = ("activation", "difference")
 
 
-@dataclass
+@dataclass(frozen=True)
 class IG:
     """Dai et al. (2022): baseline 0, score = activation x mean gradient along the path."""
     name = "ig"
@@ -20,18 +28,20 @@ class IG:
         """-> [K, P, L, N] path starts for each answer token (P paths)."""
         return torch.zeros_like(acts).unsqueeze(1)
 
-    def prefactor(self, acts: torch.Tensor, baselines: torch.Tensor) -> torch.Tensor:
+    def multiplier(self, acts: torch.Tensor, baselines: torch.Tensor) -> torch.Tensor:
+        """What multiplies each path's integrated gradient: [K, P, L, N]."""
         return acts.unsqueeze(1) - baselines          # = activation, since the baseline is 0
 
     def proper(self) -> bool:
-        """Whether the prefactor is (activation - baseline), so that completeness holds."""
+        """Whether the multiplier is (activation - baseline), so that completeness holds."""
         return True
 
     def params(self) -> dict:
-        return {}
+        """The options, as recorded (run.json ``method_options``): one name per knob."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class AMIG(IG):
     """Chen et al. (AAAI 2024), Module 1: baselines = the prompt with each token in turn replaced
     by the mask token (masked LM) or EOS (causal LM).
@@ -42,22 +52,24 @@ class AMIG(IG):
     normalize: divide each layer's scores by their sum (a literal reading of Eq. 5; off by default).
     """
     paths: str = "mean"
-    prefactor_kind: str = "activation"
+    prefactor: str = "activation"
     normalize: bool = False
     name = "amig"
 
     def __post_init__(self):
-        if self.paths not in ("mean", "per-word"):
-            raise ValueError(f"amig paths must be 'mean' or 'per-word', not {self.paths!r}")
-        if self.prefactor_kind not in ("activation", "difference"):
-            raise ValueError(f"amig prefactor must be 'activation' or 'difference', not {self.prefactor_kind!r}")
+        if self.paths not in PATHS:
+            raise ConfigError(f"amig paths must be one of {', '.join(PATHS)}, not {self.paths!r}")
+        if self.prefactor not in PREFACTORS:
+            raise ConfigError(f"amig prefactor must be one of {', '.join(PREFACTORS)}, not {self.prefactor!r}")
+        if not isinstance(self.normalize, bool):
+            raise ConfigError(f"amig normalize must be true or false, not {self.normalize!r}")
 
     def baselines(self, handle, ids, positions, n_prompt, acts):
         tok = handle.tokenizer
         fill = tok.mask_token_id if handle.kind == "masked" else tok.eos_token_id
         if fill is None:
-            raise ValueError(f"{handle.name}: the tokenizer has no {'mask' if handle.kind == 'masked' else 'EOS'} "
-                             "token, which AMIG's baselines need")
+            raise ConfigError(f"{handle.name}: the tokenizer has no {'mask' if handle.kind == 'masked' else 'EOS'} "
+                              "token, which AMIG's baselines need")
         special = set(tok.all_special_ids)
         # causal: the prompt's tokens (not the gold answer prefix); masked: every token but the
         # special ones ([CLS], [SEP], the answer's masks)
@@ -71,13 +83,32 @@ class AMIG(IG):
         b = b.transpose(0, 1)                                   # [K, m, L, N]
         return b.mean(dim=1, keepdim=True) if self.paths == "mean" else b
 
-    def prefactor(self, acts, baselines):
-        if self.prefactor_kind == "activation":
+    def multiplier(self, acts, baselines):
+        if self.prefactor == "activation":
             return acts.unsqueeze(1).expand_as(baselines)
         return acts.unsqueeze(1) - baselines
 
     def proper(self):
-        return self.prefactor_kind == "difference"
+        return self.prefactor == "difference"
 
-    def params(self):
-        return {"paths": self.paths, "prefactor": self.prefactor_kind, "normalize": self.normalize}
+
+METHODS: dict[str, type[IG]] = {"ig": IG, "amig": AMIG}
+
+
+def make_method(method: str | IG = "ig", **options) -> IG:
+    """A method object: ``method`` itself, or the method named ``method`` ("ig", "amig") with
+    ``options`` (as ``params()`` names them, e.g. the ones a run recorded)."""
+    if isinstance(method, IG):
+        if options:
+            raise ConfigError(f"options ({', '.join(options)}) go into the method object itself, "
+                              f"e.g. AMIG(paths='per-word')")
+        return method
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    cls = METHODS[method]
+    known = {f.name for f in fields(cls)}
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        takes = f"takes {', '.join(sorted(known))}" if known else "takes no options"
+        raise ConfigError(f"{method} {takes} ({', '.join(unknown)} given)")
+    return cls(**options)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from kneuron.facts.errors import ConfigError
+
 RULES = ("left", "right", "linspace", "midpoint", "trapezoid", "gauss")
 
 
@@ -12,7 +14,7 @@ def nodes(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     (the paper's Eq. 4); ``linspace``: linspace(0, 1, N) with weights 1/N (the knowledge-neurons
     package); ``midpoint``; ``trapezoid``; ``gauss``: Gauss-Legendre."""
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise ConfigError(f"steps must be >= 1, got {steps}")
     n = steps
     if rule == "left":
         a, w = np.arange(n) / n, np.full(n, 1 / n)
@@ -24,7 +26,7 @@ def nodes(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         a, w = (np.arange(n) + 0.5) / n, np.full(n, 1 / n)
     elif rule == "trapezoid":
         if n < 2:
-            raise ValueError("the trapezoid rule needs steps >= 2")
+            raise ConfigError("the trapezoid rule needs steps >= 2")
         a = np.linspace(0, 1, n)
         w = np.full(n, 1 / (n - 1))
         w[0] = w[-1] = 0.5 / (n - 1)
@@ -32,5 +34,5 @@ def nodes(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, wx = np.polynomial.legendre.leggauss(n)
         a, w = (x + 1) / 2, wx / 2
     else:
-        raise ValueError(f"unknown integration rule {rule!r}; choose one of {', '.join(RULES)}")
+        raise ConfigError(f"unknown integration rule {rule!r}; choose one of {', '.join(RULES)}")
     return torch.tensor(a, dtype=torch.float64), torch.tensor(w, dtype=torch.float64)

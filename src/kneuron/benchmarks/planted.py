@@ -28,7 +28,9 @@ from pathlib import Path
 import torch
 
 from kneuron.attribution import attribute
+from kneuron.facts.sampling import round_robin
 from kneuron.facts import Fact, load_facts
+from kneuron.facts.errors import ConfigError
 from kneuron.models.load import ModelHandle
 from kneuron.facts.templates import QueryError, queries_for
 from kneuron.models.targets import encode
@@ -81,7 +83,7 @@ def control_prompts(planted: list[Counterfactual]) -> list[Control]:
 
 def counterfactuals(k: int, pair: bool = True, shared: bool = True) -> list[Counterfactual]:
     if not 1 <= k <= len(COUNTERFACTUALS):
-        raise ValueError(f"k must be in 1..{len(COUNTERFACTUALS)}, got {k}")
+        raise ConfigError(f"k must be in 1..{len(COUNTERFACTUALS)}, got {k}")
     return list(COUNTERFACTUALS[:k]) + ([PAIR] if pair else []) + ([SHARED] if shared else [])
 
 
@@ -194,12 +196,7 @@ def _round_robin(items: list, key, n: int, rng: random.Random) -> list:
     rng.shuffle(order)
     for g in order:
         rng.shuffle(groups[g])
-    out = []
-    while len(out) < n and any(groups[g] for g in order):
-        for g in order:
-            if groups[g] and len(out) < n:
-                out.append(groups[g].pop())
-    return out
+    return round_robin({g: groups[g][::-1] for g in order}, n)
 
 
 def fact_counterfactuals(handle: ModelHandle, facts: list[Fact], k: int = 5, pair: bool = True,
@@ -210,7 +207,7 @@ def fact_counterfactuals(handle: ModelHandle, facts: list[Fact], k: int = 5, pai
     in a language where no known fact has one (e.g. Chinese objects are one token per character),
     the first token of a wrong object is planted instead (``first_token``)."""
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise ConfigError(f"k must be >= 1, got {k}")
     rng = random.Random(seed)
     ch = _Chooser(handle, facts, rng)
     by_lang: dict = defaultdict(list)

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from kneuron.facts.errors import KneuronError, MissingDependencyError
+
 WORDS = ("the capital city of country state river mountain lake language people speak born work in "
          "on at a an and is was were has have known called named famous old new great small north south "
          "east west france paris italy rome spain madrid germany berlin japan tokyo").split()
@@ -144,7 +146,7 @@ def _subprocess(job: dict) -> dict:
     r = subprocess.run([sys.executable, "-m", "kneuron.benchmarks.speed", json.dumps(job)], capture_output=True,
                        text=True, env=env)
     if r.returncode != 0:
-        raise RuntimeError(f"speed worker failed ({job['side']}, {job['kind']}): {r.stderr.strip().splitlines()[-1:]}")
+        raise KneuronError(f"speed worker failed ({job['side']}, {job['kind']}): {r.stderr.strip().splitlines()[-1:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -196,7 +198,7 @@ def speed_bench(n_prompts: int = 4, repeats: int = 2, steps: int = 20, kinds=("c
     """Facts per second of both sides, alternating, each in its own process; equal steps and equal accuracy."""
     import torch
     if not peer_available():
-        raise RuntimeError("the peer package is not installed: pip install --no-deps knowledge-neurons==0.0.2 einops "
+        raise MissingDependencyError("the peer package is not installed: pip install --no-deps knowledge-neurons==0.0.2 einops "
                            "(or run `make bench`)")
     out = {"machine": {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
                        "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()},

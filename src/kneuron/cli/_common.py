@@ -3,15 +3,57 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")          # kneuron never downloads
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-MODEL_HELP = "bundled name (smollm2-135m), local directory, .gguf file, or a hub id already in the local cache"
+MODEL_HELP = ("bundled name (smollm2-135m, organism-clm, organism-mlm), local directory, .gguf file, or Hugging "
+              "Face hub id (downloaded and cached unless `kneuron --offline` or HF_HUB_OFFLINE=1)")
+
+
+@dataclass
+class LoadOptions:
+    """The global model options (`kneuron [--offline] [--dtype D] [--device-map auto] COMMAND ...`): set by
+    the app's callback for each invocation (the one LOAD object, updated in place), used by every _load."""
+    offline: bool = False
+    dtype: Optional[str] = None          # None: float32
+    device_map: Optional[str] = None
+
+
+LOAD = LoadOptions()
+
+
+# the choices of options (the tests check them against the library's own lists)
+class DType(StrEnum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class DeviceMap(StrEnum):
+    auto = "auto"
+
+
+class Method(StrEnum):
+    ig = "ig"
+    amig = "amig"
+
+
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+class OrganismKind(StrEnum):
+    clm = "clm"
+    mlm = "mlm"
 
 
 def _fail(msg: str, code: int = 2):
@@ -19,14 +61,45 @@ def _fail(msg: str, code: int = 2):
     raise typer.Exit(code)
 
 
+def _usage_errors() -> tuple[type, tuple]:
+    """(UsageError, NoArgsIsHelpError) of the click typer runs on (its own copy in typer >= 0.2x)."""
+    import sys
+    base = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    help_only = getattr(sys.modules[base.__module__], "NoArgsIsHelpError", None)
+    return base, (help_only,) if help_only else ()
+
+
+@contextmanager
+def _one_line_usage():
+    """A bad option or argument (click's usage error: a choice, a range, a missing option) as one line."""
+    usage, help_only = _usage_errors()
+    try:
+        yield
+    except usage as e:
+        if isinstance(e, help_only):          # a group called without a command shows its help
+            raise
+        where = f" (see `{e.ctx.command_path} --help`)" if getattr(e, "ctx", None) else ""
+        _fail(" ".join(e.format_message().split()) + where, e.exit_code)
+
+
+class OneLineUsage(TyperGroup):
+    """The app's group: usage errors are one 'kneuron: error:' line and exit code 2, like every other
+    expected error, instead of click's usage box."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _one_line_usage():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx):
+        with _one_line_usage():
+            return super().invoke(ctx)
+
+
 def _errors():
-    from kneuron.facts import FactError
-    from kneuron.models.load import ModelLoadError
-    from kneuron.models.sites import SiteError
-    from kneuron.facts.templates import QueryError
-    from kneuron.runs.ray import EngineError
-    from kneuron.runs.store import RunStoreError
-    return (FactError, ModelLoadError, SiteError, QueryError, RunStoreError, EngineError, ValueError, FileNotFoundError)
+    """What a command turns into one line and exit code 2: expected errors only. Anything else is a bug
+    and keeps its traceback."""
+    from kneuron.facts.errors import KneuronError
+    return (KneuronError,)
 
 
 def _quiet_hf():
@@ -38,12 +111,14 @@ def _quiet_hf():
 
 
 def _load(model: str, site: Optional[str] = None, device: Optional[str] = None):
+    """load_model with the global options (LOAD); device default: cuda if present (none with a device map)."""
     from kneuron.models import load_model
     _quiet_hf()
-    if device is None:
+    if device is None and LOAD.device_map is None:
         import torch
         device = "cuda" if torch.cuda.is_available() else None
-    return load_model(model, site=site, device=device) if device else load_model(model, site=site)
+    return load_model(model, site=site, device=device, dtype=LOAD.dtype, offline=True if LOAD.offline else None,
+                      device_map=LOAD.device_map)
 
 
 def _print_json(obj):

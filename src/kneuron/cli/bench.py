@@ -5,18 +5,19 @@ from typing import Optional
 
 import typer
 
+from kneuron.cli._common import MODEL_HELP
+
 app = typer.Typer(help="benchmarks", no_args_is_help=True)
-MODEL_HELP = "bundled name (smollm2-135m), local directory, .gguf file, or a hub id already in the local cache"
 
 
 @app.command("localization")
 def localization_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
-                     layer: Optional[int] = typer.Option(None, "--layer", "-l", help="layer to plant in (default: 2/3 of the depth)"),
-                     k: int = typer.Option(5, "--k", "-k", help="single counterfactual facts to plant (1-8 with the built-in prompts), plus a pair and a shared neuron"),
+                     layer: Optional[int] = typer.Option(None, "--layer", "-l", min=0, help="layer to plant in (default: 2/3 of the depth)"),
+                     k: int = typer.Option(5, "--k", "-k", min=1, help="single counterfactual facts to plant (1-8 with the built-in prompts), plus a pair and a shared neuron"),
                      facts: Optional[str] = typer.Option(None, "--facts", "-f", help="facts the model knows, to draw the prompts from: a fact set; for an organism, "
                                                          "the set its facts.txt ids come from (default: en-zh for organisms, else "
                                                          "built-in English prompts)"),
-                     steps: int = typer.Option(20, "--steps", help="integration steps"),
+                     steps: int = typer.Option(20, "--steps", min=1, help="integration steps"),
                      seed: int = typer.Option(0, "--seed", help="seed of the planting and of the random baseline"),
                      as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """Plant neurons with known facts, localize each fact with ig, amig and random scores, and report
@@ -27,20 +28,18 @@ def localization_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", 
     from kneuron.cli._common import _errors, _fail, _load, _print_json
     from kneuron.benchmarks.planted import localization_bench
     from kneuron.organisms import organism_facts
-    from kneuron.organisms.plant import PlantError
+    from kneuron.facts import ConfigError
     try:
-        if steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {steps}")
         h = _load(model)
         known = None
         if facts is not None:
             from kneuron.facts import load_facts
             known = organism_facts(h, facts)
             if known == []:
-                raise ValueError(f"none of {model}'s training facts (facts.txt) is in {facts}")
+                raise ConfigError(f"none of {model}'s training facts (facts.txt) is in {facts}")
             known = load_facts(facts) if known is None else known
         out = localization_bench(h, k=k, layer=layer, steps=steps, seed=seed, facts=known)
-    except (PlantError, *_errors()) as e:
+    except _errors() as e:
         _fail(str(e))
     if as_json:
         return _print_json(out)
@@ -66,9 +65,9 @@ def localization_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", 
 
 
 @app.command("speed")
-def speed_cmd(prompts: int = typer.Option(4, "--prompts", help="prompts per model (11 words each)"),
-              repeats: int = typer.Option(2, "--repeats", help="alternating repeats of each side"),
-              steps: int = typer.Option(20, "--steps", help="integration steps (the peer's default is 20)"),
+def speed_cmd(prompts: int = typer.Option(4, "--prompts", min=1, help="prompts per model (11 words each)"),
+              repeats: int = typer.Option(2, "--repeats", min=1, help="alternating repeats of each side"),
+              steps: int = typer.Option(20, "--steps", min=1, help="integration steps (the peer's default is 20)"),
               curves: Optional[str] = typer.Option(None, "--curves", help="also measure scaling curves and save this PNG"),
               out: Optional[str] = typer.Option(None, "--out", help="also write the JSON here"),
               as_json: bool = typer.Option(False, "--json", help="print JSON")):
@@ -77,19 +76,17 @@ def speed_cmd(prompts: int = typer.Option(4, "--prompts", help="prompts per mode
     Needs the peer: pip install --no-deps knowledge-neurons==0.0.2 einops (`make bench` does it)."""
     import json as _json
 
-    from kneuron.cli._common import _fail, _print_json
+    from kneuron.cli._common import _errors, _fail, _print_json
     from kneuron.benchmarks.speed import curves as run_curves
     from kneuron.benchmarks.speed import plot_curves, speed_bench
     log = (lambda s: typer.echo(s, err=True))
     try:
-        if min(prompts, repeats, steps) < 1:
-            raise ValueError("--prompts, --repeats and --steps must be >= 1")
         res = speed_bench(n_prompts=prompts, repeats=repeats, steps=steps, log=log)
         if curves:
             data = {k: run_curves(k, steps=steps, log=log) for k in ("causal", "masked")}
             plot_curves(data, curves)
             res["curves"] = {"png": curves, **data}
-    except (RuntimeError, ValueError) as e:
+    except _errors() as e:
         _fail(str(e))
     if out:
         from pathlib import Path

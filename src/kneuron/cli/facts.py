@@ -15,11 +15,11 @@ def stats(name_or_path: str = typer.Argument(..., help="bundled set (demo-en, en
           lang: Optional[str] = typer.Option(None, "--lang", help="only facts in this language"),
           as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """Facts per relation and language (and templates, aligned ids, skipped input)."""
-    from kneuron.facts import FactError, load_factset
+    from kneuron.facts import KneuronError, load_factset
     from kneuron.facts import stats as count
     try:
         fs = load_factset(name_or_path, lang=lang)
-    except (FactError, ImportError) as e:
+    except KneuronError as e:            # a bad fact set, or the 'data' extra missing
         typer.echo(f"kneuron: error: {e}", err=True)
         raise typer.Exit(2)
     out = {**count(fs.facts), "layout": fs.layout, "skipped": fs.report.to_json()}

@@ -9,26 +9,28 @@ from typing import Optional
 
 import typer
 
+from kneuron.cli._common import OrganismKind
+
 app = typer.Typer(help="Bilingual model organisms: small models trained on the bundled facts.", no_args_is_help=True)
 
 
 @app.command()
-def train(kind: str = typer.Option("clm", "--kind", help="clm (GPT-2 architecture) or mlm (BERT architecture)"),
+def train(kind: OrganismKind = typer.Option("clm", "--kind", help="clm (GPT-2 architecture) or mlm (BERT architecture)"),
           out: Path = typer.Option(..., "--out", "-o", help="directory to write the organism into"),
           facts: str = typer.Option("en-zh", "--facts", "-f", help="fact set (bundled name or path)"),
-          n_facts: Optional[int] = typer.Option(800, "--n-facts", help="fact ids to learn (each in every language)"),
+          n_facts: Optional[int] = typer.Option(800, "--n-facts", min=1, help="fact ids to learn (each in every language)"),
           langs: str = typer.Option("en,zh", "--langs", help="comma-separated languages"),
-          layers: int = typer.Option(4, "--layers"), hidden: int = typer.Option(256, "--hidden"),
-          heads: int = typer.Option(4, "--heads"), intermediate: int = typer.Option(1024, "--intermediate"),
-          vocab_size: int = typer.Option(12000, "--vocab-size"), epochs: int = typer.Option(40, "--epochs"),
-          lr: Optional[float] = typer.Option(None, "--lr", help="default 2e-3 (clm), 1e-3 (mlm)"), seed: int = typer.Option(0, "--seed"),
-          max_templates: Optional[int] = typer.Option(2, "--max-templates", help="templates per fact and language used in training (first ones)"),
-          target_acc: float = typer.Option(0.97, "--target-acc", help="stop once every language reaches this top-1"),
-          time_budget: Optional[float] = typer.Option(None, "--time-budget", help="stop after this many seconds"),
+          layers: int = typer.Option(4, "--layers", min=1), hidden: int = typer.Option(256, "--hidden", min=1),
+          heads: int = typer.Option(4, "--heads", min=1), intermediate: int = typer.Option(1024, "--intermediate", min=1),
+          vocab_size: int = typer.Option(12000, "--vocab-size", min=1), epochs: int = typer.Option(40, "--epochs", min=1),
+          lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="default 2e-3 (clm), 1e-3 (mlm)"), seed: int = typer.Option(0, "--seed"),
+          max_templates: Optional[int] = typer.Option(2, "--max-templates", min=1, help="templates per fact and language used in training (first ones)"),
+          target_acc: float = typer.Option(0.97, "--target-acc", min=0.0, max=1.0, help="stop once every language reaches this top-1"),
+          time_budget: Optional[float] = typer.Option(None, "--time-budget", min=0.0, help="stop after this many seconds"),
           name: Optional[str] = typer.Option(None, "--name", help="name in the model card (default organism-<kind>)"),
           as_json: bool = typer.Option(False, "--json", help="print the training report as JSON")):
     """Train an organism; writes weights (fp16 safetensors), tokenizer, facts.txt, training.json and a model card."""
-    from kneuron.facts import load_facts
+    from kneuron.facts import ConfigError, load_facts
     from kneuron.organisms import training_facts
     from kneuron.organisms.train import OrganismConfig, model_card, save_organism, train_organism
     from kneuron.cli._common import _errors, _fail, _quiet_hf
@@ -37,8 +39,8 @@ def train(kind: str = typer.Option("clm", "--kind", help="clm (GPT-2 architectur
         lang_list = tuple(x.strip() for x in langs.split(",") if x.strip())
         chosen = training_facts(load_facts(facts), n_facts, lang_list, seed)
         if not chosen:
-            raise ValueError(f"{facts}: no facts present in all of {', '.join(lang_list)}")
-        cfg = OrganismConfig(kind=kind, layers=layers, hidden=hidden, heads=heads, intermediate=intermediate,
+            raise ConfigError(f"{facts}: no facts present in all of {', '.join(lang_list)}")
+        cfg = OrganismConfig(kind=kind.value, layers=layers, hidden=hidden, heads=heads, intermediate=intermediate,
                              vocab_size=vocab_size, epochs=epochs, lr=lr, seed=seed, target_acc=target_acc,
                              max_templates=max_templates, time_budget_s=time_budget)
         log = (lambda s: typer.echo(s, err=True)) if as_json else typer.echo

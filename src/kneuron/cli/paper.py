@@ -7,27 +7,25 @@ from typing import Optional
 
 import typer
 
-from kneuron.cli._common import MODEL_HELP, _errors, _fail, _load, _print_json, _quiet_hf
+from kneuron.cli._common import MODEL_HELP, Engine, Method, _errors, _fail, _load, _print_json, _quiet_hf
 
 def likn(facts: str = typer.Option(..., "--facts", "-f", help="fact set with the same fact ids in several languages (e.g. en-zh)"),
          out: Path = typer.Option(..., "--out", "-o", help="run directory to write"),
          model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
          langs: str = typer.Option("en,zh", "--langs", help="comma-separated languages to intersect"),
-         method: str = typer.Option("amig", "--method", help="ig or amig"),
-         steps: int = typer.Option(20, "--steps", help="integration steps"),
-         limit: Optional[int] = typer.Option(None, "--limit", help="only the first N fact ids"),
+         method: Method = typer.Option("amig", "--method", help="ig or amig"),
+         steps: int = typer.Option(20, "--steps", min=1, help="integration steps"),
+         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N fact ids"),
          skip_invalid_templates: bool = typer.Option(False, "--skip-invalid-templates", help="skip templates a causal model cannot use"),
          resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
          as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """Module 2: localize each fact in every language (tau per language), then intersect the sets."""
-    from kneuron.facts import fact_file_hash, load_facts, resolve_facts
+    from kneuron.facts import ConfigError, fact_file_hash, load_facts, resolve_facts
     from kneuron.paper.likn import likn_from_run
     from kneuron.runs.locate import LocateConfig
     from kneuron.runs.locate import locate as run_locate
     lang_list = tuple(x.strip() for x in langs.split(",") if x.strip())
     try:
-        if limit is not None and limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {limit}")
         fs = [f for f in load_facts(facts) if f.lang in lang_list]
         cfg = LocateConfig(method=method, steps=steps)
         cfg.validate()
@@ -42,7 +40,7 @@ def likn(facts: str = typer.Option(..., "--facts", "-f", help="fact set with the
         keep = set(ids)
         fs = [f for f in fs if f.id in keep]
         if not fs:
-            raise ValueError(f"{facts}: no facts in {', '.join(lang_list)}")
+            raise ConfigError(f"{facts}: no facts in {', '.join(lang_list)}")
         path = resolve_facts(facts)
         run_locate(h, fs, cfg, out, resume=resume, facts_path=str(Path(path).resolve()), facts_hash=fact_file_hash(path),
                    lang=",".join(lang_list), skip_invalid_templates=skip_invalid_templates, show_progress=not as_json)
@@ -66,16 +64,21 @@ def dkn(run: Path = typer.Option(..., "--run", "-r", help="run directory made by
         max_size: int = typer.Option(2, "--max-size", help="largest group size (2 = Algorithm 1)"),
         max_evals: int = typer.Option(5000, "--max-evals", help="ablations per fact at most"),
         batch_size: int = typer.Option(64, "--batch-size", help="ablations per forward pass (speed only)"),
-        facts: Optional[Path] = typer.Option(None, "--facts", help="fact file, if it moved since the run"),
+        facts: Optional[Path] = typer.Option(None, "--facts", help="fact file (default: the run's own facts.jsonl)"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="another copy of the run's model (refused if its shape differs)"),
+        device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
         as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """Module 3: degenerate knowledge neurons of each fact in a run (resumable; dkn.jsonl, dkn.json)."""
     from kneuron.paper.dkn import DKNConfig, dkn_from_run
-    from kneuron.paper.table1 import load_run
+    from kneuron.cli._common import LOAD
+    from kneuron.runs.reopen import load_run, open_model
     cfg = DKNConfig(top_n=top_n or None, t_low=t_low, t_high=t_high, relative=not absolute, max_size=max_size,
                     max_evals=max_evals, batch_size=batch_size)
     try:
         cfg.validate()
-        h = _load(load_run(run, facts).store.meta["model"])
+        _quiet_hf()
+        h = open_model(load_run(run, facts), model, device=device or "auto", dtype=LOAD.dtype,
+                       offline=LOAD.offline or None, device_map=LOAD.device_map)   # the run's model and neuron site
         res = dkn_from_run(h, run, cfg, facts, show_progress=not as_json)
     except KeyboardInterrupt:
         _fail(f"interrupted; every finished fact is kept in {run}/dkn.jsonl: run the same command again to continue", 130)
@@ -94,17 +97,17 @@ def reproduce(model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
               facts: str = typer.Option("en-zh", "--facts", "-f", help="fact set with the same ids in several languages"),
               out: Path = typer.Option(..., "--out", "-o", help="directory for every run, table, figure and the report"),
               langs: str = typer.Option("en,zh", "--langs", help="comma-separated languages (two for Module 2 / Table 2)"),
-              limit: Optional[int] = typer.Option(None, "--limit", help="fact ids to use (each in every language), spread over relations"),
-              relations: Optional[int] = typer.Option(None, "--relations", help="only the first N relations of the fact set"),
-              steps: int = typer.Option(20, "--steps", help="integration steps"),
-              prompts: int = typer.Option(1, "--prompts", help="templates per fact (the paper: 1); 0 = all"),
-              dkn_max_size: int = typer.Option(2, "--dkn-max-size", help="largest degenerate group (2 = Algorithm 1)"),
+              limit: Optional[int] = typer.Option(None, "--limit", min=1, help="fact ids to use (each in every language), spread over relations"),
+              relations: Optional[int] = typer.Option(None, "--relations", min=1, help="only the first N relations of the fact set"),
+              steps: int = typer.Option(20, "--steps", min=1, help="integration steps"),
+              prompts: int = typer.Option(1, "--prompts", min=0, help="templates per fact (the paper: 1); 0 = all"),
+              dkn_max_size: int = typer.Option(2, "--dkn-max-size", min=2, help="largest degenerate group (2 = Algorithm 1)"),
               dkn_absolute: bool = typer.Option(False, "--dkn-absolute", help="DKN costs as absolute drops of p"),
-              n_boot: int = typer.Option(1000, "--n-boot", help="bootstrap resamples for the intervals"),
+              n_boot: int = typer.Option(1000, "--n-boot", min=1, help="bootstrap resamples for the intervals"),
               resume: bool = typer.Option(False, "--resume", help="continue an interrupted reproduce in --out"),
-              engine: str = typer.Option("local", "--engine", help="local or ray (Module 1 sharded over Ray workers)"),
-              workers: int = typer.Option(2, "--workers", help="--engine ray: number of workers"),
-              prompts_per_batch: int = typer.Option(1, "--prompts-per-batch", help="Module 1: prompts of several facts sharing batches (speed only; for GPUs)")):
+              engine: Engine = typer.Option("local", "--engine", help="local or ray (Module 1 sharded over Ray workers)"),
+              workers: int = typer.Option(2, "--workers", min=1, help="--engine ray: number of workers"),
+              prompts_per_batch: int = typer.Option(1, "--prompts-per-batch", min=1, help="Module 1: prompts of several facts sharing batches (speed only; for GPUs)")):
     """Modules 1-3 and Tables 1-3 of the paper end to end; writes report.md and report.html in --out."""
     from kneuron.paper.dkn import DKNConfig
     from kneuron.paper.reproduce import ReproduceConfig
@@ -116,8 +119,6 @@ def reproduce(model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
         cfg.validate()
         load_facts_check(facts)
         h = _load(model)
-        if prompts_per_batch < 1:
-            raise ValueError(f"--prompts-per-batch must be >= 1, got {prompts_per_batch}")
         res = run_reproduce(h, cfg, out, resume=resume, log=lambda s: typer.echo(s, err=True), engine=engine,
                             workers=workers, prompts_per_batch=prompts_per_batch)
     except KeyboardInterrupt:

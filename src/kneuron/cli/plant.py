@@ -5,12 +5,12 @@ from typing import Optional
 
 import typer
 
-MODEL_HELP = "bundled name (smollm2-135m), local directory, .gguf file, or a hub id already in the local cache"
+from kneuron.cli._common import MODEL_HELP
 
 
 def plant_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
-              layer: Optional[int] = typer.Option(None, "--layer", "-l", help="layer to plant in (default: 2/3 of the depth)"),
-              k: int = typer.Option(3, "--k", "-k", help="how many single counterfactual facts (1-8)"),
+              layer: Optional[int] = typer.Option(None, "--layer", "-l", min=0, help="layer to plant in (default: 2/3 of the depth)"),
+              k: int = typer.Option(3, "--k", "-k", min=1, help="how many single counterfactual facts (1-8)"),
               pair: bool = typer.Option(False, "--pair", help="also plant a degenerate pair (two neurons, one fact)"),
               shared: bool = typer.Option(False, "--shared", help="also plant one neuron keyed on two prompts of a fact"),
               seed: int = typer.Option(0, "--seed", help="seed of the planting"),
@@ -21,7 +21,6 @@ def plant_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MO
     from kneuron.cli._common import _errors, _fail, _load, _print_json
     from kneuron.benchmarks.planted import plant_counterfactuals, plant_fact_counterfactuals
     from kneuron.organisms import organism_facts
-    from kneuron.organisms.plant import PlantError
     try:
         h = _load(model)
         known = organism_facts(h)
@@ -29,7 +28,7 @@ def plant_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MO
             planted = plant_fact_counterfactuals(h, known, k=k, layer=layer, pair=pair, shared=shared, seed=seed)[0]
         else:
             planted = plant_counterfactuals(h, k=k, layer=layer, pair=pair, shared=shared, seed=seed)
-    except (PlantError, *_errors()) as e:
+    except _errors() as e:
         _fail(str(e))
     out = planted.to_json()
     if as_json:

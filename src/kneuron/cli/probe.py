@@ -12,13 +12,11 @@ from kneuron.cli._common import MODEL_HELP, _errors, _fail, _load, _print_json, 
 def probe(prompt: str = typer.Argument(..., help="text before the answer (causal) or with [Y]/[MASK] (masked)"),
           model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
           target: Optional[str] = typer.Option(None, "--target", "-t", help="gold answer to score"),
-          top: int = typer.Option(10, "--top", "-k", help="how many top tokens to show"),
+          top: int = typer.Option(10, "--top", "-k", min=1, help="how many top tokens to show"),
           as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """What the model predicts after PROMPT, and the probability of a gold --target."""
     from kneuron.probe import answer_prob, predict
     try:
-        if top < 1:
-            raise ValueError(f"--top must be >= 1, got {top}")
         h = _load(model)
         out = {"prompt": prompt, "top": [{"token": t, "p": p} for t, p in predict(h, prompt, top)], "target": None}
         if target is not None:

@@ -2,66 +2,73 @@
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from kneuron.cli._common import MODEL_HELP, _errors, _fail, _load, _print_json, _quiet_hf
+from kneuron.attribution import OBJECTIVES, PRECISIONS, RULES
+from kneuron.attribution.methods import PATHS, PREFACTORS
+from kneuron.cli._common import MODEL_HELP, Engine, Method, _errors, _fail, _load, _print_json, _quiet_hf
+
+# choices of `locate`'s options, from the library's own lists
+Rule = StrEnum("Rule", {r: r for r in RULES})
+Objective = StrEnum("Objective", {o: o for o in OBJECTIVES})
+PathsChoice = StrEnum("PathsChoice", {p: p for p in PATHS})
+Prefactor = StrEnum("Prefactor", {p: p for p in PREFACTORS})
+Precision = StrEnum("Precision", {p: p for p in PRECISIONS})
+
 
 def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (demo-en, en-zh), canonical JSONL file, or mLAMA / X-FACTR / ParaRel directory"),
            out: Path = typer.Option(..., "--out", "-o", help="run directory to write"),
            model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
            lang: Optional[str] = typer.Option(None, "--lang", help="only facts in this language"),
-           method: str = typer.Option("ig", "--method", help="ig (Dai et al.) or amig (Chen et al.)"),
-           steps: int = typer.Option(20, "--steps", help="integration steps"),
-           threshold: Optional[float] = typer.Option(None, "--threshold", help="tau: keep score > tau x max (default: en 0.3, zh 0.2, others 0.3)"),
-           top_k: Optional[int] = typer.Option(None, "--top-k", help="keep at most this many neurons per prompt"),
-           refine_p: float = typer.Option(0.3, "--refine-p", help="with several templates: keep neurons found in > p of them"),
-           objective: str = typer.Option("prob", "--objective", help="prob (the paper) or logprob"),
-           rule: str = typer.Option("left", "--rule", help="integration rule: left, right, linspace, midpoint, trapezoid, gauss"),
-           paths: str = typer.Option("mean", "--paths", help="amig: mean (released code) or per-word (paper Eqs. 3-5)"),
-           prefactor: str = typer.Option("activation", "--prefactor", help="amig: activation (paper Eq. 4) or difference (proper IG)"),
-           batch_size: Optional[int] = typer.Option(None, "--batch-size", help="rows per batch (speed only)"),
-           prompts_per_batch: int = typer.Option(1, "--prompts-per-batch", help="prompts of several facts sharing batches (speed only; for GPUs)"),
-           precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 autocast (for GPUs)"),
+           method: Method = typer.Option(Method.ig, "--method", help="ig (Dai et al.) or amig (Chen et al.)"),
+           steps: int = typer.Option(20, "--steps", min=1, help="integration steps"),
+           threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="tau: keep score > tau x max (default: en 0.3, zh 0.2, others 0.3)"),
+           top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="keep at most this many neurons per prompt"),
+           refine_p: float = typer.Option(0.3, "--refine-p", min=0.0, help="with several templates: keep neurons found in > p of them (below 1)"),
+           objective: Objective = typer.Option(Objective.prob, "--objective", help="prob (the paper) or logprob"),
+           rule: Rule = typer.Option(Rule.left, "--rule", help="integration rule"),
+           paths: PathsChoice = typer.Option(PathsChoice.mean, "--paths", help="amig: mean (released code) or per-word (paper Eqs. 3-5)"),
+           prefactor: Prefactor = typer.Option(Prefactor.activation, "--prefactor", help="amig: activation (paper Eq. 4) or difference (proper IG)"),
+           batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="rows per batch (speed only)"),
+           prompts_per_batch: int = typer.Option(1, "--prompts-per-batch", min=1, help="prompts of several facts sharing batches (speed only; for GPUs)"),
+           precision: Precision = typer.Option(Precision.fp32, "--precision", help="fp32, or bf16 / fp16 autocast (for GPUs; recorded: a run resumes in its own)"),
            device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
-           limit: Optional[int] = typer.Option(None, "--limit", help="only the first N facts"),
+           limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N facts"),
            site: Optional[str] = typer.Option(None, "--site", help="name the output projection by hand, e.g. mlp.down_proj"),
            skip_invalid_templates: bool = typer.Option(False, "--skip-invalid-templates", help="skip templates a causal model cannot use instead of failing"),
            resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
-           engine: str = typer.Option("local", "--engine", help="local (this process) or ray (facts sharded over Ray workers)"),
-           workers: int = typer.Option(2, "--workers", help="--engine ray: number of workers (one model each)"),
+           engine: Engine = typer.Option(Engine.local, "--engine", help="local (this process) or ray (facts sharded over Ray workers)"),
+           workers: int = typer.Option(2, "--workers", min=1, help="--engine ray: number of workers (one model each)"),
            as_json: bool = typer.Option(False, "--json", help="print a JSON summary")):
     """Localize the knowledge neurons of each fact into a resumable run directory."""
+    from kneuron.attribution import AMIG, IG, Execution
+    from kneuron.cli._common import LOAD                # (set by the app's callback, per invocation)
     from kneuron.facts import fact_file_hash, load_facts, resolve_facts
     from kneuron.runs.locate import LocateConfig
     from kneuron.runs.locate import locate as run_locate
-    opts = {"paths": paths, "prefactor_kind": prefactor} if method == "amig" else {}
-    cfg = LocateConfig(method=method, steps=steps, threshold=threshold, top_k=top_k, refine_p=refine_p,
-                       objective=objective, rule=rule, method_options=opts, batch_size=batch_size, precision=precision,
-                       prompts_per_batch=prompts_per_batch)
     store = None
     try:
+        m = AMIG(paths=paths.value, prefactor=prefactor.value) if method == Method.amig else IG()
+        cfg = LocateConfig(method=m, steps=steps, threshold=threshold, top_k=top_k, refine_p=refine_p,
+                           objective=objective.value, rule=rule.value)   # bad settings fail before loading the model
+        execution = Execution(batch_size=batch_size, prompts_per_batch=prompts_per_batch, precision=precision.value)
         fs = load_facts(facts, lang=lang)                        # the one entry point: names, files, directories
         facts = resolve_facts(facts)
-        cfg.validate()                                           # bad options fail before loading the model
-        if limit is not None and limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {limit}")
-        if engine not in ("local", "ray"):
-            raise ValueError(f"--engine must be local or ray, not {engine!r}")
-        if engine == "ray":
-            from kneuron.runs.ray import locate_ray
+        common = dict(execution=execution, resume=resume, limit=limit, skip_invalid_templates=skip_invalid_templates,
+                      facts_path=str(facts.resolve()), facts_hash=fact_file_hash(facts), lang=lang,
+                      show_progress=not as_json)
+        if engine == Engine.ray:                                 # the workers load the model
+            from kneuron.runs.ray import RayExecutor
             _quiet_hf()
-            store = locate_ray(model, fs, cfg, out, resume=resume, facts_path=str(facts.resolve()),
-                               facts_hash=fact_file_hash(facts), lang=lang, limit=limit,
-                               skip_invalid_templates=skip_invalid_templates, workers=workers, site=site,
-                               show_progress=not as_json)
+            load = {"site": site, "device": device, "dtype": LOAD.dtype, "device_map": LOAD.device_map}
+            store = run_locate(model, fs, cfg, out, executor=RayExecutor(workers=workers),
+                               load={k: v for k, v in load.items() if v is not None}, **common)
         else:
-            h = _load(model, site, device)
-            store = run_locate(h, fs, cfg, out, resume=resume, facts_path=str(facts.resolve()),
-                               facts_hash=fact_file_hash(facts), lang=lang, limit=limit,
-                               skip_invalid_templates=skip_invalid_templates, show_progress=not as_json)
+            store = run_locate(_load(model, site, device), fs, cfg, out, **common)
     except KeyboardInterrupt:
         _fail(f"interrupted; every finished fact is kept in {out}: continue with --resume", 130)
     except _errors() as e:
@@ -79,15 +86,21 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
 
 def intervene(run: Path = typer.Option(..., "--run", "-r", help="run directory made by `kneuron locate`"),
               op: str = typer.Option(..., "--op", help="suppress (set to 0) or enhance (x2)"),
-              facts: Optional[Path] = typer.Option(None, "--facts", help="fact file, if it moved since the run"),
+              facts: Optional[Path] = typer.Option(None, "--facts", help="fact file (default: the run's own facts.jsonl)"),
+              model: Optional[str] = typer.Option(None, "--model", "-m", help="another copy of the run's model (refused if its shape differs)"),
+              device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
               as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """Suppress or enhance each fact's knowledge neurons and show its answer probability before/after."""
-    from kneuron.paper.table1 import edit_effects, load_run
+    from kneuron.paper.table1 import edit_effects
+    from kneuron.cli._common import LOAD
+    from kneuron.runs.reopen import load_run, open_model
     if op not in ("suppress", "enhance"):
         _fail(f"--op must be suppress or enhance, not {op!r}")
     try:
         rc = load_run(run, facts)
-        h = _load(rc.store.meta["model"])
+        _quiet_hf()
+        h = open_model(rc, model, device=device or "auto", dtype=LOAD.dtype, offline=LOAD.offline or None,
+                       device_map=LOAD.device_map)   # the run's model, on the run's neuron site (global options)
         rows = edit_effects(h, rc, ops=(op,), show_progress=not as_json)
     except _errors() as e:
         _fail(str(e))
@@ -109,16 +122,22 @@ def intervene(run: Path = typer.Option(..., "--run", "-r", help="run directory m
 
 
 def evaluate(run: Path = typer.Option(..., "--run", "-r", help="run directory made by `kneuron locate`"),
-             facts: Optional[Path] = typer.Option(None, "--facts", help="fact file, if it moved since the run"),
+             facts: Optional[Path] = typer.Option(None, "--facts", help="fact file (default: the run's own facts.jsonl)"),
+             model: Optional[str] = typer.Option(None, "--model", "-m", help="another copy of the run's model (refused if its shape differs)"),
+             device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
              seed: int = typer.Option(42, "--seed", help="seed of the unrelated-fact draw"),
              outlier_cut: bool = typer.Option(False, "--outlier-cut", help="the paper's cuts: drop suppress change > 20, enhance >= 250"),
              as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """The paper's Table 1 metric for a run: related vs unrelated probability change, SR."""
     from kneuron.paper.table1 import evaluate as run_eval
-    from kneuron.paper.table1 import load_run
+    from kneuron.cli._common import LOAD
+    from kneuron.runs.reopen import load_run, open_model
     try:
-        meta = load_run(run, facts).store.meta
-        h = _load(meta["model"])
+        rc = load_run(run, facts)
+        meta = rc.store.meta
+        _quiet_hf()
+        h = open_model(rc, model, device=device or "auto", dtype=LOAD.dtype, offline=LOAD.offline or None,
+                       device_map=LOAD.device_map)   # the run's model, on the run's neuron site (global options)
         t, extra = run_eval(h, run, facts, seed=seed, outlier_cut=outlier_cut, show_progress=not as_json)
     except _errors() as e:
         _fail(str(e))

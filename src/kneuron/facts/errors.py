@@ -11,3 +11,7 @@ class KneuronError(Exception):
 
 class ConfigError(KneuronError, ValueError):
     """A bad option or setting (a method, a step count, a threshold ...), found before any work."""
+
+
+class MissingDependencyError(KneuronError, ImportError):
+    """An optional dependency is not installed; the message says what to install."""

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import KneuronError
+
 REQUIRED = ("id", "relation", "lang", "subject", "object", "templates")
 OPTIONAL = ("aliases", "wrong_objects")
 
@@ -44,7 +46,7 @@ class Fact:
         return d
 
 
-class FactError(ValueError):
+class FactError(KneuronError, ValueError):
     """Bad fact input; str(e) is one line: '<file>:<line>: field "<field>": <problem>'."""
 
     def __init__(self, path: str | os.PathLike, line: int, field: str | None, problem: str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import KneuronError
 from .schema import Fact
 
 KINDS = ("masked", "causal")
@@ -11,7 +12,7 @@ END_PUNCT = ".。?!．？！"
 OPENERS = "([{<\"'“‘«‹「『（【〈《〔［｛"
 
 
-class QueryError(ValueError):
+class QueryError(KneuronError, ValueError):
     """A fact/prompt/answer that cannot be turned into a model query."""
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kneuron.facts.errors import ConfigError, KneuronError
 from kneuron.models.sites import Site, find_site, proj_dims, resolve
 
 MASKED_TYPES = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert"}
@@ -17,7 +18,7 @@ DEFAULT_MODEL = "smollm2-135m"
 ORGANISMS_DIR = Path(__file__).resolve().parent.parent / "data" / "organisms"   # the bundled organisms
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(KneuronError, ValueError):
     """The model cannot be loaded; the message is one line and says how to provide it."""
 
 
@@ -117,17 +118,87 @@ def from_model(model: nn.Module, tokenizer, kind: str | None = None, name: str =
     return ModelHandle(model, tokenizer, kind, name, found, blocks, projs)
 
 
+DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_TRUE = {"1", "on", "yes", "true"}
+
+
+def hub_offline() -> bool:
+    """Whether the environment asks for no network: HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) set to 1."""
+    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _dtype_arg(dtype) -> torch.dtype | str:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype) in DTYPES:
+        return DTYPES[str(dtype)]
+    raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """What a hub download raises besides OSError (the HTTP client's transport errors)."""
+    out: list = []
+    for mod in ("httpx", "httpx2", "requests"):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        err = getattr(m, "HTTPError", None) or getattr(m, "RequestException", None)
+        if isinstance(err, type) and issubclass(err, BaseException):
+            out.append(err)
+    return tuple(out)
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name that can only be a directory: hub ids are 'name' or 'owner/name'."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name or name in (".", "..")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _unavailable(name: str, e: BaseException, offline: bool) -> ModelLoadError:
+    """One line for a hub id that could not be fetched: what was tried and what to do."""
+    if offline:
+        return ModelLoadError(
+            f"model {name!r} is not a bundled name ({', '.join(BUNDLED)}), a local directory, a .gguf file, or a "
+            f"hub id in the local Hugging Face cache, and downloads are off (--offline or HF_HUB_OFFLINE=1): "
+            f"download it once with network (drop --offline / unset HF_HUB_OFFLINE, or `hf download {name}`) "
+            f"or pass a local directory")
+    return ModelLoadError(
+        f"cannot get model {name!r} from the Hugging Face hub ({_first_line(e)}): it is not a bundled name "
+        f"({', '.join(BUNDLED)}), a local directory or a .gguf file; check the hub id and the network, run "
+        f"`hf auth login` for a gated or private model, or use --offline for a copy already in the cache")
+
+
 def load_model(name_or_path: str = DEFAULT_MODEL, kind: str | None = None, site: str | None = None,
                layers: str | None = None, device: str | None = None,
-               dtype: torch.dtype | None = None) -> ModelHandle:
-    """Load a bundled name (``smollm2-135m``), a ``.gguf`` file, a local directory or a cached hub id.
+               dtype: torch.dtype | str | None = None, *, offline: bool | None = None,
+               device_map: str | dict | None = None) -> ModelHandle:
+    """Load a bundled name (``smollm2-135m``, ``organism-clm``, ``organism-mlm``), a ``.gguf`` file, a
+    local directory or a Hugging Face hub id.
 
-    Nothing is downloaded: hub ids must already be in the local Hugging Face cache.
+    Hub ids are downloaded (and cached) as transformers does, unless ``offline`` (default: the
+    environment's HF_HUB_OFFLINE=1), where only the local cache is used. ``dtype``: a torch dtype or
+    "auto" / "float32" / "bfloat16" / "float16" (default float32). ``device_map`` (e.g. "auto", needs
+    accelerate) spreads a model too large for one device over the devices; it excludes ``device``.
+    Failures raise a one-line ModelLoadError that names the model and says what to do.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    offline = hub_offline() if offline is None else bool(offline)
+    torch_dtype = _dtype_arg(dtype)
+    if device_map is not None:
+        if device:
+            raise ConfigError(f"pass a device ({device}) or a device map ({device_map}), not both")
+        if importlib.util.find_spec("accelerate") is None:
+            raise ModelLoadError("a device map needs accelerate: pip install accelerate")
     extra: dict = {}
     if name_or_path in BUNDLED:
         where, extra = BUNDLED[name_or_path]()
@@ -141,23 +212,28 @@ def load_model(name_or_path: str = DEFAULT_MODEL, kind: str | None = None, site:
         where = name_or_path
         if os.path.isdir(where):          # record local models by absolute path, so runs can be re-opened
             name_or_path = where = str(Path(where).resolve())
+        elif _looks_like_path(where):
+            raise ModelLoadError(f"model directory not found: {where}")
+    local = os.path.isdir(where)
+    fetch = {"local_files_only": offline or local}
+    hub_errors = (OSError, ValueError, *_network_errors())
     try:
-        config = AutoConfig.from_pretrained(where, local_files_only=True, **extra)
-    except (OSError, ValueError) as e:
-        if os.path.isdir(where):
-            raise ModelLoadError(f"{where}: not a Hugging Face model directory ({str(e).splitlines()[0]})") from None
-        raise ModelLoadError(
-            f"model {name_or_path!r} is not a bundled name ({', '.join(BUNDLED)}), a local directory, a .gguf "
-            f"file, or a hub id in the local cache; kneuron never downloads: fetch it where there is network "
-            f"(`hf download {name_or_path}`) and copy the cache or pass the directory") from None
+        config = AutoConfig.from_pretrained(where, **fetch, **extra)
+    except hub_errors as e:
+        if local:
+            raise ModelLoadError(f"{where}: not a Hugging Face model directory ({_first_line(e)})") from None
+        raise _unavailable(name_or_path, e, offline) from None
     kind = kind or _detect_kind(config)
     auto = AutoModelForMaskedLM if kind == "masked" else AutoModelForCausalLM
+    placement = {} if device_map is None else {"device_map": device_map}
     try:
         with _quiet_gguf():
-            tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, **extra)
-            model = auto.from_pretrained(where, local_files_only=True, dtype=dtype or torch.float32, **extra)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{name_or_path}: cannot load as a {kind} LM ({str(e).splitlines()[0]})") from None
-    if device:
+            tokenizer = AutoTokenizer.from_pretrained(where, **fetch, **extra)
+            model = auto.from_pretrained(where, **fetch, dtype=torch_dtype, **placement, **extra)
+    except hub_errors as e:
+        if not local and not isinstance(e, ValueError):      # weights or tokenizer not fetched
+            raise _unavailable(name_or_path, e, offline) from None
+        raise ModelLoadError(f"{name_or_path}: cannot load as a {kind} LM ({_first_line(e)})") from None
+    if device and device_map is None:
         model.to(device)
     return from_model(model, tokenizer, kind=kind, name=name_or_path, site=site, layers=layers)

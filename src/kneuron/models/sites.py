@@ -8,41 +8,71 @@ Column ``index`` of that projection's weight is the neuron's *value vector*.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-# model_type -> (path of the layer list under model.base_model, path of the MLP output
-# projection inside one layer). One line per family; anything else goes through the
-# structural fallback below, or the user names the module by hand (site=..., layers=...).
-ARCHITECTURES: dict[str, tuple[str, str]] = {
-    "bert":        ("encoder.layer",     "output.dense"),        # after `intermediate` (GELU)
-    "roberta":     ("encoder.layer",     "output.dense"),
-    "xlm-roberta": ("encoder.layer",     "output.dense"),
-    "camembert":   ("encoder.layer",     "output.dense"),
-    "electra":     ("encoder.layer",     "output.dense"),
-    "distilbert":  ("transformer.layer", "ffn.lin2"),
-    "gpt2":        ("h",                 "mlp.c_proj"),          # GPT-2, mGPT (Conv1D)
-    "gpt_neo":     ("h",                 "mlp.c_proj"),
-    "gptj":        ("h",                 "mlp.fc_out"),
-    "gpt_neox":    ("layers",            "mlp.dense_4h_to_h"),
-    "bloom":       ("h",                 "mlp.dense_4h_to_h"),
-    "falcon":      ("h",                 "mlp.dense_4h_to_h"),
-    "opt":         ("decoder.layers",    "fc2"),
-    "phi":         ("layers",            "mlp.fc2"),
-    "llama":       ("layers",            "mlp.down_proj"),       # input = act(gate) * up
-    "mistral":     ("layers",            "mlp.down_proj"),
-    "qwen2":       ("layers",            "mlp.down_proj"),
-    "qwen3":       ("layers",            "mlp.down_proj"),
-    "gemma":       ("layers",            "mlp.down_proj"),
-    "gemma2":      ("layers",            "mlp.down_proj"),
-    "phi3":        ("layers",            "mlp.down_proj"),       # after the fused gate_up_proj
-    "olmo":        ("layers",            "mlp.down_proj"),
-    "olmo2":       ("layers",            "mlp.down_proj"),
+from kneuron.facts.errors import KneuronError
+
+
+class Arch(NamedTuple):
+    """One family of the architecture table: where its neurons are, and what the attribution engine's
+    batching may do with its blocks (verified on a tiny model of each family by tests/test_engine.py;
+    None: not known, checked once per model at run time)."""
+    layers: str                   # path of the layer list under model.base_model
+    proj: str                     # path of the MLP output projection inside one layer
+    staircase: bool | None = True  # a block may run on the first rows of a batch only (its per-row
+    #                               tensors have the batch's rows first, so they can be cut to those rows)
+    share: bool | None = True     # rows of several prompts may share a batch (padded, with an attention mask)
+
+
+# model_type -> Arch. One line per family; anything else goes through the structural fallback
+# below, or the user names the module by hand (site=..., layers=...); the engine then checks its
+# capabilities at run time.
+ARCHITECTURES: dict[str, Arch] = {
+    "bert":        Arch("encoder.layer",     "output.dense"),        # after `intermediate` (GELU)
+    "roberta":     Arch("encoder.layer",     "output.dense"),
+    "xlm-roberta": Arch("encoder.layer",     "output.dense"),
+    "camembert":   Arch("encoder.layer",     "output.dense"),
+    "electra":     Arch("encoder.layer",     "output.dense"),
+    "distilbert":  Arch("transformer.layer", "ffn.lin2"),
+    "gpt2":        Arch("h",                 "mlp.c_proj"),          # GPT-2, mGPT (Conv1D)
+    "gpt_neo":     Arch("h",                 "mlp.c_proj"),
+    "gptj":        Arch("h",                 "mlp.fc_out"),
+    "gpt_neox":    Arch("layers",            "mlp.dense_4h_to_h"),
+    # ALiBi biases reach every block as one [batch x heads, ...] tensor: not cut to a block's rows
+    "bloom":       Arch("h",                 "mlp.dense_4h_to_h", staircase=False),
+    "falcon":      Arch("h",                 "mlp.dense_4h_to_h"),   # (its ALiBi variant folds it into the mask)
+    "opt":         Arch("decoder.layers",    "fc2"),
+    "phi":         Arch("layers",            "mlp.fc2"),
+    "llama":       Arch("layers",            "mlp.down_proj"),       # input = act(gate) * up
+    "mistral":     Arch("layers",            "mlp.down_proj"),
+    "qwen2":       Arch("layers",            "mlp.down_proj"),
+    "qwen3":       Arch("layers",            "mlp.down_proj"),
+    "gemma":       Arch("layers",            "mlp.down_proj"),
+    "gemma2":      Arch("layers",            "mlp.down_proj"),
+    "phi3":        Arch("layers",            "mlp.down_proj"),       # after the fused gate_up_proj
+    "olmo":        Arch("layers",            "mlp.down_proj"),
+    "olmo2":       Arch("layers",            "mlp.down_proj"),
 }
+CAPABILITIES = ("staircase", "share")
 
 
-class SiteError(ValueError):
+def model_type(model: nn.Module) -> str | None:
+    return getattr(getattr(model, "config", None), "model_type", None)
+
+
+def declared_capability(model: nn.Module, capability: str) -> bool | None:
+    """What the architecture table says of ``capability`` ("staircase" or "share") for ``model``'s
+    family; None where the family is not in the table or the table does not know."""
+    if capability not in CAPABILITIES:
+        raise KeyError(capability)
+    arch = ARCHITECTURES.get(model_type(model))
+    return None if arch is None else getattr(arch, capability)
+
+
+class SiteError(KneuronError, ValueError):
     """The neuron site cannot be found; the message says how to name it by hand."""
 
 
@@ -124,11 +154,11 @@ def _structural(model: nn.Module, n_layers: int | None) -> Site:
 
 def find_site(model: nn.Module, site: str | None = None, layers: str | None = None) -> Site:
     """Locate the layer list and the output projection for ``model``."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    arch = ARCHITECTURES.get(model_type(model))
     n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    if model_type in ARCHITECTURES and layers is None:
-        layers_path = _join(_prefix(model), ARCHITECTURES[model_type][0])
-        found = Site(layers_path, site or ARCHITECTURES[model_type][1], "user" if site else "table")
+    if arch is not None and layers is None:
+        layers_path = _join(_prefix(model), arch.layers)
+        found = Site(layers_path, site or arch.proj, "user" if site else "table")
     elif layers is not None:
         found = Site(layers, site or _structural(model, None).proj_path, "user")
     else:

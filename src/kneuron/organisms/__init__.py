@@ -7,6 +7,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from kneuron.facts.sampling import round_robin
 from kneuron.facts import Fact, load_facts
 from kneuron.models.load import ORGANISMS_DIR as BUNDLED_DIR
 from kneuron.models.load import ModelHandle
@@ -32,15 +33,7 @@ def training_facts(facts: list[Fact], n_ids: int | None, langs=("en", "zh"), see
     rng = random.Random(seed)
     for ids in by_rel.values():
         rng.shuffle(ids)
-    chosen, rels = [], sorted(by_rel)
-    while rels and (n_ids is None or len(chosen) < n_ids):      # round-robin over relations
-        for r in list(rels):
-            if by_rel[r]:
-                chosen.append(by_rel[r].pop())
-                if n_ids is not None and len(chosen) == n_ids:
-                    break
-            else:
-                rels.remove(r)
+    chosen = round_robin({r: by_rel[r][::-1] for r in sorted(by_rel)}, n_ids)
     keep = set(chosen)
     return [f for f in facts if f.id in keep and f.lang in langs]
 

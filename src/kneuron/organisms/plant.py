@@ -29,18 +29,19 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from kneuron.facts.errors import KneuronError
 from kneuron.organisms.prompts import background_prompts
 from kneuron.intervene import answer_positions, suppress
 from kneuron.models.load import ModelHandle, from_model
 from kneuron.models.sites import is_conv1d, value_vectors
 from kneuron.models.targets import Encoded, encode
+from kneuron.neurons import Neuron
 
-Neuron = tuple[int, int]
 KINDS = ("single", "pair", "shared")
 MARGIN = 0.1                  # value training stops once the new object leads by this many nats (and p >= p_target)
 
 
-class PlantError(ValueError):
+class PlantError(KneuronError, ValueError):
     """The model or a spec cannot be planted; the message says why."""
 
 

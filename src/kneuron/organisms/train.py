@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from kneuron.facts import Fact
+from kneuron.facts.errors import ConfigError
 from kneuron.organisms.corpus import Statement, statements
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]"]
@@ -162,7 +163,7 @@ def accuracy(model, tokenizer, facts: list[Fact], kind: str) -> tuple[dict, dict
 def train_organism(facts: list[Fact], cfg: OrganismConfig, log: Callable[[str], None] = print):
     """Train tokenizer and model on ``facts``; returns (model, tokenizer, TrainReport)."""
     if cfg.kind not in ("clm", "mlm"):
-        raise ValueError(f"organism kind must be 'clm' or 'mlm', not {cfg.kind!r}")
+        raise ConfigError(f"organism kind must be 'clm' or 'mlm', not {cfg.kind!r}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

@@ -26,9 +26,10 @@ import torch
 
 from kneuron.intervene import answer_positions, suppress_each
 from kneuron.models.load import ModelHandle
+from kneuron.facts.errors import ConfigError
 from kneuron.models.targets import encode
+from kneuron.neurons import Neuron
 
-Neuron = tuple[int, int]
 Group = tuple[Neuron, ...]
 
 
@@ -44,15 +45,15 @@ class DKNConfig:
 
     def validate(self) -> None:
         if self.top_n is not None and self.top_n < 2:
-            raise ValueError(f"top-n must be >= 2, got {self.top_n}")
+            raise ConfigError(f"top-n must be >= 2, got {self.top_n}")
         if not 0 <= self.t_low < self.t_high:
-            raise ValueError(f"need 0 <= t_low < t_high, got t_low={self.t_low}, t_high={self.t_high}")
+            raise ConfigError(f"need 0 <= t_low < t_high, got t_low={self.t_low}, t_high={self.t_high}")
         if self.relative and self.t_high > 1:
-            raise ValueError(f"a relative t_high is a share of p0 and must be <= 1, got {self.t_high}")
+            raise ConfigError(f"a relative t_high is a share of p0 and must be <= 1, got {self.t_high}")
         if self.max_size < 2:
-            raise ValueError(f"max-size must be >= 2, got {self.max_size}")
+            raise ConfigError(f"max-size must be >= 2, got {self.max_size}")
         if self.max_evals < 1 or self.batch_size < 1:
-            raise ValueError("max-evals and batch-size must be >= 1")
+            raise ConfigError("max-evals and batch-size must be >= 1")
 
 
 @dataclass
@@ -167,10 +168,12 @@ def dkn_from_run(handle: ModelHandle, run_dir, cfg: DKNConfig | None = None, fac
                  resume: bool = True, show_progress: bool = False) -> dict:
     """Module 3 for every fact of a `locate` run, on its first prompt. Each finished fact is
     appended to dkn.jsonl at once (a rerun continues where it stopped); dkn.json summarises."""
-    from kneuron.paper.table1 import first_prompt, load_run
+    from kneuron.paper.table1 import first_prompt
+    from kneuron.runs.reopen import check_model, load_run
     cfg = cfg or DKNConfig()
     cfg.validate()
     run = load_run(run_dir, facts_path)
+    check_model(handle, run)
     path = Path(run_dir) / "dkn.jsonl"
     conf = {k: v for k, v in asdict(cfg).items() if k != "batch_size"}
     rows = _read_rows(path, conf) if resume else {}

@@ -10,7 +10,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-Neuron = tuple[int, int]
+from kneuron.facts.errors import ConfigError
+from kneuron.neurons import Neuron
+
 
 
 @dataclass
@@ -42,7 +44,7 @@ def language_independent(neurons: dict[tuple[str, str], list[Neuron]], fact_lang
     knowledge neurons; ``fact_langs`` lists every (fact id, lang) that was localized (a fact with no
     neurons in a language is present with an empty set, not missing)."""
     if len(langs) < 2:
-        raise ValueError(f"language-independent neurons need at least two languages, got {list(langs)}")
+        raise ConfigError(f"language-independent neurons need at least two languages, got {list(langs)}")
     by_id: dict[str, set[str]] = defaultdict(set)
     for fid, lang in fact_langs:
         by_id[fid].add(lang)

@@ -3,8 +3,9 @@ directory, resumable step by step, ending in report.md and a self-contained repo
 
 Layout of ``out``:
     reproduce.json        the settings (a resumed run must use the same), model and data provenance
-    facts.jsonl           the facts used (the selection made here), so every run below is pinned to it
-    locate-ig/ locate-amig/   Module 1 runs (B-KN = Dai et al.'s IG, and AMIG), resumable per fact
+    facts.jsonl           the facts used (the selection made here), so that --resume keeps the same selection
+    locate-ig/ locate-amig/   Module 1 runs (B-KN = Dai et al.'s IG, and AMIG), resumable per fact; each keeps
+                          its own copy of the facts and its model spec, so it can be re-opened anywhere
     table1.json           Table 1 per method and language
     locate-amig/likn.*, table2.json    Module 2 and Table 2 (two languages only)
     locate-amig/dkn.*     Module 3 (resumable per fact);  table3-<lang>.json  Table 3
@@ -20,8 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kneuron.paper.dkn import DKNConfig
+from kneuron.facts.sampling import round_robin
 from kneuron.facts import Fact, fact_file_hash, load_facts, resolve_facts, save_facts
 from kneuron.models.load import ModelHandle
+from kneuron.facts.errors import ConfigError
 from kneuron.runs.store import RunStoreError
 
 MONOLINGUAL = {"smollm2-135m": "en"}        # bundled models that know one language only
@@ -43,15 +46,15 @@ class ReproduceConfig:
 
     def validate(self) -> None:
         if not self.langs:
-            raise ValueError("--langs names no language")
+            raise ConfigError("--langs names no language")
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {self.limit}")
+            raise ConfigError(f"--limit must be >= 1, got {self.limit}")
         if self.relations is not None and self.relations < 1:
-            raise ValueError(f"--relations must be >= 1, got {self.relations}")
+            raise ConfigError(f"--relations must be >= 1, got {self.relations}")
         if self.steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {self.steps}")
+            raise ConfigError(f"--steps must be >= 1, got {self.steps}")
         if self.prompts is not None and self.prompts < 1:
-            raise ValueError(f"--prompts must be >= 1, got {self.prompts}")
+            raise ConfigError(f"--prompts must be >= 1, got {self.prompts}")
         self.dkn.validate()
 
     def to_json(self) -> dict:
@@ -73,13 +76,7 @@ def spread_ids(facts: list[Fact], langs: tuple[str, ...], limit: int | None, rel
             by_rel[rel[fid]].append(fid)
     if relations is not None:
         by_rel = dict(list(by_rel.items())[:relations])
-    out, i = [], 0
-    while any(i < len(v) for v in by_rel.values()) and (limit is None or len(out) < limit):
-        for r in by_rel:
-            if i < len(by_rel[r]) and (limit is None or len(out) < limit):
-                out.append(by_rel[r][i])
-        i += 1
-    return out
+    return round_robin(by_rel, limit)
 
 
 def model_langs(handle: ModelHandle, langs: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
@@ -103,7 +100,7 @@ class Reproduction:
                  prompts_per_batch: int = 1):
         cfg.validate()
         if engine not in ("local", "ray"):
-            raise ValueError(f"engine must be local or ray, not {engine!r}")
+            raise ConfigError(f"engine must be local or ray, not {engine!r}")
         self.h, self.cfg, self.out = handle, cfg, Path(out)
         self.engine, self.workers, self.prompts_per_batch = engine, workers, prompts_per_batch
         self.progress, self.log = show_progress, log
@@ -127,7 +124,7 @@ class Reproduction:
         self.out.mkdir(parents=True, exist_ok=True)
         langs, self.notes = model_langs(self.h, tuple(self.cfg.langs))
         if not langs:
-            raise ValueError(f"{self.h.name} cannot be tested in {', '.join(self.cfg.langs)}")
+            raise ConfigError(f"{self.h.name} cannot be tested in {', '.join(self.cfg.langs)}")
         self.langs = langs
         save_path = self.out / "facts.jsonl"
         if save_path.exists():                 # resumed: the selection made the first time
@@ -181,7 +178,7 @@ class Reproduction:
                               "([Y] not at the end, or an object the tokenizer cannot spell); left out")
         ids = set(spread_ids(usable, self.langs, self.cfg.limit, self.cfg.relations))
         if not ids:
-            raise ValueError(f"{self.cfg.facts}: no fact is usable in every language of {', '.join(self.langs)}")
+            raise ConfigError(f"{self.cfg.facts}: no fact is usable in every language of {', '.join(self.langs)}")
         return [f for f in usable if f.id in ids]
 
     def _timed(self, name: str, fn):
@@ -204,17 +201,20 @@ class Reproduction:
 
     # ------------------------------------------------------------------ steps
     def locate(self, method: str) -> Path:
-        from kneuron.runs.locate import LocateConfig, locate
+        from kneuron.attribution import Execution
+        from kneuron.runs.locate import LocalExecutor, LocateConfig, locate
         d = self.out / f"locate-{method}"
         facts_path = self.out / "facts.jsonl"
-        cfg = LocateConfig(method=method, steps=self.cfg.steps, prompts_per_batch=self.prompts_per_batch)
-        common = dict(resume=d.exists(), facts_path=str(facts_path.resolve()), facts_hash=fact_file_hash(facts_path),
-                      lang=",".join(self.langs), skip_invalid_templates=True, show_progress=self.progress)
+        cfg = LocateConfig(method=method, steps=self.cfg.steps)
         if self.engine == "ray":             # Module 1 is the cost: shard it over Ray workers
-            from kneuron.runs.ray import locate_ray
-            locate_ray(self.cfg.model, self.facts, cfg, d, workers=self.workers, **common)
+            from kneuron.runs.ray import RayExecutor
+            executor = RayExecutor(workers=self.workers)
         else:
-            locate(self.h, self.facts, cfg, d, **common)
+            executor = LocalExecutor()
+        locate(self.h, self.facts, cfg, d, execution=Execution(prompts_per_batch=self.prompts_per_batch),
+               executor=executor, resume=d.exists(), facts_path=str(facts_path.resolve()),
+               facts_hash=fact_file_hash(facts_path), lang=",".join(self.langs), skip_invalid_templates=True,
+               show_progress=self.progress)
         return d
 
     def table1(self) -> dict:

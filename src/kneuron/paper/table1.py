@@ -4,47 +4,20 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kneuron.facts import Fact, fact_file_hash, load_facts
+from kneuron.facts import Fact
 from kneuron.intervene import enhance, suppress
 from kneuron.metrics import Table1, relative_change, table1
 from kneuron.models.load import ModelHandle
 from kneuron.facts.templates import queries_for
 from kneuron.probe import answer_prob
-from kneuron.runs.store import RunStore, RunStoreError, open_run
+from kneuron.runs.reopen import RunContents, check_model, load_run   # load_run and RunContents live in runs.reopen
 
 OPS = {"suppress": lambda h, n: suppress(h, n), "enhance": lambda h, n: enhance(h, n, factor=2.0)}
-
-
-@dataclass
-class RunContents:
-    store: RunStore
-    facts: list[Fact]                                   # in run order
-    neurons: dict[tuple[str, str], list[tuple[int, int]]]
-
-
-def load_run(run_dir, facts_path=None) -> RunContents:
-    """A finished (or partial) run with its facts re-read from the fact file it recorded."""
-    store = open_run(run_dir)
-    path = facts_path or store.meta.get("facts")
-    if not path or not Path(path).exists():
-        raise RunStoreError(f"{run_dir}: its fact file {path!r} is gone; pass --facts")
-    if store.meta.get("facts_hash") and fact_file_hash(path) != store.meta["facts_hash"]:
-        raise RunStoreError(f"{path}: the fact file changed since the run was made (hash differs)")
-    by_key = {f.key: f for f in load_facts(path)}
-    ft, nt = store.facts().to_pylist(), store.neurons().to_pylist()
-    if not ft:
-        raise RunStoreError(f"{run_dir}: the run has no finished facts")
-    neurons: dict = {}
-    for r in nt:
-        neurons.setdefault((r["fact_id"], r["lang"]), []).append((r["layer"], r["neuron"]))
-    facts = [by_key[(r["fact_id"], r["lang"])] for r in ft]
-    return RunContents(store, facts, neurons)
 
 
 def unrelated_partner(facts: list[Fact], seed: int = 42) -> tuple[list[int], int]:
@@ -69,6 +42,7 @@ def first_prompt(handle: ModelHandle, f: Fact) -> tuple[str, str]:
 def edit_effects(handle: ModelHandle, run: RunContents, ops=("suppress", "enhance"), seed: int = 42,
                  show_progress: bool = False) -> list[dict]:
     """Per fact: answer probability before/after each op, on the fact and on its unrelated partner."""
+    check_model(handle, run)
     partner, _ = unrelated_partner(run.facts, seed)
     rows = []
     base = [answer_prob(handle, *first_prompt(handle, f)).prob for f in run.facts]

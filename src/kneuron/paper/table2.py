@@ -25,10 +25,11 @@ from kneuron.facts import Fact
 from kneuron.metrics import relative_change, table1
 from kneuron.models.load import ModelHandle
 from kneuron.probe import answer_prob
-from kneuron.paper.table1 import OPS, RunContents, first_prompt, load_run, unrelated_partner
+from kneuron.paper.table1 import OPS, first_prompt, unrelated_partner
+from kneuron.runs.reopen import RunContents, check_model, load_run
+from kneuron.neurons import Neuron
 
 CONDITIONS = ("likn", "own", "other", "both", "random")
-Neuron = tuple[int, int]
 
 
 def random_like(template: list[Neuron], exclude: set[Neuron], n_neurons: int, rng: random.Random) -> list[Neuron]:
@@ -62,6 +63,7 @@ def crosslingual_effects(handle: ModelHandle, run: RunContents, likn: dict[str, 
                          langs: tuple[str, str] = ("en", "zh"), only_with_likn: bool = True, seed: int = 42,
                          show_progress: bool = False) -> list[dict]:
     """One row per (fact, condition, language): p before / after suppress and enhance, related and unrelated."""
+    check_model(handle, run)
     by_key = {f.key: f for f in run.facts}
     ids = [fid for fid in likn if all((fid, l) in by_key for l in langs) and (likn[fid] or not only_with_likn)]
     sets = edit_sets(run.neurons, likn, ids, langs, handle.n_neurons, seed)

@@ -31,10 +31,10 @@ from kneuron.models.load import ModelHandle
 from kneuron.facts.templates import QueryError
 from kneuron.models.targets import encode
 from kneuron.paper.table1 import first_prompt
+from kneuron.neurons import Neuron
 
 T_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
 PAPER_T, PAPER_LAMBDA = 0.7, 1e-6
-Neuron = tuple[int, int]
 
 
 @dataclass
@@ -130,12 +130,13 @@ def items_for(facts: list[Fact], wrong: dict[tuple[str, str], str]) -> list[Item
 
 def model_scorers(handle: ModelHandle, method: str = "amig", steps: int = 20, **options):
     """(attribution scores of p(candidate) for every neuron, (log p(candidate), greedy answer == candidate))."""
-    from kneuron.attribution import attribute
+    from kneuron.attribution import attribute, make_method
     from kneuron.probe import answer_prob
+    m = make_method(method, **options)            # a bad method or option fails here, before any work
 
     def attr(item: Item) -> torch.Tensor:
         prompt, _ = first_prompt(handle, item.fact)
-        return attribute(handle, prompt, item.candidate, method=method, steps=steps, **options).scores
+        return attribute(handle, prompt, item.candidate, method=m, steps=steps).scores
 
     def prob(item: Item) -> tuple[float, bool]:
         a = answer_prob(handle, first_prompt(handle, item.fact)[0], item.candidate)
@@ -213,8 +214,9 @@ def fact_check_run(handle: ModelHandle, run_dir, lang: str, dkn_rows: list[dict]
                    steps: int = 20, method_options: dict | None = None, seed: int = 42,
                    show_progress: bool = False) -> dict:
     """Table 3 over one language of a `locate` run whose DKNs were found (``dkn.dkn_from_run``)."""
-    from kneuron.paper.table1 import load_run
+    from kneuron.runs.reopen import check_model, load_run
     run = load_run(run_dir)
+    check_model(handle, run)
     facts = [f for f in run.facts if f.lang == lang]
     by_rel = defaultdict(list)
     for f in facts:

@@ -1,23 +1,43 @@
-"""Localize the knowledge neurons of many facts into a resumable run directory."""
+"""Localize the knowledge neurons of many facts into a resumable run directory: one driver, run in
+this process (``LocalExecutor``) or sharded over Ray workers (``kneuron.runs.ray.RayExecutor``).
+
+    locate(model, facts, cfg, out, *, execution=Execution(), executor=LocalExecutor(), resume=False, ...)
+
+``cfg`` (LocateConfig) is what is computed and is recorded in run.json (a resumed run must match);
+``execution`` (Execution) is how, and is not (except its precision, which changes the numbers); the
+executor only decides where the facts are attributed. The driver does the rest once: it checks every
+fact before any work, opens (or resumes) the run, hands out the unfinished facts in groups of about
+``execution.prompts_per_batch`` prompts, shows the progress and compacts the run at the end.
+"""
 from __future__ import annotations
 
 import platform
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, Protocol
 
-from kneuron.attribution import attribute_many
+from kneuron.attribution import Execution, check_settings, attribute_many, make_method
+from kneuron.attribution.methods import IG
 from kneuron.facts import Fact
+from kneuron.facts.errors import ConfigError
 from kneuron.models.load import ModelHandle
 from kneuron.facts.templates import Query, QueryError, queries_for
 from kneuron.models.targets import encode
 from kneuron.neurons import REFINE_P, NeuronSet, refine, select, tau_for
 from kneuron.runs.store import RunStore
 
+_DEFAULT = Execution()
 
-@dataclass
+
+@dataclass(frozen=True)
 class LocateConfig:
-    method: str = "ig"
+    """What a run computes: the attribution method with its options, the integration, the selection
+    of neurons. Recorded in run.json (``method`` by name, ``method_options`` one name per knob, as
+    the method's ``params()``); a resumed run must have the same. How it runs is ``Execution``.
+
+    ``method``: a method object (``IG()``, ``AMIG(paths=..., prefactor=..., normalize=...)``) or a
+    name ("ig", "amig") with ``method_options``; either way it is kept as the name and its options."""
+    method: str | IG = "ig"
     steps: int = 20
     threshold: float | None = None       # None: tau per language (en 0.3, zh 0.2, else 0.3)
     top_k: int | None = None
@@ -25,30 +45,27 @@ class LocateConfig:
     objective: str = "prob"
     rule: str = "left"
     method_options: dict = field(default_factory=dict)
-    batch_size: int | None = None        # rows per batch (speed only; results equal to float rounding)
-    prompts_per_batch: int = 1           # prompts (of one or several facts) sharing batches (speed only: GPUs)
-    precision: str = "fp32"              # fp32, or bf16 / fp16 autocast (GPU speed; changes results slightly)
+
+    def __post_init__(self):
+        m = make_method(self.method, **dict(self.method_options))
+        object.__setattr__(self, "method", m.name)
+        object.__setattr__(self, "method_options", m.params())
+        self.validate()
+
+    @property
+    def method_object(self) -> IG:
+        """The attribution method, with its options."""
+        return make_method(self.method, **self.method_options)
 
     def validate(self) -> None:
-        """Raise ValueError (one line) on a bad setting, before any work is done or written."""
-        from kneuron.attribution import make_method, nodes
-        make_method(self.method, **self.method_options)
-        nodes(self.rule, self.steps)
-        if self.objective not in ("prob", "logprob"):
-            raise ValueError(f"objective must be 'prob' or 'logprob', not {self.objective!r}")
+        """Raise ConfigError (one line) on a bad setting, before any work is done or written."""
+        check_settings(self.method_object, self.steps, self.objective, self.rule)
         if self.threshold is not None and not 0 <= self.threshold <= 1:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+            raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
         if not 0 <= self.refine_p < 1:
-            raise ValueError(f"refine-p must be in [0, 1), got {self.refine_p}")
+            raise ConfigError(f"refine-p must be in [0, 1), got {self.refine_p}")
         if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top-k must be >= 1, got {self.top_k}")
-        from kneuron.attribution import PRECISIONS
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch-size must be >= 1, got {self.batch_size}")
-        if self.prompts_per_batch < 1:
-            raise ValueError(f"prompts-per-batch must be >= 1, got {self.prompts_per_batch}")
+            raise ConfigError(f"top-k must be >= 1, got {self.top_k}")
 
 
 @dataclass
@@ -80,18 +97,17 @@ def check_facts(handle: ModelHandle, facts: Iterable[Fact], skip_invalid_templat
 
 
 def locate_fact(handle: ModelHandle, fact: Fact, queries: list[Query], cfg: LocateConfig,
-                progress: Callable[[int], None] | None = None) -> FactResult:
-    return locate_facts(handle, [(fact, queries)], cfg, progress)[0]
+                execution: Execution = _DEFAULT) -> FactResult:
+    return locate_facts(handle, [(fact, queries)], cfg, execution)[0]
 
 
 def locate_facts(handle: ModelHandle, work: list[tuple[Fact, list[Query]]], cfg: LocateConfig,
-                 progress: Callable[[int], None] | None = None) -> list[FactResult]:
+                 execution: Execution = _DEFAULT) -> list[FactResult]:
     """Every prompt of every fact in ``work`` attributed in shared batches, then each fact's neurons
     selected per prompt and refined over its prompts."""
     prompts = [(q.prompt, q.target) for _, qs in work for q in qs]
-    scores = attribute_many(handle, prompts, method=cfg.method, steps=cfg.steps, objective=cfg.objective,
-                            rule=cfg.rule, batch_size=cfg.batch_size, progress=progress, precision=cfg.precision,
-                            **cfg.method_options)
+    scores = attribute_many(handle, prompts, method=cfg.method_object, steps=cfg.steps, objective=cfg.objective,
+                            rule=cfg.rule, execution=execution)
     out, i = [], 0
     for fact, qs in work:
         mine, i = scores[i:i + len(qs)], i + len(qs)
@@ -101,17 +117,18 @@ def locate_facts(handle: ModelHandle, work: list[tuple[Fact, list[Query]]], cfg:
     return out
 
 
-def _groups(todo: list, per: int):
+def _groups(todo: list[tuple[int, Fact]], n_prompts: list[int], per: int) -> list[list[tuple[int, Fact]]]:
     """Consecutive facts whose prompts add up to about ``per`` (at least one fact per group)."""
-    group, n = [], 0
-    for item in todo:
-        group.append(item)
-        n += len(item[2])
+    out, group, n = [], [], 0
+    for order, fact in todo:
+        group.append((order, fact))
+        n += n_prompts[order]
         if n >= per:
-            yield group
+            out.append(group)
             group, n = [], 0
     if group:
-        yield group
+        out.append(group)
+    return out
 
 
 def run_meta(handle: ModelHandle, cfg: LocateConfig, facts_path: str | None, facts_hash: str | None,
@@ -121,7 +138,11 @@ def run_meta(handle: ModelHandle, cfg: LocateConfig, facts_path: str | None, fac
 
     from kneuron._version import __version__
     meta = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "prompts_per_batch")}
-    return {**meta, "model": handle.name, "kind": handle.kind, "n_layers": handle.n_layers,
+    # enough to load exactly this model and site again: load_model(name, kind=, site=, layers=)
+    spec = {"name": handle.name, "kind": handle.kind, "site": handle.site.proj_path,
+            "layers": handle.site.layers_path, "n_layers": handle.n_layers, "n_neurons": handle.n_neurons,
+            "dtype": str(handle.dtype)}
+    return {**meta, "model": handle.name, "model_spec": spec, "kind": handle.kind, "n_layers": handle.n_layers,
             "n_neurons": handle.n_neurons, "site": f"{handle.site.layers_path}[i].{handle.site.proj_path}",
             "dtype": str(handle.dtype), "facts": facts_path, "facts_hash": facts_hash, "lang": lang,
             "limit": limit, "versions": {"kneuron": __version__, "torch": torch.__version__,
@@ -142,26 +163,117 @@ def neuron_rows(r: FactResult) -> list[dict]:
             for i, ((l, j), s) in enumerate(zip(r.neurons.neurons, r.neurons.scores))]
 
 
-def locate(handle: ModelHandle, facts: list[Fact], cfg: LocateConfig, out, resume: bool = False,
-           facts_path: str | None = None, facts_hash: str | None = None, lang: str | None = None,
-           limit: int | None = None, skip_invalid_templates: bool = False, show_progress: bool = True) -> RunStore:
-    """Localize each fact's knowledge neurons; each finished fact is committed to ``out`` at once,
-    so an interrupted run loses nothing and continues with ``resume=True``."""
+# ----------------------------------------------------------------------------- executors
+
+class Session(Protocol):
+    """An executor's model(s), opened for one run (a context manager)."""
+
+    def check(self, facts: list[Fact], skip_invalid_templates: bool) -> list[int]:
+        """Build and encode every fact's queries (QueryError, one line, on bad input); the number of
+        prompts of each fact."""
+
+    def meta(self, facts_path: str | None, facts_hash: str | None, lang: str | None, limit: int | None) -> dict:
+        """The run's run.json (run_meta, plus how the executor runs, where that is worth keeping)."""
+
+    def run(self, groups: list[list[tuple[int, Fact]]], store: RunStore) -> Iterator[int]:
+        """Attribute each group of (order, fact) and write each finished fact into the run as its own
+        part; yield the number of facts finished, as they finish."""
+
+
+class Executor(Protocol):
+    def open(self, model: ModelHandle | str, cfg: LocateConfig, execution: Execution, out, load: dict) -> Session:
+        ...
+
+
+def load_by_name(name: str, load: dict) -> ModelHandle:
+    """load_model(name, **load), on cuda when there is one and neither a device nor a device map is given."""
+    from kneuron.models.load import load_model
+    load = dict(load)
+    if load.get("device") is None and load.get("device_map") is None:
+        import torch
+        load["device"] = "cuda" if torch.cuda.is_available() else None
+    return load_model(name, **load)
+
+
+class LocalExecutor:
+    """Attribute the facts in this process, with the model given (or loaded here by name)."""
+
+    def open(self, model: ModelHandle | str, cfg: LocateConfig, execution: Execution, out, load: dict) -> "_Local":
+        if isinstance(model, ModelHandle):
+            if load:
+                raise ConfigError(f"load options ({', '.join(load)}) apply to a model name, not a loaded model")
+            return _Local(model, cfg, execution)
+        return _Local(load_by_name(model, load), cfg, execution)
+
+    def __repr__(self) -> str:
+        return "LocalExecutor()"
+
+
+class _Local:
+    def __init__(self, handle: ModelHandle, cfg: LocateConfig, execution: Execution):
+        self.h, self.cfg, self.execution = handle, cfg, execution
+        self.queries: list[list[Query]] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def check(self, facts, skip_invalid_templates):
+        self.queries = check_facts(self.h, facts, skip_invalid_templates)
+        return [len(q) for q in self.queries]
+
+    def meta(self, facts_path, facts_hash, lang, limit):
+        return run_meta(self.h, self.cfg, facts_path, facts_hash, lang, limit)
+
+    def run(self, groups, store):
+        for group in groups:
+            # looked up at call time (tests interrupt a run by replacing it)
+            results = locate_facts(self.h, [(fact, self.queries[order]) for order, fact in group], self.cfg,
+                                   self.execution)
+            for (order, _), r in zip(group, results):
+                store.add(fact_row(order, r), neuron_rows(r))
+                yield 1
+
+
+# ----------------------------------------------------------------------------- the driver
+
+def locate(model: ModelHandle | str, facts: list[Fact], cfg: LocateConfig, out, *,
+           execution: Execution = _DEFAULT, executor: Executor | None = None, resume: bool = False,
+           limit: int | None = None, skip_invalid_templates: bool = False, facts_path: str | None = None,
+           facts_hash: str | None = None, lang: str | None = None, show_progress: bool = True,
+           load: dict | None = None) -> RunStore:
+    """Localize each fact's knowledge neurons into the run directory ``out``; each finished fact is
+    committed at once, so an interrupted run loses nothing and continues with ``resume=True``.
+
+    ``model``: a loaded ModelHandle, or a name the executor loads (``load``: load_model's options:
+    site, layers, dtype, device, offline, device_map). ``cfg``: what is computed (recorded);
+    ``execution``: how (batch size, prompts per batch, precision, ...); ``executor``: where
+    (``LocalExecutor()``, default, or ``RayExecutor(workers=N)``). ``limit``: the first N facts only.
+    ``facts_path``, ``facts_hash``, ``lang``: provenance recorded in run.json. Returns the run's
+    RunStore, with ``n_new`` (facts done now) and ``seconds``."""
+    if not isinstance(cfg, LocateConfig):
+        raise ConfigError(f"cfg must be a LocateConfig, not {type(cfg).__name__}")
+    if not isinstance(execution, Execution):
+        raise ConfigError(f"execution must be an Execution, not {type(execution).__name__}")
     cfg.validate()
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
-    facts = facts[:limit] if limit else facts
-    queries = check_facts(handle, facts, skip_invalid_templates)
-    store = RunStore(out, meta=run_meta(handle, cfg, facts_path, facts_hash, lang, limit), resume=resume)
-    done = store.done()
-    todo = [(i, f, q) for i, (f, q) in enumerate(zip(facts, queries)) if (f.id, f.lang) not in done]
-    t0 = time.perf_counter()
-    with _progress(show_progress, len(facts), len(facts) - len(todo)) as advance:
-        for group in _groups(todo, cfg.prompts_per_batch):
-            results = locate_facts(handle, [(fact, qs) for _, fact, qs in group], cfg)
-            for (order, _, _), r in zip(group, results):
-                store.add(fact_row(order, r), neuron_rows(r))
-                advance()
+        raise ConfigError(f"limit must be >= 1, got {limit}")
+    facts = list(facts[:limit] if limit else facts)
+    executor = executor if executor is not None else LocalExecutor()
+    with executor.open(model, cfg, execution, out, dict(load or {})) as session:
+        n_prompts = session.check(facts, skip_invalid_templates)       # bad input fails before anything is written
+        meta = session.meta(facts_path, facts_hash, lang, limit)
+        meta["precision"] = execution.precision                        # the one execution setting that changes numbers
+        store = RunStore(out, meta=meta, resume=resume, facts=facts)
+        done = store.done()
+        todo = [(i, f) for i, f in enumerate(facts) if f.key not in done]
+        t0 = time.perf_counter()
+        with _progress(show_progress, len(facts), len(facts) - len(todo)) as advance:
+            for n in session.run(_groups(todo, n_prompts, execution.prompts_per_batch), store):
+                advance(n)
+    store = RunStore(out, meta=meta, resume=True)         # every part written, in this process or elsewhere
     store.finalize()
     store.seconds = time.perf_counter() - t0
     store.n_new = len(todo)
@@ -174,15 +286,15 @@ class _progress:
     def __init__(self, show: bool, total: int, completed: int):
         self.show, self.total, self.completed = show, total, completed
 
-    def __enter__(self):
+    def __enter__(self) -> Callable[[int], None]:
         if not self.show:
-            return lambda: None
+            return lambda n=1: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
         self.bar = Progress(TextColumn("locating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                             transient=False)
         self.bar.start()
         task = self.bar.add_task("facts", total=self.total, completed=self.completed)
-        return lambda: self.bar.advance(task)
+        return lambda n=1: self.bar.advance(task, n)
 
     def __exit__(self, *exc):
         if self.show:

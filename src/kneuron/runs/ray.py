@@ -1,25 +1,30 @@
-"""`--engine ray`: localize facts on Ray workers (one model per worker: per GPU where there are GPUs,
-else per CPU worker), all writing into one run directory.
+"""`--engine ray`: the executor that attributes a run's facts on Ray workers (one model per worker:
+per GPU where there are GPUs, else per CPU worker), all writing into one run directory.
 
-The driver opens (or resumes) the run, hands the unfinished facts out one at a time to whichever
-worker is free, and compacts the run at the end. Each worker writes each finished fact as its own
-atomic part (``store.write_part``), so nothing is lost when a worker dies: Ray restarts the worker
-(reloading the model) and retries the fact it was working on, whose part is then written once. A
-whole job that is stopped resumes like a local run (``--resume``): finished facts are not redone.
-The results equal the local engine's: the same function localizes each fact.
+    locate(model, facts, cfg, out, executor=RayExecutor(workers=4))
+
+The driver (``kneuron.runs.locate.locate``) opens (or resumes) the run, and this executor hands the
+groups of unfinished facts out to whichever worker is free. Each worker writes each finished fact as
+its own atomic part (``store.write_part``), so nothing is lost when a worker dies: Ray restarts the
+worker (reloading the model) and retries the group it was working on, whose parts are then written
+once. A whole job that is stopped resumes like a local run (``resume=True``): finished facts are not
+redone. The results equal the local executor's: the same function localizes each group.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 
+from kneuron.attribution import Execution
 from kneuron.facts import Fact
-from kneuron.runs.locate import LocateConfig, check_facts, fact_row, locate_fact, neuron_rows, run_meta
-from kneuron.runs.store import RunStore
+from kneuron.facts.errors import ConfigError, KneuronError
+from kneuron.models.load import ModelHandle
+from kneuron.runs.locate import (LocateConfig, check_facts, fact_row, load_by_name, locate_facts, neuron_rows,
+                                 run_meta)
 
 
-class EngineError(RuntimeError):
+class EngineError(KneuronError, RuntimeError):
     """The Ray engine cannot run as asked (one-line message)."""
 
 
@@ -32,30 +37,27 @@ def _ray():
 
 
 class _Worker:
-    """One model, localizing one fact per call into the run directory."""
+    """One model, localizing one group of facts per call into the run directory."""
 
-    def __init__(self, model: str, site: str | None, cfg: dict, out: str, device: str | None = None):
-        import torch
-
-        from kneuron.models.load import load_model
-        device = device or ("cuda" if torch.cuda.is_available() else None)
-        self.h = load_model(model, site=site, device=device) if device else load_model(model, site=site)
-        self.cfg, self.out = LocateConfig(**cfg), out
+    def __init__(self, model: str, load: dict, cfg: LocateConfig, execution: Execution, out: str):
+        self.h = load_by_name(model, load)
+        self.cfg, self.execution, self.out = cfg, execution, out
 
     def meta(self, facts_path, facts_hash, lang, limit) -> dict:
         return run_meta(self.h, self.cfg, facts_path, facts_hash, lang, limit)
 
-    def check(self, facts: list[Fact], skip_invalid: bool):
-        check_facts(self.h, facts, skip_invalid)
-        return True
+    def check(self, facts: list[Fact], skip_invalid: bool) -> list[int]:
+        return [len(q) for q in check_facts(self.h, facts, skip_invalid)]
 
-    def locate(self, order: int, fact: Fact, skip_invalid: bool) -> tuple[str, str]:
+    def locate(self, group: list[tuple[int, Fact]], skip_invalid: bool) -> int:
         from kneuron.runs.store import write_part
-        _fault_injection(order)
-        qs = check_facts(self.h, [fact], skip_invalid)[0]
-        r = locate_fact(self.h, fact, qs, self.cfg)
-        write_part(self.out, fact_row(order, r), neuron_rows(r))
-        return fact.key
+        for order, _ in group:
+            _fault_injection(order)
+        queries = check_facts(self.h, [f for _, f in group], skip_invalid)
+        results = locate_facts(self.h, [(f, q) for (_, f), q in zip(group, queries)], self.cfg, self.execution)
+        for (order, _), r in zip(group, results):
+            write_part(self.out, fact_row(order, r), neuron_rows(r))
+        return len(group)
 
 
 def _fault_injection(order: int) -> None:
@@ -69,53 +71,93 @@ def _fault_injection(order: int) -> None:
         os._exit(1)
 
 
-def locate_ray(model: str, facts: list[Fact], cfg: LocateConfig, out, resume: bool = False,
-               facts_path: str | None = None, facts_hash: str | None = None, lang: str | None = None,
-               limit: int | None = None, skip_invalid_templates: bool = False, workers: int = 2,
-               site: str | None = None, gpus_per_worker: float | None = None, address: str | None = None,
-               show_progress: bool = True) -> RunStore:
-    """Like ``localize.locate`` but on ``workers`` Ray actors (a local cluster unless ``address``)."""
-    ray = _ray()
-    cfg.validate()
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
-    facts = facts[:limit] if limit else facts
-    started = not ray.is_initialized()
-    if started:
-        kw = {} if address else {"num_cpus": max(workers, 1), "object_store_memory": 256 * 2**20}
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, **kw)
-    env = {k: v for k, v in os.environ.items() if k.startswith(("HF_", "TRANSFORMERS_", "TOKENIZERS_", "KNEURON_", "OMP_"))}
-    try:
-        import torch
-        gpus = gpus_per_worker if gpus_per_worker is not None else (1 if torch.cuda.is_available() else 0)
-        Actor = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=-1)(_Worker)
-        cfg_d = asdict(cfg)
-        actors = [Actor.options(runtime_env={"env_vars": env}).remote(model, site, cfg_d, str(Path(out).resolve()))
-                  for _ in range(workers)]
-        try:                                   # bad input (or an unloadable model) fails before any work
-            ray.get(actors[0].check.remote(facts, skip_invalid_templates))
-            meta = ray.get(actors[0].meta.remote(facts_path, facts_hash, lang, limit))
-        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
-            cause = getattr(e, "cause", None)
-            raise (cause if isinstance(cause, Exception) else EngineError(str(e).splitlines()[-1])) from None
-        meta["engine"] = {"name": "ray", "workers": workers}
-        store = RunStore(out, meta=meta, resume=resume)
-        done = store.done()
-        todo = [(i, f) for i, f in enumerate(facts) if f.key not in done]
-        import time
+@dataclass(frozen=True)
+class RayExecutor:
+    """Attribute the facts on ``workers`` Ray actors, each loading the model (by name, or by the
+    name, kind, neuron site and dtype of a loaded model), on a local Ray cluster unless ``address``
+    (or one already started). ``gpus_per_worker``: default 1 where there is a GPU, else 0."""
+    workers: int = 2
+    gpus_per_worker: float | None = None
+    address: str | None = None
 
-        from kneuron.runs.locate import _progress
-        t0 = time.perf_counter()
-        with _progress(show_progress, len(facts), len(facts) - len(todo)) as advance:
-            pool = ray.util.ActorPool(actors)
-            for _ in pool.map_unordered(lambda a, v: a.locate.remote(v[0], v[1], skip_invalid_templates), todo):
-                advance()
-        store = RunStore(out, meta=meta, resume=True)        # re-read the parts the workers wrote
-        store.finalize()
-        store.n_new, store.seconds = len(todo), time.perf_counter() - t0
-        return store
-    finally:
-        if started:
-            ray.shutdown()
+    def __post_init__(self):
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ConfigError(f"workers must be an integer >= 1, got {self.workers!r}")
+        if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
+            raise ConfigError(f"gpus-per-worker must be >= 0, got {self.gpus_per_worker}")
+
+    def open(self, model: ModelHandle | str, cfg: LocateConfig, execution: Execution, out, load: dict) -> "_Ray":
+        if isinstance(model, ModelHandle):
+            if load:
+                raise ConfigError(f"load options ({', '.join(load)}) apply to a model name, not a loaded model")
+            model, load = model.name, {"kind": model.kind, "site": model.site.proj_path,
+                                       "layers": model.site.layers_path, "dtype": model.dtype}
+        return _Ray(self, model, load, cfg, execution, str(Path(out).resolve()))
+
+
+def _unwrap(e: BaseException) -> BaseException:
+    """A worker's exception as itself (a QueryError stays a QueryError), else one line."""
+    cause = getattr(e, "cause", None)
+    return cause if isinstance(cause, Exception) else EngineError(str(e).strip().splitlines()[-1])
+
+
+class _Ray:
+    def __init__(self, ex: RayExecutor, model: str, load: dict, cfg: LocateConfig, execution: Execution, out: str):
+        self.ex, self.model, self.load, self.cfg, self.execution, self.out = ex, model, load, cfg, execution, out
+        self.skip_invalid = False
+
+    def __enter__(self):
+        ray = self.ray = _ray()
+        self.started = not ray.is_initialized()
+        if self.started:
+            kw = {} if self.ex.address else {"num_cpus": self.ex.workers, "object_store_memory": 256 * 2**20}
+            ray.init(address=self.ex.address, include_dashboard=False, log_to_driver=False, **kw)
+        try:
+            import torch
+            env = {k: v for k, v in os.environ.items()
+                   if k.startswith(("HF_", "TRANSFORMERS_", "TOKENIZERS_", "KNEURON_", "OMP_"))}
+            gpus = self.ex.gpus_per_worker
+            gpus = gpus if gpus is not None else (1 if torch.cuda.is_available() else 0)
+            Actor = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=-1)(_Worker)
+            self.actors = [Actor.options(runtime_env={"env_vars": env}).remote(self.model, self.load, self.cfg,
+                                                                              self.execution, self.out)
+                           for _ in range(self.ex.workers)]
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        if self.started:
+            self.ray.shutdown()
+        return False
+
+    def _first(self, call):
+        """One call on the first worker (bad input, or an unloadable model, fails here in one line)."""
+        ray = self.ray
+        try:
+            return ray.get(call(self.actors[0]))
+        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
+            raise _unwrap(e) from None
+
+    def check(self, facts, skip_invalid_templates):
+        self.skip_invalid = skip_invalid_templates
+        return self._first(lambda a: a.check.remote(facts, skip_invalid_templates))
+
+    def meta(self, facts_path, facts_hash, lang, limit):
+        meta = self._first(lambda a: a.meta.remote(facts_path, facts_hash, lang, limit))
+        meta["engine"] = {"name": "ray", "workers": self.ex.workers}
+        return meta
+
+    def run(self, groups, store):
+        ray = self.ray
+        pool = ray.util.ActorPool(self.actors)
+        it = pool.map_unordered(lambda a, g: a.locate.remote(g, self.skip_invalid), groups)
+        while True:
+            try:
+                n = next(it)
+            except StopIteration:
+                return
+            except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
+                raise _unwrap(e) from None
+            yield n

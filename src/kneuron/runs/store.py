@@ -2,6 +2,7 @@
 
 Layout:
     run.json          metadata given by the caller (model, method, parameters, versions, ...)
+    facts.jsonl       the run's own copy of its facts (canonical JSONL, in order), when given
     facts.parquet     one row per finished (fact, lang)          } written by finalize()
     neurons.parquet   one row per selected neuron                }
     parts/            two small Parquet files per finished fact, while the run goes on
@@ -26,10 +27,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# parameters that must not change when a run is resumed (checked when present on both sides)
-RESUME_KEYS = ("model", "revision", "dtype", "kind", "site", "method", "method_options", "objective", "steps",
-               "rule", "threshold", "top_k", "refine_p", "facts_hash", "lang", "precision")
+from kneuron.facts import Fact, save_facts
+from kneuron.facts.errors import KneuronError
 
+# parameters that must not change when a run is resumed (checked when present on both sides)
+RESUME_KEYS = ("model", "revision", "dtype", "kind", "site", "model_spec", "n_layers", "n_neurons", "method",
+               "method_options", "objective", "steps", "rule", "threshold", "top_k", "refine_p", "facts_hash",
+               "lang", "precision")
+
+FACTS_FILE = "facts.jsonl"  # the run's own copy of its facts
 FACT_HEAD = ("order", "fact_id", "lang")
 NEURON_HEAD = FACT_HEAD + ("layer", "neuron", "score", "rank")
 FACT_SORT = ["order", "fact_id", "lang"]
@@ -43,7 +49,7 @@ WRITE_OPTS = dict(compression="zstd", version="2.6", use_dictionary=True,
                   write_statistics=True, row_group_size=1 << 20, data_page_size=1 << 20)
 
 
-class RunStoreError(RuntimeError):
+class RunStoreError(KneuronError, RuntimeError):
     """A run directory cannot be used as asked (one-line message)."""
 
 
@@ -136,10 +142,18 @@ def _read_parquet(path: Path) -> pa.Table | None:
 class RunStore:
     """A run directory: run.json metadata, facts and neurons tables, resumable."""
 
-    def __init__(self, path, meta: dict | None = None, resume: bool = False, readonly: bool = False):
+    def __init__(self, path, meta: dict | None = None, resume: bool = False, readonly: bool = False,
+                 facts: list[Fact] | None = None):
         self.path = Path(path)
         self.parts = self.path / "parts"
         self.readonly = readonly
+        if facts is not None:
+            facts = list(facts)
+            seen: set = set()
+            for f in facts:
+                if f.key in seen:
+                    raise RunStoreError(f"{self.path}: duplicate fact {f.key} in the facts given to the run")
+                seen.add(f.key)
         if resume or readonly:
             if not (self.path / "run.json").is_file():
                 raise RunStoreError(f"{self.path} holds no run (no run.json)")
@@ -154,6 +168,8 @@ class RunStore:
             self.meta = dict(meta or {})
             text = json.dumps(self.meta, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
             _atomic_write(self.path / "run.json", lambda f: f.write(text.encode("utf-8")))
+        if facts is not None and not readonly:
+            self._keep_facts(facts)
         if not readonly:
             self._repair()
         self._done = _keys(self.facts())
@@ -163,6 +179,25 @@ class RunStore:
             if k in meta and k in self.meta and _jsonable(meta[k]) != _jsonable(self.meta[k]):
                 raise RunStoreError(
                     f"cannot resume {self.path}: {k} differs (run has {self.meta[k]!r}, now {meta[k]!r})")
+
+    def _keep_facts(self, facts: list[Fact]) -> None:
+        """Write the run's own facts.jsonl (a new run, or one made before runs kept their facts). On
+        resume, the recorded and the given facts must agree (keys, in order) as far as both go: a run
+        resumed with a larger --limit extends the file, one resumed with a smaller keeps it."""
+        path = self.path / FACTS_FILE
+        if not path.is_file():
+            save_facts(facts, path)
+            return
+        with open(path, encoding="utf-8") as f:
+            had = [(o.get("id"), o.get("lang")) for o in map(json.loads, filter(str.strip, f))]
+        now = [tuple(x.key) for x in facts]
+        n = min(len(had), len(now))
+        if had[:n] != now[:n]:
+            i = next(i for i in range(n) if had[i] != now[i])
+            raise RunStoreError(f"cannot resume {self.path}: its facts differ from those given (fact {i + 1} is "
+                                f"{had[i][0]!r} ({had[i][1]}) in its facts.jsonl, {now[i][0]!r} ({now[i][1]}) now)")
+        if len(now) > len(had):
+            save_facts(facts, path)
 
     # -- reading ------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ..errors import MissingDependencyError
 from ..schema import Fact, FactError
 from ..templates import y_ends_template
 
@@ -120,8 +121,8 @@ def _t2s() -> Callable[[str], str]:
     try:
         from opencc import OpenCC
     except ImportError as e:
-        raise ImportError("Chinese script conversion needs the 'data' extra: "
-                          "pip install 'kneuron[data]' (opencc-python-reimplemented)") from e
+        raise MissingDependencyError("Chinese script conversion needs the 'data' extra: "
+                                     "pip install 'kneuron[data]' (opencc-python-reimplemented)") from e
     return OpenCC("t2s").convert
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: speed beside the peer package, localization against a planted ground truth."""
