@@ -46,7 +46,7 @@ def test_growing_adds_inert_neurons_everywhere(family):
     g = from_model(model, h.tokenizer, kind=h.kind)
     assert g.n_neurons == h.n_neurons + 3
     assert all(s.weight.numel() == g.sites[0].weight.numel() for s in g.sites)
-    assert getattr(model.config, lay.size_attr) == h.n_neurons + 3
+    assert getattr(model.config, lay.width) == h.n_neurons + 3
     assert torch.allclose(_logits(g, "the capital of france is"), before, atol=1e-12)
 
 

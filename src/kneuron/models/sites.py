@@ -25,38 +25,45 @@ class Arch(NamedTuple):
     staircase: bool | None = True  # a block may run on the first rows of a batch only (its per-row
     #                               tensors have the batch's rows first, so they can be cut to those rows)
     share: bool | None = True     # rows of several prompts may share a batch (padded, with an attention mask)
+    prefix: bool | None = True    # causal: single-token rows attend to one shared key/value prefix without
+    #                               a copy per row (its attention goes through transformers' attention interface)
+    inputs: tuple[str, ...] = ()  # the MLP's input projections inside one layer, the key first (planting
+    #                               new neurons grows them; empty: planting not supported)
+    width: str | None = None      # the config field holding the MLP width
 
 
 # model_type -> Arch. One line per family; anything else goes through the structural fallback
 # below, or the user names the module by hand (site=..., layers=...); the engine then checks its
-# capabilities at run time.
+# capabilities at run time. The last two columns name the MLP's input projections and width, where
+# planting is supported.
+GATED, BERT_IN, WIDTH = ("mlp.gate_proj", "mlp.up_proj"), ("intermediate.dense",), "intermediate_size"
 ARCHITECTURES: dict[str, Arch] = {
-    "bert":        Arch("encoder.layer",     "output.dense"),        # after `intermediate` (GELU)
-    "roberta":     Arch("encoder.layer",     "output.dense"),
-    "xlm-roberta": Arch("encoder.layer",     "output.dense"),
-    "camembert":   Arch("encoder.layer",     "output.dense"),
-    "electra":     Arch("encoder.layer",     "output.dense"),
+    "bert":        Arch("encoder.layer",     "output.dense",      inputs=BERT_IN, width=WIDTH),  # after GELU
+    "roberta":     Arch("encoder.layer",     "output.dense",      inputs=BERT_IN, width=WIDTH),
+    "xlm-roberta": Arch("encoder.layer",     "output.dense",      inputs=BERT_IN, width=WIDTH),
+    "camembert":   Arch("encoder.layer",     "output.dense",      inputs=BERT_IN, width=WIDTH),
+    "electra":     Arch("encoder.layer",     "output.dense",      inputs=BERT_IN, width=WIDTH),
     "distilbert":  Arch("transformer.layer", "ffn.lin2"),
-    "gpt2":        Arch("h",                 "mlp.c_proj"),          # GPT-2, mGPT (Conv1D)
-    "gpt_neo":     Arch("h",                 "mlp.c_proj"),
+    "gpt2":        Arch("h",                 "mlp.c_proj",        inputs=("mlp.c_fc",), width="n_inner"),  # + mGPT
+    "gpt_neo":     Arch("h",                 "mlp.c_proj", prefix=False),
     "gptj":        Arch("h",                 "mlp.fc_out"),
-    "gpt_neox":    Arch("layers",            "mlp.dense_4h_to_h"),
+    "gpt_neox":    Arch("layers",            "mlp.dense_4h_to_h", inputs=("mlp.dense_h_to_4h",), width=WIDTH),
     # ALiBi biases reach every block as one [batch x heads, ...] tensor: not cut to a block's rows
-    "bloom":       Arch("h",                 "mlp.dense_4h_to_h", staircase=False),
-    "falcon":      Arch("h",                 "mlp.dense_4h_to_h"),   # (its ALiBi variant folds it into the mask)
+    "bloom":       Arch("h",                 "mlp.dense_4h_to_h", staircase=False, prefix=False),
+    "falcon":      Arch("h",                 "mlp.dense_4h_to_h", prefix=False),   # (its ALiBi variant folds it into the mask)
     "opt":         Arch("decoder.layers",    "fc2"),
     "phi":         Arch("layers",            "mlp.fc2"),
-    "llama":       Arch("layers",            "mlp.down_proj"),       # input = act(gate) * up
-    "mistral":     Arch("layers",            "mlp.down_proj"),
-    "qwen2":       Arch("layers",            "mlp.down_proj"),
-    "qwen3":       Arch("layers",            "mlp.down_proj"),
-    "gemma":       Arch("layers",            "mlp.down_proj"),
-    "gemma2":      Arch("layers",            "mlp.down_proj"),
+    "llama":       Arch("layers",            "mlp.down_proj",     inputs=GATED, width=WIDTH),  # act(gate) * up
+    "mistral":     Arch("layers",            "mlp.down_proj",     inputs=GATED, width=WIDTH),
+    "qwen2":       Arch("layers",            "mlp.down_proj",     inputs=GATED, width=WIDTH),
+    "qwen3":       Arch("layers",            "mlp.down_proj",     inputs=GATED, width=WIDTH),
+    "gemma":       Arch("layers",            "mlp.down_proj",     inputs=GATED, width=WIDTH),
+    "gemma2":      Arch("layers",            "mlp.down_proj",     inputs=GATED, width=WIDTH),
     "phi3":        Arch("layers",            "mlp.down_proj"),       # after the fused gate_up_proj
-    "olmo":        Arch("layers",            "mlp.down_proj"),
-    "olmo2":       Arch("layers",            "mlp.down_proj"),
+    "olmo":        Arch("layers",            "mlp.down_proj",     inputs=GATED, width=WIDTH),
+    "olmo2":       Arch("layers",            "mlp.down_proj",     inputs=GATED, width=WIDTH),
 }
-CAPABILITIES = ("staircase", "share")
+CAPABILITIES = ("staircase", "share", "prefix")
 
 
 def model_type(model: nn.Module) -> str | None:
@@ -64,7 +71,7 @@ def model_type(model: nn.Module) -> str | None:
 
 
 def declared_capability(model: nn.Module, capability: str) -> bool | None:
-    """What the architecture table says of ``capability`` ("staircase" or "share") for ``model``'s
+    """What the architecture table says of ``capability`` ("staircase", "share", "prefix") for ``model``'s
     family; None where the family is not in the table or the table does not know."""
     if capability not in CAPABILITIES:
         raise KeyError(capability)

@@ -33,7 +33,7 @@ from kneuron.facts.errors import KneuronError
 from kneuron.organisms.prompts import background_prompts
 from kneuron.intervene import answer_positions, suppress
 from kneuron.models.load import ModelHandle, from_model
-from kneuron.models.sites import is_conv1d, value_vectors
+from kneuron.models.sites import ARCHITECTURES, Arch, is_conv1d, value_vectors
 from kneuron.models.targets import Encoded, encode
 from kneuron.neurons import Neuron
 
@@ -45,21 +45,7 @@ class PlantError(KneuronError, ValueError):
     """The model or a spec cannot be planted; the message says why."""
 
 
-@dataclass(frozen=True)
-class MlpLayout:
-    inputs: tuple[str, ...]      # input projections inside one layer; the first is the key
-    output: str                  # the output projection (the neuron site)
-    size_attr: str               # config field holding the MLP width
-
-
-_GATED = MlpLayout(("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj", "intermediate_size")
-_BERT = MlpLayout(("intermediate.dense",), "output.dense", "intermediate_size")
-LAYOUTS: dict[str, MlpLayout] = {
-    **{t: _GATED for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "olmo2")},
-    **{t: _BERT for t in ("bert", "roberta", "xlm-roberta", "camembert", "electra")},
-    "gpt2": MlpLayout(("mlp.c_fc",), "mlp.c_proj", "n_inner"),
-    "gpt_neox": MlpLayout(("mlp.dense_h_to_4h",), "mlp.dense_4h_to_h", "intermediate_size"),
-}
+LAYOUTS = {t: a for t, a in ARCHITECTURES.items() if a.inputs}     # the families planting can grow
 
 
 @dataclass(frozen=True)
@@ -163,14 +149,15 @@ def _get(module: nn.Module, path: str) -> nn.Module:
     return module
 
 
-def layout_for(handle: ModelHandle) -> MlpLayout:
+def layout_for(handle: ModelHandle) -> Arch:
+    """The architecture table's entry of the model's family, where it names the MLP's inputs."""
     mt = getattr(handle.model.config, "model_type", None)
     if mt not in LAYOUTS:
         raise PlantError(f"planting supports the MLPs of {', '.join(sorted(LAYOUTS))}; "
                          f"{handle.name} is {mt!r}")
     lay = LAYOUTS[mt]
-    if handle.site.proj_path != lay.output:
-        raise PlantError(f"planting needs the neuron site {lay.output}, not {handle.site.proj_path}")
+    if handle.site.proj_path != lay.proj:
+        raise PlantError(f"planting needs the neuron site {lay.proj}, not {handle.site.proj_path}")
     return lay
 
 
@@ -207,18 +194,18 @@ def _grow_inputs(proj: nn.Module, k: int) -> None:
         proj.in_features += k
 
 
-def grow(model: nn.Module, blocks: Sequence[nn.Module], lay: MlpLayout, k: int) -> None:
+def grow(model: nn.Module, blocks: Sequence[nn.Module], lay: Arch, k: int) -> None:
     """Add k inert neurons (zero weights) to the MLP of every block; update the config's width."""
     with torch.no_grad():
         for b in blocks:
             for p in lay.inputs:
                 _grow_units(_get(b, p), k)
-            _grow_inputs(_get(b, lay.output), k)
+            _grow_inputs(_get(b, lay.proj), k)
     cfg = model.config
-    old = getattr(cfg, lay.size_attr, None)
+    old = getattr(cfg, lay.width, None)
     if old is None:                          # gpt2: n_inner None means 4 x hidden
         old = _key_rows(_get(blocks[0], lay.inputs[0])).shape[0] - k
-    setattr(cfg, lay.size_attr, old + k)
+    setattr(cfg, lay.width, old + k)
 
 
 # ---------------------------------------------------------------- reading the model
@@ -446,7 +433,7 @@ def _summary(rows: list[ControlRow]) -> dict:
             "max_abs_dlogp": max(d), "max_activation": max(r.max_activation for r in rows), "changed": changed}
 
 
-def _fit_keys(handle: ModelHandle, lay: MlpLayout, layer: int, specs: list[PlantSpec], encs: list[list[Encoded]],
+def _fit_keys(handle: ModelHandle, lay: Arch, layer: int, specs: list[PlantSpec], encs: list[list[Encoded]],
               background: Sequence[str], gen: torch.Generator, reg: float, neg_share: float):
     """One key per planted neuron, fitted on the original model's MLP inputs at ``layer``: positives
     = the fact's answer position(s); negatives = a ``neg_share`` sample of every background position,
