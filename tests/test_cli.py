@@ -394,7 +394,7 @@ def test_causal_template_with_y_inside(models, tmp_path):
     f = bad_fact_file(tmp_path, [json.dumps(FACTS[0]),
                                  json.dumps(fact("m", "capital", "spain", "madrid", mid, TEMPLATE_CAPITAL)),
                                  json.dumps(FACTS[2])])
-    locate_fails(models, f, tmp_path, f"{f}:2:", "[Y] must end the template", "--skip-invalid-templates")
+    locate_fails(models, f, tmp_path, f"{f}:2:", "[Y] must end the template", "(or pass --skip-invalid)")
     # skipping the bad template: the fact keeps its usable one
     out = tmp_path / "skip"
     s = run_locate(f, out, models["gpt2"], "--skip-invalid-templates")
@@ -503,3 +503,22 @@ def test_locate_prompts_per_batch(models, facts_file, gpt2_run, tmp_path):
     one_line_error(cli(*locate_args(facts_file, tmp_path / "bad", models["gpt2"], "--prompts-per-batch", 0)),
                    "prompts-per-batch")
     assert not (tmp_path / "bad").exists()
+
+
+def test_prompt_beyond_the_context_then_skip_invalid(models, tmp_path):
+    """Issue 11: a subject of 1,100 words on a model of 1,024 positions is refused in one line (the file,
+    the line, the length, the limit) before anything is written; --skip-invalid skips that fact, lists it
+    in run.json and counts it in the summary."""
+    subject = " ".join(["france"] * 1100)
+    f = bad_fact_file(tmp_path, [json.dumps(FACTS[0]), json.dumps(fact("long", "capital", subject, "paris",
+                                                                       TEMPLATE_CAPITAL)), json.dumps(FACTS[2])])
+    locate_fails(models, f, tmp_path, f'{f}:2: field "subject": ', "1104 tokens", "context of 1024 tokens",
+                 "--skip-invalid")
+    out = tmp_path / "skip"
+    s = run_locate(f, out, models["gpt2"], "--skip-invalid")
+    assert s["n_facts"] == 2 and s["skipped"] == 1
+    (skipped,) = json.loads((out / "run.json").read_text())["skipped"]
+    assert skipped["fact_id"] == "long" and skipped["lang"] == "en"
+    assert skipped["reason"].startswith(f"{f}:2: ") and "1104 tokens" in skipped["reason"]
+    assert pq.read_table(out / "facts.parquet")["fact_id"].to_pylist() == ["c1", "l1"]
+    assert run_locate(f, tmp_path / "strict-ok", models["gpt2"], "--limit", 1)["skipped"] == 0

@@ -43,4 +43,6 @@ def test_planted_language_independent_neuron_is_found_by_module_2(mini_organism,
     locate(shared.handle, cf, LocateConfig(method="ig", steps=10), tmp_path / "run", show_progress=False)
     r = likn_from_run(tmp_path / "run")
     assert planted in r.per_fact["c6"]
+    assert not (tmp_path / "run" / "likn.parquet").exists()              # the caller writes it, once
+    r.save(tmp_path / "run")
     assert (tmp_path / "run" / "likn.parquet").exists() and r.share_nonempty == 1.0

@@ -6,7 +6,7 @@ import pytest
 import kneuron.runs.locate as loc
 from kneuron import AMIG, Execution, LocateConfig, load_facts, locate
 from kneuron.facts.errors import ConfigError
-from kneuron.paper.table1 import evaluate, unrelated_partner
+from kneuron.paper.table1 import evaluate, load_run, unrelated_partner
 from kneuron.facts import fact_file_hash
 from tiny import tiny_handle
 
@@ -170,10 +170,13 @@ def test_unrelated_partner_is_another_relation_and_seeded(fact_file):
 def test_evaluate_writes_table1(fact_file, tmp_path):
     h = tiny_handle("gpt2")
     _run(h, fact_file, tmp_path / "r")
-    t, extra = evaluate(h, tmp_path / "r", n_boot=50)
+    ev = evaluate(h, tmp_path / "r", n_boot=50)
+    assert not (tmp_path / "r" / "evaluation.json").exists()          # the caller writes it, once
+    ev.save(tmp_path / "r")
     j = json.loads((tmp_path / "r" / "evaluation.json").read_text())
-    assert j["n_facts"] == 5 and extra["unrelated_same_relation"] == 0
-    assert j["suppress"]["related"] == pytest.approx(t.suppress.related)
+    assert j["n_facts"] == 5 and ev.unrelated_same_relation == 0 and j == json.loads(json.dumps(ev.to_json()))
+    assert j["suppress"]["related"] == pytest.approx(ev.table.suppress.related)
+    assert [e.fact_id for e in ev.effects] == [f.id for f in load_run(tmp_path / "r").facts]
     assert (tmp_path / "r" / "evaluation.parquet").exists()
 
 

@@ -196,7 +196,7 @@ def test_intervene_reopens_the_run_site(site_run, models, opened):
     assert (h.site.proj_path, h.n_neurons) == (SITE, H)
     expected = edit_effects(load_model(models["gpt2"], site=SITE), load_run(site_run), ops=("suppress",))
     assert [r["fact_id"] for r in j["facts"]] == [f["id"] for f in FACTS]
-    assert [r["p_after"] for r in j["facts"]] == pytest.approx([r["p_suppress"] for r in expected], rel=1e-6)
+    assert [r["p_after"] for r in j["facts"]] == pytest.approx([e.p_suppress for e in expected], rel=1e-6)
     assert any(r["n_neurons"] and r["p_after"] != r["p_before"] for r in j["facts"])
 
 
@@ -210,9 +210,9 @@ def test_evaluate_reopens_the_run_site(site_run, models, opened, tmp_path):
     ev = pq.read_table(run / "evaluation.parquet").to_pylist()
     expected = edit_effects(load_model(models["gpt2"], site=SITE), load_run(run))
     for r, x in zip(ev, expected):
-        assert r["fact_id"] == x["fact_id"] and r["n_neurons"] == x["n_neurons"]
-        assert r["p_suppress"] == pytest.approx(x["p_suppress"], rel=1e-6)
-        assert r["p_enhance"] == pytest.approx(x["p_enhance"], rel=1e-6)
+        assert r["fact_id"] == x.fact_id and r["n_neurons"] == x.n_neurons
+        assert r["p_suppress"] == pytest.approx(x.p_suppress, rel=1e-6)
+        assert r["p_enhance"] == pytest.approx(x.p_enhance, rel=1e-6)
 
 
 def test_dkn_reopens_the_run_site(site_run, opened, tmp_path):

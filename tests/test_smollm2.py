@@ -28,9 +28,9 @@ def test_suppressing_located_neurons_hits_the_fact_far_more_than_unrelated_facts
     locate(smol, facts, LocateConfig(method="ig", steps=20), tmp_path / "run", facts_path=str(path),
            facts_hash=fact_file_hash(path), show_progress=False)
     rows = edit_effects(smol, load_run(tmp_path / "run"), ops=("suppress",))
-    rel = [r["delta_suppress"] for r in rows]
-    unrel = [(r["p_suppress_unrelated"] - r["p_before_unrelated"]) / r["p_before_unrelated"] for r in rows]
+    rel = [e.delta("suppress") for e in rows]
+    unrel = [(e.p_suppress_unrelated - e.p_before_unrelated) / e.p_before_unrelated for e in rows]
     print("related", rel, "unrelated", unrel)
-    assert all(r["n_neurons"] > 0 for r in rows)
+    assert all(e.n_neurons > 0 for e in rows)
     assert sum(rel) / len(rel) < -0.5                                  # the fact is mostly lost
     assert abs(sum(rel)) > 2 * abs(sum(unrel))                         # ... far more than unrelated facts

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from kneuron.cli._common import MODEL_HELP, Engine, Method, _errors, _fail, _load, _print_json, _quiet_hf
+from kneuron.cli.runs import SKIP_HELP
 
 def likn(facts: str = typer.Option(..., "--facts", "-f", help="fact set with the same fact ids in several languages (e.g. en-zh)"),
          out: Path = typer.Option(..., "--out", "-o", help="run directory to write"),
@@ -16,7 +17,7 @@ def likn(facts: str = typer.Option(..., "--facts", "-f", help="fact set with the
          method: Method = typer.Option("amig", "--method", help="ig or amig"),
          steps: int = typer.Option(20, "--steps", min=1, help="integration steps"),
          limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N fact ids"),
-         skip_invalid_templates: bool = typer.Option(False, "--skip-invalid-templates", help="skip templates a causal model cannot use"),
+         skip_invalid: bool = typer.Option(False, "--skip-invalid", "--skip-invalid-templates", help=SKIP_HELP),
          resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
          as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """Module 2: localize each fact in every language (tau per language), then intersect the sets."""
@@ -43,8 +44,9 @@ def likn(facts: str = typer.Option(..., "--facts", "-f", help="fact set with the
             raise ConfigError(f"{facts}: no facts in {', '.join(lang_list)}")
         path = resolve_facts(facts)
         run_locate(h, fs, cfg, out, resume=resume, facts_path=str(Path(path).resolve()), facts_hash=fact_file_hash(path),
-                   lang=",".join(lang_list), skip_invalid_templates=skip_invalid_templates, show_progress=not as_json)
+                   lang=",".join(lang_list), skip_invalid=skip_invalid, show_progress=not as_json)
         res = likn_from_run(out, lang_list)
+        res.save(out)
     except KeyboardInterrupt:
         _fail(f"interrupted; every finished fact is kept in {out}: continue with --resume", 130)
     except _errors() as e:

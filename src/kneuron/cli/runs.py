@@ -19,6 +19,11 @@ PathsChoice = StrEnum("PathsChoice", {p: p for p in PATHS})
 Prefactor = StrEnum("Prefactor", {p: p for p in PREFACTORS})
 Precision = StrEnum("Precision", {p: p for p in PRECISIONS})
 
+SKIP_HELP = ("skip each fact that cannot be used (no template a causal model can use, an answer the tokenizer "
+             "cannot encode, a prompt longer than the model's context) instead of failing, and drop the templates a "
+             "causal model cannot use; the skipped facts and why are listed in run.json "
+             "(--skip-invalid-templates: deprecated alias)")
+
 
 def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (demo-en, en-zh), canonical JSONL file, or mLAMA / X-FACTR / ParaRel directory"),
            out: Path = typer.Option(..., "--out", "-o", help="run directory to write"),
@@ -39,7 +44,7 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
            device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
            limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N facts"),
            site: Optional[str] = typer.Option(None, "--site", help="name the output projection by hand, e.g. mlp.down_proj"),
-           skip_invalid_templates: bool = typer.Option(False, "--skip-invalid-templates", help="skip templates a causal model cannot use instead of failing"),
+           skip_invalid: bool = typer.Option(False, "--skip-invalid", "--skip-invalid-templates", help=SKIP_HELP),
            resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
            engine: Engine = typer.Option(Engine.local, "--engine", help="local (this process) or ray (facts sharded over Ray workers)"),
            workers: int = typer.Option(2, "--workers", min=1, help="--engine ray: number of workers (one model each)"),
@@ -58,7 +63,7 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
         execution = Execution(batch_size=batch_size, prompts_per_batch=prompts_per_batch, precision=precision.value)
         fs = load_facts(facts, lang=lang)                        # the one entry point: names, files, directories
         facts = resolve_facts(facts)
-        common = dict(execution=execution, resume=resume, limit=limit, skip_invalid_templates=skip_invalid_templates,
+        common = dict(execution=execution, resume=resume, limit=limit, skip_invalid=skip_invalid,
                       facts_path=str(facts.resolve()), facts_hash=fact_file_hash(facts), lang=lang,
                       show_progress=not as_json)
         if engine == Engine.ray:                                 # the workers load the model
@@ -75,13 +80,24 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
         _fail(str(e))
     ft = store.facts()
     n = ft.num_rows
-    summary = {"out": str(out), "n_facts": n, "new_facts": store.n_new, "seconds": round(store.seconds, 2),
+    summary = {"out": str(out), "n_facts": n, "new_facts": store.n_new, "skipped": len(store.skipped),
+               "seconds": round(store.seconds, 2),
                "seconds_per_fact": round(store.seconds / max(store.n_new, 1), 3),
                "mean_neurons_per_fact": (sum(ft.column("n_neurons").to_pylist()) / n) if n else 0.0}
     if as_json:
         return _print_json(summary)
+    _echo_skipped(store.skipped)
     typer.echo(f"{n} facts in {out} ({store.n_new} new, {summary['seconds_per_fact']} s/fact); "
-               f"{summary['mean_neurons_per_fact']:.1f} knowledge neurons per fact")
+               f"{summary['mean_neurons_per_fact']:.1f} knowledge neurons per fact"
+               + (f"; {len(store.skipped)} facts skipped (reasons in {out / 'run.json'})" if store.skipped else ""))
+
+
+def _echo_skipped(skipped: list[dict], show: int = 5) -> None:
+    """The first few skipped facts' reasons on stderr (all of them are in run.json)."""
+    for s in skipped[:show]:
+        typer.echo(f"skipped: {s['reason']}", err=True)
+    if len(skipped) > show:
+        typer.echo(f"skipped: ... and {len(skipped) - show} more", err=True)
 
 
 def intervene(run: Path = typer.Option(..., "--run", "-r", help="run directory made by `kneuron locate`"),
@@ -104,10 +120,10 @@ def intervene(run: Path = typer.Option(..., "--run", "-r", help="run directory m
         rows = edit_effects(h, rc, ops=(op,), show_progress=not as_json)
     except _errors() as e:
         _fail(str(e))
-    out = [{"fact_id": r["fact_id"], "lang": r["lang"], "n_neurons": r["n_neurons"], "p_before": r["p_before"],
-            "p_after": r[f"p_{op}"], "relative_change": r[f"delta_{op}"],
-            "unrelated_relative_change": (r[f"p_{op}_unrelated"] - r["p_before_unrelated"]) / r["p_before_unrelated"]}
-           for r in rows]
+    out = [{"fact_id": e.fact_id, "lang": e.lang, "n_neurons": e.n_neurons, "p_before": e.p_before,
+            "p_after": getattr(e, f"p_{op}"), "relative_change": e.delta(op),
+            "unrelated_relative_change": (getattr(e, f"p_{op}_unrelated") - e.p_before_unrelated) / e.p_before_unrelated}
+           for e in rows]
     if as_json:
         return _print_json({"op": op, "facts": out})
     from rich.console import Console
@@ -138,10 +154,11 @@ def evaluate(run: Path = typer.Option(..., "--run", "-r", help="run directory ma
         _quiet_hf()
         h = open_model(rc, model, device=device or "auto", dtype=LOAD.dtype, offline=LOAD.offline or None,
                        device_map=LOAD.device_map)   # the run's model, on the run's neuron site (global options)
-        t, extra = run_eval(h, run, facts, seed=seed, outlier_cut=outlier_cut, show_progress=not as_json)
+        ev = run_eval(h, run, facts, seed=seed, outlier_cut=outlier_cut, show_progress=not as_json)
+        ev.save(run)
     except _errors() as e:
         _fail(str(e))
-    j = {**t.to_json(), **extra}
+    j = ev.to_json()
     if as_json:
         return _print_json(j)
     from rich.console import Console

@@ -48,9 +48,56 @@ class ModelHandle:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def max_positions(self) -> int | None:
+        """The model's context: the most tokens one input may hold (special tokens included), from its
+        config; None where the config does not say (e.g. ALiBi models such as BLOOM)."""
+        return context_length(getattr(self.model, "config", None))
+
     def __repr__(self) -> str:
         return (f"ModelHandle({self.name!r}, kind={self.kind}, layers={self.n_layers}, "
                 f"neurons/layer={self.n_neurons}, site={self.site.layers_path}[i].{self.site.proj_path})")
+
+
+# config fields that hold the context length, by family (GPT-2 n_positions, MPT max_seq_len, ...)
+_CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_seq_len", "max_sequence_length", "seq_length",
+                   "n_ctx")
+# families whose position ids start after the padding id (fairseq's offset): pad_token_id + 1 fewer usable
+_PADDING_OFFSET = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm", "data2vec-text",
+                   "ibert"}
+
+
+def _positive_int(v) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def context_length(config) -> int | None:
+    """The most tokens one input may hold for a model with this config, or None where unknown.
+
+    The first of max_position_embeddings / n_positions / max_seq_len / max_sequence_length /
+    seq_length / n_ctx that is set (a multimodal config: its text part's); RoBERTa-style embeddings
+    lose pad_token_id + 1 positions; RoPE scaling with a factor (yarn, dynamic, linear) extends it to
+    factor x the original length where that is more (an extension is never refused)."""
+    if config is None:
+        return None
+    text = getattr(config, "get_text_config", None)
+    if callable(text):
+        try:
+            config = text() or config
+        except (TypeError, ValueError, AttributeError):
+            pass
+    n = next((v for v in (_positive_int(getattr(config, k, None)) for k in _CONTEXT_FIELDS) if v), None)
+    if n is None:
+        return None
+    if getattr(config, "model_type", None) in _PADDING_OFFSET:
+        n -= (_positive_int(getattr(config, "pad_token_id", None)) or 0) + 1
+    rope = getattr(config, "rope_scaling", None) or getattr(config, "rope_parameters", None)
+    if isinstance(rope, dict):
+        factor = rope.get("factor")
+        if isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor > 1:
+            base = _positive_int(rope.get("original_max_position_embeddings")) or n
+            n = max(n, int(factor * base))
+    return n if n > 0 else None
 
 
 def _smollm2() -> tuple[str, dict]:

@@ -99,3 +99,12 @@ def encode(tokenizer: Any, kind: str, prompt: str, target: str) -> Encoded:
     masked = list(ids)
     masked[a:b] = [tokenizer.mask_token_id] * (b - a)
     return Encoded(masked, list(range(a, b)), target_ids)
+
+
+def check_context(enc: Encoded, limit: int | None) -> None:
+    """QueryError (one line) when the model input (causal: the prompt and all but the last answer
+    token; masked: the whole masked sentence; special tokens included) is longer than the model's
+    context ``limit``; no check where the context is unknown (None)."""
+    n = len(enc.input_ids)
+    if limit is not None and n > limit:
+        raise QueryError(f"the prompt with its answer is {n} tokens, more than the model's context of {limit} tokens")

@@ -37,6 +37,13 @@ class LIKNResult:
                 "mean_likn_per_fact": (sum(map(len, self.per_fact.values())) / self.n_facts) if self.n_facts else 0.0,
                 "layers": {str(k): v for k, v in sorted(self.layers().items())}}
 
+    def save(self, run_dir) -> None:
+        """likn.parquet (fact id, layer, neuron) and likn.json, in the run directory."""
+        rows = [{"fact_id": f, "layer": l, "neuron": j} for f, ns in self.per_fact.items() for l, j in ns]
+        schema = pa.schema([("fact_id", pa.string()), ("layer", pa.int64()), ("neuron", pa.int64())])
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), Path(run_dir) / "likn.parquet")
+        (Path(run_dir) / "likn.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
+
 
 def language_independent(neurons: dict[tuple[str, str], list[Neuron]], fact_langs: set[tuple[str, str]],
                          langs: tuple[str, ...] = ("en", "zh")) -> LIKNResult:
@@ -63,16 +70,11 @@ def language_independent(neurons: dict[tuple[str, str], list[Neuron]], fact_lang
 
 
 def likn_from_run(run_dir, langs: tuple[str, ...] = ("en", "zh")) -> LIKNResult:
-    """Module 2 over a `locate` run that covered several languages; writes likn.parquet and likn.json."""
+    """Module 2 over a `locate` run that covered several languages (``.save(run_dir)`` writes it)."""
     from kneuron.runs.store import open_run
     store = open_run(run_dir)
     done = {(r["fact_id"], r["lang"]) for r in store.facts().select(["fact_id", "lang"]).to_pylist()}
     nrn: dict = defaultdict(list)
     for r in store.neurons().select(["fact_id", "lang", "layer", "neuron"]).to_pylist():
         nrn[(r["fact_id"], r["lang"])].append((r["layer"], r["neuron"]))
-    res = language_independent(nrn, done, langs)
-    rows = [{"fact_id": f, "layer": l, "neuron": j} for f, ns in res.per_fact.items() for l, j in ns]
-    schema = pa.schema([("fact_id", pa.string()), ("layer", pa.int64()), ("neuron", pa.int64())])
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), Path(run_dir) / "likn.parquet")
-    (Path(run_dir) / "likn.json").write_text(json.dumps(res.to_json(), indent=2, sort_keys=True))
-    return res
+    return language_independent(nrn, done, langs)

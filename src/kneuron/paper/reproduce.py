@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -27,6 +29,7 @@ from kneuron.models.load import ModelHandle
 from kneuron.facts.errors import ConfigError
 from kneuron.runs.store import RunStoreError
 
+log = logging.getLogger("kneuron.paper")
 MONOLINGUAL = {"smollm2-135m": "en"}        # bundled models that know one language only
 METHODS = ("ig", "amig")
 
@@ -156,7 +159,7 @@ class Reproduction:
 
     def _select_facts(self) -> list[Fact]:
         from kneuron.organisms import organism_facts
-        from kneuron.runs.locate import check_facts
+        from kneuron.runs.locate import check_fact
         fs = [f for f in load_facts(self.cfg.facts) if f.lang in self.langs]
         known = organism_facts(self.h, self.cfg.facts)
         if known is not None:        # an organism only knows the facts it was trained on
@@ -168,14 +171,15 @@ class Reproduction:
         usable = []
         for f in fs:
             try:
-                qs = check_facts(self.h, [f], skip_invalid_templates=True)[0]
+                qs = check_fact(self.h, f, skip_invalid=True)
             except ValueError:
                 continue
             keep = [f.templates[q.template_index] for q in qs][:self.cfg.prompts]
             usable.append(dataclasses.replace(f, templates=tuple(keep)))
         if len(usable) < len(fs):
             self.notes.append(f"{len(fs) - len(usable)} facts have no template a {self.h.kind} model can use "
-                              "([Y] not at the end, or an object the tokenizer cannot spell); left out")
+                              "([Y] not at the end, an object the tokenizer cannot spell, or a prompt longer than the "
+                              "model's context); left out")
         ids = set(spread_ids(usable, self.langs, self.cfg.limit, self.cfg.relations))
         if not ids:
             raise ConfigError(f"{self.cfg.facts}: no fact is usable in every language of {', '.join(self.langs)}")
@@ -187,16 +191,21 @@ class Reproduction:
         t0 = time.perf_counter()
         self.log(f"[reproduce] {name} ...")
         r = fn()
-        self.timings = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        self.timings = _read_json(path, self.out, "the step times start again") or {}
+        if not isinstance(self.timings, dict):
+            self.timings = {}
         self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 2)
-        path.write_text(json.dumps(self.timings, indent=2), encoding="utf-8")
+        _write_json(path, self.timings, indent=2)
         return r
 
     def _cached(self, path: Path, fn):
-        if path.exists():
-            return json.loads(path.read_text(encoding="utf-8"))
+        """A step's result: read back from ``path`` when a run made it before; a cached result that
+        cannot be read is kept in damaged/ and recomputed (one warning line)."""
+        r = _read_json(path, self.out, "recomputed")
+        if r is not None:
+            return r
         r = fn()
-        path.write_text(json.dumps(r, indent=2, sort_keys=True, ensure_ascii=False, default=str), encoding="utf-8")
+        _write_json(path, r, indent=2, sort_keys=True, ensure_ascii=False, default=str)
         return r
 
     # ------------------------------------------------------------------ steps
@@ -213,28 +222,23 @@ class Reproduction:
             executor = LocalExecutor()
         locate(self.h, self.facts, cfg, d, execution=Execution(prompts_per_batch=self.prompts_per_batch),
                executor=executor, resume=d.exists(), facts_path=str(facts_path.resolve()),
-               facts_hash=fact_file_hash(facts_path), lang=",".join(self.langs), skip_invalid_templates=True,
+               facts_hash=fact_file_hash(facts_path), lang=",".join(self.langs), skip_invalid=True,
                show_progress=self.progress)
         return d
 
     def table1(self) -> dict:
-        from kneuron.paper.table1 import edit_effects, load_run
-        from kneuron.metrics import table1
+        from kneuron.paper.table1 import edit_effects, load_run, table1_of
 
         def make():
             res = {}
             for m in METHODS:
-                rows = edit_effects(self.h, load_run(self.out / f"locate-{m}"), seed=self.cfg.seed)
+                effects = edit_effects(self.h, load_run(self.out / f"locate-{m}"), seed=self.cfg.seed)
                 for lang in self.langs:
-                    c = defaultdict(list)
-                    for r in rows:
-                        if r["lang"] == lang:
-                            for k, v in r.items():
-                                c[k].append(v)
-                    t = table1(c["p_before"], c["p_suppress"], c["p_enhance"], c["p_before_unrelated"],
-                               c["p_suppress_unrelated"], c["p_enhance_unrelated"], n_boot=self.cfg.n_boot)
-                    res.setdefault(m, {})[lang] = {**t.to_json(), "mean_neurons": sum(c["n_neurons"]) / len(c["n_neurons"]),
-                                                   "facts_without_neurons": sum(n == 0 for n in c["n_neurons"])}
+                    es = [e for e in effects if e.lang == lang]
+                    n = [e.n_neurons for e in es]
+                    res.setdefault(m, {})[lang] = {**table1_of(es, n_boot=self.cfg.n_boot).to_json(),
+                                                   "mean_neurons": sum(n) / len(n),
+                                                   "facts_without_neurons": sum(k == 0 for k in n)}
             return res
         return self._cached(self.out / "table1.json", make)
 
@@ -247,9 +251,11 @@ class Reproduction:
 
         def make():
             lk = likn_from_run(run, self.langs[:2])
+            lk.save(run)
             res = crosslingual(self.h, run, lk.per_fact, self.langs[:2], seed=self.cfg.seed, n_boot=self.cfg.n_boot,
                                show_progress=self.progress)
-            return {"likn": lk.to_json(), **res}
+            res.save_effects(run)
+            return {"likn": lk.to_json(), **res.to_json()}
         return self._cached(self.out / "table2.json", make)
 
     def dkn(self) -> dict:
@@ -306,6 +312,32 @@ class Reproduction:
         (self.out / "results.json").write_text(json.dumps(res, indent=2, sort_keys=True, ensure_ascii=False, default=str),
                                                encoding="utf-8")
         return res
+
+
+def _read_json(path: Path, out: Path, then: str):
+    """The JSON value in ``path`` (None if there is none). A file that cannot be parsed (torn by a full
+    disk or a kill) is moved to ``out``/damaged/, one warning line says so and what happens ``then``."""
+    from kneuron.runs.store import move_aside
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        why = "empty file" if not path.stat().st_size else " ".join(str(e).split())
+    kept = move_aside(path, out)
+    log.warning("%s: damaged (%s); kept as %s and %s", path, why, kept, then)
+    return None
+
+
+def _write_json(path: Path, obj, **fmt) -> None:
+    """Write ``obj`` as ``path`` (json.dumps with ``fmt``), atomically (tmp, fsync, rename): a kill leaves
+    the old file or the new."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(obj, **fmt))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def reproduce(handle: ModelHandle, cfg: ReproduceConfig, out, resume: bool = False, show_progress: bool = True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,6 +14,7 @@ from kneuron.facts import Fact
 from kneuron.intervene import enhance, suppress
 from kneuron.metrics import Table1, relative_change, table1
 from kneuron.models.load import ModelHandle
+from kneuron.neurons import Neuron
 from kneuron.facts.templates import queries_for
 from kneuron.probe import answer_prob
 from kneuron.runs.reopen import RunContents, check_model, load_run   # load_run and RunContents live in runs.reopen
@@ -39,43 +41,94 @@ def first_prompt(handle: ModelHandle, f: Fact) -> tuple[str, str]:
     return q.prompt, q.target
 
 
+@dataclass(frozen=True)
+class EditEffect:
+    """One fact under one neuron set: p(answer) before and after each op (suppress: x0, enhance: x2, at
+    the answer position), on the fact itself (related) and on a fact of another relation (unrelated)."""
+    fact_id: str
+    lang: str
+    relation: str
+    n_neurons: int                       # the size of the edited set
+    unrelated_id: str
+    unrelated_relation: str
+    p_before: float
+    p_before_unrelated: float
+    p_suppress: float | None = None
+    p_suppress_unrelated: float | None = None
+    p_enhance: float | None = None
+    p_enhance_unrelated: float | None = None
+    condition: str | None = None         # Table 2: which set was edited (likn, own, other, both, random)
+
+    def delta(self, op: str) -> float:
+        """The relative change of p(answer) on the fact under ``op``."""
+        return float(relative_change([self.p_before], [getattr(self, f"p_{op}")])[0])
+
+    def row(self) -> dict:
+        """A flat row (with the relative changes) for a data frame / Parquet file."""
+        r = {k: v for k, v in asdict(self).items() if v is not None}
+        for op in ("suppress", "enhance"):
+            if getattr(self, f"p_{op}") is not None:
+                r[f"delta_{op}"] = self.delta(op)
+        return r
+
+
+def measure(handle: ModelHandle, f: Fact, g: Fact, neurons: list[Neuron], p_before: float,
+            p_before_unrelated: float, ops=("suppress", "enhance"), condition: str | None = None) -> EditEffect:
+    """The effect of each op on ``neurons`` on the fact ``f`` and the unrelated fact ``g``."""
+    after = {}
+    for op in ops:
+        with OPS[op](handle, neurons):
+            after[f"p_{op}"] = answer_prob(handle, *first_prompt(handle, f)).prob
+            after[f"p_{op}_unrelated"] = answer_prob(handle, *first_prompt(handle, g)).prob
+    return EditEffect(f.id, f.lang, f.relation, len(neurons), g.id, g.relation, p_before, p_before_unrelated,
+                      condition=condition, **after)
+
+
+def table1_of(effects: list[EditEffect], *, outlier_cut: bool = False, n_boot: int = 1000) -> Table1:
+    """The paper's Table 1 metric over a list of effects (each with both ops)."""
+    col = lambda k: [getattr(e, k) for e in effects]  # noqa: E731
+    return table1(col("p_before"), col("p_suppress"), col("p_enhance"), col("p_before_unrelated"),
+                  col("p_suppress_unrelated"), col("p_enhance_unrelated"), outlier_cut=outlier_cut, n_boot=n_boot)
+
+
 def edit_effects(handle: ModelHandle, run: RunContents, ops=("suppress", "enhance"), seed: int = 42,
-                 show_progress: bool = False) -> list[dict]:
-    """Per fact: answer probability before/after each op, on the fact and on its unrelated partner."""
+                 show_progress: bool = False) -> list[EditEffect]:
+    """Per fact of a run: its own knowledge neurons edited, on the fact and on its unrelated partner."""
     check_model(handle, run)
     partner, _ = unrelated_partner(run.facts, seed)
-    rows = []
     base = [answer_prob(handle, *first_prompt(handle, f)).prob for f in run.facts]
     iterator = range(len(run.facts))
     if show_progress:
         from rich.progress import track
         iterator = track(iterator, description="evaluating")
-    for i in iterator:
-        f, g = run.facts[i], run.facts[partner[i]]
-        nrn = run.neurons.get(f.key, [])
-        row = {"fact_id": f.id, "lang": f.lang, "relation": f.relation, "n_neurons": len(nrn),
-               "unrelated_id": g.id, "unrelated_relation": g.relation, "p_before": base[i],
-               "p_before_unrelated": base[partner[i]]}
-        for op in ops:
-            with OPS[op](handle, nrn):
-                row[f"p_{op}"] = answer_prob(handle, *first_prompt(handle, f)).prob
-                row[f"p_{op}_unrelated"] = answer_prob(handle, *first_prompt(handle, g)).prob
-            row[f"delta_{op}"] = float(relative_change([row["p_before"]], [row[f"p_{op}"]])[0])
-        rows.append(row)
-    return rows
+    return [measure(handle, run.facts[i], run.facts[partner[i]], run.neurons.get(run.facts[i].key, []), base[i],
+                    base[partner[i]], ops) for i in iterator]
+
+
+@dataclass
+class Evaluation:
+    """Table 1 of a run, with the per-fact effects it was computed from; ``save`` writes both."""
+    table: Table1
+    effects: list[EditEffect]
+    seed: int
+    outlier_cut: bool
+    unrelated_same_relation: int         # facts whose unrelated partner had to come from their own relation
+
+    def to_json(self) -> dict:
+        return {**self.table.to_json(), "seed": self.seed, "outlier_cut": self.outlier_cut,
+                "unrelated_same_relation": self.unrelated_same_relation,
+                "facts_without_neurons": sum(e.n_neurons == 0 for e in self.effects)}
+
+    def save(self, run_dir) -> None:
+        """evaluation.parquet (per fact) and evaluation.json, in the run directory."""
+        pq.write_table(pa.Table.from_pylist([e.row() for e in self.effects]), Path(run_dir) / "evaluation.parquet")
+        (Path(run_dir) / "evaluation.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
 
 
 def evaluate(handle: ModelHandle, run_dir, facts_path=None, seed: int = 42, outlier_cut: bool = False,
-             n_boot: int = 1000, show_progress: bool = False) -> tuple[Table1, dict]:
-    """Table 1 for a run; writes evaluation.parquet (per fact) and evaluation.json into the run."""
+             n_boot: int = 1000, show_progress: bool = False) -> Evaluation:
+    """Table 1 for a run (nothing is written: ``.save(run_dir)`` does that)."""
     run = load_run(run_dir, facts_path)
-    rows = edit_effects(handle, run, seed=seed, show_progress=show_progress)
-    col = {k: [r[k] for r in rows] for k in rows[0]}
-    t = table1(col["p_before"], col["p_suppress"], col["p_enhance"], col["p_before_unrelated"],
-               col["p_suppress_unrelated"], col["p_enhance_unrelated"], outlier_cut=outlier_cut, n_boot=n_boot)
-    _, fallback = unrelated_partner(run.facts, seed)
-    extra = {"seed": seed, "outlier_cut": outlier_cut, "unrelated_same_relation": fallback,
-             "facts_without_neurons": sum(r["n_neurons"] == 0 for r in rows)}
-    pq.write_table(pa.Table.from_pylist(rows), Path(run_dir) / "evaluation.parquet")
-    (Path(run_dir) / "evaluation.json").write_text(json.dumps({**t.to_json(), **extra}, indent=2, sort_keys=True))
-    return t, extra
+    effects = edit_effects(handle, run, seed=seed, show_progress=show_progress)
+    return Evaluation(table1_of(effects, outlier_cut=outlier_cut, n_boot=n_boot), effects, seed, outlier_cut,
+                      unrelated_partner(run.facts, seed)[1])

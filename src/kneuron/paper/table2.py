@@ -16,16 +16,15 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kneuron.facts import Fact
-from kneuron.metrics import relative_change, table1
 from kneuron.models.load import ModelHandle
 from kneuron.probe import answer_prob
-from kneuron.paper.table1 import OPS, first_prompt, unrelated_partner
+from kneuron.paper.table1 import EditEffect, first_prompt, measure, table1_of, unrelated_partner
 from kneuron.runs.reopen import RunContents, check_model, load_run
 from kneuron.neurons import Neuron
 
@@ -61,75 +60,84 @@ def edit_sets(neurons: dict, likn: dict[str, list[Neuron]], ids: list[str], lang
 
 def crosslingual_effects(handle: ModelHandle, run: RunContents, likn: dict[str, list[Neuron]],
                          langs: tuple[str, str] = ("en", "zh"), only_with_likn: bool = True, seed: int = 42,
-                         show_progress: bool = False) -> list[dict]:
-    """One row per (fact, condition, language): p before / after suppress and enhance, related and unrelated."""
+                         show_progress: bool = False) -> list[EditEffect]:
+    """One effect per (fact, condition, language): the condition's set edited, measured in that language."""
     check_model(handle, run)
     by_key = {f.key: f for f in run.facts}
     ids = [fid for fid in likn if all((fid, l) in by_key for l in langs) and (likn[fid] or not only_with_likn)]
     sets = edit_sets(run.neurons, likn, ids, langs, handle.n_neurons, seed)
-    rows = []
     todo = [(lang, i, fid) for lang in langs for i, fid in enumerate(ids)]
     facts = {lang: [by_key[fid, lang] for fid in ids] for lang in langs}
     partner = {lang: unrelated_partner(facts[lang], seed)[0] for lang in langs}
-    prob = lambda f: answer_prob(handle, *first_prompt(handle, f)).prob  # noqa: E731
-    base = {lang: [prob(f) for f in facts[lang]] for lang in langs}
+    base = {lang: [answer_prob(handle, *first_prompt(handle, f)).prob for f in facts[lang]] for lang in langs}
     it = todo
     if show_progress:
         from rich.progress import track
         it = track(todo, description="cross-lingual editing")
+    out = []
     for lang, i, fid in it:
-        f: Fact = facts[lang][i]
         j = partner[lang][i]
-        g = facts[lang][j]
         for cond in CONDITIONS:
-            nrn = sets[fid, cond, lang]
-            row = {"fact_id": fid, "lang": lang, "relation": f.relation, "condition": cond, "n_edited": len(nrn),
-                   "unrelated_id": g.id, "p_before": base[lang][i], "p_before_unrelated": base[lang][j]}
-            for op in ("suppress", "enhance"):
-                with OPS[op](handle, nrn):
-                    row[f"p_{op}"], row[f"p_{op}_unrelated"] = prob(f), prob(g)
-            rows.append(row)
-    return rows
+            out.append(measure(handle, facts[lang][i], facts[lang][j], sets[fid, cond, lang], base[lang][i],
+                               base[lang][j], condition=cond))
+    return out
 
 
-def table2(rows: list[dict], langs: tuple[str, str] = ("en", "zh"), n_boot: int = 1000,
+def table2(effects: list[EditEffect], langs: tuple[str, str] = ("en", "zh"), n_boot: int = 1000,
            outlier_cut: bool = False) -> dict:
     """SR (with a bootstrap interval) and mean related/unrelated changes per condition and language."""
     out = {}
     for cond in CONDITIONS:
         for lang in langs:
-            rs = [r for r in rows if r["condition"] == cond and r["lang"] == lang]
-            if not rs:
+            es = [e for e in effects if e.condition == cond and e.lang == lang]
+            if not es:
                 continue
-            c = {k: [r[k] for r in rs] for k in rs[0]}
-            t = table1(c["p_before"], c["p_suppress"], c["p_enhance"], c["p_before_unrelated"],
-                       c["p_suppress_unrelated"], c["p_enhance_unrelated"], outlier_cut=outlier_cut, n_boot=n_boot)
-            j = t.to_json()
+            j = table1_of(es, outlier_cut=outlier_cut, n_boot=n_boot).to_json()
             out.setdefault(cond, {})[lang] = {
                 "n_facts": j["n_facts"], "sr": j["sr"], "sr_interval": j["sr_interval"],
                 "suppress_related": j["suppress"]["related"], "suppress_unrelated": j["suppress"]["unrelated"],
                 "enhance_related": j["enhance"]["related"], "enhance_unrelated": j["enhance"]["unrelated"],
-                "mean_edited": sum(c["n_edited"]) / len(rs),
+                "mean_edited": sum(e.n_neurons for e in es) / len(es),
                 "suppress_related_ci": j["suppress"]["related_mean"], "enhance_related_ci": j["enhance"]["related_mean"],
                 "suppress_related_median": j["suppress"]["related_median"]["value"]}
     return out
 
 
+@dataclass
+class CrossLingual:
+    """Table 2 of a two-language run, with the effects it was computed from; ``save`` writes both."""
+    langs: tuple[str, str]
+    seed: int
+    n_facts: int
+    n_facts_with_likn: int
+    table: dict
+    effects: list[EditEffect]
+
+    def to_json(self) -> dict:
+        return {"langs": list(self.langs), "seed": self.seed, "n_facts_with_likn": self.n_facts_with_likn,
+                "n_facts": self.n_facts, "table": self.table}
+
+    def save_effects(self, directory) -> None:
+        """crosslingual.parquet: one row per fact, condition and language."""
+        if self.effects:
+            pq.write_table(pa.Table.from_pylist([e.row() for e in self.effects]),
+                           Path(directory) / "crosslingual.parquet")
+
+    def save(self, directory) -> None:
+        """crosslingual.parquet and table2.json."""
+        self.save_effects(directory)
+        (Path(directory) / "table2.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True),
+                                                     encoding="utf-8")
+
+
 def crosslingual(handle: ModelHandle, run_dir, likn: dict[str, list[Neuron]] | None = None,
                  langs: tuple[str, str] = ("en", "zh"), facts_path=None, seed: int = 42, n_boot: int = 1000,
-                 show_progress: bool = False) -> dict:
-    """Table 2 over a two-language `locate` run; writes crosslingual.parquet and table2.json into it."""
+                 show_progress: bool = False) -> CrossLingual:
+    """Table 2 over a two-language `locate` run (nothing is written: ``.save(directory)`` does that)."""
     from kneuron.paper.likn import likn_from_run
     run = load_run(run_dir, facts_path)
     if likn is None:
         likn = likn_from_run(run_dir, langs).per_fact
-    rows = crosslingual_effects(handle, run, likn, langs, seed=seed, show_progress=show_progress)
-    for r in rows:
-        r["delta_suppress"] = float(relative_change([r["p_before"]], [r["p_suppress"]])[0])
-        r["delta_enhance"] = float(relative_change([r["p_before"]], [r["p_enhance"]])[0])
-    res = {"langs": list(langs), "seed": seed, "n_facts_with_likn": sum(bool(v) for v in likn.values()),
-           "n_facts": len(likn), "table": table2(rows, langs, n_boot)}
-    if rows:
-        pq.write_table(pa.Table.from_pylist(rows), Path(run_dir) / "crosslingual.parquet")
-    (Path(run_dir) / "table2.json").write_text(json.dumps(res, indent=2, sort_keys=True), encoding="utf-8")
-    return res
+    effects = crosslingual_effects(handle, run, likn, langs, seed=seed, show_progress=show_progress)
+    return CrossLingual(tuple(langs), seed, len(likn), sum(bool(v) for v in likn.values()),
+                        table2(effects, langs, n_boot), effects)

@@ -15,12 +15,10 @@ gives the object a higher probability than the fact's other candidate). Positive
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -213,7 +211,8 @@ def fact_check(facts: list[Fact], dkn_groups: dict[tuple[str, str], list], wrong
 def fact_check_run(handle: ModelHandle, run_dir, lang: str, dkn_rows: list[dict], method: str = "amig",
                    steps: int = 20, method_options: dict | None = None, seed: int = 42,
                    show_progress: bool = False) -> dict:
-    """Table 3 over one language of a `locate` run whose DKNs were found (``dkn.dkn_from_run``)."""
+    """Table 3 over one language of a `locate` run whose DKNs were found (``dkn.dkn_from_run``), as JSON
+    (the caller writes it)."""
     from kneuron.runs.reopen import check_model, load_run
     run = load_run(run_dir)
     check_model(handle, run)
@@ -237,7 +236,4 @@ def fact_check_run(handle: ModelHandle, run_dir, lang: str, dkn_rows: list[dict]
             res = fact_check(facts, groups, wrong, attr, prob, seed=seed, progress=lambda: bar.advance(task))
     else:
         res = fact_check(facts, groups, wrong, attr, prob, seed=seed)
-    res = {"lang": lang, "method": method, "steps": steps, **res}
-    out = Path(run_dir) / f"table3-{lang}.json"
-    out.write_text(json.dumps(res, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    return res
+    return {"lang": lang, "method": method, "steps": steps, **res}

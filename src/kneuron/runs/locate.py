@@ -8,9 +8,17 @@ this process (``LocalExecutor``) or sharded over Ray workers (``kneuron.runs.ray
 executor only decides where the facts are attributed. The driver does the rest once: it checks every
 fact before any work, opens (or resumes) the run, hands out the unfinished facts in groups of about
 ``execution.prompts_per_batch`` prompts, shows the progress and compacts the run at the end.
+
+Checking a fact: each usable template becomes a prompt, the answer must be encodable by the tokenizer
+and the model input (prompt and answer) must fit the model's context. By default the first fact that
+fails stops the run in one line before anything is written; with ``skip_invalid=True`` (the CLI's
+``--skip-invalid``) templates a causal model cannot use are dropped, and a fact that still fails is
+skipped: its one-line reason goes into run.json's ``skipped`` list and ``store.skipped``.
 """
 from __future__ import annotations
 
+import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,7 +30,7 @@ from kneuron.facts import Fact
 from kneuron.facts.errors import ConfigError
 from kneuron.models.load import ModelHandle
 from kneuron.facts.templates import Query, QueryError, queries_for
-from kneuron.models.targets import encode
+from kneuron.models.targets import check_context, encode
 from kneuron.neurons import REFINE_P, NeuronSet, refine, select, tau_for
 from kneuron.runs.store import RunStore
 
@@ -77,23 +85,64 @@ class FactResult:
     prediction: tuple[str, float]        # the model's top next token / mask filler on the first prompt
 
 
-def check_facts(handle: ModelHandle, facts: Iterable[Fact], skip_invalid_templates: bool = False) -> list[list[Query]]:
-    """Build and encode every query before any work starts; bad input fails here, in one line."""
-    out = []
+def check_fact(handle: ModelHandle, fact: Fact, skip_invalid: bool = False) -> list[Query]:
+    """A fact's queries, each encoded and within the model's context, before any model work; QueryError
+    (one line naming the fact's file, line and field) if it cannot be used. ``skip_invalid``: drop the
+    templates a causal model cannot use (the fact fails only when none is left)."""
+    try:
+        qs = queries_for(fact, handle.kind, skip_invalid=skip_invalid)
+    except QueryError as e:
+        raise QueryError(f"{fact.where('templates')}{e}") from None
+    if not qs:
+        try:                                 # say why: the first template's problem
+            queries_for(fact, handle.kind)
+            why = ""
+        except QueryError as e:
+            why = f" ({e})"
+        raise QueryError(f"{fact.where('templates')}no template usable by a {handle.kind} model{why}")
+    limit = handle.max_positions
+    for q in qs:
+        try:
+            enc = encode(handle.tokenizer, handle.kind, q.prompt, q.target)
+        except QueryError as e:
+            raise QueryError(f"{fact.where('object')}{e}") from None
+        try:
+            check_context(enc, limit)
+        except QueryError as e:
+            template = fact.templates[q.template_index]
+            name = "subject" if len(fact.subject) >= len(template) else "templates"
+            raise QueryError(f"{fact.where(name)}template {q.template_index}: {e}") from None
+    return qs
+
+
+@dataclass
+class Checked:
+    """check_facts' answer: the facts kept (in order) with their queries, and those skipped."""
+    facts: list[Fact]
+    queries: list[list[Query]]
+    skipped: list[dict]                  # {"fact_id", "lang", "reason"}: one line, as the error would be
+
+    @property
+    def n_prompts(self) -> list[int]:
+        return [len(q) for q in self.queries]
+
+
+def check_facts(handle: ModelHandle, facts: Iterable[Fact], skip_invalid: bool = False) -> Checked:
+    """Build and encode every query of every fact before any work starts (check_fact). By default the
+    first fact that fails raises its one-line QueryError; with ``skip_invalid`` templates a causal model
+    cannot use are dropped and each fact that still fails is skipped, with its reason."""
+    kept, queries, skipped = [], [], []
     for f in facts:
         try:
-            qs = queries_for(f, handle.kind, skip_invalid=skip_invalid_templates)
+            qs = check_fact(handle, f, skip_invalid)
         except QueryError as e:
-            raise QueryError(f"{f.where('templates')}{e} (or pass --skip-invalid-templates)") from None
-        if not qs:
-            raise QueryError(f"{f.where('templates')}no template usable by a {handle.kind} model")
-        for q in qs:
-            try:
-                encode(handle.tokenizer, handle.kind, q.prompt, q.target)
-            except QueryError as e:
-                raise QueryError(f"{f.where('object')}{e}") from None
-        out.append(qs)
-    return out
+            if not skip_invalid:
+                raise QueryError(f"{e} (or pass --skip-invalid)") from None
+            skipped.append({"fact_id": f.id, "lang": f.lang, "reason": str(e)})
+            continue
+        kept.append(f)
+        queries.append(qs)
+    return Checked(kept, queries, skipped)
 
 
 def locate_fact(handle: ModelHandle, fact: Fact, queries: list[Query], cfg: LocateConfig,
@@ -168,9 +217,10 @@ def neuron_rows(r: FactResult) -> list[dict]:
 class Session(Protocol):
     """An executor's model(s), opened for one run (a context manager)."""
 
-    def check(self, facts: list[Fact], skip_invalid_templates: bool) -> list[int]:
-        """Build and encode every fact's queries (QueryError, one line, on bad input); the number of
-        prompts of each fact."""
+    def check(self, facts: list[Fact], skip_invalid: bool) -> Checked:
+        """check_facts on the executor's model: the facts kept, their queries, the facts skipped
+        (QueryError, one line, on the first bad fact unless ``skip_invalid``). The facts kept are the
+        run's facts: ``order`` in ``run`` indexes them."""
 
     def meta(self, facts_path: str | None, facts_hash: str | None, lang: str | None, limit: int | None) -> dict:
         """The run's run.json (run_meta, plus how the executor runs, where that is worth keeping)."""
@@ -220,9 +270,10 @@ class _Local:
     def __exit__(self, *exc):
         return False
 
-    def check(self, facts, skip_invalid_templates):
-        self.queries = check_facts(self.h, facts, skip_invalid_templates)
-        return [len(q) for q in self.queries]
+    def check(self, facts, skip_invalid):
+        checked = check_facts(self.h, facts, skip_invalid)
+        self.queries = checked.queries
+        return checked
 
     def meta(self, facts_path, facts_hash, lang, limit):
         return run_meta(self.h, self.cfg, facts_path, facts_hash, lang, limit)
@@ -241,7 +292,7 @@ class _Local:
 
 def locate(model: ModelHandle | str, facts: list[Fact], cfg: LocateConfig, out, *,
            execution: Execution = _DEFAULT, executor: Executor | None = None, resume: bool = False,
-           limit: int | None = None, skip_invalid_templates: bool = False, facts_path: str | None = None,
+           limit: int | None = None, skip_invalid: bool = False, facts_path: str | None = None,
            facts_hash: str | None = None, lang: str | None = None, show_progress: bool = True,
            load: dict | None = None) -> RunStore:
     """Localize each fact's knowledge neurons into the run directory ``out``; each finished fact is
@@ -251,8 +302,12 @@ def locate(model: ModelHandle | str, facts: list[Fact], cfg: LocateConfig, out, 
     site, layers, dtype, device, offline, device_map). ``cfg``: what is computed (recorded);
     ``execution``: how (batch size, prompts per batch, precision, ...); ``executor``: where
     (``LocalExecutor()``, default, or ``RayExecutor(workers=N)``). ``limit``: the first N facts only.
-    ``facts_path``, ``facts_hash``, ``lang``: provenance recorded in run.json. Returns the run's
-    RunStore, with ``n_new`` (facts done now) and ``seconds``."""
+    ``skip_invalid``: instead of stopping at the first fact that cannot be used (a template a causal
+    model cannot use, an answer the tokenizer cannot encode, a prompt longer than the model's context),
+    drop such templates and skip such facts; each skipped fact is listed with its reason in run.json
+    (``skipped``) and the run holds the others, as a run of only those would. ``facts_path``,
+    ``facts_hash``, ``lang``: provenance recorded in run.json. Returns the run's RunStore, with
+    ``n_new`` (facts done now), ``seconds`` and ``skipped`` (``[{"fact_id", "lang", "reason"}]``)."""
     if not isinstance(cfg, LocateConfig):
         raise ConfigError(f"cfg must be a LocateConfig, not {type(cfg).__name__}")
     if not isinstance(execution, Execution):
@@ -263,10 +318,17 @@ def locate(model: ModelHandle | str, facts: list[Fact], cfg: LocateConfig, out, 
     facts = list(facts[:limit] if limit else facts)
     executor = executor if executor is not None else LocalExecutor()
     with executor.open(model, cfg, execution, out, dict(load or {})) as session:
-        n_prompts = session.check(facts, skip_invalid_templates)       # bad input fails before anything is written
+        checked = session.check(facts, skip_invalid)                  # bad input fails before anything is written
+        if checked.skipped and not checked.facts:
+            raise QueryError(f"all {len(facts)} facts were skipped; the first: {checked.skipped[0]['reason']}")
+        facts, n_prompts = checked.facts, checked.n_prompts
         meta = session.meta(facts_path, facts_hash, lang, limit)
         meta["precision"] = execution.precision                        # the one execution setting that changes numbers
+        meta["skip_invalid"] = bool(skip_invalid)
+        meta["skipped"] = checked.skipped
         store = RunStore(out, meta=meta, resume=resume, facts=facts)
+        if resume:
+            _record_skipped(store, checked)
         done = store.done()
         todo = [(i, f) for i, f in enumerate(facts) if f.key not in done]
         t0 = time.perf_counter()
@@ -277,7 +339,24 @@ def locate(model: ModelHandle | str, facts: list[Fact], cfg: LocateConfig, out, 
     store.finalize()
     store.seconds = time.perf_counter() - t0
     store.n_new = len(todo)
+    store.skipped = list(store.meta.get("skipped") or [])
     return store
+
+
+def _record_skipped(store: RunStore, checked: Checked) -> None:
+    """A resumed run: run.json's ``skipped`` becomes the facts skipped now, plus those recorded before
+    that were not checked now (beyond a smaller --limit)."""
+    now = {(f.id, f.lang) for f in checked.facts} | {(s["fact_id"], s["lang"]) for s in checked.skipped}
+    old = [s for s in store.meta.get("skipped") or [] if (s.get("fact_id"), s.get("lang")) not in now]
+    skipped = checked.skipped + old
+    if store.meta.get("skipped") == skipped:
+        return
+    store.meta["skipped"] = skipped
+    path = store.path / "run.json"
+    text = json.dumps(store.meta, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 class _progress:

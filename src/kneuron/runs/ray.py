@@ -20,8 +20,8 @@ from kneuron.attribution import Execution
 from kneuron.facts import Fact
 from kneuron.facts.errors import ConfigError, KneuronError
 from kneuron.models.load import ModelHandle
-from kneuron.runs.locate import (LocateConfig, check_facts, fact_row, load_by_name, locate_facts, neuron_rows,
-                                 run_meta)
+from kneuron.runs.locate import (Checked, LocateConfig, check_fact, check_facts, fact_row, load_by_name,
+                                 locate_facts, neuron_rows, run_meta)
 
 
 class EngineError(KneuronError, RuntimeError):
@@ -46,14 +46,14 @@ class _Worker:
     def meta(self, facts_path, facts_hash, lang, limit) -> dict:
         return run_meta(self.h, self.cfg, facts_path, facts_hash, lang, limit)
 
-    def check(self, facts: list[Fact], skip_invalid: bool) -> list[int]:
-        return [len(q) for q in check_facts(self.h, facts, skip_invalid)]
+    def check(self, facts: list[Fact], skip_invalid: bool) -> Checked:
+        return check_facts(self.h, facts, skip_invalid)
 
     def locate(self, group: list[tuple[int, Fact]], skip_invalid: bool) -> int:
         from kneuron.runs.store import write_part
         for order, _ in group:
             _fault_injection(order)
-        queries = check_facts(self.h, [f for _, f in group], skip_invalid)
+        queries = [check_fact(self.h, f, skip_invalid) for _, f in group]   # the driver kept only usable facts
         results = locate_facts(self.h, [(f, q) for (_, f), q in zip(group, queries)], self.cfg, self.execution)
         for (order, _), r in zip(group, results):
             write_part(self.out, fact_row(order, r), neuron_rows(r))
@@ -140,9 +140,9 @@ class _Ray:
         except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as e:
             raise _unwrap(e) from None
 
-    def check(self, facts, skip_invalid_templates):
-        self.skip_invalid = skip_invalid_templates
-        return self._first(lambda a: a.check.remote(facts, skip_invalid_templates))
+    def check(self, facts, skip_invalid):
+        self.skip_invalid = skip_invalid
+        return self._first(lambda a: a.check.remote(facts, skip_invalid))
 
     def meta(self, facts_path, facts_hash, lang, limit):
         meta = self._first(lambda a: a.meta.remote(facts_path, facts_hash, lang, limit))

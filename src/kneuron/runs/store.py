@@ -13,13 +13,21 @@ one is an interrupted write and is ignored (and deleted when a writer opens the 
 finalize() merges the parts with any earlier compacted files, writing neurons.parquet
 before facts.parquet, so that facts.parquet again says which facts are committed:
 parts already in it are skipped, neuron rows not backed by it are ignored.
+
+Every Parquet file is read through one checked reader: a part (or the compacted pair) that is not
+what it should be (truncated, empty, unreadable, lacking the head columns, or holding another fact
+than its name says) is moved aside into damaged/ by a writer, never deleted, and named in one
+warning line (logger "kneuron.runs"); its facts then count as not done, so a resumed run redoes
+them. A reader (open_run) moves nothing: it refuses the run in one line and suggests --resume.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -36,6 +44,7 @@ RESUME_KEYS = ("model", "revision", "dtype", "kind", "site", "model_spec", "n_la
                "lang", "precision")
 
 FACTS_FILE = "facts.jsonl"  # the run's own copy of its facts
+DAMAGED = "damaged"         # where damaged files are moved aside
 FACT_HEAD = ("order", "fact_id", "lang")
 NEURON_HEAD = FACT_HEAD + ("layer", "neuron", "score", "rank")
 FACT_SORT = ["order", "fact_id", "lang"]
@@ -49,8 +58,19 @@ WRITE_OPTS = dict(compression="zstd", version="2.6", use_dictionary=True,
                   write_statistics=True, row_group_size=1 << 20, data_page_size=1 << 20)
 
 
+log = logging.getLogger("kneuron.runs")
+
+
 class RunStoreError(KneuronError, RuntimeError):
     """A run directory cannot be used as asked (one-line message)."""
+
+
+class _Damaged(Exception):
+    """A file of the run is not what it should be: ``path`` and a one-line ``reason``."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = Path(path), reason
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -133,8 +153,63 @@ def _write_parquet(path: Path, table: pa.Table) -> None:
     _atomic_write(path, lambda f: pq.write_table(table, f, **WRITE_OPTS))
 
 
-def _read_parquet(path: Path) -> pa.Table | None:
-    return pq.read_table(path) if path.is_file() else None
+def _one_line(e: BaseException) -> str:
+    msg = " ".join(str(e).split())
+    return re.sub(r"^Could not open Parquet input source '.*?': ", "", msg)
+
+
+def _read_checked(path: Path, head: tuple[str, ...]) -> pa.Table:
+    """Read one Parquet file of the run; _Damaged when it is missing, empty, unreadable, or lacks
+    (or mistypes, or leaves empty) one of the head columns."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise _Damaged(path, "missing") from None
+    if not path.is_file():
+        raise _Damaged(path, "not a file")
+    if size == 0:
+        raise _Damaged(path, "empty file (0 bytes)")
+    try:
+        t = pq.read_table(path)
+    except (pa.ArrowException, OSError, ValueError, IndexError, EOFError) as e:
+        raise _Damaged(path, f"not readable as Parquet: {_one_line(e)}") from None
+    missing = [c for c in head if c not in t.column_names]
+    if missing:
+        raise _Damaged(path, f"lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    for c in head:
+        if t.schema.field(c).type != TYPES[c]:
+            raise _Damaged(path, f"column {c} is {t.schema.field(c).type}, not {TYPES[c]}")
+        if t[c].null_count:
+            raise _Damaged(path, f"column {c} has empty values")
+    return t
+
+
+def _some(items: list[str], sep: str, n: int = 5) -> str:
+    """The first ``n`` items joined, and how many more."""
+    more = f"{sep}and {len(items) - n} more" if len(items) > n else ""
+    return sep.join(items[:n]) + more
+
+
+def _unique(path: Path) -> Path:
+    """``path``, or ``path``.1, .2, ... if that is taken."""
+    out, i = path, 0
+    while out.exists():
+        i += 1
+        out = path.with_name(f"{path.name}.{i}")
+    return out
+
+
+def move_aside(path, run_dir) -> Path:
+    """Move a damaged file of a run into ``run_dir``/damaged/ (never deleted; a name already taken
+    there gets .1, .2, ...). Returns where it went."""
+    path, where = Path(path), Path(run_dir) / DAMAGED
+    try:
+        where.mkdir(exist_ok=True)
+        dst = _unique(where / path.name)
+        os.replace(path, dst)
+    except OSError as e:
+        raise RunStoreError(f"{path}: damaged, and it cannot be moved aside into {where}: {_one_line(e)}") from None
+    return dst
 
 
 # ----------------------------------------------------------------------------- the store
@@ -147,6 +222,12 @@ class RunStore:
         self.path = Path(path)
         self.parts = self.path / "parts"
         self.readonly = readonly
+        self.damaged: list[Path] = []         # where damaged files were moved aside (this object's doing)
+        self._notes: list[str] = []           # damaged parts found by the operation under way
+        self._lost: str | None = None         # the same for a damaged compacted pair
+        if self.path.exists() and not self.path.is_dir():
+            raise RunStoreError(f"{self.path}: " + ("a file, not a run directory" if readonly
+                                                    else "--out names a file, not a run directory"))
         if facts is not None:
             facts = list(facts)
             seen: set = set()
@@ -157,14 +238,22 @@ class RunStore:
         if resume or readonly:
             if not (self.path / "run.json").is_file():
                 raise RunStoreError(f"{self.path} holds no run (no run.json)")
-            self.meta = json.loads((self.path / "run.json").read_text(encoding="utf-8"))
+            try:
+                self.meta = json.loads((self.path / "run.json").read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise RunStoreError(f"{self.path / 'run.json'}: damaged ({_one_line(e)})") from None
+            if not isinstance(self.meta, dict):
+                raise RunStoreError(f"{self.path / 'run.json'}: damaged (not a JSON object)")
             if meta is not None:
                 self._check_meta(meta)
         else:
             if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
                 raise RunStoreError(
                     f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise RunStoreError(f"{self.path}: cannot make the run directory ({_one_line(e)})") from None
             self.meta = dict(meta or {})
             text = json.dumps(self.meta, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
             _atomic_write(self.path / "run.json", lambda f: f.write(text.encode("utf-8")))
@@ -172,7 +261,9 @@ class RunStore:
             self._keep_facts(facts)
         if not readonly:
             self._repair()
-        self._done = _keys(self.facts())
+        facts, _ = self._gather()
+        self._done = _keys(facts)
+        self._report(facts, "open")
 
     def _check_meta(self, meta: dict) -> None:
         for k in RESUME_KEYS:
@@ -202,9 +293,24 @@ class RunStore:
     # -- reading ------------------------------------------------------------------
 
     def _compacted(self) -> tuple[pa.Table | None, pa.Table | None]:
-        """The finalized tables, neurons cut to the facts that facts.parquet commits."""
-        facts = _read_parquet(self.path / "facts.parquet")
-        neurons = _read_parquet(self.path / "neurons.parquet")
+        """The finalized tables, neurons cut to the facts that facts.parquet commits. A damaged one:
+        both are moved aside (writer) or the run is refused (reader)."""
+        fp, np_ = self.path / "facts.parquet", self.path / "neurons.parquet"
+        try:
+            facts = _read_checked(fp, FACT_HEAD) if fp.exists() else None
+            neurons = _read_checked(np_, NEURON_HEAD) if np_.exists() else None
+            if facts is not None and neurons is None:
+                raise _Damaged(np_, "missing, while facts.parquet is there")
+        except _Damaged as d:
+            if self.readonly:
+                raise RunStoreError(f"{d.path}: damaged ({d.reason}); resume the run (kneuron locate ... --resume) "
+                                    "to move it aside and recover or redo its facts") from None
+            moved = [p for p in (fp, np_) if p.exists()]
+            for p in moved:
+                self.damaged.append(move_aside(p, self.path))
+            self._lost = f"{d.path.name} damaged ({d.reason}): {' and '.join(p.name for p in moved)} moved to " \
+                         f"{self.path / DAMAGED}"
+            return None, None
         if neurons is not None:
             keep = _keys(facts) if facts is not None else set()
             mask = [k in keep for k in zip(neurons["fact_id"].to_pylist(), neurons["lang"].to_pylist())]
@@ -218,14 +324,96 @@ class RunStore:
         names = (p.name for p in self.parts.glob("*.facts.parquet"))
         return sorted(s for s in (n[: -len(".facts.parquet")] for n in names) if s not in skip)
 
-    def _read(self, kind: str) -> pa.Table:
+    def _part(self, stem: str) -> tuple[pa.Table, pa.Table]:
+        """One committed part, checked: its facts part holds exactly the fact its name says, its
+        neurons part is readable and holds rows of that fact only."""
+        fp = self.parts / f"{stem}.facts.parquet"
+        f = _read_checked(fp, FACT_HEAD)
+        if f.num_rows != 1:
+            raise _Damaged(fp, f"holds {f.num_rows} rows, not one")
+        order, fid, lang = (f[c][0].as_py() for c in FACT_HEAD)
+        if _stem(order, fid, lang) != stem:
+            raise _Damaged(fp, f"holds fact {fid!r} ({lang}) at order {order}, not the one its name stands for")
+        np_ = self.parts / f"{stem}.neurons.parquet"
+        n = _read_checked(np_, NEURON_HEAD)
+        other = set(zip(*(n[c].to_pylist() for c in FACT_HEAD))) - {(order, fid, lang)}
+        if other:
+            o = min(other)
+            raise _Damaged(np_, f"holds neurons of another fact ({o[1]!r} ({o[2]}) at order {o[0]})")
+        return f, n
+
+    def _fact_name(self, stem: str) -> str:
+        """"fact 'id' (lang)" of a damaged part: by its order in the run's facts.jsonl, else from
+        whichever of its two files still names it; else "part <stem>"."""
+        try:
+            order = int(stem.split("-")[0])
+            with open(self.path / FACTS_FILE, encoding="utf-8") as fh:
+                for i, line in enumerate(filter(str.strip, fh)):
+                    if i == order:
+                        o = json.loads(line)
+                        if _stem(order, str(o.get("id")), str(o.get("lang"))) == stem:
+                            return f"fact {o['id']!r} ({o['lang']})"
+                        break
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            pass
+        for kind in ("facts", "neurons"):
+            try:
+                t = pq.read_table(self.parts / f"{stem}.{kind}.parquet", columns=list(FACT_HEAD))
+                for order, fid, lang in zip(*(t[c].to_pylist() for c in FACT_HEAD)):
+                    if _stem(order, fid, lang) == stem:
+                        return f"fact {fid!r} ({lang})"
+            except Exception:     # noqa: BLE001  (only a name for the warning: any failure means no name)
+                pass
+        return f"part {stem}"
+
+    def _gather(self) -> tuple[pa.Table, pa.Table]:
+        """Facts and neurons so far, compacted and parts, in one pass of the checked reader: a damaged
+        part (with its pair) is moved aside by a writer (and noted for _report), refused by a reader."""
         facts, neurons = self._compacted()
         skip = _stems(facts) if facts is not None else set()
-        tables = [facts if kind == "facts" else neurons]
-        tables += [_read_parquet(self.parts / f"{s}.{kind}.parquet") for s in self._part_stems(skip)]
-        if kind == "facts":
-            return _merge(tables, FACT_HEAD, FACT_SORT)
-        return _merge(tables, NEURON_HEAD, NEURON_SORT)
+        ft, nt = [facts], [neurons]
+        for stem in self._part_stems(skip):
+            try:
+                f, n = self._part(stem)
+            except _Damaged as d:
+                if self.readonly:
+                    raise RunStoreError(f"{d.path}: damaged ({d.reason}); resume the run (kneuron locate ... "
+                                        "--resume) to move it aside and redo its fact") from None
+                name = self._fact_name(stem)
+                for p in (self.parts / f"{stem}.facts.parquet", self.parts / f"{stem}.neurons.parquet"):
+                    if p.exists():
+                        self.damaged.append(move_aside(p, self.path))
+                self._notes.append(f"{name}: {d.path.name} {d.reason}")
+                continue
+            ft.append(f)
+            nt.append(n)
+        return _merge(ft, FACT_HEAD, FACT_SORT), _merge(nt, NEURON_HEAD, NEURON_SORT)
+
+    def _report(self, facts: pa.Table, when: str, missing: list[tuple[str, str]] = ()) -> None:
+        """One warning line for what the operation just done found damaged and moved aside."""
+        if not self._notes and self._lost is None:
+            return
+        said = []
+        if self._lost is not None:
+            said.append(f"{self._lost}, {facts.num_rows} facts recovered from parts/")
+        if self._notes:
+            n = len(self._notes)
+            said.append(f"{n} damaged part{'s' if n > 1 else ''} moved to {self.path / DAMAGED} "
+                        f"({_some(self._notes, '; ')})")
+        if when == "finalize" and missing:
+            names = _some([f"{k[0]!r} ({k[1]})" for k in missing], ", ")
+            tail = f"missing from facts.parquet: {names}; resume the run to redo them"
+        else:
+            tail = "the facts they held count as not done: a resumed run redoes them"
+        self._notes, self._lost = [], None
+        log.warning("%s: %s; %s", self.path, "; ".join(said), tail)
+
+    def _read(self, kind: str) -> pa.Table:
+        facts, neurons = self._gather()
+        if not self.readonly:
+            self._done = _keys(facts)
+        self._report(facts, "read")
+        return facts if kind == "facts" else neurons
 
     def facts(self) -> pa.Table:
         """All finished facts so far (parts and compacted), sorted by order."""
@@ -269,13 +457,21 @@ class RunStore:
         write_part(self.path, fact_row, neuron_rows)
         self._done.add(key)
 
-    def finalize(self) -> None:
-        """Compact everything into facts.parquet and neurons.parquet and remove parts/."""
+    def finalize(self) -> list[tuple[str, str]]:
+        """Compact everything into facts.parquet and neurons.parquet and remove parts/. Parts are read
+        through the checked reader, so one damaged since the run was opened is moved aside (one
+        warning line) and the rest compacted. Returns the facts that were done but are now missing
+        for that reason (a resumed run redoes them)."""
         self._writable()
-        facts, neurons = self.facts(), self.neurons()
+        before = set(self._done)
+        facts, neurons = self._gather()
         _write_parquet(self.path / "neurons.parquet", neurons)
         _write_parquet(self.path / "facts.parquet", facts)  # commit marker of the compaction
         shutil.rmtree(self.parts, ignore_errors=True)
+        self._done = _keys(facts)
+        missing = sorted(before - self._done)
+        self._report(facts, "finalize", missing)
+        return missing
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r}, {len(self._done)} facts done)"
