@@ -286,10 +286,13 @@ def test_cli_locate_resume_says_what_was_damaged_in_one_stderr_line(fact_file, t
     same_files(tmp_path / "cut", tmp_path / "ref")
 
 
-def test_cli_locate_out_naming_a_file(fact_file, tmp_path):
+def test_cli_locate_out_naming_a_file(fact_file, tmp_path, monkeypatch):
+    """Refused in one line before the model is loaded (a load would raise here)."""
     from typer.testing import CliRunner
+    import kneuron.cli.runs as cli_runs
     from kneuron.cli import app
     m = _saved_tiny(tmp_path)
+    monkeypatch.setattr(cli_runs, "_load", lambda *a, **k: pytest.fail("the model was loaded"))
     f = tmp_path / "x.parquet"
     f.write_bytes(b"PAR1")
     for extra in ([], ["--resume"]):

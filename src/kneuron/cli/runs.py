@@ -55,6 +55,7 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
     from kneuron.facts import fact_file_hash, load_facts, resolve_facts
     from kneuron.runs.locate import LocateConfig
     from kneuron.runs.locate import locate as run_locate
+    from kneuron.runs.store import check_out
     store = None
     try:
         m = AMIG(paths=paths.value, prefactor=prefactor.value) if method == Method.amig else IG()
@@ -62,6 +63,7 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
                            objective=objective.value, rule=rule.value)   # bad settings fail before loading the model
         execution = Execution(batch_size=batch_size, prompts_per_batch=prompts_per_batch, precision=precision.value)
         fs = load_facts(facts, lang=lang)                        # the one entry point: names, files, directories
+        check_out(out, resume=resume)                            # before the model is loaded
         facts = resolve_facts(facts)
         common = dict(execution=execution, resume=resume, limit=limit, skip_invalid=skip_invalid,
                       facts_path=str(facts.resolve()), facts_hash=fact_file_hash(facts), lang=lang,

@@ -32,7 +32,7 @@ from kneuron.models.load import ModelHandle
 from kneuron.facts.templates import Query, QueryError, queries_for
 from kneuron.models.targets import check_context, encode
 from kneuron.neurons import REFINE_P, NeuronSet, refine, select, tau_for
-from kneuron.runs.store import RunStore
+from kneuron.runs.store import RunStore, check_out
 
 _DEFAULT = Execution()
 
@@ -316,6 +316,7 @@ def locate(model: ModelHandle | str, facts: list[Fact], cfg: LocateConfig, out, 
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1, got {limit}")
     facts = list(facts[:limit] if limit else facts)
+    check_out(out, resume=resume)                                   # before a model is loaded
     executor = executor if executor is not None else LocalExecutor()
     with executor.open(model, cfg, execution, out, dict(load or {})) as session:
         checked = session.check(facts, skip_invalid)                  # bad input fails before anything is written

@@ -214,6 +214,19 @@ def move_aside(path, run_dir) -> Path:
 
 # ----------------------------------------------------------------------------- the store
 
+def check_out(path, resume: bool = False, readonly: bool = False) -> None:
+    """Whether ``path`` can take a run as asked, before any work (one-line RunStoreError): a new run
+    needs a missing or empty directory, a resumed (or read) one a directory with a run.json."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunStoreError(f"{path}: " + ("a file, not a run directory" if readonly
+                                           else "--out names a file, not a run directory"))
+    if resume and not (path / "run.json").is_file():
+        raise RunStoreError(f"{path} holds no run (no run.json)")
+    if not resume and path.exists() and any(path.iterdir()):
+        raise RunStoreError(f"{path} already holds a run; pass --resume to continue it or choose another --out")
+
+
 class RunStore:
     """A run directory: run.json metadata, facts and neurons tables, resumable."""
 
@@ -225,9 +238,7 @@ class RunStore:
         self.damaged: list[Path] = []         # where damaged files were moved aside (this object's doing)
         self._notes: list[str] = []           # damaged parts found by the operation under way
         self._lost: str | None = None         # the same for a damaged compacted pair
-        if self.path.exists() and not self.path.is_dir():
-            raise RunStoreError(f"{self.path}: " + ("a file, not a run directory" if readonly
-                                                    else "--out names a file, not a run directory"))
+        check_out(self.path, resume=resume or readonly, readonly=readonly)
         if facts is not None:
             facts = list(facts)
             seen: set = set()
@@ -236,8 +247,6 @@ class RunStore:
                     raise RunStoreError(f"{self.path}: duplicate fact {f.key} in the facts given to the run")
                 seen.add(f.key)
         if resume or readonly:
-            if not (self.path / "run.json").is_file():
-                raise RunStoreError(f"{self.path} holds no run (no run.json)")
             try:
                 self.meta = json.loads((self.path / "run.json").read_text(encoding="utf-8"))
             except (ValueError, UnicodeDecodeError) as e:
@@ -247,9 +256,6 @@ class RunStore:
             if meta is not None:
                 self._check_meta(meta)
         else:
-            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
-                raise RunStoreError(
-                    f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
             except OSError as e:
