@@ -4,18 +4,23 @@ What is computed (the method object with its options, steps, objective, rule) is
 (``Execution``: batch size, caches, sharing, precision, progress)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
 
+import kneuron.attribution.prefix as prefix
+from kneuron.attribution.budget import Plan, default_budget, dims_of, limit, plan
 from kneuron.attribution.engine import OBJECTIVES, Paths, Runner, clean_pass, integrate, make_problem, objective_values
 from kneuron.attribution.execution import PRECISIONS, Execution
 from kneuron.attribution.methods import AMIG, IG, METHODS, make_method
 from kneuron.attribution.quadrature import RULES, nodes
 from kneuron.facts.errors import ConfigError
 from kneuron.models.load import ModelHandle
+from kneuron.models.sites import declared_capability
 from kneuron.models.targets import encode
 
+log = logging.getLogger("kneuron")
 
 @dataclass
 class Attribution:
@@ -36,18 +41,35 @@ class Attribution:
         return [(int(j) // n, int(j) % n, float(s)) for s, j in zip(v, i)]
 
 
-def default_batch_size(handle: ModelHandle, seq_len: int, prefix_cache: bool) -> int:
-    """Rows per batch. Causal single-token rows: as many as keep the [rows, vocabulary] logits near
-    32M numbers (CPU; 128M on a GPU), at most 640 (CPU) or 2,048 (GPU) — rows of every layer share one
-    batch, each block computing only the rows that reached it, so larger is faster (measured on
-    smollm2-135m and GPT-2 base, CPU: 640 rows 1.5 s / fact, 160 rows 1.65 s). Full-sequence rows
-    (masked models): ~450 tokens per batch on a CPU (measured on BERT base), 8,192 on a GPU.
-    Out-of-memory backs off by halving."""
+def speed_cap(handle: ModelHandle, seq_len: int, prefix_cache: bool) -> int:
+    """The most rows per batch that speed asks for (the budget may allow fewer). Causal single-token
+    rows: as many as keep the [rows, vocabulary] logits near 32M numbers (CPU; 128M on a GPU), at most
+    640 (CPU) or 2,048 (GPU) -- rows of every layer share one batch, each block computing only the rows
+    that reached it, so larger is faster (measured on smollm2-135m and GPT-2 base, CPU: 640 rows 1.5 s /
+    fact, 160 rows 1.65 s). Full-sequence rows (masked models): ~450 tokens per batch on a CPU (measured
+    on BERT base), 8,192 on a GPU."""
     cuda = handle.device.type == "cuda"
     if handle.kind == "causal" and prefix_cache:
         vocab = getattr(getattr(handle.model, "config", None), "vocab_size", None) or 50_000
         return max(16, min(2048 if cuda else 640, (128 if cuda else 32) * 2**20 // vocab))
     return max(1, (8192 if cuda else 448) // max(1, seq_len))
+
+
+def plan_batch(handle: ModelHandle, tokens: int, budget: int | None, *, prefix_cache: bool = True,
+               rows_per_layer: int | None = None, prompts: int = 1, paths: int = 1) -> Plan:
+    """Rows per batch for prompts of at most ``tokens`` tokens: the speed cap, fewer where the memory
+    ``budget`` (bytes; None: none) needs it (``budget.plan``; a ConfigError if one row does not fit).
+    Out-of-memory on a GPU still backs off by halving."""
+    shared = handle.kind == "causal" and declared_capability(handle.model, "prefix") is True and prefix.supported()
+    return plan(dims_of(handle), tokens, budget, kind=handle.kind, prefix_cache=prefix_cache, shared_prefix=shared,
+                max_rows=speed_cap(handle, tokens, prefix_cache), rows_per_layer=rows_per_layer, prompts=prompts,
+                paths=paths)
+
+
+def default_batch_size(handle: ModelHandle, seq_len: int, prefix_cache: bool, budget: int | None = None) -> int:
+    """Rows per batch (``plan_batch``) under ``budget`` (None: the default budget, ``default_budget``)."""
+    budget = default_budget(handle.device) if budget is None else budget
+    return plan_batch(handle, seq_len, budget, prefix_cache=prefix_cache).rows
 
 
 def check_settings(method: str | IG = "ig", steps: int = 20, objective: str = "prob", rule: str = "left") -> IG:
@@ -87,8 +109,9 @@ def attribute_many(handle: ModelHandle, items: list[tuple[str, str]], *, method:
     m = check_settings(method, steps, objective, rule)
     if not isinstance(execution, Execution):
         raise ConfigError(f"execution must be an Execution, not {type(execution).__name__}")
-    with execution.autocast(handle.device):
-        out = _attribute_many(handle, items, m, steps, objective, rule, execution)
+    budget = execution.max_memory if execution.max_memory is not None else default_budget(handle.device)
+    with execution.autocast(handle.device), limit(budget):       # the budget before the prompts' own passes
+        out = _attribute_many(handle, items, m, steps, objective, rule, execution, budget)
     for a in out:
         if execution.precision != "fp32":
             a.params["precision"] = execution.precision
@@ -106,7 +129,7 @@ class _Item:
 
 
 def _attribute_many(handle: ModelHandle, items, m: IG, steps: int, objective: str, rule: str,
-                    ex: Execution) -> list[Attribution]:
+                    ex: Execution, budget: int | None = None) -> list[Attribution]:
     alphas, weights = nodes(rule, steps)
     proper = m.proper()
     if not items:
@@ -126,8 +149,18 @@ def _attribute_many(handle: ModelHandle, items, m: IG, steps: int, objective: st
             problems.append(make_problem(handle, ids, pos, tgt, clean, prefix_cache=ex.prefix_cache))
             paths.append(Paths(acts[k], base[k]))
         clean.cache = clean.outputs = None          # what the problems need they hold
-    longest = max(int(p.ids.shape[1]) for p in problems)
-    bs = ex.batch_size or default_batch_size(handle, longest, ex.prefix_cache)
+    longest = max(int(p.ids.shape[1]) + p.past_len for p in problems)
+    bs = ex.batch_size
+    if bs is None or ex.max_memory is not None:
+        n_paths = [int(p.baselines.shape[0]) for p in paths]
+        nodes_per_path = len(alphas) + (1 if proper and not bool((alphas == 0).any()) else 0) - int((alphas == 1).sum())
+        shared = ex.share and len(problems) > 1
+        planned = plan_batch(handle, longest, budget, prefix_cache=ex.prefix_cache,
+                             rows_per_layer=max(1, nodes_per_path) * (sum(n_paths) if shared else max(n_paths)),
+                             prompts=len(problems), paths=sum(n_paths))
+        log.debug("%s: %d rows per batch, estimated %.0f MB of a budget of %s MB", handle.name, planned.rows,
+                  planned.bytes / 2**20, "-" if budget is None else f"{budget / 2**20:.0f}")
+        bs = planned.rows if bs is None else min(bs, planned.rows)
     runner = Runner(handle, problems, objective, replay=ex.replay)
     sums = integrate(runner, paths, alphas, weights, endpoints=proper, batch_size=bs, progress=ex.progress,
                      share=ex.share)

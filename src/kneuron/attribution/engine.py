@@ -17,11 +17,15 @@ layer at a time in a full forward pass) and fast:
 * rows of several prompts (answer tokens, facts) can share a batch, padded and masked (declared per
   family too);
 * causal models: only the answer position changes, so each row is ONE token run against the
-  prompt's key/value cache (the prefix is computed once);
+  prompt's key/value cache (the prefix is computed once, and the rows attend to it without a copy
+  per row: ``prefix.py``; families whose attention bypasses transformers' attention interface
+  concatenate it per row, as the architecture table declares);
+* rows per batch are planned against a memory budget (``budget.py``; ``Execution.max_memory``);
 * masked models: the output head (e.g. BERT's 30k-word decoder) runs on the answer position only.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import logging
@@ -32,6 +36,8 @@ from typing import Callable
 
 import torch
 
+import kneuron.attribution.budget as budget
+import kneuron.attribution.prefix as prefix
 from kneuron.models.load import ModelHandle
 from kneuron.facts.errors import ConfigError
 from kneuron.models.sites import CAPABILITIES, as_bsn, declared_capability, model_type
@@ -62,6 +68,11 @@ def clean_pass(handle: ModelHandle, input_ids: torch.Tensor, positions: list[int
     ``keep_outputs``: also every block's output and, for causal models, the key/value cache)."""
     pos = torch.tensor(positions, device=input_ids.device)
     S, T = input_ids.shape
+    if not keep_outputs and S > 1:               # many sequences (AMIG's baselines): in chunks that fit the budget
+        n = budget.clean_chunk(budget.dims_of(handle), T, S, budget.current())
+        if n < S:
+            parts = [clean_pass(handle, input_ids[i:i + n], positions) for i in range(0, S, n)]
+            return CleanPass(torch.cat([p.acts for p in parts]), torch.cat([p.logits for p in parts]), None)
     acts, outputs = [None] * handle.n_layers, [None] * handle.n_layers
     cache = keep_outputs and handle.kind == "causal"
     with ExitStack() as stack, torch.no_grad():
@@ -141,8 +152,9 @@ def _prefix_cache(handle: ModelHandle, clean: CleanPass, input_ids: torch.Tensor
     """The key/value cache of the first ``position`` tokens: the clean pass's, cut (no extra pass),
     where every layer is a plain growing cache; otherwise one pass of the decoder without its
     output layer."""
-    if _growing_cache_layers(clean.cache):
-        past = copy.deepcopy(clean.cache)
+    if _growing_cache_layers(clean.cache):           # views of the clean pass's tensors (nothing writes to them)
+        past = copy.copy(clean.cache)
+        past.layers = [copy.copy(x) for x in clean.cache.layers]
         for x in past.layers:
             x.keys, x.values = x.keys[..., :position, :], x.values[..., :position, :]
         return past
@@ -167,10 +179,11 @@ def make_problem(handle: ModelHandle, input_ids: torch.Tensor, position: int, ta
                  prefix_cache: bool = True) -> Problem:
     """The answer token at ``position`` of ``input_ids`` [1, T] (whose clean pass is ``clean``)."""
     if handle.kind == "causal" and prefix_cache:
-        # one query token against the cached prefix; replayed outputs are that position's
+        # one query token against the cached prefix; replayed outputs are that position's (copied, so
+        # that the clean pass's [1, T, D] outputs can go)
         past = _prefix_cache(handle, clean, input_ids, position) if position > 0 else None
         return Problem(input_ids[:, position:position + 1], 0, target,
-                       [_expand_like(o, _hidden(o)[:, position:position + 1]) for o in clean.outputs],
+                       [_expand_like(o, _hidden(o)[:, position:position + 1].clone()) for o in clean.outputs],
                        past, position)
     end = position + 1 if handle.kind == "causal" else input_ids.shape[1]
     return Problem(input_ids[:, :end], position, target, [_expand_like(o, _hidden(o)[:, :end]) for o in clean.outputs])
@@ -198,6 +211,7 @@ class Batch:
     outs: list                   # per block: the rows' recorded clean outputs [C + R, T, D]
     reached: list[int]           # per block j: the rows that compute it (patched layer <= j, and the clean rows)
     mixed: bool                  # rows of several problems (padded and masked)
+    prefix: bool | None = None   # causal rows with a cache: attend to one shared prefix (None: as known, see _prefix_ok)
 
     @property
     def size(self) -> int:
@@ -216,6 +230,7 @@ class Runner:
 
     def __init__(self, handle: ModelHandle, problems: list[Problem] | Problem, objective: str, replay: bool = True):
         self.h, self.objective, self.replay = handle, objective, replay
+        self._force_prefix: bool | None = None      # the shared-prefix attention: None = as capable() says
         self.problems = [problems] if isinstance(problems, Problem) else list(problems)
         P = len(self.problems)
         dev = self.problems[0].ids.device
@@ -262,6 +277,7 @@ class Runner:
         w.r.t. the probes is taken. ``staircase``: run each block on the rows that have reached it
         only (None: where the model's family allows it, see ``capable``)."""
         batch = self.assemble(layers, points, problem, clean)
+        batch.prefix = self._prefix_ok(batch)
         if staircase is None:
             staircase = self.replay and batch.partial and self.capable(
                 "staircase", batch.mixed, lambda: self._staircase_agrees(batch))
@@ -376,6 +392,54 @@ class Runner:
         x, y = self.forward(small, staircase=True), self.forward(small, staircase=False)
         return _close([x.obj, x.grad, x.clean_grad], [y.obj, y.grad, y.clean_grad], batch.points)
 
+    def _prefix_ok(self, batch: Batch, check: bool = True) -> bool:
+        """Whether the batch's rows attend to their key/value prefix through ``prefix.attend`` (one
+        shared prefix, no copy per row): where every prefix is a plain growing cache and the family
+        allows it (see ``capable``; without ``check``, a family not yet checked says no)."""
+        if self._force_prefix is not None:
+            return self._force_prefix
+        if batch.prefix is not None:
+            return batch.prefix
+        if self.h.kind != "causal" or not prefix.supported():
+            return False
+        if batch.mixed:
+            if self.kv is None:
+                return False
+        elif not _growing_cache_layers(self.problems[int(batch.problem[0])].past):
+            return False
+        if not check and declared_capability(self.h.model, "prefix") is None:
+            return _CHECKED["prefix"].get(self.h.model, {}).get(batch.mixed, False)
+        return self.capable("prefix", batch.mixed, lambda: self._prefix_agrees(batch))
+
+    def _prefix_agrees(self, batch: Batch) -> bool:
+        """Rows attending to the shared prefix equal the same rows run against transformers' own
+        (copied, concatenated) cache: one row of each of up to three of the batch's layers, a clean row."""
+        problem = batch.problem[batch.n_clean:]
+        pick = torch.linspace(0, len(problem) - 1, min(3, len(problem))).round().long().unique()
+        small = self.assemble(batch.layers[pick], batch.points[pick], problem[pick], [int(batch.problem[0])])
+        small.prefix = True
+        x = self.forward(small, staircase=False)
+        small.prefix = False
+        y = self.forward(small, staircase=False)
+        return _close([x.obj, x.grad, x.clean_grad], [y.obj, y.grad, y.clean_grad], batch.points)
+
+    def _shared_past(self, batch: Batch, reached: list[int] | None):
+        """A cache whose layer j serves the rows that run block j (``reached``, or all) from ONE copy
+        of each prompt's prefix: the problem's own (a view of the clean pass's cache) or, for rows of
+        several problems, the stacked prefixes and which one each row reads."""
+        rows_problem, B = batch.problem, batch.size
+        if batch.mixed:
+            past, kv = copy.copy(self.template), self.kv
+        else:
+            past = copy.copy(self.problems[int(rows_problem[0])].past)
+            kv = [(x.keys, x.values) for x in past.layers]
+        layers = []
+        for j, (k, v) in enumerate(kv):
+            n = max(reached[j], 1) if reached is not None else B
+            layers.append(prefix.make_layer(k, v, n, rows_problem[:n] if batch.mixed else None))
+        past.layers = layers
+        return past
+
     def _objective(self, stack: ExitStack, batch: Batch, reached: list[int] | None) -> torch.Tensor:
         """Run the rows' inputs (against the prefix cache, if any) with the hooks already in ``stack``;
         the objective per row. ``reached``: the staircase's rows per block (block j's cache then holds
@@ -397,8 +461,12 @@ class Runner:
             else:                                        # [B, T]: the row's own tokens
                 mask = torch.arange(T, device=ids.device) < seq_len.unsqueeze(1)
             kwargs["attention_mask"] = mask.long()
+        shared = contextlib.nullcontext()
         if self.problems[int(rows_problem[0])].past is not None or (mixed and self.kv is not None):
-            if mixed:
+            if self._prefix_ok(batch, check=False):      # one prefix for all rows, attended without copies
+                past = self._shared_past(batch, reached)
+                shared = prefix.shared_prefix(self.h.model)
+            elif mixed:
                 past = copy.deepcopy(self.template)
                 for j, layer in enumerate(past.layers):
                     n = max(reached[j], 1) if reached is not None else B
@@ -417,7 +485,8 @@ class Runner:
             def keep(mod, args, out):
                 return _expand_like(out, _hidden(out)[rows, pos].unsqueeze(1))
             stack.enter_context(_hook(self.h.layers[-1].register_forward_hook(keep)))
-        logits = self.h.model(input_ids=ids, **kwargs).logits
+        with shared:
+            logits = self.h.model(input_ids=ids, **kwargs).logits
         logits = logits.squeeze(1) if logits.shape[1] == 1 else logits[rows, pos]
         return objective_values(logits, self.targets[rows_problem], self.objective)
 
@@ -448,7 +517,8 @@ def _cache_kwarg(model) -> str:
 # the run-time verdicts for families the architecture table does not know: capability -> model -> {mixed: ok}
 _CHECKED: dict[str, "weakref.WeakKeyDictionary"] = {c: weakref.WeakKeyDictionary() for c in CAPABILITIES}
 _WHAT = {"staircase": "the layer staircase (blocks run on the rows that reached them)",
-         "share": "shared batches of several prompts"}
+         "share": "shared batches of several prompts",
+         "prefix": "attention to one shared key/value prefix (no copy per row)"}
 
 
 def _verdict(handle: ModelHandle, capability: str, check: Callable[[], bool]) -> bool:

@@ -7,6 +7,7 @@ from typing import Callable
 
 import torch
 
+from kneuron.attribution.budget import parse_size
 from kneuron.facts.errors import ConfigError
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -27,6 +28,9 @@ class Execution:
     prefix_cache: causal models: run each row as one token against the prompt's key/value cache.
     replay: rows patching layer l take the clean outputs of the blocks below l instead of computing them.
     precision: "fp32" (as loaded), or "bf16" / "fp16" autocast (GPU speed).
+    max_memory: the memory budget of the batches, in bytes or as a size ("512MB", "4GB", "4GiB"; kept
+        as bytes): rows per batch are planned to fit it (``budget.plan``; a ConfigError if one row does
+        not). None: half of the memory available on a CPU, 80 % of the free memory on a GPU.
     progress: called with the number of rows done after each batch (not compared, not pickled to workers).
     """
     batch_size: int | None = None
@@ -35,6 +39,7 @@ class Execution:
     prefix_cache: bool = True
     replay: bool = True
     precision: str = "fp32"
+    max_memory: int | str | None = None
     progress: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
@@ -44,6 +49,8 @@ class Execution:
             raise ConfigError(f"prompts-per-batch must be an integer >= 1, got {self.prompts_per_batch!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.max_memory is not None:
+            object.__setattr__(self, "max_memory", parse_size(self.max_memory))
 
     def autocast(self, device: torch.device):
         """The model's matrix products in ``precision`` (fp32: as loaded; bf16/fp16: autocast, with

@@ -1,6 +1,7 @@
 """`kneuron bench ...`: benchmarks. `localization`: recall of planted neurons per attribution method."""
 from __future__ import annotations
 
+from enum import Enum
 from typing import Optional
 
 import typer
@@ -74,9 +75,7 @@ def speed_cmd(prompts: int = typer.Option(4, "--prompts", min=1, help="prompts p
     """kneuron beside the peer package knowledge-neurons 0.0.2 on base-size GPT-2 and BERT (random
     weights): facts per second at equal steps and at equal accuracy, peak memory, score agreement.
     Needs the peer: pip install --no-deps knowledge-neurons==0.0.2 einops (`make bench` does it)."""
-    import json as _json
-
-    from kneuron.cli._common import _errors, _fail, _print_json
+    from kneuron.cli._common import _errors, _fail
     from kneuron.benchmarks.speed import curves as run_curves
     from kneuron.benchmarks.speed import plot_curves, speed_bench
     log = (lambda s: typer.echo(s, err=True))
@@ -88,11 +87,8 @@ def speed_cmd(prompts: int = typer.Option(4, "--prompts", min=1, help="prompts p
             res["curves"] = {"png": curves, **data}
     except _errors() as e:
         _fail(str(e))
-    if out:
-        from pathlib import Path
-        Path(out).write_text(_json.dumps(res, indent=2, default=str))
-    if as_json:
-        return _print_json(res)
+    if _written(res, out, as_json):
+        return
     for kind in ("causal", "masked"):
         r = res[kind]
         typer.echo(f"{kind}: peer {r['peer_s_per_fact']:.2f} s/fact, kneuron {r['kneuron_s_per_fact']:.2f} s/fact "
@@ -100,3 +96,65 @@ def speed_cmd(prompts: int = typer.Option(4, "--prompts", min=1, help="prompts p
                    f"{r['kneuron_equal_accuracy_s_per_fact']:.2f} s/fact (x{r['ratio_equal_accuracy']:.1f} at equal accuracy)")
     for kind, m in res["memory"].items():
         typer.echo(f"{kind} peak memory: peer {m['peer_peak_rss_mb']:.0f} MB, kneuron {m['kneuron_peak_rss_mb']:.0f} MB")
+
+
+def _written(res: dict, out: Optional[str], as_json: bool) -> bool:
+    """Write ``res`` to ``out`` (if given) and print it as JSON (if asked); True when printed."""
+    import json
+    from pathlib import Path
+
+    from kneuron.cli._common import _print_json
+    if out:
+        Path(out).write_text(json.dumps(res, indent=2, default=str))
+    if as_json:
+        _print_json(res)
+    return as_json
+
+
+class BenchMethod(str, Enum):
+    ig = "ig"
+    amig = "amig"
+
+
+@app.command("memory")
+def memory_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help="smollm2-135m (or another name load_model knows), "
+                                         "or gpt2-base: a base-size GPT-2 with random weights, which the peer can run"),
+               lengths: str = typer.Option("8,32,128,512,1024,2048", "--lengths", help="prompt lengths in tokens, comma-separated"),
+               method: BenchMethod = typer.Option(BenchMethod.ig, "--method", help="attribution method"),
+               steps: int = typer.Option(20, "--steps", min=1, help="integration steps"),
+               max_memory: Optional[str] = typer.Option(None, "--max-memory", help="kneuron's memory budget (default: its own default)"),
+               peer: bool = typer.Option(False, "--peer", help="also run knowledge-neurons 0.0.2 (GPT-2 / BERT only: use --model gpt2-base)"),
+               peer_path: Optional[str] = typer.Option(None, "--peer-path", help="a folder holding the peer's install "
+                                                       "(pip install --no-deps --target DIR knowledge-neurons==0.0.2 einops)"),
+               peer_lengths: Optional[str] = typer.Option(None, "--peer-lengths", help="the peer's lengths (default: --lengths)"),
+               timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="seconds per point before it is given up"),
+               out: Optional[str] = typer.Option(None, "--out", help="also write the JSON here"),
+               as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    """Peak memory and time per fact against the prompt's length, each point in a fresh process
+    (its own peak, the model's loading excluded), beside the prompt's own forward pass."""
+    from kneuron.cli._common import _errors, _fail
+    from kneuron.attribution.budget import parse_size
+    from kneuron.benchmarks.memory import memory_bench, parse_lengths
+    try:
+        if max_memory is not None:
+            parse_size(max_memory)
+        res = memory_bench(model, parse_lengths(lengths), method=method.value, steps=steps, max_memory=max_memory,
+                           peer=peer, peer_path=peer_path, peer_lengths=parse_lengths(peer_lengths) if peer_lengths else None,
+                           timeout=timeout, log=lambda s: typer.echo(s, err=True))
+    except _errors() as e:
+        _fail(str(e))
+    if _written(res, out, as_json):
+        return
+    typer.echo(f"{model}, {method.value}, {steps} steps: side, tokens, s/fact, forward s, peak MB of the attribution "
+               f"and of the forward pass (the model included, its loading excluded)")
+    for r in res["points"]:
+        if "error" in r:
+            typer.echo(f"{r['side']:8} {r['tokens']:6}  failed: {r['error']}")
+        else:
+            typer.echo(f"{r['side']:8} {r['tokens']:6}  {r['s_per_fact']:8.2f}  {r['forward_s']:8.3f}  {r['peak_rss_mb']:8.0f}"
+                       f"  {r['forward_peak_rss_mb']:8.0f}")
+
+
+from kneuron.cli.edit import bench_editing  # noqa: E402
+
+app.command("editing")(bench_editing)

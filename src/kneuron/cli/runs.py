@@ -41,6 +41,7 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
            batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="rows per batch (speed only)"),
            prompts_per_batch: int = typer.Option(1, "--prompts-per-batch", min=1, help="prompts of several facts sharing batches (speed only; for GPUs)"),
            precision: Precision = typer.Option(Precision.fp32, "--precision", help="fp32, or bf16 / fp16 autocast (for GPUs; recorded: a run resumes in its own)"),
+           max_memory: Optional[str] = typer.Option(None, "--max-memory", help="memory budget of the batches, e.g. 512MB, 4GB, 4GiB (default: half of the available memory; on a GPU 80 % of the free memory)"),
            device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
            limit: Optional[int] = typer.Option(None, "--limit", min=1, help="only the first N facts"),
            site: Optional[str] = typer.Option(None, "--site", help="name the output projection by hand, e.g. mlp.down_proj"),
@@ -61,7 +62,8 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
         m = AMIG(paths=paths.value, prefactor=prefactor.value) if method == Method.amig else IG()
         cfg = LocateConfig(method=m, steps=steps, threshold=threshold, top_k=top_k, refine_p=refine_p,
                            objective=objective.value, rule=rule.value)   # bad settings fail before loading the model
-        execution = Execution(batch_size=batch_size, prompts_per_batch=prompts_per_batch, precision=precision.value)
+        execution = Execution(batch_size=batch_size, prompts_per_batch=prompts_per_batch, precision=precision.value,
+                              max_memory=max_memory)
         fs = load_facts(facts, lang=lang)                        # the one entry point: names, files, directories
         check_out(out, resume=resume)                            # before the model is loaded
         facts = resolve_facts(facts)
