@@ -269,3 +269,17 @@ def test_cli_text_summary_names_the_skipped(model_dir, tmp_path):
     assert f"{len(GOOD)} facts in" in r.stdout and "3 facts skipped" in r.stdout
     skipped = [x for x in r.stderr.splitlines() if x.startswith("skipped: ")]
     assert len(skipped) == 3 and f"{mixed}:4:" in skipped[1]
+
+
+def test_direct_attribute_and_answer_prob_refuse_a_too_long_prompt_before_model_work(monkeypatch):
+    """The library calls (not only locate) check the context before any forward pass."""
+    from kneuron.attribution import attribute, attribute_many
+    from kneuron.probe import answer_prob
+    h = small_context_handle("gpt2")
+    no_model_work(monkeypatch, h)
+    long_prompt = "the capital of " + words(CONTEXT) + " is"
+    for call in (lambda: attribute(h, long_prompt, "paris"),
+                 lambda: attribute_many(h, [("the capital of france is", "paris"), (long_prompt, "paris")]),
+                 lambda: answer_prob(h, long_prompt, "paris")):
+        with pytest.raises(QueryError, match=f"more than the model's context of {CONTEXT} tokens"):
+            call()

@@ -8,7 +8,7 @@ import torch
 from kneuron.intervene import answer_positions
 from kneuron.models.load import ModelHandle
 from kneuron.facts.templates import QueryError
-from kneuron.models.targets import encode
+from kneuron.models.targets import check_context, encode
 
 
 @dataclass
@@ -24,6 +24,7 @@ def answer_prob(handle: ModelHandle, prompt: str, target: str) -> AnswerScore:
     """p(target | prompt) in one forward pass; interventions active around the call apply at the
     answer positions."""
     enc = encode(handle.tokenizer, handle.kind, prompt, target)
+    check_context(enc, handle.max_positions)
     ids = torch.tensor([enc.input_ids], device=handle.device)
     with answer_positions(enc.positions), torch.no_grad():
         logits = handle.model(input_ids=ids).logits[0, enc.positions].float()

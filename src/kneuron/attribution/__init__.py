@@ -18,7 +18,7 @@ from kneuron.attribution.quadrature import RULES, nodes
 from kneuron.facts.errors import ConfigError
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import declared_capability
-from kneuron.models.targets import encode
+from kneuron.models.targets import check_context, encode
 
 log = logging.getLogger("kneuron")
 
@@ -135,8 +135,10 @@ def _attribute_many(handle: ModelHandle, items, m: IG, steps: int, objective: st
     if not items:
         return []
     prepared, problems, paths = [], [], []
-    for prompt, target in items:
-        enc = encode(handle.tokenizer, handle.kind, prompt, target)
+    encoded = [encode(handle.tokenizer, handle.kind, prompt, target) for prompt, target in items]
+    for enc in encoded:                              # every prompt checked before any model work
+        check_context(enc, handle.max_positions)
+    for enc in encoded:
         ids = torch.tensor([enc.input_ids], device=handle.device)
         n_prompt = enc.positions[0] + 1 if handle.kind == "causal" else ids.shape[1]
         clean = clean_pass(handle, ids, enc.positions, keep_outputs=True)
