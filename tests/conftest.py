@@ -10,6 +10,26 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+# five small English facts of two relations (P36 with two templates for c1), words the tiny models know
+SMALL_FACTS = [
+    ("c1", "P36", "france", "paris", ["the capital of [X] is [Y] .", "[X] capital city is [Y] ."]),
+    ("c2", "P36", "italy", "rome", ["the capital of [X] is [Y] ."]),
+    ("c3", "P36", "spain", "madrid", ["the capital of [X] is [Y] ."]),
+    ("l1", "P37", "italy", "italian", ["the language spoken in [X] is [Y] ."]),
+    ("l2", "P37", "germany", "german", ["the language spoken in [X] is [Y] ."]),
+]
+
+
+@pytest.fixture
+def fact_file(tmp_path):
+    """SMALL_FACTS as a fact file (JSON lines)."""
+    import json
+    p = tmp_path / "facts.jsonl"
+    p.write_text("".join(json.dumps({"id": i, "relation": r, "lang": "en", "subject": s, "object": o,
+                                     "templates": t}) + "\n" for i, r, s, o, t in SMALL_FACTS))
+    return p
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models are latency-bound: with 2 threads on a shared 2-core CPU each forward can be ~20x slower."""

@@ -199,23 +199,6 @@ def test_out_naming_a_file_is_refused_in_one_line(tmp_path):
 
 # ----------------------------------------------------------------------------- the locate driver
 
-FACTS = [
-    ("c1", "P36", "france", "paris", ["the capital of [X] is [Y] .", "[X] capital city is [Y] ."]),
-    ("c2", "P36", "italy", "rome", ["the capital of [X] is [Y] ."]),
-    ("c3", "P36", "spain", "madrid", ["the capital of [X] is [Y] ."]),
-    ("l1", "P37", "italy", "italian", ["the language spoken in [X] is [Y] ."]),
-    ("l2", "P37", "germany", "german", ["the language spoken in [X] is [Y] ."]),
-]
-
-
-@pytest.fixture
-def fact_file(tmp_path):
-    p = tmp_path / "facts.jsonl"
-    p.write_text("".join(json.dumps({"id": i, "relation": r, "lang": "en", "subject": s, "object": o,
-                                     "templates": t}) + "\n" for i, r, s, o, t in FACTS))
-    return p
-
-
 def _run(h, fact_file, out, **kw):
     return locate(h, load_facts(fact_file), LocateConfig(steps=2), out, facts_path=str(fact_file),
                   facts_hash=fact_file_hash(fact_file), show_progress=False, **kw)

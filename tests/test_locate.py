@@ -10,23 +10,6 @@ from kneuron.paper.table1 import evaluate, load_run, unrelated_partner
 from kneuron.facts import fact_file_hash
 from tiny import tiny_handle
 
-FACTS = [
-    ("c1", "P36", "france", "paris", ["the capital of [X] is [Y] .", "[X] capital city is [Y] ."]),
-    ("c2", "P36", "italy", "rome", ["the capital of [X] is [Y] ."]),
-    ("c3", "P36", "spain", "madrid", ["the capital of [X] is [Y] ."]),
-    ("l1", "P37", "italy", "italian", ["the language spoken in [X] is [Y] ."]),
-    ("l2", "P37", "germany", "german", ["the language spoken in [X] is [Y] ."]),
-]
-
-
-@pytest.fixture
-def fact_file(tmp_path):
-    p = tmp_path / "facts.jsonl"
-    p.write_text("".join(json.dumps({"id": i, "relation": r, "lang": "en", "subject": s, "object": o,
-                                     "templates": t}) + "\n" for i, r, s, o, t in FACTS))
-    return p
-
-
 def _run(h, fact_file, out, per=1, **kw):
     cfg = LocateConfig(method="amig", steps=3, threshold=0.2)
     return locate(h, load_facts(fact_file), cfg, out, execution=Execution(prompts_per_batch=per),
