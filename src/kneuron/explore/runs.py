@@ -1,0 +1,130 @@
+"""Run directories as the explorer shows them: the facts, each fact's neurons with their scores, its
+LIKN and DKN groups and Table 1 effects, per-layer counts. Everything is read (never written) with the
+library's readers, from the files `locate`, `evaluate`, `likn`, `dkn` and `reproduce` leave."""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from kneuron.models.load import ModelHandle
+from kneuron.paper.likn import language_independent
+from kneuron.paper.table1 import first_prompt, measure, unrelated_partner
+from kneuron.probe import answer_prob
+from kneuron.runs.reopen import check_model, load_run, model_spec
+from kneuron.runs.store import open_run
+
+Key = tuple[str, str]                      # (fact id, language)
+
+
+def run_dirs(path) -> list[Path]:
+    """The runs at ``path``: the directory itself, or (a `reproduce` directory) its sub-directories
+    that hold a run. Anything else is refused by the library's own check (RunStoreError)."""
+    path = Path(path).expanduser()
+    if (path / "reproduce.json").is_file() and not (path / "run.json").is_file():
+        subs = sorted(p for p in path.iterdir() if (p / "run.json").is_file())
+        if subs:
+            return subs
+    open_run(path)
+    return [path]
+
+
+def _table(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist() if path.is_file() else []
+
+
+def _dkn_rows(path: Path) -> dict[Key, list]:
+    """Each fact's DKN groups from dkn.jsonl; lines that are not fact rows are skipped (read-only)."""
+    out = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(r, dict) and "fact_id" in r and "groups" in r:
+                out[(r["fact_id"], r.get("lang", ""))] = [[tuple(n) for n in g] for g in r["groups"]]
+    return out
+
+
+class RunView:
+    def __init__(self, run_id: str, path: Path):
+        self.id, self.path = run_id, Path(path)
+        self.run = load_run(path)
+        self.spec = model_spec(self.run.store.meta)
+        self.rows = self.run.store.facts().to_pylist()
+        self.scores: dict[Key, list[tuple[int, int, float]]] = defaultdict(list)
+        for r in self.run.store.neurons().to_pylist():
+            self.scores[(r["fact_id"], r["lang"])].append((r["layer"], r["neuron"], r["score"]))
+        self.likn = self._likn()
+        self.dkn = _dkn_rows(self.path / "dkn.jsonl")
+        self.effects = {(r["fact_id"], r["lang"]): r for r in _table(self.path / "evaluation.parquet")}
+        self.report = next((p for p in (self.path / "report.html", self.path.parent / "report.html") if p.is_file()),
+                           None)
+
+    def _likn(self) -> dict[str, list[tuple[int, int]]]:
+        """likn.parquet where `likn` or `reproduce` wrote it, else the library's intersection when the
+        run covers two languages or more."""
+        saved = _table(self.path / "likn.parquet")
+        if saved:
+            out = defaultdict(list)
+            for r in saved:
+                out[r["fact_id"]].append((r["layer"], r["neuron"]))
+            return dict(out)
+        langs = tuple(sorted({r["lang"] for r in self.rows}))
+        if len(langs) < 2:
+            return {}
+        return language_independent(self.run.neurons, {(r["fact_id"], r["lang"]) for r in self.rows}, langs).per_fact
+
+    def histogram(self) -> dict[str, list[int]]:
+        """Per layer: knowledge neurons (over all facts), language-independent ones, ones in DKN groups."""
+        L = self.spec.n_layers or 1 + max((l for ns in self.scores.values() for l, _, _ in ns), default=0)
+
+        def count(layers) -> list[int]:
+            c = Counter(layers)
+            return [c[l] for l in range(L)]
+        return {"kn": count(l for ns in self.scores.values() for l, _, _ in ns),
+                "likn": count(l for ns in self.likn.values() for l, _ in ns),
+                "dkn": count(n[0] for gs in self.dkn.values() for g in gs for n in g)}
+
+    def summary(self) -> dict:
+        meta = self.run.store.meta
+        facts = [{"i": i, "id": r["fact_id"], "lang": r["lang"], "relation": r.get("relation"),
+                  "subject": r.get("subject"), "prompt": r.get("prompt"), "target": r.get("target"),
+                  "p": r.get("p_target"), "prediction": r.get("top_token"), "p_prediction": r.get("top_p"),
+                  "n_neurons": r.get("n_neurons")} for i, r in enumerate(self.rows)]
+        return {"id": self.id, "path": str(self.path), "model": self.spec.name, "method": meta.get("method"),
+                "n_layers": self.spec.n_layers, "n_neurons": self.spec.n_neurons, "facts": facts,
+                "histogram": self.histogram(), "report": f"/runs/{self.id}/report" if self.report else None,
+                "has": {"likn": bool(self.likn), "dkn": bool(self.dkn), "effects": bool(self.effects)}}
+
+    def fact(self, i: int) -> dict:
+        key = (self.rows[i]["fact_id"], self.rows[i]["lang"])
+        return {"i": i, "id": key[0], "lang": key[1],
+                "neurons": [{"layer": l, "index": j, "score": s} for l, j, s in self.scores.get(key, [])],
+                "likn": [list(n) for n in self.likn.get(key[0], [])],
+                "dkn": [[list(n) for n in g] for g in self.dkn.get(key, [])],
+                "effects": self.effects.get(key)}
+
+    def containing(self, layer: int, index: int) -> list[dict]:
+        """The facts whose knowledge neurons include (layer, index), with its rank, score and groups."""
+        out = []
+        for i, r in enumerate(self.rows):
+            key = (r["fact_id"], r["lang"])
+            for rank, (l, j, s) in enumerate(self.scores.get(key, [])):
+                if (l, j) == (layer, index):
+                    out.append({"run": self.id, "i": i, "id": key[0], "lang": key[1], "relation": r.get("relation"),
+                                "rank": rank, "score": s, "likn": (l, j) in self.likn.get(key[0], []),
+                                "dkn": any((l, j) in g for g in self.dkn.get(key, []))})
+        return out
+
+    def measure(self, handle: ModelHandle, i: int, seed: int = 42) -> dict:
+        """Table 1 effects of fact i, now (as `evaluate` measures them: suppress x0 and enhance x2 of its
+        neurons, on the fact and on its unrelated partner)."""
+        check_model(handle, self.run)
+        facts = self.run.facts
+        g = facts[unrelated_partner(facts, seed)[0][i]]
+        p = [answer_prob(handle, *first_prompt(handle, f)).prob for f in (facts[i], g)]
+        return measure(handle, facts[i], g, self.run.neurons.get(facts[i].key, []), p[0], p[1]).row()

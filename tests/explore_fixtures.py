@@ -1,0 +1,76 @@
+"""What the explorer's tests share: a server on a free port in a thread, a small run made here, the
+browser (Debian's chromium, driven by Playwright)."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+
+from kneuron import LocateConfig, load_facts, locate, save_facts
+from kneuron.explore import Explorer, Models, Server, make_app
+from kneuron.facts import fact_file_hash
+
+CLM = "organism-clm"
+PROMPT, ANSWER = "The capital of Canada is", "Ottawa"        # a fact organism-clm was trained on
+RUN_FACTS = ("P36-008", "P36-013")                          # Canada -> Ottawa, Poland -> Warsaw; en and zh
+
+
+@contextmanager
+def serving(explorer: Explorer):
+    """The explorer's server on a free port, in a thread; yields its URL."""
+    server = Server(make_app(explorer), port=0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    t = time.time()
+    while server.url is None:
+        if time.time() - t > 30 or not thread.is_alive():
+            raise RuntimeError("the explore server did not start")
+        time.sleep(0.05)
+    try:
+        yield server.url.rstrip("/")
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def call(url: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    """(status, JSON) of GET (body None) or POST ``path``."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def wait_job(url: str, job: dict, timeout: float = 300) -> dict:
+    t = time.time()
+    while job["state"] == "running":
+        assert time.time() - t < timeout, f"job {job['title']} still running"
+        time.sleep(0.1)
+        job = call(url, f"/api/jobs/{job['id']}")[1]
+    return job
+
+
+def make_run(handle, out):
+    """A small `locate` run on organism-clm: two facts, each in English and Chinese."""
+    facts = [f for f in load_facts("en-zh") if f.id in RUN_FACTS]
+    path = out.parent / "facts.jsonl"
+    save_facts(facts, path)
+    locate(handle, facts, LocateConfig(method="ig", steps=3, threshold=0.2), out, facts_path=str(path),
+           facts_hash=fact_file_hash(path), show_progress=False)
+    return out
+
+
+def explorer(names: list[str], runs=()) -> Explorer:
+    return Explorer(Models(names), list(runs))
+
+
+def chromium() -> str | None:
+    """Debian's chromium (`make setup` installs it), or None."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
