@@ -95,18 +95,27 @@ class Edit:
         if self.applied:
             raise EditError(f"{self.method} edit is already applied")
         params, saved = self._params(), []
+        missing = [c.param for c in self.changes if c.param not in params]
+        if missing:
+            raise EditError(f"{self.method} edit: the model has no parameter {missing[0]!r}")
         with torch.no_grad():
             for c in self.changes:
                 p = params[c.param]
                 view = p if c.index is None else p[c.index]
                 saved.append(view.detach().clone())
-            for c in self.changes:
-                p = params[c.param]
-                v = c.value.to(device=p.device, dtype=p.dtype)
-                if c.index is None:
-                    p.copy_(v)
-                else:
-                    p[c.index] = v
+            try:
+                for c in self.changes:
+                    p = params[c.param]
+                    v = c.value.to(device=p.device, dtype=p.dtype)
+                    if c.index is None:
+                        p.copy_(v)
+                    else:
+                        p[c.index] = v
+            except (RuntimeError, IndexError, ValueError) as e:     # e.g. a shape mismatch: nothing stays written
+                self._saved = saved
+                self.undo()
+                raise EditError(f"{self.method} edit cannot be applied to {c.param}: "
+                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         self._saved = saved
         return self
 

@@ -1,0 +1,178 @@
+"""kneuron.editing.base: Rewrite checks, Edit apply / undo (bit for bit), context manager, save, dispatch."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from kneuron.editing import METHODS, Change, Edit, EditError, Rewrite, edit
+from kneuron.editing.base import value_index
+from kneuron.facts import Fact
+from kneuron.models.sites import value_vectors
+from tiny import tiny_handle
+
+FACT = Fact("c0", "P36", "en", "france", "paris", ("the capital of [X] is [Y]", "[X] capital city is [Y]"))
+
+
+def snapshot(handle) -> dict:
+    return {k: v.detach().clone() for k, v in handle.model.state_dict().items()}
+
+
+def same(handle, snap) -> bool:
+    now = handle.model.state_dict()
+    return now.keys() == snap.keys() and all(torch.equal(now[k], snap[k]) for k in snap)
+
+
+def one_line(e) -> bool:
+    return "\n" not in str(e.value) and str(e.value)
+
+
+def two_changes(h) -> list[Change]:
+    """Two changes: the value vectors of layer 0's neurons 1 and 4 (+1.5), and the whole first 1-d
+    parameter (set to 0.25)."""
+    name, index = value_index(h, [1, 4], 0)
+    cur = dict(h.model.named_parameters())[name][index]
+    whole = next(n for n, p in h.model.named_parameters() if p.dim() == 1)
+    p = dict(h.model.named_parameters())[whole]
+    return [Change(name, cur + 1.5, index), Change(whole, torch.full_like(p, 0.25))]
+
+
+# ----------------------------------------------------------------------------- Rewrite
+
+def test_rewrite_refuses_same_or_empty_object():
+    with pytest.raises(EditError, match="equals the fact's object") as e:
+        Rewrite(FACT, " paris ")
+    assert one_line(e)
+    with pytest.raises(EditError, match="empty"):
+        Rewrite(FACT, "  ")
+    assert Rewrite(FACT, None).new is None                # erasure
+
+
+# ----------------------------------------------------------------------------- apply / undo
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+def test_apply_undo_bit_exact(family):
+    h = tiny_handle(family)
+    snap = snapshot(h)
+    e = Edit(h, "test", None, two_changes(h))
+    assert not e.applied and e.params_changed == 2 * h.model.config.hidden_size + e.changes[1].value.numel()
+    e.apply()
+    assert e.applied and not same(h, snap)
+    name, index = e.changes[0].param, e.changes[0].index
+    assert torch.equal(dict(h.model.named_parameters())[name][index], e.changes[0].value)
+    e.undo()
+    assert not e.applied and same(h, snap)
+    with e:
+        assert not same(h, snap)
+    assert same(h, snap)
+
+
+def test_undo_after_exception_in_with():
+    h = tiny_handle("gpt2")
+    snap = snapshot(h)
+    e = Edit(h, "test", None, two_changes(h))
+    with pytest.raises(ZeroDivisionError):
+        with e:
+            1 / 0
+    assert not e.applied and same(h, snap)
+
+
+def test_apply_twice_and_undo_unapplied_are_one_line_errors():
+    h = tiny_handle("gpt2")
+    e = Edit(h, "test", None, two_changes(h))
+    with pytest.raises(EditError, match="not applied") as err:
+        e.undo()
+    assert one_line(err)
+    e.apply()
+    with pytest.raises(EditError, match="already applied") as err:
+        e.apply()
+    assert one_line(err)
+    e.undo()
+
+
+def test_overlapping_changes_undo_in_reverse_order():
+    h = tiny_handle("llama")
+    snap = snapshot(h)
+    name, index = value_index(h, [2, 3], 1)
+    name2, index2 = value_index(h, [3, 5], 1)
+    w = dict(h.model.named_parameters())[name]
+    e = Edit(h, "test", None, [Change(name, torch.zeros_like(w[index]), index),
+                               Change(name2, torch.ones_like(w[index2]), index2)])
+    with e:
+        assert torch.equal(value_vectors(h.sites[1])[3], torch.ones(h.model.config.hidden_size, dtype=w.dtype))
+    assert same(h, snap)
+
+
+def test_failed_apply_leaves_the_model_untouched():
+    h = tiny_handle("gpt2")
+    snap = snapshot(h)
+    good = two_changes(h)
+    bad = Change(good[0].param, torch.zeros(3, 3, dtype=torch.float64), good[0].index)   # wrong shape
+    e = Edit(h, "test", None, good + [bad])
+    with pytest.raises(EditError, match="cannot be applied") as err:
+        e.apply()
+    assert one_line(err) and not e.applied and same(h, snap)
+    with pytest.raises(EditError, match="no parameter"):
+        Edit(h, "test", None, [Change("nope.weight", torch.zeros(1))]).apply()
+
+
+def test_bf16_undo_bit_exact():
+    h = tiny_handle("llama", dtype=torch.bfloat16)
+    snap = snapshot(h)
+    name, index = value_index(h, [0, 7], 2)
+    e = Edit(h, "test", None, [Change(name, torch.randn(h.model.config.hidden_size, 2, dtype=torch.float64), index)])
+    with e:
+        assert dict(h.model.named_parameters())[name].dtype == torch.bfloat16
+        assert not same(h, snap)
+    assert same(h, snap)
+
+
+# ----------------------------------------------------------------------------- save
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_save_roundtrip_and_refuses_non_empty(family, tmp_path):
+    from kneuron.models import load_model
+    h = tiny_handle(family)
+    snap = snapshot(h)
+    e = Edit(h, "test", Rewrite(FACT, "rome"), two_changes(h), info={"neurons": [(0, 1), (0, 4)], "x": {1, 2}})
+    d = e.save(tmp_path / "edited")
+    assert not e.applied and same(h, snap)                    # saving an unapplied edit leaves it unapplied
+    meta = json.loads((d / "kneuron-edit.json").read_text())
+    assert meta["method"] == "test" and meta["new"] == "rome" and meta["fact"]["object"] == "paris"
+    assert meta["info"]["neurons"] == [[0, 1], [0, 4]]
+    loaded = load_model(str(d), dtype="auto")
+    ids = torch.tensor([[7, 8, 9, 10, 11]])
+    with e, torch.no_grad():
+        want = h.model(input_ids=ids).logits
+        got = loaded.model(input_ids=ids).logits
+    assert got.dtype == want.dtype and torch.allclose(got, want, rtol=0, atol=1e-12)
+    with pytest.raises(EditError, match="not an empty directory") as err:
+        e.save(d)
+    assert one_line(err)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(EditError, match="not an empty directory"):
+        e.save(tmp_path / "file")
+
+
+def test_save_of_an_applied_edit_keeps_it_applied(tmp_path):
+    h = tiny_handle("llama")
+    e = Edit(h, "test", None, two_changes(h)).apply()
+    e.save(tmp_path / "m")
+    assert e.applied
+    e.undo()
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+def test_edit_dispatch_errors():
+    h = tiny_handle("gpt2")
+    with pytest.raises(EditError, match="unknown editing method 'nope'") as err:
+        edit(h, FACT, "rome", method="nope")
+    assert one_line(err)
+    with pytest.raises(EditError, match="needs a new object") as err:
+        edit(h, FACT, method="kn")
+    assert one_line(err)
+    with pytest.raises(EditError, match="equals the fact's object"):
+        edit(h, FACT, "paris", method="kn", neurons=[(0, 1)])
+    assert {"kn", "kn-eai", "kn-erase", "likn"} <= set(METHODS)
