@@ -9,6 +9,7 @@ import typer
 from kneuron.cli import _common  # noqa: F401  (sets the environment before transformers is imported)
 from kneuron.cli._common import DeviceMap, DType, OneLineUsage
 from kneuron.cli.bench import app as bench_app
+from kneuron.cli.edit import edit_cmd
 from kneuron.cli.explore import explore
 from kneuron.cli.facts import app as facts_app
 from kneuron.cli.organism import app as organism_app
@@ -41,6 +42,7 @@ def options(offline: bool = typer.Option(False, "--offline", help="never downloa
 for command in (probe, locate, intervene, evaluate, likn, dkn, reproduce):
     app.command()(command)
 app.command("plant")(plant_cmd)
+app.command("edit")(edit_cmd)
 app.command("explore")(explore)
 app.add_typer(facts_app, name="facts")
 app.add_typer(organism_app, name="organism")

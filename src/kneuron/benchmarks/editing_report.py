@@ -1,0 +1,257 @@
+"""The editing benchmark's results (results.json) and its report (report.md, self-contained report.html)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kneuron.editing.metrics import METRICS, hmean, record_scores, summarize
+from kneuron.paper.report import to_html, to_md
+
+N_BOOT = 1000
+# ROME paper Table 4, CounterFact, GPT-2 XL (shared/docs/editing.md §4): S, ES, PS, NS
+PUBLISHED = [("GPT-2 XL unedited", 30.5, 22.2, 24.7, 78.1), ("KN (GPT-2 XL)", 35.6, 28.7, 28.0, 72.9),
+             ("ROME (GPT-2 XL)", 89.2, 100.0, 96.4, 75.4)]
+SHOWN = ("S", "ES", "PS", "NS", "EM", "PM", "NM", "GE", "reliability", "generalization", "locality", "flip_rate",
+         "seconds_per_edit", "params_changed")
+HEAD = {"reliability": "Rel", "generalization": "Gen", "locality": "Loc", "flip_rate": "flip",
+        "seconds_per_edit": "s/edit", "params_changed": "params"}
+
+
+# ----------------------------------------------------------------------------- numbers
+
+def _intervals(rows: list[dict], seed: int = 0) -> dict:
+    """95 % percentile-bootstrap intervals over records of every rate (x100), GE and S (ES, PS and NS
+    resampled together)."""
+    n = len(rows)
+    if n == 0:
+        return {}
+    idx = np.random.default_rng(seed).integers(0, n, size=(N_BOOT, n))
+    boot: dict = {}
+    for k in ("ES", "PS", "NS", "EM", "PM", "NM", "GE", "reliability", "generalization", "locality", "flip_rate"):
+        x = np.array([np.nan if r.get(k) is None else 100 * r[k] for r in rows], dtype=float)
+        if np.isnan(x).all():
+            continue
+        with np.errstate(all="ignore"), _quiet():
+            boot[k] = np.nanmean(x[idx], axis=1)
+    out = {k: [float(np.nanquantile(v, 0.025)), float(np.nanquantile(v, 0.975))] for k, v in boot.items()}
+    if all(k in boot for k in ("ES", "PS", "NS")):
+        s = np.array([hmean([a, b, c]) if not np.isnan([a, b, c]).any() else np.nan
+                      for a, b, c in zip(boot["ES"], boot["PS"], boot["NS"])])
+        out["S"] = [float(np.nanquantile(s, 0.025)), float(np.nanquantile(s, 0.975))]
+    return out
+
+
+class _quiet:
+    def __enter__(self):
+        import warnings
+        self.w = warnings.catch_warnings()
+        self.w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        self.w.__exit__(*exc)
+
+
+def _mean(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else None
+
+
+def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: dict | None, layer: int | None,
+            timings: dict) -> dict:
+    """results.json: the --json summary (model, n_records, unedited, methods) and the details behind it."""
+    langs = cases[0].langs
+    res: dict = {"model": meta["model"], "n_records": len(cases), "unedited": {}, "methods": {}}
+    iv: dict = {"unedited": {}, "methods": {}}
+    for lang in langs:
+        sc = [record_scores(before[c.case_id][lang], before[c.case_id][lang]) for c in cases]
+        res["unedited"][lang] = summarize(sc)
+        iv["unedited"][lang] = _intervals(sc)
+    matrix, extras = {}, {}
+    for m, got in rows.items():
+        res["methods"][m], iv["methods"][m], matrix[m], extras[m] = {}, {}, {}, {}
+        for lang in langs:
+            mine = [d for (cid, e), d in sorted(got.items()) if e == lang]
+            sc = [d["scores"][lang] for d in mine]
+            res["methods"][m][lang] = summarize(sc, [d["seconds"] for d in mine], [d["params_changed"] for d in mine])
+            iv["methods"][m][lang] = _intervals(sc)
+            extras[m][lang] = {"n": len(mine), "failed": sum(1 for d in mine if d.get("error")),
+                               "edit_seconds": _mean(d["edit_seconds"] for d in mine),
+                               "localize_seconds": _mean(d["localize_seconds"] for d in mine),
+                               "symmetry": _pct(s.get("symmetry") for s in sc),
+                               "symmetry_success": _pct(s.get("symmetry_success") for s in sc)}
+            for other in langs:
+                s = summarize([d["scores"][other] for d in mine])
+                matrix[m][f"{lang}->{other}"] = {k: s[k] for k in ("ES", "PS", "NS", "S", "EM", "PM")}
+        if len(langs) > 1:
+            res["methods"][m]["cross"] = {f"{a}->{b}": {k: matrix[m][f"{a}->{b}"][k] for k in ("ES", "PS")}
+                                          for a in langs for b in langs if a != b}
+    res.update(intervals=iv, matrix=matrix, extras=extras,
+               sequential={m: {lang: [{"k": int(k), **{x: d[x] for x in ("ES", "PS", "NS", "S")}}
+                                      for k, d in sorted(c.items(), key=lambda kv: int(kv[0]))]
+                               for lang, c in cur.items()} for m, cur in curves.items()},
+               rome_sweep=sweep, rome_layer=layer, meta=meta, timings=timings)
+    return res
+
+
+def _pct(xs) -> float | None:
+    m = _mean(xs)
+    return None if m is None else 100 * m
+
+
+# ----------------------------------------------------------------------------- report
+
+def _f(v, digits: int = 1) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float) and abs(v) >= 1000:
+        return f"{v:.0f}"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _ci(v, iv) -> str:
+    return _f(v) if not iv else f"{_f(v)} [{_f(iv[0])}, {_f(iv[1])}]"
+
+
+def _table(res: dict, lang: str) -> tuple:
+    head = ["method"] + [HEAD.get(k, k) for k in SHOWN]
+    out = []
+    named = [("unedited", res["unedited"][lang], res["intervals"]["unedited"][lang])]
+    named += [(m, d[lang], res["intervals"]["methods"][m][lang]) for m, d in res["methods"].items()]
+    for name, d, iv in named:
+        row = [name]
+        for k in SHOWN:
+            if k in ("S", "ES", "PS", "NS"):
+                row.append(_ci(d[k], iv.get(k)))
+            elif k == "seconds_per_edit":
+                row.append(_f(d[k], 2))
+            elif k == "params_changed":
+                row.append(f"{d[k]:,.0f}")
+            else:
+                row.append(_f(d[k]))
+        out.append(row)
+    return ("table", head, out)
+
+
+def _finding(res: dict, lang: str) -> str | None:
+    m = res["methods"]
+    rome = (m.get("rome") or {}).get(lang, {}).get("S")
+    kn = [(k, m[k][lang]["S"]) for k in ("kn", "kn-eai", "likn", "kn-opt", "kn-erase") if k in m]
+    if rome is None or not kn:
+        return None
+    base = res["unedited"][lang]["S"]
+    parts = [f"{k} {_f(s)}" + ("" if s is None else f" ({s - rome:+.1f})") for k, s in kn]
+    return (f"{lang}: S of ROME {_f(rome)} (unedited {_f(base)}); the neuron-level edits, in points against ROME: "
+            + ", ".join(parts) + ". ROME's paper has KN 53.6 points below ROME on GPT-2 XL (35.6 vs 89.2).")
+
+
+def figure(res: dict, out: Path) -> str | None:
+    seq = {m: c for m, c in res["sequential"].items() if c}
+    if not seq:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for m, by_lang in seq.items():
+        for lang, pts in by_lang.items():
+            ks = [p["k"] for p in pts]
+            ax.plot(ks, [p["S"] if p["S"] is not None else np.nan for p in pts], marker="o", label=f"{m} ({lang})")
+    ks = sorted({p["k"] for by_lang in seq.values() for pts in by_lang.values() for p in pts})
+    ax.set_xscale("log")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
+    ax.set_xlabel("edits kept")
+    ax.set_ylabel("S over the edited records")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{res['model']}: sequential editing", fontsize=9)
+    fig.tight_layout()
+    path = out / "fig-sequential.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return str(path)
+
+
+def blocks(res: dict, fig: str | None) -> list[tuple]:
+    meta = res["meta"]
+    langs = list(res["unedited"])
+    methods = list(res["methods"])
+    cmd = (f"kneuron bench editing --model {meta['model']} --facts {meta.get('facts') or '?'} --n {meta['n']} "
+           f"--methods {','.join(methods)} --mode {meta['mode']} --out DIR")
+    b: list[tuple] = [
+        ("h", 1, f"kneuron bench editing — {res['model']}"),
+        ("p", f"{res['n_records']} CounterFact-style cases (fact ids), each rewritten in {', '.join(langs)} "
+              f"({meta['kind']} model, {meta['n_layers']} layers × {meta['n_neurons']} neurons); mode {meta['mode']}: "
+              + ("each edit is measured, then undone." if meta["mode"] == "single" else
+                 "edits are kept one after another; each row is measured right after its edit.")),
+        ("code", cmd),
+        ("p", "Scores in percent (ROME's tables): S = harmonic mean of ES, PS, NS; ES/PS = P(new) > P(old) on the "
+              "rewrite prompt / its paraphrases; NS = P(true) > P(new) on neighbours; EM, PM, NM the probability "
+              "differences; GE = n-gram entropy of generated text (x100); Rel/Gen/Loc EasyEdit's teacher-forced "
+              "token accuracy and unchanged neighbour predictions; flip = top-1 becomes the new object's first "
+              "token. 95 % bootstrap intervals over records in brackets. s/edit includes each KN method's "
+              "localization (cached once, counted for every method that uses it)."),
+    ]
+    for lang in langs:
+        b += [("h", 2, f"Edit in {lang}, measured in {lang}"), _table(res, lang)]
+        f = _finding(res, lang)
+        if f:
+            b.append(("p", f))
+    if len(langs) > 1:
+        b += [("h", 2, "Cross-lingual: edit in one language, measure in each"),
+              ("p", "Rows: the language of the edit; columns: the language measured. Each cell: S (ES / PS / NS).")]
+        for m in methods:
+            rows = [[f"edit {a}"] + [_cell(res["matrix"][m][f"{a}->{c}"]) for c in langs] for a in langs]
+            b += [("h", 3, m), ("table", ["", *[f"measure {c}" for c in langs]], rows)]
+    sym = [[m, lang, _f(e["symmetry"]), _f(e["symmetry_success"]), _f(e["edit_seconds"], 2),
+            _f(e["localize_seconds"], 2), f"{e['failed']} of {e['n']}"]
+           for m, d in res["extras"].items() for lang, e in d.items()]
+    if sym:
+        b += [("h", 2, "Symmetry, time and failed edits"),
+              ("p", "Symmetry (P36/P1376 records only): token accuracy of the subject on the reverse prompt about "
+                    "the new object, and how often the subject beats that prompt's true answer (Niu et al.). "
+                    "Time: computing the edit, and the localization it used. Failed: edits the method could not "
+                    "make (the reason is in the edit's JSON); they count as edits that change nothing."),
+              ("table", ["method", "lang", "symmetry acc", "symmetry success", "edit s", "localize s", "failed"],
+               sym)]
+    if res["sequential"]:
+        b += [("h", 2, "Sequential editing: S over the edited records after k kept edits")]
+        rows = [[m, lang, p["k"], _f(p["S"]), _f(p["ES"]), _f(p["PS"]), _f(p["NS"])]
+                for m, d in res["sequential"].items() for lang, pts in d.items() for p in pts]
+        b.append(("table", ["method", "edit lang", "k", "S", "ES", "PS", "NS"], rows))
+        if fig:
+            b.append(("img", fig, "S over the records edited so far, against the number of kept edits"))
+    if res.get("rome_sweep"):
+        sw = res["rome_sweep"]
+        b += [("h", 2, f"ROME's layer: {res['rome_layer']}"),
+              ("p", f"Swept on {len(sw['cases'])} cases ({sw['lang']}); the layer with the best S is used (ties: "
+                    "ES, then PS, then EM). FT-L edits the same layer."),
+              ("table", ["layer", "S", "ES", "PS", "NS", "EM"],
+               [[r["layer"], *(_f(r.get(k)) for k in ("S", "ES", "PS", "NS", "EM"))] for r in sw["layers"]])]
+    elif res.get("rome_layer") is not None:
+        b.append(("p", f"ROME's layer: {res['rome_layer']} (given)."))
+    b += [("h", 2, "Published numbers (CounterFact, GPT-2 XL, ROME paper Table 4)"),
+          ("table", ["", "S", "ES", "PS", "NS"], [[n, *map(str, v)] for n, *v in PUBLISHED]),
+          ("h", 2, "Parameters and provenance"),
+          ("table", ["item", "value"], [[k, str(meta[k])] for k in sorted(meta) if k != "versions"]
+           + [[f"version: {k}", v] for k, v in sorted(meta.get("versions", {}).items())]
+           + [[f"time: {k} (s)", f"{v:.1f}"] for k, v in res.get("timings", {}).items()])]
+    return b
+
+
+def _cell(d: dict) -> str:
+    return f"{_f(d['S'])} ({_f(d['ES'])} / {_f(d['PS'])} / {_f(d['NS'])})"
+
+
+def write_report(res: dict, out) -> dict:
+    out = Path(out)
+    fig = figure(res, out)
+    bl = blocks(res, fig)
+    (out / "report.md").write_text(to_md(bl), encoding="utf-8")
+    (out / "report.html").write_text(to_html(bl, f"kneuron bench editing — {res['model']}"), encoding="utf-8")
+    return {"md": str(out / "report.md"), "html": str(out / "report.html")}
+
+
+__all__ = ["METRICS", "PUBLISHED", "blocks", "results", "write_report"]

@@ -1,0 +1,210 @@
+"""`kneuron edit`: rewrite one fact and show it before and after; `kneuron bench editing`: every method on
+CounterFact-style records (registered in cli/bench.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kneuron.cli._common import MODEL_HELP, _errors, _fail, _load, _print_json
+
+METHOD_HELP = "kn, kn-eai, kn-erase, likn, kn-opt, rome or ft"
+
+
+def _check_method(method: str) -> None:
+    from kneuron.editing import METHODS, EditError
+    if method not in METHODS:
+        raise EditError(f"unknown editing method {method!r} (expected one of {', '.join(METHODS)})")
+
+
+def _facts_and_pool(h, facts: str):
+    """The facts, and the facts neighbours come from: an organism's training facts, else all."""
+    from kneuron.facts import load_facts
+    from kneuron.organisms import organism_facts
+    every = load_facts(facts)
+    known = organism_facts(h, facts)
+    return every, (known or every)
+
+
+def _lines(case, lang: str, ms: dict) -> list[dict]:
+    """The lines shown: the rewrite, a paraphrase, a neighbour and the other languages' rewrites, each with
+    the object that should win (``want``: new, or the neighbour's true object) and its rival."""
+    r, m = case.records[lang], ms[lang]
+    out = [dict(what="rewrite", lang=lang, prompt=r.prompt, want=r.new, rival=r.old, pair=m["rewrite"])]
+    if r.paraphrases:
+        out.append(dict(what="paraphrase", lang=lang, prompt=r.paraphrases[0].text, want=r.new, rival=r.old,
+                        pair=m["paraphrases"][0]))
+    if r.neighbours:
+        nb, x = r.neighbours[0], m["neighbours"][0]
+        out.append(dict(what="neighbour", lang=lang, prompt=nb.prompt, want=nb.target, rival=r.new,
+                        pair={"new": x["true"], "old": x["new"]}))
+    for other, o in case.records.items():
+        if other != lang:
+            out.append(dict(what="other language", lang=other, prompt=o.prompt, want=o.new, rival=o.old,
+                            pair=ms[other]["rewrite"]))
+    return out
+
+
+def _state(tok, pair: dict) -> dict:
+    import math
+    return {"p_want": math.exp(-pair["new"]["nll"]), "p_rival": math.exp(-pair["old"]["nll"]),
+            "top1": tok.decode([pair["new"]["argmax"][0]]).strip()}
+
+
+def _common(h, fact, pool, n: int):
+    """The fact's neurons and the neurons found for more than 10 % of ``n`` facts of its relation (the fact
+    and others drawn from ``pool``, seeded; with fewer than 10, for more than one), and the
+    seconds the fact's own localization and the others' took."""
+    import random
+    import time
+
+    from kneuron.editing.localize import common_neurons, fact_neurons
+    others = sorted((f for f in pool if f.relation == fact.relation and f.lang == fact.lang and f.id != fact.id),
+                    key=lambda f: f.id)
+    random.Random(f"0:{fact.relation}:common").shuffle(others)
+    t0 = time.perf_counter()
+    mine = fact_neurons(h, fact)
+    t1 = time.perf_counter()
+    sets = [mine] + [fact_neurons(h, f) for f in others[: n - 1]]
+    common = common_neurons(sets, share=max(0.1, 1 / len(sets)))
+    return mine, common, t1 - t0, time.perf_counter() - t1
+
+
+def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
+             facts: str = typer.Option("en-zh", "--facts", "-f", help="fact set or file holding the fact"),
+             fact_id: str = typer.Option(..., "--id", help="the fact's id (e.g. P36-001)"),
+             new: str = typer.Option(..., "--new", help="the new object (e.g. Rome)"),
+             method: str = typer.Option("kn", "--method", help=METHOD_HELP),
+             lang: str = typer.Option("en", "--lang", help="the language of the fact and of --new"),
+             layer: Optional[int] = typer.Option(None, "--layer", min=0, help="rome / ft: the layer to edit"),
+             common_facts: int = typer.Option(10, "--common-facts", min=0, help="kn, kn-eai, kn-erase: drop the "
+                                              "neurons found for more than 10 % of this many facts of the relation "
+                                              "(Dai et al.); 0: no filter"),
+             save: Optional[str] = typer.Option(None, "--save", help="write the edited model here (a new or empty "
+                                                "directory; `load_model` reads it back)"),
+             as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    """Rewrite one fact (its object becomes --new) and show the rewrite prompt, a paraphrase, a neighbour
+    and the other language before and after: p(new), p(old) and the top-1 token."""
+    from kneuron.benchmarks.editing import named_options
+    from kneuron.editing import EditError, edit
+    from kneuron.editing.metrics import measure
+    from kneuron.editing.records import case_for
+    from kneuron.facts import resolve_facts
+    try:
+        _check_method(method)
+        if save is not None:
+            d = Path(save)
+            if d.exists() and (not d.is_dir() or any(d.iterdir())):
+                raise EditError(f"{d}: not an empty directory; pass a new or empty one to --save")
+        h = _load(model)
+        every, pool = _facts_and_pool(h, facts)
+        if not any(f.id == fact_id for f in every):
+            raise EditError(f"{resolve_facts(facts)}: no fact with id {fact_id!r}")
+        case = case_for(every, fact_id, new, lang=lang, kind=h.kind, tokenizer=h.tokenizer, pool=pool, n_generation=0)
+        recs = list(case.records.values())
+        before = dict(zip(case.records, measure(h, recs, generation=False)))
+        opts: dict = {}
+        if layer is not None:
+            opts["layer"] = layer
+        t_own = t_others = 0.0
+        if method in ("kn", "kn-eai", "kn-erase", "kn-opt") and common_facts > 0:
+            named = named_options(method)
+            mine, common, t_own, t_others = _common(h, case.records[lang].fact, pool, common_facts)
+            opts.update({k: v for k, v in (("neurons", mine), ("common", common)) if k in named})
+        other = next((o for o in case.records if o != lang), None)
+        if method == "likn" and other is not None:
+            opts.update(other=case.records[other].edit_fact, other_new=case.records[other].new)
+        e = edit(h, case.records[lang].edit_fact, new, method=method, **opts)
+        with e:
+            after = dict(zip(case.records, measure(h, recs, generation=False)))
+        if save is not None:
+            e.save(save)
+    except _errors() as err:
+        _fail(str(err))
+    lines = []
+    for x, y in zip(_lines(case, lang, before), _lines(case, lang, after)):
+        pair = x.pop("pair")
+        lines.append({**x, "before": _state(h.tokenizer, pair), "after": _state(h.tokenizer, y["pair"])})
+    out = {"model": model, "method": method, "fact_id": fact_id, "lang": lang, "new": new,
+           "seconds": e.seconds + t_own, "filter_seconds": t_others, "params_changed": e.params_changed,
+           "lines": lines, "saved": save,
+           "neurons": e.info.get("neurons"), "filtered": e.info.get("filtered"), "layer": e.info.get("layer")}
+    if as_json:
+        return _print_json(out)
+    typer.echo(f"{model}: {method} edit of {fact_id} ({lang}): {case.records[lang].old!r} -> {new!r} "
+               f"in {out['seconds']:.2f} s, {e.params_changed:,} weights changed"
+               + (f" ({len(out['neurons'] or [])} neurons; {len(out['filtered'] or [])} dropped as common to the "
+                  f"relation, {t_others:.1f} s localizing {common_facts - 1} other facts)" if t_others else ""))
+    for ln in lines:
+        typer.echo(f"\n{ln['what']} [{ln['lang']}]: {ln['prompt']!r}")
+        for when in ("before", "after"):
+            d = ln[when]
+            typer.echo(f"  {when:6}  p({ln['want']!r}) {d['p_want']:.4f}  p({ln['rival']!r}) {d['p_rival']:.4f}  "
+                       f"top-1 {d['top1']!r}")
+    if save:
+        typer.echo(f"\nsaved the edited model to {save}")
+
+
+def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
+                  facts: str = typer.Option("en-zh", "--facts", "-f", help="fact set to draw the records from (an "
+                                            "organism: the facts it was trained on)"),
+                  n: int = typer.Option(100, "--n", min=1, help="records (fact ids) per language"),
+                  methods: str = typer.Option("kn,kn-eai,kn-opt,likn,rome,ft", "--methods",
+                                              help=f"comma-separated: {METHOD_HELP}"),
+                  mode: str = typer.Option("single", "--mode", help="single (edit, measure, undo) or sequential "
+                                           "(edits kept; S after 1, 10, 50, 100 edits)"),
+                  out: str = typer.Option(..., "--out", "-o", help="run directory (new or empty; --resume: an "
+                                          "earlier run's)"),
+                  resume: bool = typer.Option(False, "--resume", help="continue the run in --out"),
+                  langs: Optional[str] = typer.Option(None, "--langs", help="languages, comma-separated (default: "
+                                                      "all of the facts')"),
+                  seed: int = typer.Option(0, "--seed", help="seed of the records' choices"),
+                  generation: int = typer.Option(2, "--generation", min=0, help="generation prompts per record "
+                                                 "(GE; 0: none)"),
+                  common_facts: int = typer.Option(10, "--common-facts", min=1, help="facts per relation that "
+                                                   "Dai et al.'s 10 % filter counts over"),
+                  rome_layer: Optional[int] = typer.Option(None, "--rome-layer", min=0, help="ROME's layer "
+                                                           "(default: a sweep picks it)"),
+                  as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")):
+    """Edit the same CounterFact-style records with every method, in every language, and measure ROME's
+    ES/PS/NS/S, EasyEdit's reliability/generalization/locality, GE, flip rate and the other language;
+    writes one JSON per edit, results.json, report.md and report.html into --out (resumable)."""
+    from kneuron.benchmarks.editing import run_editing_bench, summary
+    from kneuron.facts import ConfigError
+    from kneuron.runs.store import check_out
+    try:
+        ms = [m.strip() for m in methods.split(",") if m.strip()]
+        for m in ms:
+            _check_method(m)
+        if mode not in ("single", "sequential"):
+            raise ConfigError(f"--mode must be single or sequential, not {mode!r}")
+        check_out(out, resume=resume)                        # before the model is loaded
+        h = _load(model)
+        every, pool = _facts_and_pool(h, facts)
+        opts = {"rome": {"layer": rome_layer}} if rome_layer is not None else {}
+        log = (lambda s: None) if as_json else (lambda s: typer.echo(s, err=True))
+        res = run_editing_bench(h, pool, out=out, n=n, methods=ms, mode=mode, resume=resume, pool=pool, seed=seed,
+                                langs=[x.strip() for x in langs.split(",")] if langs else None,
+                                show_progress=not as_json, log=log, facts_name=facts, n_generation=generation,
+                                common_facts=common_facts, method_options=opts)
+    except _errors() as err:
+        _fail(str(err))
+    if as_json:
+        return _print_json(summary(res))
+    cols = {"S": "S", "ES": "ES", "PS": "PS", "NS": "NS", "GE": "GE", "reliability": "Rel", "generalization": "Gen",
+            "locality": "Loc", "flip_rate": "flip", "seconds_per_edit": "s/edit"}
+    for lang in res["unedited"]:
+        typer.echo(f"\n{model}: {res['n_records']} records, edited and measured in {lang} (percent; GE x100)")
+        typer.echo(f"{'method':10}" + "".join(f"{c:>8}" for c in cols.values()))
+        for name, d in [("unedited", res["unedited"][lang])] + [(m, x[lang]) for m, x in res["methods"].items()]:
+            typer.echo(f"{name:10}" + "".join(f"{_n(d[c], 2 if c == 'seconds_per_edit' else 1):>8}" for c in cols))
+    typer.echo("")
+    for m, x in res["methods"].items():
+        for pair, d in (x.get("cross") or {}).items():
+            typer.echo(f"{m} {pair}: ES {_n(d['ES'])}, PS {_n(d['PS'])}")
+    typer.echo(f"report: {Path(out) / 'report.html'}")
+
+
+def _n(v, digits: int = 1) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"

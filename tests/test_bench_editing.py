@@ -1,0 +1,212 @@
+"""The editing benchmark on the bundled organism-clm with a toy editing method: resumable (an interrupted run
+resumed recomputes nothing finished and ends equal to an uninterrupted one), damaged files redone,
+sequential edits kept then undone, one localization shared by the KN methods, --json's exact keys, and
+one-line CLI errors."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import types
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from kneuron.benchmarks.editing import run_editing_bench
+from kneuron.cli import app
+from kneuron.editing import METHODS, Change, Edit
+from kneuron.editing.base import value_index
+from kneuron.editing.metrics import METRICS
+from kneuron.models import load_model
+from kneuron.models.targets import encode
+from kneuron.organisms import organism_facts
+from kneuron.runs.store import RunStoreError
+
+CALLS: list[dict] = []
+
+
+def toy_edit(handle, rewrite, neurons=None, common=None, scale=4.0):
+    """Adds the new object's output embedding to four value vectors of the last layer (deterministic)."""
+    CALLS.append({"fact": rewrite.fact.key, "neurons": neurons, "common": common})
+    t0 = time.perf_counter()
+    name, index = value_index(handle, [0, 1, 2, 3], handle.n_layers - 1)
+    p = dict(handle.model.named_parameters())[name]
+    prompt = rewrite.fact.templates[0].split("[Y]")[0].replace("[X]", rewrite.fact.subject).strip()
+    emb = handle.model.get_output_embeddings().weight[encode(handle.tokenizer, handle.kind, prompt,
+                                                             rewrite.new).target_ids[0]].detach()
+    cur = p[index].detach().clone()
+    v = cur + scale * (emb[:, None] if cur.shape[0] == emb.shape[0] else emb[None, :])
+    return Edit(handle, "toy", rewrite, [Change(name, v, index)], info={"n": len(neurons or [])},
+                seconds=time.perf_counter() - t0)
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    mod = types.ModuleType("kneuron.editing._toy")
+    mod.toy_edit = toy_edit
+    monkeypatch.setitem(sys.modules, "kneuron.editing._toy", mod)
+    monkeypatch.setitem(METHODS, "toy", ("_toy", "toy_edit"))
+    CALLS.clear()
+    return CALLS
+
+
+@pytest.fixture(scope="module")
+def org():
+    torch.set_num_threads(1)
+    h = load_model("organism-clm")
+    return h, organism_facts(h)
+
+
+KW = dict(n=3, n_neighbours=3, n_generation=1, show_progress=False)
+
+
+def same(a: dict, b: dict) -> None:
+    """Equal results but for wall-clock times."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if "seconds" not in k and k not in ("timings", "meta")}
+        return x
+    assert strip(a) == strip(b)
+
+
+def test_an_interrupted_run_resumes_without_recomputing(toy, org, tmp_path):
+    h, facts = org
+    out = tmp_path / "run"
+    assert run_editing_bench(h, facts, out=out, methods=["toy"], limit=2, **KW) is None
+    done = sorted((out / "edits" / "toy").glob("*.json"))
+    assert len(done) == 2 and len(toy) == 2 and not (out / "results.json").exists()
+    stamps = {p.name: p.stat().st_mtime_ns for p in done}
+    res = run_editing_bench(h, facts, out=out, methods=["toy"], resume=True, **KW)
+    assert len(toy) == 6                                        # 3 cases x 2 languages, none twice
+    assert {p.name: p.stat().st_mtime_ns for p in done} == stamps
+    full = run_editing_bench(h, facts, out=tmp_path / "full", methods=["toy"], **KW)
+    same(res, full)
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(res))
+    html = (out / "report.html").read_text()
+    assert "Cross-lingual" in html and "<table>" in html and "toy" in (out / "report.md").read_text()
+    # a damaged file is moved aside and redone; nothing else is recomputed
+    (out / "edits" / "toy" / "1-zh.json").write_text('{"scores": ')
+    again = run_editing_bench(h, facts, out=out, methods=["toy"], resume=True, **KW)
+    assert len(toy) == 13 and list((out / "damaged").iterdir())
+    same(again, full)
+
+
+def test_resume_refuses_other_settings(toy, org, tmp_path):
+    h, facts = org
+    run_editing_bench(h, facts, out=tmp_path, methods=["toy"], limit=1, **KW)
+    with pytest.raises(RunStoreError, match="n differs"):
+        run_editing_bench(h, facts, out=tmp_path, methods=["toy"], resume=True, **{**KW, "n": 4})
+    with pytest.raises(RunStoreError, match="already holds a run"):
+        run_editing_bench(h, facts, out=tmp_path, methods=["toy"], **KW)
+
+
+def test_sequential_edits_are_kept_then_undone(toy, org, tmp_path):
+    h, facts = org
+    w0 = {k: v.clone() for k, v in h.model.state_dict().items()}
+    kw = dict(KW, mode="sequential", methods=["toy"])
+    assert run_editing_bench(h, facts, out=tmp_path / "a", limit=4, **kw) is None
+    assert all(torch.equal(w0[k], v) for k, v in h.model.state_dict().items())
+    res = run_editing_bench(h, facts, out=tmp_path / "a", resume=True, **kw)
+    assert len(toy) == 6
+    full = run_editing_bench(h, facts, out=tmp_path / "b", **kw)
+    same(res, full)
+    assert [p["k"] for p in res["sequential"]["toy"]["en"]] == [1, 3]
+    assert all(torch.equal(w0[k], v) for k, v in h.model.state_dict().items())
+    # the kept edits pile up: the third edit is measured with the first two still applied
+    single = run_editing_bench(h, facts, out=tmp_path / "c", methods=["toy"], **KW)
+    assert res["methods"]["toy"]["en"]["EM"] != single["methods"]["toy"]["en"]["EM"]
+
+
+def test_kn_methods_share_one_localization(toy, org, tmp_path, monkeypatch):
+    import kneuron.editing.localize as loc
+    found = []
+
+    def fact_neurons(handle, fact, **kw):
+        found.append(fact.key)
+        return [(1, len(found)), (2, 7)]                        # (2, 7) is common to every fact
+    monkeypatch.setattr(loc, "fact_neurons", fact_neurons)
+    monkeypatch.setitem(METHODS, "kn", ("_toy", "toy_edit"))
+    monkeypatch.setitem(METHODS, "kn-eai", ("_toy", "toy_edit"))
+    h, facts = org
+    res = run_editing_bench(h, facts, out=tmp_path, methods=["kn", "kn-eai"], **{**KW, "common_facts": 12})
+    assert len(found) == len(set(found)) and len(toy) == 12
+    assert all(c["common"] == {(2, 7)} and (2, 7) in map(tuple, c["neurons"]) for c in toy)
+    assert len(list((tmp_path / "neurons").glob("*.json"))) == len(found) + 1
+    assert set(res["methods"]) == {"kn", "kn-eai"}
+
+
+# ----------------------------------------------------------------------------- the command line
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, *needles) -> str:
+    assert result.exit_code != 0, result.stdout
+    err = result.stderr
+    assert err.count("\n") == 1 and err.startswith("kneuron: error: "), err
+    for n in needles:
+        assert n in err, (n, err)
+    return err
+
+
+def test_json_has_exactly_the_keys(toy, tmp_path):
+    r = cli("bench", "editing", "--model", "organism-clm", "--n", 2, "--methods", "toy", "--out", tmp_path / "b",
+            "--generation", 0, "--json")
+    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+    d = json.loads(r.stdout)
+    assert set(d) == {"model", "n_records", "unedited", "methods"} and d["n_records"] == 2
+    assert set(d["unedited"]) == {"en", "zh"} and all(list(m) == list(METRICS) for m in d["unedited"].values())
+    assert set(d["methods"]) == {"toy"} and set(d["methods"]["toy"]) == {"en", "zh", "cross"}
+    assert set(METRICS) == {"ES", "PS", "NS", "S", "EM", "PM", "NM", "GE", "reliability", "generalization",
+                            "locality", "flip_rate", "seconds_per_edit", "params_changed"}
+    assert d["methods"]["toy"]["cross"].keys() == {"en->zh", "zh->en"}
+    assert all(set(v) == {"ES", "PS"} for v in d["methods"]["toy"]["cross"].values())
+    assert d["unedited"]["en"]["GE"] is None                   # --generation 0
+    # resumed: nothing lost, the same answer
+    r2 = cli("bench", "editing", "--model", "organism-clm", "--n", 2, "--methods", "toy", "--out", tmp_path / "b",
+             "--generation", 0, "--json", "--resume")
+    same(json.loads(r2.stdout), d)
+
+
+def test_edit_command(toy, tmp_path):
+    r = cli("edit", "--model", "organism-clm", "--id", "P36-018", "--new", "Biograd na Moru", "--method", "toy",
+            "--json", "--save", tmp_path / "m")
+    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+    d = json.loads(r.stdout)
+    assert [ln["what"] for ln in d["lines"]] == ["rewrite", "paraphrase", "neighbour", "other language"]
+    assert d["lines"][3]["lang"] == "zh" and d["params_changed"] == 4 * 256
+    assert all(set(ln["before"]) == {"p_want", "p_rival", "top1"} for ln in d["lines"])
+    assert (tmp_path / "m" / "kneuron-edit.json").is_file()
+    text = cli("edit", "--model", "organism-clm", "--id", "P36-018", "--new", "Biograd na Moru", "--method", "toy")
+    assert "rewrite [en]" in text.stdout and "other language [zh]" in text.stdout and "after" in text.stdout
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--id", "P36-999", "--new", "Rome"], ["en-zh.jsonl", "P36-999"]),
+    (["--id", "P36-018", "--new", "Budapest"], ["own object"]),
+    (["--id", "P36-018", "--new", "☃"], ["cannot be encoded"]),
+    (["--id", "P36-018", "--new", "Rome", "--method", "nope"], ["unknown editing method 'nope'"]),
+    (["--id", "P36-018", "--new", "Rome", "--lang", "fr"], ["no 'fr' version"]),
+])
+def test_edit_errors_are_one_line(toy, args, needles):
+    one_line_error(cli("edit", "--model", "organism-clm", "--method", "toy", *args), *needles)
+
+
+def test_save_into_a_non_empty_directory_is_refused(toy, tmp_path):
+    (tmp_path / "x").write_text("")
+    one_line_error(cli("edit", "--model", "organism-clm", "--id", "P36-018", "--new", "Rome", "--method", "toy",
+                       "--save", tmp_path), "not an empty directory")
+
+
+def test_bench_errors_are_one_line(toy, tmp_path):
+    one_line_error(cli("bench", "editing", "--model", "organism-clm", "--methods", "toy,nope", "--out", tmp_path),
+                   "unknown editing method 'nope'")
+    one_line_error(cli("bench", "editing", "--model", "organism-clm", "--methods", "toy", "--mode", "batch",
+                       "--out", tmp_path), "--mode")
+    (tmp_path / "x").write_text("")
+    one_line_error(cli("bench", "editing", "--model", "organism-clm", "--methods", "toy", "--out", tmp_path),
+                   "already holds a run")
+    one_line_error(cli("bench", "editing", "--model", "organism-clm", "--methods", "toy", "--out",
+                       tmp_path / "none", "--resume"), "holds no run")

@@ -1,0 +1,133 @@
+"""Editing metrics equal hand-computed values on a toy bigram model whose probabilities are known; batched
+scoring equals one prompt at a time; GE is ROME's n-gram entropy."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from kneuron.editing import metrics as M
+from kneuron.editing.records import Neighbour, Prompt, Record
+from kneuron.facts import Fact
+from kneuron.models.load import ModelHandle
+from kneuron.probe import answer_prob
+from tiny import tiny_handle, word_tokenizer
+
+TOK = word_tokenizer("causal")
+V = len(TOK)
+
+
+def tid(w: str) -> int:
+    return TOK.convert_tokens_to_ids(w)
+
+
+class Bigram(nn.Module):
+    """logits at a position depend only on the token there: table[token]."""
+
+    def __init__(self, rows: dict[str, dict[str, float]]):
+        super().__init__()
+        t = torch.zeros(V, V, dtype=torch.float64)
+        for w, nxt in rows.items():
+            for x, v in nxt.items():
+                t[tid(w), tid(x)] = v
+        self.table = nn.Parameter(t, requires_grad=False)
+        self.config = SimpleNamespace(vocab_size=V, pad_token_id=0)
+
+    def get_output_embeddings(self):
+        return None
+
+    def forward(self, input_ids, attention_mask=None):
+        return SimpleNamespace(logits=self.table[input_ids])
+
+
+def handle(rows) -> ModelHandle:
+    return ModelHandle(Bigram(rows), TOK, "causal", "bigram", None, [], [])
+
+
+AFTER = {"is": {"paris": 2.0, "rome": 1.0}, "in": {"rome": 3.0}, "city": {"berlin": 5.0}, "rome": {"paris": 1.0}}
+BEFORE = {**AFTER, "city": {"spain": 6.0}}
+Z_IS, Z_IN, Z_CITY = math.e ** 2 + math.e + V - 2, math.e ** 3 + V - 1, math.e ** 5 + V - 1
+
+FACT = Fact("c1", "P36", "en", "france", "paris", ("the capital of [X] is [Y] .",))
+REC = Record(FACT, "rome", 0, 0, "the capital of france is",
+             paraphrases=(Prompt("the city in", 1), Prompt("the river is", 2)),
+             neighbours=(Neighbour("c2", "spain", "the capital of spain is", "madrid", 0, False),
+                         Neighbour("c3", "x", "the capital city", "berlin", 0, False)))
+
+
+def test_scores_are_the_known_probabilities():
+    s = M.score(handle(AFTER), [("the capital of france is", "paris"), ("the capital of france is", "rome"),
+                                ("the capital of france is", "rome paris")])
+    assert s[0].p == pytest.approx(math.e ** 2 / Z_IS)
+    assert s[1].p == pytest.approx(math.e / Z_IS)
+    # a two-token object: the geometric mean of its tokens' probabilities, the first token given in context
+    assert s[2].p == pytest.approx(math.sqrt(math.e / Z_IS * math.e / (math.e + V - 1)))
+    assert s[0].argmax == [tid("paris")] and s[0].acc == 1.0 and s[1].acc == 0.0
+    assert s[2].argmax == [tid("paris"), tid("paris")] and s[2].acc == 0.5
+
+
+def test_counterfact_and_easyedit_metrics_by_hand():
+    before = M.measure(handle(BEFORE), [REC], generation=False)[0]
+    after = M.measure(handle(AFTER), [REC], generation=False)[0]
+    r = M.record_scores(after, before)
+    p_is_paris, p_is_rome = math.e ** 2 / Z_IS, math.e / Z_IS
+    p_in_rome, p_in_paris = math.e ** 3 / Z_IN, 1 / Z_IN
+    assert r["ES"] == 0.0 and r["EM"] == pytest.approx(p_is_rome - p_is_paris)
+    assert r["PS"] == 0.5 and r["PM"] == pytest.approx(((p_in_rome - p_in_paris) + (p_is_rome - p_is_paris)) / 2)
+    # neighbours: madrid (1/Z) loses to rome (e/Z) after "is"; berlin (e^5/Z) beats rome (1/Z) after "city"
+    assert r["NS"] == 0.5
+    assert r["NM"] == pytest.approx(((1 - math.e) / Z_IS + (math.e ** 5 - 1) / Z_CITY) / 2)
+    assert r["reliability"] == 0.0 and r["generalization"] == 0.5 and r["flip_rate"] == 0.0
+    assert r["locality"] == 0.5                 # "city"'s top-1 moved from spain to berlin, "is"'s stayed
+    assert r["GE"] is None and r["symmetry"] is None
+    s = M.summarize([r], seconds=[2.0], params=[10])
+    assert (s["ES"], s["PS"], s["NS"], s["S"]) == (0.0, 50.0, 50.0, 0.0)
+    assert s["EM"] == pytest.approx(100 * r["EM"]) and s["locality"] == 50.0
+    assert s["seconds_per_edit"] == 2.0 and s["params_changed"] == 10 and list(s) == list(M.METRICS)
+
+
+def test_s_is_the_harmonic_mean():
+    rows = [{"ES": 1.0, "PS": 0.5, "NS": 0.5}, {"ES": 1.0, "PS": 0.5, "NS": 0.5}]
+    assert M.summarize(rows)["S"] == pytest.approx(3 / (1 / 100 + 2 / 50))
+    assert M.hmean([50.0, None, 10.0]) is None
+
+
+def test_locality_as_easyedit_readme():
+    tok = lambda a: {"nll": 0.0, "acc": 1.0, "argmax": a, "target": a}      # noqa: E731
+    pair = {"new": tok([1]), "old": tok([2])}
+    after = {"rewrite": pair, "paraphrases": [], "neighbours": [{"true": tok([29, 234, 334]), "new": tok([1])}]}
+    before = {"rewrite": pair, "paraphrases": [], "neighbours": [{"true": tok([29, 234, 333]), "new": tok([1])}]}
+    assert M.record_scores(after, before)["locality"] == pytest.approx(2 / 3)
+    assert M.record_scores(after)["PS"] is None
+
+
+def test_ngram_entropy_is_romes():
+    h2 = -(2 / 3 * math.log2(2 / 3) + 1 / 3 * math.log2(1 / 3))
+    assert M.ngram_entropy("a b a b") == pytest.approx((2 / 3 * h2 + 4 / 3 * 1.0) / 2)
+    assert M.ngram_entropy("a") == 0.0
+    assert M.words("北京是, the capital's") == ["北", "京", "是", ",", "the", "capital", "'", "s"]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_batched_scoring_equals_one_prompt_at_a_time(family, monkeypatch, one_thread):
+    h = tiny_handle(family)
+    slot = " [Y] ." if h.kind == "masked" else ""
+    items = [("the capital of france is" + slot, "paris"), ("italy" + slot, "rome city"),
+             ("the language spoken in spain is a" + slot, "spanish"), ("was born in" + slot, "an italian city")]
+    monkeypatch.setattr(M, "LOGIT_BUDGET", 3 * 10 * V)          # several passes
+    got = M.score(h, items)
+    for (p, o), s in zip(items, got):
+        a = answer_prob(h, p, o)
+        assert s.nll == pytest.approx(-a.logp / len(a.target_ids), rel=1e-6)
+        assert s.target == a.target_ids
+
+
+def test_generation_is_seeded_and_bounded(one_thread):
+    h = tiny_handle("gpt2", dtype=torch.float32)
+    a = M.generate(h, ["the capital of france is"], seed=1, length=12)
+    assert a == M.generate(h, ["the capital of france is"], seed=1, length=12)
+    assert len(TOK(a[0])["input_ids"]) <= 12 and a[0].startswith("the capital of france is")
+    assert M.generate(tiny_handle("bert"), ["x"]) == []
