@@ -53,6 +53,11 @@ def test_predict_is_the_librarys(app):
     ("/api/runs/open", {"path": "/nonexistent/run"}, "holds no run"),
     ("/api/attribute", {"model": CLM, "prompt": PROMPT, "method": "nope"}, "unknown method"),
     ("/api/values/search", {"model": CLM, "token": "Ottawa Warsaw"}, "not one token"),
+    ("/api/edit", {"model": CLM, "fact": "P36-999", "new": "Rome"}, "no fact with id 'P36-999'"),
+    ("/api/edit", {"model": CLM, "fact": "P36-008", "new": "Bytown"}, "is the fact's own object"),
+    ("/api/edit", {"model": CLM, "fact": "P36-008", "new": "🦄"}, "cannot be encoded"),
+    ("/api/edit", {"model": CLM, "fact": "P36-008", "new": "Rome", "method": "nope"}, "unknown editing method"),
+    ("/api/edit/undo", {"model": CLM}, "has no edit applied"),
 ])
 def test_bad_input_is_one_readable_line_and_the_server_goes_on(app, caplog, path, body, message):
     url = app[0]
@@ -150,6 +155,30 @@ def test_run_view_reads_the_run(app):
     p = [answer_prob(h, *first_prompt(h, f)).prob for f in (facts[0], g)]
     assert effects == measure(h, facts[0], g, view.run.neurons[facts[0].key], *p).row()
     assert call(url, f"/api/runs/{run['id']}/facts/9")[0] == 400
+
+
+def test_edit_is_the_librarys_and_undo_restores_every_bit(app):
+    url, x, h = app
+    from kneuron.editing.show import prepare
+    from kneuron.explore.api import _edit_facts
+    weights = {k: v.clone() for k, v in h.model.state_dict().items()}
+    body = {"model": CLM, "fact": "P36-008", "new": "Mexico City", "method": "kn"}
+    code, out = call(url, "/api/edit", body)
+    assert code == 200 and [ln["what"] for ln in out["lines"]] == ["rewrite", "paraphrase", "neighbour", "other language"]
+    assert call(url, "/api/models")[1]["edits"][CLM]["label"] == "kn P36-008 (en): Ottawa → Mexico City"
+    edited = call(url, "/api/predict", {"model": CLM, "prompt": PROMPT})[1]["top"]
+    assert call(url, "/api/edit/undo", {"model": CLM}) == (200, {"model": CLM, "undone": out["label"]})
+    assert all(torch.equal(v, weights[k]) for k, v in h.model.state_dict().items())
+    assert call(url, "/api/models")[1]["edits"] == {}
+    with x.models.use(CLM):                               # the same edit by hand, with the library
+        shown = prepare(h, *_edit_facts(h), "P36-008", "Mexico City", method="kn")
+        with shown.edit:
+            mine = shown.report(shown.measure())
+            assert [(t["token"], t["p"]) for t in edited] == predict(h, PROMPT, 10)
+    assert out["lines"] == mine["lines"] and out["neurons"] == [list(n) for n in mine["neurons"]]
+    assert out["params_changed"] == mine["params_changed"] > 0
+    rewrite = out["lines"][0]
+    assert rewrite["after"]["p_want"] > 10 * rewrite["before"]["p_want"]
 
 
 def test_hosts_other_than_the_loopback_are_warned_about():

@@ -205,3 +205,27 @@ def test_bad_input_shows_a_message_then_the_page_goes_on(page, site, tmp_path):
     ask(page, CLM, "")
     msg.wait_for(state="visible")
     shot(page, "error")
+
+
+def test_edit_view_applies_shows_and_undoes(page, site):
+    url, x, _ = site
+    page.goto(url + "/#/edit")
+    page.select_option("#model", CLM)
+    page.locator("#edit-ids option[value='P36-008']").wait_for(state="attached")
+    page.fill("#edit-fact", "P36-008")
+    page.fill("#edit-new", "Ottawa")                                     # bad input: the fact's own object
+    page.click("#edit-form button[type=submit]")
+    page.locator("#message").wait_for(state="visible")
+    assert "is the fact's own object" in page.locator("#message").inner_text() and page.locator("#edited").is_hidden()
+    page.fill("#edit-new", "Mexico City")
+    page.click("#edit-form button[type=submit]")
+    page.locator("#edit-table tbody tr").first.wait_for(timeout=WAIT)
+    assert page.locator("#edit-table tbody tr").evaluate_all("rs => rs.map(r => r.dataset.what)") == [
+        "rewrite", "paraphrase", "neighbour", "other language"]
+    assert "edited: kn P36-008 (en): Ottawa → Mexico City" in page.locator("#edited").inner_text()
+    report = x.edits[CLM]["report"]
+    assert value(page, "#edit-table tbody tr:first-child .after-want .num") == report["lines"][0]["after"]["p_want"]
+    shot(page, "edit", full=True)
+    page.click("#edit-undo")
+    page.locator("#edited").wait_for(state="hidden")
+    assert CLM not in x.edits and page.locator("#edit-result").is_hidden()

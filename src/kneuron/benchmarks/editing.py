@@ -26,8 +26,6 @@ way; ``resume=True`` skips what is there and redoes a file that does not read ba
 """
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import os
 import platform
@@ -39,7 +37,7 @@ from typing import Callable
 
 import torch
 
-from kneuron.editing import METHODS, Change, Edit, EditError, edit
+from kneuron.editing import METHODS, Change, Edit, EditError, edit, named_options
 from kneuron.editing.metrics import measure, record_scores
 from kneuron.editing.records import Case, build_cases
 from kneuron.facts import Fact
@@ -500,13 +498,6 @@ class EditingBench:
         _dump(self.out / "results.json", res)
         write_report(res, self.out)
         return res
-
-
-def named_options(method: str) -> set[str]:
-    """The options an editing method's function names (keyword parameters; not those it takes as **kwargs)."""
-    module, fn = METHODS[method]
-    params = inspect.signature(getattr(importlib.import_module(f"kneuron.editing.{module}"), fn)).parameters
-    return {k for k, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
 def _es_ps_ns(scores: list[dict]) -> dict:

@@ -27,50 +27,6 @@ def _facts_and_pool(h, facts: str):
     return every, (known or every)
 
 
-def _lines(case, lang: str, ms: dict) -> list[dict]:
-    """The lines shown: the rewrite, a paraphrase, a neighbour and the other languages' rewrites, each with
-    the object that should win (``want``: new, or the neighbour's true object) and its rival."""
-    r, m = case.records[lang], ms[lang]
-    out = [dict(what="rewrite", lang=lang, prompt=r.prompt, want=r.new, rival=r.old, pair=m["rewrite"])]
-    if r.paraphrases:
-        out.append(dict(what="paraphrase", lang=lang, prompt=r.paraphrases[0].text, want=r.new, rival=r.old,
-                        pair=m["paraphrases"][0]))
-    if r.neighbours:
-        nb, x = r.neighbours[0], m["neighbours"][0]
-        out.append(dict(what="neighbour", lang=lang, prompt=nb.prompt, want=nb.target, rival=r.new,
-                        pair={"new": x["true"], "old": x["new"]}))
-    for other, o in case.records.items():
-        if other != lang:
-            out.append(dict(what="other language", lang=other, prompt=o.prompt, want=o.new, rival=o.old,
-                            pair=ms[other]["rewrite"]))
-    return out
-
-
-def _state(tok, pair: dict) -> dict:
-    import math
-    return {"p_want": math.exp(-pair["new"]["nll"]), "p_rival": math.exp(-pair["old"]["nll"]),
-            "top1": tok.decode([pair["new"]["argmax"][0]]).strip()}
-
-
-def _common(h, fact, pool, n: int):
-    """The fact's neurons and the neurons found for more than 10 % of ``n`` facts of its relation (the fact
-    and others drawn from ``pool``, seeded; with fewer than 10, for more than one), and the
-    seconds the fact's own localization and the others' took."""
-    import random
-    import time
-
-    from kneuron.editing.localize import common_neurons, fact_neurons
-    others = sorted((f for f in pool if f.relation == fact.relation and f.lang == fact.lang and f.id != fact.id),
-                    key=lambda f: f.id)
-    random.Random(f"0:{fact.relation}:common").shuffle(others)
-    t0 = time.perf_counter()
-    mine = fact_neurons(h, fact)
-    t1 = time.perf_counter()
-    sets = [mine] + [fact_neurons(h, f) for f in others[: n - 1]]
-    common = common_neurons(sets, share=max(0.1, 1 / len(sets)))
-    return mine, common, t1 - t0, time.perf_counter() - t1
-
-
 def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
              facts: str = typer.Option("en-zh", "--facts", "-f", help="fact set or file holding the fact"),
              fact_id: str = typer.Option(..., "--id", help="the fact's id (e.g. P36-001)"),
@@ -86,10 +42,8 @@ def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MOD
              as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """Rewrite one fact (its object becomes --new) and show the rewrite prompt, a paraphrase, a neighbour
     and the other language before and after: p(new), p(old) and the top-1 token."""
-    from kneuron.benchmarks.editing import named_options
-    from kneuron.editing import EditError, edit
-    from kneuron.editing.metrics import measure
-    from kneuron.editing.records import case_for
+    from kneuron.editing import EditError
+    from kneuron.editing.show import prepare
     from kneuron.facts import resolve_facts
     try:
         _check_method(method)
@@ -101,38 +55,22 @@ def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MOD
         every, pool = _facts_and_pool(h, facts)
         if not any(f.id == fact_id for f in every):
             raise EditError(f"{resolve_facts(facts)}: no fact with id {fact_id!r}")
-        case = case_for(every, fact_id, new, lang=lang, kind=h.kind, tokenizer=h.tokenizer, pool=pool, n_generation=0)
-        recs = list(case.records.values())
-        before = dict(zip(case.records, measure(h, recs, generation=False)))
-        opts: dict = {}
-        if layer is not None:
-            opts["layer"] = layer
-        t_own = t_others = 0.0
-        if method in ("kn", "kn-eai", "kn-erase", "kn-opt") and common_facts > 0:
-            named = named_options(method)
-            mine, common, t_own, t_others = _common(h, case.records[lang].fact, pool, common_facts)
-            opts.update({k: v for k, v in (("neurons", mine), ("common", common)) if k in named})
-        other = next((o for o in case.records if o != lang), None)
-        if method == "likn" and other is not None:
-            opts.update(other=case.records[other].edit_fact, other_new=case.records[other].new)
-        e = edit(h, case.records[lang].edit_fact, new, method=method, **opts)
+        shown = prepare(h, every, pool, fact_id, new, method=method, lang=lang, layer=layer, common_facts=common_facts)
+        e, t_others = shown.edit, shown.filter_seconds
         with e:
-            after = dict(zip(case.records, measure(h, recs, generation=False)))
+            after = shown.measure()
         if save is not None:
             e.save(save)
     except _errors() as err:
         _fail(str(err))
-    lines = []
-    for x, y in zip(_lines(case, lang, before), _lines(case, lang, after)):
-        pair = x.pop("pair")
-        lines.append({**x, "before": _state(h.tokenizer, pair), "after": _state(h.tokenizer, y["pair"])})
+    r = shown.report(after)
+    lines = r["lines"]
     out = {"model": model, "method": method, "fact_id": fact_id, "lang": lang, "new": new,
-           "seconds": e.seconds + t_own, "filter_seconds": t_others, "params_changed": e.params_changed,
-           "lines": lines, "saved": save,
-           "neurons": e.info.get("neurons"), "filtered": e.info.get("filtered"), "layer": e.info.get("layer")}
+           "seconds": r["seconds"], "filter_seconds": t_others, "params_changed": e.params_changed,
+           "lines": lines, "saved": save, "neurons": r["neurons"], "filtered": r["filtered"], "layer": r["layer"]}
     if as_json:
         return _print_json(out)
-    typer.echo(f"{model}: {method} edit of {fact_id} ({lang}): {case.records[lang].old!r} -> {new!r} "
+    typer.echo(f"{model}: {method} edit of {fact_id} ({lang}): {r['old']!r} -> {new!r} "
                f"in {out['seconds']:.2f} s, {e.params_changed:,} weights changed"
                + (f" ({len(out['neurons'] or [])} neurons; {len(out['filtered'] or [])} dropped as common to the "
                   f"relation, {t_others:.1f} s localizing {common_facts - 1} other facts)" if t_others else ""))

@@ -13,6 +13,7 @@ applied, undone bit for bit, used as a context manager, and saved as a model dir
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from kneuron.facts.schema import Fact
 from kneuron.models.load import ModelHandle
@@ -43,4 +44,11 @@ def edit(handle: ModelHandle, fact: Fact, new: str | None = None, *, method: str
     return getattr(importlib.import_module(f"{__name__}.{module}"), fn)(handle, rewrite, **options)
 
 
-__all__ = ["METHODS", "Change", "Edit", "EditError", "Rewrite", "edit"]
+def named_options(method: str) -> set[str]:
+    """The options an editing method's function names (keyword parameters; not those it takes as **kwargs)."""
+    module, fn = METHODS[method]
+    params = inspect.signature(getattr(importlib.import_module(f"{__name__}.{module}"), fn)).parameters
+    return {k for k, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+__all__ = ["METHODS", "Change", "Edit", "EditError", "Rewrite", "edit", "named_options"]

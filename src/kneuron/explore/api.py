@@ -11,13 +11,17 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from kneuron.attribution import Execution, attribute, check_settings
+from kneuron.editing import METHODS, EditError
+from kneuron.editing.show import prepare
 from kneuron.explore.runs import RunView, run_dirs
 from kneuron.explore.state import Job, Jobs, Models
+from kneuron.facts import load_facts
 from kneuron.facts.errors import ConfigError, KneuronError
 from kneuron.facts.templates import QueryError
 from kneuron.intervene import enhance, suppress
 from kneuron.lens import ValueIndex, check_neuron, greedy_continuation, logit_lens, token_id, value_index, value_tokens
 from kneuron.models.targets import encode
+from kneuron.organisms import organism_facts
 from kneuron.probe import answer_prob, predict
 
 NEURON = re.compile(r"^\s*L(\d+)\s*N(\d+)\s*$", re.IGNORECASE)
@@ -68,6 +72,7 @@ class Explorer:
         self.runs: dict[str, RunView] = {}
         self.indexes: dict[str, ValueIndex] = {}
         self.index_jobs: dict[str, Job] = {}
+        self.edits: dict[str, dict] = {}          # model -> {"edit": the applied Edit, "report": what the page shows}
         for path in runs:
             self.open_run({"path": path})
 
@@ -190,6 +195,53 @@ class Explorer:
             return {"model": model, "path": str(self.indexes[model].path)}
         return work
 
+    # -- edit view ------------------------------------------------------------------------------
+    def edit_facts(self, p: dict) -> dict:
+        """The fact ids the Edit view offers: the model's organism facts, else the bundled en-zh facts."""
+        model = _text(p, "model")
+        return {"model": model, "ids": sorted({f.id for f in _edit_facts(self.models.handle(model))[1]})}
+
+    def active_edits(self) -> dict:
+        return {m: {"label": e["label"], "report": e["report"]} for m, e in self.edits.items()}
+
+    def edit(self, p: dict) -> dict:
+        """Apply an edit (kneuron.editing.show, as `kneuron edit`) and keep it applied: every view then
+        computes on the edited model until /api/edit/undo. A model's earlier edit is undone first."""
+        model, fact_id, new = _text(p, "model"), _text(p, "fact").strip(), _text(p, "new")
+        method, lang = _text(p, "method", required=False) or "kn", _text(p, "lang", required=False) or "en"
+        if method not in METHODS:
+            raise EditError(f"unknown editing method {method!r} (expected one of {', '.join(METHODS)})")
+        with self.models.use(model) as h:
+            every, pool = _edit_facts(h)
+            old = self.edits.pop(model, None)
+            if old:
+                old["edit"].undo()
+            shown = None
+            try:
+                shown = prepare(h, every, pool, fact_id, new, method=method, lang=lang,
+                                common_facts=_int(p, "common_facts", 10))
+                shown.edit.apply()
+                report = {"model": model, **shown.report(shown.measure())}
+            except BaseException:
+                if shown is not None and shown.edit is not None and shown.edit.applied:
+                    shown.edit.undo()
+                if old:                                  # the failed edit leaves the earlier one in place
+                    old["edit"].apply()
+                    self.edits[model] = old
+                raise
+        label = f"{method} {fact_id} ({lang}): {report['old']} → {new}"
+        self.edits[model] = {"edit": shown.edit, "report": report, "label": label}
+        return {**report, "label": label}
+
+    def undo(self, p: dict) -> dict:
+        model = _text(p, "model")
+        with self.models.use(model):
+            e = self.edits.pop(model, None)
+            if e is None:
+                raise KneuronError(f"{model} has no edit applied")
+            e["edit"].undo()
+        return {"model": model, "undone": e["label"]}
+
     # -- runs -----------------------------------------------------------------------------------
     def open_run(self, p: dict) -> dict:
         path = _text(p, "path")
@@ -239,3 +291,9 @@ class Explorer:
         if run.report is None:
             raise KneuronError(f"run {run.path} has no report.html (`kneuron reproduce` writes one)")
         return run.report
+
+
+def _edit_facts(h) -> tuple[list, list]:
+    """The facts an edit's id is looked up in and the facts its neighbours come from (`kneuron edit`'s)."""
+    every = load_facts("en-zh")
+    return every, organism_facts(h) or every

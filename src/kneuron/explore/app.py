@@ -58,7 +58,7 @@ def _endpoint(call):
 
 def _routes() -> list:
     api = [
-        ("/api/models", "GET", lambda x, p: {"models": x.models.info(), **x.list_runs()}),
+        ("/api/models", "GET", lambda x, p: {"models": x.models.info(), "edits": x.active_edits(), **x.list_runs()}),
         ("/api/predict", "POST", lambda x, p: x.predict(p)),
         ("/api/attribute", "POST", lambda x, p: x.attribute(p)),
         ("/api/jobs/{job_id}", "GET", lambda x, p: x.job(p["job_id"])),
@@ -72,8 +72,9 @@ def _routes() -> list:
         ("/api/runs/{run_id}/facts/{i}", "GET", lambda x, p: x.fact(p["run_id"], p["i"])),
         ("/api/runs/{run_id}/facts/{i}/measure", "POST", lambda x, p: x.measure(p["run_id"], p["i"])),
         ("/runs/{run_id}/report", "GET", lambda x, p: FileResponse(x.report(p["run_id"]))),
-        # Edit view (issue 13, view 5): once kneuron.editing lands, its routes go here
-        # (apply an edit, the prompts before / after, undo), beside a view in static/app.js.
+        ("/api/edit/facts", "GET", lambda x, p: x.edit_facts(p)),
+        ("/api/edit", "POST", lambda x, p: x.edit(p)),
+        ("/api/edit/undo", "POST", lambda x, p: x.undo(p)),
     ]
     return ([Route(path, _endpoint(call), methods=[method]) for path, method, call in api]
             + [Route("/", lambda r: FileResponse(STATIC / "index.html")),

@@ -65,7 +65,7 @@ const context = () => ({ model: state.model, prompt: $("#prompt").value, answer:
 
 // ---------------------------------------------------------------- models
 async function loadModels() {
-  const { models } = await api("/api/models");
+  const { models, edits } = await api("/api/models");
   const sel = $("#model");
   sel.replaceChildren(...models.map((m) => el("option", { value: m.name, text: m.name })));
   if (!models.some((m) => m.name === state.model)) state.model = models[0] && models[0].name;
@@ -73,6 +73,10 @@ async function loadModels() {
   const m = models.find((x) => x.name === state.model);
   $("#model-status").textContent = m && m.loaded ? `${m.kind}, ${m.n_layers} layers × ${m.n_neurons} neurons` :
     "(loaded on first use)";
+  state.edit = edits[state.model] || null;
+  $("#edited").hidden = !state.edit;
+  $("#edited").textContent = state.edit ? `edited: ${state.edit.label} (all views use it)` : "";
+  $("#edit-undo").hidden = !state.edit;
   $("#prompt").placeholder = m && m.kind === "masked" ? "The capital of France is [Y] ." : "The capital of France is";
 }
 
@@ -265,14 +269,49 @@ async function search() {
     ...out.neurons.map((n) => el("tr", {}, el("td", {}, neuronLink(n.neuron)), el("td", { text: n.rank + 1 }), el("td", {}, num(n.logit)))));
 }
 
+// ---------------------------------------------------------------- edit view
+async function showEdit() {
+  const { ids } = await api(`/api/edit/facts?model=${encodeURIComponent(state.model)}`);
+  $("#edit-ids").replaceChildren(...ids.map((id) => el("option", { value: id })));
+  drawEdit(state.edit && state.edit.report);
+}
+
+function drawEdit(r) {
+  $("#edit-result").hidden = !r;
+  if (!r) return;
+  const names = (ns) => (ns || []).map((n) => `L${n[0]}N${n[1]}`).join(" ");
+  $("#edit-title").textContent = `${r.model}: ${r.method} edit of ${r.fact_id} (${r.lang}), ${JSON.stringify(r.old)} → ` +
+    `${JSON.stringify(r.new)}: ${r.params_changed.toLocaleString()} weights changed in ${r.seconds.toFixed(2)} s` +
+    (r.neurons ? `; neurons ${names(r.neurons) || "none"}` : "") + (r.filtered && r.filtered.length ? ` (dropped as common: ${names(r.filtered)})` : "") +
+    (r.layer !== null && r.layer !== undefined ? `; layer ${r.layer}` : "");
+  $("#edit-table tbody").replaceChildren(...r.lines.map((l) => el("tr", { "data-what": l.what },
+    el("td", {}, el("b", { text: `${l.what} [${l.lang}] ` }), l.prompt), el("td", {}, tok(l.want), " vs ", tok(l.rival)),
+    el("td", {}, num(l.before.p_want)), el("td", { class: "after-want" }, num(l.after.p_want)),
+    el("td", {}, num(l.before.p_rival)), el("td", {}, num(l.after.p_rival)),
+    el("td", {}, tok(l.before.top1)), el("td", {}, tok(l.after.top1)))));
+}
+
+async function applyEdit() {
+  const r = await api("/api/edit", { model: state.model, fact: $("#edit-fact").value, new: $("#edit-new").value,
+    method: $("#edit-method").value, lang: $("#edit-lang").value });
+  await loadModels();
+  drawEdit(r);
+}
+
+async function undoEdit() {
+  await api("/api/edit/undo", { model: state.model });
+  await loadModels();
+  drawEdit(null);
+}
+
 // ---------------------------------------------------------------- views and routing
 // One entry per view: #/name/args... shows section#view-name and calls its function with the args.
-// The Edit view (issue 13, view 5) is added here once kneuron.editing lands.
 const VIEWS = {
   prompt: () => {},
   neuron: (name) => (name ? openNeuron(name) : null),
   run: (id, i) => (id ? showRun(id, i) : listRuns()),
   search: () => {},
+  edit: () => showEdit(),
 };
 const currentView = () => (location.hash.split("/")[1] || "prompt");
 
@@ -289,7 +328,7 @@ async function route() {
 function bind() {
   $("#prompt").value = state.prompt || "";
   $("#answer").value = state.answer || "";
-  $("#model").onchange = () => { state.model = $("#model").value; save(); guarded(loadModels); };
+  $("#model").onchange = () => { state.model = $("#model").value; save(); guarded(async () => { await loadModels(); if (currentView() === "edit") await showEdit(); }); };
   $("#context").onsubmit = (e) => { e.preventDefault(); guarded(submitPrompt); };
   $("#attribute").onclick = () => guarded(runAttribution);
   $("#neuron-form").onsubmit = (e) => { e.preventDefault(); location.hash = `#/neuron/${$("#neuron-name").value.trim()}`; };
@@ -303,6 +342,8 @@ function bind() {
   $("#run-select").onchange = () => { location.hash = `#/run/${$("#run-select").value}`; };
   $("#fact-filter").oninput = filterFacts;
   $("#search-form").onsubmit = (e) => { e.preventDefault(); guarded(search); };
+  $("#edit-form").onsubmit = (e) => { e.preventDefault(); guarded(applyEdit); };
+  $("#edit-undo").onclick = () => guarded(undoEdit);
   window.addEventListener("hashchange", route);
 }
 
