@@ -1,0 +1,146 @@
+"""kneuron.editing.optimize (kn-opt) and ft (FT-L) on tiny random-weight models of every family."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kneuron.editing import EditError, Rewrite, edit
+from kneuron.editing.ft import ft_edit
+from kneuron.editing.optimize import kn_opt_edit
+from kneuron.editing.rome import mean_logp
+from kneuron.facts import Fact
+from tiny import FAMILIES, tiny_handle
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FACT = Fact("c0", "P36", "en", "france", "paris", ("the capital of [X] is [Y].", "[X] has its capital in [Y]."))
+NEURONS = [(0, 3), (2, 7), (2, 11), (1, 40)]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KNEURON_CACHE", str(tmp_path / "cache"))
+
+
+def snapshot(h) -> dict:
+    return {k: v.detach().clone() for k, v in h.model.state_dict().items()}
+
+
+def same(h, snap) -> bool:
+    now = h.model.state_dict()
+    return all(torch.equal(now[k], snap[k]) for k in snap)
+
+
+def prompt(h) -> str:
+    return "the capital of france is" if h.kind == "causal" else "the capital of france is [Y] ."
+
+
+def value(h, layer: int, i: int) -> torch.Tensor:
+    """Neuron i's value vector straight from the weight: row of GPT-2's Conv1D, column of a Linear."""
+    proj = h.sites[layer]
+    w = proj.weight.detach()
+    return (w[i] if type(proj).__name__ == "Conv1D" else w[:, i]).clone()
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_kn_opt_changes_only_the_chosen_vectors_and_lowers_the_nll(family):
+    h = tiny_handle(family)
+    before = snapshot(h)
+    p0 = mean_logp(h, prompt(h), "rome")
+    e = kn_opt_edit(h, Rewrite(FACT, "rome"), neurons=NEURONS)
+    assert same(h, before) and e.params_changed == len(NEURONS) * value(h, 0, 0).numel()
+    old = {n: value(h, *n) for n in NEURONS}
+    with e:
+        moved = [float((value(h, *n) - old[n]).norm() / old[n].norm()) for n in NEURONS]
+        assert max(moved) > 0 and all(d <= e.info["bound"] + 1e-9 for d in moved)   # (a ReLU neuron may be off)
+        for layer in range(h.n_layers):                     # every other column untouched
+            others = [i for i in range(h.n_neurons) if (layer, i) not in NEURONS]
+            w0 = before[[k for k, p in h.model.named_parameters() if p is h.sites[layer].weight][0]]
+            conv = type(h.sites[layer]).__name__ == "Conv1D"
+            now = h.sites[layer].weight.detach()
+            assert torch.equal(now[others] if conv else now[:, others], w0[others] if conv else w0[:, others])
+        sites = {k for k, p in h.model.named_parameters() if any(p is s.weight for s in h.sites)}
+        assert all(torch.equal(v, before[k]) for k, v in h.model.state_dict().items() if k not in sites)
+        assert mean_logp(h, prompt(h), "rome") > p0
+    assert same(h, before)
+    assert e.info["neurons"] == NEURONS and not e.info["localized"] and e.info["nll"] < e.info["nll_before"]
+    assert len(e.info["relative_change"]) == len(NEURONS)
+
+
+def test_kn_opt_localizes_lazily(monkeypatch):
+    """Without neurons=, kn-opt asks localize.fact_neurons (with the localisation options)."""
+    import kneuron.editing.localize as loc
+    asked = {}
+
+    def fake(handle, fact, **options):
+        asked.update(options, fact=fact)
+        return [(1, 5), (1, 5), (2, 9)]
+    monkeypatch.setattr(loc, "fact_neurons", fake)
+    h = tiny_handle("llama")
+    e = edit(h, FACT, "rome", method="kn-opt", steps=3, max_prompts=1)
+    assert asked == {"steps": 3, "max_prompts": 1, "fact": FACT} and e.info["neurons"] == [(1, 5), (2, 9)]
+    assert e.info["localized"] and e.info["localize"] == {"steps": 3, "max_prompts": 1}
+
+
+def test_kn_opt_errors():
+    h = tiny_handle("gpt2")
+    rw = Rewrite(FACT, "rome")
+    for bad in ([(5, 0)], [(0, 999)], []):
+        with pytest.raises(EditError, match=r"fact c0 \(en\)") as err:
+            kn_opt_edit(h, rw, neurons=bad)
+        assert "\n" not in str(err.value)
+    with pytest.raises(EditError, match="unknown option"):
+        kn_opt_edit(h, rw, neurons=NEURONS, lambda2=3)
+    e = kn_opt_edit(h, rw, neurons=NEURONS, common=[(0, 3), (1, 1)], v_steps=2)
+    assert e.info["neurons"] == NEURONS[1:] and e.info["filtered"] == [(0, 3)] and len(e.changes) == 2
+    with pytest.raises(EditError, match="common"):
+        kn_opt_edit(h, rw, neurons=NEURONS, common=NEURONS)
+    with pytest.raises(EditError, match="new"):
+        kn_opt_edit(h, Rewrite(FACT, "zanzibar"), neurons=NEURONS)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_ft_stays_within_its_bound_and_lowers_the_nll(family):
+    h = tiny_handle(family)
+    before = snapshot(h)
+    p0 = mean_logp(h, prompt(h), "rome")
+    e = ft_edit(h, Rewrite(FACT, "rome"), layer=1, norm_bound=1e-2)
+    proj = h.sites[1]
+    name = [k for k, p in h.model.named_parameters() if p is proj.weight][0]
+    assert [c.param for c in e.changes] == [name] and same(h, before)
+    with e:
+        change = (proj.weight.detach() - before[name]).abs().max()
+        assert 0 < change <= 1e-2 * (1 + 1e-9) and abs(float(change) - e.info["max_change"]) < 1e-12
+        assert mean_logp(h, prompt(h), "rome") > p0
+        assert all(torch.equal(v, before[k]) for k, v in h.model.state_dict().items() if k != name)
+    assert same(h, before)
+    assert e.info["layer"] == 1 and e.info["nll"] < e.info["nll_before"] and e.info["norm_bound"] == 1e-2
+
+
+def test_ft_options_and_errors():
+    h = tiny_handle("llama")
+    rw = Rewrite(FACT, "rome")
+    e = ft_edit(h, rw, use_prefixes=True, kl_factor=0.1, steps=3)
+    assert e.info["prompts"] == 11 and e.info["steps"] <= 3 and e.info["layer"] == 1     # default: depth 0.2 -> 1
+    with pytest.raises(EditError, match="norm_bound"):
+        ft_edit(h, rw, norm_bound=0)
+    with pytest.raises(EditError, match="unknown option"):
+        ft_edit(h, rw, neurons=[(0, 1)])
+    with pytest.raises(EditError, match="layer"):
+        ft_edit(h, rw, layer=-1)
+
+
+@pytest.mark.slow
+def test_smollm2_ft_and_kn_opt():
+    """smollm2-135m: FT-L's defaults flip a fact on its rewrite prompt; kn-opt on a handful of neurons lowers
+    the new object's NLL."""
+    from kneuron.models import load_model
+    h = load_model("smollm2-135m")
+    fact = Fact("P36-001", "P36", "en", "Denmark", "Copenhagen", ("The capital of [X] is [Y].",))
+    rw, p = Rewrite(fact, "Taipei"), "The capital of Denmark is"
+    gap = lambda: mean_logp(h, p, "Taipei") - mean_logp(h, p, "Copenhagen")  # noqa: E731
+    assert gap() < 0
+    with ft_edit(h, rw):
+        assert gap() > 0
+    e = kn_opt_edit(h, rw, neurons=[(20, 10), (21, 100), (22, 7), (23, 42), (24, 3)], use_prefixes=False)
+    assert e.info["nll"] < e.info["nll_before"]
