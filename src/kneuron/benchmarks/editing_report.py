@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from kneuron.editing.metrics import METRICS, hmean, record_scores, summarize
-from kneuron.paper.report import to_html, to_md
+from kneuron.paper.report import save_report
 
 N_BOOT = 1000
 # ROME paper Table 4, CounterFact, GPT-2 XL (shared/docs/editing.md §4): S, ES, PS, NS
@@ -246,12 +246,7 @@ def _cell(d: dict) -> str:
 
 
 def write_report(res: dict, out) -> dict:
-    out = Path(out)
-    fig = figure(res, out)
-    bl = blocks(res, fig)
-    (out / "report.md").write_text(to_md(bl), encoding="utf-8")
-    (out / "report.html").write_text(to_html(bl, f"kneuron bench editing — {res['model']}"), encoding="utf-8")
-    return {"md": str(out / "report.md"), "html": str(out / "report.html")}
+    return save_report(blocks(res, figure(res, Path(out))), out, f"kneuron bench editing — {res['model']}")
 
 
 __all__ = ["METRICS", "PUBLISHED", "blocks", "results", "write_report"]

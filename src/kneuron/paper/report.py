@@ -282,10 +282,15 @@ def blocks(res: dict, figs: list[tuple[str, str]]) -> list[tuple]:
     return b
 
 
-def write_report(res: dict, out) -> dict:
+def save_report(bl: list, out, title: str) -> dict:
+    """``bl`` as ``out``/report.md and a self-contained ``out``/report.html; their paths."""
     out = Path(out)
-    figs = figures(res, out)
-    bl = blocks(res, figs)
     (out / "report.md").write_text(to_md(bl), encoding="utf-8")
-    (out / "report.html").write_text(to_html(bl, f"kneuron reproduce — {res['meta']['model']['name']}"), encoding="utf-8")
-    return {"md": str(out / "report.md"), "html": str(out / "report.html"), "figures": [p for p, _ in figs]}
+    (out / "report.html").write_text(to_html(bl, title), encoding="utf-8")
+    return {"md": str(out / "report.md"), "html": str(out / "report.html")}
+
+
+def write_report(res: dict, out) -> dict:
+    figs = figures(res, Path(out))
+    paths = save_report(blocks(res, figs), out, f"kneuron reproduce — {res['meta']['model']['name']}")
+    return {**paths, "figures": [p for p, _ in figs]}
