@@ -148,6 +148,15 @@ def test_stats_cache_is_reused_and_a_damaged_file_recomputed(monkeypatch, cache)
     assert len(calls) == 5
 
 
+def test_self_written_keys_count_the_same_tokens_for_every_layer():
+    """Several layers collected in one pass get what each would alone: every read token but the start."""
+    h = tiny_handle("gpt2")
+    one = stats_mod._collect(h, [1], None, 4, 12, 0, 256, False)
+    three = stats_mod._collect(h, [0, 1, 2], None, 4, 12, 0, 256, False)
+    assert one[1][1] == 4 * 11 and all(three[l][1] == 4 * 11 for l in (0, 1, 2))
+    assert torch.allclose(one[1][0], three[1][0])
+
+
 def test_stats_over_a_corpus_is_the_second_moment_of_the_keys():
     h = tiny_handle("llama")
     texts = ["the capital of france is paris", "rome is in italy and berlin in germany"]

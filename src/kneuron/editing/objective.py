@@ -43,7 +43,8 @@ OPENERS = ("The", "Therefore", "Because", "I", "You")
 PREFIX_LENGTHS = (5, 10)          # new tokens per prefix: ten prefixes, five of each length
 PREFIX_TOP_K = 5
 _PREFIX_CACHE: dict[tuple, list[str]] = {}
-_CHECKED: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()    # models whose prefix-reusing run was checked
+_REUSE: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()  # model -> the
+#                                                       prefix-reusing run matched the plain one (checked once)
 
 
 # ----------------------------------------------------------------------------- prefixes
@@ -242,11 +243,15 @@ class Runner:
 
     def __init__(self, handle: ModelHandle, b: Batch, reuse_prefix: bool = False):
         self.handle, self.b = handle, b
+        self._plain()
+        if reuse_prefix:
+            self._split()
+
+    def _plain(self) -> None:
+        b = self.b
         self.rows = torch.cat([b.rows, b.rows.new_tensor([b.kl_row])])
         self.cols = torch.cat([b.cols, b.cols.new_tensor([b.kl_col])])
         self.shape, self.lookup, self.cache = b.shape, b.lookup, None
-        if reuse_prefix:
-            self._split()
 
     def _split(self) -> None:
         b, dev = self.b, self.handle.device
@@ -298,12 +303,10 @@ class Runner:
         """Whether the prefix-reusing run gives the plain run's log-probs (else it becomes a plain run)."""
         if self.shape == self.b.shape:
             return True
-        fast = self.log_probs()
-        plain = Runner(self.handle, self.b).log_probs()
-        sel = torch.cat([self.b.targets, self.b.targets.new_tensor([0])])
-        same = bool(torch.allclose(fast.gather(1, sel[:, None]), plain.gather(1, sel[:, None]), atol=tol, rtol=tol))
+        fast, plain = self.log_probs(), Runner(self.handle, self.b).log_probs()
+        same = bool(torch.allclose(fast, plain, atol=tol, rtol=tol))
         if not same:
-            self.__init__(self.handle, self.b)
+            self._plain()
         return same
 
 
@@ -313,10 +316,10 @@ class Objective:
 
     def __init__(self, handle: ModelHandle, b: Batch, reuse_prefix: bool = False):
         self.b = b
+        reuse_prefix = reuse_prefix and _REUSE.get(handle.model, True)
         self.run = Runner(handle, b, reuse_prefix)
-        if reuse_prefix and handle.model not in _CHECKED:
-            if self.run.check():
-                _CHECKED.add(handle.model)
+        if reuse_prefix and handle.model not in _REUSE:
+            _REUSE[handle.model] = self.run.check()
         self.ref: torch.Tensor | None = None
 
     @torch.no_grad()

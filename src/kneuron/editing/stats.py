@@ -4,10 +4,13 @@
 input of ``handle.sites[layer]`` (the knowledge neurons' activations). ROME takes it over 100k Wikipedia
 articles; without such data the default corpus is **text the model writes itself**: ``texts`` sequences
 of ``length`` tokens sampled (temperature 1, nucleus 0.95, special tokens never drawn, seeded) from the
-model's start token, the keys read while it writes them (one pass, no second forward). The default
-32 x 128 (~4k tokens) takes about a minute on smollm2-135m on this project's 2-core CPU. ``corpus=`` an
-iterable of texts (e.g. an organism's training text) instead: each truncated to ``max_length`` tokens,
-every non-special token counted.
+model's start token ("<|endoftext|>" where the vocabulary has it), the keys read while it writes them
+(one pass, no second forward). The default 32 x 128 (4k tokens, in batches of 32) takes about a minute
+on smollm2-135m: 65 s on this project's 2-core CPU at load ~2 (one thread), ~3 min while other jobs
+share it; ROME's 100k articles are out of reach here, and 4k tokens still give a full-rank estimate of
+its 1536 x 1536 moment (a small ridge is added before inverting). ``corpus=`` an iterable of texts (e.g.
+an organism's training text) instead: each truncated to ``max_length`` tokens, every non-special token
+counted.
 
 Cache: ``$KNEURON_CACHE`` (default ``~/.cache/kneuron``) ``/stats/``, one file per model name + weight
 fingerprint + layer + corpus settings, written atomically; a damaged or mismatching file is computed
@@ -29,7 +32,7 @@ import torch
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import proj_dims
 
-TEXTS, LENGTH, MAX_LENGTH, CHUNK, TOP_P = 32, 128, 256, 16, 0.95
+TEXTS, LENGTH, MAX_LENGTH, CHUNK, TOP_P = 32, 128, 256, 32, 0.95
 
 
 def cache_dir() -> Path:
@@ -111,7 +114,7 @@ def _describe(handle: ModelHandle, corpus: list[str] | None, texts: int, length:
               max_length: int) -> dict:
     if corpus is None:
         return {"source": "self", "texts": int(texts), "length": int(length), "seed": int(seed),
-                "start": start_ids(handle.tokenizer), "top_p": TOP_P}
+                "start": start_ids(handle.tokenizer), "top_p": TOP_P, "chunk": CHUNK}
     h = hashlib.sha1()
     for t in corpus:
         h.update(t.encode("utf-8", "surrogatepass") + b"\0")
@@ -209,14 +212,14 @@ class _Sums:
         n = handle.n_neurons
         self.total = {l: torch.zeros(n, n, dtype=torch.float64, device=handle.device) for l in layers}
         self.count = dict.fromkeys(layers, 0)
-        self.select = None            # callable(x [.., n]) -> rows [N, n] to count, or None: skip the call
+        self.select = None            # callable(x [.., n], layer) -> rows [N, n] to count; None: count nothing
 
     def hooks(self):
         def make(l):
             def hook(mod, args):
                 if self.select is None:
                     return
-                k = self.select(args[0])
+                k = self.select(args[0], l)
                 if k.numel():
                     k = k.to(torch.float64 if k.dtype == torch.float64 else torch.float32)
                     self.total[l] += (k.T @ k).double()
@@ -257,19 +260,20 @@ def _self_written(handle: ModelHandle, sums: _Sums, texts: int, length: int, see
         length = max(1, min(length, handle.max_positions - len(start)))
     bar = tqdm(total=texts * length, desc=f"statistics ({handle.name}, {texts}x{length} tokens)",
                unit="tok", disable=not progress, leave=False)
-    calls = {"n": 0}
+    calls = dict.fromkeys(sums.layers, 0)
 
-    def select(x):
-        calls["n"] += 1
-        if calls["n"] == 1:          # the start tokens
+    def select(x, layer):
+        calls[layer] += 1
+        if calls[layer] == 1:        # the start tokens
             return x.new_zeros(0, n)
         rows = x.reshape(-1, n)
-        bar.update(rows.shape[0] / len(sums.layers))
+        if layer == sums.layers[0]:
+            bar.update(rows.shape[0])
         return rows
 
     try:
         for i, first in enumerate(range(0, texts, CHUNK)):
-            calls["n"] = 0
+            calls.update(dict.fromkeys(calls, 0))
             sums.select = select
             sample(handle, start, min(CHUNK, texts - first), length, seed * 1000 + i, top_p=TOP_P)
     finally:
@@ -297,7 +301,7 @@ def _over_corpus(handle: ModelHandle, sums: _Sums, corpus: list[str], max_length
             attn[r, :m] = 1
             keep[r, :m] = ~torch.tensor(e["special_tokens_mask"], dtype=torch.bool)
         keep = keep.to(handle.device)
-        sums.select = lambda x: x.reshape(-1, n)[keep.reshape(-1)]
+        sums.select = lambda x, layer: x.reshape(-1, n)[keep.reshape(-1)]
         try:
             with torch.no_grad():
                 handle.model(input_ids=ids.to(handle.device), attention_mask=attn.to(handle.device))
