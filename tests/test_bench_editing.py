@@ -118,6 +118,39 @@ def test_sequential_edits_are_kept_then_undone(toy, org, tmp_path):
     assert res["methods"]["toy"]["en"]["EM"] != single["methods"]["toy"]["en"]["EM"]
 
 
+def test_batch_mode_measures_every_record_under_all_edits_and_resumes(toy, org, tmp_path, monkeypatch):
+    from kneuron.editing import batch as batch_mod
+    monkeypatch.setitem(batch_mod.RULES, "toy", "add")
+    h, facts = org
+    w0 = {k: v.clone() for k, v in h.model.state_dict().items()}
+    kw = dict(KW, mode="batch", methods=["toy"])
+    assert run_editing_bench(h, facts, out=tmp_path / "a", limit=4, **kw) is None     # stopped mid-batch
+    assert all(torch.equal(w0[k], v) for k, v in h.model.state_dict().items())
+    # the en batch (3 edits) was measured; of the zh batch one edit was computed, nothing measured
+    assert len(toy) == 4 and sorted(p.name for p in (tmp_path / "a" / "edits" / "toy").glob("*.json")) == \
+        ["0-en.json", "1-en.json", "2-en.json"]
+    res = run_editing_bench(h, facts, out=tmp_path / "a", resume=True, **kw)
+    assert len(toy) == 6                                        # the 4 stored edits are not recomputed
+    assert all(torch.equal(w0[k], v) for k, v in h.model.state_dict().items())
+    full = run_editing_bench(h, facts, out=tmp_path / "b", **kw)
+    same(res, full)
+    rows = [json.loads(p.read_text()) for p in (tmp_path / "a" / "edits" / "toy").glob("*.json")]
+    assert len(rows) == 6 and all(r["batch"] == 3 for r in rows)
+    # each record is measured with the other records' edits applied too: not what a single edit gives
+    single = run_editing_bench(h, facts, out=tmp_path / "c", methods=["toy"], **KW)
+    assert res["methods"]["toy"]["en"]["NM"] != single["methods"]["toy"]["en"]["NM"]
+
+
+def test_a_method_option_reaches_the_method(toy, tmp_path):
+    r = cli("bench", "editing", "--model", "organism-clm", "--methods", "toy", "--n", "1", "--generation", "0",
+            "--option", "toy.scale=0", "--out", tmp_path / "r", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert res["methods"]["toy"]["en"]["EM"] == pytest.approx(res["unedited"]["en"]["EM"], abs=1e-9)
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["method_options"] == {"toy": {"scale": 0}}
+    assert "--option toy.scale=0" in (tmp_path / "r" / "report.md").read_text()
+
+
 def test_kn_methods_share_one_localization(toy, org, tmp_path, monkeypatch):
     import kneuron.editing.localize as loc
     found = []
@@ -203,8 +236,16 @@ def test_save_into_a_non_empty_directory_is_refused(toy, tmp_path):
 def test_bench_errors_are_one_line(toy, tmp_path):
     one_line_error(cli("bench", "editing", "--model", "organism-clm", "--methods", "toy,nope", "--out", tmp_path),
                    "unknown editing method 'nope'")
-    one_line_error(cli("bench", "editing", "--model", "organism-clm", "--methods", "toy", "--mode", "batch",
-                       "--out", tmp_path), "--mode")
+    one_line_error(cli("bench", "editing", "--model", "organism-clm", "--methods", "toy", "--mode", "nope",
+                       "--out", tmp_path), "mode must be one of")
+    one_line_error(cli("bench", "editing", "--model", "organism-clm", "--methods", "kn,rome", "--mode", "batch",
+                       "--out", tmp_path), "rome has no batch mode")
+    one_line_error(cli("bench", "editing", "--methods", "toy,rome", "--option", "rome.nope=1", "--out", tmp_path),
+                   "rome has no option 'nope'")
+    one_line_error(cli("bench", "editing", "--methods", "toy", "--option", "rome.v_steps=1", "--out", tmp_path),
+                   "rome is not among the methods")
+    one_line_error(cli("bench", "editing", "--methods", "toy", "--option", "scale:1", "--out", tmp_path),
+                   "expected METHOD.NAME=VALUE")
     (tmp_path / "x").write_text("")
     one_line_error(cli("bench", "editing", "--model", "organism-clm", "--methods", "toy", "--out", tmp_path),
                    "already holds a run")

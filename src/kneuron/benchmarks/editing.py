@@ -3,7 +3,8 @@
     run_editing_bench(handle, facts, n=100, methods=("kn", "rome"), out="runs/edit", mode="single")
 
 Single mode: for each method, case and edit language, compute the edit, apply it, measure the case in every
-language, undo it. Sequential mode: per method and edit language, the edits are kept one after another;
+language, undo it. Batch mode (value-vector methods, ``kneuron.editing.batch``): per method and edit language,
+every case's edit is computed on the unedited model, all are applied at once, and each case is measured. Sequential mode: per method and edit language, the edits are kept one after another;
 after each the case is measured, and after 1, 10, 50, 100 kept edits every record edited so far is measured
 again (S after k edits). Measurements and metrics: ``kneuron.editing.metrics``; records:
 ``kneuron.editing.records``.
@@ -19,6 +20,7 @@ The run directory:
     edits/<method>/<case>-<lang>.json   one edit: its time, size, info and both languages' measurements
     sequential/<method>-<lang>/<i>.pt   sequential mode: the kept edits' changes (the commit marker)
     sequential/<method>-<lang>-k<k>.json   S after k kept edits
+    batch/<method>-<lang>/<case>.pt   batch mode: each case's computed edit (the batch is applied once all are)
     results.json, report.md, report.html (+ fig-sequential.png)
 
 Every file is written to a temporary name and renamed, so an interrupted run loses at most the edit under
@@ -48,7 +50,7 @@ from kneuron.runs.store import RunStoreError, check_out, move_aside
 
 KN_METHODS = ("kn", "kn-eai", "kn-erase", "likn", "kn-opt")
 DEFAULT_METHODS = ("kn", "kn-eai", "kn-opt", "likn", "rome", "ft")
-MODES = ("single", "sequential")
+MODES = ("single", "sequential", "batch")
 CHECKPOINTS = (1, 10, 50, 100)
 CAUSAL_ONLY = ("rome",)                           # methods a masked model cannot take
 # run.json keys a resumed run must keep
@@ -82,6 +84,12 @@ class EditingConfig:
                 raise ConfigError(f"unknown editing method {m!r} (expected one of {', '.join(METHODS)})")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"a method is named twice in {', '.join(self.methods)}")
+        if self.mode == "batch":
+            from kneuron.editing.batch import RULES
+            bad = [m for m in self.methods if m not in RULES]
+            if bad:
+                raise ConfigError(f"{', '.join(bad)} has no batch mode (methods with one: {', '.join(RULES)}); "
+                                  "leave it out or use --mode single or sequential")
         for k in ("n_neighbours", "n_generation", "common_facts", "sweep_cases"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"{k} must be >= 0, got {getattr(self, k)}")
@@ -447,6 +455,65 @@ class EditingBench:
                         curve.setdefault(lang, {})[k] = d
         return rows, curve
 
+    def batched(self, method: str, cases: list[Case], before: dict) -> dict:
+        """Per edit language: every case's edit computed on the unedited model (each kept on disk as it is
+        made), then all applied at once and every case measured under the whole batch."""
+        from kneuron.editing.batch import batch_edit
+        rows = {}
+        with _Progress(self.show, f"{method} (batch)", 2 * len(cases) * len(cases[0].langs)) as step:
+            for lang in cases[0].langs:
+                paths = [self.out / "edits" / method / f"{c.case_id}-{lang}.json" for c in cases]
+                done = [_read(p, ("scores", "seconds", "params_changed"), self.out, self.warn) for p in paths]
+                if all(d is not None for d in done):                 # measured already (a resumed run)
+                    rows.update({(c.case_id, lang): d for c, d in zip(cases, done)})
+                    step(2 * len(cases))
+                    continue
+                store = self.out / "batch" / f"{method}-{lang}"
+                store.mkdir(parents=True, exist_ok=True)
+                edits = []
+                for c in cases:
+                    e = self._stored_edit(store / f"{c.case_id}.pt", method)
+                    if e is None:
+                        if not self._budget():
+                            return rows
+                        e = self._edit(method, c, lang)
+                        tmp = store / f"{c.case_id}.pt.tmp"
+                        torch.save({"changes": [{"param": ch.param, "value": ch.value.detach().cpu(), "index": ch.index}
+                                                for ch in e.changes], "info": e.info, "seconds": e.seconds}, tmp)
+                        os.replace(tmp, store / f"{c.case_id}.pt")
+                        self.new_edits += 1
+                    edits.append(e)
+                    step()
+                combined = batch_edit(edits) if any(e.changes for e in edits) else None
+                if combined is not None:
+                    combined.apply()
+                try:
+                    for c, e in zip(cases, edits):
+                        path = self.out / "edits" / method / f"{c.case_id}-{lang}.json"
+                        d = _read(path, ("scores", "seconds", "params_changed"), self.out, self.warn)
+                        if d is None:
+                            d = self._row(method, c, lang, e, before[c.case_id])
+                            d["batch"] = len(cases)
+                            _dump(path, d)
+                        rows[(c.case_id, lang)] = d
+                        step()
+                finally:
+                    if combined is not None:
+                        combined.undo()
+        return rows
+
+    def _stored_edit(self, path: Path, method: str) -> Edit | None:
+        """A batch member computed earlier, or None (not there, or damaged: moved aside and redone)."""
+        if not path.is_file():
+            return None
+        try:
+            d = torch.load(path, weights_only=False)
+            return Edit(self.h, method, None, [Change(**c) for c in d["changes"]], d["info"], float(d["seconds"]))
+        except Exception as err:     # noqa: BLE001  (any unreadable file: redo it)
+            where = move_aside(path, self.out)
+            self.warn(f"{path}: damaged ({type(err).__name__}), moved to {where}; it is redone")
+            return None
+
     def _checkpoint(self, method: str, lang: str, cases: list[Case], before: dict) -> None:
         recs = [c.records[lang] for c in cases]
         ms = measure(self.h, recs, generation=False)
@@ -487,6 +554,8 @@ class EditingBench:
             t = time.perf_counter()
             if self.cfg.mode == "single":
                 rows[m] = self.single(m, cases, before)
+            elif self.cfg.mode == "batch":
+                rows[m] = self.batched(m, cases, before)
             else:
                 rows[m], curves[m] = self.sequential(m, cases, before)
             self.timings[m] = time.perf_counter() - t
@@ -514,12 +583,12 @@ class _Progress:
 
     def __enter__(self) -> Callable[[], None]:
         if not self.show:
-            return lambda: None
+            return lambda k=1: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
         self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         self.bar.start()
         task = self.bar.add_task(self.label, total=self.total)
-        return lambda: self.bar.advance(task, 1)
+        return lambda k=1: self.bar.advance(task, k)
 
     def __exit__(self, *exc):
         if self.show:

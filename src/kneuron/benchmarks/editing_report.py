@@ -1,6 +1,7 @@
 """The editing benchmark's results (results.json) and its report (report.md, self-contained report.html)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -179,13 +180,18 @@ def blocks(res: dict, fig: str | None) -> list[tuple]:
     langs = list(res["unedited"])
     methods = list(res["methods"])
     cmd = (f"kneuron bench editing --model {meta['model']} --facts {meta.get('facts') or '?'} --n {meta['n']} "
-           f"--methods {','.join(methods)} --mode {meta['mode']} --out DIR")
+           f"--methods {','.join(methods)} --mode {meta['mode']}"
+           + "".join(f" --option {m}.{k}={json.dumps(v)}" for m, o in (meta.get("method_options") or {}).items()
+                     for k, v in o.items() if isinstance(v, (str, int, float, bool)))
+           + " --out DIR")
     b: list[tuple] = [
         ("h", 1, f"kneuron bench editing — {res['model']}"),
         ("p", f"{res['n_records']} CounterFact-style cases (fact ids), each rewritten in {', '.join(langs)} "
               f"({meta['kind']} model, {meta['n_layers']} layers × {meta['n_neurons']} neurons); mode {meta['mode']}: "
-              + ("each edit is measured, then undone." if meta["mode"] == "single" else
-                 "edits are kept one after another; each row is measured right after its edit.")),
+              + {"single": "each edit is measured, then undone.",
+                 "batch": "every edit is computed on the unedited model, all are applied at once, and each record "
+                          "is measured under the whole batch."}.get(
+                     meta["mode"], "edits are kept one after another; each row is measured right after its edit.")),
         ("code", cmd),
         ("p", "Scores in percent (ROME's tables): S = harmonic mean of ES, PS, NS; ES/PS = P(new) > P(old) on the "
               "rewrite prompt / its paraphrases; NS = P(true) > P(new) on neighbours; EM, PM, NM the probability "

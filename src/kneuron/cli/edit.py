@@ -2,6 +2,7 @@
 CounterFact-style records (registered in cli/bench.py)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +17,31 @@ def _check_method(method: str) -> None:
     from kneuron.editing import METHODS, EditError
     if method not in METHODS:
         raise EditError(f"unknown editing method {method!r} (expected one of {', '.join(METHODS)})")
+
+
+def method_options(items: list[str], methods: list[str]) -> dict:
+    """``--option METHOD.NAME=VALUE`` items as {method: {name: value}} (VALUE as JSON where it parses, else
+    the text); a method not run or a name the method does not take is an error."""
+    from kneuron.editing import named_options
+    from kneuron.facts import ConfigError
+    out: dict = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        method, dot, name = key.strip().rpartition(".")
+        if not eq or not dot or not method or not name:
+            raise ConfigError(f"--option {item!r}: expected METHOD.NAME=VALUE (e.g. rome.clamp_norm=8)")
+        _check_method(method)
+        if method not in methods:
+            raise ConfigError(f"--option {item!r}: {method} is not among the methods ({', '.join(methods)})")
+        names = named_options(method) - {"handle", "rewrite"}
+        if name not in names:
+            raise ConfigError(f"--option {item!r}: {method} has no option {name!r} (it has: {', '.join(sorted(names))})")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        out.setdefault(method, {})[name] = value
+    return out
 
 
 def _facts_and_pool(h, facts: str):
@@ -90,8 +116,9 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                   n: int = typer.Option(100, "--n", min=1, help="records (fact ids) per language"),
                   methods: str = typer.Option("kn,kn-eai,kn-opt,likn,rome,ft", "--methods",
                                               help=f"comma-separated: {METHOD_HELP}"),
-                  mode: str = typer.Option("single", "--mode", help="single (edit, measure, undo) or sequential "
-                                           "(edits kept; S after 1, 10, 50, 100 edits)"),
+                  mode: str = typer.Option("single", "--mode", help="single (edit, measure, undo), sequential "
+                                           "(edits kept; S after 1, 10, 50, 100 edits) or batch (every edit "
+                                           "computed on the unedited model, applied at once; kn-family methods)"),
                   out: str = typer.Option(..., "--out", "-o", help="run directory (new or empty; --resume: an "
                                           "earlier run's)"),
                   resume: bool = typer.Option(False, "--resume", help="continue the run in --out"),
@@ -104,23 +131,26 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                                                    "Dai et al.'s 10 % filter counts over"),
                   rome_layer: Optional[int] = typer.Option(None, "--rome-layer", min=0, help="ROME's layer "
                                                            "(default: a sweep picks it)"),
+                  option: Optional[list[str]] = typer.Option(None, "--option", help="a method's option, METHOD.NAME=VALUE "
+                                                             "(repeatable; VALUE read as JSON, else text), e.g. "
+                                                             "rome.clamp_norm=8"),
                   as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")):
     """Edit the same CounterFact-style records with every method, in every language, and measure ROME's
     ES/PS/NS/S, EasyEdit's reliability/generalization/locality, GE, flip rate and the other language;
     writes one JSON per edit, results.json, report.md and report.html into --out (resumable)."""
-    from kneuron.benchmarks.editing import run_editing_bench, summary
-    from kneuron.facts import ConfigError
+    from kneuron.benchmarks.editing import EditingConfig, run_editing_bench, summary
     from kneuron.runs.store import check_out
     try:
         ms = [m.strip() for m in methods.split(",") if m.strip()]
         for m in ms:
             _check_method(m)
-        if mode not in ("single", "sequential"):
-            raise ConfigError(f"--mode must be single or sequential, not {mode!r}")
+        opts = method_options(option or [], ms)
+        if rome_layer is not None:
+            opts.setdefault("rome", {})["layer"] = rome_layer
+        EditingConfig(n=n, methods=tuple(ms), mode=mode, method_options=opts).validate()
         check_out(out, resume=resume)                        # before the model is loaded
         h = _load(model)
         every, pool = _facts_and_pool(h, facts)
-        opts = {"rome": {"layer": rome_layer}} if rome_layer is not None else {}
         log = (lambda s: None) if as_json else (lambda s: typer.echo(s, err=True))
         res = run_editing_bench(h, pool, out=out, n=n, methods=ms, mode=mode, resume=resume, pool=pool, seed=seed,
                                 langs=[x.strip() for x in langs.split(",")] if langs else None,

@@ -9,6 +9,8 @@ applied, undone bit for bit, used as a context manager, and saved as a model dir
     kn-opt      optimize.py   value vectors of the fact's neurons, optimised on ROME's objective
     rome        rome.py       rank-one update of one layer's MLP output projection (Meng et al.)
     ft          ft.py         norm-bounded fine-tuning of one layer's output projection (FT-L)
+
+``batch_edit(edits)`` (batch.py) makes many edits of the value-vector methods at once.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from kneuron.facts.schema import Fact
 from kneuron.models.load import ModelHandle
 
 from .base import Change, Edit, EditError, Rewrite
+from .batch import batch_edit
 
 # method -> (module in this package, function(handle, rewrite, **options) -> Edit)
 METHODS: dict[str, tuple[str, str]] = {
@@ -51,4 +54,4 @@ def named_options(method: str) -> set[str]:
     return {k for k, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
-__all__ = ["METHODS", "Change", "Edit", "EditError", "Rewrite", "edit", "named_options"]
+__all__ = ["METHODS", "Change", "Edit", "EditError", "Rewrite", "batch_edit", "edit", "named_options"]

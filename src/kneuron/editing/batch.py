@@ -1,0 +1,73 @@
+"""Batch editing: many edits computed on the same (unedited) model, applied together as one ``Edit``.
+
+    edits = [kneuron.edit(h, fact, new, method="kn") for fact, new in rewrites]   # none applied
+    with batch_edit(edits):                                                           # all of them at once
+        ...
+
+How edits that touch the same weight entry combine depends on the method (``RULES``):
+
+    add   kn, kn-eai, likn, kn-opt   each edit's change (its new value minus the unedited value) is added:
+                                     two facts that share a neuron both move its value vector
+    set   kn-erase                   the entry takes the edit's value (erasure writes zeros, so the union
+                                     of the facts' neurons is zeroed)
+
+ROME and FT-L have no batch mode here: summing rank-one updates computed one at a time is not ROME's batch
+update (that is MEMIT, not implemented), and FT-L's batch is one fine-tuning on every rewrite. Use the
+sequential mode for them.
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import Change, Edit, EditError
+
+RULES = {"kn": "add", "kn-eai": "add", "likn": "add", "kn-opt": "add", "kn-erase": "set"}
+
+
+def batch_edit(edits: list[Edit]) -> Edit:
+    """One Edit (not applied) that makes every edit of ``edits`` at once; each must be computed on the
+    model as it is now, by the same method, and not applied. ``info``: the batch size and each edit's fact
+    id. Undo restores every bit, as for a single edit."""
+    if not edits:
+        raise EditError("batch: no edits to combine")
+    method, handle = edits[0].method, edits[0].handle
+    if method not in RULES:
+        raise EditError(f"{method} has no batch mode (methods with one: {', '.join(RULES)}); "
+                        "use the single or sequential mode")
+    for e in edits:
+        if e.method != method:
+            raise EditError(f"batch: every edit must be made by one method ({method}), not also {e.method}")
+        if e.handle is not handle:
+            raise EditError("batch: the edits are of different models")
+        if e.applied:
+            raise EditError(f"batch: a {method} edit is applied; combine edits computed on the unedited model")
+    params = dict(handle.model.named_parameters())
+    delta: dict[str, torch.Tensor] = {}
+    touched: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for e in edits:
+            for c in e.changes:
+                if c.param not in params:
+                    raise EditError(f"batch: the model has no parameter {c.param!r}")
+                p = params[c.param]
+                if c.param not in delta:
+                    delta[c.param] = torch.zeros(p.shape, dtype=torch.float64, device=p.device)
+                    touched[c.param] = torch.zeros(p.shape, dtype=torch.bool, device=p.device)
+                idx = slice(None) if c.index is None else c.index
+                change = c.value.to(device=p.device, dtype=torch.float64) - p[idx].double()
+                if RULES[method] == "add":
+                    delta[c.param][idx] += change
+                else:
+                    delta[c.param][idx] = change
+                touched[c.param][idx] = True
+        changes = []
+        for name, d in delta.items():
+            p = params[name]
+            where = touched[name].nonzero(as_tuple=True)
+            changes.append(Change(name, (p.double() + d)[where].to(p.dtype), where))
+    info = {"batch": len(edits),
+            "facts": [e.rewrite.fact.id if e.rewrite is not None else None for e in edits]}
+    return Edit(handle, method, None, changes, info, sum(e.seconds for e in edits))
+
+
+__all__ = ["RULES", "batch_edit"]
