@@ -522,3 +522,16 @@ def test_prompt_beyond_the_context_then_skip_invalid(models, tmp_path):
     assert skipped["reason"].startswith(f"{f}:2: ") and "1104 tokens" in skipped["reason"]
     assert pq.read_table(out / "facts.parquet")["fact_id"].to_pylist() == ["c1", "l1"]
     assert run_locate(f, tmp_path / "strict-ok", models["gpt2"], "--limit", 1)["skipped"] == 0
+
+
+def test_threads_option_sets_torchs_threads(models):
+    import torch
+    before = torch.get_num_threads()
+    want = 2 if before == 1 else 1
+    try:
+        ok(cli("--threads", want, "probe", "the capital of italy is", "-m", models["gpt2"], "--json"))
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)
+    r = cli("--threads", 0, "probe", "x", "-m", models["gpt2"])
+    assert r.exit_code != 0 and "--threads" in r.output

@@ -28,7 +28,9 @@ def options(offline: bool = typer.Option(False, "--offline", help="never downloa
             dtype: Optional[DType] = typer.Option(None, "--dtype", help="dtype to load models in (default float32; "
                                                   "auto: the checkpoint's own)"),
             device_map: Optional[DeviceMap] = typer.Option(None, "--device-map", help="auto: spread a model too large "
-                                                           "for one GPU over the GPUs and CPU (needs accelerate)")):
+                                                           "for one GPU over the GPUs and CPU (needs accelerate)"),
+            threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads torch uses (default: "
+                                                  "torch's; 1 is often fastest on a small, shared CPU)")):
     """Find, test and use the knowledge neurons of transformer language models.
 
     Models: bundled names, local directories, .gguf files or Hugging Face hub ids (downloaded unless --offline)."""
@@ -37,6 +39,9 @@ def options(offline: bool = typer.Option(False, "--offline", help="never downloa
     load.device_map = device_map.value if device_map else None
     if offline:                        # also for what runs in other processes (ray workers)
         os.environ["HF_HUB_OFFLINE"] = "1"
+    if threads is not None:
+        import torch
+        torch.set_num_threads(threads)
 
 
 for command in (probe, locate, intervene, evaluate, likn, dkn, reproduce):
