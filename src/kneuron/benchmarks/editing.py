@@ -3,10 +3,11 @@
     run_editing_bench(handle, facts, n=100, methods=("kn", "rome"), out="runs/edit", mode="single")
 
 Single mode: for each method, case and edit language, compute the edit, apply it, measure the case in every
-language, undo it. Batch mode (value-vector methods, ``kneuron.editing.batch``): per method and edit language,
-every case's edit is computed on the unedited model, all are applied at once, and each case is measured. Sequential mode: per method and edit language, the edits are kept one after another;
+language, undo it. Sequential mode: per method and edit language, the edits are kept one after another;
 after each the case is measured, and after 1, 10, 50, 100 kept edits every record edited so far is measured
-again (S after k edits). Measurements and metrics: ``kneuron.editing.metrics``; records:
+again (S after k edits). Batch mode (the value-vector methods, ``kneuron.editing.batch``): per method and
+edit language, every case's edit is computed on the unedited model, all are applied at once, and each case
+is measured under the whole batch. Measurements and metrics: ``kneuron.editing.metrics``; records:
 ``kneuron.editing.records``.
 
 The run directory:

@@ -35,7 +35,8 @@ def method_options(items: list[str], methods: list[str]) -> dict:
             raise ConfigError(f"--option {item!r}: {method} is not among the methods ({', '.join(methods)})")
         names = named_options(method) - {"handle", "rewrite"}
         if name not in names:
-            raise ConfigError(f"--option {item!r}: {method} has no option {name!r} (it has: {', '.join(sorted(names))})")
+            raise ConfigError(f"--option {item!r}: {method} has no option {name!r} "
+                              f"(it has: {', '.join(sorted(names))})")
         try:
             value = json.loads(raw)
         except ValueError:
@@ -131,9 +132,9 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                                                    "Dai et al.'s 10 % filter counts over"),
                   rome_layer: Optional[int] = typer.Option(None, "--rome-layer", min=0, help="ROME's layer "
                                                            "(default: a sweep picks it)"),
-                  option: Optional[list[str]] = typer.Option(None, "--option", help="a method's option, METHOD.NAME=VALUE "
-                                                             "(repeatable; VALUE read as JSON, else text), e.g. "
-                                                             "rome.clamp_norm=8"),
+                  option: Optional[list[str]] = typer.Option(None, "--option", help="a method's option, "
+                                                             "METHOD.NAME=VALUE (repeatable; VALUE read as JSON, "
+                                                             "else text), e.g. rome.clamp_norm=8"),
                   as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")):
     """Edit the same CounterFact-style records with every method, in every language, and measure ROME's
     ES/PS/NS/S, EasyEdit's reliability/generalization/locality, GE, flip rate and the other language;
