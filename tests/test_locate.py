@@ -52,6 +52,22 @@ def test_interrupted_run_resumes_to_the_same_files(fact_file, tmp_path, monkeypa
     assert resumed.facts().equals(full.facts()) and resumed.neurons().equals(full.neurons())
 
 
+def test_a_run_recorded_with_the_old_option_name_resumes(fact_file, tmp_path, monkeypatch):
+    """AMIG's ``prefactor`` was ``prefactor_kind`` in run.json once: such a run resumes and reads back."""
+    h = tiny_handle("gpt2")
+    full = _run(h, fact_file, tmp_path / "full")
+    _run(h, fact_file, tmp_path / "old", limit=2)
+    path = tmp_path / "old" / "run.json"
+    meta = json.loads(path.read_text())
+    opts = meta["method_options"]
+    meta["method_options"] = {("prefactor_kind" if k == "prefactor" else k): v for k, v in opts.items()}
+    assert "prefactor_kind" in meta["method_options"]
+    path.write_text(json.dumps(meta))
+    resumed = _run(h, fact_file, tmp_path / "old", resume=True)
+    assert resumed.n_new == 3 and resumed.neurons().equals(full.neurons())
+    assert load_run(tmp_path / "old").store.meta["method_options"] == opts
+
+
 @pytest.mark.parametrize("family", ["gpt2", "bert"])
 def test_prompts_of_several_facts_per_batch_give_the_same_run(family, fact_file, tmp_path, monkeypatch):
     """--prompts-per-batch 3: facts are attributed in groups (here 3 + 3 prompts: c1's two and c2,

@@ -44,6 +44,16 @@ RESUME_KEYS = ("model", "revision", "dtype", "kind", "site", "model_spec", "n_la
                "lang", "precision")
 
 FACTS_FILE = "facts.jsonl"  # the run's own copy of its facts
+RENAMED_OPTIONS = {"prefactor_kind": "prefactor"}    # method option: old name in run.json -> current name
+
+
+def upgrade_meta(meta: dict) -> dict:
+    """run.json as written by an older kneuron, in today's names (in memory; the file is left as it is):
+    AMIG's ``prefactor_kind`` is ``prefactor`` now."""
+    opts = meta.get("method_options")
+    if isinstance(opts, dict) and any(k in opts for k in RENAMED_OPTIONS):
+        meta = {**meta, "method_options": {RENAMED_OPTIONS.get(k, k): v for k, v in opts.items()}}
+    return meta
 DAMAGED = "damaged"         # where damaged files are moved aside
 FACT_HEAD = ("order", "fact_id", "lang")
 NEURON_HEAD = FACT_HEAD + ("layer", "neuron", "score", "rank")
@@ -253,6 +263,7 @@ class RunStore:
                 raise RunStoreError(f"{self.path / 'run.json'}: damaged ({_one_line(e)})") from None
             if not isinstance(self.meta, dict):
                 raise RunStoreError(f"{self.path / 'run.json'}: damaged (not a JSON object)")
+            self.meta = upgrade_meta(self.meta)
             if meta is not None:
                 self._check_meta(meta)
         else:
