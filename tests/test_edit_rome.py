@@ -204,3 +204,22 @@ def test_smollm2_rome_edit():
     with e:
         assert mean_logp(h, prompt, "Taipei") > mean_logp(h, prompt, "Copenhagen")
     assert e.info["layer"] == 6 and e.seconds < 120
+
+
+def test_the_weights_fingerprint_is_reused_until_a_weight_changes(monkeypatch):
+    """Kept per model (hashing every weight is slow), but never stale: an applied edit, its undo and a
+    parameter given new storage each change what it is computed from."""
+    h = tiny_handle("llama")
+    calls = []
+    real = stats_mod._fingerprint
+    monkeypatch.setattr(stats_mod, "_fingerprint", lambda m: calls.append(1) or real(m))
+    fp0 = stats_mod.weights_fingerprint(h.model)
+    assert stats_mod.weights_fingerprint(h.model) == fp0 and len(calls) == 1
+    e = edit(h, FACT, "rome", method="kn", neurons=[(1, 3)])
+    with e:
+        fp1 = stats_mod.weights_fingerprint(h.model)
+    assert fp1 != fp0 and len(calls) == 2
+    assert stats_mod.weights_fingerprint(h.model) == fp0 and len(calls) == 3        # undone: the same weights
+    w = h.sites[0].weight
+    w.data = w.data.clone() * 2                                                     # new storage, same version
+    assert stats_mod.weights_fingerprint(h.model) != fp0 and len(calls) == 4

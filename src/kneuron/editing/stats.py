@@ -24,6 +24,7 @@ import os
 import re
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 from typing import Iterable
 
@@ -40,10 +41,25 @@ def cache_dir() -> Path:
     return Path(os.environ.get("KNEURON_CACHE") or "~/.cache/kneuron").expanduser()
 
 
-@torch.no_grad()
+_FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+
+
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """A short hash of every parameter's name, shape, dtype, sum, absolute sum and a strided sample:
-    changes when any weight does (an applied edit included)."""
+    changes when any weight does (an applied edit included). Reading every weight costs ~1 s on smollm2-135m,
+    so the hash is kept per model and recomputed only when a parameter was written since (torch counts
+    in-place writes in each tensor's version; a parameter given new storage has a new data pointer)."""
+    state = tuple((id(p), p.data_ptr(), p._version) for p in model.parameters())
+    had = _FINGERPRINTS.get(model)
+    if had is not None and had[0] == state:
+        return had[1]
+    fp = _fingerprint(model)
+    _FINGERPRINTS[model] = (state, fp)
+    return fp
+
+
+@torch.no_grad()
+def _fingerprint(model: torch.nn.Module) -> str:
     h = hashlib.sha1()
     for name, p in model.named_parameters():
         flat = p.detach().reshape(-1)
