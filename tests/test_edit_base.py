@@ -10,18 +10,11 @@ from kneuron.editing import METHODS, Change, Edit, EditError, Rewrite, edit
 from kneuron.editing.base import value_index
 from kneuron.facts import Fact
 from kneuron.models.sites import value_vectors
-from tiny import tiny_handle
+from tiny import same, snapshot, tiny_handle
 
 FACT = Fact("c0", "P36", "en", "france", "paris", ("the capital of [X] is [Y]", "[X] capital city is [Y]"))
 
 
-def snapshot(handle) -> dict:
-    return {k: v.detach().clone() for k, v in handle.model.state_dict().items()}
-
-
-def same(handle, snap) -> bool:
-    now = handle.model.state_dict()
-    return now.keys() == snap.keys() and all(torch.equal(now[k], snap[k]) for k in snap)
 
 
 def one_line(e) -> bool:

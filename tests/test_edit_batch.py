@@ -7,7 +7,7 @@ import torch
 from kneuron.editing import EditError, Rewrite, batch_edit, edit
 from kneuron.editing.kn import erase_edit, kn_edit
 from kneuron.facts import Fact
-from tiny import FAMILIES, tiny_handle
+from tiny import FAMILIES, snapshot, tiny_handle
 
 A = Fact("a", "P36", "en", "france", "paris", ("the capital of [X] is [Y]",))
 B = Fact("b", "P36", "en", "italy", "rome", ("the capital of [X] is [Y]",))
@@ -15,20 +15,16 @@ NA = [(0, 3), (2, 7), (1, 40)]
 NB = [(2, 7), (1, 5)]                          # shares (2, 7) with A
 
 
-def weights(h) -> dict:
-    return {k: v.detach().clone() for k, v in h.model.state_dict().items()}
-
-
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_batch_adds_each_edits_change_and_undoes_bit_for_bit(family):
     h = tiny_handle(family)
-    w0 = weights(h)
+    w0 = snapshot(h)
     ea = kn_edit(h, Rewrite(A, "rome"), neurons=NA)
     eb = kn_edit(h, Rewrite(B, "paris"), neurons=NB)
     with ea:
-        wa = weights(h)
+        wa = snapshot(h)
     with eb:
-        wb = weights(h)
+        wb = snapshot(h)
     both = batch_edit([ea, eb])
     assert both.info["batch"] == 2 and both.info["facts"] == ["a", "b"]
     # the shared neuron's value vector gets both changes, the others one each: 4 value vectors written

@@ -8,20 +8,13 @@ from kneuron.editing import EditError, Rewrite, edit
 from kneuron.editing.kn import erase_edit, erase_relation, kn_eai_edit, kn_edit, likn_edit
 from kneuron.editing.localize import common_neurons, fact_neurons, relation_neurons
 from kneuron.facts import Fact, queries_for
-from tiny import FAMILIES, tiny_handle
+from tiny import FAMILIES, same, snapshot, tiny_handle
 
 FACT = Fact("c0", "P36", "en", "france", "paris", ("the capital of [X] is [Y]", "[X] capital city is [Y]"))
 OTHER = Fact("c0", "P36", "zh", "france", "paris", ("[X] city is [Y]",))         # "another language" (same words)
 NEURONS = [(0, 3), (2, 7), (2, 11), (1, 40)]
 
 
-def snapshot(h) -> dict:
-    return {k: v.detach().clone() for k, v in h.model.state_dict().items()}
-
-
-def same(h, snap) -> bool:
-    now = h.model.state_dict()
-    return all(torch.equal(now[k], snap[k]) for k in snap)
 
 
 def one_line(err) -> bool:

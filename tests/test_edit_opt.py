@@ -9,7 +9,7 @@ from kneuron.editing.ft import ft_edit
 from kneuron.editing.optimize import kn_opt_edit
 from kneuron.editing.rome import mean_logp
 from kneuron.facts import Fact
-from tiny import FAMILIES, tiny_handle
+from tiny import FAMILIES, same, snapshot, tiny_handle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,13 +22,6 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KNEURON_CACHE", str(tmp_path / "cache"))
 
 
-def snapshot(h) -> dict:
-    return {k: v.detach().clone() for k, v in h.model.state_dict().items()}
-
-
-def same(h, snap) -> bool:
-    now = h.model.state_dict()
-    return all(torch.equal(now[k], snap[k]) for k in snap)
 
 
 def prompt(h) -> str:

@@ -10,7 +10,7 @@ from kneuron.editing.objective import Runner, batch, prefixes
 from kneuron.editing.rome import mean_logp, rome_edit, sweep_layers
 from kneuron.editing.stats import second_moment, second_moments
 from kneuron.facts import Fact
-from tiny import FAMILIES, tiny_handle
+from tiny import FAMILIES, same, snapshot, tiny_handle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,13 +26,6 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def snapshot(h) -> dict:
-    return {k: v.detach().clone() for k, v in h.model.state_dict().items()}
-
-
-def same(h, snap) -> bool:
-    now = h.model.state_dict()
-    return all(torch.equal(now[k], snap[k]) for k in snap)
 
 
 @pytest.mark.parametrize("family", CAUSAL)

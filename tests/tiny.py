@@ -78,3 +78,14 @@ def bilingual_facts():
         out += [Fact(f"l{i}", "P37", "en", s, o, ("the official language of [X] is [Y].", "in [X] people speak [Y].")),
                 Fact(f"l{i}", "P37", "zh", zs, zo, ("[X]的官方语言是[Y]。", "[X]人说[Y]。"))]
     return out
+
+
+def snapshot(handle) -> dict:
+    """Every weight of a handle's model, copied (to check an edit left nothing behind)."""
+    return {k: v.detach().clone() for k, v in handle.model.state_dict().items()}
+
+
+def same(handle, snap) -> bool:
+    """The model's weights equal ``snap`` bit for bit."""
+    now = handle.model.state_dict()
+    return now.keys() == snap.keys() and all(torch.equal(now[k], snap[k]) for k in snap)
