@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from kneuron.benchmarks.editing import run_editing_bench
 from kneuron.cli import app
-from kneuron.editing import METHODS, Change, Edit
+from kneuron.editing import METHODS, Change, Edit, EditError
 from kneuron.editing.base import value_index
 from kneuron.editing.metrics import METRICS
 from kneuron.models import load_model
@@ -26,10 +26,15 @@ from kneuron.runs.store import RunStoreError
 CALLS: list[dict] = []
 
 
-def toy_edit(handle, rewrite, neurons=None, common=None, scale=4.0):
-    """Adds the new object's output embedding to four value vectors of the last layer (deterministic)."""
+def toy_edit(handle, rewrite, neurons=None, common=None, scale=4.0, skip=()):
+    """Adds the new object's output embedding to four value vectors of the last layer (deterministic); for a
+    fact in ``skip`` an edit that writes nothing (``skip`` holding "fail": an EditError for each)."""
     CALLS.append({"fact": rewrite.fact.key, "neurons": neurons, "common": common})
     t0 = time.perf_counter()
+    if "fail" in skip:
+        raise EditError(f"toy: cannot edit {rewrite.fact.id}")
+    if rewrite.fact.id in skip:
+        return Edit(handle, "toy", rewrite, [], info={"note": "nothing to write"})
     name, index = value_index(handle, [0, 1, 2, 3], handle.n_layers - 1)
     p = dict(handle.model.named_parameters())[name]
     prompt = rewrite.fact.templates[0].split("[Y]")[0].replace("[X]", rewrite.fact.subject).strip()
@@ -149,6 +154,26 @@ def test_a_method_option_reaches_the_method(toy, tmp_path):
     assert res["methods"]["toy"]["en"]["EM"] == pytest.approx(res["unedited"]["en"]["EM"], abs=1e-9)
     assert json.loads((tmp_path / "r" / "run.json").read_text())["method_options"] == {"toy": {"scale": 0}}
     assert "--option toy.scale=0" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_edits_that_change_nothing_are_counted_and_named(toy, org, tmp_path):
+    """An edit that writes no weight (nothing to write, or a failed one) is measured as the unedited model and
+    counted in the report, failed ones apart -- a method is never silently credited with fewer records."""
+    h, facts = org
+    first = run_editing_bench(h, facts, out=tmp_path / "a", methods=["toy"], **KW)
+    ids = sorted({json.loads(f.read_text())["fact_id"] for f in (tmp_path / "a" / "edits" / "toy").glob("*")})
+    res = run_editing_bench(h, facts, out=tmp_path / "b", methods=["toy"],
+                            **{**KW, "method_options": {"toy": {"skip": ids[:2]}}})
+    assert res["extras"]["toy"]["en"]["unchanged"] == 2 and res["extras"]["toy"]["en"]["failed"] == 0
+    assert first["extras"]["toy"]["en"]["unchanged"] == 0
+    assert res["methods"]["toy"]["en"]["EM"] != first["methods"]["toy"]["en"]["EM"]
+    failed = run_editing_bench(h, facts, out=tmp_path / "c", methods=["toy"],
+                               **{**KW, "method_options": {"toy": {"skip": ["fail"]}}})
+    e = failed["extras"]["toy"]["en"]
+    assert e["unchanged"] == e["failed"] == e["n"] == 3
+    assert failed["methods"]["toy"]["en"]["EM"] == pytest.approx(failed["unedited"]["en"]["EM"], abs=1e-9)
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "changed nothing" in report and "| 2 of 3 | 0 |" in report
 
 
 def test_kn_methods_share_one_localization(toy, org, tmp_path, monkeypatch):

@@ -78,7 +78,7 @@ def test_kn_opt_localizes_lazily(monkeypatch):
 def test_kn_opt_errors():
     h = tiny_handle("gpt2")
     rw = Rewrite(FACT, "rome")
-    for bad in ([(5, 0)], [(0, 999)], []):
+    for bad in ([(5, 0)], [(0, 999)]):
         with pytest.raises(EditError, match=r"fact c0 \(en\)") as err:
             kn_opt_edit(h, rw, neurons=bad)
         assert "\n" not in str(err.value)
@@ -86,8 +86,10 @@ def test_kn_opt_errors():
         kn_opt_edit(h, rw, neurons=NEURONS, lambda2=3)
     e = kn_opt_edit(h, rw, neurons=NEURONS, common=[(0, 3), (1, 1)], v_steps=2)
     assert e.info["neurons"] == NEURONS[1:] and e.info["filtered"] == [(0, 3)] and len(e.changes) == 2
-    with pytest.raises(EditError, match="common"):
-        kn_opt_edit(h, rw, neurons=NEURONS, common=NEURONS)
+    for none in (dict(neurons=NEURONS, common=NEURONS), dict(neurons=[])):   # as kn: an edit that writes nothing
+        e = kn_opt_edit(h, rw, v_steps=2, **none)
+        assert e.changes == [] and e.params_changed == 0 and "changes nothing" in e.info["note"]
+        assert e.info["filtered"] == (NEURONS if none.get("common") else [])
     with pytest.raises(EditError, match="new"):
         kn_opt_edit(h, Rewrite(FACT, "zanzibar"), neurons=NEURONS)
 

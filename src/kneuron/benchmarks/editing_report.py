@@ -78,6 +78,7 @@ def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: di
             res["methods"][m][lang] = summarize(sc, [d["seconds"] for d in mine], [d["params_changed"] for d in mine])
             iv["methods"][m][lang] = _intervals(sc)
             extras[m][lang] = {"n": len(mine), "failed": sum(1 for d in mine if d.get("error")),
+                               "unchanged": sum(1 for d in mine if not d["params_changed"]),
                                "edit_seconds": _mean(d["edit_seconds"] for d in mine),
                                "localize_seconds": _mean(d["localize_seconds"] for d in mine),
                                "symmetry": _pct(s.get("symmetry") for s in sc),
@@ -212,15 +213,18 @@ def blocks(res: dict, fig: str | None) -> list[tuple]:
             rows = [[f"edit {a}"] + [_cell(res["matrix"][m][f"{a}->{c}"]) for c in langs] for a in langs]
             b += [("h", 3, m), ("table", ["", *[f"measure {c}" for c in langs]], rows)]
     sym = [[m, lang, _f(e["symmetry"]), _f(e["symmetry_success"]), _f(e["edit_seconds"], 2),
-            _f(e["localize_seconds"], 2), f"{e['failed']} of {e['n']}"]
+            _f(e["localize_seconds"], 2), f"{e.get('unchanged', e['failed'])} of {e['n']}", str(e["failed"])]
            for m, d in res["extras"].items() for lang, e in d.items()]
     if sym:
-        b += [("h", 2, "Symmetry, time and failed edits"),
+        b += [("h", 2, "Symmetry, time and edits that changed nothing"),
               ("p", "Symmetry (P36/P1376 records only): token accuracy of the subject on the reverse prompt about "
                     "the new object, and how often the subject beats that prompt's true answer (Niu et al.). "
-                    "Time: computing the edit, and the localization it used. Failed: edits the method could not "
-                    "make (the reason is in the edit's JSON); they count as edits that change nothing."),
-              ("table", ["method", "lang", "symmetry acc", "symmetry success", "edit s", "localize s", "failed"],
+                    "Time: computing the edit, and the localization it used. Changed nothing: edits that wrote no "
+                    "weight -- those the method could not make (failed; the reason is in the edit's JSON) and those "
+                    "left with nothing to write, such as a fact whose knowledge neurons are all among its "
+                    "relation's common ones; all are measured as they are, as edits that change nothing."),
+              ("table", ["method", "lang", "symmetry acc", "symmetry success", "edit s", "localize s",
+                         "changed nothing", "of them failed"],
                sym)]
     if res["sequential"]:
         b += [("h", 2, "Sequential editing: S over the edited records after k kept edits")]

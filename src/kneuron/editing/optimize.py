@@ -53,13 +53,15 @@ def kn_opt_edit(handle: ModelHandle, rewrite: Rewrite, *, neurons: Iterable[Neur
         raise EditError(f"{fact.where('new')}kn-opt needs a new object")
     if not bound > 0:
         raise EditError(f"{fact.where()}kn-opt: bound must be > 0, not {bound!r}")
-    b = batch(handle, rewrite, prefixes(handle, seed) if use_prefixes else [], kl_at="last")
+    b = batch(handle, rewrite, prefixes(handle, seed) if use_prefixes else [], kl_at="last")   # checks the objects
     used, localized = _neurons(handle, rewrite, neurons, localize)
     drop = {(int(l), int(i)) for l, i in common or ()}
     filtered = [n for n in used if n in drop]
     used = [n for n in used if n not in drop]
-    if not used:
-        raise EditError(f"{fact.where()}kn-opt: no knowledge neurons left to edit (all {len(filtered)} are common)")
+    if not used:                                  # as kn: an edit that changes nothing, saying why
+        return Edit(handle, "kn-opt", rewrite, [], {"neurons": [], "filtered": filtered, "localized": localized,
+                                                    "note": "no neurons to edit: the edit changes nothing"},
+                    time.perf_counter() - t0)
     groups = _groups(used)
     obj = Objective(handle, b)
     nll0 = float(obj.reference())
@@ -112,8 +114,6 @@ def _neurons(handle: ModelHandle, rewrite: Rewrite, neurons, localize: dict) -> 
         if not (0 <= layer < handle.n_layers and 0 <= idx < handle.n_neurons):
             raise EditError(f"{fact.where()}kn-opt: neuron ({layer}, {idx}) is outside {handle.name} "
                             f"({handle.n_layers} layers x {handle.n_neurons} neurons)")
-    if not used:
-        raise EditError(f"{fact.where()}kn-opt: no knowledge neurons to edit")
     return used, localized
 
 
