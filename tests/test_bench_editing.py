@@ -97,6 +97,25 @@ def test_an_interrupted_run_resumes_without_recomputing(toy, org, tmp_path):
     same(again, full)
 
 
+def test_stage_times_are_summed_over_the_sessions_of_a_run(toy, org, tmp_path):
+    """timings.json adds each session's stage times to the earlier ones' (a resume that reads everything back
+    does not report its own second as the run's time); a run stored without it says its times are lower bounds."""
+    h, facts = org
+    out = tmp_path / "run"
+    run_editing_bench(h, facts, out=out, methods=["toy"], limit=2, **KW)
+    first = json.loads((out / "timings.json").read_text())
+    assert first["toy"] > 0 and first["unedited"] > 0 and "untimed" not in first
+    (out / "timings.json").write_text(json.dumps({**first, "toy": 1000.0}))     # as if the first session was long
+    res = run_editing_bench(h, facts, out=out, methods=["toy"], resume=True, **KW)
+    assert 1000.0 < res["timings"]["toy"] < 1000.0 + 600 and res["timings"]["unedited"] >= first["unedited"]
+    assert json.loads((out / "timings.json").read_text()) == res["timings"]
+    assert "| time: toy (s) | 10" in (out / "report.md").read_text() and "untimed" not in res["timings"]
+    (out / "timings.json").unlink()                                              # a run stored before timings.json
+    again = run_editing_bench(h, facts, out=out, methods=["toy"], resume=True, **KW)
+    assert again["timings"]["untimed"] is True and again["timings"]["toy"] < 1000.0
+    assert "lower bounds" in (out / "report.md").read_text()
+
+
 def test_resume_refuses_other_settings(toy, org, tmp_path):
     h, facts = org
     run_editing_bench(h, facts, out=tmp_path, methods=["toy"], limit=1, **KW)

@@ -184,6 +184,10 @@ class EditingBench:
 
     def _open(self) -> list[Case]:
         check_out(self.out, resume=self.resume)
+        stored = self.resume and (self.out / "unedited").is_dir()          # work of an earlier session
+        self.timings = _read(self.out / "timings.json", (), self.out, self.warn) or {}
+        if stored and not self.timings:
+            self.timings["untimed"] = True
         cases = self._cases()
         meta = self._meta(cases)
         if self.resume:
@@ -210,6 +214,13 @@ class EditingBench:
             p.unlink(missing_ok=True)
         self.meta = meta
         return cases
+
+    def _add_time(self, stage: str, seconds: float) -> None:
+        """Adds a stage's seconds to timings.json: each stage's wall time summed over the sessions of the run
+        (a resumed session adds only what it did). A run stored before timings.json existed is marked
+        ``untimed``: its earlier sessions' times are not known, the report says the times are a lower bound."""
+        self.timings[stage] = round(self.timings.get(stage, 0.0) + seconds, 2)
+        _dump(self.out / "timings.json", self.timings)
 
     def warn(self, s: str) -> None:
         self.log(f"warning: {s}")
@@ -535,11 +546,11 @@ class EditingBench:
         self.log(f"{len(cases)} cases in {', '.join(cases[0].langs)}; methods {', '.join(self.cfg.methods)}; "
                  f"mode {self.cfg.mode}; {self.out}")
         before = self.unedited(cases)
-        self.timings["unedited"] = time.perf_counter() - t0
+        self._add_time("unedited", time.perf_counter() - t0)
         if any(m in KN_METHODS for m in self.cfg.methods):
             t = time.perf_counter()
             self.neurons(cases)
-            self.timings["localize"] = time.perf_counter() - t
+            self._add_time("localize", time.perf_counter() - t)
         self.layer, self.sweep = None, None
         self.rome_stats = None
         if "rome" in self.cfg.methods:
@@ -549,7 +560,7 @@ class EditingBench:
             if opts.get("stats", "auto") == "auto":
                 from kneuron.editing.stats import second_moment
                 self.rome_stats = second_moment(self.h, self.layer, corpus=opts.get("corpus"), progress=self.show)
-            self.timings["rome_sweep"] = time.perf_counter() - t
+            self._add_time("rome_sweep", time.perf_counter() - t)
         rows, curves = {}, {}
         for m in self.cfg.methods:
             t = time.perf_counter()
@@ -559,7 +570,7 @@ class EditingBench:
                 rows[m] = self.batched(m, cases, before)
             else:
                 rows[m], curves[m] = self.sequential(m, cases, before)
-            self.timings[m] = time.perf_counter() - t
+            self._add_time(m, time.perf_counter() - t)
         if not self._budget() and any(len(rows[m]) < sum(len(c.langs) for c in cases) for m in rows):
             self.log(f"stopped after {self.new_edits} new edits (limit); resume to finish")
             return None

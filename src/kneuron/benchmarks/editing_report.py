@@ -247,8 +247,17 @@ def blocks(res: dict, fig: str | None) -> list[tuple]:
           ("h", 2, "Parameters and provenance"),
           ("table", ["item", "value"], [[k, str(meta[k])] for k in sorted(meta) if k != "versions"]
            + [[f"version: {k}", v] for k, v in sorted(meta.get("versions", {}).items())]
-           + [[f"time: {k} (s)", f"{v:.1f}"] for k, v in res.get("timings", {}).items()])]
+           + _times(res.get("timings", {})))]
     return b
+
+
+def _times(t: dict) -> list[list[str]]:
+    """Each stage's wall time, summed over the run's sessions (timings.json)."""
+    rows = [[f"time: {k} (s)", f"{v:.1f}"] for k, v in t.items() if k != "untimed"]
+    if t.get("untimed"):
+        rows.append(["time: note", "earlier sessions of this run were not timed (stored before timings.json): "
+                                   "the times are lower bounds"])
+    return rows
 
 
 def _cell(d: dict) -> str:
