@@ -38,6 +38,9 @@ def main(run: str) -> None:
         for m, c in crossed.items():
             print(f"| {m} | " + " | ".join(f"{c[p]['ES']:.1f} / {c[p]['PS']:.1f}" if p in c else "n/a"
                                            for p in pairs) + " |")
+    nothing = [f"{m} {e['unchanged']} of {e['n']} ({lang})" for m, d in res.get("extras", {}).items()
+               for lang, e in d.items() if e.get("unchanged")]
+    print("\nEdits that changed nothing: " + ("; ".join(nothing) if nothing else "none"))
 
 
 if __name__ == "__main__":
