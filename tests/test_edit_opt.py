@@ -82,8 +82,9 @@ def test_kn_opt_errors():
         with pytest.raises(EditError, match=r"fact c0 \(en\)") as err:
             kn_opt_edit(h, rw, neurons=bad)
         assert "\n" not in str(err.value)
-    with pytest.raises(EditError, match="unknown option"):
-        kn_opt_edit(h, rw, neurons=NEURONS, lambda2=3)
+    for given in (NEURONS, None):                  # also when localising: refused before any attribution
+        with pytest.raises(EditError, match="unknown option"):
+            kn_opt_edit(h, rw, neurons=given, lambda2=3)
     e = kn_opt_edit(h, rw, neurons=NEURONS, common=[(0, 3), (1, 1)], v_steps=2)
     assert e.info["neurons"] == NEURONS[1:] and e.info["filtered"] == [(0, 3)] and len(e.changes) == 2
     for none in (dict(neurons=NEURONS, common=NEURONS), dict(neurons=[])):   # as kn: an edit that writes nothing

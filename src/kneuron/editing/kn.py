@@ -45,11 +45,10 @@ from kneuron.models.targets import encode
 from kneuron.neurons import Neuron
 
 from .base import Change, Edit, EditError, Rewrite, value_index
-from .localize import fact_neurons, fact_queries, relation_neurons
+from .localize import check_options, check_range, edit_neurons, fact_neurons, fact_queries, relation_neurons
 
 LAMBDA1, LAMBDA2 = 1.0, 8.0       # Dai et al.'s values
 EAI_SCALE = 2.0                   # EleutherAI / EasyEdit
-LOCALIZE_OPTIONS = ("method", "steps", "threshold", "top_k", "p", "objective", "rule", "max_prompts", "execution")
 
 
 # ----------------------------------------------------------------------------- the methods
@@ -60,7 +59,7 @@ def kn_edit(handle: ModelHandle, rewrite: Rewrite, *, neurons: Iterable[Neuron] 
     """Dai et al.'s knowledge-neuron edit of ``rewrite`` (object -> new), not applied."""
     t0 = time.perf_counter()
     e_old, e_new, tok = _directions(handle, rewrite)           # fails fast, before the localisation
-    used, info = _neurons(handle, rewrite.fact, neurons, common, localize, "kn")
+    used, info = edit_neurons(handle, rewrite.fact, neurons, common, localize, "kn")
     changes = _update(handle, used, lambda v: v + _dai(v, e_old, e_new, lambda1, lambda2))
     info.update(lambda1=lambda1, lambda2=lambda2, **tok)
     return Edit(handle, "kn", rewrite, changes, info, time.perf_counter() - t0)
@@ -76,7 +75,7 @@ def kn_eai_edit(handle: ModelHandle, rewrite: Rewrite, *, neurons: Iterable[Neur
     t0 = time.perf_counter()
     _, e_new, tok = _directions(handle, rewrite)
     top = _top_token(handle, rewrite.fact)
-    used, info = _neurons(handle, rewrite.fact, neurons, common, localize, "kn-eai")
+    used, info = edit_neurons(handle, rewrite.fact, neurons, common, localize, "kn-eai")
     e_top = _embeddings(handle)[top].double()
     changes = _update(handle, used, lambda v: v - scale * e_top + scale * e_new)
     info.update(scale=scale, top_token=top, **tok)
@@ -88,7 +87,7 @@ def erase_edit(handle: ModelHandle, rewrite: Rewrite, *, neurons: Iterable[Neuro
     """Fact erasure, not applied: the value vectors of the fact's neurons (``neurons=`` or localised,
     minus ``common=``) set to zero. ``rewrite.new`` is not used (None)."""
     t0 = time.perf_counter()
-    used, info = _neurons(handle, rewrite.fact, neurons, common, localize, "kn-erase")
+    used, info = edit_neurons(handle, rewrite.fact, neurons, common, localize, "kn-erase")
     changes = _update(handle, used, torch.zeros_like)
     return Edit(handle, "kn-erase", rewrite, changes, info, time.perf_counter() - t0)
 
@@ -101,7 +100,7 @@ def erase_relation(handle: ModelHandle, neuron_sets: Iterable[Iterable[Neuron]],
     if not sets:
         raise EditError("relation erasure needs the neuron sets of the relation's facts, got none")
     used = relation_neurons(sets, k)
-    _check_range(handle, used, "relation erasure")
+    check_range(handle, used, "relation erasure")
     changes = _update(handle, used, torch.zeros_like)
     info = {"neurons": used, "k": k, "n_facts": len(sets)}
     return Edit(handle, "kn-erase", None, changes, info, time.perf_counter() - t0)
@@ -129,13 +128,13 @@ def likn_edit(handle: ModelHandle, rewrite: Rewrite, *, other: Fact | None = Non
     if other_new is None:
         raise EditError(f"{other.where('new')}likn needs other_new= (the new object in {other.lang})")
     other_rewrite = Rewrite(other, other_new)
-    _check_options(localize, "likn")
+    check_options(localize, "likn")
     terms = [_directions(handle, r) for r in (rewrite, other_rewrite)]
     given = neurons
     if given is None:
         mine, theirs = fact_neurons(handle, fact, **localize), fact_neurons(handle, other, **localize)
         given = sorted(set(mine) & set(theirs))
-    used, info = _neurons(handle, fact, given, common, {}, "likn")
+    used, info = edit_neurons(handle, fact, given, common, {}, "likn")
     info["localized"] = neurons is None
     if neurons is None:
         info.update({f"neurons_{fact.lang}": mine, f"neurons_{other.lang}": theirs,
@@ -155,39 +154,6 @@ def _dai(v: torch.Tensor, e_old: torch.Tensor, e_new: torch.Tensor, lambda1: flo
     """Dai et al.'s change of the value vectors ``v`` [k, hidden] (each row scaled by its own norm)."""
     norm = v.norm(dim=1, keepdim=True)
     return -lambda1 * norm * (e_old / e_old.norm()) + lambda2 * norm * (e_new / e_new.norm())
-
-
-def _check_options(options: dict, method: str) -> None:
-    unknown = sorted(set(options) - set(LOCALIZE_OPTIONS))
-    if unknown:
-        raise EditError(f"{method}: unknown option(s) {', '.join(unknown)} (expected neurons, common, "
-                        f"or localisation options {', '.join(LOCALIZE_OPTIONS)})")
-
-
-def _check_range(handle: ModelHandle, neurons: list[Neuron], what: str) -> None:
-    for layer, idx in neurons:
-        if not (0 <= layer < handle.n_layers and 0 <= idx < handle.n_neurons):
-            raise EditError(f"{what}: neuron ({layer}, {idx}) is outside {handle.name} "
-                            f"({handle.n_layers} layers x {handle.n_neurons} neurons)")
-
-
-def _neurons(handle: ModelHandle, fact: Fact, neurons, common, localize: dict, method: str) -> tuple[list, dict]:
-    """The neurons to write (given or localised, duplicates dropped, minus ``common``) and the info
-    recording them."""
-    _check_options(localize, method)
-    localized = neurons is None
-    found = fact_neurons(handle, fact, **localize) if localized else neurons
-    found = list(dict.fromkeys((int(l), int(i)) for l, i in found))
-    _check_range(handle, found, f"{fact.where()}{method}")
-    drop = {(int(l), int(i)) for l, i in common or ()}
-    used = [n for n in found if n not in drop]
-    info = {"neurons": used, "filtered": [n for n in found if n in drop], "localized": localized,
-            "common_filter": common is not None}
-    if localized:
-        info["localize"] = {k: v for k, v in localize.items() if k != "execution"}
-    if not used:
-        info["note"] = "no neurons to edit: the edit changes nothing"
-    return used, info
 
 
 def _embeddings(handle: ModelHandle) -> torch.Tensor:

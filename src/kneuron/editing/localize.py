@@ -4,7 +4,8 @@
 the fact is attributed (``attribute_many``), each prompt's neurons are those above tau x its best score
 (``select``, tau per language), and the fact keeps the neurons found in more than ``p`` of its prompts
 (``refine``). ``common_neurons`` and ``relation_neurons`` count neurons over a relation's facts (Dai et
-al.'s intra-relation filter and relation erasure).
+al.'s intra-relation filter and relation erasure). ``edit_neurons`` is what every KN method (kn, kn-eai,
+kn-erase, likn, kn-opt) writes: the given or localised neurons minus the relation's common ones.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .base import EditError
 # (Jaccard 0.61-0.92 over 5 facts, EN and ZH); 5 *left* steps (alpha = 0 included) keep fewer (0.59-0.90).
 # ``steps=20, rule="left"`` gives exactly a locate run's neurons.
 METHOD, STEPS, RULE = "ig", 5, "midpoint"
+LOCALIZE_OPTIONS = ("method", "steps", "threshold", "top_k", "p", "objective", "rule", "max_prompts", "execution")
 
 
 def fact_queries(handle: ModelHandle, fact: Fact) -> list[Query]:
@@ -88,3 +90,39 @@ def relation_neurons(neuron_sets: Iterable[Iterable[Neuron]], k: int = 20) -> li
     (layer, index) first): Dai et al.'s relation erasure zeroes these."""
     count, _ = _counts(neuron_sets)
     return sorted(count, key=lambda nrn: (-count[nrn], nrn))[:k]
+
+
+def check_options(options: dict, method: str) -> None:
+    """EditError (one line) for an option that is neither the method's own nor a localisation option."""
+    unknown = sorted(set(options) - set(LOCALIZE_OPTIONS))
+    if unknown:
+        raise EditError(f"{method}: unknown option(s) {', '.join(unknown)} (expected neurons, common, "
+                        f"or localisation options {', '.join(LOCALIZE_OPTIONS)})")
+
+
+def check_range(handle: ModelHandle, neurons: list[Neuron], what: str) -> None:
+    for layer, idx in neurons:
+        if not (0 <= layer < handle.n_layers and 0 <= idx < handle.n_neurons):
+            raise EditError(f"{what}: neuron ({layer}, {idx}) is outside {handle.name} "
+                            f"({handle.n_layers} layers x {handle.n_neurons} neurons)")
+
+
+def edit_neurons(handle: ModelHandle, fact: Fact, neurons, common, localize: dict,
+                 method: str) -> tuple[list[Neuron], dict]:
+    """The neurons a KN method writes for ``fact`` -- ``neurons`` if given, else ``fact_neurons(**localize)``;
+    duplicates dropped, minus ``common`` -- and the info recording them (with a ``note`` when none is left:
+    the edit then changes nothing)."""
+    check_options(localize, method)
+    localized = neurons is None
+    found = fact_neurons(handle, fact, **localize) if localized else neurons
+    found = list(dict.fromkeys((int(l), int(i)) for l, i in found))
+    check_range(handle, found, f"{fact.where()}{method}")
+    drop = {(int(l), int(i)) for l, i in common or ()}
+    used = [n for n in found if n not in drop]
+    info = {"neurons": used, "filtered": [n for n in found if n in drop], "localized": localized,
+            "common_filter": common is not None}
+    if localized:
+        info["localize"] = {k: v for k, v in localize.items() if k != "execution"}
+    if not used:
+        info["note"] = "no neurons to edit: the edit changes nothing"
+    return used, info

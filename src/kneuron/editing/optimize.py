@@ -35,6 +35,7 @@ from kneuron.models.sites import is_conv1d, value_vectors
 from kneuron.neurons import Neuron
 
 from .base import Change, Edit, EditError, Rewrite, value_index
+from .localize import edit_neurons
 from .objective import Objective, adam, batch, hooked, prefixes, work_dtype
 
 V_LR, V_STEPS, BOUND, V_WEIGHT_DECAY, KL_FACTOR, STOP = 0.02, 30, 1.0, 0.01, 0.0625, 0.05
@@ -56,14 +57,9 @@ def kn_opt_edit(handle: ModelHandle, rewrite: Rewrite, *, neurons: Iterable[Neur
     if not bound > 0:
         raise EditError(f"{fact.where()}kn-opt: bound must be > 0, not {bound!r}")
     b = batch(handle, rewrite, prefixes(handle, seed) if use_prefixes else [], kl_at="last")   # checks the objects
-    used, localized = _neurons(handle, rewrite, neurons, localize)
-    drop = {(int(l), int(i)) for l, i in common or ()}
-    filtered = [n for n in used if n in drop]
-    used = [n for n in used if n not in drop]
-    if not used:                                  # as kn: an edit that changes nothing, saying why
-        return Edit(handle, "kn-opt", rewrite, [], {"neurons": [], "filtered": filtered, "localized": localized,
-                                                    "note": "no neurons to edit: the edit changes nothing"},
-                    time.perf_counter() - t0)
+    used, picked = edit_neurons(handle, fact, neurons, common, localize, "kn-opt")
+    if not used:                                  # as kn: an edit that changes nothing, saying why (info's note)
+        return Edit(handle, "kn-opt", rewrite, [], picked, time.perf_counter() - t0)
     groups = _groups(used)
     obj = Objective(handle, b)
     nll0 = float(obj.reference())
@@ -94,29 +90,9 @@ def kn_opt_edit(handle: ModelHandle, rewrite: Rewrite, *, neurons: Iterable[Neur
         name, index = value_index(handle, idx, layer)
         changes.append(Change(name, new if is_conv1d(proj) else new.T.contiguous(), index))
         rel += z.detach().norm(dim=1).tolist()
-    info = {"neurons": used, "filtered": filtered, "localized": localized, "steps": len(log),
-            "nll_before": nll0, "nll": log[-1]["nll"], "kl": log[-1]["kl"], "losses": [s["loss"] for s in log],
-            "relative_change": rel, "bound": bound, "prompts": b.n_prompts}
-    if localized:
-        info["localize"] = {k: v for k, v in localize.items() if k != "execution"}
+    info = {**picked, "steps": len(log), "nll_before": nll0, "nll": log[-1]["nll"], "kl": log[-1]["kl"],
+            "losses": [s["loss"] for s in log], "relative_change": rel, "bound": bound, "prompts": b.n_prompts}
     return Edit(handle, "kn-opt", rewrite, changes, info, time.perf_counter() - t0)
-
-
-def _neurons(handle: ModelHandle, rewrite: Rewrite, neurons, localize: dict) -> tuple[list[Neuron], bool]:
-    fact = rewrite.fact
-    if neurons is None:
-        from .localize import fact_neurons           # imported here: a sibling module, optional until used
-        found, localized = fact_neurons(handle, fact, **localize), True
-    else:
-        if localize:
-            raise EditError(f"{fact.where()}kn-opt: unknown option(s) {', '.join(sorted(localize))}")
-        found, localized = neurons, False
-    used = list(dict.fromkeys((int(l), int(i)) for l, i in found))
-    for layer, idx in used:
-        if not (0 <= layer < handle.n_layers and 0 <= idx < handle.n_neurons):
-            raise EditError(f"{fact.where()}kn-opt: neuron ({layer}, {idx}) is outside {handle.name} "
-                            f"({handle.n_layers} layers x {handle.n_neurons} neurons)")
-    return used, localized
 
 
 def _groups(neurons: list[Neuron]) -> dict[int, list[int]]:
