@@ -4,6 +4,7 @@ sequential edits kept then undone, one localization shared by the KN methods, --
 one-line CLI errors."""
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -258,6 +259,15 @@ def test_edit_command(toy, tmp_path):
     assert (tmp_path / "m" / "kneuron-edit.json").is_file()
     text = cli("edit", "--model", "organism-clm", "--id", "P36-018", "--new", "Biograd na Moru", "--method", "toy")
     assert "rewrite [en]" in text.stdout and "other language [zh]" in text.stdout and "after" in text.stdout
+
+
+def test_edit_command_says_when_the_edit_changes_nothing(toy, monkeypatch):
+    monkeypatch.setattr(sys.modules["kneuron.editing._toy"], "toy_edit", functools.partial(toy_edit, skip=("P36-018",)))
+    args = ("edit", "--model", "organism-clm", "--id", "P36-018", "--new", "Biograd na Moru", "--method", "toy")
+    d = json.loads(cli(*args, "--json").stdout)
+    assert d["params_changed"] == 0 and d["note"] == "nothing to write"
+    assert all(ln["before"] == ln["after"] for ln in d["lines"])
+    assert "0 weights changed" in (out := cli(*args).stdout) and "note: nothing to write" in out
 
 
 @pytest.mark.parametrize("args, needles", [

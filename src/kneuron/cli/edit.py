@@ -94,13 +94,16 @@ def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MOD
     lines = r["lines"]
     out = {"model": model, "method": method, "fact_id": fact_id, "lang": lang, "new": new,
            "seconds": r["seconds"], "filter_seconds": t_others, "params_changed": e.params_changed,
-           "lines": lines, "saved": save, "neurons": r["neurons"], "filtered": r["filtered"], "layer": r["layer"]}
+           "lines": lines, "saved": save, "neurons": r["neurons"], "filtered": r["filtered"], "layer": r["layer"],
+           "note": r["note"]}
     if as_json:
         return _print_json(out)
     typer.echo(f"{model}: {method} edit of {fact_id} ({lang}): {r['old']!r} -> {new!r} "
                f"in {out['seconds']:.2f} s, {e.params_changed:,} weights changed"
                + (f" ({len(out['neurons'] or [])} neurons; {len(out['filtered'] or [])} dropped as common to the "
                   f"relation, {t_others:.1f} s localizing {common_facts - 1} other facts)" if t_others else ""))
+    if r["note"]:
+        typer.echo(f"note: {r['note']}")
     for ln in lines:
         typer.echo(f"\n{ln['what']} [{ln['lang']}]: {ln['prompt']!r}")
         for when in ("before", "after"):

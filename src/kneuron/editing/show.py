@@ -44,7 +44,7 @@ class Shown:
         return {"method": e.method, "fact_id": r.fact.id, "lang": self.lang, "old": r.old, "new": r.new,
                 "seconds": e.seconds + self.own_seconds, "filter_seconds": self.filter_seconds,
                 "params_changed": e.params_changed, "lines": lines, "neurons": e.info.get("neurons"),
-                "filtered": e.info.get("filtered"), "layer": e.info.get("layer")}
+                "filtered": e.info.get("filtered"), "layer": e.info.get("layer"), "note": e.info.get("note")}
 
 
 def prepare(h: ModelHandle, facts: list[Fact], pool: list[Fact], fact_id: str, new: str, *, method: str = "kn",

@@ -283,7 +283,7 @@ function drawEdit(r) {
   $("#edit-title").textContent = `${r.model}: ${r.method} edit of ${r.fact_id} (${r.lang}), ${JSON.stringify(r.old)} → ` +
     `${JSON.stringify(r.new)}: ${r.params_changed.toLocaleString()} weights changed in ${r.seconds.toFixed(2)} s` +
     (r.neurons ? `; neurons ${names(r.neurons) || "none"}` : "") + (r.filtered && r.filtered.length ? ` (dropped as common: ${names(r.filtered)})` : "") +
-    (r.layer !== null && r.layer !== undefined ? `; layer ${r.layer}` : "");
+    (r.layer !== null && r.layer !== undefined ? `; layer ${r.layer}` : "") + (r.note ? ` (${r.note})` : "");
   $("#edit-table tbody").replaceChildren(...r.lines.map((l) => el("tr", { "data-what": l.what },
     el("td", {}, el("b", { text: `${l.what} [${l.lang}] ` }), l.prompt), el("td", {}, tok(l.want), " vs ", tok(l.rival)),
     el("td", {}, num(l.before.p_want)), el("td", { class: "after-want" }, num(l.after.p_want)),
