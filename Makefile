@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup browser demo test test-fast lint-imports bench organisms clean
+.PHONY: setup browser demo test test-fast lint-imports screenshots bench organisms clean
 
 setup: $(STAMP) browser
 
@@ -64,6 +64,11 @@ test-fast: lint-imports
 
 lint-imports: setup
 	$(BIN)/lint-imports --no-cache --no-logo
+
+# Re-take the README's screenshots of `kneuron explore` (docs/explore/*.png) with the browser tests; a plain
+# test run keeps its screenshots in a temporary directory.
+screenshots: setup
+	KNEURON_SCREENSHOTS=$(CURDIR)/docs/explore $(BIN)/python -m pytest -q tests/test_explore_browser.py
 
 # Re-train the bundled bilingual organisms (weights are committed; this is how they were made).
 ORG_DIR := src/kneuron/data/organisms

@@ -1,8 +1,12 @@
 """kneuron explore in a real headless Chromium (Debian's `chromium`, driven by Playwright): each view
-shows the library's numbers, bad input shows a message and the page goes on. Saves the screenshots
-of docs/explore/."""
+shows the library's numbers, bad input shows a message and the page goes on. Takes the screenshots of
+docs/explore/: into a temporary directory, or into $KNEURON_SCREENSHOTS (`make screenshots` sets it to
+docs/explore), so that running the suite leaves the working tree as it was."""
+import atexit
 import io
 import os
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -17,7 +21,9 @@ from kneuron.paper.table1 import first_prompt, measure, unrelated_partner
 
 pytestmark = pytest.mark.slow
 SMOL = "smollm2-135m"
-SHOTS = Path(__file__).resolve().parents[1] / "docs" / "explore"
+SHOTS = Path(os.environ.get("KNEURON_SCREENSHOTS") or tempfile.mkdtemp(prefix="kneuron-shots-"))
+if not os.environ.get("KNEURON_SCREENSHOTS"):
+    atexit.register(shutil.rmtree, SHOTS, ignore_errors=True)
 WAIT = 240_000                       # ms: smollm2 loads in 16 s on an idle 2-core CPU, minutes on a busy one
 
 
