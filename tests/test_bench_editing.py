@@ -115,6 +115,11 @@ def test_stage_times_are_summed_over_the_sessions_of_a_run(toy, org, tmp_path):
     again = run_editing_bench(h, facts, out=out, methods=["toy"], resume=True, **KW)
     assert again["timings"]["untimed"] is True and again["timings"]["toy"] < 1000.0
     assert "lower bounds" in (out / "report.md").read_text()
+    (out / "timings.json").write_text('{"toy": 10')                               # torn: moved aside, said
+    said = []
+    torn = run_editing_bench(h, facts, out=out, methods=["toy"], resume=True, log=said.append, **KW)
+    assert (out / "damaged" / "timings.json").read_text() == '{"toy": 10' and torn["timings"]["toy"] < 10
+    assert any("timings.json: damaged" in s for s in said)
 
 
 def test_resume_refuses_other_settings(toy, org, tmp_path):

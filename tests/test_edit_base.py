@@ -15,8 +15,6 @@ from tiny import same, snapshot, tiny_handle
 FACT = Fact("c0", "P36", "en", "france", "paris", ("the capital of [X] is [Y]", "[X] capital city is [Y]"))
 
 
-
-
 def one_line(e) -> bool:
     return "\n" not in str(e.value) and str(e.value)
 

@@ -15,8 +15,6 @@ OTHER = Fact("c0", "P36", "zh", "france", "paris", ("[X] city is [Y]",))        
 NEURONS = [(0, 3), (2, 7), (2, 11), (1, 40)]
 
 
-
-
 def one_line(err) -> bool:
     return bool(str(err.value)) and "\n" not in str(err.value)
 

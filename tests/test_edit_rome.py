@@ -26,8 +26,6 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-
-
 @pytest.mark.parametrize("family", CAUSAL)
 def test_rome_maps_k_star_to_v_star(family):
     """The edited projection maps k* to v* (float32, 1e-4), writes that one weight, undoes bit-exactly."""

@@ -47,7 +47,7 @@ from kneuron.facts import Fact
 from kneuron.facts.errors import ConfigError
 from kneuron.facts.templates import QueryError
 from kneuron.models.load import ModelHandle
-from kneuron.runs.store import RunStoreError, check_out, move_aside
+from kneuron.runs.store import TIMINGS_FILE, RunStoreError, add_time, check_out, move_aside
 
 KN_METHODS = ("kn", "kn-eai", "kn-erase", "likn", "kn-opt")
 DEFAULT_METHODS = ("kn", "kn-eai", "kn-opt", "likn", "rome", "ft")
@@ -149,7 +149,7 @@ class EditingBench:
         self.facts, self.pool = list(facts), list(pool if pool is not None else facts)
         self.resume, self.show, self.facts_name, self.limit = resume, show_progress, facts_name, limit
         self.new_edits = 0                          # edits computed by this process (``limit`` counts these)
-        self.timings: dict[str, float] = {}
+        self.timings: dict = {}                    # timings.json once a stage has run
 
     # -- setup ----------------------------------------------------------------------
 
@@ -184,10 +184,8 @@ class EditingBench:
 
     def _open(self) -> list[Case]:
         check_out(self.out, resume=self.resume)
-        stored = self.resume and (self.out / "unedited").is_dir()          # work of an earlier session
-        self.timings = _read(self.out / "timings.json", (), self.out, self.warn) or {}
-        if stored and not self.timings:
-            self.timings["untimed"] = True
+        if self.resume and (self.out / "unedited").is_dir() and not (self.out / TIMINGS_FILE).exists():
+            _dump(self.out / TIMINGS_FILE, {"untimed": True})    # work of sessions that kept no times
         cases = self._cases()
         meta = self._meta(cases)
         if self.resume:
@@ -216,11 +214,10 @@ class EditingBench:
         return cases
 
     def _add_time(self, stage: str, seconds: float) -> None:
-        """Adds a stage's seconds to timings.json: each stage's wall time summed over the sessions of the run
-        (a resumed session adds only what it did). A run stored before timings.json existed is marked
-        ``untimed``: its earlier sessions' times are not known, the report says the times are a lower bound."""
-        self.timings[stage] = round(self.timings.get(stage, 0.0) + seconds, 2)
-        _dump(self.out / "timings.json", self.timings)
+        """A stage's seconds into timings.json (``runs.store.add_time``: summed over the sessions of the run).
+        A run stored before timings.json existed is marked ``untimed`` (in ``_open``): its earlier sessions'
+        times are not known, and the report says the times are lower bounds."""
+        self.timings = add_time(self.out, stage, seconds, self.warn)
 
     def warn(self, s: str) -> None:
         self.log(f"warning: {s}")

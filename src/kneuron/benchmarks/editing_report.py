@@ -213,7 +213,7 @@ def blocks(res: dict, fig: str | None) -> list[tuple]:
             rows = [[f"edit {a}"] + [_cell(res["matrix"][m][f"{a}->{c}"]) for c in langs] for a in langs]
             b += [("h", 3, m), ("table", ["", *[f"measure {c}" for c in langs]], rows)]
     sym = [[m, lang, _f(e["symmetry"]), _f(e["symmetry_success"]), _f(e["edit_seconds"], 2),
-            _f(e["localize_seconds"], 2), f"{e.get('unchanged', e['failed'])} of {e['n']}", str(e["failed"])]
+            _f(e["localize_seconds"], 2), f"{e['unchanged']} of {e['n']}", str(e["failed"])]
            for m, d in res["extras"].items() for lang, e in d.items()]
     if sym:
         b += [("h", 2, "Symmetry, time and edits that changed nothing"),

@@ -187,15 +187,11 @@ class Reproduction:
 
     def _timed(self, name: str, fn):
         """Run a step; its seconds are added to timings.json (summed over resumed invocations)."""
-        path = self.out / "timings.json"
+        from kneuron.runs.store import add_time
         t0 = time.perf_counter()
         self.log(f"[reproduce] {name} ...")
         r = fn()
-        self.timings = _read_json(path, self.out, "the step times start again") or {}
-        if not isinstance(self.timings, dict):
-            self.timings = {}
-        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 2)
-        _write_json(path, self.timings, indent=2)
+        self.timings = add_time(self.out, name, time.perf_counter() - t0, warn=log.warning)
         return r
 
     def _cached(self, path: Path, fn):

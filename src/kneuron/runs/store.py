@@ -44,16 +44,8 @@ RESUME_KEYS = ("model", "revision", "dtype", "kind", "site", "model_spec", "n_la
                "lang", "precision")
 
 FACTS_FILE = "facts.jsonl"  # the run's own copy of its facts
+TIMINGS_FILE = "timings.json"  # each stage's wall time, summed over the sessions of a run
 RENAMED_OPTIONS = {"prefactor_kind": "prefactor"}    # method option: old name in run.json -> current name
-
-
-def upgrade_meta(meta: dict) -> dict:
-    """run.json as written by an older kneuron, in today's names (in memory; the file is left as it is):
-    AMIG's ``prefactor_kind`` is ``prefactor`` now."""
-    opts = meta.get("method_options")
-    if isinstance(opts, dict) and any(k in opts for k in RENAMED_OPTIONS):
-        meta = {**meta, "method_options": {RENAMED_OPTIONS.get(k, k): v for k, v in opts.items()}}
-    return meta
 DAMAGED = "damaged"         # where damaged files are moved aside
 FACT_HEAD = ("order", "fact_id", "lang")
 NEURON_HEAD = FACT_HEAD + ("layer", "neuron", "score", "rank")
@@ -69,6 +61,15 @@ WRITE_OPTS = dict(compression="zstd", version="2.6", use_dictionary=True,
 
 
 log = logging.getLogger("kneuron.runs")
+
+
+def upgrade_meta(meta: dict) -> dict:
+    """run.json as written by an older kneuron, in today's names (in memory; the file is left as it is):
+    AMIG's ``prefactor_kind`` is ``prefactor`` now."""
+    opts = meta.get("method_options")
+    if isinstance(opts, dict) and any(k in opts for k in RENAMED_OPTIONS):
+        meta = {**meta, "method_options": {RENAMED_OPTIONS.get(k, k): v for k, v in opts.items()}}
+    return meta
 
 
 class RunStoreError(KneuronError, RuntimeError):
@@ -220,6 +221,28 @@ def move_aside(path, run_dir) -> Path:
     except OSError as e:
         raise RunStoreError(f"{path}: damaged, and it cannot be moved aside into {where}: {_one_line(e)}") from None
     return dst
+
+
+def add_time(run_dir, stage: str, seconds: float, warn=None) -> dict:
+    """Adds ``seconds`` to ``stage`` in the run's timings.json -- each stage's wall time summed over the
+    sessions of a run, so a resumed session adds only what it did -- and returns all of them. A file that
+    does not read back as a JSON object is moved to damaged/ (``warn``, default a logged warning, says so)
+    and the times start again."""
+    run_dir = Path(run_dir)
+    path = run_dir / TIMINGS_FILE
+    times: dict = {}
+    if path.exists():
+        try:
+            times = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(times, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as e:
+            kept = move_aside(path, run_dir)
+            (warn or log.warning)(f"{path}: damaged ({_one_line(e)}); kept as {kept} and the stage times start again")
+            times = {}
+    times[stage] = round(times.get(stage, 0.0) + seconds, 2)
+    _atomic_write(path, lambda f: f.write(json.dumps(times, indent=2).encode("utf-8")))
+    return times
 
 
 # ----------------------------------------------------------------------------- the store
