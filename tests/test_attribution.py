@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from kneuron.attribution import AMIG, IG, Execution, attribute, make_method
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from reference import reference_attribute
 from tiny import FAMILIES, tiny_handle
 

@@ -10,7 +10,7 @@ from kneuron.attribution import AMIG, Execution, attribute, attribute_many, budg
 from kneuron.attribution.budget import Dims, clean_chunk, dims_of, estimate, parse_size, plan
 from kneuron.attribution.engine import Runner
 from kneuron.cli import app
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from tiny import tiny_handle
 
 # model shapes: (layers, hidden, neurons, heads, kv heads, head dim, vocabulary, bytes per number)

@@ -108,7 +108,7 @@ def test_ray_groups_prompts_and_takes_a_loaded_model(setup, local_run, tmp_path)
 
 
 def test_ray_executor_options_are_checked():
-    from kneuron.facts.errors import ConfigError
+    from kneuron.errors import ConfigError
     with pytest.raises(ConfigError, match="workers"):
         RayExecutor(workers=0)
 

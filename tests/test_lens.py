@@ -5,7 +5,7 @@ import torch
 
 from kneuron import load_model, predict, suppress
 from kneuron.attribution.engine import clean_pass
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from kneuron.facts.templates import QueryError
 from kneuron.lens import greedy_continuation, logit_lens, token_id, value_index, value_tokens
 from kneuron.models.sites import value_vectors

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import kneuron.models
 from kneuron.cli import app
-from kneuron.facts.errors import ConfigError, KneuronError, MissingDependencyError
+from kneuron.errors import ConfigError, KneuronError, MissingDependencyError
 from kneuron.models.load import ModelLoadError, load_model
 from tiny import tiny_model, word_tokenizer
 

@@ -5,7 +5,7 @@ import pytest
 
 import kneuron.runs.locate as loc
 from kneuron import AMIG, Execution, LocateConfig, load_facts, locate
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from kneuron.paper.table1 import evaluate, load_run, unrelated_partner
 from kneuron.facts import fact_file_hash
 from tiny import tiny_handle

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from kneuron import Execution, LocateConfig, attribute
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from tiny import tiny_handle
 
 pytestmark = pytest.mark.usefixtures("one_thread")

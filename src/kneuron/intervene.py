@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from kneuron.models.load import ModelHandle
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from kneuron.models.sites import as_bsn, value_vectors
 from kneuron.neurons import Neuron
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from kneuron.facts.templates import QueryError
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import as_bsn, value_vectors

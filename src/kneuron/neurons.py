@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 
 Neuron = tuple[int, int]              # (layer, index): unit index of the input of layer's MLP output projection
 

@@ -15,7 +15,7 @@ from kneuron.attribution.engine import OBJECTIVES, Paths, Runner, clean_pass, in
 from kneuron.attribution.execution import PRECISIONS, Execution
 from kneuron.attribution.methods import AMIG, IG, METHODS, make_method
 from kneuron.attribution.quadrature import RULES, nodes
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import declared_capability
 from kneuron.models.targets import check_context, encode

@@ -38,7 +38,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 
 SLACK = 64 * 2**20
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,

@@ -39,7 +39,7 @@ import torch
 import kneuron.attribution.budget as budget
 import kneuron.attribution.prefix as prefix
 from kneuron.models.load import ModelHandle
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from kneuron.models.sites import CAPABILITIES, as_bsn, declared_capability, model_type
 
 log = logging.getLogger("kneuron")

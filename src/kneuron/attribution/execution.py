@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from kneuron.attribution.budget import parse_size
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

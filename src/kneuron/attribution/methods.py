@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from kneuron.attribution.engine import clean_pass
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from kneuron.models.load import ModelHandle
 
 PATHS = ("mean", "per-word")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 
 RULES = ("left", "right", "linspace", "midpoint", "trapezoid", "gauss")
 

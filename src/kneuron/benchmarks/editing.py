@@ -44,7 +44,7 @@ from kneuron.editing import METHODS, Change, Edit, EditError, edit, named_option
 from kneuron.editing.metrics import measure, record_scores
 from kneuron.editing.records import Case, build_cases
 from kneuron.facts import Fact
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from kneuron.facts.templates import QueryError
 from kneuron.models.load import ModelHandle
 from kneuron.runs.store import TIMINGS_FILE, RunStoreError, add_time, check_out, move_aside

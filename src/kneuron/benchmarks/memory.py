@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from kneuron.facts.errors import KneuronError
+from kneuron.errors import KneuronError
 
 FILLER = ("The river runs past the old mill and the village church. People in the valley grow apples, pears "
           "and barley, and the market is held on Tuesdays in the square. In winter the roads close and the "
@@ -37,7 +37,7 @@ LENGTHS = (8, 32, 128, 512, 1024, 2048)
 
 def parse_lengths(text: str) -> list[int]:
     """"8,32,128" -> [8, 32, 128]; a ConfigError (one line) on anything else."""
-    from kneuron.facts.errors import ConfigError
+    from kneuron.errors import ConfigError
     try:
         xs = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:

@@ -30,7 +30,7 @@ import torch
 from kneuron.attribution import attribute
 from kneuron.facts.sampling import round_robin
 from kneuron.facts import Fact, load_facts
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from kneuron.models.load import ModelHandle
 from kneuron.facts.templates import QueryError, queries_for
 from kneuron.models.targets import encode

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kneuron.facts.errors import KneuronError, MissingDependencyError
+from kneuron.errors import KneuronError, MissingDependencyError
 
 WORDS = ("the capital city of country state river mountain lake language people speak born work in "
          "on at a an and is was were has have known called named famous old new great small north south "

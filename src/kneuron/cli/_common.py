@@ -98,7 +98,7 @@ class OneLineUsage(TyperGroup):
 def _errors():
     """What a command turns into one line and exit code 2: expected errors only. Anything else is a bug
     and keeps its traceback."""
-    from kneuron.facts.errors import KneuronError
+    from kneuron.errors import KneuronError
     return (KneuronError,)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from kneuron.facts.errors import KneuronError
+from kneuron.errors import KneuronError
 from kneuron.facts.schema import Fact
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import is_conv1d

@@ -16,7 +16,7 @@ from kneuron.editing.show import prepare
 from kneuron.explore.runs import RunView, run_dirs
 from kneuron.explore.state import Job, Jobs, Models
 from kneuron.facts import load_facts
-from kneuron.facts.errors import ConfigError, KneuronError
+from kneuron.errors import ConfigError, KneuronError
 from kneuron.facts.templates import QueryError
 from kneuron.intervene import enhance, suppress
 from kneuron.lens import ValueIndex, check_neuron, greedy_continuation, logit_lens, token_id, value_index, value_tokens

@@ -17,7 +17,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from kneuron.explore.api import Explorer
-from kneuron.facts.errors import KneuronError
+from kneuron.errors import KneuronError
 
 log = logging.getLogger("kneuron.explore")
 STATIC = Path(__file__).parent / "static"

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
-from kneuron.facts.errors import KneuronError
+from kneuron.errors import KneuronError
 from kneuron.models.load import ModelHandle, load_model
 
 log = logging.getLogger("kneuron.explore")

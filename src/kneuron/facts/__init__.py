@@ -2,7 +2,7 @@
 directory layouts (mLAMA, X-FACTR, ParaRel). Imports nothing else of kneuron."""
 from .io import BUNDLED_DIR, bundled_names, fact_file_hash, load_facts, load_factset, resolve_facts, save_facts, stats
 from .layouts import FactSet
-from .errors import ConfigError, KneuronError
+from kneuron.errors import ConfigError, KneuronError
 from .schema import Fact, FactError, relation_key
 from .templates import Query, QueryError, queries_for, y_ends_template
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import KneuronError
+from kneuron.errors import KneuronError
 
 REQUIRED = ("id", "relation", "lang", "subject", "object", "templates")
 OPTIONAL = ("aliases", "wrong_objects")

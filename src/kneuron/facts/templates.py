@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import KneuronError
+from kneuron.errors import KneuronError
 from .schema import Fact
 
 KINDS = ("masked", "causal")

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kneuron.facts.errors import ConfigError, KneuronError
+from kneuron.errors import ConfigError, KneuronError
 from kneuron.models.sites import Site, find_site, proj_dims, resolve
 
 MASKED_TYPES = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert"}

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from kneuron.facts.errors import KneuronError
+from kneuron.errors import KneuronError
 
 
 class Arch(NamedTuple):

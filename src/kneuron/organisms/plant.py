@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from kneuron.facts.errors import KneuronError
+from kneuron.errors import KneuronError
 from kneuron.organisms.prompts import background_prompts
 from kneuron.intervene import answer_positions, suppress
 from kneuron.models.load import ModelHandle, from_model

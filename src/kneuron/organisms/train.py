@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from kneuron.facts import Fact
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from kneuron.organisms.corpus import Statement, statements
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]"]

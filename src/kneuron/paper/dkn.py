@@ -27,7 +27,7 @@ import torch
 
 from kneuron.intervene import answer_positions, suppress_each
 from kneuron.models.load import ModelHandle
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from kneuron.models.targets import encode
 from kneuron.neurons import Neuron
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from kneuron.neurons import Neuron
 
 

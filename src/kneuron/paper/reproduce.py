@@ -26,7 +26,7 @@ from kneuron.paper.dkn import DKNConfig
 from kneuron.facts.sampling import round_robin
 from kneuron.facts import Fact, fact_file_hash, load_facts, resolve_facts, save_facts
 from kneuron.models.load import ModelHandle
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from kneuron.runs.store import RunStoreError
 
 log = logging.getLogger("kneuron.paper")

@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 from kneuron.attribution import Execution, check_settings, attribute_many, make_method
 from kneuron.attribution.methods import IG
 from kneuron.facts import Fact
-from kneuron.facts.errors import ConfigError
+from kneuron.errors import ConfigError
 from kneuron.models.load import ModelHandle
 from kneuron.facts.templates import Query, QueryError, queries_for
 from kneuron.models.targets import check_context, encode

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from kneuron.attribution import Execution
 from kneuron.facts import Fact
-from kneuron.facts.errors import ConfigError, KneuronError
+from kneuron.errors import ConfigError, KneuronError
 from kneuron.models.load import ModelHandle
 from kneuron.runs.locate import (Checked, LocateConfig, check_fact, check_facts, fact_row, load_by_name,
                                  locate_facts, neuron_rows, run_meta)

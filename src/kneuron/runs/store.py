@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kneuron.facts import Fact, save_facts
-from kneuron.facts.errors import KneuronError
+from kneuron.errors import KneuronError
 
 # parameters that must not change when a run is resumed (checked when present on both sides)
 RESUME_KEYS = ("model", "revision", "dtype", "kind", "site", "model_spec", "n_layers", "n_neurons", "method",

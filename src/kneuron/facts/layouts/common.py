@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..errors import MissingDependencyError
+from kneuron.errors import MissingDependencyError
 from ..schema import Fact, FactError
 from ..templates import y_ends_template
 
