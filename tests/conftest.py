@@ -1,9 +1,8 @@
 import os
-import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-sys.path.insert(0, os.path.dirname(__file__))
+# tests/ is on sys.path through pytest (rootdir conftest, prepend import mode): the helpers are the package `support`
 
 
 import pytest  # noqa: E402
@@ -62,7 +61,7 @@ def mini_organism():
     def get(kind: str):
         if kind not in trained:
             from kneuron.organisms.train import OrganismConfig, train_organism
-            from tiny import bilingual_facts
+            from support.tiny import bilingual_facts
             n = torch.get_num_threads()
             torch.set_num_threads(1)
             try:

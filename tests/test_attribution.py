@@ -4,8 +4,8 @@ import torch
 
 from kneuron.attribution import AMIG, IG, Execution, attribute, make_method
 from kneuron.errors import ConfigError
-from reference import reference_attribute
-from tiny import FAMILIES, tiny_handle
+from support.reference import reference_attribute
+from support.tiny import FAMILIES, tiny_handle
 
 
 def _prompt(h):

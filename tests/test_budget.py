@@ -11,7 +11,7 @@ from kneuron.attribution.budget import Dims, clean_chunk, dims_of, estimate, par
 from kneuron.attribution.engine import Runner
 from kneuron.cli import app
 from kneuron.errors import ConfigError
-from tiny import tiny_handle
+from support.tiny import tiny_handle
 
 # model shapes: (layers, hidden, neurons, heads, kv heads, head dim, vocabulary, bytes per number)
 SHAPES = {

@@ -17,7 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from kneuron.cli import app
-from tiny import tiny_model, word_tokenizer
+from support.tiny import tiny_model, word_tokenizer
 
 KNEURON = Path(sys.executable).parent / "kneuron"
 TEMPLATE_CAPITAL = "the capital of [X] is [Y] ."

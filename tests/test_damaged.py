@@ -15,7 +15,7 @@ import kneuron.runs.locate as loc
 from kneuron import LocateConfig, load_facts, locate
 from kneuron.facts import fact_file_hash
 from kneuron.runs.store import DAMAGED, RunStore, RunStoreError, _stem, open_run
-from tiny import tiny_handle
+from support.tiny import tiny_handle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -238,7 +238,7 @@ def test_locate_resumes_a_run_with_a_truncated_part(fact_file, tmp_path, monkeyp
 
 def _saved_tiny(tmp_path):
     import torch
-    from tiny import tiny_model, word_tokenizer
+    from support.tiny import tiny_model, word_tokenizer
     model, kind = tiny_model("gpt2", dtype=torch.float32)
     model.save_pretrained(tmp_path / "m")
     word_tokenizer(kind).save_pretrained(tmp_path / "m")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kneuron import LocateConfig, RayExecutor, load_facts, load_model, locate
-from tiny import tiny_model, word_tokenizer
+from support.tiny import tiny_model, word_tokenizer
 
 ray = pytest.importorskip("ray")
 

@@ -7,7 +7,7 @@ import torch
 from kneuron import PlantSpec, answer_prob, plant, suppress
 from kneuron.paper.dkn import DKNConfig, _join, ablation_probs, drop, find_dkn, search
 from kneuron.intervene import suppress_each
-from tiny import tiny_handle
+from support.tiny import tiny_handle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,7 @@ from kneuron.editing import METHODS, Change, Edit, EditError, Rewrite, edit
 from kneuron.editing.base import value_index
 from kneuron.facts import Fact
 from kneuron.models.sites import value_vectors
-from tiny import same, snapshot, tiny_handle
+from support.tiny import same, snapshot, tiny_handle
 
 FACT = Fact("c0", "P36", "en", "france", "paris", ("the capital of [X] is [Y]", "[X] capital city is [Y]"))
 

@@ -7,7 +7,7 @@ import torch
 from kneuron.editing import EditError, Rewrite, batch_edit, edit
 from kneuron.editing.kn import erase_edit, kn_edit
 from kneuron.facts import Fact
-from tiny import FAMILIES, snapshot, tiny_handle
+from support.tiny import FAMILIES, snapshot, tiny_handle
 
 A = Fact("a", "P36", "en", "france", "paris", ("the capital of [X] is [Y]",))
 B = Fact("b", "P36", "en", "italy", "rome", ("the capital of [X] is [Y]",))

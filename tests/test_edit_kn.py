@@ -8,7 +8,7 @@ from kneuron.editing import EditError, Rewrite, edit
 from kneuron.editing.kn import erase_edit, erase_relation, kn_eai_edit, kn_edit, likn_edit
 from kneuron.editing.localize import common_neurons, fact_neurons, relation_neurons
 from kneuron.facts import Fact, queries_for
-from tiny import FAMILIES, same, snapshot, tiny_handle
+from support.tiny import FAMILIES, same, snapshot, tiny_handle
 
 FACT = Fact("c0", "P36", "en", "france", "paris", ("the capital of [X] is [Y]", "[X] capital city is [Y]"))
 OTHER = Fact("c0", "P36", "zh", "france", "paris", ("[X] city is [Y]",))         # "another language" (same words)

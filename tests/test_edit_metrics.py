@@ -14,7 +14,7 @@ from kneuron.editing.records import Neighbour, Prompt, Record
 from kneuron.facts import Fact
 from kneuron.models.load import ModelHandle
 from kneuron.probe import answer_prob
-from tiny import tiny_handle, word_tokenizer
+from support.tiny import tiny_handle, word_tokenizer
 
 TOK = word_tokenizer("causal")
 V = len(TOK)

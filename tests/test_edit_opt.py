@@ -9,7 +9,7 @@ from kneuron.editing.ft import ft_edit
 from kneuron.editing.optimize import kn_opt_edit
 from kneuron.editing.rome import mean_logp
 from kneuron.facts import Fact
-from tiny import FAMILIES, same, snapshot, tiny_handle
+from support.tiny import FAMILIES, same, snapshot, tiny_handle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

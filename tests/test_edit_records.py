@@ -7,7 +7,7 @@ import pytest
 from kneuron.editing import EditError
 from kneuron.editing.records import Case, build_cases, case_for
 from kneuron.facts import Fact, load_facts, y_ends_template
-from tiny import word_tokenizer
+from support.tiny import word_tokenizer
 
 
 @pytest.fixture(scope="module")

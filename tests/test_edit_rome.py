@@ -10,7 +10,7 @@ from kneuron.editing.objective import Runner, batch, prefixes
 from kneuron.editing.rome import mean_logp, rome_edit, sweep_layers
 from kneuron.editing.stats import second_moment, second_moments
 from kneuron.facts import Fact
-from tiny import FAMILIES, same, snapshot, tiny_handle
+from support.tiny import FAMILIES, same, snapshot, tiny_handle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

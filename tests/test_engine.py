@@ -12,7 +12,7 @@ from kneuron.attribution import AMIG, Execution, attribute, attribute_many
 from kneuron.attribution.engine import RunResult, Runner, clean_pass, make_problem, objective_values
 from kneuron.models import sites
 from kneuron.models.targets import encode
-from tiny import FAMILIES, H, HEADS, I, NL, V, tiny_handle, word_tokenizer
+from support.tiny import FAMILIES, H, HEADS, I, NL, V, tiny_handle, word_tokenizer
 
 
 def _runner(family, target="paris rome", k=0):
@@ -137,7 +137,7 @@ def test_fused_objective_gradient(objective):
         objective_values(logits, 3, "nope")
 
 
-# tiny models of the table's families tests/tiny.py does not build (never downloaded)
+# tiny models of the table's families tests/support/tiny.py does not build (never downloaded)
 EXTRA = {
     "camembert": ("masked", lambda: T.CamembertConfig(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, intermediate_size=I, pad_token_id=0)),
     "electra": ("masked", lambda: T.ElectraConfig(vocab_size=V, embedding_size=H, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, intermediate_size=I)),

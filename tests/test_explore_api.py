@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from explore_fixtures import ANSWER, CLM, PROMPT, call, explorer, make_run, serving, wait_job
+from support.explore_fixtures import ANSWER, CLM, PROMPT, call, explorer, make_run, serving, wait_job
 from kneuron import answer_prob, attribute, predict, suppress
 from kneuron.explore import check_host
 from kneuron.lens import logit_lens, value_index

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from explore_fixtures import ANSWER, CLM, PROMPT, chromium, explorer, make_run, serving
+from support.explore_fixtures import ANSWER, CLM, PROMPT, chromium, explorer, make_run, serving
 from kneuron import answer_prob, attribute, predict, suppress
 from kneuron.lens import logit_lens, token_id, value_index
 from kneuron.paper.table1 import first_prompt, measure, unrelated_partner

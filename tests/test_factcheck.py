@@ -129,7 +129,7 @@ def test_model_scorer_logp_and_greedy_match_the_model():
 
     from kneuron import answer_prob, predict
     from kneuron.paper.table3 import model_scorers
-    from tiny import tiny_handle
+    from support.tiny import tiny_handle
     h = tiny_handle("gpt2")
     top = predict(h, "the capital of france is", 1)[0][0].strip()
     f = Fact("a", "P36", "en", "france", "paris", ("the capital of [X] is [Y]",))

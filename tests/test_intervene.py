@@ -4,7 +4,7 @@ import torch
 
 from kneuron import answer_prob, enhance, erase, suppress
 from kneuron.intervene import answer_positions
-from tiny import tiny_handle
+from support.tiny import tiny_handle
 
 IDS = torch.tensor([[7, 8, 9, 10, 11]])
 

@@ -9,7 +9,7 @@ from kneuron.errors import ConfigError
 from kneuron.facts.templates import QueryError
 from kneuron.lens import greedy_continuation, logit_lens, token_id, value_index, value_tokens
 from kneuron.models.sites import value_vectors
-from tiny import tiny_handle
+from support.tiny import tiny_handle
 
 PROMPTS = {"causal": "the capital of france is", "masked": "the capital of france is [Y] ."}
 

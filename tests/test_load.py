@@ -17,7 +17,7 @@ import kneuron.models
 from kneuron.cli import app
 from kneuron.errors import ConfigError, KneuronError, MissingDependencyError
 from kneuron.models.load import ModelLoadError, load_model
-from tiny import tiny_model, word_tokenizer
+from support.tiny import tiny_model, word_tokenizer
 
 HUB_ID = "someone/tiny-gpt2"          # never fetched: the fakes below serve a local copy under this name
 

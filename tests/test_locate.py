@@ -8,7 +8,7 @@ from kneuron import AMIG, Execution, LocateConfig, load_facts, locate
 from kneuron.errors import ConfigError
 from kneuron.paper.table1 import evaluate, load_run, unrelated_partner
 from kneuron.facts import fact_file_hash
-from tiny import tiny_handle
+from support.tiny import tiny_handle
 
 def _run(h, fact_file, out, per=1, **kw):
     cfg = LocateConfig(method="amig", steps=3, threshold=0.2)
@@ -145,7 +145,7 @@ def test_a_model_name_is_loaded_by_the_executor(fact_file, tmp_path):
     """locate(<name>, ...): the executor loads the model (with ``load``'s options); the same run as
     with the handle loaded by hand."""
     import torch
-    from tiny import tiny_model, word_tokenizer
+    from support.tiny import tiny_model, word_tokenizer
     from kneuron import load_model
     model, kind = tiny_model("gpt2", dtype=torch.float32)
     model.save_pretrained(tmp_path / "m")
@@ -185,7 +185,7 @@ def test_cli_method_options_have_one_name(fact_file, tmp_path):
     import torch
     from typer.testing import CliRunner
     from kneuron.cli import app
-    from tiny import tiny_model, word_tokenizer
+    from support.tiny import tiny_model, word_tokenizer
     model, kind = tiny_model("gpt2", dtype=torch.float32)
     model.save_pretrained(tmp_path / "m")
     word_tokenizer(kind).save_pretrained(tmp_path / "m")

@@ -9,7 +9,7 @@ from kneuron.facts import Fact
 from kneuron.organisms import training_facts
 from kneuron.organisms.corpus import statements
 from kneuron.organisms.train import accuracy, model_card, save_organism
-from tiny import LANGS, PAIRS, bilingual_facts
+from support.tiny import LANGS, PAIRS, bilingual_facts
 
 _facts = bilingual_facts
 

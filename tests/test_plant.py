@@ -7,7 +7,7 @@ import torch
 
 from kneuron import answer_prob, attribute, from_model, load_model, suppress
 from kneuron.organisms.plant import LAYOUTS, PlantError, PlantSpec, grow, layout_for, plant
-from tiny import tiny_handle
+from support.tiny import tiny_handle
 
 SUBJECTS = ("france", "italy", "germany", "spain", "tanzania")
 TEMPLATES = ("the capital of {} is", "the language spoken in {} is", "the city of {} was", "a river in {} and",

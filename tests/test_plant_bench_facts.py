@@ -14,7 +14,7 @@ from kneuron.facts import Fact
 from kneuron.models.load import from_model
 from kneuron.facts.templates import is_cjk
 from kneuron.organisms.train import save_organism
-from tiny import bilingual_facts
+from support.tiny import bilingual_facts
 
 # every test here needs a trained miniature organism (seconds to train, once per run)
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]

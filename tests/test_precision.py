@@ -4,7 +4,7 @@ import torch
 
 from kneuron import Execution, LocateConfig, attribute
 from kneuron.errors import ConfigError
-from tiny import tiny_handle
+from support.tiny import tiny_handle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,7 +18,7 @@ from kneuron.cli import app
 from kneuron.models import load_model
 from kneuron.runs import reopen
 from kneuron.runs.reopen import ModelMismatchError, check_model, load_run, model_spec, open_model
-from tiny import HEADS, H, I, NL, V, tiny_model, word_tokenizer
+from support.tiny import HEADS, H, I, NL, V, tiny_model, word_tokenizer
 
 SITE = "mlp.c_fc"          # not gpt2's default (mlp.c_proj): its input is H wide, the default's I wide
 FACTS = [

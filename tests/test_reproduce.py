@@ -9,7 +9,7 @@ from kneuron.facts import save_facts
 from kneuron.models.load import from_model
 from kneuron.paper.reproduce import ReproduceConfig, Reproduction, model_langs, spread_ids
 from kneuron.runs.store import RunStoreError
-from tiny import bilingual_facts
+from support.tiny import bilingual_facts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

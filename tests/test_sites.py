@@ -5,7 +5,7 @@ import torch
 
 from kneuron import intervene
 from kneuron.models.sites import find_site, proj_dims, value_vectors
-from tiny import EXPECTED_SITE, FAMILIES, tiny_handle
+from support.tiny import EXPECTED_SITE, FAMILIES, tiny_handle
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -16,7 +16,7 @@ from kneuron.facts import Fact, fact_file_hash
 from kneuron.facts.templates import QueryError
 from kneuron.models import from_model
 from kneuron.runs.locate import check_fact, check_facts
-from tiny import FAMILIES, word_tokenizer
+from support.tiny import FAMILIES, word_tokenizer
 
 CONTEXT = 64
 CAPITAL = "the capital of [X] is [Y] ."
@@ -107,7 +107,7 @@ def test_masked_input_is_the_whole_sentence_with_special_tokens():
 
 
 def test_unknown_context_means_no_check():
-    from tiny import tiny_handle
+    from support.tiny import tiny_handle
     h = tiny_handle("bloom")                  # ALiBi: its config names no context length
     assert h.max_positions is None
     assert check_fact(h, Fact("a", "P36", "en", words(500), "paris", (CAPITAL,)))

@@ -248,7 +248,7 @@ def test_context_length_from_config(make, expected):
 
 
 def test_handle_max_positions():
-    from tiny import tiny_handle
+    from support.tiny import tiny_handle
     assert tiny_handle("gpt2").max_positions == 1024
     assert tiny_handle("opt").max_positions == 64         # OPT's learned positions: the config's number
     assert tiny_handle("bloom").max_positions is None

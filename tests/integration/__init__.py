@@ -1,0 +1,1 @@
+"""End-to-end tests across layers: the CLI, reproduce, the editing bench, the explorer."""

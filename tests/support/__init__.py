@@ -1,0 +1,2 @@
+"""Test support: tiny random-weight models of every family (tiny.py), the slow reference IG the fast
+engine is checked against (reference.py), fixtures for the explorer (explore_fixtures.py)."""
