@@ -1,12 +1,25 @@
-"""Selecting knowledge neurons from attribution scores, and refining them across prompts."""
+"""A fact's knowledge neurons: selecting them from attribution scores, refining them across prompts,
+and ``localize`` -- fact -> queries -> attribution -> select -> refine, with a ``LocateConfig`` -- the
+one definition that ``locate`` runs and the KN edit methods share.
+
+    localize(handle, fact, LocateConfig(method="amig", steps=20)) -> NeuronSet
+"""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
+from kneuron.attribution import Execution, attribute_many, check_settings, make_method
+from kneuron.attribution.methods import IG
 from kneuron.errors import ConfigError
+from kneuron.facts.templates import QueryError
+
+if TYPE_CHECKING:
+    from kneuron.facts.schema import Fact
+    from kneuron.models.load import ModelHandle
 
 Neuron = tuple[int, int]              # (layer, index): unit index of the input of layer's MLP output projection
 
@@ -63,3 +76,71 @@ def refine(sets: list[NeuronSet], p: float = REFINE_P) -> NeuronSet:
     kept = [n for n in count if count[n] > p * len(sets)]
     kept.sort(key=lambda n: (-total[n] / count[n], n))
     return NeuronSet(kept, [total[n] / count[n] for n in kept])
+
+
+@dataclass(frozen=True)
+class LocateConfig:
+    """What a localisation computes: the attribution method with its options, the integration, the
+    selection of neurons. A run records it in run.json (``method`` by name, ``method_options`` one name
+    per knob, as the method's ``params()``); a resumed run must have the same. How it runs is
+    ``Execution``.
+
+    ``method``: a method object (``IG()``, ``AMIG(paths=..., prefactor=..., normalize=...)``) or a
+    name ("ig", "amig") with ``method_options``; either way it is kept as the name and its options."""
+    method: str | IG = "ig"
+    steps: int = 20
+    threshold: float | None = None       # None: tau per language (en 0.3, zh 0.2, else 0.3)
+    top_k: int | None = None
+    refine_p: float = REFINE_P
+    objective: str = "prob"
+    rule: str = "left"
+    method_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        m = make_method(self.method, **dict(self.method_options))
+        object.__setattr__(self, "method", m.name)
+        object.__setattr__(self, "method_options", m.params())
+        self.validate()
+
+    @property
+    def method_object(self) -> IG:
+        """The attribution method, with its options."""
+        return make_method(self.method, **self.method_options)
+
+    def validate(self) -> None:
+        """Raise ConfigError (one line) on a bad setting, before any work is done or written."""
+        check_settings(self.method_object, self.steps, self.objective, self.rule)
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
+        if not 0 <= self.refine_p < 1:
+            raise ConfigError(f"refine-p must be in [0, 1), got {self.refine_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"top-k must be >= 1, got {self.top_k}")
+
+
+def neurons_of(attributions: list, lang: str, cfg: LocateConfig) -> NeuronSet:
+    """A fact's neurons from its prompts' attributions (one ``Attribution`` per prompt): on each prompt
+    those above tau (``cfg.threshold``, else the language's) x its best score, at most ``cfg.top_k``
+    (``select``), then refined over the prompts with ``cfg.refine_p`` (``refine``)."""
+    tau = tau_for(lang, cfg.threshold)
+    return refine([select(a.scores, tau, cfg.top_k) for a in attributions], cfg.refine_p)
+
+
+def localize(handle: "ModelHandle", fact: "Fact", cfg: LocateConfig | None = None, *,
+             execution: Execution | None = None, max_prompts: int | None = None,
+             skip_invalid: bool = True) -> NeuronSet:
+    """The fact's knowledge neurons, highest refined score first, exactly as a ``locate`` run with the
+    same ``cfg`` finds them: each of its queries (``fact.queries``; the first ``max_prompts``, None: all;
+    ``skip_invalid``: templates a causal model cannot use are dropped) attributed with
+    ``cfg.method_object`` (``attribute_many``), then ``neurons_of``. QueryError (one line naming the
+    fact's file, line and field) for a fact with no usable template or an object the tokenizer cannot
+    encode."""
+    cfg = cfg if cfg is not None else LocateConfig()
+    qs = fact.queries(handle.kind, skip_invalid=skip_invalid)[:max_prompts]
+    try:
+        found = attribute_many(handle, [(q.prompt, q.target) for q in qs], method=cfg.method_object,
+                               steps=cfg.steps, objective=cfg.objective, rule=cfg.rule,
+                               execution=execution if execution is not None else Execution())
+    except QueryError as e:
+        raise QueryError(f"{fact.where('object')}{e}") from None
+    return neurons_of(found, fact.lang, cfg)

@@ -32,7 +32,7 @@ from kneuron.facts.sampling import round_robin
 from kneuron.facts import Fact, load_facts
 from kneuron.errors import ConfigError
 from kneuron.models.load import ModelHandle
-from kneuron.facts.templates import QueryError, queries_for
+from kneuron.facts.templates import QueryError
 from kneuron.models.targets import encode
 from kneuron.organisms import organism_facts
 from kneuron.organisms.plant import Control, Planted, PlantError, PlantSpec, plant
@@ -118,8 +118,11 @@ class FactCounterfactual:
 
 def fact_prompts(f: Fact, kind: str) -> list[str]:
     """The fact's prompts for a model kind, in template order (causal: text before [Y]; templates
-    whose [Y] is not last are skipped; masked: [Y] kept)."""
-    return [q.prompt for q in queries_for(f, kind, skip_invalid=True)]
+    whose [Y] is not last are skipped; masked: [Y] kept); none when no template is usable."""
+    try:
+        return [q.prompt for q in f.queries(kind, skip_invalid=True)]
+    except QueryError:
+        return []
 
 
 def _token(handle: ModelHandle, prompt: str, obj: str) -> int | None:

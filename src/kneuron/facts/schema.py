@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kneuron.errors import KneuronError
+from .templates import Query, usable_queries
 
 REQUIRED = ("id", "relation", "lang", "subject", "object", "templates")
 OPTIONAL = ("aliases", "wrong_objects")
@@ -32,6 +33,18 @@ class Fact:
     def prompts(self) -> list[str]:
         """Each template with [X] filled by the subject ([Y] kept)."""
         return [t.replace("[X]", self.subject) for t in self.templates]
+
+    def queries(self, kind: str, skip_invalid: bool = False) -> list[Query]:
+        """The fact's queries for a ``kind`` ("masked" | "causal") model, one per usable template, in
+        template order (``kneuron.facts.templates.usable_queries``). QueryError, one line naming the
+        fact's file, line and field: a template a causal model cannot use ([Y] not last, nothing before
+        it) unless ``skip_invalid`` drops it, or no template left. Never empty."""
+        return usable_queries(self, kind, skip_invalid)
+
+    def first_query(self, kind: str) -> Query:
+        """The fact's first query a ``kind`` model can use (the prompt its single-prompt measures read):
+        ``queries(kind, skip_invalid=True)[0]``; QueryError (one line) when no template is usable."""
+        return self.queries(kind, skip_invalid=True)[0]
 
     @property
     def key(self) -> tuple[str, str]:

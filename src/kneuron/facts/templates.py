@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kneuron.errors import KneuronError
-from .schema import Fact
+
+# ``fact`` below is a kneuron.facts.schema.Fact, named only: Fact.queries / Fact.first_query call into this
+# module, so it does not import schema.py (one direction, no cycle).
 
 KINDS = ("masked", "causal")
 END_PUNCT = ".。?!．？！"
@@ -51,7 +53,7 @@ def y_ends_template(template: str) -> bool:
     return tail.strip().strip(END_PUNCT + " \t") == ""
 
 
-def queries_for(fact: Fact, kind: str, skip_invalid: bool = False) -> list[Query]:
+def queries_for(fact: "Fact", kind: str, skip_invalid: bool = False) -> list[Query]:
     """One Query per template of `fact`; causal needs [Y] at the end of the template."""
     check_kind(kind)
     out = []
@@ -71,6 +73,25 @@ def queries_for(fact: Fact, kind: str, skip_invalid: bool = False) -> list[Query
                 raise QueryError(f"fact {fact.id} ({fact.lang}) template {i}: {problem}")
         out.append(Query(fact.id, fact.lang, fact.relation, i, prompt, fact.object))
     return out
+
+
+def usable_queries(fact: "Fact", kind: str, skip_invalid: bool = False) -> list[Query]:
+    """``queries_for`` for a model: its errors prefixed with where the fact was read (file, line, field
+    "templates"), and a QueryError when no template is left, which says why the first one fails. The one
+    definition of "the fact's prompts a model can use" (``Fact.queries`` / ``Fact.first_query``)."""
+    where = fact.where("templates")
+    try:
+        qs = queries_for(fact, kind, skip_invalid=skip_invalid)
+    except QueryError as e:
+        raise QueryError(f"{where}{e}") from None
+    if not qs:
+        try:                                 # say why: the first template's problem
+            queries_for(fact, kind)
+            why = ""
+        except QueryError as e:
+            why = f" ({e})"
+        raise QueryError(f"{where}no template usable by a {kind} model{why}")
+    return qs
 
 
 def separator(prompt: str, answer: str) -> str:

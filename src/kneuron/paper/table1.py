@@ -15,7 +15,6 @@ from kneuron.intervene import enhance, suppress
 from kneuron.metrics import Table1, relative_change, table1
 from kneuron.models.load import ModelHandle
 from kneuron.neurons import Neuron
-from kneuron.facts.templates import queries_for
 from kneuron.probe import answer_prob
 from kneuron.runs.reopen import RunContents, check_model, load_run   # load_run and RunContents live in runs.reopen
 
@@ -36,8 +35,8 @@ def unrelated_partner(facts: list[Fact], seed: int = 42) -> tuple[list[int], int
 
 
 def first_prompt(handle: ModelHandle, f: Fact) -> tuple[str, str]:
-    """The (prompt, target) of a fact's first template usable by the model."""
-    q = queries_for(f, handle.kind, skip_invalid=True)[0]
+    """The (prompt, target) of a fact's first template usable by the model (``Fact.first_query``)."""
+    q = f.first_query(handle.kind)
     return q.prompt, q.target
 
 

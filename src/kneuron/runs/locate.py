@@ -21,59 +21,19 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Iterator, Protocol
 
-from kneuron.attribution import Execution, check_settings, attribute_many, make_method
-from kneuron.attribution.methods import IG
+from kneuron.attribution import Execution, attribute_many
 from kneuron.facts import Fact
 from kneuron.errors import ConfigError
 from kneuron.models.load import ModelHandle
-from kneuron.facts.templates import Query, QueryError, queries_for
+from kneuron.facts.templates import Query, QueryError
 from kneuron.models.targets import check_context, encode
-from kneuron.neurons import REFINE_P, NeuronSet, refine, select, tau_for
+from kneuron.neurons import LocateConfig, NeuronSet, neurons_of
 from kneuron.runs.store import RunStore, check_out
 
 _DEFAULT = Execution()
-
-
-@dataclass(frozen=True)
-class LocateConfig:
-    """What a run computes: the attribution method with its options, the integration, the selection
-    of neurons. Recorded in run.json (``method`` by name, ``method_options`` one name per knob, as
-    the method's ``params()``); a resumed run must have the same. How it runs is ``Execution``.
-
-    ``method``: a method object (``IG()``, ``AMIG(paths=..., prefactor=..., normalize=...)``) or a
-    name ("ig", "amig") with ``method_options``; either way it is kept as the name and its options."""
-    method: str | IG = "ig"
-    steps: int = 20
-    threshold: float | None = None       # None: tau per language (en 0.3, zh 0.2, else 0.3)
-    top_k: int | None = None
-    refine_p: float = REFINE_P
-    objective: str = "prob"
-    rule: str = "left"
-    method_options: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        m = make_method(self.method, **dict(self.method_options))
-        object.__setattr__(self, "method", m.name)
-        object.__setattr__(self, "method_options", m.params())
-        self.validate()
-
-    @property
-    def method_object(self) -> IG:
-        """The attribution method, with its options."""
-        return make_method(self.method, **self.method_options)
-
-    def validate(self) -> None:
-        """Raise ConfigError (one line) on a bad setting, before any work is done or written."""
-        check_settings(self.method_object, self.steps, self.objective, self.rule)
-        if self.threshold is not None and not 0 <= self.threshold <= 1:
-            raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
-        if not 0 <= self.refine_p < 1:
-            raise ConfigError(f"refine-p must be in [0, 1), got {self.refine_p}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ConfigError(f"top-k must be >= 1, got {self.top_k}")
 
 
 @dataclass
@@ -89,17 +49,7 @@ def check_fact(handle: ModelHandle, fact: Fact, skip_invalid: bool = False) -> l
     """A fact's queries, each encoded and within the model's context, before any model work; QueryError
     (one line naming the fact's file, line and field) if it cannot be used. ``skip_invalid``: drop the
     templates a causal model cannot use (the fact fails only when none is left)."""
-    try:
-        qs = queries_for(fact, handle.kind, skip_invalid=skip_invalid)
-    except QueryError as e:
-        raise QueryError(f"{fact.where('templates')}{e}") from None
-    if not qs:
-        try:                                 # say why: the first template's problem
-            queries_for(fact, handle.kind)
-            why = ""
-        except QueryError as e:
-            why = f" ({e})"
-        raise QueryError(f"{fact.where('templates')}no template usable by a {handle.kind} model{why}")
+    qs = fact.queries(handle.kind, skip_invalid)
     limit = handle.max_positions
     for q in qs:
         try:
@@ -147,6 +97,8 @@ def check_facts(handle: ModelHandle, facts: Iterable[Fact], skip_invalid: bool =
 
 def locate_fact(handle: ModelHandle, fact: Fact, queries: list[Query], cfg: LocateConfig,
                 execution: Execution = _DEFAULT) -> FactResult:
+    """One fact's FactResult from its checked ``queries`` (``check_fact``); its ``neurons`` equal
+    ``kneuron.neurons.localize(handle, fact, cfg)``'s (which builds the queries itself)."""
     return locate_facts(handle, [(fact, queries)], cfg, execution)[0]
 
 
@@ -160,9 +112,7 @@ def locate_facts(handle: ModelHandle, work: list[tuple[Fact, list[Query]]], cfg:
     out, i = [], 0
     for fact, qs in work:
         mine, i = scores[i:i + len(qs)], i + len(qs)
-        tau = tau_for(fact.lang, cfg.threshold)
-        sets = [select(a.scores, tau, cfg.top_k) for a in mine]
-        out.append(FactResult(fact, qs, refine(sets, cfg.refine_p), mine[0].prob, mine[0].prediction))
+        out.append(FactResult(fact, qs, neurons_of(mine, fact.lang, cfg), mine[0].prob, mine[0].prediction))
     return out
 
 

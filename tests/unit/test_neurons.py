@@ -1,0 +1,89 @@
+"""neurons.localize: fact -> queries -> attribution -> select -> refine, one definition for runs and edits."""
+import dataclasses
+from dataclasses import asdict
+
+import pytest
+import torch
+
+import kneuron.runs.locate as loc
+from kneuron.attribution import Execution, attribute_many
+from kneuron.errors import ConfigError
+from kneuron.facts import Fact, QueryError
+from kneuron.neurons import LocateConfig, localize, neurons_of, refine, select, tau_for
+from support.tiny import tiny_handle
+
+FACT = Fact("c1", "P36", "en", "france", "paris",
+            ("the capital of [X] is [Y] .", "[X] capital city is [Y] .", "the city of [X] is a capital and [Y] ."))
+MIXED = Fact("c2", "P36", "zh", "italy", "rome", ("[Y] is the capital of [X] .", "the capital of [X] is [Y] ."),
+             source="f.jsonl:3")
+
+
+@pytest.fixture(scope="module", params=["gpt2", "bert"])
+def h(request):
+    torch.set_num_threads(1)
+    return tiny_handle(request.param, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("cfg", [LocateConfig(method="amig", steps=3, threshold=0.2),
+                                 LocateConfig(steps=4, refine_p=0.5, top_k=5),
+                                 LocateConfig(steps=5, rule="midpoint")])
+def test_localize_is_a_locate_runs_neurons_exactly(h, cfg):
+    old = loc.locate_fact(h, FACT, loc.check_fact(h, FACT), cfg)
+    new = localize(h, FACT, cfg)
+    assert new.neurons == old.neurons.neurons and new.scores == old.neurons.scores
+    assert len(new) > 0
+
+
+def test_localize_is_select_per_prompt_then_refine_with_refine_p(h):
+    """The composition KN edits used (editing.localize.fact_neuron_set with ``p``), by hand."""
+    qs = FACT.queries(h.kind, skip_invalid=True)[:2]
+    found = attribute_many(h, [(q.prompt, q.target) for q in qs], method="ig", steps=5, rule="midpoint",
+                           execution=Execution())
+    for p in (0.3, 0.6):
+        want = refine([select(a.scores, tau_for("en"), None) for a in found], p)
+        got = localize(h, FACT, LocateConfig(steps=5, rule="midpoint", refine_p=p), max_prompts=2)
+        assert (got.neurons, got.scores) == (want.neurons, want.scores)
+        assert neurons_of(found, "en", LocateConfig(steps=5, rule="midpoint", refine_p=p)).neurons == want.neurons
+    strict = refine([select(a.scores, tau_for("en"), None) for a in found], 0.6)
+    loose = refine([select(a.scores, tau_for("en"), None) for a in found], 0.3)
+    assert set(strict.neurons) <= set(loose.neurons)
+
+
+def test_tau_is_the_facts_language_unless_a_threshold_is_given(h):
+    zh = MIXED.queries(h.kind, skip_invalid=True)
+    found = attribute_many(h, [(q.prompt, q.target) for q in zh], steps=3)
+    want = refine([select(a.scores, 0.2, None) for a in found], 0.3)        # zh: tau 0.2
+    got = localize(h, MIXED, LocateConfig(steps=3))
+    assert got.neurons == want.neurons
+    want = refine([select(a.scores, 0.9, None) for a in found], 0.3)
+    assert localize(h, MIXED, LocateConfig(steps=3, threshold=0.9)).neurons == want.neurons
+
+
+def test_a_causal_model_drops_the_templates_it_cannot_use_unless_strict():
+    h = tiny_handle("gpt2", dtype=torch.float32)
+    only = dataclasses.replace(MIXED, templates=MIXED.templates[1:])
+    got, want = localize(h, MIXED, LocateConfig(steps=2)), localize(h, only, LocateConfig(steps=2))
+    assert (got.neurons, got.scores) == (want.neurons, want.scores) and len(got) > 0
+    with pytest.raises(QueryError, match=r'^f\.jsonl:3: field "templates": fact c2 \(zh\) template 0: '):
+        localize(h, MIXED, LocateConfig(steps=2), skip_invalid=False)
+    none = Fact("c3", "P36", "en", "spain", "madrid", ("[Y] is in [X] .",), source="f.jsonl:4")
+    with pytest.raises(QueryError, match=r'^f\.jsonl:4: field "templates": no template usable by a causal model'):
+        localize(h, none, LocateConfig(steps=2))
+
+
+def test_an_object_the_tokenizer_cannot_encode_names_the_object_field():
+    h = tiny_handle("gpt2", dtype=torch.float32)
+    bad = Fact("c4", "P36", "en", "spain", "Ωμέγα", ("the capital of [X] is [Y] .",), source="f.jsonl:5")
+    with pytest.raises(QueryError) as ei:
+        localize(h, bad, LocateConfig(steps=2))
+    assert str(ei.value).startswith('f.jsonl:5: field "object": ') and "\n" not in str(ei.value)
+
+
+def test_locate_config_lives_here_and_serialises_as_before():
+    assert loc.LocateConfig is LocateConfig
+    assert list(asdict(LocateConfig())) == ["method", "steps", "threshold", "top_k", "refine_p", "objective",
+                                           "rule", "method_options"]
+    assert asdict(LocateConfig()) == {"method": "ig", "steps": 20, "threshold": None, "top_k": None,
+                                      "refine_p": 0.3, "objective": "prob", "rule": "left", "method_options": {}}
+    with pytest.raises(ConfigError, match=r"refine-p must be in \[0, 1\), got 1"):
+        LocateConfig(refine_p=1)
