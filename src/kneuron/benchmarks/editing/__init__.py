@@ -1,0 +1,32 @@
+"""The editing benchmark: every method on the same CounterFact-style records, in every language, resumable.
+
+    run_editing_bench(handle, facts, n=100, methods=("kn", "rome"), out="runs/edit", mode="single")
+
+Single mode: for each method, case and edit language, compute the edit, apply it, measure the case in every
+language, undo it. Sequential mode: per method and edit language, the edits are kept one after another;
+after each the case is measured, and after 1, 10, 50, 100 kept edits every record edited so far is measured
+again (S after k edits). Batch mode (the value-vector methods, ``kneuron.editing.batch``): per method and
+edit language, every case's edit is computed on the unedited model, all are applied at once, and each case
+is measured under the whole batch. Measurements and metrics: ``kneuron.editing.metrics``; records:
+``kneuron.editing.records``.
+
+    config.py    EditingConfig, what each method is to the bench, run.json and the resume check
+    rows.py      the typed rows (EditRow, Measurement, ...) and the JSON each is kept as
+    disk.py      the run directory (file by file: see there); an interrupted run loses at most the edit
+                 under way, and ``resume=True`` skips what is there and redoes a file that does not read back
+    context.py   BenchContext: what every mode edits with, built once; one edit and its measurement
+    prepare.py   the stages that build it: unedited measurements, localization, ROME's layer sweep
+    modes.py     Single, Sequential, Batched
+    bench.py     the run: open, build the context, each method in its mode, results.json and the report
+"""
+from kneuron.editing import named_options
+
+from .bench import EditingBench, run_editing_bench, summary
+from .config import CHECKPOINTS, DEFAULT_METHODS, KN_METHODS, MODES, EditingConfig
+from .context import BenchContext
+from .modes import Batched, Sequential, Single
+from .rows import EditRow, Measurement
+
+__all__ = ["CHECKPOINTS", "DEFAULT_METHODS", "BenchContext", "Batched", "EditRow", "EditingBench", "EditingConfig",
+           "KN_METHODS", "MODES", "Measurement", "Sequential", "Single", "named_options", "run_editing_bench",
+           "summary"]

@@ -1,0 +1,121 @@
+"""The editing benchmark's run: open (or resume) the run directory, build the ``BenchContext`` once (the
+records, the unedited measurements, the neurons, ROME's layer), then run each method in the mode asked,
+and write results.json and the report. Each stage's time goes into timings.json."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+from kneuron.editing import EditError
+from kneuron.editing.records import Case, build_cases
+from kneuron.facts import Fact
+from kneuron.models.load import ModelHandle
+
+from . import prepare
+from .config import DEFAULT_METHODS, EditingConfig, resumed_meta, run_meta, uses_neurons
+from .context import BenchContext, Budget
+from .disk import BenchDir
+from .modes import STRATEGIES, Sequential
+
+
+class EditingBench:
+    """One run of the benchmark into ``out`` (``resume``: an earlier run's directory, same settings).
+    ``pool``: the facts neighbours and the common-neuron filter draw from (default ``facts``); ``limit``:
+    stop after that many new edits, as if interrupted."""
+
+    def __init__(self, handle: ModelHandle, facts: list[Fact], cfg: EditingConfig, out, *, pool=None,
+                 resume: bool = False, show_progress: bool = True, log: Callable[[str], None] = lambda s: None,
+                 facts_name: str | None = None, limit: int | None = None):
+        cfg.validate()
+        self.h, self.cfg, self.log = handle, cfg, log
+        self.facts, self.pool = list(facts), list(pool if pool is not None else facts)
+        self.resume, self.show, self.facts_name, self.limit = resume, show_progress, facts_name, limit
+        self.disk = BenchDir(out, self.warn)
+
+    def warn(self, s: str) -> None:
+        self.log(f"warning: {s}")
+
+    def _open(self) -> tuple[list[Case], dict]:
+        """The run's records and run.json: read back (resumed, checked against these settings) or made."""
+        self.disk.check(self.resume)
+        cases = self.disk.cases() if self.resume else None
+        if cases is None:
+            cases = build_cases(self.facts, self.cfg.n, kind=self.h.kind, tokenizer=self.h.tokenizer,
+                                langs=list(self.cfg.langs) if self.cfg.langs else None, seed=self.cfg.seed,
+                                pool=self.pool, n_neighbours=self.cfg.n_neighbours, n_generation=self.cfg.n_generation)
+            if not cases:
+                raise EditError(f"no fact can be made an edit record for {self.h.name} (each needs a wrong object "
+                                "the tokenizer encodes and a usable template in every language)")
+        meta = run_meta(self.cfg, self.h, cases, self.facts_name)
+        if self.resume:
+            meta = resumed_meta(self.disk.meta(), meta, self.cfg, self.disk.out)
+        self.disk.commit(cases, meta)
+        return cases, meta
+
+    def context(self, cases: list[Case], t0: float) -> tuple[BenchContext, dict]:
+        """The context every method edits with, each stage timed (``t0``: when the run began)."""
+        ctx = BenchContext(self.h, self.cfg, cases, {}, self.disk, Budget(self.limit), show=self.show, warn=self.warn)
+        ctx = dataclasses.replace(ctx, before=prepare.unedited(ctx, cases))
+        timings = self.disk.add_time("unedited", time.perf_counter() - t0)
+        if any(uses_neurons(m) for m in self.cfg.methods):
+            t = time.perf_counter()
+            neurons, common = prepare.localize(ctx, cases, self.pool)
+            ctx = dataclasses.replace(ctx, neurons=neurons, common=common)
+            timings = self.disk.add_time("localize", time.perf_counter() - t)
+        if "rome" in self.cfg.methods:
+            t = time.perf_counter()
+            layer, sweep = prepare.rome_layer(ctx)
+            ctx = dataclasses.replace(ctx, rome_layer=layer, sweep=sweep, rome_stats=prepare.rome_stats(ctx, layer))
+            timings = self.disk.add_time("rome_sweep", time.perf_counter() - t)
+        return ctx, timings
+
+    def run(self) -> dict | None:
+        """Every method in the mode asked; results.json's content (None: stopped by ``limit``)."""
+        t0 = time.perf_counter()
+        self.cfg.check_model(self.h)
+        cases, meta = self._open()
+        self.log(f"{len(cases)} cases in {', '.join(cases[0].langs)}; methods {', '.join(self.cfg.methods)}; "
+                 f"mode {self.cfg.mode}; {self.disk.out}")
+        ctx, timings = self.context(cases, t0)
+        mode = STRATEGIES[self.cfg.mode]
+        rows, curves = {}, {}
+        for m in self.cfg.methods:
+            t = time.perf_counter()
+            rows[m] = {(r.case_id, r.edit_lang): r.to_json() for r in mode.run(m, cases, ctx)}
+            if isinstance(mode, Sequential):
+                curves[m] = {lang: {k: c.to_json() for k, c in by_k.items()}
+                             for lang, by_k in mode.curve(m, cases, ctx).items()}
+            timings = self.disk.add_time(m, time.perf_counter() - t)
+        if not ctx.budget.left() and any(len(rows[m]) < sum(len(c.langs) for c in cases) for m in rows):
+            self.log(f"stopped after {ctx.budget.spent} new edits (limit); resume to finish")
+            return None
+        from kneuron.benchmarks.editing_report import results, write_report
+        res = results(meta, cases, {cid: r.raw for cid, r in ctx.before.items()}, rows, curves,
+                      ctx.sweep.to_json() if ctx.sweep else None, ctx.rome_layer, timings)
+        self.disk.put_results(res)
+        write_report(res, self.disk.out)
+        return res
+
+
+def run_editing_bench(handle: ModelHandle, facts: list[Fact], *, out, n: int = 100,
+                      methods=DEFAULT_METHODS, mode: str = "single", langs=None, seed: int = 0, resume: bool = False,
+                      pool: list[Fact] | None = None, show_progress: bool = True, log=lambda s: None,
+                      facts_name: str | None = None, limit: int | None = None, **config) -> dict | None:
+    """Run (or resume) the editing benchmark into ``out``; returns results.json's content (None when stopped
+    by ``limit``: that many new edits were computed, as if interrupted). ``facts``: the facts to draw cases
+    from; ``pool``: the facts neighbours come from (default ``facts``; for an organism, the facts it was
+    trained on). ``config``: the other EditingConfig fields (n_neighbours, n_generation, common_facts,
+    sweep_cases, rome_layers, method_options)."""
+    cfg = EditingConfig(n=n, methods=tuple(methods), mode=mode, langs=tuple(langs) if langs else None, seed=seed,
+                        **config)
+    return EditingBench(handle, facts, cfg, out, pool=pool, resume=resume, show_progress=show_progress, log=log,
+                        facts_name=facts_name, limit=limit).run()
+
+
+def summary(res: dict) -> dict:
+    """What ``kneuron bench editing --json`` prints: model, n_records, unedited, methods."""
+    return {k: res[k] for k in ("model", "n_records", "unedited", "methods")}
+
+
+__all__ = ["EditingBench", "run_editing_bench", "summary"]

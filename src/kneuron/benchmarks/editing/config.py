@@ -1,0 +1,159 @@
+"""The editing benchmark's settings, what each method is to the bench, and the run's run.json (the keys a
+resumed run must keep)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+
+from kneuron.editing import METHODS, named_options
+from kneuron.editing.records import Case
+from kneuron.errors import ConfigError
+from kneuron.models.load import ModelHandle
+
+KN_METHODS = ("kn", "kn-eai", "kn-erase", "likn", "kn-opt")     # given the bench's cached neurons
+DEFAULT_METHODS = ("kn", "kn-eai", "kn-opt", "likn", "rome", "ft")
+MODES = ("single", "sequential", "batch")
+CHECKPOINTS = (1, 10, 50, 100)
+CAUSAL_ONLY = ("rome",)                           # methods a masked model cannot take
+# run.json keys a resumed run must keep
+RESUME_KEYS = ("model", "n", "mode", "langs", "seed", "n_neighbours", "n_generation", "common_facts",
+               "sweep_cases", "rome_layers", "cases_hash")
+
+
+# ----------------------------------------------------------------------------- what a method is to the bench
+
+def uses_neurons(method: str) -> bool:
+    """The method is given the bench's cached knowledge neurons (one localization for every KN method)."""
+    return method in KN_METHODS
+
+
+def uses_common(method: str) -> bool:
+    """The method is given its relation's common neurons to leave out (likn: its neurons are those the fact
+    shares with its other language, unfiltered)."""
+    return uses_neurons(method) and not uses_other_language(method)
+
+
+def uses_other_language(method: str) -> bool:
+    """The method edits the fact in two languages at once (it is given the case's other record)."""
+    return method == "likn"
+
+
+def uses_rome_layer(method: str) -> bool:
+    """The method edits the layer ROME's sweep chose (where the bench ran one)."""
+    return method in ("rome", "ft")
+
+
+def causal_only(method: str) -> bool:
+    return method in CAUSAL_ONLY
+
+
+def takes(method: str) -> set[str]:
+    """The options the method's function names (the bench gives it only those)."""
+    return named_options(method)
+
+
+# ----------------------------------------------------------------------------- the settings
+
+@dataclass(frozen=True)
+class EditingConfig:
+    n: int = 100                                  # cases (fact ids), each rewritten in every language
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    mode: str = "single"
+    langs: tuple[str, ...] | None = None          # None: every language of the facts
+    seed: int = 0
+    n_neighbours: int = 10
+    n_generation: int = 2                         # generation prompts per record (GE; 0: none)
+    common_facts: int = 10                        # facts per relation that Dai's 10 % filter counts over
+    sweep_cases: int = 4                          # ROME's layer sweep: cases (first language)
+    rome_layers: tuple[int, ...] | None = None    # layers the sweep tries (None: every layer, at most 8)
+    method_options: dict = field(default_factory=dict)    # method -> options for kneuron.editing.edit
+
+    def validate(self) -> None:
+        if self.n < 1:
+            raise ConfigError(f"n must be >= 1, got {self.n}")
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if not self.methods:
+            raise ConfigError("no editing method given")
+        for m in self.methods:
+            if m not in METHODS:
+                raise ConfigError(f"unknown editing method {m!r} (expected one of {', '.join(METHODS)})")
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"a method is named twice in {', '.join(self.methods)}")
+        if self.mode == "batch":
+            from kneuron.editing.batch import RULES
+            bad = [m for m in self.methods if m not in RULES]
+            if bad:
+                raise ConfigError(f"{', '.join(bad)} has no batch mode (methods with one: {', '.join(RULES)}); "
+                                  "leave it out or use --mode single or sequential")
+        for k in ("n_neighbours", "n_generation", "common_facts", "sweep_cases"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"{k} must be >= 0, got {getattr(self, k)}")
+
+    def check_model(self, handle: ModelHandle) -> None:
+        """Refuse methods the model's kind cannot take (before any work)."""
+        if handle.kind != "causal":
+            bad = [m for m in self.methods if causal_only(m)]
+            if bad:
+                raise ConfigError(f"{', '.join(bad)} supports causal models only; {handle.name} is a "
+                                  f"{handle.kind} model: leave {', '.join(bad)} out of the methods")
+
+    def options(self, method: str) -> dict:
+        """The user's options for ``method`` (``--option METHOD.NAME=VALUE``)."""
+        return self.method_options.get(method, {})
+
+
+# ----------------------------------------------------------------------------- run.json
+
+def plain(x):
+    """JSON's fallback for what the bench's rows may hold: tensors and tuples/sets as lists, else text."""
+    import torch
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    if isinstance(x, (set, tuple)):
+        return list(x)
+    return str(x)
+
+
+def same(a, b) -> bool:
+    """Equal once written as JSON (tuples as lists, tensors as lists)."""
+    return json.loads(json.dumps(a, default=plain)) == json.loads(json.dumps(b, default=plain))
+
+
+def run_meta(cfg: EditingConfig, handle: ModelHandle, cases: list[Case], facts_name: str | None) -> dict:
+    """run.json's content for this run: the settings, the model, the records' hash and the versions."""
+    import torch
+    import transformers
+
+    from kneuron._version import __version__
+    text = "\n".join(json.dumps(c.to_json(), ensure_ascii=False, sort_keys=True) for c in cases)
+    d = asdict(cfg)
+    d["methods"], d["langs"] = list(cfg.methods), cases[0].langs
+    d["rome_layers"] = list(cfg.rome_layers) if cfg.rome_layers else None
+    return {**d, "model": handle.name, "kind": handle.kind, "n_layers": handle.n_layers,
+            "n_neurons": handle.n_neurons, "facts": facts_name, "n_cases": len(cases),
+            "cases_hash": hashlib.sha256(text.encode()).hexdigest(),
+            "versions": {"kneuron": __version__, "torch": torch.__version__,
+                         "transformers": transformers.__version__, "python": platform.python_version()}}
+
+
+def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
+    """``meta`` for a run resumed from one whose run.json is ``had``: refused (RunStoreError) where a
+    setting in RESUME_KEYS or a method's options differ; the methods and options of both, merged."""
+    from kneuron.runs.store import RunStoreError
+    for k in RESUME_KEYS:
+        if k in had and not same(had[k], meta[k]):
+            raise RunStoreError(f"cannot resume {where}: {k} differs (run has {had[k]!r}, now {meta[k]!r})")
+    opts = had.get("method_options") or {}
+    for m in cfg.methods:
+        if m in opts and not same(opts[m], meta["method_options"].get(m)):
+            raise RunStoreError(f"cannot resume {where}: the options of {m} differ")
+    return {**meta, "methods": list(dict.fromkeys(list(had.get("methods", [])) + list(cfg.methods))),
+            "method_options": {**opts, **meta["method_options"]}}
+
+
+__all__ = ["CAUSAL_ONLY", "CHECKPOINTS", "DEFAULT_METHODS", "EditingConfig", "KN_METHODS", "MODES", "RESUME_KEYS",
+           "causal_only", "plain", "resumed_meta", "run_meta", "same", "takes", "uses_common", "uses_neurons",
+           "uses_other_language", "uses_rome_layer"]

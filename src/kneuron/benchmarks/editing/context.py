@@ -1,0 +1,116 @@
+"""What every mode of the editing benchmark edits with, built once before the first method runs: the
+records, the unedited model's measurements, the cached neurons and the relations' common ones, ROME's
+layer (and its second moment), and the run directory. Nothing is added to it while the methods run.
+
+``BenchContext.edit`` computes one method's edit of one record with what the context holds (each method
+is given only what its function names), and ``BenchContext.row`` measures a case under an edit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from kneuron.editing import Edit, EditError, edit
+from kneuron.editing.metrics import measure, record_scores
+from kneuron.editing.records import Case
+from kneuron.facts.templates import QueryError
+from kneuron.models.load import ModelHandle
+
+from .config import EditingConfig, takes, uses_common, uses_neurons, uses_other_language, uses_rome_layer
+from .disk import BenchDir
+from .rows import CommonNeurons, EditRow, FactNeurons, Measurement, Sweep, UneditedRow
+
+
+class Budget:
+    """How many new edits this process may still compute (``limit``: a simulated interruption; None: no
+    limit). The one counter of a run, made with it."""
+
+    def __init__(self, limit: int | None):
+        self.limit, self.spent = limit, 0
+
+    def left(self) -> bool:
+        return self.limit is None or self.spent < self.limit
+
+    def spend(self) -> None:
+        self.spent += 1
+
+
+@dataclass(frozen=True)
+class BenchContext:
+    handle: ModelHandle
+    cfg: EditingConfig
+    cases: list[Case]
+    before: dict[int, UneditedRow]                        # case id -> the unedited model's measurement
+    disk: BenchDir
+    budget: Budget
+    neurons: dict[tuple[str, str], FactNeurons] | None = None     # (fact id, lang); None: no KN method
+    common: dict[tuple[str, str], CommonNeurons] | None = None    # (relation, lang)
+    rome_layer: int | None = None                         # the layer ROME (and FT) edit: the sweep's or the user's
+    rome_stats: Any = None                                # the unedited model's C at that layer (stats="auto")
+    sweep: Sweep | None = None
+    show: bool = False                                    # progress bars
+    warn: Callable[[str], None] = lambda s: None
+
+    def unedited(self, case: Case) -> dict[str, dict]:
+        """The case's unedited raw measurement per language."""
+        return self.before[case.case_id].raw
+
+    # -- one edit -------------------------------------------------------------------
+
+    def options(self, method: str, case: Case, lang: str, **extra) -> dict:
+        """What the method is given: the cached neurons (KN methods: the fact's, minus the relation's common
+        ones; likn: those the fact shares with its other language, unfiltered), the other language (likn),
+        ROME's layer -- each only where the method's function names it -- then the user's options for the
+        method, then ``extra``."""
+        r = case.records[lang]
+        auto: dict = {}
+        if uses_neurons(method) and self.neurons is not None:
+            auto["neurons"] = list(self.neurons[(r.fact.id, lang)].neurons)
+            if uses_common(method):
+                auto["common"] = set(map(tuple, self.common[(case.relation, lang)].neurons))
+        if uses_other_language(method):
+            other = next((o for o in case.langs if o != lang), None)
+            if other is not None:
+                o = case.records[other]
+                auto.update(other=o.edit_fact, other_new=o.new)
+                if "neurons" in auto:
+                    auto["neurons"] = sorted(set(auto["neurons"]) & set(self.neurons[(o.fact.id, other)].neurons))
+        if uses_rome_layer(method) and self.rome_layer is not None:
+            auto["layer"] = self.rome_layer
+        if method == "rome":
+            auto["progress"] = self.show
+            if self.rome_stats is not None:
+                auto["stats"] = self.rome_stats        # the unedited model's C, also under kept edits
+        named = takes(method)
+        return {**{k: v for k, v in auto.items() if k in named}, **self.cfg.options(method), **extra}
+
+    def local_seconds(self, method: str, case: Case, lang: str) -> float:
+        """Localization time the method would have spent on its own (its neurons were cached)."""
+        if not uses_neurons(method) or self.neurons is None:
+            return 0.0
+        langs = case.langs if uses_other_language(method) else [lang]
+        return sum(self.neurons[(case.records[g].fact.id, g)].seconds for g in langs)
+
+    def edit(self, method: str, case: Case, lang: str, **extra) -> Edit:
+        """The method's edit of the case's ``lang`` record (not applied); one it cannot make (an EditError or
+        QueryError: no usable prompt, no shared neuron ...) is an edit that changes nothing, with the reason
+        in its info (and a warning), so every method is measured on the same records."""
+        r = case.records[lang]
+        try:
+            return edit(self.handle, r.edit_fact, r.new, method=method, **self.options(method, case, lang, **extra))
+        except (EditError, QueryError) as err:
+            self.warn(f"{method} cannot edit case {case.case_id} ({case.fact_id}, {lang}): {err}")
+            return Edit(self.handle, method, None, [], info={"error": str(err)})
+
+    def row(self, method: str, case: Case, lang: str, e: Edit, batch: int | None = None) -> EditRow:
+        """The case measured in every language with the model as it is now (``e`` applied), against the
+        unedited model; generation prompts in the edit language only."""
+        recs = list(case.records.values())
+        ms = measure(self.handle, recs, generation=[lang], seed=self.cfg.seed + case.case_id)
+        before = self.unedited(case)
+        return EditRow(method, case.case_id, case.fact_id, lang, case.records[lang].new, e.seconds,
+                       self.local_seconds(method, case, lang), e.params_changed, e.info,
+                       {r.lang: Measurement(m, record_scores(m, before[r.lang])) for r, m in zip(recs, ms)}, batch)
+
+
+__all__ = ["BenchContext", "Budget"]

@@ -1,0 +1,158 @@
+"""The editing benchmark's three modes, one strategy each: ``run(method, cases, ctx)`` yields one
+``EditRow`` per (case, edit language) that is done -- read back from the run directory or computed now --
+and stops early once the context's budget of new edits is spent (a resumed run finishes the rest).
+
+    Single       each edit computed, applied, the case measured in every language, undone
+    Sequential   per edit language a chain of kept edits: each computed with the earlier ones applied, then
+                 measured; after 1, 10, 50, 100 (and the last) kept edits every record edited so far is
+                 measured again (S after k edits); all undone at the end, bit for bit
+    Batched      per edit language every case's edit computed on the unedited model, all applied at once as
+                 one combined edit (``kneuron.editing.batch``), each case measured under the whole batch
+
+Every mode leaves the model's weights as it found them, also when it stops early or fails.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+from kneuron.editing import Edit
+from kneuron.editing.metrics import measure, record_scores
+from kneuron.editing.records import Case
+
+from .config import CHECKPOINTS
+from .context import BenchContext
+from .prepare import es_ps_ns
+from .progress import Progress
+from .rows import Checkpoint, EditRow
+
+
+class Single:
+    name = "single"
+
+    def run(self, method: str, cases: list[Case], ctx: BenchContext) -> Iterator[EditRow]:
+        with Progress(ctx.show, method, sum(len(c.langs) for c in cases)) as step:
+            for c in cases:
+                for lang in c.langs:
+                    row = ctx.disk.edit(method, c.case_id, lang)
+                    if row is None:
+                        if not ctx.budget.left():
+                            return
+                        with ctx.edit(method, c, lang) as e:
+                            row = ctx.row(method, c, lang, e)
+                        ctx.disk.put_edit(row)
+                        ctx.budget.spend()
+                    yield row
+                    step()
+
+
+class Sequential:
+    name = "sequential"
+
+    def run(self, method: str, cases: list[Case], ctx: BenchContext) -> Iterator[EditRow]:
+        langs = cases[0].langs
+        with Progress(ctx.show, f"{method} (sequential)", len(cases) * len(langs)) as step:
+            for lang in langs:
+                yield from self._chain(method, lang, cases, ctx, step)
+
+    def _chain(self, method: str, lang: str, cases: list[Case], ctx: BenchContext, step) -> Iterator[EditRow]:
+        kept: list[Edit] = []
+        try:
+            for changes in ctx.disk.chain(method, lang):      # the kept edits of an earlier session, re-applied
+                kept.append(Edit(ctx.handle, method, None, changes).apply())
+            done = len(kept)
+            for i, c in enumerate(cases):
+                if i < done:
+                    row = ctx.disk.edit(method, c.case_id, lang)
+                    if row is not None:
+                        yield row
+                    step()
+                    continue
+                if not ctx.budget.left():
+                    break
+                e = ctx.edit(method, c, lang).apply()
+                kept.append(e)
+                row = ctx.row(method, c, lang, e)
+                ctx.disk.put_edit(row)
+                if i + 1 in CHECKPOINTS or i + 1 == len(cases):
+                    ctx.disk.put_checkpoint(method, checkpoint(ctx, lang, cases[: i + 1]))
+                ctx.disk.put_chain(method, lang, i, e.changes)    # the commit marker of this step
+                ctx.budget.spend()
+                yield row
+                step()
+        finally:
+            for e in reversed(kept):
+                e.undo()
+
+    @staticmethod
+    def curve(method: str, cases: list[Case], ctx: BenchContext) -> dict[str, dict[int, Checkpoint]]:
+        """S after k kept edits, per edit language, of the checkpoints stored so far."""
+        out: dict = {}
+        for lang in cases[0].langs:
+            for k in sorted(set(CHECKPOINTS) | {len(cases)}):
+                row = ctx.disk.checkpoint(method, lang, k)
+                if row is not None:
+                    out.setdefault(lang, {})[k] = row
+        return out
+
+
+def checkpoint(ctx: BenchContext, lang: str, cases: list[Case]) -> Checkpoint:
+    """Every record of ``cases`` measured (in ``lang``, no generation) with the model as it is now."""
+    recs = [c.records[lang] for c in cases]
+    ms = measure(ctx.handle, recs, generation=False)
+    scores = [record_scores(m, ctx.unedited(c)[lang]) for c, m in zip(cases, ms)]
+    return Checkpoint(len(cases), lang, scores, es_ps_ns(scores))
+
+
+class Batched:
+    name = "batch"
+
+    def run(self, method: str, cases: list[Case], ctx: BenchContext) -> Iterator[EditRow]:
+        from kneuron.editing.batch import batch_edit
+        with Progress(ctx.show, f"{method} (batch)", 2 * len(cases) * len(cases[0].langs)) as step:
+            for lang in cases[0].langs:
+                done = [ctx.disk.edit(method, c.case_id, lang) for c in cases]
+                if all(row is not None for row in done):                # measured already (a resumed run)
+                    yield from done
+                    step(2 * len(cases))
+                    continue
+                edits = []
+                for c in cases:
+                    e = self._member(method, lang, c, ctx)
+                    if e is None:
+                        return
+                    edits.append(e)
+                    step()
+                combined = batch_edit(edits) if any(e.changes for e in edits) else None
+                if combined is not None:
+                    combined.apply()
+                try:
+                    for c, e in zip(cases, edits):
+                        row = ctx.disk.edit(method, c.case_id, lang)
+                        if row is None:
+                            row = ctx.row(method, c, lang, e, batch=len(cases))
+                            ctx.disk.put_edit(row)
+                        yield row
+                        step()
+                finally:
+                    if combined is not None:
+                        combined.undo()
+
+    @staticmethod
+    def _member(method: str, lang: str, case: Case, ctx: BenchContext) -> Edit | None:
+        """The case's edit, computed on the unedited model: stored by an earlier session, or computed now
+        and stored (None: the budget is spent)."""
+        stored = ctx.disk.batch_member(method, lang, case.case_id)
+        if stored is not None:
+            changes, info, seconds = stored
+            return Edit(ctx.handle, method, None, changes, info, seconds)
+        if not ctx.budget.left():
+            return None
+        e = ctx.edit(method, case, lang)
+        ctx.disk.put_batch_member(method, lang, case.case_id, e.changes, e.info, e.seconds)
+        ctx.budget.spend()
+        return e
+
+
+STRATEGIES = {m.name: m for m in (Single(), Sequential(), Batched())}   # --mode -> its strategy
+
+__all__ = ["STRATEGIES", "Batched", "Sequential", "Single", "checkpoint"]

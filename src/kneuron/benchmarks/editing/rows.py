@@ -1,0 +1,161 @@
+"""The editing benchmark's typed rows: what one edit, one unedited case, one localized fact, ROME's layer
+sweep and one sequential checkpoint write into the run directory.
+
+Each ``to_json()`` gives the dict the run directory has always held (same keys, same order), and
+``from_json()`` reads one back, so run directories written before these types existed still resume and
+results.json / the per-edit files of a run are unchanged. A row read back that lacks a key it needs raises
+``KeyError`` / ``TypeError`` / ``ValueError``: the caller treats the file as damaged and redoes it.
+
+The raw measurement of a record (``kneuron.editing.metrics.measure``: per prompt kind and target, nll / acc
+/ argmax / target) stays the nested dict that module makes; a ``Measurement`` pairs it with the record's
+scores against the unedited model (``record_scores``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One record (one language) measured: the raw scores and, for an edited model, the metrics against
+    the unedited model (None for the unedited model itself)."""
+    raw: dict
+    scores: dict | None = None
+
+
+def _split(by_lang: dict[str, Measurement]) -> tuple[dict, dict]:
+    return ({lang: m.raw for lang, m in by_lang.items()}, {lang: m.scores for lang, m in by_lang.items()})
+
+
+def _join(raw: dict, scores: dict | None = None) -> dict[str, Measurement]:
+    return {lang: Measurement(m, None if scores is None else scores[lang]) for lang, m in raw.items()}
+
+
+@dataclass(frozen=True)
+class UneditedRow:
+    """unedited/<case>.json: the unedited model's measurement of a case in every language."""
+    case_id: int
+    measured: dict[str, Measurement]
+
+    @property
+    def raw(self) -> dict[str, dict]:
+        return {lang: m.raw for lang, m in self.measured.items()}
+
+    def to_json(self) -> dict:
+        return {"case_id": self.case_id, "measure": self.raw}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "UneditedRow":
+        return cls(int(d["case_id"]), _join(dict(d["measure"])))
+
+
+@dataclass(frozen=True)
+class EditRow:
+    """edits/<method>/<case>-<lang>.json: one edit of one case's ``edit_lang`` record, with its cost and the
+    case measured in every language under it (``batch``: the batch size, batch mode only)."""
+    method: str
+    case_id: int
+    fact_id: str
+    edit_lang: str
+    new: str
+    edit_seconds: float
+    localize_seconds: float
+    params_changed: int
+    info: dict
+    measured: dict[str, Measurement]
+    batch: int | None = None
+
+    @property
+    def seconds(self) -> float:
+        """What the edit cost: computing it, and localizing the neurons it was given."""
+        return self.edit_seconds + self.localize_seconds
+
+    @property
+    def error(self) -> str | None:
+        return self.info.get("error")
+
+    @property
+    def scores(self) -> dict[str, dict]:
+        return {lang: m.scores for lang, m in self.measured.items()}
+
+    def to_json(self) -> dict:
+        raw, scores = _split(self.measured)
+        d = {"method": self.method, "case_id": self.case_id, "fact_id": self.fact_id, "edit_lang": self.edit_lang,
+             "new": self.new, "edit_seconds": self.edit_seconds, "localize_seconds": self.localize_seconds,
+             "seconds": self.seconds, "params_changed": self.params_changed, "info": self.info,
+             "error": self.error, "measure": raw, "scores": scores}
+        if self.batch is not None:
+            d["batch"] = self.batch
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "EditRow":
+        return cls(d["method"], d["case_id"], d["fact_id"], d["edit_lang"], d["new"], d["edit_seconds"],
+                   d["localize_seconds"], d["params_changed"], dict(d["info"]), _join(d["measure"], d["scores"]),
+                   d.get("batch"))
+
+
+@dataclass(frozen=True)
+class FactNeurons:
+    """neurons/<fact>.<lang>.json: a fact's knowledge neurons and the seconds localizing them took."""
+    neurons: tuple[tuple[int, int], ...]
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {"neurons": [[int(a), int(b)] for a, b in self.neurons], "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "FactNeurons":
+        return cls(tuple(map(tuple, d["neurons"])), float(d["seconds"]))
+
+
+@dataclass(frozen=True)
+class CommonNeurons:
+    """One (relation, language)'s entry of neurons/common.json: the facts counted, the share a neuron must
+    reach, and the neurons common to the relation (Dai et al.'s filter)."""
+    facts: list[str]
+    share: float
+    neurons: list[tuple[int, int]]
+
+    def to_json(self) -> dict:
+        return {"facts": self.facts, "share": self.share, "neurons": self.neurons}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """rome-sweep.json: ROME's layer sweep (ES/PS/NS/S/EM per layer on the first cases, first language) and
+    the layer it chose."""
+    lang: str
+    cases: list[int]
+    layers: list[dict]
+    best: int
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {"lang": self.lang, "cases": self.cases, "layers": self.layers, "best": self.best,
+                "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Sweep":
+        return cls(d.get("lang"), d.get("cases"), d["layers"], int(d["best"]), d.get("seconds"))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """sequential/<method>-<lang>-k<k>.json: every record edited so far, measured after ``k`` kept edits."""
+    k: int
+    lang: str
+    scores: list[dict]
+    summary: dict[str, Any]                        # ES, PS, NS, S, EM
+
+    def to_json(self) -> dict:
+        return {"k": self.k, "lang": self.lang, "scores": self.scores, **self.summary}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Checkpoint":
+        rest = {k: v for k, v in d.items() if k not in ("k", "lang", "scores")}
+        return cls(int(d["k"]), d.get("lang"), list(d["scores"]), rest)
+
+
+__all__ = ["Checkpoint", "CommonNeurons", "EditRow", "FactNeurons", "Measurement", "Sweep", "UneditedRow"]

@@ -1,0 +1,190 @@
+"""kneuron.benchmarks.editing.modes (with rows, context, disk): each mode's rows, what is applied while each
+row is measured, the weights left bit for bit as found, resuming from the run directory, and the typed
+rows keeping the JSON the run directory has always held."""
+from __future__ import annotations
+
+import json
+import sys
+import types
+from dataclasses import replace
+
+import pytest
+import torch
+
+from kneuron.benchmarks.editing import prepare
+from kneuron.benchmarks.editing.config import EditingConfig
+from kneuron.benchmarks.editing.context import BenchContext, Budget
+from kneuron.benchmarks.editing.disk import BenchDir
+from kneuron.benchmarks.editing.modes import Batched, Sequential, Single
+from kneuron.benchmarks.editing.rows import Checkpoint, EditRow, UneditedRow
+from kneuron.editing import METHODS, Change, Edit
+from kneuron.editing.base import value_index
+from kneuron.editing.records import build_cases
+from kneuron.facts import Fact
+from support.tiny import snapshot, tiny_handle
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CAPITALS = [("france", "paris"), ("italy", "rome"), ("spain", "madrid"), ("germany", "berlin")]
+TEMPLATES = {"en": ("the capital of [X] is [Y]", "the city of [X] is [Y]"), "fr": ("[X] capital city is [Y]",)}
+FACTS = [Fact(f"c{i}", "P36", lang, s, o, TEMPLATES[lang], wrong_objects=tuple(x for _, x in CAPITALS if x != o))
+         for i, (s, o) in enumerate(CAPITALS) for lang in ("en", "fr")]
+CALLS: list[dict] = []                  # each toy edit computed: its fact, the value vectors changed then
+SEEN: list[tuple] = []                  # each row measured: case id, edit language, the value vectors changed
+
+
+def neuron(fact: Fact) -> int:
+    """The one value vector the toy edit of ``fact`` writes (a different one per fact and language)."""
+    return int(fact.id[1:]) + (4 if fact.lang == "fr" else 0)
+
+
+def toy_edit(handle, rewrite, scale=0.5):
+    """Adds ``scale`` to one value vector of the last layer, computed on the model as it is now."""
+    CALLS.append({"fact": rewrite.fact.key, "applied": changed(handle)})
+    name, index = value_index(handle, [neuron(rewrite.fact)], handle.n_layers - 1)
+    p = dict(handle.model.named_parameters())[name]
+    return Edit(handle, "toy", rewrite, [Change(name, p[index].detach().clone() + scale, index)],
+                info={"n": neuron(rewrite.fact)}, seconds=0.25)
+
+
+W0: dict = {}
+
+
+def changed(handle) -> set[int]:
+    """The last layer's value vectors that differ from the unedited model's."""
+    name, _ = value_index(handle, [0], handle.n_layers - 1)
+    w, w0 = dict(handle.model.named_parameters())[name].detach(), W0[name]
+    return {i for i in range(w.shape[0]) if not torch.equal(w[i], w0[i])}
+
+
+@pytest.fixture
+def ctx(monkeypatch, tmp_path):
+    """A context over 3 cases in en and fr of a tiny GPT-2, the toy method registered, and a spy on
+    ``BenchContext.row`` that records which value vectors are changed while each row is measured."""
+    mod = types.ModuleType("kneuron.editing._toy")
+    mod.toy_edit = toy_edit
+    monkeypatch.setitem(sys.modules, "kneuron.editing._toy", mod)
+    monkeypatch.setitem(METHODS, "toy", ("_toy", "toy_edit"))
+    CALLS.clear()
+    h = tiny_handle("gpt2")
+    assert h.site.proj_path == "mlp.c_proj"             # Conv1D: a neuron's value vector is a row
+    W0.clear()
+    W0.update(snapshot(h))
+    SEEN.clear()
+    row = BenchContext.row
+
+    def spy(self, method, case, lang, e, batch=None):
+        SEEN.append((case.case_id, lang, changed(self.handle)))
+        return row(self, method, case, lang, e, batch)
+    monkeypatch.setattr(BenchContext, "row", spy)
+    cfg = EditingConfig(n=3, methods=("toy",), n_neighbours=2, n_generation=0)
+    cases = build_cases(FACTS, 3, kind=h.kind, tokenizer=h.tokenizer, pool=FACTS, n_neighbours=2, n_generation=0)
+    assert len(cases) == 3 and cases[0].langs == ["en", "fr"]
+    c = BenchContext(h, cfg, cases, {}, BenchDir(tmp_path / "run", lambda s: None), Budget(None))
+    return replace(c, before=prepare.unedited(c, cases))
+
+
+def fresh(c: BenchContext, limit=None) -> BenchContext:
+    """The same context with a new budget (another session of the same run)."""
+    return replace(c, budget=Budget(limit))
+
+
+def want(c, i, lang) -> int:
+    return neuron(c.cases[i].records[lang].fact)
+
+
+def test_single_applies_one_edit_per_row_and_leaves_the_weights(ctx):
+    rows = list(Single().run("toy", ctx.cases, ctx))
+    assert [(r.case_id, r.edit_lang) for r in rows] == [(c.case_id, g) for c in ctx.cases for g in ("en", "fr")]
+    assert all(s == {want(ctx, i // 2, g)} for i, (_, g, s) in enumerate(SEEN))
+    assert all(r.params_changed == 32 and r.seconds == 0.25 and r.batch is None for r in rows)
+    assert all(set(r.measured) == {"en", "fr"} and r.scores["en"] is not None for r in rows)
+    assert changed(ctx.handle) == set() and all(not x["applied"] for x in CALLS)
+    # a second session reads every row back: nothing is recomputed, the same rows
+    again = list(Single().run("toy", ctx.cases, fresh(ctx)))
+    assert len(CALLS) == 6 and [r.to_json() for r in again] == [json.loads(json.dumps(r.to_json())) for r in rows]
+
+
+def test_single_stops_when_the_budget_is_spent_and_resumes(ctx):
+    assert len(list(Single().run("toy", ctx.cases, fresh(ctx, limit=3)))) == 3
+    rest = list(Single().run("toy", ctx.cases, fresh(ctx, limit=None)))
+    assert len(rest) == 6 and len(CALLS) == 6
+
+
+def test_sequential_keeps_the_edits_and_undoes_them_all_bit_for_bit(ctx):
+    rows = list(Sequential().run("toy", ctx.cases, ctx))
+    assert [(r.case_id, r.edit_lang) for r in rows] == [(c.case_id, g) for g in ("en", "fr") for c in ctx.cases]
+    # the i-th edit of a language is computed and measured with the earlier ones of that language applied
+    for g, part in (("en", SEEN[:3]), ("fr", SEEN[3:])):
+        assert [s for _, _, s in part] == [{want(ctx, j, g) for j in range(i + 1)} for i in range(3)]
+    assert [x["applied"] for x in CALLS] == [set(), {want(ctx, 0, "en")}, {want(ctx, j, "en") for j in (0, 1)},
+                                             set(), {want(ctx, 0, "fr")}, {want(ctx, j, "fr") for j in (0, 1)}]
+    assert all(torch.equal(v, W0[k]) for k, v in ctx.handle.model.state_dict().items())
+    curve = Sequential.curve("toy", ctx.cases, ctx)
+    assert sorted(curve) == ["en", "fr"] and sorted(curve["en"]) == [1, 3]
+    assert isinstance(curve["en"][3], Checkpoint) and len(curve["en"][3].scores) == 3
+
+
+def test_sequential_resumes_a_chain_with_its_kept_edits_reapplied(ctx):
+    first = list(Sequential().run("toy", ctx.cases, fresh(ctx, limit=2)))
+    assert len(first) == 2 and changed(ctx.handle) == set()
+    SEEN.clear()
+    rest = list(Sequential().run("toy", ctx.cases, fresh(ctx)))
+    assert len(rest) == 6 and len(CALLS) == 6
+    # the third en edit is measured with the two stored ones re-applied from the chain
+    assert SEEN[0] == (ctx.cases[2].case_id, "en", {want(ctx, j, "en") for j in range(3)})
+    assert all(torch.equal(v, W0[k]) for k, v in ctx.handle.model.state_dict().items())
+
+
+def test_batched_applies_one_combined_edit_per_language(ctx, monkeypatch):
+    import kneuron.editing.batch as batch_mod
+    monkeypatch.setitem(batch_mod.RULES, "toy", "add")
+    combined = []
+    real = batch_mod.batch_edit
+    monkeypatch.setattr(batch_mod, "batch_edit", lambda edits: combined.append(len(edits)) or real(edits))
+    rows = list(Batched().run("toy", ctx.cases, ctx))
+    assert combined == [3, 3]                                      # one combined edit per edit language
+    assert all(not x["applied"] for x in CALLS)                    # each computed on the unedited model
+    assert [s for _, _, s in SEEN] == [{want(ctx, j, g) for j in range(3)} for g in ("en", "fr") for _ in range(3)]
+    assert all(r.batch == 3 and r.to_json()["batch"] == 3 and r.params_changed == 32 for r in rows)
+    assert all(torch.equal(v, W0[k]) for k, v in ctx.handle.model.state_dict().items())
+
+
+def test_batched_keeps_the_computed_members_when_stopped(ctx, monkeypatch):
+    import kneuron.editing.batch as batch_mod
+    monkeypatch.setitem(batch_mod.RULES, "toy", "add")
+    assert list(Batched().run("toy", ctx.cases, fresh(ctx, limit=2))) == []    # stopped before the batch is whole
+    rows = list(Batched().run("toy", ctx.cases, fresh(ctx)))
+    assert len(rows) == 6 and len(CALLS) == 6                      # the 2 stored members are not recomputed
+    assert {r.info["n"] for r in rows if r.edit_lang == "en"} == {want(ctx, j, "en") for j in range(3)}
+
+
+# ----------------------------------------------------------------------------- the rows' JSON
+
+OLD_ROW_KEYS = ["method", "case_id", "fact_id", "edit_lang", "new", "edit_seconds", "localize_seconds", "seconds",
+                "params_changed", "info", "error", "measure", "scores"]
+
+
+def test_an_edit_row_is_the_json_the_bench_always_wrote(ctx):
+    row = next(iter(Single().run("toy", ctx.cases, ctx)))
+    d = row.to_json()
+    assert list(d) == OLD_ROW_KEYS and d["seconds"] == d["edit_seconds"] + d["localize_seconds"]
+    assert d["error"] is None and list(d["measure"]) == list(d["scores"]) == ["en", "fr"]
+    on_disk = json.loads((ctx.disk.out / "edits" / "toy" / f"{row.case_id}-en.json").read_text())
+    assert on_disk == json.loads(json.dumps(d)) and list(on_disk) == OLD_ROW_KEYS
+    assert EditRow.from_json(on_disk).to_json() == on_disk
+    failed = EditRow.from_json({**on_disk, "info": {"error": "no neurons"}, "params_changed": 0})
+    assert failed.error == "no neurons" and failed.to_json()["error"] == "no neurons"
+    u = json.loads((ctx.disk.out / "unedited" / f"{row.case_id}.json").read_text())
+    assert list(u) == ["case_id", "measure"] and UneditedRow.from_json(u).to_json() == u
+
+
+def test_a_row_that_does_not_read_back_is_moved_aside_and_redone(ctx):
+    said = []
+    c = replace(ctx, disk=BenchDir(ctx.disk.out, said.append))
+    list(Single().run("toy", ctx.cases, c))
+    path = ctx.disk.out / "edits" / "toy" / f"{ctx.cases[0].case_id}-fr.json"
+    path.write_text(json.dumps({"scores": {}, "seconds": 1.0, "params_changed": 1}))   # keys missing: damaged
+    again = list(Single().run("toy", ctx.cases, c))
+    assert len(CALLS) == 7 and len(again) == 6 and (ctx.disk.out / "damaged").is_dir()
+    assert len(said) == 1 and "damaged" in said[0]
