@@ -20,6 +20,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
+from kneuron.store.atomic import write_text
+
 from .layouts import FactSet, directory_files, load_directory
 from .layouts.common import read_jsonl
 from .schema import OPTIONAL, REQUIRED, Fact, FactError, relation_key
@@ -112,9 +114,7 @@ def save_facts(facts: Iterable[Fact], path: str | os.PathLike) -> None:
             raise ValueError(f"duplicate fact key {f.key}")
         seen.add(f.key)
         lines.append(json.dumps(f.to_json(), ensure_ascii=False) + "\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "".join(lines))
 
 
 def _sha256(path: Path) -> str:

@@ -18,7 +18,6 @@ skipped: its one-line reason goes into run.json's ``skipped`` list and ``store.s
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -303,11 +302,7 @@ def _record_skipped(store: RunStore, checked: Checked) -> None:
     if store.meta.get("skipped") == skipped:
         return
     store.meta["skipped"] = skipped
-    path = store.path / "run.json"
-    text = json.dumps(store.meta, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    store.save_meta()
 
 
 class _progress:
