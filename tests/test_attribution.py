@@ -90,17 +90,17 @@ def test_completeness_residual_is_measured_not_assumed():
 
 
 def test_out_of_memory_backs_off(monkeypatch):
-    from kneuron.attribution import engine
+    from kneuron.attribution.runner import RowRunner
     h = tiny_handle("llama")
     ref = attribute(h, _prompt(h), "paris", steps=4, execution=Execution(batch_size=64))
-    real, sizes = engine.Runner.__call__, []
+    real, sizes = RowRunner.__call__, []
 
     def flaky(self, layers, points, *a, **kw):
         sizes.append(len(layers))
         if len(layers) > 5:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(self, layers, points, *a, **kw)
-    monkeypatch.setattr(engine.Runner, "__call__", flaky)
+    monkeypatch.setattr(RowRunner, "__call__", flaky)
     got = attribute(h, _prompt(h), "paris", steps=4, execution=Execution(batch_size=64))
     assert sizes[:3] == [12, 6, 3]       # 3 layers x 4 steps (the left rule's node 0 gives F(baseline)), halved
     _close(got.scores, ref.scores)

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from kneuron.attribution import AMIG, Execution, attribute, attribute_many, budget, plan_batch
 from kneuron.attribution.budget import Dims, clean_chunk, dims_of, estimate, parse_size, plan
-from kneuron.attribution.engine import Runner
+from kneuron.attribution.runner import RowRunner
 from kneuron.cli import app
 from kneuron.errors import ConfigError
 from support.tiny import tiny_handle
@@ -152,12 +152,12 @@ def test_dims_of_a_loaded_model():
 
 def _rows_seen(monkeypatch):
     seen = []
-    real = Runner.__call__
+    real = RowRunner.__call__
 
     def spy(self, layers, points, problem=None, **kw):
         seen.append(len(layers) + len(kw.get("clean", ())))
         return real(self, layers, points, problem, **kw)
-    monkeypatch.setattr(Runner, "__call__", spy)
+    monkeypatch.setattr(RowRunner, "__call__", spy)
     return seen
 
 
@@ -191,18 +191,18 @@ def test_a_tiny_budget_gives_the_scores_of_a_big_one(family, method, monkeypatch
 
 
 def test_amig_baselines_are_chunked_to_the_budget(monkeypatch):
-    from kneuron.attribution import engine
+    from kneuron.attribution import passes
     h = tiny_handle("llama")
     sizes = []
-    real = engine.clean_pass
+    real = passes.clean_pass
 
     def spy(handle, ids, positions, keep_outputs=False):
         sizes.append(ids.shape[0])
         return real(handle, ids, positions, keep_outputs)
-    monkeypatch.setattr(engine, "clean_pass", spy)
+    monkeypatch.setattr(passes, "clean_pass", spy)
     ids = torch.tensor([[7, 8, 9, 10, 11, 12]]).repeat(5, 1)
     with budget.limit(budget.SLACK + 1):                          # room for one sequence per pass
-        chunked = engine.clean_pass(h, ids, [5])
+        chunked = passes.clean_pass(h, ids, [5])
     with budget.limit(None):
         whole = real(h, ids, [5])
     assert sizes[0] == 5 and sizes[1:] == [1] * 5

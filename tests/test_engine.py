@@ -7,9 +7,11 @@ import logging
 
 import transformers as T
 
-from kneuron.attribution import engine
+from kneuron.attribution import checks as engine_checks, kvcache, runner as engine_runner
 from kneuron.attribution import AMIG, Execution, attribute, attribute_many
-from kneuron.attribution.engine import RunResult, Runner, clean_pass, make_problem, objective_values
+from kneuron.attribution.passes import clean_pass, objective_values
+from kneuron.attribution.rows import RunResult, make_problem
+from kneuron.attribution.runner import RowRunner
 from kneuron.models import sites
 from kneuron.models.targets import encode
 from support.tiny import FAMILIES, H, HEADS, I, NL, V, tiny_handle, word_tokenizer
@@ -21,7 +23,7 @@ def _runner(family, target="paris rome", k=0):
     enc = encode(h.tokenizer, h.kind, prompt, target)
     ids = torch.tensor([enc.input_ids])
     clean = clean_pass(h, ids, enc.positions, keep_outputs=True)
-    run = Runner(h, make_problem(h, ids, enc.positions[k], enc.target_ids[k], clean), "prob")
+    run = RowRunner(h, make_problem(h, ids, enc.positions[k], enc.target_ids[k], clean), "prob")
     return h, run, clean.acts[0, k]
 
 
@@ -115,7 +117,7 @@ def test_prefix_cache_cut_from_clean_pass_equals_a_prefix_pass(family):
     ids = torch.tensor([enc.input_ids])
     clean = clean_pass(h, ids, enc.positions, keep_outputs=True)
     clean.cache = None                                   # nothing to cut: the decoder runs the prefix
-    fresh = Runner(h, make_problem(h, ids, enc.positions[1], enc.target_ids[1], clean), "prob")
+    fresh = RowRunner(h, make_problem(h, ids, enc.positions[1], enc.target_ids[1], clean), "prob")
     assert fresh.problems[0].past.get_seq_length() == enc.positions[1]
     other = fresh(layers, pts)
     assert torch.allclose(cut.obj, other.obj, rtol=1e-9, atol=1e-12)
@@ -179,23 +181,23 @@ def test_declared_capabilities_equal_the_run_time_check(family, monkeypatch):
     monkeypatch.setitem(sites.ARCHITECTURES, h.model.config.model_type, declared._replace(staircase=None, share=None))
     attribute_many(h, ITEMS[h.kind][:2], steps=2, execution=Execution(batch_size=4096, prefix_cache=False))
     attribute(h, *ITEMS[h.kind][1], steps=2)             # one single-token answer: one problem, with its cache
-    checked = {c: engine._CHECKED[c].get(h.model) for c in sites.CAPABILITIES}
+    checked = {c: h.capabilities.checked(c) for c in sites.CAPABILITIES}
     assert checked["share"] == {True: declared.share}
     assert checked["staircase"] == {True: declared.staircase, False: declared.staircase}
 
 
 def test_a_declared_family_runs_no_check(monkeypatch):
     calls = []
-    real = Runner._staircase_agrees
-    monkeypatch.setattr(Runner, "_staircase_agrees", lambda self, b: calls.append("staircase") or real(self, b))
-    real_capable = Runner.capable
+    real = engine_checks.staircase_agrees
+    monkeypatch.setattr(engine_checks, "staircase_agrees", lambda run, b: calls.append("staircase") or real(run, b))
+    real_capable = RowRunner.capable
 
     def spy(self, capability, mixed, check):
         return real_capable(self, capability, mixed, lambda: calls.append(capability) or check())
-    monkeypatch.setattr(Runner, "capable", spy)
+    monkeypatch.setattr(RowRunner, "capable", spy)
     h = tiny_handle("llama")
     attribute_many(h, ITEMS["causal"], steps=2, execution=Execution(batch_size=4096))
-    assert calls == [] and h.model not in engine._CHECKED["staircase"] and h.model not in engine._CHECKED["share"]
+    assert calls == [] and h.capabilities.checked("staircase") == {} and h.capabilities.checked("share") == {}
 
 
 def test_an_unknown_family_is_checked_once_and_a_no_is_logged(monkeypatch, caplog):
@@ -208,20 +210,20 @@ def test_an_unknown_family_is_checked_once_and_a_no_is_logged(monkeypatch, caplo
     monkeypatch.delitem(sites.ARCHITECTURES, "bloom")
     h = tiny_handle("bloom")
     checks = []
-    real = Runner._staircase_agrees
-    monkeypatch.setattr(Runner, "_staircase_agrees", lambda self, b: checks.append(1) or real(self, b))
+    real = engine_checks.staircase_agrees
+    monkeypatch.setattr(engine_checks, "staircase_agrees", lambda run, b: checks.append(1) or real(run, b))
     with caplog.at_level(logging.INFO, logger="kneuron"):
         got = attribute_many(h, items, steps=2)
         attribute_many(h, items, steps=2)
-    assert engine._CHECKED["staircase"][h.model] == {True: False}
-    assert engine._CHECKED["share"][h.model] == {True: True}
+    assert h.capabilities.checked("staircase") == {True: False}
+    assert h.capabilities.checked("share") == {True: True}
     assert len(checks) == 1                                   # once per model, not per batch or call
     logged = [r.getMessage() for r in caplog.records if r.name == "kneuron"]
     stair = [m for m in logged if "staircase" in m]
     assert len(stair) == 1 and "must match" in stair[0]
     # the other no's: BLOOM's attention does not take a shared prefix (single and mixed batches)
     assert all("shared key/value prefix" in m for m in logged if m not in stair)
-    assert engine._CHECKED["prefix"][h.model] == {True: False, False: False}
+    assert h.capabilities.checked("prefix") == {True: False, False: False}
     for a, b in zip(got, ref):
         assert torch.allclose(a.scores, b.scores, rtol=1e-6, atol=1e-9)
 
@@ -232,7 +234,7 @@ def test_a_bug_in_the_optimised_path_raises(error, monkeypatch):
     raises, for a declared family and for one the check runs on."""
     def broken(*a, **k):
         raise error("a bug")
-    monkeypatch.setattr(engine, "_first_rows", broken)
+    monkeypatch.setattr(engine_runner, "_first_rows", broken)
     with pytest.raises(error, match="a bug"):
         attribute(tiny_handle("gpt2"), "the capital of france is", "paris", steps=2)
     if error is RuntimeError:
@@ -257,7 +259,7 @@ def test_several_prompts_per_batch_equal_one_at_a_time(family, method, monkeypat
     items = ITEMS[h.kind]
     alone = [attribute(h, p, t, method=method, steps=3, rule="linspace") for p, t in items]
     calls, stair = [], []
-    real, real_forward = Runner.__call__, Runner.forward
+    real, real_forward = RowRunner.__call__, RowRunner.forward
 
     def spy(self, layers, points, problem=None, **kw):
         calls.append(0 if problem is None else len(problem.unique()))
@@ -267,8 +269,8 @@ def test_several_prompts_per_batch_equal_one_at_a_time(family, method, monkeypat
         if batch.partial:
             stair.append((batch.mixed, staircase))
         return real_forward(self, batch, staircase=staircase, grad=grad)
-    monkeypatch.setattr(Runner, "__call__", spy)
-    monkeypatch.setattr(Runner, "forward", forward)
+    monkeypatch.setattr(RowRunner, "__call__", spy)
+    monkeypatch.setattr(RowRunner, "forward", forward)
     together = attribute_many(h, items, method=method, steps=3, rule="linspace", execution=Execution(batch_size=4096))
     for a, b in zip(together, alone):
         err = (a.scores.double() - b.scores.double()).abs().max() / b.scores.abs().max()
@@ -288,12 +290,12 @@ def test_problems_that_cannot_share_go_one_by_one(monkeypatch):
     alone = [attribute(h, p, t, steps=2) for p, t in items]
     monkeypatch.setitem(sites.ARCHITECTURES, "llama", sites.ARCHITECTURES["llama"]._replace(share=False))
     calls = []
-    real = Runner.__call__
+    real = RowRunner.__call__
 
     def spy(self, layers, points, problem=None, **kw):
         calls.append(len(problem.unique()))
         return real(self, layers, points, problem, **kw)
-    monkeypatch.setattr(Runner, "__call__", spy)
+    monkeypatch.setattr(RowRunner, "__call__", spy)
     together = attribute_many(h, items, steps=2, execution=Execution(batch_size=4096))
     assert calls and max(calls) == 1
     for a, b in zip(together, alone):
@@ -314,7 +316,7 @@ def test_attribute_many_of_nothing():
 
 
 def test_one_result_type():
-    """Runner.__call__ returns a RunResult whether or not clean rows ride along (never a 2- or 3-tuple)."""
+    """RowRunner.__call__ returns a RunResult whether or not clean rows ride along (never a 2- or 3-tuple)."""
     h, run, acts = _runner("gpt2")
     layers, pts = _rows(h, acts)
     plain, with_clean, no_grad = run(layers, pts), run(layers, pts, clean=[0]), run(layers, pts, grad=False)
@@ -364,15 +366,15 @@ def test_shared_prefix_attention_equals_the_concatenating_cache(family):
     if not sites.declared_capability(h.model, "prefix"):
         pytest.skip(f"{family}: its attention bypasses transformers' attention interface (declared: the copy path)")
     probs = _problems(h, ITEMS["causal"])
-    if not engine._growing_cache_layers(probs[0][0].past):
+    if not kvcache.growing_cache_layers(probs[0][0].past):
         pytest.skip(f"{family}: its cache is not a plain growing one (the copy path runs)")
     (p, acts), = [x for x in probs if x[0].past_len >= 3][:1]
-    run = Runner(h, p, "prob")
+    run = RowRunner(h, p, "prob")
     layers, pts = _rows(h, acts, per_layer=3)
     a, b = _both(run, layers, pts, clean=[0], staircase=True)
     for x, y in ((a.obj, b.obj), (a.grad, b.grad), (a.clean_obj, b.clean_obj), (a.clean_grad, b.clean_grad)):
         assert _rel(x, y) < 1e-9
-    run = Runner(h, [x[0] for x in probs], "prob")
+    run = RowRunner(h, [x[0] for x in probs], "prob")
     if not run.can_mix:
         return
     L = h.n_layers
@@ -428,10 +430,10 @@ def test_declared_shared_prefix_equals_the_run_time_check(family, monkeypatch):
     monkeypatch.setitem(sites.ARCHITECTURES, h.model.config.model_type, declared._replace(prefix=None))
     attribute_many(h, ITEMS["causal"][:2], steps=2, execution=Execution(batch_size=4096))   # shared batches
     attribute(h, *ITEMS["causal"][2], steps=2)           # one single-token answer: one problem, with its cache
-    checked = engine._CHECKED["prefix"].get(h.model)
-    growing = engine._growing_cache_layers(_problems(h, ITEMS["causal"][2:])[0][0].past)
+    checked = h.capabilities.checked("prefix")
+    growing = kvcache.growing_cache_layers(_problems(h, ITEMS["causal"][2:])[0][0].past)
     if not growing:
-        assert checked is None                          # never asked: the copy path is the only one
+        assert checked == {}                            # never asked: the copy path is the only one
     else:
         assert checked == {True: declared.prefix, False: declared.prefix}
 
@@ -441,7 +443,7 @@ def _saved_bytes(h, prompt, rows, force=None):
     enc = encode(h.tokenizer, h.kind, prompt, "paris")
     ids = torch.tensor([enc.input_ids])
     clean = clean_pass(h, ids, enc.positions, keep_outputs=True)
-    run = Runner(h, make_problem(h, ids, enc.positions[0], enc.target_ids[0], clean), "prob")
+    run = RowRunner(h, make_problem(h, ids, enc.positions[0], enc.target_ids[0], clean), "prob")
     run._force_prefix = force
     layers = torch.zeros(rows, dtype=torch.long)                   # every row runs every block
     pts = clean.acts[0, 0][layers] * torch.linspace(0, 1, rows, dtype=torch.float64)[:, None]

