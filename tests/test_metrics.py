@@ -122,3 +122,15 @@ def test_sr_interval_pairs_each_fact_with_its_unrelated_probe():
                [0.5, 0.5, 0.5, 0.5], [0.45, 0.5, 0.4, 0.5], [0.55, 0.6, 0.5, 0.5], n_boot=500)
     assert t.sr_interval.low <= t.sr <= t.sr_interval.high and t.sr_interval.low < t.sr_interval.high
     assert t.to_json()["sr_interval"]["value"] == t.sr
+
+
+def test_table1_intervals_did_not_move():
+    # computed by the hand-written bootstraps before report.stats.ci replaced them (kneuron 1c37887);
+    # fact 4 has p_before == 0 and is dropped from the related lists
+    t = table1([0.5, 0.4, 0.3, 0.6, 0.0, 0.2], [0.1, 0.3, 0.2, 0.1, 0.1, 0.05], [0.9, 0.5, 0.5, 0.7, 0.2, 0.9],
+               [0.5, 0.5, 0.5, 0.5, 0.3, 0.25], [0.45, 0.5, 0.4, 0.5, 0.3, 0.2], [0.55, 0.6, 0.5, 0.5, 0.36, 0.3],
+               n_boot=500, seed=7)
+    assert t.sr_interval == Interval(16.348571428571432, 10.057857142857149, 34.37500000000001)
+    assert t.suppress.related_mean == Interval(-0.5933333333333334, -0.7966666666666666, -0.37666666666666665)
+    assert t.suppress.unrelated_median == Interval(-0.04999999999999999, -0.19999999999999996, 0.0)
+    assert t.enhance.related_median == Interval(0.6666666666666667, 0.16666666666666663, 3.4999999999999996)

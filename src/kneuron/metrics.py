@@ -15,10 +15,11 @@ by default; each list is filtered on its own and its dropped facts are counted.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from kneuron.report.stats import auroc, best_threshold, ci
 
 SUPPRESS_MAX = 20.0   # outlier cut: drop suppression Δ > 20
 ENHANCE_MAX = 250.0   # outlier cut: drop enhancement Δ >= 250
@@ -43,24 +44,15 @@ class Interval:
 
 
 def bootstrap_ci(values, stat=np.mean, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> Interval:
-    """stat(values) with a percentile-bootstrap interval (numpy Generator, fixed seed).
+    """stat(values) with a percentile-bootstrap interval (`kneuron.report.stats.ci`, fixed seed).
 
     `stat` must accept an `axis` keyword (np.mean, np.median, ...).
     """
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size == 0:
         return Interval(math.nan, math.nan, math.nan)
-    value = float(stat(x))
-    rng = np.random.default_rng(seed)
-    chunk = max(1, 2_000_000 // x.size)  # bound memory: chunk x n resamples at a time
-    stats = []
-    for start in range(0, n_boot, chunk):
-        idx = rng.integers(0, x.size, size=(min(chunk, n_boot - start), x.size))
-        stats.append(stat(x[idx], axis=1))
-    stats = np.concatenate(stats)
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(stats, [alpha, 1.0 - alpha])
-    return Interval(value, float(low), float(high))
+    low, high = ci(x, stat, n_boot=n_boot, seed=seed, level=level)
+    return Interval(float(stat(x)), low, high)
 
 
 @dataclass
@@ -126,11 +118,11 @@ def _op(rel: np.ndarray, unrel: np.ndarray, keep_rel, keep_unrel, n_boot: int, s
         note = f"unrelated mean is 0; SR is {math.copysign(math.inf, mean_r) if mean_r else math.nan}"
     else:
         sr = mean_r / mean_u
-    ci = lambda v, stat: bootstrap_ci(v, stat, n_boot=n_boot, seed=seed)  # noqa: E731
+    iv = lambda v, stat: bootstrap_ci(v, stat, n_boot=n_boot, seed=seed)  # noqa: E731
     return OpSummary(
         related=mean_r, unrelated=mean_u, sr=sr,
-        related_median=ci(r, np.median), unrelated_median=ci(u, np.median),
-        related_mean=ci(r, np.mean), unrelated_mean=ci(u, np.mean),
+        related_median=iv(r, np.median), unrelated_median=iv(u, np.median),
+        related_mean=iv(r, np.mean), unrelated_mean=iv(u, np.mean),
         n_related=int(r.size), n_unrelated=int(u.size),
         dropped_related=int((~keep_rel).sum()), dropped_unrelated=int((~keep_unrel).sum()), note=note,
     )
@@ -158,31 +150,25 @@ def table1(p_before_rel, p_sup_rel, p_enh_rel, p_before_unrel, p_sup_unrel, p_en
     sup, enh = ops["suppress"].sr, ops["enhance"].sr
     sr = None if sup is None or enh is None else abs(enh) + abs(sup)
     masked = {k: np.where(keep[k], v, np.nan) for k, v in d.items()}
-    ci = sr_bootstrap(masked, n_boot, seed) if sr is not None else None
+    sr_ci = sr_bootstrap(masked, n_boot, seed) if sr is not None else None
     return Table1(n_facts=int(d["suppress", "rel"].size), suppress=ops["suppress"], enhance=ops["enhance"],
                   sr=sr, dropped=int(dropped.sum()), outlier_cut=outlier_cut,
-                  sr_interval=Interval(sr, *ci) if ci else None)
+                  sr_interval=Interval(sr, *sr_ci) if sr_ci else None)
 
 
 def sr_bootstrap(d: dict, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
     """Percentile interval of SR = |SR_enh| + |SR_sup| over resamples of the facts: fact i's related
-    and unrelated changes stay together. ``d[(op, "rel"|"unrel")]``: per-fact changes, NaN = dropped."""
-    n = d["suppress", "rel"].size
-    if n == 0 or n_boot < 1:
-        return None
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        parts = [np.abs(np.nanmean(d[op, "rel"][idx], 1) / np.nanmean(d[op, "unrel"][idx], 1))
-                 for op in ("suppress", "enhance")]
-    srs = parts[0] + parts[1]
-    srs = srs[np.isfinite(srs)]
-    if srs.size == 0:
-        return None
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(srs, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    and unrelated changes stay together. ``d[(op, "rel"|"unrel")]``: per-fact changes, NaN = dropped.
+    Resamples whose SR is not finite are left out; None when none is left."""
+    keys = [(op, side) for op in ("suppress", "enhance") for side in ("rel", "unrel")]
+    return ci(tuple(d[k] for k in keys), _sr, n_boot=n_boot, seed=seed, level=level)
+
+
+def _sr(sup_rel, sup_unrel, enh_rel, enh_unrel, axis=-1):
+    """|SR_sup| + |SR_enh| of each resample (rows), NaN-dropped facts left out of the means."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (np.abs(np.nanmean(sup_rel, axis) / np.nanmean(sup_unrel, axis))
+                + np.abs(np.nanmean(enh_rel, axis) / np.nanmean(enh_unrel, axis)))
 
 
 # ----------------------------------------------------------------------------- fact-checking (Table 3)
@@ -221,30 +207,5 @@ def binary_metrics(labels, judged) -> Binary:
     return Binary(prec, rec, f1, _div(tp + tn, y.size), tp, fp, fn, tn)
 
 
-def auroc(labels, scores) -> float | None:
-    """Area under the ROC curve: the chance that a random true fact scores above a random false one
-    (ties count one half). None when one class is absent. -inf scores are allowed."""
-    y = np.asarray(labels, dtype=bool)
-    s = np.asarray(scores, dtype=np.float64)
-    pos, neg = s[y], s[~y]
-    if pos.size == 0 or neg.size == 0:
-        return None
-    greater = (pos[:, None] > neg[None, :]).sum()
-    ties = (pos[:, None] == neg[None, :]).sum()
-    return float((greater + 0.5 * ties) / (pos.size * neg.size))
-
-
-def best_threshold(labels, scores) -> tuple[float, float]:
-    """The threshold lam maximizing F1 of "true when score > lam" (midpoints between distinct scores,
-    and below the lowest); ties go to the lowest lam. Returns (lam, F1)."""
-    s = np.asarray(scores, dtype=np.float64)
-    finite = np.unique(s[np.isfinite(s)])
-    if finite.size == 0:
-        return 0.0, 0.0
-    cands = np.concatenate([[finite[0] - 1.0], (finite[:-1] + finite[1:]) / 2])
-    best = (float(cands[0]), -1.0)
-    for lam in cands:
-        f1 = binary_metrics(labels, s > lam).f1 or 0.0
-        if f1 > best[1]:
-            best = (float(lam), f1)
-    return best
+__all__ = ["Binary", "Interval", "OpSummary", "Table1", "auroc", "best_threshold", "binary_metrics",
+           "bootstrap_ci", "relative_change", "sr_bootstrap", "table1"]

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from kneuron.editing.metrics import METRICS, hmean, record_scores, summarize
 from kneuron.paper.report import save_report
+from kneuron.report.stats import ci
 
 N_BOOT = 1000
 # ROME paper Table 4, CounterFact, GPT-2 XL (shared/docs/editing.md §4): S, ES, PS, NS
@@ -17,41 +19,36 @@ SHOWN = ("S", "ES", "PS", "NS", "EM", "PM", "NM", "GE", "reliability", "generali
          "seconds_per_edit", "params_changed")
 HEAD = {"reliability": "Rel", "generalization": "Gen", "locality": "Loc", "flip_rate": "flip",
         "seconds_per_edit": "s/edit", "params_changed": "params"}
+RATES = ("ES", "PS", "NS", "EM", "PM", "NM", "GE", "reliability", "generalization", "locality", "flip_rate")
 
 
 # ----------------------------------------------------------------------------- numbers
 
 def _intervals(rows: list[dict], seed: int = 0) -> dict:
     """95 % percentile-bootstrap intervals over records of every rate (x100), GE and S (ES, PS and NS
-    resampled together)."""
+    resampled together). Every call of `ci` draws the same resamples (one seed), so the records of a
+    resample are the same for every score."""
     n = len(rows)
     if n == 0:
         return {}
-    idx = np.random.default_rng(seed).integers(0, n, size=(N_BOOT, n))
-    boot: dict = {}
-    for k in ("ES", "PS", "NS", "EM", "PM", "NM", "GE", "reliability", "generalization", "locality", "flip_rate"):
-        x = np.array([np.nan if r.get(k) is None else 100 * r[k] for r in rows], dtype=float)
-        if np.isnan(x).all():
-            continue
-        with np.errstate(all="ignore"), _quiet():
-            boot[k] = np.nanmean(x[idx], axis=1)
-    out = {k: [float(np.nanquantile(v, 0.025)), float(np.nanquantile(v, 0.975))] for k, v in boot.items()}
-    if all(k in boot for k in ("ES", "PS", "NS")):
-        s = np.array([hmean([a, b, c]) if not np.isnan([a, b, c]).any() else np.nan
-                      for a, b, c in zip(boot["ES"], boot["PS"], boot["NS"])])
-        out["S"] = [float(np.nanquantile(s, 0.025)), float(np.nanquantile(s, 0.975))]
+    col = {k: np.array([np.nan if r.get(k) is None else 100 * r[k] for r in rows], dtype=float) for k in RATES}
+    col = {k: x for k, x in col.items() if not np.isnan(x).all()}
+    iv = lambda data, stat: ci(data, stat, n_boot=N_BOOT, seed=seed, quantiles=(0.025, 0.975))  # noqa: E731
+    out = {k: _pair(iv(x, np.nanmean)) for k, x in col.items()}
+    if all(k in col for k in ("ES", "PS", "NS")):
+        out["S"] = _pair(iv((col["ES"], col["PS"], col["NS"]), _s))
     return out
 
 
-class _quiet:
-    def __enter__(self):
-        import warnings
-        self.w = warnings.catch_warnings()
-        self.w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
+def _s(es, ps, ns, axis=-1) -> np.ndarray:
+    """S (the harmonic mean of ES, PS, NS) of each resample; NaN where one of them is undefined."""
+    means = [np.nanmean(x, axis=axis) for x in (es, ps, ns)]
+    return np.array([hmean([a, b, c]) if not np.isnan([a, b, c]).any() else np.nan for a, b, c in zip(*means)])
 
-    def __exit__(self, *exc):
-        self.w.__exit__(*exc)
+
+def _pair(iv) -> list[float]:
+    """[low, high]; NaN when no resample had a value (as the results always held)."""
+    return [math.nan, math.nan] if iv is None else list(iv)
 
 
 def _mean(xs) -> float | None:
