@@ -3,50 +3,17 @@ LIKN and DKN groups and Table 1 effects, per-layer counts. Everything is read (n
 library's readers, from the files `locate`, `evaluate`, `likn`, `dkn` and `reproduce` leave."""
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from pathlib import Path
-
-import pyarrow.parquet as pq
 
 from kneuron.models.load import ModelHandle
 from kneuron.paper.likn import language_independent
 from kneuron.paper.table1 import first_prompt, measure, unrelated_partner
 from kneuron.probe import answer_prob
 from kneuron.runs.reopen import check_model, load_run, model_spec
-from kneuron.runs.store import open_run
+from kneuron.runs.store import run_dirs  # noqa: F401  (the explorer's entry point: the runs at a path)
 
 Key = tuple[str, str]                      # (fact id, language)
-
-
-def run_dirs(path) -> list[Path]:
-    """The runs at ``path``: the directory itself, or (a `reproduce` directory) its sub-directories
-    that hold a run. Anything else is refused by the library's own check (RunStoreError)."""
-    path = Path(path).expanduser()
-    if (path / "reproduce.json").is_file() and not (path / "run.json").is_file():
-        subs = sorted(p for p in path.iterdir() if (p / "run.json").is_file())
-        if subs:
-            return subs
-    open_run(path)
-    return [path]
-
-
-def _table(path: Path) -> list[dict]:
-    return pq.read_table(path).to_pylist() if path.is_file() else []
-
-
-def _dkn_rows(path: Path) -> dict[Key, list]:
-    """Each fact's DKN groups from dkn.jsonl; lines that are not fact rows are skipped (read-only)."""
-    out = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(r, dict) and "fact_id" in r and "groups" in r:
-                out[(r["fact_id"], r.get("lang", ""))] = [[tuple(n) for n in g] for g in r["groups"]]
-    return out
 
 
 class RunView:
@@ -59,20 +26,16 @@ class RunView:
         for r in self.run.store.neurons().to_pylist():
             self.scores[(r["fact_id"], r["lang"])].append((r["layer"], r["neuron"], r["score"]))
         self.likn = self._likn()
-        self.dkn = _dkn_rows(self.path / "dkn.jsonl")
-        self.effects = {(r["fact_id"], r["lang"]): r for r in _table(self.path / "evaluation.parquet")}
-        self.report = next((p for p in (self.path / "report.html", self.path.parent / "report.html") if p.is_file()),
-                           None)
+        self.dkn = {k: [[tuple(n) for n in g] for g in r["groups"]] for k, r in self.run.store.dkn().items()}
+        self.effects = self.run.store.evaluation()
+        self.report = self.run.store.report()
 
     def _likn(self) -> dict[str, list[tuple[int, int]]]:
         """likn.parquet where `likn` or `reproduce` wrote it, else the library's intersection when the
         run covers two languages or more."""
-        saved = _table(self.path / "likn.parquet")
+        saved = self.run.store.likn()
         if saved:
-            out = defaultdict(list)
-            for r in saved:
-                out[r["fact_id"]].append((r["layer"], r["neuron"]))
-            return dict(out)
+            return saved
         langs = tuple(sorted({r["lang"] for r in self.rows}))
         if len(langs) < 2:
             return {}

@@ -14,9 +14,7 @@ text). Every ablation of one level runs in a few batched forward passes (one row
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
@@ -30,6 +28,8 @@ from kneuron.models.load import ModelHandle
 from kneuron.errors import ConfigError
 from kneuron.models.targets import encode
 from kneuron.neurons import Neuron
+from kneuron.store.atomic import write_json
+from kneuron.store.records import JsonLines
 
 Group = tuple[Neuron, ...]
 log = logging.getLogger("kneuron.paper")
@@ -178,29 +178,21 @@ def dkn_from_run(handle: ModelHandle, run_dir, cfg: DKNConfig | None = None, fac
     check_model(handle, run)
     path = Path(run_dir) / "dkn.jsonl"
     conf = {k: v for k, v in asdict(cfg).items() if k != "batch_size"}
-    rows = _read_rows(path, conf) if resume else {}
-    if not rows:
-        _write_lines(path, [json.dumps({"config": conf})])
-    todo = [f for f in run.facts if f"{f.id}|{f.lang}" not in rows]
+    rec = dkn_records(path, conf, fresh=not resume)
+    todo = [f for f in run.facts if f.key not in rec]
     it = todo
     if show_progress:
         from rich.progress import track
         it = track(todo, description="degenerate neurons")
-    with path.open("a", encoding="utf-8") as fh:
-        for f in it:
-            r = find_dkn(handle, *first_prompt(handle, f), run.neurons.get(f.key, []), cfg)
-            row = {"fact_id": f.id, "lang": f.lang, "relation": f.relation, "n_kn": len(run.neurons.get(f.key, [])),
-                   "groups": [list(map(list, g)) for g in r.groups], "drops": r.drops, "part_drops": r.part_drops,
-                   "n_candidates": len(r.candidates), "n_quiet": len(r.quiet), "p0": r.p0,
-                   "n_evals": r.n_evals, "n_forward": r.n_forward, "truncated": r.truncated}
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-            rows[f"{f.id}|{f.lang}"] = row
-    order = [f"{f.id}|{f.lang}" for f in run.facts]
-    out = [rows[k] for k in order]
+    for f in it:
+        r = find_dkn(handle, *first_prompt(handle, f), run.neurons.get(f.key, []), cfg)
+        rec.put({"fact_id": f.id, "lang": f.lang, "relation": f.relation, "n_kn": len(run.neurons.get(f.key, [])),
+                 "groups": [list(map(list, g)) for g in r.groups], "drops": r.drops, "part_drops": r.part_drops,
+                 "n_candidates": len(r.candidates), "n_quiet": len(r.quiet), "p0": r.p0,
+                 "n_evals": r.n_evals, "n_forward": r.n_forward, "truncated": r.truncated})
+    out = [rec.get(f.key) for f in run.facts]
     summary = summarize(out, conf)
-    (Path(run_dir) / "dkn.json").write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")
+    write_json(Path(run_dir) / "dkn.json", summary, indent=2, sort_keys=True)
     return {"rows": out, "summary": summary}
 
 
@@ -208,67 +200,16 @@ def dkn_from_run(handle: ModelHandle, run_dir, cfg: DKNConfig | None = None, fac
 ROW_KEYS = ("fact_id", "lang", "groups", "drops", "part_drops", "n_forward", "n_evals", "truncated")
 
 
-def _write_lines(path: Path, lines: list[str]) -> None:
-    """Write ``lines`` (one JSON text each) as ``path``, atomically: a kill leaves the old or the new."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write("".join(line + "\n" for line in lines))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _row(line: str) -> dict | None:
-    try:
-        r = json.loads(line)
-    except ValueError:
-        return None
-    return r if isinstance(r, dict) and all(k in r for k in ROW_KEYS) else None
-
-
-def _read_rows(path: Path, conf: dict) -> dict:
-    """The finished facts of dkn.jsonl, by "id|lang". A damaged file (a torn last line, a line that is
+def dkn_records(path, conf: dict | None, fresh: bool = False) -> JsonLines:
+    """dkn.jsonl as keyed records (``kneuron.store.records.JsonLines``): a settings line, then one row per
+    finished (fact, lang), fsync'ed as it is written. A damaged file (a torn last line, a line that is
     not a fact row, a torn or empty header) is kept as damaged/dkn.jsonl and rewritten with its good
-    rows, one warning line says so, and the facts of its bad lines are redone."""
-    from kneuron.runs.store import RunStoreError, move_aside
-    if not path.exists():
-        return {}
-    raw = path.read_bytes()
-    lines = raw.decode("utf-8", errors="replace").split("\n")
-    try:
-        head = json.loads(lines[0])["config"]
-    except (ValueError, KeyError, TypeError):
-        head = None
-    if head is None:              # nothing can be trusted without the settings it was made with
-        kept = move_aside(path, path.parent)
-        what = "empty" if not raw else "its first line is not the settings line"
-        log.warning("%s: damaged (%s); kept as %s, every fact is redone", path, what, kept)
-        return {}
-    if head != conf:
-        raise RunStoreError(f"{path}: made with other DKN settings ({head}); delete it or use the same settings")
-    rows, good, bad = {}, [lines[0]], []
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=0)
-    for i, line in enumerate(lines[1:], 1):
-        if not line.strip():
-            continue
-        r = _row(line)
-        if r is None:
-            torn = i == last and not raw.endswith(b"\n")
-            bad.append(f"line {i + 1}" + (" (torn)" if torn else ""))
-            continue
-        rows[f"{r['fact_id']}|{r['lang']}"] = r
-        good.append(line)
-    if bad:
-        kept = move_aside(path, path.parent)
-        _write_lines(path, good)
-        log.warning("%s: %d damaged line%s (%s); the file as it was is kept as %s, and the fact%s of %s redone",
-                    path, len(bad), "s" if len(bad) > 1 else "",
-                    ", ".join(bad[:5]) + (f", and {len(bad) - 5} more" if len(bad) > 5 else ""), kept,
-                    "s" if len(bad) > 1 else "", "those lines are" if len(bad) > 1 else "that line is")
-    elif not raw.endswith(b"\n"):  # a whole last row without its newline: end it, so the next row starts clean
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write("\n")
-    return rows
+    rows, one warning line says so, and the facts of its bad lines are redone; other settings are
+    refused in one line (``conf`` None: read whatever settings it has, e.g. for the explorer)."""
+    from kneuron.runs.store import RunStoreError
+    return JsonLines(path, key=("fact_id", "lang"), need=ROW_KEYS[2:], config=conf, fresh=fresh, warn=log.warning,
+                     noun="fact", error=RunStoreError, hint="made with other DKN settings: delete it or use the same "
+                                                            "settings")
 
 
 def summarize(rows: list[dict], conf: dict) -> dict:

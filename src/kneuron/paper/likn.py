@@ -2,7 +2,6 @@
 knowledge-neuron sets in every language (each language thresholded with its own tau)."""
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,8 @@ import pyarrow.parquet as pq
 
 from kneuron.errors import ConfigError
 from kneuron.neurons import Neuron
-
+from kneuron.store.atomic import write_json
+from kneuron.store.parquet import write_table
 
 
 @dataclass
@@ -41,8 +41,31 @@ class LIKNResult:
         """likn.parquet (fact id, layer, neuron) and likn.json, in the run directory."""
         rows = [{"fact_id": f, "layer": l, "neuron": j} for f, ns in self.per_fact.items() for l, j in ns]
         schema = pa.schema([("fact_id", pa.string()), ("layer", pa.int64()), ("neuron", pa.int64())])
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), Path(run_dir) / "likn.parquet")
-        (Path(run_dir) / "likn.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
+        write_table(Path(run_dir) / "likn.parquet", pa.Table.from_pylist(rows, schema=schema))
+        write_json(Path(run_dir) / "likn.json", self.to_json(), indent=2, sort_keys=True)
+
+    @classmethod
+    def load(cls, run_dir) -> "LIKNResult":
+        """What ``save`` wrote. likn.parquet holds only the facts with shared neurons: the facts with none
+        are those of the run (its facts.parquet) present in every language, when ``run_dir`` holds the
+        run (else only the facts with shared neurons are known)."""
+        from kneuron.paper.table1 import _saved_json
+        j = _saved_json(Path(run_dir) / "likn.json")
+        langs = tuple(j["langs"])
+        per_fact: dict[str, list[Neuron]] = defaultdict(list)
+        path = Path(run_dir) / "likn.parquet"
+        if path.is_file():
+            for r in pq.read_table(path).to_pylist():
+                per_fact[r["fact_id"]].append((r["layer"], r["neuron"]))
+        facts = Path(run_dir) / "facts.parquet"
+        if len(per_fact) < j["n_facts"] and facts.is_file():
+            have: dict[str, set] = defaultdict(set)
+            for r in pq.read_table(facts, columns=["fact_id", "lang"]).to_pylist():
+                have[r["fact_id"]].add(r["lang"])
+            every = [f for f in sorted(have) if all(lang in have[f] for lang in langs)]
+            if len(every) == j["n_facts"] and set(per_fact) <= set(every):
+                per_fact = {f: per_fact.get(f, []) for f in every}
+        return cls(langs, {f: sorted(v) for f, v in sorted(dict(per_fact).items())}, j["n_facts"], j["missing"])
 
 
 def language_independent(neurons: dict[tuple[str, str], list[Neuron]], fact_langs: set[tuple[str, str]],

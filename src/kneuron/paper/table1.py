@@ -2,7 +2,6 @@
 itself (related) and on a fact of another relation (unrelated) — the paper's Table 1 metric."""
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ from kneuron.metrics import Table1, relative_change, table1
 from kneuron.models.load import ModelHandle
 from kneuron.neurons import Neuron
 from kneuron.probe import answer_prob
+from kneuron.store.atomic import write_json
+from kneuron.store.parquet import write_table
 from kneuron.runs.reopen import RunContents, check_model, load_run   # load_run and RunContents live in runs.reopen
 
 OPS = {"suppress": lambda h, n: suppress(h, n), "enhance": lambda h, n: enhance(h, n, factor=2.0)}
@@ -119,9 +120,48 @@ class Evaluation:
                 "facts_without_neurons": sum(e.n_neurons == 0 for e in self.effects)}
 
     def save(self, run_dir) -> None:
-        """evaluation.parquet (per fact) and evaluation.json, in the run directory."""
-        pq.write_table(pa.Table.from_pylist([e.row() for e in self.effects]), Path(run_dir) / "evaluation.parquet")
-        (Path(run_dir) / "evaluation.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
+        """evaluation.parquet (per fact) and evaluation.json, in the run directory, each atomically."""
+        write_table(Path(run_dir) / "evaluation.parquet", pa.Table.from_pylist([e.row() for e in self.effects]))
+        write_json(Path(run_dir) / "evaluation.json", self.to_json(), indent=2, sort_keys=True)
+
+    @classmethod
+    def load(cls, run_dir) -> "Evaluation":
+        """What ``save`` wrote (a RunStoreError, one line, when it is not there or damaged)."""
+        j = _saved_json(Path(run_dir) / "evaluation.json")
+        return cls(table1_from_json(j), read_effects(Path(run_dir) / "evaluation.parquet"), j["seed"],
+                   j["outlier_cut"], j["unrelated_same_relation"])
+
+
+def _saved_json(path: Path) -> dict:
+    from kneuron.runs.store import RunStoreError
+    from kneuron.store.atomic import StoreError, read_json
+    try:
+        j = read_json(path, readonly=True)
+    except StoreError as e:
+        raise RunStoreError(str(e)) from None
+    if j is None:
+        raise RunStoreError(f"{path}: not there (nothing saved yet)")
+    return j
+
+
+def read_effects(path: Path) -> list[EditEffect]:
+    """The effects a result saved as Parquet (``EditEffect.row`` per row), [] when there is none."""
+    if not path.is_file():
+        return []
+    names = set(EditEffect.__dataclass_fields__)
+    return [EditEffect(**{k: v for k, v in r.items() if k in names and v is not None})
+            for r in pq.read_table(path).to_pylist()]
+
+
+def table1_from_json(j: dict) -> Table1:
+    """A Table1 from its ``to_json`` (undefined values, written as null, read back as None)."""
+    from kneuron.metrics import Interval, OpSummary
+
+    def op(d: dict) -> OpSummary:
+        iv = {k: Interval(**v) for k, v in d.items() if isinstance(v, dict)}
+        return OpSummary(**{**d, **iv})
+    return Table1(j["n_facts"], op(j["suppress"]), op(j["enhance"]), j["sr"], j["dropped"], j["outlier_cut"],
+                  Interval(**j["sr_interval"]) if j.get("sr_interval") else None)
 
 
 def evaluate(handle: ModelHandle, run_dir, facts_path=None, seed: int = 42, outlier_cut: bool = False,

@@ -13,20 +13,20 @@ The released code's "sequential" condition undid the English edit before measuri
 """
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from kneuron.models.load import ModelHandle
 from kneuron.probe import answer_prob
 from kneuron.paper.table1 import EditEffect, first_prompt, measure, table1_of, unrelated_partner
 from kneuron.runs.reopen import RunContents, check_model, load_run
 from kneuron.neurons import Neuron
+from kneuron.store.atomic import write_json
+from kneuron.store.parquet import write_table
 
 CONDITIONS = ("likn", "own", "other", "both", "random")
 
@@ -120,14 +120,20 @@ class CrossLingual:
     def save_effects(self, directory) -> None:
         """crosslingual.parquet: one row per fact, condition and language."""
         if self.effects:
-            pq.write_table(pa.Table.from_pylist([e.row() for e in self.effects]),
-                           Path(directory) / "crosslingual.parquet")
+            write_table(Path(directory) / "crosslingual.parquet", pa.Table.from_pylist([e.row() for e in self.effects]))
 
     def save(self, directory) -> None:
-        """crosslingual.parquet and table2.json."""
+        """crosslingual.parquet and table2.json, each atomically."""
         self.save_effects(directory)
-        (Path(directory) / "table2.json").write_text(json.dumps(self.to_json(), indent=2, sort_keys=True),
-                                                     encoding="utf-8")
+        write_json(Path(directory) / "table2.json", self.to_json(), indent=2, sort_keys=True)
+
+    @classmethod
+    def load(cls, directory) -> "CrossLingual":
+        """What ``save`` wrote (effects: [] when no crosslingual.parquet was written)."""
+        from kneuron.paper.table1 import _saved_json, read_effects
+        j = _saved_json(Path(directory) / "table2.json")
+        return cls(tuple(j["langs"]), j["seed"], j["n_facts"], j["n_facts_with_likn"], j["table"],
+                   read_effects(Path(directory) / "crosslingual.parquet"))
 
 
 def crosslingual(handle: ModelHandle, run_dir, likn: dict[str, list[Neuron]] | None = None,

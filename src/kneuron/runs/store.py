@@ -29,7 +29,7 @@ from kneuron.errors import KneuronError
 from kneuron.facts import Fact, save_facts
 from kneuron.store import atomic
 from kneuron.store.atomic import DAMAGED, StoreError
-from kneuron.store.manifest import RENAMED_OPTIONS, TIMINGS, Manifest
+from kneuron.store.manifest import MANIFEST, RENAMED_OPTIONS, TIMINGS, Manifest
 from kneuron.store.manifest import add_time as _add_time
 from kneuron.store.manifest import check_out as _check_out
 from kneuron.store.manifest import upgrade as upgrade_meta
@@ -52,8 +52,8 @@ TYPES = {
 }
 TABLES = (Table("neurons", NEURON_HEAD, tuple(NEURON_SORT)), Table("facts", FACT_HEAD, tuple(FACT_SORT)))
 HINT = "resume the run (kneuron locate ... --resume)"
-__all__ = ["RESUME_KEYS", "FACTS_FILE", "TIMINGS_FILE", "RENAMED_OPTIONS", "DAMAGED", "WRITE_OPTS", "RunStore",
-           "RunStoreError", "add_time", "check_out", "move_aside", "open_run", "query", "upgrade_meta", "write_part"]
+__all__ = ["RESUME_KEYS", "FACTS_FILE", "TIMINGS_FILE", "RENAMED_OPTIONS", "DAMAGED", "WRITE_OPTS", "Run", "RunStore",
+           "RunStoreError", "add_time", "check_out", "move_aside", "open_run", "query", "run_dirs", "upgrade_meta", "write_part"]
 
 log = logging.getLogger("kneuron.runs")
 
@@ -241,9 +241,62 @@ def write_part(path, fact_row: dict, neuron_rows: list[dict]) -> None:
     _records(path).put(fact_row, {"neurons": neuron_rows})
 
 
-def open_run(path) -> RunStore:
-    """Open an existing run to read it (evaluate, intervene); changes nothing on disk."""
-    return RunStore(path, resume=True, readonly=True)
+# what the analyses of a run leave in its directory (``Run`` reads them; kneuron.paper writes them)
+EVALUATION, LIKN, DKN = "evaluation", "likn", "dkn.jsonl"
+REPORT = "report.html"
+
+
+class Run(RunStore):
+    """A run opened to read it, with what the analyses left beside it, so that a reader (the explorer)
+    need not know their file names. Each accessor reads the files as they are now; nothing is written."""
+
+    def evaluation(self) -> dict[tuple[str, str], dict]:
+        """Table 1's per-fact effects (``kneuron evaluate``), by (fact id, lang); {} when not evaluated.
+        ``kneuron.paper.table1.Evaluation.load`` gives the typed result."""
+        path = self.path / f"{EVALUATION}.parquet"
+        return {(r["fact_id"], r["lang"]): r for r in pq.read_table(path).to_pylist()} if path.is_file() else {}
+
+    def likn(self) -> dict[str, list[tuple[int, int]]] | None:
+        """The language-independent neurons saved with the run (``kneuron likn``), by fact id (facts
+        with none are absent); None when not saved. ``kneuron.paper.likn.LIKNResult.load``: typed."""
+        path = self.path / f"{LIKN}.parquet"
+        if not path.is_file():
+            return None
+        out: dict[str, list[tuple[int, int]]] = {}
+        for r in pq.read_table(path).to_pylist():
+            out.setdefault(r["fact_id"], []).append((r["layer"], r["neuron"]))
+        return out
+
+    def dkn(self) -> dict[tuple[str, str], dict]:
+        """Module 3's rows (``kneuron dkn``), by (fact id, lang): each with its ``groups``; {} when not
+        run. Damaged lines are skipped here (a resumed ``kneuron dkn`` moves them aside and redoes them)."""
+        from kneuron.store.records import JsonLines
+        path = self.path / DKN
+        if not path.is_file():
+            return {}
+        return dict(JsonLines(path, key=("fact_id", "lang"), need=("groups",), readonly=True).rows)
+
+    def report(self) -> Path | None:
+        """The HTML report made for the run (``kneuron reproduce`` puts it beside the run), if any."""
+        return next((p for p in (self.path / REPORT, self.path.parent / REPORT) if p.is_file()), None)
+
+
+def run_dirs(path) -> list[Path]:
+    """The runs at ``path``: the directory itself, or (a `reproduce` directory, whose manifest is
+    reproduce.json) its sub-directories that hold a run. Anything else is refused by ``open_run``'s
+    check (RunStoreError)."""
+    path = Path(path).expanduser()
+    if (path / "reproduce.json").is_file() and not (path / MANIFEST).is_file():
+        subs = sorted(p for p in path.iterdir() if (p / MANIFEST).is_file())
+        if subs:
+            return subs
+    open_run(path)
+    return [path]
+
+
+def open_run(path) -> Run:
+    """Open an existing run to read it (evaluate, intervene, explore); changes nothing on disk."""
+    return Run(path, resume=True, readonly=True)
 
 
 def query(path, sql: str) -> list[tuple]:

@@ -58,12 +58,7 @@ def check_resume(where, stored: dict, now: dict, keys=None, *, error: type[Excep
     if not diff:
         return
     show = lambda d, k: repr(d[k]) if k in d else "nothing"  # noqa: E731
-    if len(diff) == 1:
-        k = diff[0]
-        said = f"{k} differs (run has {show(stored, k)}, now {show(now, k)})"
-    else:
-        said = (f"{', '.join(diff)} differ (run has {', '.join(f'{k}={show(stored, k)}' for k in diff)}; "
-                f"now {', '.join(f'{k}={show(now, k)}' for k in diff)})")
+    said = ", ".join(f"{k} differs (run has {show(stored, k)}, now {show(now, k)})" for k in diff)
     raise error(f"cannot resume {where}: {said}" + (f"; {hint}" if hint else ""))
 
 

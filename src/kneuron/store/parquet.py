@@ -65,6 +65,12 @@ def write_parquet(path: Path, table: pa.Table) -> None:
     write_with(path, lambda f: pq.write_table(table, f, **WRITE_OPTS))
 
 
+def write_table(path, table: pa.Table, **opts) -> None:
+    """``table`` as ``path``, atomically, with pyarrow's default writer config (or ``opts``): results
+    saved beside a run (evaluation.parquet, likn.parquet, ...)."""
+    write_with(path, lambda f: pq.write_table(table, f, **opts))
+
+
 def stem_of(position: int, *key) -> str:
     """A part's file stem: its position, then a digest of its key (any text is a safe name)."""
     digest = hashlib.sha1(json.dumps(list(key)).encode()).hexdigest()[:16]

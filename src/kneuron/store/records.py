@@ -170,18 +170,22 @@ class JsonLines:
     object per record (holding its ``key`` fields and the ``need`` keys), appended and fsync'ed one by
     one. ``fresh``: start over. On opening, damaged lines (torn by a kill, not a record) are dropped:
     the file as it was goes to damaged/, is rewritten with its good lines, one warning says which lines,
-    and their records count as not done; a damaged settings line drops every record."""
+    and their records count as not done; a damaged settings line drops every record. ``readonly``: read
+    what is good, whatever the settings, and change nothing (``config`` then holds the file's)."""
 
     def __init__(self, path, *, key: tuple[str, ...], need: tuple[str, ...] = (), config: dict | None = None,
                  fresh: bool = False, root=None, warn: Warn | None = None, noun: str = "record",
-                 error: type[Exception] = ConfigError, hint: str = ""):
+                 error: type[Exception] = ConfigError, hint: str = "", readonly: bool = False):
         self.path, self.key, self.need = Path(path), tuple(key), tuple(key) + tuple(need)
         self.config = config
         self.root = Path(root) if root is not None else self.path.parent
         self.warn, self.noun = warn or log.warning, noun
         self.rows: dict = {}
+        self.readonly = readonly
         if not fresh:
             self._read(error, hint)
+        if readonly:
+            return
         if not self.rows and (fresh or not self.path.exists()):
             write_lines(self.path, [json.dumps({"config": config})])
 
@@ -201,11 +205,15 @@ class JsonLines:
             head = json.loads(lines[0])["config"]
         except (ValueError, KeyError, TypeError):
             head = _MISSING
+        if head is not _MISSING and self.readonly:
+            self.config = head
         if head is _MISSING:          # nothing can be trusted without the settings it was made with
+            if self.readonly:
+                return
             what = "empty" if not raw else "its first line is not the settings line"
             move_aside(self.path, what, root=self.root, then=f"every {self.noun} is redone", warn=self.warn)
             return
-        if jsonable(head) != jsonable(self.config):
+        if not self.readonly and jsonable(head) != jsonable(self.config):
             check_resume(self.path, head if isinstance(head, dict) else {"config": head},
                          self.config if isinstance(self.config, dict) else {"config": self.config},
                          error=error, hint=hint)
@@ -221,14 +229,14 @@ class JsonLines:
                 continue
             self.rows[self._key(r)] = r
             good.append(line)
-        if bad:
+        if bad and not self.readonly:
             kept = move_aside(self.path, root=self.root)
             write_lines(self.path, good)
             n, s = len(bad), "s" if len(bad) > 1 else ""
             self.warn(f"{self.path}: {n} damaged line{s} ({', '.join(bad[:5])}"
                       f"{f', and {n - 5} more' if n > 5 else ''}); the file as it was is kept as {kept}, and the "
                       f"{self.noun}{s} of {'those lines are' if n > 1 else 'that line is'} redone")
-        elif not raw.endswith(b"\n"):  # a whole last row without its newline: end it, so the next starts clean
+        elif not self.readonly and not raw.endswith(b"\n"):  # a whole last row without its newline: end it
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write("\n")
 
@@ -249,6 +257,8 @@ class JsonLines:
 
     def put(self, row: dict) -> None:
         """Append ``row`` (its key from its own fields) and fsync it."""
+        if self.readonly:
+            raise ConfigError(f"{self.path} was opened read-only")
         append_line(self.path, json.dumps(row))
         self.rows[self._key(row)] = row
 
