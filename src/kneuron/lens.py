@@ -16,9 +16,6 @@ post-norm models. Interventions (kneuron.intervene) active around a call apply t
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +28,10 @@ from torch import nn
 from kneuron.errors import ConfigError
 from kneuron.facts.templates import QueryError
 from kneuron.models.load import ModelHandle
+from kneuron.models.fingerprint import weights_fingerprint
 from kneuron.models.sites import as_bsn, value_vectors
+from kneuron.store.cache import Cache, safe_name
+from kneuron.store.cache import cache_dir as store_cache_dir
 
 Tokens = list[tuple[str, float]]
 _NORMS = ("norm", "ln_f", "final_layernorm", "final_layer_norm", "norm_f")   # a causal model's final norm
@@ -192,17 +192,15 @@ def greedy_continuation(handle: ModelHandle, prompt: str, n: int = 12) -> str | 
 # ----------------------------------------------------------------------------- the value-search index
 
 def cache_dir() -> Path:
-    """Where built indexes are kept: $KNEURON_CACHE, else ~/.cache/kneuron."""
-    return Path(os.environ.get("KNEURON_CACHE") or Path.home() / ".cache" / "kneuron")
+    """Where built indexes are kept (``kneuron.store.cache.cache_dir``: $KNEURON_CACHE, else the user
+    cache directory)."""
+    return store_cache_dir()
 
 
 def fingerprint(handle: ModelHandle) -> str:
-    """A hash of the value vectors and the unembedding: an index is reused only for the same weights."""
-    h = hashlib.blake2b(digest_size=12)
-    for w in [s.weight for s in handle.sites] + [handle.model.get_output_embeddings().weight]:
-        h.update(str(tuple(w.shape)).encode())
-        h.update(w.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    """The weights fingerprint (``kneuron.models.fingerprint``): an index is reused only for the same
+    weights."""
+    return weights_fingerprint(handle.model)
 
 
 @dataclass
@@ -240,26 +238,18 @@ def value_index(handle: ModelHandle, k: int = 50, progress: Callable[[int, int],
                 directory=None) -> ValueIndex:
     """Every neuron's k top promoted tokens: read from the cache (``directory``, default ``cache_dir()``)
     when built before for these weights, else built (``progress(layers_done, n_layers)`` after each
-    layer) and written there atomically."""
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in handle.name.strip("/"))[-60:]
-    path = Path(directory or cache_dir()) / "value-index" / f"{name}-{fingerprint(handle)}-k{k}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as z:
-                return ValueIndex(z["tokens"], z["logits"], path)
-        except (OSError, ValueError, KeyError):
-            pass                                   # unreadable: built again and replaced
-    tokens, logits = _build(handle, k, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, tokens=tokens, logits=logits)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return ValueIndex(tokens, logits, path)
+    layer) and written there atomically (``kneuron.store.cache``: a damaged file is built again, with one
+    warning)."""
+    cache = Cache("value-index", load=_load_npz, dump=lambda tl, f: np.savez(f, tokens=tl[0], logits=tl[1]),
+                  directory=directory or cache_dir(), what="value index")
+    name = f"{safe_name(handle.name)}-{fingerprint(handle)}-k{k}.npz"
+    tokens, logits = cache.get_or_build(name, lambda: _build(handle, k, progress))
+    return ValueIndex(tokens, logits, cache.path(name))
+
+
+def _load_npz(f) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(f) as z:
+        return z["tokens"], z["logits"]
 
 
 def token_id(handle: ModelHandle, text: str) -> int:

@@ -12,9 +12,9 @@ its 1536 x 1536 moment (a small ridge is added before inverting). ``corpus=`` an
 an organism's training text) instead: each truncated to ``max_length`` tokens, every non-special token
 counted.
 
-Cache: ``$KNEURON_CACHE`` (default ``~/.cache/kneuron``) ``/stats/``, one file per model name + weight
-fingerprint + layer + corpus settings, written atomically; a damaged or mismatching file is computed
-again (and rewritten).
+Cache: ``kneuron.store.cache`` (``$KNEURON_CACHE``, else the user cache directory) ``/stats/``, one file
+per model name + weights fingerprint (``kneuron.models.fingerprint``) + layer + corpus settings, written
+atomically; a damaged or mismatching file is computed again (one warning) and rewritten.
 """
 from __future__ import annotations
 
@@ -22,53 +22,23 @@ import hashlib
 import json
 import os
 import re
-import tempfile
-import warnings
-import weakref
 from pathlib import Path
 from typing import Iterable
 
 import torch
 
 from kneuron.models.load import ModelHandle
+from kneuron.models.fingerprint import _fingerprint, weights_fingerprint  # noqa: F401  (kept importable here)
 from kneuron.models.sites import proj_dims
+from kneuron.store.cache import Cache
+from kneuron.store.cache import cache_dir as store_cache_dir
 
 TEXTS, LENGTH, MAX_LENGTH, CHUNK, TOP_P = 32, 128, 256, 32, 0.95
 
 
 def cache_dir() -> Path:
-    """Where kneuron caches what it computes once per model: ``$KNEURON_CACHE`` or ``~/.cache/kneuron``."""
-    return Path(os.environ.get("KNEURON_CACHE") or "~/.cache/kneuron").expanduser()
-
-
-_FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of every parameter's name, shape, dtype, sum, absolute sum and a strided sample:
-    changes when any weight does (an applied edit included). Reading every weight costs ~1 s on smollm2-135m,
-    so the hash is kept per model and recomputed only when a parameter was written since (torch counts
-    in-place writes in each tensor's version; a parameter given new storage has a new data pointer)."""
-    state = tuple((id(p), p.data_ptr(), p._version) for p in model.parameters())
-    had = _FINGERPRINTS.get(model)
-    if had is not None and had[0] == state:
-        return had[1]
-    fp = _fingerprint(model)
-    _FINGERPRINTS[model] = (state, fp)
-    return fp
-
-
-@torch.no_grad()
-def _fingerprint(model: torch.nn.Module) -> str:
-    h = hashlib.sha1()
-    for name, p in model.named_parameters():
-        flat = p.detach().reshape(-1)
-        step = max(1, flat.numel() // 61)
-        sums = torch.stack([flat.sum(dtype=torch.float64), flat.abs().sum(dtype=torch.float64)])
-        h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
-        h.update(sums.cpu().numpy().tobytes())
-        h.update(flat[::step][:64].double().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+    """Where kneuron caches what it computes once per model (``kneuron.store.cache.cache_dir``)."""
+    return store_cache_dir()
 
 
 def second_moment(handle: ModelHandle, layer: int, *, corpus: Iterable[str] | None = None, texts: int = TEXTS,
@@ -147,41 +117,24 @@ def _path(name: str, fp: str, layer: int, desc: dict) -> Path:
     return cache_dir() / "stats" / f"{slug}-{fp}-L{layer}-{desc['source']}-{key}.pt"
 
 
+def _cache() -> Cache:
+    return Cache("stats", load=lambda f: torch.load(f, map_location="cpu", weights_only=True),
+                 dump=lambda obj, f: torch.save(obj, f), directory=cache_dir(), what="statistics file")
+
+
 def _load(path: Path, meta: dict, n: int) -> torch.Tensor | None:
-    """The cached moment, or None when the file is missing, damaged or for something else."""
-    if not path.exists():
-        return None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+    """The cached moment, or None when the file is missing, damaged or for something else (one warning)."""
+    def usable(obj) -> bool:
         m = obj["moment"]
-        ok = (obj["meta"] == _dump(meta) and isinstance(m, torch.Tensor) and m.shape == (n, n)
-              and m.dtype == torch.float32 and bool(torch.isfinite(m).all()))
-    except Exception:       # noqa: BLE001 -- any unreadable file is recomputed
-        ok = False
-    if not ok:
-        warnings.warn(f"{path}: damaged or stale statistics file, computing it again", stacklevel=3)
-        return None
-    return m
+        return (obj["meta"] == _dump(meta) and isinstance(m, torch.Tensor) and m.shape == (n, n)
+                and m.dtype == torch.float32 and bool(torch.isfinite(m).all()))
+    obj = _cache().get(path.name, usable)
+    return None if obj is None else obj["moment"]
 
 
 def _save(path: Path, obj: dict) -> None:
-    """Write ``obj`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
-    except OSError as e:
-        warnings.warn(f"cannot cache statistics in {path.parent} ({e}); they will be computed again next time",
-                      stacklevel=3)
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``obj`` to ``path`` atomically (``kneuron.store``); a cache that cannot be written is said."""
+    _cache().put(path.name, obj)
 
 
 # ----------------------------------------------------------------------------- text the model writes

@@ -52,8 +52,9 @@ TYPES = {
 }
 TABLES = (Table("neurons", NEURON_HEAD, tuple(NEURON_SORT)), Table("facts", FACT_HEAD, tuple(FACT_SORT)))
 HINT = "resume the run (kneuron locate ... --resume)"
-__all__ = ["RESUME_KEYS", "FACTS_FILE", "TIMINGS_FILE", "RENAMED_OPTIONS", "DAMAGED", "WRITE_OPTS", "Run", "RunStore",
-           "RunStoreError", "add_time", "check_out", "move_aside", "open_run", "query", "run_dirs", "upgrade_meta", "write_part"]
+__all__ = ["RESUME_KEYS", "FACTS_FILE", "TIMINGS_FILE", "RENAMED_OPTIONS", "DAMAGED", "WRITE_OPTS", "Run",
+           "RunStore", "RunStoreError", "add_time", "check_out", "move_aside", "open_run", "query", "run_dirs",
+           "upgrade_meta", "write_part"]
 
 log = logging.getLogger("kneuron.runs")
 
