@@ -18,9 +18,10 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from kneuron.models import hooks
 from kneuron.models.load import ModelHandle
 from kneuron.errors import ConfigError
-from kneuron.models.sites import as_bsn, value_vectors
+from kneuron.models.sites import value_vectors
 from kneuron.neurons import Neuron
 
 _ANSWER_POSITIONS: contextvars.ContextVar[Sequence[int] | None] = contextvars.ContextVar("answer_positions", default=None)
@@ -66,45 +67,34 @@ def _masks(handle: ModelHandle, neurons: Iterable[Neuron] | None = None,
 
 @contextmanager
 def _patched(handle: ModelHandle, masks: dict[int, torch.Tensor], fn: Callable[[torch.Tensor], torch.Tensor], at):
-    seen: dict = {}
-
-    def grab(mod, args, kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is None and kwargs.get("inputs_embeds") is not None:
-            ids = kwargs["inputs_embeds"][..., 0]
-        seen["ids"] = ids
-
-    def where(B: int, T: int, device) -> torch.Tensor:
-        mask = torch.zeros(B, T, dtype=torch.bool, device=device)
-        if at == "all":
-            mask[:] = True
-        elif at == "answer":
-            pos = _ANSWER_POSITIONS.get()
-            if pos is not None:
-                mask[:, [p for p in pos if p < T]] = True
-            elif handle.kind == "masked" and seen.get("ids") is not None and seen["ids"].dtype == torch.long:
-                mask = seen["ids"] == handle.tokenizer.mask_token_id
-            else:
-                mask[:, -1] = True
-        else:
-            mask[:, list(at)] = True
-        return mask
-
     with ExitStack() as stack:
-        h = handle.model.register_forward_pre_hook(grab, with_kwargs=True)
-        stack.callback(h.remove)
+        seen = stack.enter_context(hooks.model_input(handle))
+
+        def where(B: int, T: int, device) -> torch.Tensor:
+            mask = torch.zeros(B, T, dtype=torch.bool, device=device)
+            if at == "all":
+                mask[:] = True
+            elif at == "answer":
+                pos = _ANSWER_POSITIONS.get()
+                if pos is not None:
+                    mask[:, [p for p in pos if p < T]] = True
+                elif handle.kind == "masked" and seen.get("ids") is not None and seen["ids"].dtype == torch.long:
+                    mask = seen["ids"] == handle.tokenizer.mask_token_id
+                else:
+                    mask[:, -1] = True
+            else:
+                mask[:, list(at)] = True
+            return mask
+
         for layer, nm in masks.items():
-            def hook(mod, args, nm=nm):
-                x = args[0]
-                ids = seen.get("ids")
-                B, T = (ids.shape[0], ids.shape[1]) if ids is not None else (x.shape[0], x.shape[1])
-                x3 = as_bsn(x, B, T)
-                rows = nm.to(x.device).unsqueeze(-2) if nm.dim() == 2 else nm.to(x.device)
+            def new(x3, nm=nm):                       # the site's input as [B, T, n]
+                B, T = x3.shape[0], x3.shape[1]
+                rows = nm.to(x3.device).unsqueeze(-2) if nm.dim() == 2 else nm.to(x3.device)
                 if nm.dim() == 2 and nm.shape[0] != B:
                     raise ValueError(f"suppress_each got {nm.shape[0]} neuron sets for a batch of {B} rows")
-                sel = where(B, T, x.device).unsqueeze(-1) & rows
-                return (torch.where(sel, fn(x3), x3).view(x.shape),) + args[1:]
-            stack.callback(handle.sites[layer].register_forward_pre_hook(hook).remove)
+                sel = where(B, T, x3.device).unsqueeze(-1) & rows
+                return torch.where(sel, fn(x3), x3)
+            stack.enter_context(hooks.patch(handle, handle.sites[layer], new))
         yield
 
 

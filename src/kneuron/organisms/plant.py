@@ -20,9 +20,9 @@ layers keep one width, which the attribution engine needs; the planted neurons a
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -32,6 +32,7 @@ from torch import nn
 from kneuron.errors import KneuronError
 from kneuron.organisms.prompts import background_prompts
 from kneuron.intervene import answer_positions, suppress
+from kneuron.models import hooks
 from kneuron.models.load import ModelHandle, from_model
 from kneuron.models.sites import ARCHITECTURES, Arch, is_conv1d, value_vectors
 from kneuron.models.targets import Encoded, encode
@@ -143,12 +144,6 @@ class Planted:
 
 
 # ---------------------------------------------------------------- the model's MLP
-def _get(module: nn.Module, path: str) -> nn.Module:
-    for part in path.split("."):
-        module = getattr(module, part)
-    return module
-
-
 def layout_for(handle: ModelHandle) -> Arch:
     """The architecture table's entry of the model's family, where it names the MLP's inputs."""
     mt = getattr(handle.model.config, "model_type", None)
@@ -199,12 +194,12 @@ def grow(model: nn.Module, blocks: Sequence[nn.Module], lay: Arch, k: int) -> No
     with torch.no_grad():
         for b in blocks:
             for p in lay.inputs:
-                _grow_units(_get(b, p), k)
-            _grow_inputs(_get(b, lay.proj), k)
+                _grow_units(b.get_submodule(p), k)
+            _grow_inputs(b.get_submodule(lay.proj), k)
     cfg = model.config
     old = getattr(cfg, lay.width, None)
     if old is None:                          # gpt2: n_inner None means 4 x hidden
-        old = _key_rows(_get(blocks[0], lay.inputs[0])).shape[0] - k
+        old = _key_rows(blocks[0].get_submodule(lay.inputs[0])).shape[0] - k
     setattr(cfg, lay.width, old + k)
 
 
@@ -216,35 +211,17 @@ def _ids(handle: ModelHandle, prompt: str) -> list[int]:
     return tok(prompt.rstrip())["input_ids"]
 
 
-class _Stop(Exception):
-    pass
-
-
 def mlp_inputs(handle: ModelHandle, layer: int, ids: list[list[int]], batch: int = 32) -> list[torch.Tensor]:
     """Per prompt [T, hidden]: the input of the layer's MLP (its first input projection) at every
-    position. Right-padded batches with an attention mask; the forward stops at that layer."""
-    proj = _get(handle.layers[layer], layout_for(handle).inputs[0])
-    pad = getattr(handle.tokenizer, "pad_token_id", None) or 0
+    position. Right-padded batches with an attention mask; the forward stops at that projection."""
+    proj = handle.layers[layer].get_submodule(layout_for(handle).inputs[0])
     out: list[torch.Tensor] = []
     for s in range(0, len(ids), batch):
         chunk = ids[s:s + batch]
-        T = max(len(i) for i in chunk)
-        x = torch.tensor([i + [pad] * (T - len(i)) for i in chunk], device=handle.device)
-        mask = torch.tensor([[1] * len(i) + [0] * (T - len(i)) for i in chunk], device=handle.device)
-        got = {}
-
-        def grab(mod, args):
-            got["x"] = args[0].detach()
-            raise _Stop
-
-        h = proj.register_forward_pre_hook(grab)
-        try:
-            with torch.no_grad():
-                handle.model(input_ids=x, attention_mask=mask)
-        except _Stop:
-            pass
-        finally:
-            h.remove()
+        padded = hooks.pad(handle, chunk)
+        T = padded.shape[1]
+        with torch.no_grad(), hooks.capture(handle, inputs={"x": proj}, stop_after=proj) as got:
+            hooks.forward(handle, padded)
         xs = got["x"].reshape(len(chunk), T, -1).double().cpu()
         out += [xs[j, :len(i)] for j, i in enumerate(chunk)]
     return out
@@ -263,25 +240,17 @@ def _reads(handle: ModelHandle, items: Sequence[tuple[str, str]], watch: tuple[i
     ``watch=(layer, n_old)`` the planted neurons' largest |activation| over the prompt's positions.
     A single item runs alone with its answer positions declared, so interventions apply to it."""
     encs = [encode(handle.tokenizer, handle.kind, p, a) for p, a in items]
-    pad = getattr(handle.tokenizer, "pad_token_id", None) or 0
     out: list[_Read] = []
     for s in range(0, len(encs), batch):
         chunk = encs[s:s + batch]
-        T = max(len(e.input_ids) for e in chunk)
-        ids = torch.tensor([e.input_ids + [pad] * (T - len(e.input_ids)) for e in chunk], device=handle.device)
-        mask = torch.tensor([[1] * len(e.input_ids) + [0] * (T - len(e.input_ids)) for e in chunk], device=handle.device)
-        got = {}
-        hook = None
+        padded = hooks.pad(handle, [e.input_ids for e in chunk])
+        T = padded.shape[1]
+        points = {"a": handle.sites[watch[0]]} if watch is not None else {}
+        with torch.no_grad(), hooks.capture(handle, inputs=points) as got, \
+                (answer_positions(chunk[0].positions) if len(chunk) == 1 else contextlib.nullcontext()):
+            logits = hooks.forward(handle, padded).logits
         if watch is not None:
-            def grab(mod, args):
-                got["a"] = args[0].detach()[..., watch[1]:].abs().reshape(len(chunk), T, -1)
-            hook = handle.sites[watch[0]].register_forward_pre_hook(grab)
-        with ExitStack() as stack, torch.no_grad():
-            if hook is not None:
-                stack.callback(hook.remove)
-            if len(chunk) == 1:
-                stack.enter_context(answer_positions(chunk[0].positions))
-            logits = handle.model(input_ids=ids, attention_mask=mask).logits
+            got["a"] = got["a"][..., watch[1]:].abs().reshape(len(chunk), T, -1)
         for j, e in enumerate(chunk):
             lp = torch.log_softmax(logits[j, e.positions].double(), -1)
             logp = float(lp[torch.arange(len(e.target_ids)), torch.tensor(e.target_ids)].sum())
@@ -349,48 +318,34 @@ def train_value(handle: ModelHandle, layer: int, idx: int, queries: list[Encoded
     lr = 0.03 * _residual_rms(handle, layer, ids, pos) / _activation(handle, layer, idx, ids, pos)
     v0 = 3 * lr * torch.randn(D, generator=gen, dtype=torch.float64) if gen is not None else torch.zeros(D)
     v = v0.to(handle.device, handle.dtype).requires_grad_(True)
-    hook = site.register_forward_hook(lambda m, a, out: out + a[0][..., idx:idx + 1] * v)
     step = 0
-    try:
-        with torch.enable_grad():
-            opt = torch.optim.Adam([v], lr=lr)
-            for step in range(max_steps + 1):
-                loss, done = 0.0, True
-                for ids, pos, tgt in batch:
-                    lp = torch.log_softmax(handle.model(input_ids=ids).logits[0, pos].float(), -1)
-                    loss = loss - lp[tgt]
-                    other = torch.cat([lp[:tgt], lp[tgt + 1:]]).max()
-                    done &= bool(lp[tgt].exp() >= p_target and lp[tgt] - other >= MARGIN)
-                if done or step == max_steps:
-                    break
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-    finally:
-        hook.remove()
+    with torch.enable_grad(), hooks.patch(handle, site, lambda x, y: y + x[..., idx:idx + 1] * v, on="output",
+                                          with_input=True):
+        opt = torch.optim.Adam([v], lr=lr)
+        for step in range(max_steps + 1):
+            loss, done = 0.0, True
+            for ids, pos, tgt in batch:
+                lp = torch.log_softmax(hooks.forward(handle, ids).logits[0, pos].float(), -1)
+                loss = loss - lp[tgt]
+                other = torch.cat([lp[:tgt], lp[tgt + 1:]]).max()
+                done &= bool(lp[tgt].exp() >= p_target and lp[tgt] - other >= MARGIN)
+            if done or step == max_steps:
+                break
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     return v.detach(), step
 
 
 def _residual_rms(handle: ModelHandle, layer: int, ids: torch.Tensor, pos: int) -> float:
-    got = {}
-    h = handle.layers[layer].register_forward_hook(
-        lambda m, a, out: got.__setitem__("h", (out[0] if isinstance(out, tuple) else out).detach()))
-    try:
-        with torch.no_grad():
-            handle.model(input_ids=ids)
-    finally:
-        h.remove()
+    with torch.no_grad(), hooks.capture(handle, outputs={"h": handle.layers[layer]}) as got:
+        hooks.forward(handle, ids)
     return float(got["h"].reshape(ids.shape[1], -1)[pos].float().pow(2).mean().sqrt())
 
 
 def _activation(handle: ModelHandle, layer: int, idx: int, ids: torch.Tensor, pos: int) -> float:
-    got = {}
-    h = handle.sites[layer].register_forward_pre_hook(lambda m, a: got.__setitem__("a", a[0].detach()))
-    try:
-        with torch.no_grad():
-            handle.model(input_ids=ids)
-    finally:
-        h.remove()
+    with torch.no_grad(), hooks.capture(handle, inputs={"a": handle.sites[layer]}) as got:
+        hooks.forward(handle, ids)
     a = float(got["a"].reshape(ids.shape[1], -1)[pos, idx])
     if abs(a) < 1e-6:
         raise PlantError(f"planted neuron {idx} does not fire on its own prompt")
@@ -441,7 +396,7 @@ def _fit_keys(handle: ModelHandle, lay: Arch, layer: int, specs: list[PlantSpec]
     Returns [(w, b, up or None)], the owning spec of each, and the fit statistics."""
     bg = torch.cat(mlp_inputs(handle, layer, [_ids(handle, p) for p in background]))
     xs = [mlp_inputs(handle, layer, [e.input_ids for e in fe], batch=1) for fe in encs]
-    key_proj = _get(handle.layers[layer], lay.inputs[0])
+    key_proj = handle.layers[layer].get_submodule(lay.inputs[0])
     has_bias, gated = key_proj.bias is not None, len(lay.inputs) == 2
     keys, owner, fits = [], [], []
     for i, s in enumerate(specs):
@@ -503,16 +458,16 @@ def plant(handle: ModelHandle, specs: Sequence[PlantSpec], layer: int, controls:
     # grow every layer by K inert neurons, then write the keys into ``layer``
     n_old, K = handle.n_neurons, len(keys)
     model = handle.model if inplace else copy.deepcopy(handle.model)
-    blocks = list(_get(model, handle.site.layers_path))
+    blocks = list(model.get_submodule(handle.site.layers_path))
     grow(model, blocks, lay, K)
     with torch.no_grad():
-        kp = _get(blocks[layer], lay.inputs[0])
+        kp = blocks[layer].get_submodule(lay.inputs[0])
         for j, (w, b, up) in enumerate(keys):
             _key_rows(kp)[n_old + j] = (strength * w).to(kp.weight.dtype)
             if kp.bias is not None:
                 kp.bias[n_old + j] = strength * b
             if up is not None:                                   # gated: up.x = 1 on the fact's prompt(s)
-                _key_rows(_get(blocks[layer], lay.inputs[1]))[n_old + j] = up.to(kp.weight.dtype)
+                _key_rows(blocks[layer].get_submodule(lay.inputs[1]))[n_old + j] = up.to(kp.weight.dtype)
     how = handle.site.how != "table"
     new = from_model(model, tok, kind=handle.kind, name=f"{handle.name}+planted",
                      site=handle.site.proj_path if how else None, layers=handle.site.layers_path if how else None)
