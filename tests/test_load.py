@@ -380,3 +380,24 @@ def test_model_help_mentions_downloads():
     assert r.exit_code == 0
     text = " ".join(r.stdout.split())
     assert "hub id" in text and "already in the local cache" not in text
+
+
+# ----------------------------------------------------------------------------- a neuron inside the model
+
+def test_check_neurons_is_the_one_range_check():
+    from support.tiny import tiny_handle
+    h = tiny_handle("gpt2")                                  # 3 layers x 48 neurons
+    assert h.check_neurons([(0, 1), (torch.tensor(2), 47.0)]) == [(0, 1), (2, 47)]
+    assert h.check_neurons([]) == []
+    with pytest.raises(ConfigError) as e:
+        h.check_neurons([(0, 0), (3, 0), (9, 9)])
+    assert str(e.value) == "neuron (3, 0) is outside tiny-gpt2 (3 layers x 48 neurons): layer 3 is out of range (0-2)"
+    with pytest.raises(ConfigError, match=r"^neuron \(1, 48\) is outside .*: neuron 48 is out of range \(0-47\)$"):
+        h.check_neurons([(1, 48)])
+    with pytest.raises(ConfigError, match=r"^neuron \(-1, 0\) is outside .*: layer -1 is out of range"):
+        h.check_neurons([(-1, 0)])
+
+    class Refused(KneuronError, ValueError):
+        pass
+    with pytest.raises(Refused, match=r"^relation erasure: neuron \(0, -2\) is outside tiny-gpt2 "):
+        h.check_neurons([(0, -2)], "relation erasure", error=Refused)

@@ -13,7 +13,9 @@ from typer.core import TyperGroup
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-MODEL_HELP = ("bundled name (smollm2-135m, organism-clm, organism-mlm), local directory, .gguf file, or Hugging "
+from kneuron.models.registry import CARDS   # the bundled names, for the help
+
+MODEL_HELP = (f"bundled name ({', '.join(CARDS)}), local directory, .gguf file, or Hugging "
               "Face hub id (downloaded and cached unless `kneuron --offline` or HF_HUB_OFFLINE=1)")
 
 

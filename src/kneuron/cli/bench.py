@@ -28,17 +28,16 @@ def localization_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", 
     facts they were trained on, in both languages; --facts draws the prompts from another fact set."""
     from kneuron.cli._common import _errors, _fail, _load, _print_json
     from kneuron.benchmarks.planted import localization_bench
-    from kneuron.organisms import organism_facts
+    from kneuron.organisms.known import known_facts
     from kneuron.facts import ConfigError
     try:
         h = _load(model)
         known = None
         if facts is not None:
             from kneuron.facts import load_facts
-            known = organism_facts(h, facts)
-            if known == []:
+            known = known_facts(h, load_facts(facts))
+            if not known:
                 raise ConfigError(f"none of {model}'s training facts (facts.txt) is in {facts}")
-            known = load_facts(facts) if known is None else known
         out = localization_bench(h, k=k, layer=layer, steps=steps, seed=seed, facts=known)
     except _errors() as e:
         _fail(str(e))

@@ -21,27 +21,21 @@ def likn(facts: str = typer.Option(..., "--facts", "-f", help="fact set with the
          resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
          as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """Module 2: localize each fact in every language (tau per language), then intersect the sets."""
-    from kneuron.facts import ConfigError, fact_file_hash, load_facts, resolve_facts
+    from kneuron.facts import fact_file_hash, load_facts, resolve_facts
     from kneuron.paper.likn import likn_from_run
     from kneuron.runs.locate import LocateConfig
     from kneuron.runs.locate import locate as run_locate
+    from kneuron.organisms.known import facts_for, trained_on
     lang_list = tuple(x.strip() for x in langs.split(",") if x.strip())
     try:
-        fs = [f for f in load_facts(facts) if f.lang in lang_list]
+        every = load_facts(facts)                           # a bad fact file fails before the model loads
         cfg = LocateConfig(method=method, steps=steps)
         cfg.validate()
         h = _load(model)
-        from kneuron.organisms import organism_facts
-        known = organism_facts(h, facts)
-        if known:                  # an organism only knows (and can spell) the facts it was trained on
-            known_ids = {f.id for f in known}
-            fs = [f for f in fs if f.id in known_ids]
-            typer.echo(f"{model} is an organism: using the {len(known_ids)} fact ids it was trained on", err=True)
-        ids = list(dict.fromkeys(f.id for f in fs))[:limit]
-        keep = set(ids)
-        fs = [f for f in fs if f.id in keep]
-        if not fs:
-            raise ConfigError(f"{facts}: no facts in {', '.join(lang_list)}")
+        trained = trained_on(h)
+        if trained is not None:    # an organism only knows (and can spell) the facts it was trained on
+            typer.echo(f"{model} is an organism: using the {len(trained[0])} fact ids it was trained on", err=True)
+        fs = facts_for(h, every, lang_list, limit, name=facts)
         path = resolve_facts(facts)
         run_locate(h, fs, cfg, out, resume=resume, facts_path=str(Path(path).resolve()), facts_hash=fact_file_hash(path),
                    lang=",".join(lang_list), skip_invalid=skip_invalid, show_progress=not as_json)

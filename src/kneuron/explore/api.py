@@ -21,7 +21,7 @@ from kneuron.facts.templates import QueryError
 from kneuron.intervene import enhance, suppress
 from kneuron.lens import ValueIndex, check_neuron, greedy_continuation, logit_lens, token_id, value_index, value_tokens
 from kneuron.models.targets import encode
-from kneuron.organisms import organism_facts
+from kneuron.organisms.known import known_facts
 from kneuron.probe import answer_prob, predict
 
 NEURON = re.compile(r"^\s*L(\d+)\s*N(\d+)\s*$", re.IGNORECASE)
@@ -296,4 +296,4 @@ class Explorer:
 def _edit_facts(h) -> tuple[list, list]:
     """The facts an edit's id is looked up in and the facts its neighbours come from (`kneuron edit`'s)."""
     every = load_facts("en-zh")
-    return every, organism_facts(h) or every
+    return every, known_facts(h, every) or every

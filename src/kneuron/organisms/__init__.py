@@ -3,16 +3,13 @@ path and the cross-lingual modules run for real on models that truly hold the fa
 from __future__ import annotations
 
 import random
-import json
 from collections import defaultdict
-from pathlib import Path
 
 from kneuron.facts.sampling import round_robin
 from kneuron.facts import Fact, load_facts
-from kneuron.models.load import ORGANISMS_DIR as BUNDLED_DIR
 from kneuron.models.load import ModelHandle
-
-NAMES = {"organism-mlm": "mlm", "organism-clm": "clm"}
+from kneuron.models.registry import ORGANISMS_DIR as BUNDLED_DIR
+from kneuron.organisms.known import known_facts, trained_on
 
 
 def training_facts(facts: list[Fact], n_ids: int | None, langs=("en", "zh"), seed: int = 0) -> list[Fact]:
@@ -40,15 +37,8 @@ def training_facts(facts: list[Fact], n_ids: int | None, langs=("en", "zh"), see
 
 def organism_facts(handle: ModelHandle | str, facts: str | None = None) -> list[Fact] | None:
     """The facts an organism was trained on (ids in its ``facts.txt``, languages in its
-    ``training.json``), for a bundled organism name or an organism directory; else None.
-    ``facts``: the fact set it was trained from (default en-zh)."""
-    name = handle if isinstance(handle, str) else handle.name
-    d = BUNDLED_DIR / name if name in NAMES else Path(name)
-    try:
-        if not ((d / "facts.txt").is_file() and (d / "training.json").is_file()):
-            return None
-    except OSError:
+    ``training.json``: ``known.known_facts``), for a bundled organism name or an organism directory;
+    else None. ``facts``: the fact set it was trained from (default en-zh)."""
+    if trained_on(handle) is None:
         return None
-    ids = set((d / "facts.txt").read_text(encoding="utf-8").split())
-    langs = set(json.loads((d / "training.json").read_text(encoding="utf-8")).get("n_facts") or ())
-    return [f for f in load_facts(facts or "en-zh") if f.id in ids and (not langs or f.lang in langs)]
+    return known_facts(handle, load_facts(facts or "en-zh"))

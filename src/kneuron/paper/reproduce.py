@@ -26,11 +26,12 @@ from kneuron.paper.dkn import DKNConfig
 from kneuron.facts.sampling import round_robin
 from kneuron.facts import Fact, fact_file_hash, load_facts, resolve_facts, save_facts
 from kneuron.models.load import ModelHandle
+from kneuron.models.registry import CARDS
 from kneuron.errors import ConfigError
 from kneuron.runs.store import RunStoreError
 
 log = logging.getLogger("kneuron.paper")
-MONOLINGUAL = {"smollm2-135m": "en"}        # bundled models that know one language only
+MONOLINGUAL = {n: c.languages[0] for n, c in CARDS.items() if len(c.languages) == 1}   # know one language only
 METHODS = ("ig", "amig")
 
 
@@ -158,14 +159,13 @@ class Reproduction:
         self.meta = meta
 
     def _select_facts(self) -> list[Fact]:
-        from kneuron.organisms import organism_facts
+        from kneuron.organisms.known import known_facts, trained_on
         from kneuron.runs.locate import check_fact
         fs = [f for f in load_facts(self.cfg.facts) if f.lang in self.langs]
-        known = organism_facts(self.h, self.cfg.facts)
-        if known is not None:        # an organism only knows the facts it was trained on
-            ids = {f.id for f in known}
-            fs = [f for f in fs if f.id in ids]
-            self.notes.append(f"{self.h.name} is a model organism: only the {len(ids)} fact ids it was trained on are used")
+        if trained_on(self.h) is not None:        # an organism only knows the facts it was trained on
+            fs = known_facts(self.h, fs)
+            self.notes.append(f"{self.h.name} is a model organism: only the {len({f.id for f in fs})} fact ids it "
+                              "was trained on are used")
         # keep only facts with a template the model can use (causal: [Y] at the end), and of those
         # templates the first ``prompts``
         usable = []
