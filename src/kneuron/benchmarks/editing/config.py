@@ -117,11 +117,6 @@ def plain(x):
     return str(x)
 
 
-def same(a, b) -> bool:
-    """Equal once written as JSON (tuples as lists, tensors as lists)."""
-    return json.loads(json.dumps(a, default=plain)) == json.loads(json.dumps(b, default=plain))
-
-
 def run_meta(cfg: EditingConfig, handle: ModelHandle, cases: list[Case], facts_name: str | None) -> dict:
     """run.json's content for this run: the settings, the model, the records' hash and the versions."""
     import torch
@@ -140,20 +135,20 @@ def run_meta(cfg: EditingConfig, handle: ModelHandle, cases: list[Case], facts_n
 
 
 def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
-    """``meta`` for a run resumed from one whose run.json is ``had``: refused (RunStoreError) where a
-    setting in RESUME_KEYS or a method's options differ; the methods and options of both, merged."""
+    """``meta`` for a run resumed from one whose run.json is ``had``: refused (RunStoreError, one line)
+    where a setting in RESUME_KEYS or a method's options differ; the methods and options of both, merged."""
     from kneuron.runs.store import RunStoreError
-    for k in RESUME_KEYS:
-        if k in had and not same(had[k], meta[k]):
-            raise RunStoreError(f"cannot resume {where}: {k} differs (run has {had[k]!r}, now {meta[k]!r})")
+    from kneuron.store import check_resume
+    from kneuron.store.manifest import jsonable
+    check_resume(where, had, meta, RESUME_KEYS, error=RunStoreError)
     opts = had.get("method_options") or {}
     for m in cfg.methods:
-        if m in opts and not same(opts[m], meta["method_options"].get(m)):
+        if m in opts and jsonable(opts[m]) != jsonable(meta["method_options"].get(m)):
             raise RunStoreError(f"cannot resume {where}: the options of {m} differ")
     return {**meta, "methods": list(dict.fromkeys(list(had.get("methods", [])) + list(cfg.methods))),
             "method_options": {**opts, **meta["method_options"]}}
 
 
 __all__ = ["CAUSAL_ONLY", "CHECKPOINTS", "DEFAULT_METHODS", "EditingConfig", "KN_METHODS", "MODES", "RESUME_KEYS",
-           "causal_only", "plain", "resumed_meta", "run_meta", "same", "takes", "uses_common", "uses_neurons",
+           "causal_only", "plain", "resumed_meta", "run_meta", "takes", "uses_common", "uses_neurons",
            "uses_other_language", "uses_rome_layer"]

@@ -13,40 +13,49 @@ damaged/ (then redone) when it does not read back.
     batch/<method>-<lang>/<case>.pt   batch mode: each case's computed edit (the batch is applied once all are)
     results.json, report.md, report.html (+ fig-sequential.png)
 
-Every file is written to a temporary name and renamed, so an interrupted run loses at most the edit under way.
+Every file is committed atomically through ``kneuron.store`` (JSON rows and ``.pt`` blobs as keyed records,
+run.json's resume check, timings.json), so an interrupted run loses at most the edit under way; a file that
+does not read back is moved to damaged/ (one warning) and redone.
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable
 
 import torch
 
 from kneuron.editing import Change
 from kneuron.editing.records import Case
-from kneuron.runs.store import TIMINGS_FILE, RunStoreError, add_time, check_out, move_aside
+from kneuron.runs.store import RunStoreError
+from kneuron.store import (Blob, Manifest, Records, add_time, check_out, move_aside, read_json, write_json,
+                           write_lines)
+from kneuron.store.atomic import TMP
 
 from .config import plain
 from .rows import Checkpoint, EditRow, FactNeurons, Sweep, UneditedRow
 
-T = TypeVar("T")
+DUMPS = dict(ensure_ascii=False, default=plain)        # how every JSON file of the run is written
+TIMINGS_FILE = "timings.json"
 
 
-def _dump(path: Path, obj) -> None:
-    """JSON into ``path`` atomically (temporary name, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, default=plain)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _torch_blob(suffix: str = ".pt") -> Blob:
+    return Blob(lambda value, f: torch.save(value, f), lambda f: torch.load(f, weights_only=False), suffix)
 
 
 def _changes_state(changes: list[Change]) -> list[dict]:
     return [{"param": ch.param, "value": ch.value.detach().cpu(), "index": ch.index} for ch in changes]
+
+
+def _reads_as(cls) -> Callable[[dict], str | None]:
+    """A records ``check``: why a JSON object is not a ``cls`` row (None: it is)."""
+    def check(d: dict) -> str | None:
+        try:
+            cls.from_json(d)
+        except (KeyError, TypeError, ValueError) as e:
+            return f"not {cls.__name__} ({type(e).__name__}: {e})"
+        return None
+    return check
 
 
 class BenchDir:
@@ -55,14 +64,18 @@ class BenchDir:
     def __init__(self, out, warn: Callable[[str], None]):
         self.out, self.warn = Path(out), warn
 
+    def _records(self, folder: Path, need: tuple[str, ...] = (), cls=None, name=str, parse=str, codec="json"):
+        return Records(folder, codec=codec, need=need, check=_reads_as(cls) if cls else None, name=name,
+                       parse=parse, root=self.out, warn=self.warn, dumps=DUMPS)
+
     # -- setup ----------------------------------------------------------------------
 
     def check(self, resume: bool) -> None:
         """Refuse a directory that holds something else (or, to resume, no run); a run stored before
         timings.json existed is marked ``untimed``: its earlier sessions' times are not known."""
-        check_out(self.out, resume=resume)
+        check_out(self.out, resume=resume, error=RunStoreError)
         if resume and (self.out / "unedited").is_dir() and not (self.out / TIMINGS_FILE).exists():
-            _dump(self.out / TIMINGS_FILE, {"untimed": True})
+            write_json(self.out / TIMINGS_FILE, {"untimed": True}, **DUMPS)
 
     def cases(self) -> list[Case] | None:
         """The run's own records, where an earlier session stored them."""
@@ -74,20 +87,15 @@ class BenchDir:
 
     def meta(self) -> dict:
         """run.json as stored (a damaged one is refused: it holds the settings a resume is checked against)."""
-        try:
-            return json.loads((self.out / "run.json").read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise RunStoreError(f"{self.out / 'run.json'}: damaged ({' '.join(str(e).split())})") from None
+        return Manifest.read(self.out, error=RunStoreError).meta
 
     def commit(self, cases: list[Case], meta: dict) -> None:
         """The records (once) and run.json; what an interrupted write left (``*.tmp``) is removed."""
         self.out.mkdir(parents=True, exist_ok=True)
         if not (self.out / "cases.jsonl").is_file():
-            tmp = self.out / "cases.jsonl.tmp"
-            tmp.write_text("".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in cases), encoding="utf-8")
-            os.replace(tmp, self.out / "cases.jsonl")
-        _dump(self.out / "run.json", meta)
-        for p in self.out.rglob("*.tmp"):
+            write_lines(self.out / "cases.jsonl", [json.dumps(c.to_json(), ensure_ascii=False) for c in cases])
+        write_json(self.out / "run.json", meta, **DUMPS)
+        for p in self.out.rglob("*" + TMP):
             p.unlink(missing_ok=True)
 
     def add_time(self, stage: str, seconds: float) -> dict:
@@ -96,112 +104,107 @@ class BenchDir:
 
     # -- JSON rows ------------------------------------------------------------------
 
-    def _read(self, path: Path, need: tuple[str, ...], cls: Callable[[dict], T]) -> T | None:
-        """A row of the run, or None when it is not there; one that does not read back as a JSON object with
-        the ``need`` keys (and as ``cls``) is moved to damaged/ (None: it is redone)."""
-        if not path.is_file():
-            return None
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(d, dict) or any(k not in d for k in need):
-                raise ValueError("missing keys")
-            return cls(d)
-        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
-            where = move_aside(path, self.out)
-            self.warn(f"{path}: damaged, moved to {where}; it is redone")
-            return None
-
-    def _edit_path(self, method: str, case_id: int, lang: str) -> Path:
-        return self.out / "edits" / method / f"{case_id}-{lang}.json"
+    def _edits(self, method: str) -> Records:
+        return self._records(self.out / "edits" / method, ("scores", "seconds", "params_changed"), EditRow,
+                             name=lambda k: f"{k[0]}-{k[1]}", parse=lambda s: (int(s.split("-")[0]), s.split("-", 1)[1]))
 
     def edit(self, method: str, case_id: int, lang: str) -> EditRow | None:
-        return self._read(self._edit_path(method, case_id, lang), ("scores", "seconds", "params_changed"),
-                          EditRow.from_json)
+        d = self._edits(method).get((case_id, lang))
+        return None if d is None else EditRow.from_json(d)
 
     def put_edit(self, row: EditRow) -> None:
-        _dump(self._edit_path(row.method, row.case_id, row.edit_lang), row.to_json())
+        self._edits(row.method).put((row.case_id, row.edit_lang), row.to_json())
+
+    def _unedited(self) -> Records:
+        return self._records(self.out / "unedited", ("case_id", "measure"), UneditedRow, parse=int)
 
     def unedited(self, case_id: int) -> UneditedRow | None:
-        return self._read(self.out / "unedited" / f"{case_id}.json", ("case_id", "measure"), UneditedRow.from_json)
+        d = self._unedited().get(case_id)
+        return None if d is None else UneditedRow.from_json(d)
 
     def put_unedited(self, row: UneditedRow) -> None:
-        _dump(self.out / "unedited" / f"{row.case_id}.json", row.to_json())
+        self._unedited().put(row.case_id, row.to_json())
+
+    def _neurons(self) -> Records:
+        return self._records(self.out / "neurons", ("neurons", "seconds"), FactNeurons,
+                             name=lambda k: f"{k[0]}.{k[1]}", parse=lambda s: tuple(s.rsplit(".", 1)))
 
     def neurons(self, fact_id: str, lang: str) -> FactNeurons | None:
-        return self._read(self.out / "neurons" / f"{fact_id}.{lang}.json", ("neurons", "seconds"),
-                          FactNeurons.from_json)
+        d = self._neurons().get((fact_id, lang))
+        return None if d is None else FactNeurons.from_json(d)
 
     def put_neurons(self, fact_id: str, lang: str, row: FactNeurons) -> None:
-        _dump(self.out / "neurons" / f"{fact_id}.{lang}.json", row.to_json())
+        self._neurons().put((fact_id, lang), row.to_json())
 
     def put_common(self, common: dict) -> None:
         """neurons/common.json: {"<relation>.<lang>": CommonNeurons}."""
-        _dump(self.out / "neurons" / "common.json", {k: v.to_json() for k, v in common.items()})
+        write_json(self.out / "neurons" / "common.json", {k: v.to_json() for k, v in common.items()}, **DUMPS)
 
     def sweep(self) -> Sweep | None:
-        return self._read(self.out / "rome-sweep.json", ("layers", "best"), Sweep.from_json)
+        path = self.out / "rome-sweep.json"
+        d = read_json(path, need=("layers", "best"), root=self.out, warn=self.warn)
+        why = None if d is None else _reads_as(Sweep)(d)
+        if why is not None:
+            move_aside(path, why, root=self.out, warn=self.warn)
+            return None
+        return None if d is None else Sweep.from_json(d)
 
     def put_sweep(self, sweep: Sweep) -> None:
-        _dump(self.out / "rome-sweep.json", sweep.to_json())
+        write_json(self.out / "rome-sweep.json", sweep.to_json(), **DUMPS)
 
-    def _checkpoint_path(self, method: str, lang: str, k: int) -> Path:
-        return self.out / "sequential" / f"{method}-{lang}-k{k}.json"
+    def _checkpoints(self, method: str) -> Records:
+        return self._records(self.out / "sequential", ("k", "scores"), Checkpoint,
+                             name=lambda k: f"{method}-{k[0]}-k{k[1]}", parse=lambda s: s)
 
     def checkpoint(self, method: str, lang: str, k: int) -> Checkpoint | None:
-        return self._read(self._checkpoint_path(method, lang, k), ("k", "scores"), Checkpoint.from_json)
+        d = self._checkpoints(method).get((lang, k))
+        return None if d is None else Checkpoint.from_json(d)
 
     def put_checkpoint(self, method: str, row: Checkpoint) -> None:
-        _dump(self._checkpoint_path(method, row.lang, row.k), row.to_json())
+        self._checkpoints(method).put((row.lang, row.k), row.to_json())
 
     def put_results(self, res: dict) -> None:
-        _dump(self.out / "results.json", res)
+        write_json(self.out / "results.json", res, **DUMPS)
 
-    # -- kept edits (torch) ------------------------------------------------------------
+    # -- kept edits (torch blobs) ----------------------------------------------------------
+
+    def _chain(self, method: str, lang: str) -> Records:
+        return self._records(self.out / "sequential" / f"{method}-{lang}", name=str, parse=int, codec=_torch_blob())
 
     def chain(self, method: str, lang: str) -> list[list[Change]]:
         """The sequential chain's kept edits, in order, up to the first that does not read back (moved to
         damaged/: it and those after it are redone)."""
-        d = self.out / "sequential" / f"{method}-{lang}"
-        d.mkdir(parents=True, exist_ok=True)
-        kept = []
-        while (d / f"{len(kept)}.pt").is_file():
-            path = d / f"{len(kept)}.pt"
-            try:
-                kept.append([Change(**c) for c in torch.load(path, weights_only=False)])
-            except Exception as err:     # noqa: BLE001  (any unreadable file: redo from there)
-                where = move_aside(path, self.out)
-                self.warn(f"{path}: damaged ({type(err).__name__}), moved to {where}")
+        rec, kept = self._chain(method, lang), []
+        while rec.path(len(kept)).is_file():
+            state = rec.get(len(kept))
+            if state is None:
                 break
+            kept.append([Change(**c) for c in state])
         return kept
 
     def put_chain(self, method: str, lang: str, i: int, changes: list[Change]) -> None:
         """The chain's ``i``-th kept edit (written last: the commit marker of that step)."""
-        d = self.out / "sequential" / f"{method}-{lang}"
-        tmp = d / f"{i}.pt.tmp"
-        torch.save(_changes_state(changes), tmp)
-        os.replace(tmp, d / f"{i}.pt")
+        self._chain(method, lang).put(i, _changes_state(changes))
+
+    def _batch(self, method: str, lang: str) -> Records:
+        return self._records(self.out / "batch" / f"{method}-{lang}", parse=int, codec=_torch_blob())
 
     def batch_member(self, method: str, lang: str, case_id: int) -> tuple[list[Change], dict, float] | None:
         """A batch member computed earlier (changes, info, seconds), or None (not there, or damaged: moved
         aside and redone)."""
-        path = self.out / "batch" / f"{method}-{lang}" / f"{case_id}.pt"
-        if not path.is_file():
+        rec = self._batch(method, lang)
+        d = rec.get(case_id)
+        if d is None:
             return None
         try:
-            d = torch.load(path, weights_only=False)
             return [Change(**c) for c in d["changes"]], d["info"], float(d["seconds"])
-        except Exception as err:     # noqa: BLE001  (any unreadable file: redo it)
-            where = move_aside(path, self.out)
-            self.warn(f"{path}: damaged ({type(err).__name__}), moved to {where}; it is redone")
+        except (KeyError, TypeError, ValueError) as e:
+            move_aside(rec.path(case_id), f"{type(e).__name__}: {e}", root=self.out, warn=self.warn)
             return None
 
     def put_batch_member(self, method: str, lang: str, case_id: int, changes: list[Change], info: dict,
                          seconds: float) -> None:
-        d = self.out / "batch" / f"{method}-{lang}"
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f"{case_id}.pt.tmp"
-        torch.save({"changes": _changes_state(changes), "info": info, "seconds": seconds}, tmp)
-        os.replace(tmp, d / f"{case_id}.pt")
+        self._batch(method, lang).put(case_id, {"changes": _changes_state(changes), "info": info, "seconds": seconds})
 
 
 __all__ = ["BenchDir"]
