@@ -8,6 +8,7 @@ import torch
 
 from kneuron.editing import METHODS, Change, Edit, EditError, Rewrite, edit
 from kneuron.editing.base import value_index
+from kneuron.errors import ConfigError
 from kneuron.facts import Fact
 from kneuron.models.sites import value_vectors
 from support.tiny import same, snapshot, tiny_handle
@@ -158,7 +159,7 @@ def test_save_of_an_applied_edit_keeps_it_applied(tmp_path):
 
 def test_edit_dispatch_errors():
     h = tiny_handle("gpt2")
-    with pytest.raises(EditError, match="unknown editing method 'nope'") as err:
+    with pytest.raises(ConfigError, match="unknown editing method 'nope'") as err:
         edit(h, FACT, "rome", method="nope")
     assert one_line(err)
     with pytest.raises(EditError, match="needs a new object") as err:
@@ -167,3 +168,48 @@ def test_edit_dispatch_errors():
     with pytest.raises(EditError, match="equals the fact's object"):
         edit(h, FACT, "paris", method="kn", neurons=[(0, 1)])
     assert {"kn", "kn-eai", "kn-erase", "likn"} <= set(METHODS)
+
+
+# ----------------------------------------------------------------------------- state
+
+def _roundtrip(state: dict, tmp_path) -> dict:
+    torch.save(state, tmp_path / "edit.pt")
+    return torch.load(tmp_path / "edit.pt", weights_only=True)       # plain values and tensors only
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_state_round_trip_is_bit_exact(family, tmp_path):
+    """state() -> torch.save -> load -> from_state gives the same edit: the same changes (values, dtypes,
+    indices), info, seconds and rewrite, and applying it writes the same bits as the original."""
+    from kneuron.editing import batch_edit
+    h = tiny_handle(family)
+    snap = snapshot(h)
+    a = edit(h, FACT, "rome", method="kn", neurons=[(0, 1), (1, 4)])
+    b = edit(h, Fact("c1", "P36", "en", "italy", "rome", ("the capital of [X] is [Y]",)), "paris", method="kn",
+             neurons=[(1, 4), (2, 2)])
+    for e in (a, Edit(h, "test", None, two_changes(h), {"k": (1, 2)}, 1.25), batch_edit([a, b])):
+        back = Edit.from_state(h, _roundtrip(e.state(), tmp_path))
+        assert (back.method, back.rewrite, back.info, back.seconds) == (e.method, e.rewrite, e.info, e.seconds)
+        assert len(back.changes) == len(e.changes)
+        for x, y in zip(e.changes, back.changes):
+            assert x.param == y.param and x.value.dtype == y.value.dtype and torch.equal(x.value, y.value)
+            assert type(x.index) is type(y.index)
+        with e:
+            after = snapshot(h)
+        with back:
+            assert same(h, after)
+        assert same(h, snap)
+
+
+def test_state_keeps_a_rome_edits_tensors(tmp_path):
+    from kneuron.editing.methods import RomeEdit
+    h = tiny_handle("gpt2", dtype=torch.float32)
+    e = edit(h, FACT, "rome", method="rome", layer=1, stats="identity", v_steps=2, use_prefixes=False)
+    back = RomeEdit.from_state(h, _roundtrip(e.state(), tmp_path))
+    assert isinstance(back, RomeEdit) and all(torch.equal(getattr(e, k), getattr(back, k)) for k in ("k_star", "key", "v_star"))
+    assert torch.equal(back.changes[0].value, e.changes[0].value) and back.info == e.info
+    plain = Edit.from_state(h, e.state())                     # the base class: the same changes, no extras
+    assert type(plain) is Edit and torch.equal(plain.changes[0].value, e.changes[0].value)
+    with pytest.raises(EditError, match="not an edit's state") as err:
+        Edit.from_state(h, {"method": "kn"})
+    assert one_line(err)

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from kneuron.editing import EditError, Rewrite, batch_edit, edit
-from kneuron.editing.kn import erase_edit, kn_edit
 from kneuron.facts import Fact
 from support.tiny import FAMILIES, snapshot, tiny_handle
 
@@ -19,8 +18,8 @@ NB = [(2, 7), (1, 5)]                          # shares (2, 7) with A
 def test_batch_adds_each_edits_change_and_undoes_bit_for_bit(family):
     h = tiny_handle(family)
     w0 = snapshot(h)
-    ea = kn_edit(h, Rewrite(A, "rome"), neurons=NA)
-    eb = kn_edit(h, Rewrite(B, "paris"), neurons=NB)
+    ea = edit(h, A, "rome", method="kn", neurons=NA)
+    eb = edit(h, B, "paris", method="kn", neurons=NB)
     with ea:
         wa = snapshot(h)
     with eb:
@@ -40,7 +39,7 @@ def test_batch_adds_each_edits_change_and_undoes_bit_for_bit(family):
 
 def test_batch_erase_zeroes_the_union_of_the_neurons():
     h = tiny_handle("llama")
-    e = batch_edit([erase_edit(h, Rewrite(A, None), neurons=NA), erase_edit(h, Rewrite(B, None), neurons=NB)])
+    e = batch_edit([edit(h, A, None, method="kn-erase", neurons=NA), edit(h, B, None, method="kn-erase", neurons=NB)])
     w = h.sites[2].weight
     with e:
         for layer, i in set(NA) | set(NB):
@@ -50,14 +49,14 @@ def test_batch_erase_zeroes_the_union_of_the_neurons():
 
 def test_batch_refuses_what_it_cannot_combine():
     h = tiny_handle("gpt2")
-    ea = kn_edit(h, Rewrite(A, "rome"), neurons=NA)
+    ea = edit(h, A, "rome", method="kn", neurons=NA)
     with pytest.raises(EditError, match="no edits"):
         batch_edit([])
     with pytest.raises(EditError, match="rome has no batch mode"):
         batch_edit([edit(h, A, "rome", method="rome", stats="identity", v_steps=1, use_prefixes=False,
                          progress=False)])
     with pytest.raises(EditError, match="one method"):
-        batch_edit([ea, erase_edit(h, Rewrite(B, None), neurons=NB)])
+        batch_edit([ea, edit(h, B, None, method="kn-erase", neurons=NB)])
     with ea:
         with pytest.raises(EditError, match="is applied"):
             batch_edit([ea])

@@ -1,12 +1,17 @@
 """kneuron.editing.kn / localize: the KN family of edits on tiny random-weight models of every family."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 import torch
 
 from kneuron.editing import EditError, Rewrite, edit
-from kneuron.editing.kn import erase_edit, erase_relation, kn_eai_edit, kn_edit, likn_edit
-from kneuron.editing.localize import common_neurons, fact_neurons, relation_neurons
+from kneuron.editing.methods import erase_relation
+from kneuron.editing import KN
+from kneuron.editing.localize import LOCALIZE, common_neurons, fact_neurons, relation_top_neurons
+from kneuron.neurons import LocateConfig
+from kneuron.errors import ConfigError
 from kneuron.facts import Fact, queries_for
 from support.tiny import FAMILIES, same, snapshot, tiny_handle
 
@@ -42,7 +47,7 @@ def test_kn_update_is_dais_formula(family):
     h = tiny_handle(family)
     before = {n: vvec(h, *n) for n in NEURONS}
     snap = snapshot(h)
-    e = kn_edit(h, Rewrite(FACT, "rome"), neurons=NEURONS)
+    e = edit(h, FACT, "rome", method="kn", neurons=NEURONS)
     assert not e.applied and same(h, snap)                        # computed, not applied
     assert e.info["neurons"] == NEURONS and e.info["lambda1"] == 1.0 and e.info["lambda2"] == 8.0
     with e:
@@ -72,7 +77,7 @@ def index_of(h, layer, i):
 def test_kn_multi_token_object_uses_the_mean_row():
     h = tiny_handle("gpt2")
     before = vvec(h, 2, 7)
-    e = kn_edit(h, Rewrite(FACT, "rome city"), neurons=[(2, 7)], lambda2=3.0)
+    e = edit(h, FACT, "rome city", method="kn", neurons=[(2, 7)], lambda2=3.0)
     assert len(e.info["new_tokens"]) == 2
     with e:
         want = dai(before, row(h, "paris"), (row(h, "rome") + row(h, "city")) / 2, l2=3.0)
@@ -81,7 +86,7 @@ def test_kn_multi_token_object_uses_the_mean_row():
 
 def test_kn_masked_multi_token_tokens_in_context():
     h = tiny_handle("bert")
-    e = kn_edit(h, Rewrite(FACT, "rome city"), neurons=[(0, 1)])
+    e = edit(h, FACT, "rome city", method="kn", neurons=[(0, 1)])
     ids = h.tokenizer.convert_tokens_to_ids
     assert e.info["object_tokens"] == [ids("paris")] and e.info["new_tokens"] == [ids("rome"), ids("city")]
 
@@ -92,13 +97,13 @@ def test_kn_masked_multi_token_tokens_in_context():
 def test_kn_eai_rule_and_differs_from_kn(family):
     h = tiny_handle(family)
     before = vvec(h, 2, 7)
-    eai = kn_eai_edit(h, Rewrite(FACT, "rome"), neurons=[(2, 7)])
+    eai = edit(h, FACT, "rome", method="kn-eai", neurons=[(2, 7)])
     top = eai.info["top_token"]
     E = h.model.get_output_embeddings().weight.detach().double()
     with eai:
         assert torch.allclose(vvec(h, 2, 7), before - 2 * E[top] + 2 * row(h, "rome"), rtol=1e-12, atol=1e-12)
         after_eai = vvec(h, 2, 7)
-    with kn_edit(h, Rewrite(FACT, "rome"), neurons=[(2, 7)]):
+    with edit(h, FACT, "rome", method="kn", neurons=[(2, 7)]):
         after_kn = vvec(h, 2, 7)
     assert not torch.allclose(after_eai, after_kn)
     # the top token is the model's own prediction before the edit
@@ -111,7 +116,7 @@ def test_kn_eai_rule_and_differs_from_kn(family):
 def test_erase_zeroes_exactly_those_vectors(family):
     h = tiny_handle(family)
     snap = snapshot(h)
-    e = erase_edit(h, Rewrite(FACT, None), neurons=NEURONS)
+    e = edit(h, FACT, None, method="kn-erase", neurons=NEURONS)
     assert e.params_changed == len(NEURONS) * h.model.config.hidden_size
     with e:
         for n in NEURONS:
@@ -130,7 +135,7 @@ def test_erase_zeroes_exactly_those_vectors(family):
 def test_erase_relation_zeroes_the_top_k():
     h = tiny_handle("llama")
     sets = [[(0, 1), (1, 2)], [(0, 1), (2, 3)], [(0, 1), (1, 2), (2, 9)]]
-    assert relation_neurons(sets, k=2) == [(0, 1), (1, 2)]
+    assert relation_top_neurons(sets, k=2) == [(0, 1), (1, 2)]
     e = erase_relation(h, sets, k=2)
     assert e.method == "kn-erase" and e.rewrite is None and e.info["neurons"] == [(0, 1), (1, 2)]
     with e:
@@ -144,7 +149,7 @@ def test_erase_relation_zeroes_the_top_k():
 def test_likn_applies_both_languages_terms(family):
     h = tiny_handle(family)
     before = vvec(h, 1, 5)
-    e = likn_edit(h, Rewrite(FACT, "rome"), other=OTHER, other_new="madrid", neurons=[(1, 5)])
+    e = edit(h, FACT, "rome", method="likn", other=OTHER, other_new="madrid", neurons=[(1, 5)])
     assert e.info["langs"] == ["en", "zh"] and e.info["neurons"] == [(1, 5)]
     v, n = before, before.norm()
     want = (v - n * row(h, "paris") / row(h, "paris").norm() + 8 * n * row(h, "rome") / row(h, "rome").norm()
@@ -155,19 +160,19 @@ def test_likn_applies_both_languages_terms(family):
 
 def test_likn_localizes_the_intersection_and_empty_is_no_change():
     h = tiny_handle("gpt2")
-    e = likn_edit(h, Rewrite(FACT, "rome"), other=OTHER, other_new="madrid", steps=2, threshold=0.1)
+    e = edit(h, FACT, "rome", method="likn", other=OTHER, other_new="madrid", steps=2, threshold=0.1)
     mine, theirs = e.info["neurons_en"], e.info["neurons_zh"]
     assert e.info["localized"] and e.info["neurons"] == sorted(set(mine) & set(theirs))
     assert mine == fact_neurons(h, FACT, steps=2, threshold=0.1)
-    empty = likn_edit(h, Rewrite(FACT, "rome"), other=OTHER, other_new="madrid", neurons=[])
+    empty = edit(h, FACT, "rome", method="likn", other=OTHER, other_new="madrid", neurons=[])
     assert empty.changes == [] and "no language-independent neurons" in empty.info["note"]
     with empty:
         pass
     with pytest.raises(EditError, match="another language") as err:
-        likn_edit(h, Rewrite(FACT, "rome"), other=FACT, other_new="madrid", neurons=[])
+        edit(h, FACT, "rome", method="likn", other=FACT, other_new="madrid", neurons=[])
     assert one_line(err)
     with pytest.raises(EditError, match="needs other_new"):
-        likn_edit(h, Rewrite(FACT, "rome"), other=OTHER, neurons=[])
+        edit(h, FACT, "rome", method="likn", other=OTHER, neurons=[])
 
 
 # ----------------------------------------------------------------------------- neurons: common filter, localisation
@@ -178,7 +183,7 @@ def test_common_neurons_are_excluded():
     assert common == {(0, 1), (2, 2)}                      # 3 > 1 and 7 > 1; (1, 2), (2, 3): once each, kept
     h = tiny_handle("gpt2")
     snap = snapshot(h)
-    e = kn_edit(h, Rewrite(FACT, "rome"), neurons=[(0, 1), (1, 2), (2, 2)], common=common)
+    e = edit(h, FACT, "rome", method="kn", neurons=[(0, 1), (1, 2), (2, 2)], common=common)
     assert e.info["neurons"] == [(1, 2)] and e.info["filtered"] == [(0, 1), (2, 2)] and e.info["common_filter"]
     with e:
         assert torch.equal(vvec(h, 0, 1), snap_vec(snap, h, 0, 1))
@@ -202,10 +207,13 @@ def test_fact_neurons_match_a_locate_run():
 
 def test_kn_localizes_when_no_neurons_given():
     h = tiny_handle("bert")
-    e = kn_edit(h, Rewrite(FACT, "rome"), steps=2)
+    e = edit(h, FACT, "rome", method="kn", steps=2)
     assert e.info["localized"] and e.info["neurons"] == fact_neurons(h, FACT, steps=2)
-    assert e.seconds > 0 and e.info["localize"] == {"steps": 2}
+    assert e.seconds > 0 and e.info["localize"] == {**asdict(LOCALIZE), "steps": 2, "max_prompts": None}
     assert e.info["common_filter"] is False and e.info["filtered"] == []
+    typed = edit(h, FACT, "rome", method=KN(localize=LocateConfig(steps=2, rule="midpoint")))   # the same, typed
+    assert typed.info == e.info and all(torch.equal(a.value, b.value) for a, b in zip(typed.changes, e.changes))
+    assert fact_neurons(h, FACT, LocateConfig(steps=2, rule="midpoint")) == fact_neurons(h, FACT, steps=2)
 
 
 # ----------------------------------------------------------------------------- undo, save, errors
@@ -246,7 +254,7 @@ def test_erase_relation_undo_bit_exact():
 def test_save_gives_the_edited_predictions(family, tmp_path):
     from kneuron.models import load_model
     h = tiny_handle(family)
-    e = kn_edit(h, Rewrite(FACT, "rome"), neurons=NEURONS)
+    e = edit(h, FACT, "rome", method="kn", neurons=NEURONS)
     d = e.save(tmp_path / "m")
     ids = h.tokenizer("the capital of france is [MASK]" if h.kind == "masked" else "the capital of france is",
                       return_tensors="pt")["input_ids"]
@@ -268,24 +276,24 @@ def test_errors_are_one_line():
         edit(h, FACT, "paris", method="kn", neurons=NEURONS)
     assert one_line(err)
     with pytest.raises(EditError, match=r"fact c0 \(en\).*new.*cannot be encoded") as err:
-        kn_edit(h, Rewrite(FACT, "tokyo"), neurons=NEURONS)              # not in the tiny vocabulary
+        edit(h, FACT, "tokyo", method="kn", neurons=NEURONS)              # not in the tiny vocabulary
     assert one_line(err)
     bad_object = Fact("c9", "P36", "en", "france", "tokyo", FACT.templates)
     with pytest.raises(EditError, match=r"fact c9 \(en\).*object.*cannot be encoded") as err:
-        kn_edit(h, Rewrite(bad_object, "rome"), neurons=NEURONS)
+        edit(h, bad_object, "rome", method="kn", neurons=NEURONS)
     assert one_line(err)
-    with pytest.raises(EditError, match="unknown editing method") as err:
+    with pytest.raises(ConfigError, match="unknown editing method") as err:
         edit(h, FACT, "rome", method="kn-nope")
     assert one_line(err)
-    with pytest.raises(EditError, match="unknown option") as err:
-        kn_edit(h, Rewrite(FACT, "rome"), neurons=NEURONS, lamda2=3)
+    with pytest.raises(ConfigError, match="unknown option") as err:
+        edit(h, FACT, "rome", method="kn", neurons=NEURONS, lamda2=3)
     assert one_line(err)
     with pytest.raises(EditError, match="outside") as err:
-        kn_edit(h, Rewrite(FACT, "rome"), neurons=[(9, 0)])
+        edit(h, FACT, "rome", method="kn", neurons=[(9, 0)])
     assert one_line(err)
     masked_only = Fact("c0", "P36", "en", "france", "paris", ("[Y] is the capital of [X]",))
     with pytest.raises(EditError, match="no template usable") as err:
-        kn_edit(h, Rewrite(masked_only, "rome"), neurons=NEURONS)
+        edit(h, masked_only, "rome", method="kn", neurons=NEURONS)
     assert one_line(err)
 
 
@@ -296,7 +304,7 @@ def test_smollm2_kn_edit_tokens_in_context_and_cost():
     from kneuron.models import load_model
     h = load_model("smollm2-135m")
     fact = Fact("P36-000", "P36", "en", "France", "Paris", ("The capital of [X] is [Y].", "The capital city of [X] is [Y]."))
-    e = kn_edit(h, Rewrite(fact, "Rome"))
+    e = edit(h, fact, "Rome", method="kn")
     assert e.info["new_tokens"] == h.tokenizer(" Rome", add_special_tokens=False)["input_ids"]
     assert e.info["object_tokens"] == h.tokenizer(" Paris", add_special_tokens=False)["input_ids"]
     assert e.info["neurons"] and e.seconds > 0            # the cost is measured in BENCHMARKS.md, not here

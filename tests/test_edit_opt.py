@@ -4,17 +4,25 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kneuron.editing import EditError, Rewrite, edit
-from kneuron.editing.ft import ft_edit
-from kneuron.editing.optimize import kn_opt_edit
-from kneuron.editing.rome import mean_logp
+from dataclasses import asdict, replace
+
+from kneuron.editing import EditError, KnOpt, Rewrite, edit
+from kneuron.editing.localize import LOCALIZE
+from kneuron.errors import ConfigError
 from kneuron.facts import Fact
+from kneuron.probe import answer_prob
 from support.tiny import FAMILIES, same, snapshot, tiny_handle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FACT = Fact("c0", "P36", "en", "france", "paris", ("the capital of [X] is [Y].", "[X] has its capital in [Y]."))
 NEURONS = [(0, 3), (2, 7), (2, 11), (1, 40)]
+
+
+def mean_logp(h, prompt: str, obj: str) -> float:
+    """Mean log-probability per token of ``obj`` after ``prompt``."""
+    s = answer_prob(h, prompt, obj)
+    return s.logp / len(s.target_ids)
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +48,7 @@ def test_kn_opt_changes_only_the_chosen_vectors_and_lowers_the_nll(family):
     h = tiny_handle(family)
     before = snapshot(h)
     p0 = mean_logp(h, prompt(h), "rome")
-    e = kn_opt_edit(h, Rewrite(FACT, "rome"), neurons=NEURONS)
+    e = edit(h, FACT, "rome", method="kn-opt", neurons=NEURONS)
     assert same(h, before) and e.params_changed == len(NEURONS) * value(h, 0, 0).numel()
     old = {n: value(h, *n) for n in NEURONS}
     with e:
@@ -71,8 +79,13 @@ def test_kn_opt_localizes_lazily(monkeypatch):
     monkeypatch.setattr(loc, "fact_neurons", fake)
     h = tiny_handle("llama")
     e = edit(h, FACT, "rome", method="kn-opt", steps=3, max_prompts=1)
-    assert asked == {"steps": 3, "max_prompts": 1, "fact": FACT} and e.info["neurons"] == [(1, 5), (2, 9)]
-    assert e.info["localized"] and e.info["localize"] == {"steps": 3, "max_prompts": 1}
+    want = replace(LOCALIZE, steps=3)
+    assert asked == {"cfg": want, "max_prompts": 1, "execution": None, "fact": FACT}
+    assert e.info["neurons"] == [(1, 5), (2, 9)]
+    assert e.info["localized"] and e.info["localize"] == {**asdict(want), "max_prompts": 1}
+    asked.clear()                                            # the same, typed
+    typed = edit(h, FACT, "rome", method=KnOpt(localize=want, max_prompts=1))
+    assert asked["cfg"] == want and typed.info["localize"] == e.info["localize"]
 
 
 def test_kn_opt_errors():
@@ -80,19 +93,19 @@ def test_kn_opt_errors():
     rw = Rewrite(FACT, "rome")
     for bad in ([(5, 0)], [(0, 999)]):
         with pytest.raises(EditError, match=r"fact c0 \(en\)") as err:
-            kn_opt_edit(h, rw, neurons=bad)
+            edit(h, rw.fact, rw.new, method="kn-opt", neurons=bad)
         assert "\n" not in str(err.value)
     for given in (NEURONS, None):                  # also when localising: refused before any attribution
-        with pytest.raises(EditError, match="unknown option"):
-            kn_opt_edit(h, rw, neurons=given, lambda2=3)
-    e = kn_opt_edit(h, rw, neurons=NEURONS, common=[(0, 3), (1, 1)], v_steps=2)
+        with pytest.raises(ConfigError, match="unknown option"):
+            edit(h, rw.fact, rw.new, method="kn-opt", neurons=given, lambda2=3)
+    e = edit(h, rw.fact, rw.new, method="kn-opt", neurons=NEURONS, common=[(0, 3), (1, 1)], v_steps=2)
     assert e.info["neurons"] == NEURONS[1:] and e.info["filtered"] == [(0, 3)] and len(e.changes) == 2
     for none in (dict(neurons=NEURONS, common=NEURONS), dict(neurons=[])):   # as kn: an edit that writes nothing
-        e = kn_opt_edit(h, rw, v_steps=2, **none)
+        e = edit(h, rw.fact, rw.new, method="kn-opt", v_steps=2, **none)
         assert e.changes == [] and e.params_changed == 0 and "changes nothing" in e.info["note"]
         assert e.info["filtered"] == (NEURONS if none.get("common") else [])
     with pytest.raises(EditError, match="new"):
-        kn_opt_edit(h, Rewrite(FACT, "zanzibar"), neurons=NEURONS)
+        edit(h, FACT, "zanzibar", method="kn-opt", neurons=NEURONS)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -100,7 +113,7 @@ def test_ft_stays_within_its_bound_and_lowers_the_nll(family):
     h = tiny_handle(family)
     before = snapshot(h)
     p0 = mean_logp(h, prompt(h), "rome")
-    e = ft_edit(h, Rewrite(FACT, "rome"), layer=1, norm_bound=1e-2)
+    e = edit(h, FACT, "rome", method="ft", layer=1, norm_bound=1e-2)
     proj = h.sites[1]
     name = [k for k, p in h.model.named_parameters() if p is proj.weight][0]
     assert [c.param for c in e.changes] == [name] and same(h, before)
@@ -116,14 +129,16 @@ def test_ft_stays_within_its_bound_and_lowers_the_nll(family):
 def test_ft_options_and_errors():
     h = tiny_handle("llama")
     rw = Rewrite(FACT, "rome")
-    e = ft_edit(h, rw, use_prefixes=True, kl_factor=0.1, steps=3)
+    e = edit(h, rw.fact, rw.new, method="ft", use_prefixes=True, kl_factor=0.1, steps=3)
     assert e.info["prompts"] == 11 and e.info["steps"] <= 3 and e.info["layer"] == 1     # default: depth 0.2 -> 1
-    with pytest.raises(EditError, match="norm_bound"):
-        ft_edit(h, rw, norm_bound=0)
-    with pytest.raises(EditError, match="unknown option"):
-        ft_edit(h, rw, neurons=[(0, 1)])
+    with pytest.raises(ConfigError, match="norm_bound must be > 0"):
+        edit(h, rw.fact, rw.new, method="ft", norm_bound=0)
+    with pytest.raises(ConfigError, match="bound must be > 0"):
+        KnOpt(bound=0)
+    with pytest.raises(ConfigError, match="unknown option"):
+        edit(h, rw.fact, rw.new, method="ft", neurons=[(0, 1)])
     with pytest.raises(EditError, match="layer"):
-        ft_edit(h, rw, layer=-1)
+        edit(h, rw.fact, rw.new, method="ft", layer=-1)
 
 
 @pytest.mark.slow
@@ -136,7 +151,7 @@ def test_smollm2_ft_and_kn_opt():
     rw, p = Rewrite(fact, "Taipei"), "The capital of Denmark is"
     gap = lambda: mean_logp(h, p, "Taipei") - mean_logp(h, p, "Copenhagen")  # noqa: E731
     assert gap() < 0
-    with ft_edit(h, rw):
+    with edit(h, rw.fact, rw.new, method="ft"):
         assert gap() > 0
-    e = kn_opt_edit(h, rw, neurons=[(20, 10), (21, 100), (22, 7), (23, 42), (24, 3)], use_prefixes=False)
+    e = edit(h, rw.fact, rw.new, method="kn-opt", neurons=[(20, 10), (21, 100), (22, 7), (23, 42), (24, 3)], use_prefixes=False)
     assert e.info["nll"] < e.info["nll_before"]

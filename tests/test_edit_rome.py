@@ -4,12 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kneuron.editing import EditError, Rewrite, edit
+from kneuron.editing import ROME, EditError, Rewrite, edit
 from kneuron.editing import stats as stats_mod
 from kneuron.editing.objective import Runner, batch, prefixes
-from kneuron.editing.rome import mean_logp, rome_edit, sweep_layers
+from kneuron.editing.methods.rome import candidate_layers, choose_layer
 from kneuron.editing.stats import second_moment, second_moments
+from kneuron.errors import ConfigError
 from kneuron.facts import Fact
+from kneuron.probe import answer_prob
 from support.tiny import FAMILIES, same, snapshot, tiny_handle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -18,6 +20,12 @@ CAUSAL = [f for f, (kind, _) in FAMILIES.items() if kind == "causal"]
 FACT = Fact("c0", "P36", "en", "france", "paris", ("the capital of [X] is [Y].", "[X] has its capital in [Y]."))
 ITALY = Fact("c1", "P36", "en", "italy", "rome", ("the capital of [X] is [Y].",))
 SMALL = dict(stats_texts=4, stats_length=12, progress=False)      # a small self-written corpus for tests
+
+
+def mean_logp(h, prompt: str, obj: str) -> float:
+    """Mean log-probability per token of ``obj`` after ``prompt``."""
+    s = answer_prob(h, prompt, obj)
+    return s.logp / len(s.target_ids)
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +39,7 @@ def test_rome_maps_k_star_to_v_star(family):
     """The edited projection maps k* to v* (float32, 1e-4), writes that one weight, undoes bit-exactly."""
     h = tiny_handle(family, dtype=torch.float32)
     before = snapshot(h)
-    e = rome_edit(h, Rewrite(FACT, "rome"), layer=1, insert="mean", **SMALL)
+    e = edit(h, FACT, "rome", method="rome", layer=1, insert="mean", **SMALL)
     assert not e.applied and same(h, before)
     proj = h.sites[1]
     assert [c.param for c in e.changes] == [n for n, p in h.model.named_parameters() if p is proj.weight]
@@ -53,12 +61,15 @@ def test_rome_maps_k_star_to_v_star(family):
 def test_rome_insert_at_the_prompts_key(family):
     """insert="prompt" (ROME's code): exact at the bare rewrite prompt's key instead of the mean key."""
     h = tiny_handle(family, dtype=torch.float32)
-    e = rome_edit(h, Rewrite(FACT, "rome"), layer=1, insert="prompt", stats="identity")
+    e = edit(h, FACT, "rome", method="rome", layer=1, insert="prompt", stats="identity")
     assert not torch.equal(e.key, e.k_star) and e.info["insert"] == "prompt"
     with torch.no_grad(), e:
         assert torch.allclose(h.sites[1](e.key[None])[0], e.v_star, atol=1e-4, rtol=1e-4)
-    with pytest.raises(EditError, match="insert"):
-        rome_edit(h, Rewrite(FACT, "rome"), insert="both", stats="identity")
+    with pytest.raises(ConfigError, match="insert must be") as err:           # refused before any work
+        edit(h, FACT, "rome", method="rome", insert="both", stats="identity")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="stats must be"):
+        ROME(stats="self")
 
 
 def test_prefix_reuse_matches_the_plain_run():
@@ -101,15 +112,15 @@ def test_batch_positions():
 
 def test_rome_refuses_masked_models_and_unknown_words():
     with pytest.raises(EditError, match="rome supports causal models only"):
-        rome_edit(tiny_handle("bert"), Rewrite(FACT, "rome"))
+        edit(tiny_handle("bert"), FACT, "rome", method="rome")
     h = tiny_handle("gpt2")
     with pytest.raises(EditError, match=r"fact c0 \(en\).*new") as err:
-        rome_edit(h, Rewrite(FACT, "zanzibar"), stats="identity")
+        edit(h, FACT, "zanzibar", method="rome", stats="identity")
     assert "\n" not in str(err.value)
     with pytest.raises(EditError, match="layer"):
-        rome_edit(h, Rewrite(FACT, "rome"), layer=7, stats="identity")
-    with pytest.raises(EditError, match="unknown option"):
-        rome_edit(h, Rewrite(FACT, "rome"), stats="identity", lr=1.0)
+        edit(h, FACT, "rome", method="rome", layer=7, stats="identity")
+    with pytest.raises(ConfigError, match="unknown option"):
+        edit(h, FACT, "rome", method="rome", stats="identity", lr=1.0)
 
 
 def test_stats_cache_is_reused_and_a_damaged_file_recomputed(monkeypatch, cache):
@@ -168,18 +179,46 @@ def test_rome_with_a_given_or_identity_moment():
     h = tiny_handle("llama", dtype=torch.float32)
     rw = Rewrite(FACT, "rome")
     a = edit(h, FACT, "rome", method="rome", layer=1, stats="identity")
-    b = rome_edit(h, rw, layer=1, stats=torch.eye(h.n_neurons))
+    b = edit(h, rw.fact, rw.new, method="rome", layer=1, stats=torch.eye(h.n_neurons))
     assert torch.allclose(a.changes[0].value, b.changes[0].value, atol=1e-6)
     with pytest.raises(EditError, match="stats must be"):
-        rome_edit(h, rw, layer=1, stats=torch.eye(3))
+        edit(h, rw.fact, rw.new, method="rome", layer=1, stats=torch.eye(3))
 
 
-def test_sweep_layers_reports_each_layer():
+def test_choose_layer_edits_each_layer_and_keeps_the_best_s():
+    """One row per layer (ES/PS/NS/S/EM of editing.metrics), the best S chosen, the model left as it was;
+    edits that change nothing give every layer the same row and the first layer wins the tie."""
+    from kneuron.editing import Edit
+    from kneuron.editing.metrics import measure, record_scores, summarize
+    from kneuron.editing.records import case_for
     h = tiny_handle("gpt2", dtype=torch.float32)
-    rows = sweep_layers(h, [Rewrite(FACT, "rome"), Rewrite(ITALY, "paris")], [0, 2], **SMALL)
-    assert [r["layer"] for r in rows] == [None, 0, 2]
-    assert all(0 <= r["es"] <= 1 and r["n"] == 2 for r in rows)
-    assert rows[0]["seconds"] is None and rows[1]["seconds"] > 0
+    facts = [FACT, ITALY, Fact("c2", "P36", "en", "spain", "madrid", ("the capital of [X] is [Y].",))]
+    cases = [case_for(facts, f.id, new, kind="causal", tokenizer=h.tokenizer, pool=facts, n_generation=0)
+             for f, new in ((FACT, "rome"), (ITALY, "paris"))]
+    before = [measure(h, [c.records["en"]], generation=False)[0] for c in cases]
+    snap, steps = snapshot(h), []
+    at = lambda c, layer: edit(h, c.records["en"].edit_fact, c.records["en"].new, method="rome",  # noqa: E731
+                               layer=layer, **SMALL)
+    best, rows = choose_layer(h, cases, [0, 2], before, edit_at=at, step=lambda: steps.append(1))
+    assert same(h, snap) and len(steps) == 4 and [r["layer"] for r in rows] == [0, 2]
+    rank = lambda r: tuple(-1e9 if r[k] is None else r[k] for k in ("S", "ES", "PS", "EM"))  # noqa: E731
+    assert best == max(rows, key=rank)["layer"] and set(rows[0]) == {"layer", "ES", "PS", "NS", "S", "EM"}
+    with at(cases[0], 2):                                   # a row is summarize() over the cases' scores
+        m0 = measure(h, [cases[0].records["en"]], generation=False)[0]
+    with at(cases[1], 2):
+        m1 = measure(h, [cases[1].records["en"]], generation=False)[0]
+    want = summarize([record_scores(m0, before[0]), record_scores(m1, before[1])])
+    assert all(rows[1][k] == want[k] for k in ("ES", "PS", "NS", "S", "EM"))
+    none = lambda c, layer: Edit(h, "rome", None, [])       # noqa: E731
+    best, rows = choose_layer(h, cases, [3, 1, 2], before, edit_at=none)
+    assert best == 3 and rows[0] == {**rows[1], "layer": 3} == {**rows[2], "layer": 3}
+
+
+def test_candidate_layers_spread_over_the_depth_with_the_default():
+    h = tiny_handle("gpt2")
+    from kneuron.editing.methods.rome import default_layer
+    got = candidate_layers(h)
+    assert got == sorted(set(got)) and got[0] == 0 and got[-1] == h.n_layers - 1 and default_layer(h) in got
 
 
 @pytest.mark.slow
@@ -189,7 +228,7 @@ def test_smollm2_rome_edit():
     from kneuron.models import load_model
     h = load_model("smollm2-135m")
     fact = Fact("P36-001", "P36", "en", "Denmark", "Copenhagen", ("The capital of [X] is [Y].",))
-    e = rome_edit(h, Rewrite(fact, "Taipei"), stats="identity", progress=False)
+    e = edit(h, fact, "Taipei", method="rome", stats="identity", progress=False)
     prompt = "The capital of Denmark is"
     assert mean_logp(h, prompt, "Taipei") < mean_logp(h, prompt, "Copenhagen")
     with e:

@@ -2,7 +2,6 @@
 CounterFact-style records (registered in cli/bench.py)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -10,58 +9,63 @@ import typer
 
 from kneuron.cli._common import MODEL_HELP, _errors, _fail, _load, _print_json
 
-METHOD_HELP = "kn, kn-eai, kn-erase, likn, kn-opt, rome or ft"
+from kneuron.editing.registry import METHODS
+
+METHOD_HELP = "; ".join(f"{name}: {cls.help}" for name, cls in METHODS.items())
+METHOD_NAMES = ", ".join(METHODS)
+FILTERED = ", ".join(name for name, cls in METHODS.items() if cls.common_filter)
 
 
 def _check_method(method: str) -> None:
-    from kneuron.editing import METHODS, EditError
-    if method not in METHODS:
-        raise EditError(f"unknown editing method {method!r} (expected one of {', '.join(METHODS)})")
+    from kneuron.editing.registry import method_class
+    method_class(method)
 
 
 def method_options(items: list[str], methods: list[str]) -> dict:
-    """``--option METHOD.NAME=VALUE`` items as {method: {name: value}} (VALUE as JSON where it parses, else
-    the text); a method not run or a name the method does not take is an error."""
-    from kneuron.editing import named_options
-    from kneuron.facts import ConfigError
+    """``--option METHOD.NAME=VALUE`` items as {method: {name: value}}, each VALUE checked against the
+    option's type (``editing.registry.coerce``; ``kn.localize.steps=20`` sets one field of a nested
+    configuration), then every method built with its options, so that a bad value fails here, one line."""
+    from kneuron.editing.registry import coerce, method_for
+    from kneuron.errors import ConfigError
     out: dict = {}
     for item in items:
         key, eq, raw = item.partition("=")
-        method, dot, name = key.strip().rpartition(".")
+        method, dot, name = key.strip().partition(".")
         if not eq or not dot or not method or not name:
             raise ConfigError(f"--option {item!r}: expected METHOD.NAME=VALUE (e.g. rome.clamp_norm=8)")
         _check_method(method)
         if method not in methods:
             raise ConfigError(f"--option {item!r}: {method} is not among the methods ({', '.join(methods)})")
-        names = named_options(method) - {"handle", "rewrite"}
-        if name not in names:
-            raise ConfigError(f"--option {item!r}: {method} has no option {name!r} "
-                              f"(it has: {', '.join(sorted(names))})")
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw
-        out.setdefault(method, {})[name] = value
+        path = name.split(".")
+        value = coerce(method, path, raw)
+        at = out.setdefault(method, {})
+        for part in path[:-1]:
+            at = at.setdefault(part, {})
+        if isinstance(at.get(path[-1]), dict) and isinstance(value, dict):
+            at[path[-1]].update(value)
+        else:
+            at[path[-1]] = value
+    for method, opts in out.items():
+        method_for(method, **opts)
     return out
 
 
 def _facts_and_pool(h, facts: str):
     """The facts, and the facts neighbours come from: an organism's training facts, else all."""
     from kneuron.facts import load_facts
-    from kneuron.organisms import organism_facts
+    from kneuron.organisms.known import known_facts
     every = load_facts(facts)
-    known = organism_facts(h, facts)
-    return every, (known or every)
+    return every, (known_facts(h, every) or every)
 
 
 def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
              facts: str = typer.Option("en-zh", "--facts", "-f", help="fact set or file holding the fact"),
              fact_id: str = typer.Option(..., "--id", help="the fact's id (e.g. P36-001)"),
              new: str = typer.Option(..., "--new", help="the new object (e.g. Rome)"),
-             method: str = typer.Option("kn", "--method", help=METHOD_HELP),
+             method: str = typer.Option("kn", "--method", help=f"the editing method ({METHOD_HELP})"),
              lang: str = typer.Option("en", "--lang", help="the language of the fact and of --new"),
              layer: Optional[int] = typer.Option(None, "--layer", min=0, help="rome / ft: the layer to edit"),
-             common_facts: int = typer.Option(10, "--common-facts", min=0, help="kn, kn-eai, kn-erase: drop the "
+             common_facts: int = typer.Option(10, "--common-facts", min=0, help=f"{FILTERED}: drop the "
                                               "neurons found for more than 10 % of this many facts of the relation "
                                               "(Dai et al.); 0: no filter"),
              save: Optional[str] = typer.Option(None, "--save", help="write the edited model here (a new or empty "
@@ -119,7 +123,7 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                                             "organism: the facts it was trained on)"),
                   n: int = typer.Option(100, "--n", min=1, help="records (fact ids) per language"),
                   methods: str = typer.Option("kn,kn-eai,kn-opt,likn,rome,ft", "--methods",
-                                              help=f"comma-separated: {METHOD_HELP}"),
+                                              help=f"comma-separated, of {METHOD_NAMES}"),
                   mode: str = typer.Option("single", "--mode", help="single (edit, measure, undo), sequential "
                                            "(edits kept; S after 1, 10, 50, 100 edits) or batch (every edit "
                                            "computed on the unedited model, applied at once; kn-family methods)"),
@@ -136,8 +140,9 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                   rome_layer: Optional[int] = typer.Option(None, "--rome-layer", min=0, help="ROME's layer "
                                                            "(default: a sweep picks it)"),
                   option: Optional[list[str]] = typer.Option(None, "--option", help="a method's option, "
-                                                             "METHOD.NAME=VALUE (repeatable; VALUE read as JSON, "
-                                                             "else text), e.g. rome.clamp_norm=8"),
+                                                             "METHOD.NAME=VALUE (repeatable; VALUE checked against "
+                                                             "the option's type: JSON, else text), e.g. "
+                                                             "rome.clamp_norm=8 or kn.localize.steps=20"),
                   as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")):
     """Edit the same CounterFact-style records with every method, in every language, and measure ROME's
     ES/PS/NS/S, EasyEdit's reliability/generalization/locality, GE, flip rate and the other language;

@@ -8,14 +8,20 @@ against the model as it is when the edit is made, and returns an ``Edit`` that i
         ...
     e.apply(); ...; e.undo()                           # or by hand; e.save(dir) writes an HF model directory
 
-Sequential editing is computing the next edit while the previous ones stay applied.
+Sequential editing is computing the next edit while the previous ones stay applied. ``e.state()`` is the
+edit as plain values and tensors (``torch.save`` writes it), ``Edit.from_state(h, state)`` the same edit
+again, bit for bit.
+
+A method is an ``EditMethod``: a frozen dataclass whose fields are its hyper-parameters and whose class
+attributes say what it can do (the registry, ``registry.py``, lists them). What one edit is given besides
+(precomputed neurons, the other language's fact, ROME's statistics) is its ``EditContext``.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Iterable
 
 import torch
 
@@ -23,6 +29,7 @@ from kneuron.errors import KneuronError
 from kneuron.facts.schema import Fact
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import is_conv1d
+from kneuron.neurons import Neuron
 
 
 class EditError(KneuronError, ValueError):
@@ -42,6 +49,62 @@ class Rewrite:
             raise EditError(f"{self.fact.where('new')}the new object is empty")
         if self.new.strip() == self.fact.object.strip():
             raise EditError(f"{self.fact.where('new')}the new object {self.new!r} equals the fact's object")
+
+
+@dataclass(frozen=True)
+class EditContext:
+    """What one edit is given besides its method's hyper-parameters; each method reads the names in its
+    ``context`` (another one given is an error).
+
+    neurons     the neurons to write (e.g. from a ``locate`` run); None: the method localises them
+    common      neurons to leave out (the relation's common neurons, ``localize.relation_filter``)
+    other       likn: the same fact in the other language; ``other_new`` its new object
+    moment      rome: the second moment C of the layer's keys, precomputed ([n, n])
+    execution   how the localisation runs (``attribution.Execution``)
+    progress    rome: show a progress bar while it computes C"""
+    neurons: Iterable[Neuron] | None = None
+    common: Iterable[Neuron] | None = None
+    other: Fact | None = None
+    other_new: str | None = None
+    moment: torch.Tensor | None = None
+    execution: Any = None
+    progress: bool = True
+
+
+CONTEXT = tuple(f.name for f in fields(EditContext))
+
+
+@dataclass(frozen=True)
+class EditMethod:
+    """An editing method: its fields are its hyper-parameters (``params()``), its class attributes what it
+    can do. ``edit`` computes the edit of one rewrite against the model as it is now (not applied)."""
+    name: ClassVar[str]
+    help: ClassVar[str]                        # one line, for the command line and the explorer
+    causal_only: ClassVar[bool] = False        # masked models cannot be edited by it
+    batch_rule: ClassVar[str | None] = None    # how batch_edit combines its edits: "add", "set"; None: no batch
+    uses_neurons: ClassVar[bool] = False       # writes knowledge neurons' value vectors (takes neurons=)
+    common_filter: ClassVar[bool] = False      # Dai et al.'s relation filter applies (common=)
+    languages: ClassVar[int] = 1               # languages one edit rewrites (likn: 2)
+    needs_new: ClassVar[bool] = True           # kn-erase: no new object
+    context: ClassVar[tuple[str, ...]] = ()    # the EditContext names it reads
+
+    def edit(self, handle: ModelHandle, rewrite: "Rewrite", ctx: EditContext = EditContext()) -> "Edit":
+        raise NotImplementedError
+
+    def params(self) -> dict:
+        """The hyper-parameters, one name per knob (nested configurations as dicts)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def capabilities(cls) -> dict:
+        return {"causal_only": cls.causal_only, "batch_rule": cls.batch_rule, "uses_neurons": cls.uses_neurons,
+                "common_filter": cls.common_filter, "languages": cls.languages, "needs_new": cls.needs_new}
+
+
+def _plain(x):
+    if hasattr(x, "__dataclass_fields__"):
+        return {f.name: _plain(getattr(x, f.name)) for f in fields(x)}
+    return x
 
 
 @dataclass
@@ -132,6 +195,30 @@ class Edit:
                     p[c.index] = old
         self._saved = None
 
+    def state(self) -> dict:
+        """The edit as plain values and CPU tensors (what ``torch.save`` writes; ``from_state`` reads it
+        back bit for bit): method, rewrite, changes, info, seconds, and a subclass's own tensors."""
+        extra = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _EDIT_FIELDS}
+        return {"method": self.method, "seconds": self.seconds, "info": self.info,
+                "rewrite": None if self.rewrite is None else {"fact": self.rewrite.fact.to_json(),
+                                                              "new": self.rewrite.new},
+                "changes": [{"param": c.param, "value": c.value.detach().cpu(), "index": _index_state(c.index)}
+                            for c in self.changes],
+                **({"extra": extra} if extra else {})}
+
+    @classmethod
+    def from_state(cls, handle: ModelHandle, state: dict) -> "Edit":
+        """The edit ``state()`` gave, on ``handle`` (not applied)."""
+        try:
+            rw = state["rewrite"]
+            rewrite = None if rw is None else Rewrite(fact_from_json(rw["fact"]), rw["new"])
+            changes = [Change(c["param"], c["value"], _index_from(c["index"])) for c in state["changes"]]
+            own = {f.name for f in fields(cls)}
+            extra = {k: v for k, v in (state.get("extra") or {}).items() if k in own}
+            return cls(handle, state["method"], rewrite, changes, state["info"], float(state["seconds"]), **extra)
+        except (KeyError, TypeError) as e:
+            raise EditError(f"not an edit's state ({type(e).__name__}: {e})") from None
+
     def __enter__(self) -> "Edit":
         return self.apply()
 
@@ -160,6 +247,32 @@ class Edit:
             if not was:
                 self.undo()
         return d
+
+
+def fact_from_json(d: dict[str, Any]) -> Fact:
+    """The Fact that ``Fact.to_json`` wrote."""
+    return Fact(d["id"], d["relation"], d["lang"], d["subject"], d["object"], tuple(d["templates"]),
+                tuple(d.get("aliases", ())), tuple(d.get("wrong_objects", ())))
+
+
+_EDIT_FIELDS = ("handle", "method", "rewrite", "changes", "info", "seconds", "_saved")
+
+
+def _index_state(index):
+    """A Change's index as tensors, ints and tagged slices (no pickled objects)."""
+    if isinstance(index, tuple):
+        return {"tuple": [_index_state(i) for i in index]}
+    if isinstance(index, slice):
+        return {"slice": [index.start, index.stop, index.step]}
+    return index.detach().cpu() if isinstance(index, torch.Tensor) else index
+
+
+def _index_from(x):
+    if isinstance(x, dict) and "tuple" in x:
+        return tuple(_index_from(i) for i in x["tuple"])
+    if isinstance(x, dict) and "slice" in x:
+        return slice(*x["slice"])
+    return x
 
 
 def _jsonable(x):

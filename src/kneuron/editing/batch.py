@@ -4,7 +4,7 @@
     with batch_edit(edits):                                                           # all of them at once
         ...
 
-How edits that touch the same weight entry combine depends on the method (``RULES``):
+How edits that touch the same weight entry combine depends on the method (its ``batch_rule``):
 
     add   kn, kn-eai, likn, kn-opt   each edit's change (its new value minus the unedited value) is added:
                                      two facts that share a neuron both move its value vector
@@ -20,8 +20,15 @@ from __future__ import annotations
 import torch
 
 from .base import Change, Edit, EditError
+from .registry import METHODS
 
-RULES = {"kn": "add", "kn-eai": "add", "likn": "add", "kn-opt": "add", "kn-erase": "set"}
+# transitional (benchmarks.editing reads it): method -> batch rule, for the methods that have one
+RULES = {name: cls.batch_rule for name, cls in METHODS.items() if cls.batch_rule is not None}
+
+
+def batch_rule(method: str) -> str | None:
+    cls = METHODS.get(method)
+    return None if cls is None else cls.batch_rule
 
 
 def batch_edit(edits: list[Edit]) -> Edit:
@@ -31,8 +38,10 @@ def batch_edit(edits: list[Edit]) -> Edit:
     if not edits:
         raise EditError("batch: no edits to combine")
     method, handle = edits[0].method, edits[0].handle
-    if method not in RULES:
-        raise EditError(f"{method} has no batch mode (methods with one: {', '.join(RULES)}); "
+    rule = batch_rule(method)
+    if rule is None:
+        with_batch = [n for n, c in METHODS.items() if c.batch_rule is not None]
+        raise EditError(f"{method} has no batch mode (methods with one: {', '.join(with_batch)}); "
                         "use the single or sequential mode")
     for e in edits:
         if e.method != method:
@@ -55,7 +64,7 @@ def batch_edit(edits: list[Edit]) -> Edit:
                     touched[c.param] = torch.zeros(p.shape, dtype=torch.bool, device=p.device)
                 idx = slice(None) if c.index is None else c.index
                 change = c.value.to(device=p.device, dtype=torch.float64) - p[idx].double()
-                if RULES[method] == "add":
+                if rule == "add":
                     delta[c.param][idx] += change
                 else:
                     delta[c.param][idx] = change
@@ -70,4 +79,4 @@ def batch_edit(edits: list[Edit]) -> Edit:
     return Edit(handle, method, None, changes, info, sum(e.seconds for e in edits))
 
 
-__all__ = ["RULES", "batch_edit"]
+__all__ = ["RULES", "batch_edit", "batch_rule"]

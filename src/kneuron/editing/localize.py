@@ -1,32 +1,35 @@
 """Which neurons an edit writes to: a fact's knowledge neurons, and the neurons a relation's facts share.
 
-``fact_neurons`` is kneuron's usual localisation (the same as a ``locate`` run): every usable prompt of
-the fact is attributed (``attribute_many``), each prompt's neurons are those above tau x its best score
-(``select``, tau per language), and the fact keeps the neurons found in more than ``p`` of its prompts
-(``refine``). ``common_neurons`` and ``relation_neurons`` count neurons over a relation's facts (Dai et
-al.'s intra-relation filter and relation erasure). ``edit_neurons`` is what every KN method (kn, kn-eai,
-kn-erase, likn, kn-opt) writes: the given or localised neurons minus the relation's common ones.
+``fact_neurons`` is ``neurons.localize`` -- the one localisation, the same as a ``locate`` run's -- with
+editing's default configuration (``LOCALIZE``: IG with 5 midpoint steps, cheaper than a run's 20 left
+steps; BENCHMARKS.md, "editing"), its errors as EditErrors. ``relation_filter`` is Dai et al.'s
+intra-relation filter: the neurons found for more than 10 % of a relation's facts, which a KN edit leaves
+out. ``relation_top_neurons`` are the ones relation erasure zeroes. ``edit_neurons`` is what every KN
+method (kn, kn-eai, kn-erase, likn, kn-opt) writes: the given or localised neurons minus the common ones.
 """
 from __future__ import annotations
 
+import random
+import time
 from collections import Counter
-from typing import Iterable
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Iterable
 
-from kneuron.attribution import Execution, attribute_many
+from kneuron.errors import ConfigError
 from kneuron.facts.schema import Fact
 from kneuron.facts.templates import Query, QueryError, queries_for
 from kneuron.models.load import ModelHandle
-from kneuron.neurons import REFINE_P, Neuron, NeuronSet, refine, select, tau_for
+from kneuron.neurons import LocateConfig, Neuron, localize
 
 from .base import EditError
 
-# Defaults for one edit: IG with 5 midpoint steps. The cost of a localisation is steps x prompts x answer
-# tokens; on smollm2-135m (CPU, one thread, a 5-prompt fact with a one-token object) 20 left steps -- a
-# ``locate`` run's default -- take ~18 s, 5 midpoint steps ~7 s, and keep 70-96 % of the 20-step neurons
-# (Jaccard 0.61-0.92 over 5 facts, EN and ZH); 5 *left* steps (alpha = 0 included) keep fewer (0.59-0.90).
-# ``steps=20, rule="left"`` gives exactly a locate run's neurons.
-METHOD, STEPS, RULE = "ig", 5, "midpoint"
-LOCALIZE_OPTIONS = ("method", "steps", "threshold", "top_k", "p", "objective", "rule", "max_prompts", "execution")
+# One edit's localisation: IG with 5 midpoint steps. ``LocateConfig()`` (20 left steps) gives exactly a
+# locate run's neurons.
+STEPS, RULE = 5, "midpoint"
+LOCALIZE = LocateConfig(steps=STEPS, rule=RULE)
+SHARE = 0.1                  # Dai et al.: common = found for more than 10 % of the relation's facts
+# transitional: the loose keyword options fact_neurons took before LocateConfig (``p`` is ``refine_p``)
+LOCALIZE_OPTIONS = ("method", "steps", "threshold", "top_k", "p", "objective", "rule")
 
 
 def fact_queries(handle: ModelHandle, fact: Fact) -> list[Query]:
@@ -40,33 +43,37 @@ def fact_queries(handle: ModelHandle, fact: Fact) -> list[Query]:
     return qs
 
 
-def fact_neuron_set(handle: ModelHandle, fact: Fact, *, method=METHOD, steps: int = STEPS,
-                    threshold: float | None = None, top_k: int | None = None, p: float = REFINE_P,
-                    objective: str = "prob", rule: str = RULE, max_prompts: int | None = None,
-                    execution: Execution | None = None) -> NeuronSet:
-    """``fact_neurons`` with the refined scores (a NeuronSet, highest score first)."""
-    qs = fact_queries(handle, fact)[:max_prompts]
-    try:
-        found = attribute_many(handle, [(q.prompt, q.target) for q in qs], method=method, steps=steps,
-                               objective=objective, rule=rule, execution=execution or Execution())
-    except QueryError as e:
-        raise EditError(f"{fact.where('object')}{e}") from None
-    tau = tau_for(fact.lang, threshold)
-    return refine([select(a.scores, tau, top_k) for a in found], p)
+def locate_config(cfg: LocateConfig | dict | None = None, **options) -> LocateConfig:
+    """``cfg`` (a LocateConfig, or a dict of its fields over ``LOCALIZE``), with the old loose options
+    (``steps=``, ``p=`` ...) applied over it; ConfigError (one line) for a name it does not have."""
+    if isinstance(cfg, dict):
+        options = {**cfg, **options}
+        cfg = None
+    base = LOCALIZE if cfg is None else cfg
+    if not isinstance(base, LocateConfig):
+        raise ConfigError(f"localize must be a LocateConfig or a dict of its fields, not {type(base).__name__}")
+    if "p" in options:
+        options["refine_p"] = options.pop("p")
+    known = set(asdict(base))
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"localize has no option {', '.join(unknown)} (it has: {', '.join(sorted(known))})")
+    return replace(base, **options) if options else base
 
 
-def fact_neurons(handle: ModelHandle, fact: Fact, *, method=METHOD, steps: int = STEPS,
-                 threshold: float | None = None, top_k: int | None = None, p: float = REFINE_P,
-                 objective: str = "prob", rule: str = RULE, max_prompts: int | None = None,
-                 execution: Execution | None = None) -> list[Neuron]:
+def fact_neurons(handle: ModelHandle, fact: Fact, cfg: LocateConfig | None = None, *,
+                 max_prompts: int | None = None, execution=None, **options) -> list[Neuron]:
     """The fact's knowledge neurons (layer, index), highest refined score first, as a ``locate`` run with
-    the same settings finds them: each of its usable prompts (the first ``max_prompts``; None: all)
-    attributed by ``method`` ("ig", "amig" or a method object) with ``steps`` steps, neurons above
-    ``threshold`` (None: the language's tau) x the prompt's best score (at most ``top_k`` per prompt),
-    kept when found in more than ``p`` of the prompts. EditError (one line) for a fact with no usable
-    prompt or an object the tokenizer cannot encode."""
-    return fact_neuron_set(handle, fact, method=method, steps=steps, threshold=threshold, top_k=top_k, p=p,
-                           objective=objective, rule=rule, max_prompts=max_prompts, execution=execution).neurons
+    the same ``cfg`` finds them (``neurons.localize``; default ``LOCALIZE``): its first ``max_prompts``
+    usable prompts (None: all) attributed, each prompt's neurons above tau x its best score, kept when
+    found in more than ``refine_p`` of the prompts. EditError (one line) for a fact with no usable prompt
+    or an object the tokenizer cannot encode."""
+    cfg = locate_config(cfg, **options)
+    fact_queries(handle, fact)                        # no usable template: EditError, as before any work
+    try:
+        return localize(handle, fact, cfg, execution=execution, max_prompts=max_prompts).neurons
+    except QueryError as e:
+        raise EditError(str(e)) from None
 
 
 def _counts(neuron_sets: Iterable[Iterable[Neuron]]) -> tuple[Counter, int]:
@@ -78,27 +85,72 @@ def _counts(neuron_sets: Iterable[Iterable[Neuron]]) -> tuple[Counter, int]:
     return count, n
 
 
-def common_neurons(neuron_sets: Iterable[Iterable[Neuron]], share: float = 0.1) -> set[Neuron]:
+def common_neurons(neuron_sets: Iterable[Iterable[Neuron]], share: float = SHARE) -> set[Neuron]:
     """Neurons found for more than ``share`` of the facts (one neuron set per fact of a relation): Dai et
     al. drop these from a fact's neurons before editing it (count > 0.1 x number of facts)."""
     count, n = _counts(neuron_sets)
     return {nrn for nrn, c in count.items() if c > share * n}
 
 
-def relation_neurons(neuron_sets: Iterable[Iterable[Neuron]], k: int = 20) -> list[Neuron]:
+def relation_top_neurons(neuron_sets: Iterable[Iterable[Neuron]], k: int = 20) -> list[Neuron]:
     """The ``k`` neurons found for the most facts of a relation, most frequent first (ties: lowest
     (layer, index) first): Dai et al.'s relation erasure zeroes these."""
     count, _ = _counts(neuron_sets)
     return sorted(count, key=lambda nrn: (-count[nrn], nrn))[:k]
 
 
-def check_options(options: dict, method: str) -> None:
-    """EditError (one line) for an option that is neither the method's own nor a localisation option."""
-    unknown = sorted(set(options) - set(LOCALIZE_OPTIONS))
-    if unknown:
-        raise EditError(f"{method}: unknown option(s) {', '.join(unknown)} (expected neurons, common, "
-                        f"or localisation options {', '.join(LOCALIZE_OPTIONS)})")
+# ----------------------------------------------------------------------------- the relation filter
 
+def relation_facts(first: list[Fact], pool: Iterable[Fact], n: int, seed: int = 0) -> list[Fact]:
+    """The facts the filter counts over for ``first``'s relation and language: the facts being edited
+    (``first``, in order, each id once), then the relation's other facts in ``pool`` -- sorted by id and
+    shuffled with the seed ``f"{seed}:{relation}:common"`` -- until there are ``n``."""
+    rel, lang = first[0].relation, first[0].lang
+    mine, ids = [], set()
+    for f in first:
+        if f.id not in ids:
+            mine.append(f)
+            ids.add(f.id)
+    more = sorted((f for f in pool if f.relation == rel and f.lang == lang and f.id not in ids), key=lambda f: f.id)
+    random.Random(f"{seed}:{rel}:common").shuffle(more)
+    return mine + more[: max(0, n - len(mine))]
+
+
+def common_share(n_facts: int) -> float:
+    """The share above which a neuron is common: 10 %, or more than one fact when there are fewer than 10
+    (a neuron of one fact alone is not common)."""
+    return max(SHARE, 1 / n_facts)
+
+
+@dataclass
+class RelationFilter:
+    """Dai et al.'s filter for one relation and language: the facts counted (the edited ones first), each
+    one's neurons and localisation seconds, the share and the common neurons (sorted)."""
+    facts: list[Fact]
+    sets: list[list[Neuron]]
+    seconds: list[float]
+    share: float
+    common: list[Neuron]
+
+
+def relation_filter(handle: ModelHandle, fact: Fact | list[Fact], pool: Iterable[Fact], n: int, seed: int = 0,
+                    neurons_of: Callable[[Fact], list[Neuron]] | None = None) -> RelationFilter:
+    """The common neurons of ``fact``'s relation (or of a list of facts of one relation and language,
+    edited together): ``n`` facts (``relation_facts``) localised by ``neurons_of`` (default
+    ``fact_neurons``), a neuron common when found for more than ``common_share`` of them."""
+    first = [fact] if isinstance(fact, Fact) else list(fact)
+    facts = relation_facts(first, pool, n, seed)
+    get = neurons_of or (lambda f: fact_neurons(handle, f))
+    sets, seconds = [], []
+    for f in facts:
+        t0 = time.perf_counter()
+        sets.append(list(get(f)))
+        seconds.append(time.perf_counter() - t0)
+    share = common_share(len(sets))
+    return RelationFilter(facts, sets, seconds, share, sorted(common_neurons(sets, share=share)))
+
+
+# ----------------------------------------------------------------------------- what a KN method writes
 
 def check_range(handle: ModelHandle, neurons: list[Neuron], what: str) -> None:
     for layer, idx in neurons:
@@ -107,14 +159,13 @@ def check_range(handle: ModelHandle, neurons: list[Neuron], what: str) -> None:
                             f"({handle.n_layers} layers x {handle.n_neurons} neurons)")
 
 
-def edit_neurons(handle: ModelHandle, fact: Fact, neurons, common, localize: dict,
-                 method: str) -> tuple[list[Neuron], dict]:
-    """The neurons a KN method writes for ``fact`` -- ``neurons`` if given, else ``fact_neurons(**localize)``;
+def edit_neurons(handle: ModelHandle, fact: Fact, neurons, common, method: str, cfg: LocateConfig = LOCALIZE,
+                 max_prompts: int | None = None, execution=None) -> tuple[list[Neuron], dict]:
+    """The neurons a KN method writes for ``fact`` -- ``neurons`` if given, else ``fact_neurons(cfg)``;
     duplicates dropped, minus ``common`` -- and the info recording them (with a ``note`` when none is left:
     the edit then changes nothing)."""
-    check_options(localize, method)
     localized = neurons is None
-    found = fact_neurons(handle, fact, **localize) if localized else neurons
+    found = fact_neurons(handle, fact, cfg=cfg, max_prompts=max_prompts, execution=execution) if localized else neurons
     found = list(dict.fromkeys((int(l), int(i)) for l, i in found))
     check_range(handle, found, f"{fact.where()}{method}")
     drop = {(int(l), int(i)) for l, i in common or ()}
@@ -122,7 +173,12 @@ def edit_neurons(handle: ModelHandle, fact: Fact, neurons, common, localize: dic
     info = {"neurons": used, "filtered": [n for n in found if n in drop], "localized": localized,
             "common_filter": common is not None}
     if localized:
-        info["localize"] = {k: v for k, v in localize.items() if k != "execution"}
+        info["localize"] = localize_info(cfg, max_prompts)
     if not used:
         info["note"] = "no neurons to edit: the edit changes nothing"
     return used, info
+
+
+def localize_info(cfg: LocateConfig, max_prompts: int | None) -> dict:
+    """How an edit localised, as its info records it."""
+    return {**asdict(cfg), "max_prompts": max_prompts}

@@ -26,14 +26,14 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable
+from typing import Iterable
 
 from kneuron.facts.sampling import round_robin
 from kneuron.facts.schema import Fact, relation_key
 from kneuron.facts.templates import QueryError, check_kind, queries_for
 from kneuron.models.targets import encode
 
-from .base import EditError
+from .base import EditError, fact_from_json
 
 SYMMETRIC = {"P36": "P1376", "P1376": "P36"}        # relation -> its reverse
 N_NEIGHBOURS, N_GENERATION = 10, 2                  # CounterFact has 10 neighbourhood prompts per record
@@ -149,11 +149,6 @@ class Case:
     def from_json(cls, d: dict) -> "Case":
         return cls(int(d["case_id"]), d["fact_id"], d["relation"],
                    {lang: Record.from_json(r) for lang, r in d["records"].items()})
-
-
-def fact_from_json(d: dict[str, Any]) -> Fact:
-    return Fact(d["id"], d["relation"], d["lang"], d["subject"], d["object"], tuple(d["templates"]),
-                tuple(d.get("aliases", ())), tuple(d.get("wrong_objects", ())))
 
 
 # ----------------------------------------------------------------------------- building

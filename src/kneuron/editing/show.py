@@ -4,18 +4,18 @@ all read from ``metrics.measure``."""
 from __future__ import annotations
 
 import math
-import random
-import time
 from dataclasses import dataclass
 
 from kneuron.facts.schema import Fact
 from kneuron.models.load import ModelHandle
 
-from . import edit, named_options
-from .base import Edit
-from .localize import common_neurons, fact_neurons
+from .base import Edit, EditMethod
+from .localize import relation_filter
 from .metrics import measure
 from .records import Case, case_for
+from .registry import edit, method_class, method_for
+
+SEED = 0                          # the relation filter's draw of the other facts (as the editing bench's default)
 
 
 @dataclass
@@ -47,38 +47,27 @@ class Shown:
                 "filtered": e.info.get("filtered"), "layer": e.info.get("layer"), "note": e.info.get("note")}
 
 
-def prepare(h: ModelHandle, facts: list[Fact], pool: list[Fact], fact_id: str, new: str, *, method: str = "kn",
-            lang: str = "en", layer: int | None = None, common_facts: int = 10) -> Shown:
-    """Measure fact ``fact_id``'s prompts and compute its edit to ``new`` (not applied). ``pool``: the facts
-    neighbours and the kn methods' common-neuron filter (``common_facts`` facts; 0: none) come from."""
+def prepare(h: ModelHandle, facts: list[Fact], pool: list[Fact], fact_id: str, new: str, *,
+            method: str | EditMethod = "kn", lang: str = "en", layer: int | None = None,
+            common_facts: int = 10) -> Shown:
+    """Measure fact ``fact_id``'s prompts and compute its edit to ``new`` (not applied) by ``method`` (a
+    name or a method object; ``layer``: a name's layer option). ``pool``: the facts neighbours and Dai et
+    al.'s filter (``common_facts`` facts of the relation; 0: none; methods with ``common_filter``) come from."""
+    cls = method_class(method)
+    m = method_for(method, **({} if layer is None else {"layer": layer}))
     case = case_for(facts, fact_id, new, lang=lang, kind=h.kind, tokenizer=h.tokenizer, pool=pool, n_generation=0)
     shown = Shown(h, case, lang, None, {})
     shown.before = shown.measure()
-    opts: dict = {} if layer is None else {"layer": layer}
-    if method in ("kn", "kn-eai", "kn-erase", "kn-opt") and common_facts > 0:
-        named = named_options(method)
-        mine, common, shown.own_seconds, shown.filter_seconds = relation_neurons(h, case.records[lang].fact, pool, common_facts)
-        opts.update({k: v for k, v in (("neurons", mine), ("common", common)) if k in named})
+    ctx: dict = {}
+    if cls.common_filter and common_facts > 0:
+        rf = relation_filter(h, case.records[lang].fact, pool, common_facts, seed=SEED)
+        ctx.update(neurons=rf.sets[0], common=set(rf.common))
+        shown.own_seconds, shown.filter_seconds = rf.seconds[0], sum(rf.seconds[1:])
     other = next((o for o in case.records if o != lang), None)
-    if method == "likn" and other is not None:
-        opts.update(other=case.records[other].edit_fact, other_new=case.records[other].new)
-    shown.edit = edit(h, case.records[lang].edit_fact, new, method=method, **opts)
+    if cls.languages == 2 and other is not None:
+        ctx.update(other=case.records[other].edit_fact, other_new=case.records[other].new)
+    shown.edit = edit(h, case.records[lang].edit_fact, new, method=m, **ctx)
     return shown
-
-
-def relation_neurons(h: ModelHandle, fact: Fact, pool: list[Fact], n: int):
-    """The fact's neurons and the neurons found for more than 10 % of ``n`` facts of its relation (the fact
-    and others drawn from ``pool``, seeded; with fewer than 10, for more than one), and the
-    seconds the fact's own localization and the others' took."""
-    others = sorted((f for f in pool if f.relation == fact.relation and f.lang == fact.lang and f.id != fact.id),
-                    key=lambda f: f.id)
-    random.Random(f"0:{fact.relation}:common").shuffle(others)
-    t0 = time.perf_counter()
-    mine = fact_neurons(h, fact)
-    t1 = time.perf_counter()
-    sets = [mine] + [fact_neurons(h, f) for f in others[: n - 1]]
-    found = common_neurons(sets, share=max(0.1, 1 / len(sets)))
-    return mine, found, t1 - t0, time.perf_counter() - t1
 
 
 def _lines(case: Case, lang: str, ms: dict) -> list[dict]:
