@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from kneuron.editing.metrics import METRICS, hmean, record_scores, summarize
-from kneuron.paper.report import save_report
+from kneuron.report import render
+from kneuron.report.document import Document
 from kneuron.report.stats import ci
+from kneuron.report.table import Column, Table, fixed, interval
 
 N_BOOT = 1000
 # ROME paper Table 4, CounterFact, GPT-2 XL (shared/docs/editing.md §4): S, ES, PS, NS
@@ -101,36 +103,27 @@ def _pct(xs) -> float | None:
 
 # ----------------------------------------------------------------------------- report
 
-def _f(v, digits: int = 1) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float) and abs(v) >= 1000:
-        return f"{v:.0f}"
-    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+F1, F2 = fixed(1), fixed(2)
 
 
-def _ci(v, iv) -> str:
-    return _f(v) if not iv else f"{_f(v)} [{_f(iv[0])}, {_f(iv[1])}]"
-
-
-def _table(res: dict, lang: str) -> tuple:
-    head = ["method"] + [HEAD.get(k, k) for k in SHOWN]
-    out = []
-    named = [("unedited", res["unedited"][lang], res["intervals"]["unedited"][lang])]
-    named += [(m, d[lang], res["intervals"]["methods"][m][lang]) for m, d in res["methods"].items()]
+def scores_table(res: dict, lang: str, shown=SHOWN, intervals: bool = True, head=None) -> Table:
+    """One row per method (the unedited model first) of its scores edited and measured in ``lang``:
+    ``shown`` result keys as columns (headers from ``head``, default `HEAD`), S/ES/PS/NS with their
+    bootstrap interval when ``intervals``. The bench report, `kneuron bench editing` and
+    scripts/summarize_editing.py all show this table."""
+    head = {**HEAD, **(head or {})}
+    cols = ["method"]
+    for k in shown:
+        fmt = {"seconds_per_edit": F2, "params_changed": lambda v: f"{v:,.0f}"}.get(k, F1)
+        cols.append(Column(head.get(k, k), interval(fmt) if intervals and k in ("S", "ES", "PS", "NS") else fmt,
+                           align="right"))
+    t = Table(cols)
+    named = [("unedited", res["unedited"][lang], res["intervals"]["unedited"][lang] if intervals else {})]
+    named += [(m, d[lang], res["intervals"]["methods"][m][lang] if intervals else {}) for m, d in res["methods"].items()]
     for name, d, iv in named:
-        row = [name]
-        for k in SHOWN:
-            if k in ("S", "ES", "PS", "NS"):
-                row.append(_ci(d[k], iv.get(k)))
-            elif k == "seconds_per_edit":
-                row.append(_f(d[k], 2))
-            elif k == "params_changed":
-                row.append(f"{d[k]:,.0f}")
-            else:
-                row.append(_f(d[k]))
-        out.append(row)
-    return ("table", head, out)
+        t.add(name, *((d.get(k), *(iv.get(k) or (None, None))) if intervals and k in ("S", "ES", "PS", "NS")
+                      else d.get(k) for k in shown))
+    return t
 
 
 def _finding(res: dict, lang: str) -> str | None:
@@ -140,8 +133,8 @@ def _finding(res: dict, lang: str) -> str | None:
     if rome is None or not kn:
         return None
     base = res["unedited"][lang]["S"]
-    parts = [f"{k} {_f(s)}" + ("" if s is None else f" ({s - rome:+.1f})") for k, s in kn]
-    return (f"{lang}: S of ROME {_f(rome)} (unedited {_f(base)}); the neuron-level edits, in points against ROME: "
+    parts = [f"{k} {F1(s)}" + ("" if s is None else f" ({s - rome:+.1f})") for k, s in kn]
+    return (f"{lang}: S of ROME {F1(rome)} (unedited {F1(base)}); the neuron-level edits, in points against ROME: "
             + ", ".join(parts) + ". ROME's paper has KN 53.6 points below ROME on GPT-2 XL (35.6 vs 89.2).")
 
 
@@ -173,7 +166,7 @@ def figure(res: dict, out: Path) -> str | None:
     return str(path)
 
 
-def blocks(res: dict, fig: str | None) -> list[tuple]:
+def document(res: dict, fig: str | None) -> Document:
     meta = res["meta"]
     langs = list(res["unedited"])
     methods = list(res["methods"])
@@ -182,70 +175,67 @@ def blocks(res: dict, fig: str | None) -> list[tuple]:
            + "".join(f" --option {m}.{k}={json.dumps(v)}" for m, o in (meta.get("method_options") or {}).items()
                      for k, v in o.items() if isinstance(v, (str, int, float, bool)))
            + " --out DIR")
-    b: list[tuple] = [
-        ("h", 1, f"kneuron bench editing — {res['model']}"),
-        ("p", f"{res['n_records']} CounterFact-style cases (fact ids), each rewritten in {', '.join(langs)} "
-              f"({meta['kind']} model, {meta['n_layers']} layers × {meta['n_neurons']} neurons); mode {meta['mode']}: "
-              + {"single": "each edit is measured, then undone.",
-                 "batch": "every edit is computed on the unedited model, all are applied at once, and each record "
-                          "is measured under the whole batch."}.get(
-                     meta["mode"], "edits are kept one after another; each row is measured right after its edit.")),
-        ("code", cmd),
-        ("p", "Scores in percent (ROME's tables): S = harmonic mean of ES, PS, NS; ES/PS = P(new) > P(old) on the "
-              "rewrite prompt / its paraphrases; NS = P(true) > P(new) on neighbours; EM, PM, NM the probability "
-              "differences; GE = n-gram entropy of generated text (x100); Rel/Gen/Loc EasyEdit's teacher-forced "
-              "token accuracy and unchanged neighbour predictions; flip = top-1 becomes the new object's first "
-              "token. 95 % bootstrap intervals over records in brackets. s/edit includes each KN method's "
-              "localization (cached once, counted for every method that uses it)."),
-    ]
+    doc = Document().heading(1, f"kneuron bench editing — {res['model']}")
+    doc.para(f"{res['n_records']} CounterFact-style cases (fact ids), each rewritten in {', '.join(langs)} "
+             f"({meta['kind']} model, {meta['n_layers']} layers × {meta['n_neurons']} neurons); mode {meta['mode']}: "
+             + {"single": "each edit is measured, then undone.",
+                "batch": "every edit is computed on the unedited model, all are applied at once, and each record "
+                         "is measured under the whole batch."}.get(
+                 meta["mode"], "edits are kept one after another; each row is measured right after its edit."))
+    doc.code(cmd)
+    doc.para("Scores in percent (ROME's tables): S = harmonic mean of ES, PS, NS; ES/PS = P(new) > P(old) on the "
+             "rewrite prompt / its paraphrases; NS = P(true) > P(new) on neighbours; EM, PM, NM the probability "
+             "differences; GE = n-gram entropy of generated text (x100); Rel/Gen/Loc EasyEdit's teacher-forced "
+             "token accuracy and unchanged neighbour predictions; flip = top-1 becomes the new object's first "
+             "token. 95 % bootstrap intervals over records in brackets. s/edit includes each KN method's "
+             "localization (cached once, counted for every method that uses it).")
     for lang in langs:
-        b += [("h", 2, f"Edit in {lang}, measured in {lang}"), _table(res, lang)]
+        doc.heading(2, f"Edit in {lang}, measured in {lang}").table(scores_table(res, lang))
         f = _finding(res, lang)
         if f:
-            b.append(("p", f))
+            doc.para(f)
     if len(langs) > 1:
-        b += [("h", 2, "Cross-lingual: edit in one language, measure in each"),
-              ("p", "Rows: the language of the edit; columns: the language measured. Each cell: S (ES / PS / NS).")]
+        doc.heading(2, "Cross-lingual: edit in one language, measure in each")
+        doc.para("Rows: the language of the edit; columns: the language measured. Each cell: S (ES / PS / NS).")
         for m in methods:
-            rows = [[f"edit {a}"] + [_cell(res["matrix"][m][f"{a}->{c}"]) for c in langs] for a in langs]
-            b += [("h", 3, m), ("table", ["", *[f"measure {c}" for c in langs]], rows)]
-    sym = [[m, lang, _f(e["symmetry"]), _f(e["symmetry_success"]), _f(e["edit_seconds"], 2),
-            _f(e["localize_seconds"], 2), f"{e['unchanged']} of {e['n']}", str(e["failed"])]
+            t = Table(["", *(Column(f"measure {c}", _cell) for c in langs)],
+                      [[f"edit {a}"] + [res["matrix"][m][f"{a}->{c}"] for c in langs] for a in langs])
+            doc.heading(3, m).table(t)
+    sym = [[m, lang, e["symmetry"], e["symmetry_success"], e["edit_seconds"], e["localize_seconds"],
+            f"{e['unchanged']} of {e['n']}", str(e["failed"])]
            for m, d in res["extras"].items() for lang, e in d.items()]
     if sym:
-        b += [("h", 2, "Symmetry, time and edits that changed nothing"),
-              ("p", "Symmetry (P36/P1376 records only): token accuracy of the subject on the reverse prompt about "
-                    "the new object, and how often the subject beats that prompt's true answer (Niu et al.). "
-                    "Time: computing the edit, and the localization it used. Changed nothing: edits that wrote no "
-                    "weight -- those the method could not make (failed; the reason is in the edit's JSON) and those "
-                    "left with nothing to write, such as a fact whose knowledge neurons are all among its "
-                    "relation's common ones; all are measured as they are, as edits that change nothing."),
-              ("table", ["method", "lang", "symmetry acc", "symmetry success", "edit s", "localize s",
-                         "changed nothing", "of them failed"],
-               sym)]
+        doc.heading(2, "Symmetry, time and edits that changed nothing")
+        doc.para("Symmetry (P36/P1376 records only): token accuracy of the subject on the reverse prompt about "
+                 "the new object, and how often the subject beats that prompt's true answer (Niu et al.). "
+                 "Time: computing the edit, and the localization it used. Changed nothing: edits that wrote no "
+                 "weight -- those the method could not make (failed; the reason is in the edit's JSON) and those "
+                 "left with nothing to write, such as a fact whose knowledge neurons are all among its "
+                 "relation's common ones; all are measured as they are, as edits that change nothing.")
+        doc.table(Table(["method", "lang", Column("symmetry acc", F1), Column("symmetry success", F1),
+                         Column("edit s", F2), Column("localize s", F2), "changed nothing", "of them failed"], sym))
     if res["sequential"]:
-        b += [("h", 2, "Sequential editing: S over the edited records after k kept edits")]
-        rows = [[m, lang, p["k"], _f(p["S"]), _f(p["ES"]), _f(p["PS"]), _f(p["NS"])]
-                for m, d in res["sequential"].items() for lang, pts in d.items() for p in pts]
-        b.append(("table", ["method", "edit lang", "k", "S", "ES", "PS", "NS"], rows))
+        doc.heading(2, "Sequential editing: S over the edited records after k kept edits")
+        doc.table(Table(["method", "edit lang", "k", *(Column(k, F1) for k in ("S", "ES", "PS", "NS"))],
+                        [[m, lang, p["k"], p["S"], p["ES"], p["PS"], p["NS"]]
+                         for m, d in res["sequential"].items() for lang, pts in d.items() for p in pts]))
         if fig:
-            b.append(("img", fig, "S over the records edited so far, against the number of kept edits"))
+            doc.figure(fig, "S over the records edited so far, against the number of kept edits")
     if res.get("rome_sweep"):
         sw = res["rome_sweep"]
-        b += [("h", 2, f"ROME's layer: {res['rome_layer']}"),
-              ("p", f"Swept on {len(sw['cases'])} cases ({sw['lang']}); the layer with the best S is used (ties: "
-                    "ES, then PS, then EM). FT-L edits the same layer."),
-              ("table", ["layer", "S", "ES", "PS", "NS", "EM"],
-               [[r["layer"], *(_f(r.get(k)) for k in ("S", "ES", "PS", "NS", "EM"))] for r in sw["layers"]])]
+        doc.heading(2, f"ROME's layer: {res['rome_layer']}")
+        doc.para(f"Swept on {len(sw['cases'])} cases ({sw['lang']}); the layer with the best S is used (ties: "
+                 "ES, then PS, then EM). FT-L edits the same layer.")
+        doc.table(Table(["layer", *(Column(k, F1) for k in ("S", "ES", "PS", "NS", "EM"))],
+                        [[r["layer"], *(r.get(k) for k in ("S", "ES", "PS", "NS", "EM"))] for r in sw["layers"]]))
     elif res.get("rome_layer") is not None:
-        b.append(("p", f"ROME's layer: {res['rome_layer']} (given)."))
-    b += [("h", 2, "Published numbers (CounterFact, GPT-2 XL, ROME paper Table 4)"),
-          ("table", ["", "S", "ES", "PS", "NS"], [[n, *map(str, v)] for n, *v in PUBLISHED]),
-          ("h", 2, "Parameters and provenance"),
-          ("table", ["item", "value"], [[k, str(meta[k])] for k in sorted(meta) if k != "versions"]
-           + [[f"version: {k}", v] for k, v in sorted(meta.get("versions", {}).items())]
-           + _times(res.get("timings", {})))]
-    return b
+        doc.para(f"ROME's layer: {res['rome_layer']} (given).")
+    doc.heading(2, "Published numbers (CounterFact, GPT-2 XL, ROME paper Table 4)")
+    doc.table(Table(["", "S", "ES", "PS", "NS"], [[n, *v] for n, *v in PUBLISHED]))
+    doc.heading(2, "Parameters and provenance")
+    return doc.table(Table(["item", "value"], [[k, str(meta[k])] for k in sorted(meta) if k != "versions"]
+                           + [[f"version: {k}", v] for k, v in sorted(meta.get("versions", {}).items())]
+                           + _times(res.get("timings", {}))))
 
 
 def _times(t: dict) -> list[list[str]]:
@@ -258,11 +248,11 @@ def _times(t: dict) -> list[list[str]]:
 
 
 def _cell(d: dict) -> str:
-    return f"{_f(d['S'])} ({_f(d['ES'])} / {_f(d['PS'])} / {_f(d['NS'])})"
+    return f"{F1(d['S'])} ({F1(d['ES'])} / {F1(d['PS'])} / {F1(d['NS'])})"
 
 
 def write_report(res: dict, out) -> dict:
-    return save_report(blocks(res, figure(res, Path(out))), out, f"kneuron bench editing — {res['model']}")
+    return render.save(document(res, figure(res, Path(out))), out, f"kneuron bench editing — {res['model']}")
 
 
-__all__ = ["METRICS", "PUBLISHED", "blocks", "results", "write_report"]
+__all__ = ["METRICS", "PUBLISHED", "document", "results", "scores_table", "write_report"]
