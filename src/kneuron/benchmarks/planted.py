@@ -87,7 +87,8 @@ def counterfactuals(k: int, pair: bool = True, shared: bool = True) -> list[Coun
     return list(COUNTERFACTUALS[:k]) + ([PAIR] if pair else []) + ([SHARED] if shared else [])
 
 
-def default_layer(handle: ModelHandle) -> int:
+def plant_layer(handle: ModelHandle) -> int:
+    """The layer the planted neurons go into unless told: two thirds of the depth (not ROME's layer)."""
     return (2 * handle.n_layers) // 3
 
 
@@ -96,7 +97,7 @@ def plant_counterfactuals(handle: ModelHandle, k: int = 5, layer: int | None = N
     """Plant the first ``k`` built-in counterfactuals (+ a degenerate pair and a shared neuron)."""
     cfs = counterfactuals(k, pair, shared)
     bg = background_prompts({(c.subject, c.relation) for c in cfs})
-    return plant(handle, [spec_for(c) for c in cfs], default_layer(handle) if layer is None else layer,
+    return plant(handle, [spec_for(c) for c in cfs], plant_layer(handle) if layer is None else layer,
                  controls=control_prompts(cfs), background=bg, seed=seed)
 
 
@@ -372,7 +373,7 @@ def plant_fact_counterfactuals(handle: ModelHandle, facts: list[Fact], k: int = 
     cfs = fact_counterfactuals(handle, facts, k, pair, shared, seed)
     controls, bg = fact_prompt_sets(handle, facts, cfs, seed)
     planted = plant(handle, [fact_spec(c, handle.kind) for c in cfs],
-                    default_layer(handle) if layer is None else layer, controls=controls, background=bg, seed=seed)
+                    plant_layer(handle) if layer is None else layer, controls=controls, background=bg, seed=seed)
     return planted, cfs, len(bg)
 
 
