@@ -7,7 +7,7 @@ import pytest
 
 from kneuron.facts import save_facts
 from kneuron.models.load import from_model
-from kneuron.paper.reproduce import ReproduceConfig, Reproduction, model_langs, spread_ids
+from kneuron.paper.reproduce import ReproduceConfig, ReproduceResult, Reproduction, model_langs, spread_ids
 from kneuron.runs.store import RunStoreError
 from support.tiny import bilingual_facts
 
@@ -37,27 +37,28 @@ def test_reproduce_writes_every_table_figure_and_a_self_contained_report(mini, t
     for f in ("report.md", "report.html", "fig-kn.png", "fig-likn.png", "table1.json", "table2.json",
               "table3-en.json", "table3-zh.json", "results.json", "facts.jsonl", "locate-amig/dkn.json"):
         assert (out / f).exists(), f
-    assert set(res["table1"]) == {"ig", "amig"} and set(res["table1"]["amig"]) == {"en", "zh"}
-    assert res["table1"]["amig"]["en"]["n_facts"] == 7 + 7
-    assert set(res["table2"]["table"]) == {"likn", "own", "other", "both", "random"}
+    assert set(res.table1) == {"ig", "amig"} and set(res.table1["amig"]) == {"en", "zh"}
+    assert res.table1["amig"]["en"]["n_facts"] == 7 + 7
+    assert set(res.table2["table"]) == {"likn", "own", "other", "both", "random"}
     for lang in ("en", "zh"):
-        t3 = res["table3"][lang]
+        t3 = res.table3[lang]
         assert t3["n_test_items"] == 2 * t3["n_test"] > 0
         assert not set(t3["test_ids"]) & set(t3["val_ids"])
         assert {"direct", "compare"} <= set(t3)
-    assert len(res["layers"]["kn"]["amig"]["en"]) == h.n_layers
+    assert len(res.layers["kn"]["amig"]["en"]) == h.n_layers
     md = (out / "report.md").read_text()
     assert "Beside the paper's findings" in md and "Table 3" in md and "| AMIG | en | 14 |" in md
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == len(res["report"]["figures"]) >= 2
+    assert page.count("data:image/png;base64,") == len(res.report["figures"]) >= 2
     assert "http://" not in page and "https://" not in page and "<img src=\"fig" not in page
     saved = json.loads((out / "results.json").read_text())
-    assert saved["table1"] == json.loads(json.dumps(res["table1"]))
+    assert saved["table1"] == json.loads(json.dumps(res.table1))
+    assert ReproduceResult.load(out).to_json() == saved == json.loads(json.dumps(res.to_json(), default=str))
 
     # resume: nothing is recomputed, the same tables come back
     before = (out / "table1.json").stat().st_mtime_ns
     again = Reproduction(h, _cfg(path), out, resume=True, show_progress=False, log=lambda s: None).run()
-    assert (out / "table1.json").stat().st_mtime_ns == before and again["table1"] == res["table1"]
+    assert (out / "table1.json").stat().st_mtime_ns == before and again.table1 == res.table1
     # refused: a non-empty directory without resume, and other settings on resume
     with pytest.raises(RunStoreError, match="--resume"):
         Reproduction(h, _cfg(path), out, show_progress=False, log=lambda s: None)

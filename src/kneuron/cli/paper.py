@@ -115,13 +115,22 @@ def reproduce(model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
         cfg.validate()
         load_facts_check(facts)
         h = _load(model)
-        res = run_reproduce(h, cfg, out, resume=resume, log=lambda s: typer.echo(s, err=True), engine=engine,
-                            workers=workers, prompts_per_batch=prompts_per_batch)
+        res = run_reproduce(h, cfg, out, resume=resume, log=lambda s: typer.echo(s, err=True),
+                            executor=_executor(engine, workers), prompts_per_batch=prompts_per_batch)
     except KeyboardInterrupt:
         _fail(f"interrupted; finished work is kept in {out}: continue with --resume", 130)
     except _errors() as e:
         _fail(str(e))
-    typer.echo(f"report: {res['report']['md']} and {res['report']['html']}")
+    typer.echo(f"report: {res.report['md']} and {res.report['html']}")
+
+
+def _executor(engine: str, workers: int):
+    """--engine local | ray (``--workers`` Ray workers): where Module 1 localizes."""
+    if engine == "ray":
+        from kneuron.runs.ray import RayExecutor
+        return RayExecutor(workers=workers)
+    from kneuron.runs.locate import LocalExecutor
+    return LocalExecutor()
 
 
 def load_facts_check(facts: str) -> None:

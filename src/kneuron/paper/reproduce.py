@@ -10,13 +10,17 @@ Layout of ``out``:
     locate-amig/likn.*, table2.json    Module 2 and Table 2 (two languages only)
     locate-amig/dkn.*     Module 3 (resumable per fact);  table3-<lang>.json  Table 3
     fig-*.png, report.md, report.html
+    results.json          everything above in one file (``ReproduceResult``: ``.save()`` / ``.load()``)
+
+Each step's result is a keyed record of ``kneuron.store`` (<step>.json, committed atomically; one that does not
+read back is moved to damaged/ and recomputed), reproduce.json the manifest a resumed run is checked against.
+Module 1 runs on an executor (``kneuron.runs.locate.LocalExecutor``, or ``kneuron.runs.ray.RayExecutor``).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
-import os
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -29,10 +33,13 @@ from kneuron.models.load import ModelHandle
 from kneuron.models.registry import CARDS
 from kneuron.errors import ConfigError
 from kneuron.runs.store import RunStoreError
+from kneuron.store import Manifest, Records, check_resume, write_json
 
 log = logging.getLogger("kneuron.paper")
 MONOLINGUAL = {n: c.languages[0] for n, c in CARDS.items() if len(c.languages) == 1}   # know one language only
 METHODS = ("ig", "amig")
+MANIFEST = "reproduce.json"
+DUMPS = dict(indent=2, sort_keys=True, ensure_ascii=False, default=str)    # how results and step caches are written
 
 
 @dataclass
@@ -96,35 +103,75 @@ def model_langs(handle: ModelHandle, langs: tuple[str, ...]) -> tuple[tuple[str,
     return langs, notes
 
 
+@dataclass(frozen=True)
+class ReproduceResult:
+    """What `reproduce` found: the manifest, Tables 1-3 (Table 2 None with one language), the DKN summary,
+    neurons per layer, each step's seconds and the report's files. ``to_json()`` is results.json."""
+    meta: dict
+    table1: dict
+    table2: dict | None
+    dkn: dict
+    table3: dict
+    layers: dict
+    timings: dict
+    report: dict | None = None                 # {"md", "html", "figures"} once written
+
+    def to_json(self) -> dict:
+        d = {"meta": self.meta, "table1": self.table1, "table2": self.table2, "dkn": self.dkn, "table3": self.table3,
+             "layers": self.layers, "timings": self.timings}
+        return d if self.report is None else {**d, "report": self.report}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ReproduceResult":
+        return cls(d["meta"], d["table1"], d["table2"], d["dkn"], d["table3"], d["layers"], d["timings"],
+                   d.get("report"))
+
+    def save(self, out) -> Path:
+        """results.json in ``out``, atomically."""
+        return write_json(Path(out) / "results.json", self.to_json(), **DUMPS)
+
+    @classmethod
+    def load(cls, out) -> "ReproduceResult":
+        """The result a reproduce directory holds (its results.json)."""
+        path = Path(out) / "results.json"
+        try:
+            return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise RunStoreError(f"{out} holds no reproduce result (no results.json)") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise RunStoreError(f"{path}: damaged ({type(e).__name__}: {' '.join(str(e).split())})") from None
+
+
 class Reproduction:
-    """One `reproduce` directory; each step is skipped when its result is already there."""
+    """One `reproduce` directory; each step is skipped when its result is already there. ``executor``:
+    where Module 1 localizes (default ``LocalExecutor()``; ``RayExecutor(workers=N)`` shards it)."""
 
     def __init__(self, handle: ModelHandle, cfg: ReproduceConfig, out, resume: bool = False,
-                 show_progress: bool = True, log=print, engine: str = "local", workers: int = 2,
-                 prompts_per_batch: int = 1):
+                 show_progress: bool = True, log=print, executor=None, prompts_per_batch: int = 1):
+        from kneuron.runs.locate import LocalExecutor
         cfg.validate()
-        if engine not in ("local", "ray"):
-            raise ConfigError(f"engine must be local or ray, not {engine!r}")
         self.h, self.cfg, self.out = handle, cfg, Path(out)
-        self.engine, self.workers, self.prompts_per_batch = engine, workers, prompts_per_batch
+        self.executor = LocalExecutor() if executor is None else executor
+        self.prompts_per_batch = prompts_per_batch
         self.progress, self.log = show_progress, log
         self.notes: list[str] = []
         self.timings: dict[str, float] = {}
+        self.steps = Records(self.out, codec="json", root=self.out, warn=_warn, then="recomputed", dumps=DUMPS)
         self._open(resume)
 
     # ------------------------------------------------------------------ set-up
     def _open(self, resume: bool) -> None:
-        meta_path = self.out / "reproduce.json"
+        meta_path = self.out / MANIFEST
+        stored = None
         if self.out.exists() and any(self.out.iterdir()):
             if not resume:
                 raise RunStoreError(f"{self.out} is not empty: pass --resume to continue it, or choose another --out")
             if not (meta_path.exists() or (self.out / "facts.jsonl").exists()):
-                raise RunStoreError(f"{self.out} is not a reproduce directory (no reproduce.json)")
-            old = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {"config": self.cfg.to_json()}
-            if old["config"] != self.cfg.to_json():
-                diff = [k for k in old["config"] if old["config"][k] != self.cfg.to_json().get(k)]
-                raise RunStoreError(f"{self.out} was made with other settings ({', '.join(diff)}); "
-                                    "use the same ones to resume")
+                raise RunStoreError(f"{self.out} is not a reproduce directory (no {MANIFEST})")
+            if meta_path.exists():
+                stored = Manifest.read(self.out, name=MANIFEST, error=RunStoreError).meta
+                check_resume(self.out, stored.get("config") or {}, self.cfg.to_json(), error=RunStoreError,
+                             hint="use the same settings to resume")
         self.out.mkdir(parents=True, exist_ok=True)
         langs, self.notes = model_langs(self.h, tuple(self.cfg.langs))
         if not langs:
@@ -133,8 +180,8 @@ class Reproduction:
         save_path = self.out / "facts.jsonl"
         if save_path.exists():                 # resumed: the selection made the first time
             self.facts = load_facts(save_path)
-            if meta_path.exists():
-                self.notes = json.loads(meta_path.read_text(encoding="utf-8"))["notes"]
+            if stored is not None:
+                self.notes = stored["notes"]
         else:
             self.facts = self._select_facts()
             save_facts(self.facts, save_path)
@@ -155,7 +202,7 @@ class Reproduction:
                          "n_ids": len({f.id for f in self.facts}), "n_facts": len(self.facts),
                          "relations": len({f.relation for f in self.facts})}}
         if not meta_path.exists():
-            meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False), encoding="utf-8")
+            write_json(meta_path, meta, indent=2, sort_keys=True, ensure_ascii=False)
         self.meta = meta
 
     def _select_facts(self) -> list[Fact]:
@@ -194,30 +241,26 @@ class Reproduction:
         self.timings = add_time(self.out, name, time.perf_counter() - t0, warn=log.warning)
         return r
 
-    def _cached(self, path: Path, fn):
-        """A step's result: read back from ``path`` when a run made it before; a cached result that
-        cannot be read is kept in damaged/ and recomputed (one warning line)."""
-        r = _read_json(path, self.out, "recomputed")
+    def _cached(self, step: str | Path, fn):
+        """A step's result (``step``: its name, or its file <name>.json): read back when a run made it
+        before; one that cannot be read is kept in damaged/ and recomputed (one warning line)."""
+        key = Path(step).stem if isinstance(step, Path) else step
+        r = self.steps.get(key)
         if r is not None:
             return r
         r = fn()
-        _write_json(path, r, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+        self.steps.put(key, r)
         return r
 
     # ------------------------------------------------------------------ steps
     def locate(self, method: str) -> Path:
         from kneuron.attribution import Execution
-        from kneuron.runs.locate import LocalExecutor, LocateConfig, locate
+        from kneuron.runs.locate import LocateConfig, locate
         d = self.out / f"locate-{method}"
         facts_path = self.out / "facts.jsonl"
         cfg = LocateConfig(method=method, steps=self.cfg.steps)
-        if self.engine == "ray":             # Module 1 is the cost: shard it over Ray workers
-            from kneuron.runs.ray import RayExecutor
-            executor = RayExecutor(workers=self.workers)
-        else:
-            executor = LocalExecutor()
         locate(self.h, self.facts, cfg, d, execution=Execution(prompts_per_batch=self.prompts_per_batch),
-               executor=executor, resume=d.exists(), facts_path=str(facts_path.resolve()),
+               executor=self.executor, resume=d.exists(), facts_path=str(facts_path.resolve()),
                facts_hash=fact_file_hash(facts_path), lang=",".join(self.langs), skip_invalid=True,
                show_progress=self.progress)
         return d
@@ -236,7 +279,7 @@ class Reproduction:
                                                    "mean_neurons": sum(n) / len(n),
                                                    "facts_without_neurons": sum(k == 0 for k in n)}
             return res
-        return self._cached(self.out / "table1.json", make)
+        return self._cached("table1", make)
 
     def table2(self) -> dict | None:
         if len(self.langs) < 2:
@@ -252,7 +295,7 @@ class Reproduction:
                                show_progress=self.progress)
             res.save_effects(run)
             return {"likn": lk.to_json(), **res.to_json()}
-        return self._cached(self.out / "table2.json", make)
+        return self._cached("table2", make)
 
     def dkn(self) -> dict:
         from kneuron.paper.dkn import dkn_from_run
@@ -262,7 +305,7 @@ class Reproduction:
         from kneuron.paper.table3 import fact_check_run
         out = {}
         for lang in self.langs:
-            out[lang] = self._cached(self.out / f"table3-{lang}.json", lambda: fact_check_run(
+            out[lang] = self._cached(f"table3-{lang}", lambda: fact_check_run(
                 self.h, self.out / "locate-amig", lang, dkn_rows, "amig", self.cfg.steps, seed=self.cfg.seed,
                 show_progress=self.progress))
         return out
@@ -270,72 +313,49 @@ class Reproduction:
     def layer_counts(self, dkn_rows: list[dict], likn: dict | None) -> dict:
         """Per method/lang: knowledge neurons per layer; LIKN and DKN neurons per layer."""
         from kneuron.runs.store import open_run
+        n = self.h.n_layers
         out: dict = {"kn": {}, "likn": {}, "dkn": {}}
         for m in METHODS:
             nt = open_run(self.out / f"locate-{m}").neurons().select(["lang", "layer"]).to_pylist()
-            for lang in self.langs:
-                c = [0] * self.h.n_layers
-                for r in nt:
-                    if r["lang"] == lang:
-                        c[r["layer"]] += 1
-                out["kn"].setdefault(m, {})[lang] = c
+            out["kn"][m] = {lang: per_layer(n, (r["layer"] for r in nt if r["lang"] == lang)) for lang in self.langs}
         if likn:
-            c = [0] * self.h.n_layers
-            for k, v in likn["layers"].items():
-                c[int(k)] = v
-            out["likn"] = c
+            out["likn"] = [0] * n
+            for k, v in likn["layers"].items():            # {layer: count}, keys as text once read back
+                out["likn"][int(k)] = v
         for lang in self.langs:
-            c = [0] * self.h.n_layers
-            for r in dkn_rows:
-                if r["lang"] == lang:
-                    for n in {tuple(x) for g in r["groups"] for x in g}:
-                        c[n[0]] += 1
-            out["dkn"][lang] = c
+            out["dkn"][lang] = per_layer(n, (x[0] for r in dkn_rows if r["lang"] == lang
+                                             for x in {tuple(x) for g in r["groups"] for x in g}))
         return out
 
-    def run(self) -> dict:
-        """Every step (each skipped when done), then figures and the report. Returns the results."""
+    def run(self) -> ReproduceResult:
+        """Every step (each skipped when done), then figures, the report and results.json."""
         for m in METHODS:
             self._timed(f"Module 1 ({m})", lambda m=m: self.locate(m))
         t1 = self._timed("Table 1", self.table1)
         t2 = self._timed("Module 2 + Table 2", self.table2)
         d = self._timed("Module 3 (DKN)", self.dkn)
         t3 = self._timed("Table 3", lambda: self.table3(d["rows"]))
-        res = {"meta": self.meta, "table1": t1, "table2": t2, "dkn": d["summary"], "table3": t3,
-               "layers": self.layer_counts(d["rows"], t2["likn"] if t2 else None), "timings": self.timings}
+        res = ReproduceResult(self.meta, t1, t2, d["summary"], t3,
+                              self.layer_counts(d["rows"], t2["likn"] if t2 else None), self.timings)
         from kneuron.paper.report import write_report
-        res["report"] = self._timed("report", lambda: write_report(res, self.out))
-        (self.out / "results.json").write_text(json.dumps(res, indent=2, sort_keys=True, ensure_ascii=False, default=str),
-                                               encoding="utf-8")
+        res = dataclasses.replace(res, report=self._timed("report", lambda: write_report(res.to_json(), self.out)))
+        res.save(self.out)
         return res
 
 
-def _read_json(path: Path, out: Path, then: str):
-    """The JSON value in ``path`` (None if there is none). A file that cannot be parsed (torn by a full
-    disk or a kill) is moved to ``out``/damaged/, one warning line says so and what happens ``then``."""
-    from kneuron.runs.store import move_aside
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        why = "empty file" if not path.stat().st_size else " ".join(str(e).split())
-    kept = move_aside(path, out)
-    log.warning("%s: damaged (%s); kept as %s and %s", path, why, kept, then)
-    return None
+def per_layer(n_layers: int, layers) -> list[int]:
+    """How many of ``layers`` (layer indices, one per neuron) fall in each of the model's layers."""
+    c = [0] * n_layers
+    for layer in layers:
+        c[layer] += 1
+    return c
 
 
-def _write_json(path: Path, obj, **fmt) -> None:
-    """Write ``obj`` as ``path`` (json.dumps with ``fmt``), atomically (tmp, fsync, rename): a kill leaves
-    the old file or the new."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(obj, **fmt))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def _warn(s: str) -> None:
+    log.warning("%s", s)
 
 
 def reproduce(handle: ModelHandle, cfg: ReproduceConfig, out, resume: bool = False, show_progress: bool = True,
-              log=print, engine: str = "local", workers: int = 2, prompts_per_batch: int = 1) -> dict:
-    return Reproduction(handle, cfg, out, resume, show_progress, log, engine, workers, prompts_per_batch).run()
+              log=print, executor=None, prompts_per_batch: int = 1) -> ReproduceResult:
+    """``Reproduction(...).run()``: Modules 1-3 and Tables 1-3 into ``out`` (see the module's docstring)."""
+    return Reproduction(handle, cfg, out, resume, show_progress, log, executor, prompts_per_batch).run()

@@ -24,15 +24,18 @@ from kneuron.runs.locate import (Checked, LocateConfig, check_fact, check_facts,
                                  locate_facts, neuron_rows, run_meta)
 
 
-class EngineError(KneuronError, RuntimeError):
-    """The Ray engine cannot run as asked (one-line message)."""
+class RayError(KneuronError, RuntimeError):
+    """The Ray executor cannot run as asked (one-line message)."""
+
+
+EngineError = RayError         # its name before issue 19 (tests/test_load.py imports it)
 
 
 def _ray():
     try:
         import ray
     except ImportError:
-        raise EngineError("--engine ray needs Ray: pip install 'kneuron[ray]' (or pip install ray)") from None
+        raise RayError("--engine ray needs Ray: pip install 'kneuron[ray]' (or pip install ray)") from None
     return ray
 
 
@@ -98,7 +101,7 @@ class RayExecutor:
 def _unwrap(e: BaseException) -> BaseException:
     """A worker's exception as itself (a QueryError stays a QueryError), else one line."""
     cause = getattr(e, "cause", None)
-    return cause if isinstance(cause, Exception) else EngineError(str(e).strip().splitlines()[-1])
+    return cause if isinstance(cause, Exception) else RayError(str(e).strip().splitlines()[-1])
 
 
 class _Ray:
