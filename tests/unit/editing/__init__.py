@@ -1,0 +1,1 @@
+"""kneuron.editing: one file per module."""
