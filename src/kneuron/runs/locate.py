@@ -21,7 +21,7 @@ import json
 import platform
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Iterable, Iterator, Protocol
 
 from kneuron.attribution import Execution, attribute_many
 from kneuron.facts import Fact
@@ -31,6 +31,7 @@ from kneuron.facts.templates import Query, QueryError
 from kneuron.models.targets import check_context, encode
 from kneuron.neurons import LocateConfig, NeuronSet, neurons_of
 from kneuron.runs.store import RunStore, check_out
+from kneuron.report.progress import progress
 
 _DEFAULT = Execution()
 
@@ -282,7 +283,7 @@ def locate(model: ModelHandle | str, facts: list[Fact], cfg: LocateConfig, out, 
         done = store.done()
         todo = [(i, f) for i, f in enumerate(facts) if f.key not in done]
         t0 = time.perf_counter()
-        with _progress(show_progress, len(facts), len(facts) - len(todo)) as advance:
+        with progress("locating", len(facts), completed=len(facts) - len(todo), show=show_progress) as advance:
             for n in session.run(_groups(todo, n_prompts, execution.prompts_per_batch), store):
                 advance(n)
     store = RunStore(out, meta=meta, resume=True)         # every part written, in this process or elsewhere
@@ -303,24 +304,3 @@ def _record_skipped(store: RunStore, checked: Checked) -> None:
         return
     store.meta["skipped"] = skipped
     store.save_meta()
-
-
-class _progress:
-    """A rich progress bar over facts (a no-op when disabled)."""
-
-    def __init__(self, show: bool, total: int, completed: int):
-        self.show, self.total, self.completed = show, total, completed
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.show:
-            return lambda n=1: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-        self.bar = Progress(TextColumn("locating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            transient=False)
-        self.bar.start()
-        task = self.bar.add_task("facts", total=self.total, completed=self.completed)
-        return lambda n=1: self.bar.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.show:
-            self.bar.stop()

@@ -1,0 +1,46 @@
+"""report.progress: one rich progress display, a no-op when off or empty."""
+import pytest
+from rich.console import Console
+
+from kneuron.report import progress as P
+
+
+def recorded(monkeypatch) -> Console:
+    console = Console(record=True, width=100, force_terminal=False, color_system=None)
+    real = P._display
+    monkeypatch.setattr(P, "_display", lambda label, c=None: real(label, console))
+    return console
+
+
+def test_progress_counts_from_what_is_done(monkeypatch):
+    console = recorded(monkeypatch)
+    with P.progress("locating", total=5, completed=2) as advance:
+        advance()
+        advance(2)
+    text = console.export_text()
+    assert "locating" in text and "5/5" in text
+
+
+def test_off_or_empty_shows_nothing(monkeypatch):
+    console = recorded(monkeypatch)
+    with P.progress("x", total=3, show=False) as advance:
+        advance()
+    with P.progress("y", total=0) as advance:
+        advance()
+    assert console.export_text() == ""
+    assert list(P.track([1, 2], "z", show=False)) == [1, 2]
+
+
+def test_track_yields_every_item_and_the_display_stops_on_an_error(monkeypatch):
+    console = recorded(monkeypatch)
+    assert list(P.track(iter("abc"), "letters")) == ["a", "b", "c"]
+    text = console.export_text()                 # export_text empties the record
+    assert "letters" in text and "3/3" in text
+    shown = []
+    real = P._display
+    monkeypatch.setattr(P, "_display", lambda label, c=None: shown.append(real(label, console)) or shown[-1])
+    with pytest.raises(RuntimeError):
+        with P.progress("failing", total=2) as advance:
+            advance()
+            raise RuntimeError("boom")
+    assert not shown[0].live.is_started
