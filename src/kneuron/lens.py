@@ -27,6 +27,7 @@ from torch import nn
 
 from kneuron.errors import ConfigError
 from kneuron.facts.templates import QueryError
+from kneuron.models import hooks
 from kneuron.models.load import ModelHandle
 from kneuron.models.fingerprint import weights_fingerprint
 from kneuron.models.sites import as_bsn, value_vectors
@@ -116,18 +117,7 @@ def logit_lens(handle: ModelHandle, prompt: str, k: int = 10, n_updates: int = 1
     neuron there; and the ``n_updates`` neurons whose updates |a_i| * ||v_i|| are largest."""
     ids, pos = _input(handle, prompt)
     T, L = len(ids), handle.n_layers
-    after, mlp, residual, acts = [None] * L, [None] * L, [None] * L, [None] * L
-
-    def out_hook(l):
-        def hook(mod, args, out):
-            after[l] = (out[0] if isinstance(out, tuple) else out)[0, pos]
-        return hook
-
-    def site_hook(l):
-        def hook(mod, args, out):
-            acts[l] = as_bsn(args[0], 1, T)[0, pos]
-            mlp[l] = as_bsn(out, 1, T)[0, pos]
-        return hook
+    residual = [None] * L
 
     def residual_hook(l):                           # BERT-style output block: (hidden, input_tensor)
         def hook(mod, args, kwargs):
@@ -137,13 +127,14 @@ def logit_lens(handle: ModelHandle, prompt: str, k: int = 10, n_updates: int = 1
         return hook
 
     with ExitStack() as stack, torch.no_grad():
-        for l in range(L):
-            stack.callback(handle.layers[l].register_forward_hook(out_hook(l)).remove)
-            stack.callback(handle.sites[l].register_forward_hook(site_hook(l)).remove)
-            if handle.kind == "masked":
+        got = stack.enter_context(hooks.capture(handle, inputs={"acts": handle.sites},
+                                                outputs={"after": handle.layers, "mlp": handle.sites}, at=pos))
+        if handle.kind == "masked":
+            for l in range(L):
                 block = _parent(handle.layers[l], handle.sites[l])
-                stack.callback(block.register_forward_pre_hook(residual_hook(l), with_kwargs=True).remove)
-        handle.model(input_ids=torch.tensor([ids], device=handle.device))
+                stack.enter_context(hooks.hook(block, residual_hook(l), with_kwargs=True))
+        hooks.forward(handle, torch.tensor([ids], device=handle.device))
+        after, mlp, acts = ([x[0] for x in got[k]] for k in ("after", "mlp", "acts"))
         before = residual if handle.kind == "masked" else [a - m for a, m in zip(after, mlp)]
         have = [l for l in range(L) if before[l] is not None]
         logits = head(handle)(torch.stack(after + [before[l] for l in have]))     # one pass: [L + |have|, V]

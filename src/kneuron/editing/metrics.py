@@ -35,6 +35,7 @@ from typing import Iterable
 import torch
 
 from kneuron.facts.templates import is_cjk
+from kneuron.models import hooks
 from kneuron.models.load import ModelHandle
 from kneuron.models.targets import encode
 
@@ -73,35 +74,22 @@ def _vocab(handle: ModelHandle) -> int:
     return int(emb.weight.shape[0]) if emb is not None else int(getattr(handle.model.config, "vocab_size", 50000))
 
 
-def _pad_id(handle: ModelHandle) -> int:
-    for v in (getattr(handle.tokenizer, "pad_token_id", None), getattr(handle.model.config, "pad_token_id", None)):
-        if isinstance(v, int):
-            return v
-    return 0
-
-
 def score(handle: ModelHandle, items: Iterable[tuple[str, str]]) -> list[Scored]:
     """Each (prompt, object) scored teacher-forced, in as few right-padded forward passes as the logit
     budget allows. QueryError (one line) for an object the tokenizer cannot encode after its prompt."""
     encs = [encode(handle.tokenizer, handle.kind, p, o) for p, o in items]
     out: list[Scored | None] = [None] * len(encs)
     order = sorted(range(len(encs)), key=lambda i: len(encs[i].input_ids))
-    vocab, pad, dev = _vocab(handle), _pad_id(handle), handle.device
+    vocab = _vocab(handle)
     start = 0
     while start < len(order):
         end = start + 1
         while end < len(order) and (end - start + 1) * len(encs[order[end]].input_ids) * vocab <= LOGIT_BUDGET:
             end += 1
         rows = order[start:end]
-        width = max(len(encs[i].input_ids) for i in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            n = len(encs[i].input_ids)
-            ids[r, :n] = torch.tensor(encs[i].input_ids)
-            mask[r, :n] = 1
+        padded = hooks.pad(handle, [encs[i].input_ids for i in rows])
         with torch.no_grad():
-            logits = handle.model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
+            logits = handle.model(input_ids=padded.ids, attention_mask=padded.attention_mask).logits
         for r, i in enumerate(rows):
             e = encs[i]
             lg = logits[r, e.positions].double()
@@ -159,7 +147,7 @@ def generate(handle: ModelHandle, prompts: Iterable[str], seed: int = 0, length:
             with torch.random.fork_rng(devices=devices), torch.no_grad():
                 torch.manual_seed(seed * 1000 + k)
                 ids = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=top_k,
-                                     top_p=1.0, temperature=1.0, max_length=limit, pad_token_id=_pad_id(handle))
+                                     top_p=1.0, temperature=1.0, max_length=limit, pad_token_id=hooks.pad_id(handle))
         texts.append(tok.decode(ids[0].tolist(), skip_special_tokens=True))
     return texts
 

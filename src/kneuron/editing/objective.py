@@ -23,15 +23,14 @@ and the KL prompt "{subject} is a [MASK]." (at the mask). ROME itself refuses ma
 from __future__ import annotations
 
 import copy
-import inspect
 import re
-import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from kneuron.facts.templates import QueryError, is_cjk, queries_for
+from kneuron.models import hooks
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import as_bsn
 from kneuron.models.targets import encode
@@ -43,8 +42,6 @@ OPENERS = ("The", "Therefore", "Because", "I", "You")
 PREFIX_LENGTHS = (5, 10)          # new tokens per prefix: ten prefixes, five of each length
 PREFIX_TOP_K = 5
 _PREFIX_CACHE: dict[tuple, list[str]] = {}
-_REUSE: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()  # model -> the
-#                                                       prefix-reusing run matched the plain one (checked once)
 
 
 # ----------------------------------------------------------------------------- prefixes
@@ -191,45 +188,14 @@ def batch(handle: ModelHandle, rewrite: Rewrite, contexts: list[str] | None = No
         kl_col = len(kl_ids) - 1
     rows_ids.append(kl_ids)
     lookup.append(kl_subject)
-    pad = handle.tokenizer.pad_token_id if handle.tokenizer.pad_token_id is not None else 0
-    width = max(len(x) for x in rows_ids)
-    ids = torch.full((len(rows_ids), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows_ids), width), dtype=torch.long)
-    for r, x in enumerate(rows_ids):
-        ids[r, :len(x)] = torch.tensor(x)
-        mask[r, :len(x)] = 1
+    padded = hooks.pad(handle, rows_ids)
     dev = handle.device
     t = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=dev)  # noqa: E731
-    return Batch(ids.to(dev), mask.to(dev), t(lookup), t(rows), t(cols), t(targets), t(weights, torch.float64),
+    return Batch(padded.ids, padded.attention_mask, t(lookup), t(rows), t(cols), t(targets), t(weights, torch.float64),
                  len(texts), kl_col, len(texts), prompt)
 
 
 # ----------------------------------------------------------------------------- running it
-
-@contextmanager
-def logits_at(model: torch.nn.Module, rows: torch.Tensor, cols: torch.Tensor):
-    """Inside: the LM head sees only the hidden states at (rows, cols), so ``logits`` come out as
-    [1, N, vocabulary] (the full logits over every position cost more than the rest of a small model).
-    Yields a dict whose "gathered" is True when that happened (else the logits are the full ones)."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    state = {"gathered": False}
-    if head is None:
-        yield state
-        return
-
-    def pre(mod, args):
-        h = args[0]
-        if h.dim() != 3:
-            return None
-        state["gathered"] = True
-        return (h[rows, cols].unsqueeze(0),) + tuple(args[1:])
-
-    hook = head.register_forward_pre_hook(pre)
-    try:
-        yield state
-    finally:
-        hook.remove()
-
 
 class Runner:
     """Runs a batch: log-probs at its NLL positions then its KL position. Forward hooks on the model see
@@ -271,29 +237,22 @@ class Runner:
         self.shape, self.lookup = (b.shape[0], width - P), torch.zeros_like(b.lookup)
         if P > 0:
             with torch.no_grad():
-                out = self.handle.model(**self._args(ids[:, :P], mask[:, :P], self.full[2][:, :P], None))
-            self.cache = out.get("cache", None) or out.get("past_key_values")
-
-    def _args(self, ids, mask, pos, cache) -> dict:
-        params = inspect.signature(self.handle.model.forward).parameters
-        args = {"input_ids": ids, "attention_mask": mask, "use_cache": True}
-        if "position_ids" in params:
-            args["position_ids"] = pos
-        if cache is not None:
-            args["cache" if "cache" in params else "past_key_values"] = cache
-        return args
+                self.cache = hooks.forward(self.handle, ids[:, :P], attention_mask=mask[:, :P],
+                                           position_ids=self.full[2][:, :P], use_cache=True).cache
 
     def log_probs(self) -> torch.Tensor:
-        """[N + 1, vocabulary] (float32 at least), the KL position last."""
-        model = self.handle.model
-        with logits_at(model, self.rows, self.cols) as got:
-            if self.shape == self.b.shape:
-                logits = model(input_ids=self.b.input_ids, attention_mask=self.b.attention_mask).logits
-            else:
-                ids, mask, pos = self.full
-                cache = copy.deepcopy(self.cache) if self.cache is not None else None
-                logits = model(**self._args(ids[:, self.P:], mask, pos[:, self.P:], cache)).logits
-        logits = logits[0] if got["gathered"] else logits[self.rows, self.cols]
+        """[N + 1, vocabulary] (float32 at least), the KL position last. The output layer runs on the
+        NLL and KL positions alone (the full logits over every position cost more than the rest of a
+        small model)."""
+        at = (self.rows, self.cols)
+        if self.shape == self.b.shape:
+            logits = hooks.forward(self.handle, self.b.input_ids, attention_mask=self.b.attention_mask,
+                                   logits_at=at).logits
+        else:
+            ids, mask, pos = self.full
+            cache = copy.deepcopy(self.cache) if self.cache is not None else None
+            logits = hooks.forward(self.handle, ids[:, self.P:], attention_mask=mask, position_ids=pos[:, self.P:],
+                                   past=cache, use_cache=True, logits_at=at).logits
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()
         return torch.log_softmax(logits, -1)
@@ -316,10 +275,12 @@ class Objective:
 
     def __init__(self, handle: ModelHandle, b: Batch, reuse_prefix: bool = False):
         self.b = b
-        reuse_prefix = reuse_prefix and _REUSE.get(handle.model, True)
+        # the prefix reuse, checked against the plain run once per handle (h.capabilities)
+        known = handle.capabilities.known(handle.model, "reuse_prefix")
+        reuse_prefix = reuse_prefix and known is not False
         self.run = Runner(handle, b, reuse_prefix)
-        if reuse_prefix and handle.model not in _REUSE:
-            _REUSE[handle.model] = self.run.check()
+        if reuse_prefix and known is None:
+            handle.capabilities.record("reuse_prefix", self.run.check())
         self.ref: torch.Tensor | None = None
 
     @torch.no_grad()
@@ -352,11 +313,8 @@ def hooked(proj: torch.nn.Module, fn, shape: tuple[int, int]):
         y = fn(as_bsn(args[0], *shape), as_bsn(out, *shape))
         return y.reshape(out.shape)
 
-    h = proj.register_forward_hook(hook)
-    try:
+    with hooks.hook(proj, hook, on="output"):
         yield
-    finally:
-        h.remove()
 
 
 def work_dtype(handle: ModelHandle) -> torch.dtype:

@@ -22,11 +22,13 @@ import hashlib
 import json
 import os
 import re
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterable
 
 import torch
 
+from kneuron.models.hooks import hook as hook_on
 from kneuron.models.load import ModelHandle
 from kneuron.models.fingerprint import _fingerprint, weights_fingerprint  # noqa: F401  (kept importable here)
 from kneuron.models.sites import proj_dims
@@ -183,7 +185,9 @@ class _Sums:
         self.count = dict.fromkeys(layers, 0)
         self.select = None            # callable(x [.., n], layer) -> rows [N, n] to count; None: count nothing
 
-    def hooks(self):
+    @contextmanager
+    def hooked(self):
+        """Inside: every layer's projection input counted (``select``) in each forward pass."""
         def make(l):
             def hook(mod, args):
                 if self.select is None:
@@ -194,7 +198,10 @@ class _Sums:
                     self.total[l] += (k.T @ k).double()
                     self.count[l] += k.shape[0]
             return hook
-        return [self.handle.sites[l].register_forward_pre_hook(make(l)) for l in self.layers]
+        with ExitStack() as stack:
+            for l in self.layers:
+                stack.enter_context(hook_on(self.handle.sites[l], make(l)))
+            yield
 
     def result(self) -> dict[int, tuple[torch.Tensor, int]]:
         return {l: (self.total[l].cpu(), self.count[l]) for l in self.layers}
@@ -204,15 +211,11 @@ def _collect(handle: ModelHandle, layers: list[int], corpus: list[str] | None, t
              seed: int, max_length: int, progress: bool) -> dict[int, tuple[torch.Tensor, int]]:
     """Σ k kᵀ and the token count at each layer's projection input, over the corpus or self-written text."""
     sums = _Sums(handle, layers)
-    hooks = sums.hooks()
-    try:
+    with sums.hooked():
         if corpus is None:
             _self_written(handle, sums, texts, length, seed, progress)
         else:
             _over_corpus(handle, sums, corpus, max_length, progress)
-    finally:
-        for h in hooks:
-            h.remove()
     return sums.result()
 
 
