@@ -90,12 +90,6 @@ class Site:
     how: str                  # "table" | "structural" | "user"
 
 
-def _get(module: nn.Module, path: str) -> nn.Module:
-    for part in path.split("."):
-        module = module[int(part)] if part.isdigit() else getattr(module, part)
-    return module
-
-
 def is_conv1d(proj: nn.Module) -> bool:
     """GPT-2's Conv1D: a linear map whose weight is stored as [in, out]."""
     return type(proj).__name__ == "Conv1D"
@@ -173,7 +167,7 @@ def find_site(model: nn.Module, site: str | None = None, layers: str | None = No
         if site:
             found = Site(found.layers_path, site, "user")
     try:
-        proj_dims(_get(_get(model, found.layers_path)[0], found.proj_path))
+        proj_dims(model.get_submodule(found.layers_path)[0].get_submodule(found.proj_path))
     except (AttributeError, IndexError, TypeError) as e:
         raise SiteError(f"neuron site {found.layers_path}[i].{found.proj_path} not found in "
                         f"{type(model).__name__}: {e}") from None
@@ -182,5 +176,5 @@ def find_site(model: nn.Module, site: str | None = None, layers: str | None = No
 
 def resolve(model: nn.Module, found: Site) -> tuple[list[nn.Module], list[nn.Module]]:
     """(layer modules, output-projection modules), one per layer."""
-    blocks = list(_get(model, found.layers_path))
-    return blocks, [_get(b, found.proj_path) for b in blocks]
+    blocks = list(model.get_submodule(found.layers_path))
+    return blocks, [b.get_submodule(found.proj_path) for b in blocks]
