@@ -134,3 +134,16 @@ def test_table1_intervals_did_not_move():
     assert t.suppress.related_mean == Interval(-0.5933333333333334, -0.7966666666666666, -0.37666666666666665)
     assert t.suppress.unrelated_median == Interval(-0.04999999999999999, -0.19999999999999996, 0.0)
     assert t.enhance.related_median == Interval(0.6666666666666667, 0.16666666666666663, 3.4999999999999996)
+
+
+def test_table1_as_a_table():
+    t = table1([0.5, 0.2, 0.1], [0.25, 0.1, 0.0], [1.0, 0.6, 0.3], [0.4, 0.5, 0.2], [0.36, 0.45, 0.2],
+               [0.44, 0.55, 0.22], n_boot=200)
+    tab = t.to_table("Table 1")
+    assert tab.title == "Table 1" and tab.header[0] == "op" and [r[0] for r in tab.rows] == ["suppress", "enhance"]
+    sup = tab.cells()[0]
+    m = t.suppress.related_mean
+    assert sup[1] == f"{m.value:+.3f} [{m.low:+.3f}, {m.high:+.3f}]" and sup[1].startswith("-0.667 [")
+    assert sup[3] == f"{t.suppress.related_median.value:+.3f}" and sup[4] == f"{t.suppress.sr:.3f}"
+    undefined = table1([0.5], [0.25], [1.0], [0.4], [0.4], [0.4], n_boot=10).to_table()
+    assert undefined.cells()[0][4] == "n/a"                     # SR_x undefined: the unrelated change is 0

@@ -15,11 +15,12 @@ by default; each list is filtered on its own and its dropped facts are counted.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 
 import numpy as np
 
 from kneuron.report.stats import auroc, best_threshold, ci
+from kneuron.report.table import Column, Table, interval, signed as fixed_signed
 
 SUPPRESS_MAX = 20.0   # outlier cut: drop suppression Δ > 20
 ENHANCE_MAX = 250.0   # outlier cut: drop enhancement Δ >= 250
@@ -80,6 +81,18 @@ class Table1:
     dropped: int              # facts dropped from at least one list
     outlier_cut: bool = False
     sr_interval: Interval | None = None   # SR with a paired percentile-bootstrap interval over facts
+
+    def to_table(self, title: str = "") -> Table:
+        """Per operation: the related and unrelated mean change with their 95 % intervals, the related
+        median and SR_x (what `kneuron evaluate` prints)."""
+        signed = fixed_signed(3)
+        t = Table(["op", Column("related Δp (mean, 95% CI)", interval(signed)),
+                   Column("unrelated Δp (mean, 95% CI)", interval(signed)), Column("related median", signed),
+                   Column("SR_x", ".3f")], title=title)
+        for op in ("suppress", "enhance"):
+            o = getattr(self, op)
+            t.add(op, astuple(o.related_mean), astuple(o.unrelated_mean), o.related_median.value, o.sr)
+        return t
 
     def to_json(self) -> dict:
         """A plain dict (NaN/inf as None), ready for json.dumps."""

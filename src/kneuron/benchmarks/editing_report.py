@@ -106,7 +106,7 @@ def _pct(xs) -> float | None:
 F1, F2 = fixed(1), fixed(2)
 
 
-def scores_table(res: dict, lang: str, shown=SHOWN, intervals: bool = True, head=None) -> Table:
+def scores_table(res: dict, lang: str, shown=SHOWN, intervals: bool = True, head=None, title: str = "") -> Table:
     """One row per method (the unedited model first) of its scores edited and measured in ``lang``:
     ``shown`` result keys as columns (headers from ``head``, default `HEAD`), S/ES/PS/NS with their
     bootstrap interval when ``intervals``. The bench report, `kneuron bench editing` and
@@ -117,7 +117,7 @@ def scores_table(res: dict, lang: str, shown=SHOWN, intervals: bool = True, head
         fmt = {"seconds_per_edit": F2, "params_changed": lambda v: f"{v:,.0f}"}.get(k, F1)
         cols.append(Column(head.get(k, k), interval(fmt) if intervals and k in ("S", "ES", "PS", "NS") else fmt,
                            align="right"))
-    t = Table(cols)
+    t = Table(cols, title=title)
     named = [("unedited", res["unedited"][lang], res["intervals"]["unedited"][lang] if intervals else {})]
     named += [(m, d[lang], res["intervals"]["methods"][m][lang] if intervals else {}) for m, d in res["methods"].items()]
     for name, d, iv in named:

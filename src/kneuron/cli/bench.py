@@ -43,15 +43,14 @@ def localization_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", 
         _fail(str(e))
     if as_json:
         return _print_json(out)
-    from rich.console import Console
-    from rich.table import Table
-    t = Table(title=f"{model}: {out['n_planted']} planted facts in layer {out['layer']}, "
-                    f"ranks among {out['n_neurons_total']} neurons")
-    for c in ("method", "recall@1", "recall@5", "median rank", "ranks"):
-        t.add_column(c)
-    for m, r in out["methods"].items():
-        t.add_row(m, f"{r['recall@1']:.2f}", f"{r['recall@5']:.2f}", f"{r['median_rank']:g}", " ".join(map(str, r["ranks"])))
-    Console().print(t)
+    from kneuron.report.render import show
+    from kneuron.report.table import Column, Table
+    two = lambda v: f"{v:.2f}"  # noqa: E731
+    show(Table(["method", Column("recall@1", two), Column("recall@5", two), Column("median rank", lambda v: f"{v:g}"),
+                Column("ranks", lambda v: " ".join(map(str, v)))],
+               [[m, r["recall@1"], r["recall@5"], r["median_rank"], r["ranks"]] for m, r in out["methods"].items()],
+               title=f"{model}: {out['n_planted']} planted facts in layer {out['layer']}, "
+                     f"ranks among {out['n_neurons_total']} neurons"))
     for p in out["pairs"]:
         typer.echo(f"pair {p['prompt']!r}: ranks {p['ranks']}")
     for s in out["shared"]:

@@ -130,15 +130,12 @@ def intervene(run: Path = typer.Option(..., "--run", "-r", help="run directory m
            for e in rows]
     if as_json:
         return _print_json({"op": op, "facts": out})
-    from rich.console import Console
-    from rich.table import Table
-    t = Table(title=f"{op} the knowledge neurons ({run})")
-    for c in ("fact", "lang", "neurons", "p before", "p after", "change", "unrelated change"):
-        t.add_column(c)
-    for r in out:
-        t.add_row(r["fact_id"], r["lang"], str(r["n_neurons"]), f"{r['p_before']:.4g}", f"{r['p_after']:.4g}",
-                  f"{r['relative_change']:+.1%}", f"{r['unrelated_relative_change']:+.1%}")
-    Console().print(t)
+    from kneuron.report.render import show
+    from kneuron.report.table import Column, Table
+    show(Table(["fact", "lang", "neurons", Column("p before", ".4g"), Column("p after", ".4g"), Column("change", "+.1%"),
+                Column("unrelated change", "+.1%")],
+               [[r["fact_id"], r["lang"], r["n_neurons"], r["p_before"], r["p_after"], r["relative_change"],
+                 r["unrelated_relative_change"]] for r in out], title=f"{op} the knowledge neurons ({run})"))
 
 
 def evaluate(run: Path = typer.Option(..., "--run", "-r", help="run directory made by `kneuron locate`"),
@@ -165,15 +162,6 @@ def evaluate(run: Path = typer.Option(..., "--run", "-r", help="run directory ma
     j = ev.to_json()
     if as_json:
         return _print_json(j)
-    from rich.console import Console
-    from rich.table import Table
-    tab = Table(title=f"Table 1 — {meta['model']}, {meta['method']}, {j['n_facts']} facts (dropped {j['dropped']})")
-    for c in ("op", "related Δp (mean, 95% CI)", "unrelated Δp (mean, 95% CI)", "related median", "SR_x"):
-        tab.add_column(c)
-    for op in ("suppress", "enhance"):
-        o = j[op]
-        ci = lambda d: f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
-        tab.add_row(op, ci(o["related_mean"]), ci(o["unrelated_mean"]), f"{o['related_median']['value']:+.3f}",
-                    "n/a" if o["sr"] is None else f"{o['sr']:.3f}")
-    Console().print(tab)
+    from kneuron.report.render import show
+    show(ev.table.to_table(f"Table 1 — {meta['model']}, {meta['method']}, {j['n_facts']} facts (dropped {j['dropped']})"))
     typer.echo(f"SR = |SR_enhance| + |SR_suppress| = {'n/a' if j['sr'] is None else round(j['sr'], 3)}")

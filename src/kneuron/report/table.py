@@ -97,6 +97,13 @@ def fixed(digits: int = 1, large: float | None = 1000) -> Callable[[Any], str]:
     return fmt
 
 
+def signed(digits: int = 3) -> Callable[[Any], str]:
+    """A sign and ``digits`` decimals (``+0.125``), for changes."""
+    def fmt(v) -> str:
+        return NA if missing(v) else f"{v:+.{digits}f}"
+    return fmt
+
+
 def interval(fmt: Callable[[Any], str]) -> Callable[[Any], str]:
     """A ``(value, low, high)`` cell as ``value [low, high]``, or the value alone when the interval is
     missing; a dict ``{"value", "low", "high"}`` (an Interval's JSON) too."""
@@ -110,4 +117,4 @@ def interval(fmt: Callable[[Any], str]) -> Callable[[Any], str]:
     return cell
 
 
-__all__ = ["NA", "Column", "Table", "fixed", "interval", "missing", "number"]
+__all__ = ["NA", "Column", "Table", "fixed", "interval", "missing", "number", "signed"]
