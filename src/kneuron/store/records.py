@@ -62,7 +62,8 @@ class Records:
     """One file per key in ``directory``: codec "json" (a JSON value of ``kind`` with the ``need`` keys)
     or a ``Blob``. ``name``/``parse`` map keys to file stems and back (default ``key_name``/``key_of``);
     ``check(value)`` returns why a decoded value is unusable (None: usable). Damaged files go to
-    ``root``/damaged/ (default ``directory``'s parent), said by ``warn`` (default a logged warning)."""
+    ``root``/damaged/ (default ``directory``'s parent), said by ``warn`` (default a logged warning).
+    Opening removes the temporary files a killed ``put`` left."""
 
     def __init__(self, directory, *, codec="json", kind=dict, need: tuple[str, ...] = (), check=None,
                  name: Callable[[Any], str] = key_name, parse: Callable[[str], Any] = key_of, root=None,
@@ -78,6 +79,7 @@ class Records:
         self.root = Path(root) if root is not None else self.dir.parent
         self.warn, self.then = warn or log.warning, then
         self.dumps = dict(ensure_ascii=False) if dumps is None else dumps
+        self.clean()                     # what a killed writer left (one writer per folder at a time)
         if config is not None:
             self._settle(config, error, hint)
 
@@ -262,9 +264,12 @@ class JsonLines:
         append_line(self.path, json.dumps(row))
         self.rows[self._key(row)] = row
 
-    def compact(self) -> None:
-        """Rewrite the file with one line per record (the last written for a key), atomically."""
-        write_lines(self.path, [json.dumps({"config": self.config})] + [json.dumps(r) for r in self.rows.values()])
+    def compact(self, order=None) -> None:
+        """Rewrite the file with one line per record (the last written for a key), atomically; ``order``:
+        these keys first, in this order (e.g. the run's facts: the file an uninterrupted run writes)."""
+        keys = [tuple(k) for k in order or () if tuple(k) in self.rows]
+        keys += [k for k in self.rows if k not in set(keys)]
+        write_lines(self.path, [json.dumps({"config": self.config})] + [json.dumps(self.rows[k]) for k in keys])
 
 
 def open_records(path, *, codec="json", **kw):
