@@ -3,6 +3,7 @@ line and the server goes on, one computation per model, jobs can be cancelled.""
 import subprocess
 import sys
 import threading
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,30 @@ def test_edit_is_the_librarys_and_undo_restores_every_bit(app):
     assert out["params_changed"] == mine["params_changed"] > 0
     rewrite = out["lines"][0]
     assert rewrite["after"]["p_want"] > 10 * rewrite["before"]["p_want"]
+
+
+def test_meta_serves_the_method_registries(app):
+    """/api/meta: the editing registry (names in order, one-line help, capabilities, options with their
+    types and defaults) and the attribution methods; the page's selects start empty and are filled from it."""
+    from kneuron.attribution.methods import METHODS as ATTRIBUTION
+    from kneuron.editing import METHODS
+    from kneuron.explore.app import STATIC
+    code, meta = call(app[0], "/api/meta")
+    assert code == 200 and [m["name"] for m in meta["editing"]] == list(METHODS)
+    assert [m["name"] for m in meta["attribution"]] == list(ATTRIBUTION)
+    for m in meta["editing"]:
+        cls = METHODS[m["name"]]
+        assert m["help"] == cls.help and m["causal_only"] is cls.causal_only and m["batch_rule"] == cls.batch_rule
+        assert m["uses_neurons"] is cls.uses_neurons and m["languages"] == cls.languages
+        assert [o["name"] for o in m["options"]] == [f.name for f in fields(cls)]
+    rome = {o["name"]: o for o in next(m for m in meta["editing"] if m["name"] == "rome")["options"]}
+    assert rome["layer"] == {"name": "layer", "type": "int | None", "default": None}
+    amig = next(m for m in meta["attribution"] if m["name"] == "amig")
+    assert {o["name"]: o["default"] for o in amig["options"]} == {"paths": "mean", "prefactor": "activation",
+                                                                  "normalize": False}
+    page = (STATIC / "index.html").read_text()
+    assert '<select id="method"></select>' in page and '<select id="edit-method"></select>' in page
+    assert "<option>" not in page                                     # no method list hard-coded
 
 
 def test_hosts_other_than_the_loopback_are_warned_about():

@@ -217,6 +217,13 @@ def test_edit_view_applies_shows_and_undoes(page, site):
     page.goto(url + "/#/edit")
     page.select_option("#model", CLM)
     page.locator("#edit-ids option[value='P36-008']").wait_for(state="attached")
+    from kneuron.attribution.methods import METHODS as ATTRIBUTION
+    from kneuron.editing import METHODS
+    names = "s => [...s.options].map(o => o.value)"
+    assert page.locator("#edit-method").evaluate(names) == list(METHODS)          # the lists: /api/meta's
+    assert page.locator("#method").evaluate(names) == list(ATTRIBUTION)
+    assert page.locator("#edit-method option[value=rome]").get_attribute("title").startswith(METHODS["rome"].help)
+    page.select_option("#edit-method", "kn")
     page.fill("#edit-fact", "P36-008")
     page.fill("#edit-new", "Ottawa")                                     # bad input: the fact's own object
     page.click("#edit-form button[type=submit]")

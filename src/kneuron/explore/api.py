@@ -11,7 +11,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from kneuron.attribution import Execution, attribute, check_settings
-from kneuron.editing import METHODS, EditError
+from kneuron.editing import EditError
+from kneuron.editing.registry import describe as edit_methods, method_class
 from kneuron.editing.show import prepare
 from kneuron.explore.runs import RunView, run_dirs
 from kneuron.explore.state import Job, Jobs, Models
@@ -195,6 +196,18 @@ class Explorer:
             return {"model": model, "path": str(self.indexes[model].path)}
         return work
 
+    # -- what the page offers -------------------------------------------------------------------
+    def meta(self) -> dict:
+        """The attribution and editing methods, with their options (and the editing methods' one-line help
+        and capabilities): the page builds its method lists from this (``/api/meta``)."""
+        from dataclasses import MISSING, fields
+
+        from kneuron.attribution.methods import METHODS as ATTRIBUTION
+        attribution = [{"name": name, "options": [{"name": f.name, "default": f.default} for f in fields(cls)
+                                                  if f.default is not MISSING]}
+                       for name, cls in ATTRIBUTION.items()]
+        return {"attribution": attribution, "editing": edit_methods()}
+
     # -- edit view ------------------------------------------------------------------------------
     def edit_facts(self, p: dict) -> dict:
         """The fact ids the Edit view offers: the model's organism facts, else the bundled en-zh facts."""
@@ -209,8 +222,7 @@ class Explorer:
         computes on the edited model until /api/edit/undo. A model's earlier edit is undone first."""
         model, fact_id, new = _text(p, "model"), _text(p, "fact").strip(), _text(p, "new")
         method, lang = _text(p, "method", required=False) or "kn", _text(p, "lang", required=False) or "en"
-        if method not in METHODS:
-            raise EditError(f"unknown editing method {method!r} (expected one of {', '.join(METHODS)})")
+        method_class(method)                                 # an unknown one: ConfigError, before the model
         with self.models.use(model) as h:
             every, pool = _edit_facts(h)
             old = self.edits.pop(model, None)

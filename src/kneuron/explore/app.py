@@ -58,6 +58,7 @@ def _endpoint(call):
 
 def _routes() -> list:
     api = [
+        ("/api/meta", "GET", lambda x, p: x.meta()),
         ("/api/models", "GET", lambda x, p: {"models": x.models.info(), "edits": x.active_edits(), **x.list_runs()}),
         ("/api/predict", "POST", lambda x, p: x.predict(p)),
         ("/api/attribute", "POST", lambda x, p: x.attribute(p)),

@@ -63,6 +63,14 @@ function tokenTable(table, rows, key = "p") {
 
 const context = () => ({ model: state.model, prompt: $("#prompt").value, answer: $("#answer").value });
 
+// ---------------------------------------------------------------- the method lists (from the library's registries)
+async function loadMeta() {
+  const { attribution, editing } = await api("/api/meta");
+  $("#method").replaceChildren(...attribution.map((m) => el("option", { value: m.name, text: m.name })));
+  $("#edit-method").replaceChildren(...editing.map((m) => el("option", { value: m.name, text: m.name,
+    title: m.help + (m.causal_only ? " (causal models only)" : "") })));
+}
+
 // ---------------------------------------------------------------- models
 async function loadModels() {
   const { models, edits } = await api("/api/models");
@@ -349,4 +357,4 @@ function bind() {
 
 bind();
 drawChanges();
-guarded(loadModels).then(route);
+guarded(async () => { await loadMeta(); await loadModels(); }).then(route);
