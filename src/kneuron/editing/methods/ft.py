@@ -5,7 +5,7 @@ projection on the new object's NLL after the rewrite prompt, every weight entry 
 Defaults: the layer ROME edits (``rome.default_layer``), Adam lr 1e-3 for at most 25 steps, stopping
 once the NLL < 0.05, and an L∞ bound of 1e-2. EasyEdit bounds 7B models by 5e-5 (lr 5e-4); on
 smollm2-135m a bound that small moves nothing, so the default is the smallest bound that edits there
-(the sweep is in BENCHMARKS.md, "editing"). ``use_prefixes=True`` trains on the prompt behind the model's
+(the sweep is in BENCHMARKS.md, "Editing methods"). ``use_prefixes=True`` trains on the prompt behind the model's
 own prefixes too, and ``kl_factor`` > 0 adds ROME's KL term (both off in FT-L). Works for masked models
 too (the new object's tokens masked in the rewrite prompt).
 """

@@ -22,7 +22,7 @@ fact's refined knowledge neurons found with the method's ``localize`` configurat
 Without ``common`` nothing is filtered: Dai et al.'s filter needs the relation's other facts, which one
 edit does not see. Each Edit's ``info`` holds the neurons written (``neurons``), those dropped as common
 (``filtered``), the lambdas and the token ids used; ``seconds`` includes the localisation, which is
-nearly all of an edit's cost (it grows as steps x prompts x answer tokens; BENCHMARKS.md, "editing").
+nearly all of an edit's cost (it grows as steps x prompts x answer tokens; BENCHMARKS.md, "Editing methods").
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ keeps the best. ``info`` records the layer, the losses, the norms, the insertion
 
 Why "prompt" is the default insertion: a subject that is the prompt's first token has a key unlike its
 keys behind a prefix, so an update exact at the mean key k* barely moves the bare prompt. The measured
-choices (layer, insertion, C) and costs are in BENCHMARKS.md, "editing".
+choices (layer, insertion, C) and costs are in BENCHMARKS.md, "Editing methods".
 """
 from __future__ import annotations
 
