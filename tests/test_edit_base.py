@@ -206,7 +206,8 @@ def test_state_keeps_a_rome_edits_tensors(tmp_path):
     h = tiny_handle("gpt2", dtype=torch.float32)
     e = edit(h, FACT, "rome", method="rome", layer=1, stats="identity", v_steps=2, use_prefixes=False)
     back = RomeEdit.from_state(h, _roundtrip(e.state(), tmp_path))
-    assert isinstance(back, RomeEdit) and all(torch.equal(getattr(e, k), getattr(back, k)) for k in ("k_star", "key", "v_star"))
+    assert isinstance(back, RomeEdit)
+    assert all(torch.equal(getattr(e, k), getattr(back, k)) for k in ("k_star", "key", "v_star"))
     assert torch.equal(back.changes[0].value, e.changes[0].value) and back.info == e.info
     plain = Edit.from_state(h, e.state())                     # the base class: the same changes, no extras
     assert type(plain) is Edit and torch.equal(plain.changes[0].value, e.changes[0].value)

@@ -8,9 +8,11 @@ from __future__ import annotations
 import math
 import re
 from contextlib import ExitStack
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from kneuron.attribution import Execution, attribute, check_settings
+from kneuron.attribution.methods import METHODS as ATTRIBUTION
 from kneuron.editing import EditError
 from kneuron.editing.registry import describe as edit_methods, method_class
 from kneuron.editing.show import prepare
@@ -200,9 +202,6 @@ class Explorer:
     def meta(self) -> dict:
         """The attribution and editing methods, with their options (and the editing methods' one-line help
         and capabilities): the page builds its method lists from this (``/api/meta``)."""
-        from dataclasses import MISSING, fields
-
-        from kneuron.attribution.methods import METHODS as ATTRIBUTION
         attribution = [{"name": name, "options": [{"name": f.name, "default": f.default} for f in fields(cls)
                                                   if f.default is not MISSING]}
                        for name, cls in ATTRIBUTION.items()]

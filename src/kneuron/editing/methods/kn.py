@@ -94,7 +94,7 @@ class KnEai(NeuronMethod):
     tokens)."""
     scale: float = EAI_SCALE
     name = "kn-eai"
-    help = "the knowledge-neuron edit with EleutherAI / EasyEdit's rule (minus 2x the top token's embedding, plus 2x the new)"
+    help = "the knowledge-neuron edit by EleutherAI / EasyEdit's rule (-2x the top token's embedding, +2x the new's)"
 
     def edit(self, handle: ModelHandle, rewrite: Rewrite, ctx: EditContext = EditContext()) -> Edit:
         t0 = time.perf_counter()

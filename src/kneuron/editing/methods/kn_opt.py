@@ -16,7 +16,7 @@ subject as in ROME, because the changed vectors act wherever their neurons fire.
 Why it is here: it asks whether the knowledge neurons can carry a fact when their values are fitted as
 well as ROME's vector is. They are largely shared by the relation, so without the relation's common
 neurons dropped (``common=``) the new object wins for the relation's other facts too (BENCHMARKS.md,
-"editing"). A fact left with no neuron gets, as in kn, an edit that changes nothing (``info["note"]``).
+"Editing methods"). A fact left with no neuron gets, as in kn, an edit that changes nothing (``info["note"]``).
 """
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""kneuron.cli: one file per module."""
