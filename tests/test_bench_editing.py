@@ -4,11 +4,10 @@ sequential edits kept then undone, one localization shared by the KN methods, --
 one-line CLI errors."""
 from __future__ import annotations
 
-import functools
 import json
-import sys
 import time
-import types
+from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from typer.testing import CliRunner
 
 from kneuron.benchmarks.editing import run_editing_bench
 from kneuron.cli import app
-from kneuron.editing import METHODS, Change, Edit, EditError
+from kneuron.editing import METHODS, Change, Edit, EditContext, EditError, EditMethod
 from kneuron.editing.base import value_index
 from kneuron.editing.metrics import METRICS
 from kneuron.models import load_model
@@ -47,12 +46,34 @@ def toy_edit(handle, rewrite, neurons=None, common=None, scale=4.0, skip=()):
                 seconds=time.perf_counter() - t0)
 
 
+@dataclass(frozen=True)
+class Toy(EditMethod):
+    """``toy_edit`` as a registered method: ``scale`` and ``skip`` its options, the neurons its context."""
+    scale: float = 4.0
+    skip: tuple[str, ...] = ()
+    name = "toy"
+    help = "a toy edit of four value vectors of the last layer (tests)"
+    context: ClassVar[tuple[str, ...]] = ("neurons", "common")
+
+    def edit(self, handle, rewrite, ctx: EditContext = EditContext()) -> Edit:
+        return toy_edit(handle, rewrite, ctx.neurons, ctx.common, self.scale, self.skip)
+
+
+@dataclass(frozen=True)
+class ToyKN(Toy):
+    """The toy registered under a KN method's name: given the bench's neurons and its relation filter."""
+    uses_neurons: ClassVar[bool] = True
+    common_filter: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class SkipToy(Toy):
+    skip: tuple[str, ...] = ("P36-018",)
+
+
 @pytest.fixture
 def toy(monkeypatch):
-    mod = types.ModuleType("kneuron.editing._toy")
-    mod.toy_edit = toy_edit
-    monkeypatch.setitem(sys.modules, "kneuron.editing._toy", mod)
-    monkeypatch.setitem(METHODS, "toy", ("_toy", "toy_edit"))
+    monkeypatch.setitem(METHODS, "toy", Toy)
     CALLS.clear()
     return CALLS
 
@@ -149,8 +170,7 @@ def test_sequential_edits_are_kept_then_undone(toy, org, tmp_path):
 
 
 def test_batch_mode_measures_every_record_under_all_edits_and_resumes(toy, org, tmp_path, monkeypatch):
-    from kneuron.editing import batch as batch_mod
-    monkeypatch.setitem(batch_mod.RULES, "toy", "add")
+    monkeypatch.setattr(Toy, "batch_rule", "add")
     h, facts = org
     w0 = {k: v.clone() for k, v in h.model.state_dict().items()}
     kw = dict(KW, mode="batch", methods=["toy"])
@@ -209,8 +229,8 @@ def test_kn_methods_share_one_localization(toy, org, tmp_path, monkeypatch):
         found.append(fact.key)
         return [(1, len(found)), (2, 7)]                        # (2, 7) is common to every fact
     monkeypatch.setattr(loc, "fact_neurons", fact_neurons)
-    monkeypatch.setitem(METHODS, "kn", ("_toy", "toy_edit"))
-    monkeypatch.setitem(METHODS, "kn-eai", ("_toy", "toy_edit"))
+    monkeypatch.setitem(METHODS, "kn", ToyKN)
+    monkeypatch.setitem(METHODS, "kn-eai", ToyKN)
     h, facts = org
     res = run_editing_bench(h, facts, out=tmp_path, methods=["kn", "kn-eai"], **{**KW, "common_facts": 12})
     assert len(found) == len(set(found)) and len(toy) == 12
@@ -267,7 +287,7 @@ def test_edit_command(toy, tmp_path):
 
 
 def test_edit_command_says_when_the_edit_changes_nothing(toy, monkeypatch):
-    monkeypatch.setattr(sys.modules["kneuron.editing._toy"], "toy_edit", functools.partial(toy_edit, skip=("P36-018",)))
+    monkeypatch.setitem(METHODS, "toy", SkipToy)
     args = ("edit", "--model", "organism-clm", "--id", "P36-018", "--new", "Biograd na Moru", "--method", "toy")
     d = json.loads(cli(*args, "--json").stdout)
     assert d["params_changed"] == 0 and d["note"] == "nothing to write"

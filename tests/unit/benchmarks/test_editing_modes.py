@@ -4,9 +4,8 @@ rows keeping the JSON the run directory has always held."""
 from __future__ import annotations
 
 import json
-import sys
-import types
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from kneuron.benchmarks.editing.context import BenchContext, Budget
 from kneuron.benchmarks.editing.disk import BenchDir
 from kneuron.benchmarks.editing.modes import Batched, Sequential, Single
 from kneuron.benchmarks.editing.rows import Checkpoint, EditRow, UneditedRow
-from kneuron.editing import METHODS, Change, Edit
+from kneuron.editing import METHODS, Change, Edit, EditMethod
 from kneuron.editing.base import value_index
 from kneuron.editing.records import build_cases
 from kneuron.facts import Fact
@@ -47,6 +46,17 @@ def toy_edit(handle, rewrite, scale=0.5):
                 info={"n": neuron(rewrite.fact)}, seconds=0.25)
 
 
+@dataclass(frozen=True)
+class Toy(EditMethod):
+    scale: float = 0.5
+    name = "toy"
+    help = "adds scale to one value vector of the last layer (tests)"
+    batch_rule: ClassVar[str | None] = "add"
+
+    def edit(self, handle, rewrite, ctx=None) -> Edit:
+        return toy_edit(handle, rewrite, self.scale)
+
+
 W0: dict = {}
 
 
@@ -61,10 +71,7 @@ def changed(handle) -> set[int]:
 def ctx(monkeypatch, tmp_path):
     """A context over 3 cases in en and fr of a tiny GPT-2, the toy method registered, and a spy on
     ``BenchContext.row`` that records which value vectors are changed while each row is measured."""
-    mod = types.ModuleType("kneuron.editing._toy")
-    mod.toy_edit = toy_edit
-    monkeypatch.setitem(sys.modules, "kneuron.editing._toy", mod)
-    monkeypatch.setitem(METHODS, "toy", ("_toy", "toy_edit"))
+    monkeypatch.setitem(METHODS, "toy", Toy)
     CALLS.clear()
     h = tiny_handle("gpt2")
     assert h.site.proj_path == "mlp.c_proj"             # Conv1D: a neuron's value vector is a row
@@ -138,7 +145,6 @@ def test_sequential_resumes_a_chain_with_its_kept_edits_reapplied(ctx):
 
 def test_batched_applies_one_combined_edit_per_language(ctx, monkeypatch):
     import kneuron.editing.batch as batch_mod
-    monkeypatch.setitem(batch_mod.RULES, "toy", "add")
     combined = []
     real = batch_mod.batch_edit
     monkeypatch.setattr(batch_mod, "batch_edit", lambda edits: combined.append(len(edits)) or real(edits))
@@ -150,9 +156,7 @@ def test_batched_applies_one_combined_edit_per_language(ctx, monkeypatch):
     assert all(torch.equal(v, W0[k]) for k, v in ctx.handle.model.state_dict().items())
 
 
-def test_batched_keeps_the_computed_members_when_stopped(ctx, monkeypatch):
-    import kneuron.editing.batch as batch_mod
-    monkeypatch.setitem(batch_mod.RULES, "toy", "add")
+def test_batched_keeps_the_computed_members_when_stopped(ctx):
     assert list(Batched().run("toy", ctx.cases, fresh(ctx, limit=2))) == []    # stopped before the batch is whole
     rows = list(Batched().run("toy", ctx.cases, fresh(ctx)))
     assert len(rows) == 6 and len(CALLS) == 6                      # the 2 stored members are not recomputed
@@ -188,3 +192,25 @@ def test_a_row_that_does_not_read_back_is_moved_aside_and_redone(ctx):
     again = list(Single().run("toy", ctx.cases, c))
     assert len(CALLS) == 7 and len(again) == 6 and (ctx.disk.out / "damaged").is_dir()
     assert len(said) == 1 and "damaged" in said[0]
+
+
+def test_kept_edits_are_edit_states_and_the_older_formats_still_read(ctx):
+    from kneuron.benchmarks.editing.disk import edit_of
+    list(Sequential().run("toy", ctx.cases, ctx))
+    state = torch.load(ctx.disk.out / "sequential" / "toy-en" / "0.pt", weights_only=False)
+    assert state["method"] == "toy" and state["seconds"] == 0.25 and len(state["changes"]) == 1
+    e = edit_of(ctx.handle, "toy", state)
+    old_chain = [{"param": c["param"], "value": c["value"], "index": e.changes[0].index} for c in state["changes"]]
+    old_member = {"changes": old_chain, "info": {"n": 1}, "seconds": 0.5}
+    for old, info, seconds in ((old_chain, {}, 0.0), (old_member, {"n": 1}, 0.5)):
+        back = edit_of(ctx.handle, "toy", old)
+        assert back.info == info and back.seconds == seconds and back.method == "toy"
+        assert [c.param for c in back.changes] == [c.param for c in e.changes]
+        assert all(torch.equal(a.value, b.value) for a, b in zip(back.changes, e.changes))
+    # a member stored in the old format is used as it is, not recomputed
+    c0 = ctx.cases[0]
+    path = ctx.disk.out / "batch" / "toy-en"
+    path.mkdir(parents=True)
+    torch.save(old_member, path / f"{c0.case_id}.pt")
+    member = ctx.disk.batch_member(ctx.handle, "toy", "en", c0.case_id)
+    assert member.info == {"n": 1} and member.seconds == 0.5 and not member.applied

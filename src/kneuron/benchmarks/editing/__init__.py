@@ -19,14 +19,11 @@ is measured under the whole batch. Measurements and metrics: ``kneuron.editing.m
     modes.py     Single, Sequential, Batched
     bench.py     the run: open, build the context, each method in its mode, results.json and the report
 """
-from kneuron.editing import named_options
-
 from .bench import EditingBench, run_editing_bench, summary
-from .config import CHECKPOINTS, DEFAULT_METHODS, KN_METHODS, MODES, EditingConfig
+from .config import CHECKPOINTS, DEFAULT_METHODS, MODES, EditingConfig, kn_methods
 from .context import BenchContext
 from .modes import Batched, Sequential, Single
 from .rows import EditRow, Measurement
 
 __all__ = ["CHECKPOINTS", "DEFAULT_METHODS", "BenchContext", "Batched", "EditRow", "EditingBench", "EditingConfig",
-           "KN_METHODS", "MODES", "Measurement", "Sequential", "Single", "named_options", "run_editing_bench",
-           "summary"]
+           "MODES", "Measurement", "Sequential", "Single", "kn_methods", "run_editing_bench", "summary"]

@@ -7,51 +7,48 @@ import json
 import platform
 from dataclasses import asdict, dataclass, field
 
-from kneuron.editing import METHODS, named_options
+from kneuron.editing import METHODS
+from kneuron.editing.registry import method_class, option_names
 from kneuron.editing.records import Case
 from kneuron.errors import ConfigError
 from kneuron.models.load import ModelHandle
 
-KN_METHODS = ("kn", "kn-eai", "kn-erase", "likn", "kn-opt")     # given the bench's cached neurons
 DEFAULT_METHODS = ("kn", "kn-eai", "kn-opt", "likn", "rome", "ft")
 MODES = ("single", "sequential", "batch")
 CHECKPOINTS = (1, 10, 50, 100)
-CAUSAL_ONLY = ("rome",)                           # methods a masked model cannot take
 # run.json keys a resumed run must keep
 RESUME_KEYS = ("model", "n", "mode", "langs", "seed", "n_neighbours", "n_generation", "common_facts",
                "sweep_cases", "rome_layers", "cases_hash")
 
 
 # ----------------------------------------------------------------------------- what a method is to the bench
+# (its class attributes in ``kneuron.editing.registry``, looked up when asked)
 
 def uses_neurons(method: str) -> bool:
     """The method is given the bench's cached knowledge neurons (one localization for every KN method)."""
-    return method in KN_METHODS
+    return method_class(method).uses_neurons
 
 
 def uses_common(method: str) -> bool:
-    """The method is given its relation's common neurons to leave out (likn: its neurons are those the fact
-    shares with its other language, unfiltered)."""
-    return uses_neurons(method) and not uses_other_language(method)
+    """The method is given its relation's common neurons to leave out (Dai et al.'s filter; not likn, whose
+    neurons are those the fact shares with its other language)."""
+    return uses_neurons(method) and method_class(method).common_filter
 
 
 def uses_other_language(method: str) -> bool:
     """The method edits the fact in two languages at once (it is given the case's other record)."""
-    return method == "likn"
+    return method_class(method).languages > 1
 
 
 def uses_rome_layer(method: str) -> bool:
-    """The method edits the layer ROME's sweep chose (where the bench ran one)."""
-    return method in ("rome", "ft")
+    """The method edits one layer (it has a ``layer`` option: ROME, FT-L): where the bench ran ROME's
+    sweep, the layer it chose."""
+    return "layer" in option_names(method)
 
 
-def causal_only(method: str) -> bool:
-    return method in CAUSAL_ONLY
-
-
-def takes(method: str) -> set[str]:
-    """The options the method's function names (the bench gives it only those)."""
-    return named_options(method)
+def kn_methods() -> tuple[str, ...]:
+    """The methods given the bench's neurons, by name."""
+    return tuple(m for m in METHODS if uses_neurons(m))
 
 
 # ----------------------------------------------------------------------------- the settings
@@ -83,10 +80,10 @@ class EditingConfig:
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"a method is named twice in {', '.join(self.methods)}")
         if self.mode == "batch":
-            from kneuron.editing.batch import RULES
-            bad = [m for m in self.methods if m not in RULES]
+            bad = [m for m in self.methods if method_class(m).batch_rule is None]
             if bad:
-                raise ConfigError(f"{', '.join(bad)} has no batch mode (methods with one: {', '.join(RULES)}); "
+                with_batch = [m for m, cls in METHODS.items() if cls.batch_rule is not None]
+                raise ConfigError(f"{', '.join(bad)} has no batch mode (methods with one: {', '.join(with_batch)}); "
                                   "leave it out or use --mode single or sequential")
         for k in ("n_neighbours", "n_generation", "common_facts", "sweep_cases"):
             if getattr(self, k) < 0:
@@ -95,7 +92,7 @@ class EditingConfig:
     def check_model(self, handle: ModelHandle) -> None:
         """Refuse methods the model's kind cannot take (before any work)."""
         if handle.kind != "causal":
-            bad = [m for m in self.methods if causal_only(m)]
+            bad = [m for m in self.methods if method_class(m).causal_only]
             if bad:
                 raise ConfigError(f"{', '.join(bad)} supports causal models only; {handle.name} is a "
                                   f"{handle.kind} model: leave {', '.join(bad)} out of the methods")
@@ -149,6 +146,5 @@ def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
             "method_options": {**opts, **meta["method_options"]}}
 
 
-__all__ = ["CAUSAL_ONLY", "CHECKPOINTS", "DEFAULT_METHODS", "EditingConfig", "KN_METHODS", "MODES", "RESUME_KEYS",
-           "causal_only", "plain", "resumed_meta", "run_meta", "takes", "uses_common", "uses_neurons",
-           "uses_other_language", "uses_rome_layer"]
+__all__ = ["CHECKPOINTS", "DEFAULT_METHODS", "EditingConfig", "MODES", "RESUME_KEYS", "kn_methods", "plain",
+           "resumed_meta", "run_meta", "uses_common", "uses_neurons", "uses_other_language", "uses_rome_layer"]

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from kneuron.editing import Edit, EditError, edit
+from kneuron.editing.registry import method_class, option_names
 from kneuron.editing.metrics import measure, record_scores
 from kneuron.editing.records import Case
 from kneuron.facts.templates import QueryError
 from kneuron.models.load import ModelHandle
 
-from .config import EditingConfig, takes, uses_common, uses_neurons, uses_other_language, uses_rome_layer
+from .config import EditingConfig, uses_common, uses_neurons, uses_other_language, uses_rome_layer
 from .disk import BenchDir
 from .rows import CommonNeurons, EditRow, FactNeurons, Measurement, Sweep, UneditedRow
 
@@ -58,10 +59,12 @@ class BenchContext:
     # -- one edit -------------------------------------------------------------------
 
     def options(self, method: str, case: Case, lang: str, **extra) -> dict:
-        """What the method is given: the cached neurons (KN methods: the fact's, minus the relation's common
-        ones; likn: those the fact shares with its other language, unfiltered), the other language (likn),
-        ROME's layer -- each only where the method's function names it -- then the user's options for the
-        method, then ``extra``."""
+        """What the method is given (``kneuron.editing.edit``'s options): from the context, where the
+        method reads it (its ``context``), the cached neurons (KN methods: the fact's, minus the relation's
+        common ones; likn: those the fact shares with its other language, unfiltered), the other language
+        (likn), ROME's second moment and its progress bar; ROME's layer where the method has a ``layer``
+        option; then the user's options for the method, then ``extra``."""
+        cls = method_class(method)
         r = case.records[lang]
         auto: dict = {}
         if uses_neurons(method) and self.neurons is not None:
@@ -77,12 +80,11 @@ class BenchContext:
                     auto["neurons"] = sorted(set(auto["neurons"]) & set(self.neurons[(o.fact.id, other)].neurons))
         if uses_rome_layer(method) and self.rome_layer is not None:
             auto["layer"] = self.rome_layer
-        if method == "rome":
-            auto["progress"] = self.show
-            if self.rome_stats is not None:
-                auto["stats"] = self.rome_stats        # the unedited model's C, also under kept edits
-        named = takes(method)
-        return {**{k: v for k, v in auto.items() if k in named}, **self.cfg.options(method), **extra}
+        auto["progress"] = self.show
+        if self.rome_stats is not None:
+            auto["moment"] = self.rome_stats           # the unedited model's C, also under kept edits
+        takes = set(option_names(cls)) | set(cls.context)
+        return {**{k: v for k, v in auto.items() if k in takes}, **self.cfg.options(method), **extra}
 
     def local_seconds(self, method: str, case: Case, lang: str) -> float:
         """Localization time the method would have spent on its own (its neurons were cached)."""

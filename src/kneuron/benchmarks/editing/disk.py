@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from kneuron.editing import Change
+from kneuron.editing import Change, Edit, EditError
 from kneuron.editing.records import Case
 from kneuron.runs.store import RunStoreError
 from kneuron.store import (Blob, Manifest, Records, add_time, check_out, move_aside, read_json, write_json,
@@ -41,10 +41,6 @@ TIMINGS_FILE = "timings.json"
 
 def _torch_blob(suffix: str = ".pt") -> Blob:
     return Blob(lambda value, f: torch.save(value, f), lambda f: torch.load(f, weights_only=False), suffix)
-
-
-def _changes_state(changes: list[Change]) -> list[dict]:
-    return [{"param": ch.param, "value": ch.value.detach().cpu(), "index": ch.index} for ch in changes]
 
 
 def _reads_as(cls) -> Callable[[dict], str | None]:
@@ -64,8 +60,9 @@ class BenchDir:
     def __init__(self, out, warn: Callable[[str], None]):
         self.out, self.warn = Path(out), warn
 
-    def _records(self, folder: Path, need: tuple[str, ...] = (), cls=None, name=str, parse=str, codec="json"):
-        return Records(folder, codec=codec, need=need, check=_reads_as(cls) if cls else None, name=name,
+    def _records(self, folder: Path, need: tuple[str, ...] = (), cls=None, name=str, parse=str, codec="json",
+                 check=None):
+        return Records(folder, codec=codec, need=need, check=_reads_as(cls) if cls else check, name=name,
                        parse=parse, root=self.out, warn=self.warn, dumps=DUMPS)
 
     # -- setup ----------------------------------------------------------------------
@@ -168,43 +165,53 @@ class BenchDir:
 
     # -- kept edits (torch blobs) ----------------------------------------------------------
 
-    def _chain(self, method: str, lang: str) -> Records:
-        return self._records(self.out / "sequential" / f"{method}-{lang}", name=str, parse=int, codec=_torch_blob())
+    def _blobs(self, folder: str, method: str, lang: str, handle) -> Records:
+        return self._records(self.out / folder / f"{method}-{lang}", name=str, parse=int, codec=_torch_blob(),
+                             cls=None, check=lambda state: _edit_problem(handle, method, state))
 
-    def chain(self, method: str, lang: str) -> list[list[Change]]:
-        """The sequential chain's kept edits, in order, up to the first that does not read back (moved to
-        damaged/: it and those after it are redone)."""
-        rec, kept = self._chain(method, lang), []
+    def chain(self, handle, method: str, lang: str) -> list[Edit]:
+        """The sequential chain's kept edits (not applied), in order, up to the first that does not read
+        back (moved to damaged/: it and those after it are redone)."""
+        rec, kept = self._blobs("sequential", method, lang, handle), []
         while rec.path(len(kept)).is_file():
             state = rec.get(len(kept))
             if state is None:
                 break
-            kept.append([Change(**c) for c in state])
+            kept.append(edit_of(handle, method, state))
         return kept
 
-    def put_chain(self, method: str, lang: str, i: int, changes: list[Change]) -> None:
+    def put_chain(self, method: str, lang: str, i: int, e: Edit) -> None:
         """The chain's ``i``-th kept edit (written last: the commit marker of that step)."""
-        self._chain(method, lang).put(i, _changes_state(changes))
+        self._blobs("sequential", method, lang, e.handle).put(i, e.state())
 
-    def _batch(self, method: str, lang: str) -> Records:
-        return self._records(self.out / "batch" / f"{method}-{lang}", parse=int, codec=_torch_blob())
+    def batch_member(self, handle, method: str, lang: str, case_id: int) -> Edit | None:
+        """A batch member computed earlier (not applied), or None (not there, or damaged: moved aside and
+        redone)."""
+        state = self._blobs("batch", method, lang, handle).get(case_id)
+        return None if state is None else edit_of(handle, method, state)
 
-    def batch_member(self, method: str, lang: str, case_id: int) -> tuple[list[Change], dict, float] | None:
-        """A batch member computed earlier (changes, info, seconds), or None (not there, or damaged: moved
-        aside and redone)."""
-        rec = self._batch(method, lang)
-        d = rec.get(case_id)
-        if d is None:
-            return None
-        try:
-            return [Change(**c) for c in d["changes"]], d["info"], float(d["seconds"])
-        except (KeyError, TypeError, ValueError) as e:
-            move_aside(rec.path(case_id), f"{type(e).__name__}: {e}", root=self.out, warn=self.warn)
-            return None
+    def put_batch_member(self, lang: str, case_id: int, e: Edit) -> None:
+        self._blobs("batch", e.method, lang, e.handle).put(case_id, e.state())
 
-    def put_batch_member(self, method: str, lang: str, case_id: int, changes: list[Change], info: dict,
-                         seconds: float) -> None:
-        self._batch(method, lang).put(case_id, {"changes": _changes_state(changes), "info": info, "seconds": seconds})
+
+def edit_of(handle, method: str, state) -> Edit:
+    """A kept edit read back: ``Edit.state()``'s dict, or the formats the bench wrote before it (a chain
+    step: the list of its changes; a batch member: its changes, info and seconds)."""
+    if isinstance(state, list):
+        return Edit(handle, method, None, [Change(**c) for c in state])
+    if "method" not in state:
+        return Edit(handle, method, None, [Change(**c) for c in state["changes"]], state["info"],
+                    float(state["seconds"]))
+    return Edit.from_state(handle, state)
+
+
+def _edit_problem(handle, method: str, state) -> str | None:
+    """Why a kept edit's file does not read back as an edit (None: it does)."""
+    try:
+        edit_of(handle, method, state)
+    except (EditError, KeyError, TypeError, ValueError, AttributeError) as e:
+        return f"not an edit ({type(e).__name__}: {e})"
+    return None
 
 
 __all__ = ["BenchDir"]

@@ -17,11 +17,11 @@ from typing import Iterator
 
 from kneuron.editing import Edit
 from kneuron.editing.metrics import measure, record_scores
+from kneuron.editing.methods.rome import sweep_scores
 from kneuron.editing.records import Case
 
 from .config import CHECKPOINTS
 from .context import BenchContext
-from .prepare import es_ps_ns
 from .progress import Progress
 from .rows import Checkpoint, EditRow
 
@@ -57,8 +57,8 @@ class Sequential:
     def _chain(self, method: str, lang: str, cases: list[Case], ctx: BenchContext, step) -> Iterator[EditRow]:
         kept: list[Edit] = []
         try:
-            for changes in ctx.disk.chain(method, lang):      # the kept edits of an earlier session, re-applied
-                kept.append(Edit(ctx.handle, method, None, changes).apply())
+            for e in ctx.disk.chain(ctx.handle, method, lang):   # the kept edits of an earlier session, re-applied
+                kept.append(e.apply())
             done = len(kept)
             for i, c in enumerate(cases):
                 if i < done:
@@ -75,7 +75,7 @@ class Sequential:
                 ctx.disk.put_edit(row)
                 if i + 1 in CHECKPOINTS or i + 1 == len(cases):
                     ctx.disk.put_checkpoint(method, checkpoint(ctx, lang, cases[: i + 1]))
-                ctx.disk.put_chain(method, lang, i, e.changes)    # the commit marker of this step
+                ctx.disk.put_chain(method, lang, i, e)           # the commit marker of this step
                 ctx.budget.spend()
                 yield row
                 step()
@@ -100,7 +100,7 @@ def checkpoint(ctx: BenchContext, lang: str, cases: list[Case]) -> Checkpoint:
     recs = [c.records[lang] for c in cases]
     ms = measure(ctx.handle, recs, generation=False)
     scores = [record_scores(m, ctx.unedited(c)[lang]) for c, m in zip(cases, ms)]
-    return Checkpoint(len(cases), lang, scores, es_ps_ns(scores))
+    return Checkpoint(len(cases), lang, scores, sweep_scores(scores))
 
 
 class Batched:
@@ -141,14 +141,13 @@ class Batched:
     def _member(method: str, lang: str, case: Case, ctx: BenchContext) -> Edit | None:
         """The case's edit, computed on the unedited model: stored by an earlier session, or computed now
         and stored (None: the budget is spent)."""
-        stored = ctx.disk.batch_member(method, lang, case.case_id)
+        stored = ctx.disk.batch_member(ctx.handle, method, lang, case.case_id)
         if stored is not None:
-            changes, info, seconds = stored
-            return Edit(ctx.handle, method, None, changes, info, seconds)
+            return stored
         if not ctx.budget.left():
             return None
         e = ctx.edit(method, case, lang)
-        ctx.disk.put_batch_member(method, lang, case.case_id, e.changes, e.info, e.seconds)
+        ctx.disk.put_batch_member(lang, case.case_id, e)
         ctx.budget.spend()
         return e
 
