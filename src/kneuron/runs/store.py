@@ -27,8 +27,7 @@ import pyarrow.parquet as pq
 
 from kneuron.errors import KneuronError
 from kneuron.facts import Fact, save_facts
-from kneuron.store import atomic
-from kneuron.store.atomic import DAMAGED, StoreError
+from kneuron.store.atomic import DAMAGED
 from kneuron.store.manifest import MANIFEST, RENAMED_OPTIONS, TIMINGS, Manifest
 from kneuron.store.manifest import add_time as _add_time
 from kneuron.store.manifest import check_out as _check_out
@@ -53,7 +52,7 @@ TYPES = {
 TABLES = (Table("neurons", NEURON_HEAD, tuple(NEURON_SORT)), Table("facts", FACT_HEAD, tuple(FACT_SORT)))
 HINT = "resume the run (kneuron locate ... --resume)"
 __all__ = ["RESUME_KEYS", "FACTS_FILE", "TIMINGS_FILE", "RENAMED_OPTIONS", "DAMAGED", "WRITE_OPTS", "Run",
-           "RunStore", "RunStoreError", "add_time", "check_out", "move_aside", "open_run", "query", "run_dirs",
+           "RunStore", "RunStoreError", "add_time", "check_out", "open_run", "query", "run_dirs",
            "upgrade_meta", "write_part"]
 
 log = logging.getLogger("kneuron.runs")
@@ -77,14 +76,6 @@ def _keys(t: pa.Table) -> set[tuple[str, str]]:
 
 
 # ----------------------------------------------------------------------------- kept for callers (store/ now)
-
-def move_aside(path, run_dir) -> Path:
-    """``kneuron.store.move_aside(path, root=run_dir)`` (silent; the caller says it), as a RunStoreError."""
-    try:
-        return atomic.move_aside(path, root=run_dir)
-    except StoreError as e:
-        raise RunStoreError(str(e)) from None
-
 
 def add_time(run_dir, stage: str, seconds: float, warn=None) -> dict:
     """``kneuron.store.add_time`` (a damaged timings.json said on the "kneuron.runs" logger by default)."""
