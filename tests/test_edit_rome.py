@@ -240,9 +240,10 @@ def test_the_weights_fingerprint_is_reused_until_a_weight_changes(monkeypatch):
     """Kept per model (hashing every weight is slow), but never stale: an applied edit, its undo and a
     parameter given new storage each change what it is computed from."""
     h = tiny_handle("llama")
+    import kneuron.models.fingerprint as fp_mod                 # where stats' fingerprint lives now
     calls = []
-    real = stats_mod._fingerprint
-    monkeypatch.setattr(stats_mod, "_fingerprint", lambda m: calls.append(1) or real(m))
+    real = fp_mod._fingerprint
+    monkeypatch.setattr(fp_mod, "_fingerprint", lambda m: calls.append(1) or real(m))
     fp0 = stats_mod.weights_fingerprint(h.model)
     assert stats_mod.weights_fingerprint(h.model) == fp0 and len(calls) == 1
     e = edit(h, FACT, "rome", method="kn", neurons=[(1, 3)])
