@@ -21,8 +21,9 @@ from kneuron.editing.methods.rome import sweep_scores
 from kneuron.editing.records import Case
 
 from .config import CHECKPOINTS
+from kneuron.report.progress import progress
+
 from .context import BenchContext
-from .progress import Progress
 from .rows import Checkpoint, EditRow
 
 
@@ -30,7 +31,7 @@ class Single:
     name = "single"
 
     def run(self, method: str, cases: list[Case], ctx: BenchContext) -> Iterator[EditRow]:
-        with Progress(ctx.show, method, sum(len(c.langs) for c in cases)) as step:
+        with progress(method, sum(len(c.langs) for c in cases), show=ctx.show) as step:
             for c in cases:
                 for lang in c.langs:
                     row = ctx.disk.edit(method, c.case_id, lang)
@@ -50,7 +51,7 @@ class Sequential:
 
     def run(self, method: str, cases: list[Case], ctx: BenchContext) -> Iterator[EditRow]:
         langs = cases[0].langs
-        with Progress(ctx.show, f"{method} (sequential)", len(cases) * len(langs)) as step:
+        with progress(f"{method} (sequential)", len(cases) * len(langs), show=ctx.show) as step:
             for lang in langs:
                 yield from self._chain(method, lang, cases, ctx, step)
 
@@ -108,7 +109,7 @@ class Batched:
 
     def run(self, method: str, cases: list[Case], ctx: BenchContext) -> Iterator[EditRow]:
         from kneuron.editing.batch import batch_edit
-        with Progress(ctx.show, f"{method} (batch)", 2 * len(cases) * len(cases[0].langs)) as step:
+        with progress(f"{method} (batch)", 2 * len(cases) * len(cases[0].langs), show=ctx.show) as step:
             for lang in cases[0].langs:
                 done = [ctx.disk.edit(method, c.case_id, lang) for c in cases]
                 if all(row is not None for row in done):                # measured already (a resumed run)

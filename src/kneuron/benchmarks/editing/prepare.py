@@ -10,15 +10,16 @@ from kneuron.editing.metrics import measure
 from kneuron.editing.records import Case
 from kneuron.facts import Fact
 
+from kneuron.report.progress import progress
+
 from .context import BenchContext
-from .progress import Progress
 from .rows import CommonNeurons, FactNeurons, Measurement, Sweep, UneditedRow
 
 
 def unedited(ctx: BenchContext, cases: list[Case]) -> dict[int, UneditedRow]:
     """Each case measured in every language by the unedited model (generation prompts included)."""
     out = {}
-    with Progress(ctx.show, "unedited", len(cases)) as step:
+    with progress("unedited", len(cases), show=ctx.show) as step:
         for c in cases:
             row = ctx.disk.unedited(c.case_id)
             if row is None:
@@ -44,7 +45,7 @@ def localize(ctx: BenchContext, cases: list[Case], pool: list[Fact]) -> tuple[di
     counted = {k: relation_facts(fs, pool, cfg.common_facts, cfg.seed) for k, fs in first.items()}
     todo = {(f.id, f.lang): f for fs in counted.values() for f in fs}
     neurons: dict = {}
-    with Progress(ctx.show, "localizing", len(todo)) as step:
+    with progress("localizing", len(todo), show=ctx.show) as step:
         for key in sorted(todo):
             row = ctx.disk.neurons(*key)
             if row is None:
@@ -87,7 +88,7 @@ def rome_layer(ctx: BenchContext) -> tuple[int, Sweep | None]:
     if opts.get("stats", "auto") == "auto":                # every layer's C in one pass, cached on disk
         from kneuron.editing.stats import second_moments
         second_moments(h, layers, corpus=opts.get("corpus"), progress=ctx.show)
-    with Progress(ctx.show, "ROME layer sweep", len(layers) * len(sub)) as step:
+    with progress("ROME layer sweep", len(layers) * len(sub), show=ctx.show) as step:
         best, rows = choose_layer(h, sub, layers, [ctx.unedited(c)[lang] for c in sub], lang=lang,
                                   edit_at=lambda c, layer: ctx.edit("rome", c, lang, layer=layer), step=step)
     sweep = Sweep(lang, [c.case_id for c in sub], rows, best, time.perf_counter() - t0)
