@@ -9,7 +9,7 @@ import torch
 from kneuron.editing import EditError, Rewrite, edit
 from kneuron.editing.methods import erase_relation
 from kneuron.editing import KN
-from kneuron.editing.localize import LOCALIZE, common_neurons, fact_neurons, relation_top_neurons
+from kneuron.editing.localize import LOCALIZE, common_neurons, fact_neurons, locate_config, relation_top_neurons
 from kneuron.neurons import LocateConfig
 from kneuron.errors import ConfigError
 from kneuron.facts import Fact, queries_for
@@ -160,10 +160,11 @@ def test_likn_applies_both_languages_terms(family):
 
 def test_likn_localizes_the_intersection_and_empty_is_no_change():
     h = tiny_handle("gpt2")
-    e = edit(h, FACT, "rome", method="likn", other=OTHER, other_new="madrid", steps=2, threshold=0.1)
+    e = edit(h, FACT, "rome", method="likn", other=OTHER, other_new="madrid",
+             localize={"steps": 2, "threshold": 0.1})
     mine, theirs = e.info["neurons_en"], e.info["neurons_zh"]
     assert e.info["localized"] and e.info["neurons"] == sorted(set(mine) & set(theirs))
-    assert mine == fact_neurons(h, FACT, steps=2, threshold=0.1)
+    assert mine == fact_neurons(h, FACT, locate_config(steps=2, threshold=0.1))
     empty = edit(h, FACT, "rome", method="likn", other=OTHER, other_new="madrid", neurons=[])
     assert empty.changes == [] and "no language-independent neurons" in empty.info["note"]
     with empty:
@@ -198,7 +199,7 @@ def test_fact_neurons_match_a_locate_run():
     from kneuron.runs.locate import LocateConfig, locate_fact
     h = tiny_handle("llama")
     qs = queries_for(FACT, "causal")
-    mine = fact_neurons(h, FACT, steps=3, rule="left")
+    mine = fact_neurons(h, FACT, LocateConfig(steps=3))
     theirs = locate_fact(h, FACT, qs, LocateConfig(steps=3)).neurons.neurons
     assert mine and mine == theirs and all(isinstance(n, tuple) and len(n) == 2 for n in mine)
     default = locate_fact(h, FACT, qs, LocateConfig(steps=5, rule="midpoint")).neurons.neurons
@@ -207,13 +208,13 @@ def test_fact_neurons_match_a_locate_run():
 
 def test_kn_localizes_when_no_neurons_given():
     h = tiny_handle("bert")
-    e = edit(h, FACT, "rome", method="kn", steps=2)
-    assert e.info["localized"] and e.info["neurons"] == fact_neurons(h, FACT, steps=2)
+    e = edit(h, FACT, "rome", method="kn", localize={"steps": 2})
+    assert e.info["localized"] and e.info["neurons"] == fact_neurons(h, FACT, locate_config(steps=2))
     assert e.seconds > 0 and e.info["localize"] == {**asdict(LOCALIZE), "steps": 2, "max_prompts": None}
     assert e.info["common_filter"] is False and e.info["filtered"] == []
     typed = edit(h, FACT, "rome", method=KN(localize=LocateConfig(steps=2, rule="midpoint")))   # the same, typed
     assert typed.info == e.info and all(torch.equal(a.value, b.value) for a, b in zip(typed.changes, e.changes))
-    assert fact_neurons(h, FACT, LocateConfig(steps=2, rule="midpoint")) == fact_neurons(h, FACT, steps=2)
+    assert locate_config(steps=2) == LocateConfig(steps=2, rule="midpoint") == locate_config({"steps": 2})
 
 
 # ----------------------------------------------------------------------------- undo, save, errors

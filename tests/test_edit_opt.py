@@ -78,7 +78,7 @@ def test_kn_opt_localizes_lazily(monkeypatch):
         return [(1, 5), (1, 5), (2, 9)]
     monkeypatch.setattr(loc, "fact_neurons", fake)
     h = tiny_handle("llama")
-    e = edit(h, FACT, "rome", method="kn-opt", steps=3, max_prompts=1)
+    e = edit(h, FACT, "rome", method="kn-opt", localize={"steps": 3}, max_prompts=1)
     want = replace(LOCALIZE, steps=3)
     assert asked == {"cfg": want, "max_prompts": 1, "execution": None, "fact": FACT}
     assert e.info["neurons"] == [(1, 5), (2, 9)]

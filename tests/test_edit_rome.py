@@ -179,10 +179,10 @@ def test_rome_with_a_given_or_identity_moment():
     h = tiny_handle("llama", dtype=torch.float32)
     rw = Rewrite(FACT, "rome")
     a = edit(h, FACT, "rome", method="rome", layer=1, stats="identity")
-    b = edit(h, rw.fact, rw.new, method="rome", layer=1, stats=torch.eye(h.n_neurons))
+    b = edit(h, rw.fact, rw.new, method="rome", layer=1, moment=torch.eye(h.n_neurons))
     assert torch.allclose(a.changes[0].value, b.changes[0].value, atol=1e-6)
     with pytest.raises(EditError, match="stats must be"):
-        edit(h, rw.fact, rw.new, method="rome", layer=1, stats=torch.eye(3))
+        edit(h, rw.fact, rw.new, method="rome", layer=1, moment=torch.eye(3))
 
 
 def test_choose_layer_edits_each_layer_and_keeps_the_best_s():

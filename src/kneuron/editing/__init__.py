@@ -20,7 +20,7 @@ from __future__ import annotations
 from .base import Change, Edit, EditContext, EditError, EditMethod, Rewrite
 from .batch import batch_edit
 from .methods import FT, KN, LIKN, ROME, KnEai, KnErase, KnOpt
-from .registry import METHODS, edit, method_for, named_options
+from .registry import METHODS, edit, method_for
 
 __all__ = ["FT", "KN", "LIKN", "METHODS", "ROME", "Change", "Edit", "EditContext", "EditError", "EditMethod", "KnEai",
-           "KnErase", "KnOpt", "Rewrite", "batch_edit", "edit", "method_for", "named_options"]
+           "KnErase", "KnOpt", "Rewrite", "batch_edit", "edit", "method_for"]

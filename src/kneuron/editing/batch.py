@@ -22,9 +22,6 @@ import torch
 from .base import Change, Edit, EditError
 from .registry import METHODS
 
-# transitional (benchmarks.editing reads it): method -> batch rule, for the methods that have one
-RULES = {name: cls.batch_rule for name, cls in METHODS.items() if cls.batch_rule is not None}
-
 
 def batch_rule(method: str) -> str | None:
     cls = METHODS.get(method)
@@ -79,4 +76,4 @@ def batch_edit(edits: list[Edit]) -> Edit:
     return Edit(handle, method, None, changes, info, sum(e.seconds for e in edits))
 
 
-__all__ = ["RULES", "batch_edit", "batch_rule"]
+__all__ = ["batch_edit", "batch_rule"]

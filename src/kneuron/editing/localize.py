@@ -28,8 +28,6 @@ from .base import EditError
 STEPS, RULE = 5, "midpoint"
 LOCALIZE = LocateConfig(steps=STEPS, rule=RULE)
 SHARE = 0.1                  # Dai et al.: common = found for more than 10 % of the relation's facts
-# transitional: the loose keyword options fact_neurons took before LocateConfig (``p`` is ``refine_p``)
-LOCALIZE_OPTIONS = ("method", "steps", "threshold", "top_k", "p", "objective", "rule")
 
 
 def fact_queries(handle: ModelHandle, fact: Fact) -> list[Query]:
@@ -44,16 +42,14 @@ def fact_queries(handle: ModelHandle, fact: Fact) -> list[Query]:
 
 
 def locate_config(cfg: LocateConfig | dict | None = None, **options) -> LocateConfig:
-    """``cfg`` (a LocateConfig, or a dict of its fields over ``LOCALIZE``), with the old loose options
-    (``steps=``, ``p=`` ...) applied over it; ConfigError (one line) for a name it does not have."""
+    """``cfg`` (a LocateConfig, or a dict of its fields over ``LOCALIZE``; None: ``LOCALIZE``) with the
+    fields ``options`` over it; ConfigError (one line) for a name it does not have."""
     if isinstance(cfg, dict):
         options = {**cfg, **options}
         cfg = None
     base = LOCALIZE if cfg is None else cfg
     if not isinstance(base, LocateConfig):
         raise ConfigError(f"localize must be a LocateConfig or a dict of its fields, not {type(base).__name__}")
-    if "p" in options:
-        options["refine_p"] = options.pop("p")
     known = set(asdict(base))
     unknown = sorted(set(options) - known)
     if unknown:
@@ -62,13 +58,13 @@ def locate_config(cfg: LocateConfig | dict | None = None, **options) -> LocateCo
 
 
 def fact_neurons(handle: ModelHandle, fact: Fact, cfg: LocateConfig | None = None, *,
-                 max_prompts: int | None = None, execution=None, **options) -> list[Neuron]:
+                 max_prompts: int | None = None, execution=None) -> list[Neuron]:
     """The fact's knowledge neurons (layer, index), highest refined score first, as a ``locate`` run with
     the same ``cfg`` finds them (``neurons.localize``; default ``LOCALIZE``): its first ``max_prompts``
     usable prompts (None: all) attributed, each prompt's neurons above tau x its best score, kept when
     found in more than ``refine_p`` of the prompts. EditError (one line) for a fact with no usable prompt
     or an object the tokenizer cannot encode."""
-    cfg = locate_config(cfg, **options)
+    cfg = LOCALIZE if cfg is None else cfg
     fact_queries(handle, fact)                        # no usable template: EditError, as before any work
     try:
         return localize(handle, fact, cfg, execution=execution, max_prompts=max_prompts).neurons

@@ -20,7 +20,6 @@ from kneuron.facts.schema import Fact
 from kneuron.models.load import ModelHandle
 
 from .base import CONTEXT, Edit, EditContext, EditError, EditMethod, Rewrite
-from .localize import LOCALIZE_OPTIONS, locate_config
 from .methods import FT, KN, LIKN, ROME, KnEai, KnErase, KnOpt
 
 METHODS: dict[str, type[EditMethod]] = {c.name: c for c in (KN, KnEai, KnErase, LIKN, KnOpt, ROME, FT)}
@@ -75,7 +74,6 @@ def edit(handle: ModelHandle, fact: Fact, new: str | None = None, *, method: str
     other_new, moment, execution, progress), each only for a method that reads it."""
     cls = method_class(method)
     ctx = {k: options.pop(k) for k in list(options) if k in CONTEXT}
-    _transitional(cls, options, ctx)
     m = method_for(method, **options)
     extra = sorted(set(ctx) - set(cls.context))
     if extra:
@@ -83,25 +81,6 @@ def edit(handle: ModelHandle, fact: Fact, new: str | None = None, *, method: str
     if new is None and cls.needs_new:
         raise EditError(f"{fact.where('new')}method {cls.name} needs a new object")
     return m.edit(handle, Rewrite(fact, new), EditContext(**ctx))
-
-
-def _transitional(cls: type[EditMethod], options: dict, ctx: dict) -> None:
-    """The keyword options of the functions the methods were before (``kn_edit(..., steps=5, p=0.3)``,
-    ``rome_edit(..., stats=C)``), as fields and context. Kept while ``benchmarks.editing`` passes them."""
-    loose = {k: options.pop(k) for k in list(options) if k in LOCALIZE_OPTIONS and k not in option_names(cls)}
-    if loose and "localize" in option_names(cls):
-        options["localize"] = locate_config(options.get("localize"), **loose)
-    elif loose:
-        options.update(loose)                      # refused below, by name
-    if "moment" in cls.context and not isinstance(options.get("stats", "auto"), str):
-        ctx["moment"] = options.pop("stats")
-
-
-def named_options(method: str) -> set[str]:
-    """Transitional (``benchmarks.editing`` filters what it passes by it): the method's options and the
-    context names it reads."""
-    cls = method_class(method)
-    return set(option_names(cls)) | set(cls.context)
 
 
 # ----------------------------------------------------------------------------- options as text
@@ -202,5 +181,5 @@ def _jsonable(x):
     return x if isinstance(x, (str, int, float, bool, type(None))) else str(x)
 
 
-__all__ = ["METHODS", "coerce", "describe", "edit", "method_class", "method_for", "named_options", "option_names",
-           "option_types", "options"]
+__all__ = ["METHODS", "coerce", "describe", "edit", "method_class", "method_for", "option_names", "option_types",
+           "options"]

@@ -103,9 +103,10 @@ class ROME(EditMethod):
     def __post_init__(self):
         if self.insert not in ("mean", "prompt"):
             raise ConfigError(f"rome: insert must be 'mean' or 'prompt', not {self.insert!r}")
-        if self.stats not in ("auto", "identity"):
-            raise ConfigError(f"rome: stats must be 'auto' or 'identity' (a tensor: the context's moment), "
-                              f"not {self.stats!r}")
+        if not isinstance(self.stats, str) or self.stats not in ("auto", "identity"):
+            what = repr(self.stats) if isinstance(self.stats, str) else f"a {type(self.stats).__name__}"
+            raise ConfigError(f"rome: stats must be 'auto' or 'identity', not {what} (a precomputed C is the "
+                              "edit's moment=)")
         if self.corpus is not None:
             object.__setattr__(self, "corpus", tuple(self.corpus))
 
