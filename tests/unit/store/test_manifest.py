@@ -21,8 +21,8 @@ def test_resume_with_other_settings_names_every_differing_key_in_one_line(tmp_pa
     Manifest.open(tmp_path / "r", {"steps": 20, "model": "m", "seed": 1})
     with pytest.raises(ConfigError) as e:
         Manifest.open(tmp_path / "r", {"steps": 50, "model": "n", "seed": 1}, resume=True)
-    assert str(e.value) == (f"cannot resume {tmp_path / 'r'}: model, steps differ (run has model='m', steps=20; "
-                            "now model='n', steps=50)")
+    assert str(e.value) == (f"cannot resume {tmp_path / 'r'}: model differs (run has 'm', now 'n'), "
+                            "steps differs (run has 20, now 50)")
     with pytest.raises(ConfigError, match=r"steps differs \(run has 20, now 50\)$"):
         Manifest.open(tmp_path / "r", {"steps": 50, "other": 1}, resume=True, keys=("steps", "other"))
     # keys present on one side only are not compared when keys are named
