@@ -28,6 +28,7 @@ from kneuron.models.load import ModelHandle
 from kneuron.errors import ConfigError
 from kneuron.models.targets import encode
 from kneuron.neurons import Neuron
+from kneuron.report.progress import track
 from kneuron.store.atomic import write_json
 from kneuron.store.records import JsonLines
 
@@ -180,11 +181,7 @@ def dkn_from_run(handle: ModelHandle, run_dir, cfg: DKNConfig | None = None, fac
     conf = {k: v for k, v in asdict(cfg).items() if k != "batch_size"}
     rec = dkn_records(path, conf, fresh=not resume)
     todo = [f for f in run.facts if f.key not in rec]
-    it = todo
-    if show_progress:
-        from rich.progress import track
-        it = track(todo, description="degenerate neurons")
-    for f in it:
+    for f in track(todo, "degenerate neurons", show=show_progress):
         r = find_dkn(handle, *first_prompt(handle, f), run.neurons.get(f.key, []), cfg)
         rec.put({"fact_id": f.id, "lang": f.lang, "relation": f.relation, "n_kn": len(run.neurons.get(f.key, [])),
                  "groups": [list(map(list, g)) for g in r.groups], "drops": r.drops, "part_drops": r.part_drops,

@@ -15,6 +15,7 @@ from kneuron.metrics import Table1, relative_change, table1
 from kneuron.models.load import ModelHandle
 from kneuron.neurons import Neuron
 from kneuron.probe import answer_prob
+from kneuron.report.progress import track
 from kneuron.store.atomic import write_json
 from kneuron.store.parquet import write_table
 from kneuron.runs.reopen import RunContents, check_model, load_run   # load_run and RunContents live in runs.reopen
@@ -97,12 +98,9 @@ def edit_effects(handle: ModelHandle, run: RunContents, ops=("suppress", "enhanc
     check_model(handle, run)
     partner, _ = unrelated_partner(run.facts, seed)
     base = [answer_prob(handle, *first_prompt(handle, f)).prob for f in run.facts]
-    iterator = range(len(run.facts))
-    if show_progress:
-        from rich.progress import track
-        iterator = track(iterator, description="evaluating")
-    return [measure(handle, run.facts[i], run.facts[partner[i]], run.neurons.get(run.facts[i].key, []), base[i],
-                    base[partner[i]], ops) for i in iterator]
+    fs = run.facts
+    return [measure(handle, fs[i], fs[partner[i]], run.neurons.get(fs[i].key, []), base[i], base[partner[i]], ops)
+            for i in track(range(len(fs)), "evaluating", show=show_progress)]
 
 
 @dataclass

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from kneuron.models.load import ModelHandle
 from kneuron.probe import answer_prob
+from kneuron.report.progress import track
 from kneuron.paper.table1 import EditEffect, first_prompt, measure, table1_of, unrelated_partner
 from kneuron.runs.reopen import RunContents, check_model, load_run
 from kneuron.neurons import Neuron
@@ -70,12 +71,8 @@ def crosslingual_effects(handle: ModelHandle, run: RunContents, likn: dict[str, 
     facts = {lang: [by_key[fid, lang] for fid in ids] for lang in langs}
     partner = {lang: unrelated_partner(facts[lang], seed)[0] for lang in langs}
     base = {lang: [answer_prob(handle, *first_prompt(handle, f)).prob for f in facts[lang]] for lang in langs}
-    it = todo
-    if show_progress:
-        from rich.progress import track
-        it = track(todo, description="cross-lingual editing")
     out = []
-    for lang, i, fid in it:
+    for lang, i, fid in track(todo, "cross-lingual editing", show=show_progress):
         j = partner[lang][i]
         for cond in CONDITIONS:
             out.append(measure(handle, facts[lang][i], facts[lang][j], sets[fid, cond, lang], base[lang][i],

@@ -30,6 +30,7 @@ from kneuron.facts.templates import QueryError
 from kneuron.models.targets import encode
 from kneuron.paper.table1 import first_prompt
 from kneuron.neurons import Neuron
+from kneuron.report.progress import progress
 
 T_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
 PAPER_T, PAPER_LAMBDA = 0.7, 1e-6
@@ -229,11 +230,6 @@ def fact_check_run(handle: ModelHandle, run_dir, lang: str, dkn_rows: list[dict]
     attr, prob = model_scorers(handle, method, steps, **(method_options or {}))
     sp = split_facts(facts, seed=seed)
     total = 2 * sum(f.key in wrong for f in sp.val + sp.test)
-    if show_progress:
-        from rich.progress import Progress
-        with Progress() as bar:
-            task = bar.add_task(f"fact-checking ({lang})", total=total)
-            res = fact_check(facts, groups, wrong, attr, prob, seed=seed, progress=lambda: bar.advance(task))
-    else:
-        res = fact_check(facts, groups, wrong, attr, prob, seed=seed)
+    with progress(f"fact-checking ({lang})", total, show=show_progress) as advance:
+        res = fact_check(facts, groups, wrong, attr, prob, seed=seed, progress=advance)
     return {"lang": lang, "method": method, "steps": steps, **res}
