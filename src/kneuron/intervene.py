@@ -20,7 +20,6 @@ import torch
 
 from kneuron.models import hooks
 from kneuron.models.load import ModelHandle
-from kneuron.errors import ConfigError
 from kneuron.models.sites import value_vectors
 from kneuron.neurons import Neuron
 
@@ -39,11 +38,7 @@ def answer_positions(positions: Sequence[int]):
 
 def _by_layer(handle: ModelHandle, neurons: Iterable[Neuron]) -> dict[int, list[int]]:
     groups: dict[int, list[int]] = defaultdict(list)
-    for layer, idx in neurons:
-        layer, idx = int(layer), int(idx)
-        if not (0 <= layer < handle.n_layers and 0 <= idx < handle.n_neurons):
-            raise ConfigError(f"neuron ({layer}, {idx}) is outside {handle.name} "
-                             f"({handle.n_layers} layers x {handle.n_neurons} neurons)")
+    for layer, idx in handle.check_neurons(neurons):
         groups[layer].append(idx)
     return groups
 

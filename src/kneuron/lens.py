@@ -58,12 +58,8 @@ class Lens:
 
 
 def check_neuron(handle: ModelHandle, layer: int, index: int) -> None:
-    """A ConfigError (one line) for a neuron outside the model."""
-    if not 0 <= layer < handle.n_layers:
-        raise ConfigError(f"layer {layer} is out of range: {handle.name} has layers 0-{handle.n_layers - 1}")
-    if not 0 <= index < handle.n_neurons:
-        raise ConfigError(f"neuron {index} is out of range: {handle.name} has neurons 0-{handle.n_neurons - 1} "
-                          "per layer")
+    """A ConfigError (one line) for a neuron outside the model (``ModelHandle.check_neurons``)."""
+    handle.check_neurons([(layer, index)])
 
 
 def _input(handle: ModelHandle, prompt: str) -> tuple[list[int], int]:

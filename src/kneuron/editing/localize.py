@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 from kneuron.errors import ConfigError
 from kneuron.facts.schema import Fact
-from kneuron.facts.templates import Query, QueryError, queries_for
+from kneuron.facts.templates import Query, QueryError
 from kneuron.models.load import ModelHandle
 from kneuron.neurons import LocateConfig, Neuron, localize
 
@@ -30,15 +30,13 @@ LOCALIZE = LocateConfig(steps=STEPS, rule=RULE)
 SHARE = 0.1                  # Dai et al.: common = found for more than 10 % of the relation's facts
 
 
-def fact_queries(handle: ModelHandle, fact: Fact) -> list[Query]:
-    """The fact's prompts a ``handle.kind`` model can use; EditError (one line) when there are none."""
+def first_query(handle: ModelHandle, fact: Fact) -> Query:
+    """The fact's first prompt a ``handle.kind`` model can use (``Fact.first_query``); EditError (one line)
+    when there is none."""
     try:
-        qs = queries_for(fact, handle.kind, skip_invalid=True)
+        return fact.first_query(handle.kind)
     except QueryError as e:
-        raise EditError(f"{fact.where('templates')}{e}") from None
-    if not qs:
-        raise EditError(f"{fact.where('templates')}no template usable by a {handle.kind} model")
-    return qs
+        raise EditError(str(e)) from None
 
 
 def locate_config(cfg: LocateConfig | dict | None = None, **options) -> LocateConfig:
@@ -65,7 +63,7 @@ def fact_neurons(handle: ModelHandle, fact: Fact, cfg: LocateConfig | None = Non
     found in more than ``refine_p`` of the prompts. EditError (one line) for a fact with no usable prompt
     or an object the tokenizer cannot encode."""
     cfg = LOCALIZE if cfg is None else cfg
-    fact_queries(handle, fact)                        # no usable template: EditError, as before any work
+    first_query(handle, fact)                         # no usable template: EditError, as before any work
     try:
         return localize(handle, fact, cfg, execution=execution, max_prompts=max_prompts).neurons
     except QueryError as e:
@@ -148,12 +146,6 @@ def relation_filter(handle: ModelHandle, fact: Fact | list[Fact], pool: Iterable
 
 # ----------------------------------------------------------------------------- what a KN method writes
 
-def check_range(handle: ModelHandle, neurons: list[Neuron], what: str) -> None:
-    for layer, idx in neurons:
-        if not (0 <= layer < handle.n_layers and 0 <= idx < handle.n_neurons):
-            raise EditError(f"{what}: neuron ({layer}, {idx}) is outside {handle.name} "
-                            f"({handle.n_layers} layers x {handle.n_neurons} neurons)")
-
 
 def edit_neurons(handle: ModelHandle, fact: Fact, neurons, common, method: str, cfg: LocateConfig = LOCALIZE,
                  max_prompts: int | None = None, execution=None) -> tuple[list[Neuron], dict]:
@@ -163,7 +155,7 @@ def edit_neurons(handle: ModelHandle, fact: Fact, neurons, common, method: str, 
     localized = neurons is None
     found = fact_neurons(handle, fact, cfg=cfg, max_prompts=max_prompts, execution=execution) if localized else neurons
     found = list(dict.fromkeys((int(l), int(i)) for l, i in found))
-    check_range(handle, found, f"{fact.where()}{method}")
+    handle.check_neurons(found, f"{fact.where()}{method}", error=EditError)
     drop = {(int(l), int(i)) for l, i in common or ()}
     used = [n for n in found if n not in drop]
     info = {"neurons": used, "filtered": [n for n in found if n in drop], "localized": localized,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kneuron.facts.templates import QueryError, is_cjk, queries_for
+from kneuron.facts.templates import QueryError, is_cjk
 from kneuron.models import hooks
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import as_bsn
@@ -103,12 +103,9 @@ def rewrite_prompt(rewrite: Rewrite, kind: str) -> tuple[str, int]:
     """The fact's first usable prompt and the character offset where its subject starts."""
     fact = rewrite.fact
     try:
-        qs = queries_for(fact, kind, skip_invalid=True)
+        q = fact.first_query(kind)
     except QueryError as e:
-        raise EditError(f"{fact.where('templates')}{e}") from None
-    if not qs:
-        raise EditError(f"{fact.where('templates')}no template usable with a {kind} model")
-    q = qs[0]
+        raise EditError(str(e)) from None
     template = fact.templates[q.template_index]
     at = template.find("[X]")
     if at < 0 or q.prompt[at:at + len(fact.subject)] != fact.subject:

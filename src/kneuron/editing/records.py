@@ -17,7 +17,7 @@ entity the en record does. Every choice is seeded per fact id, so a case does no
 facts were drawn.
 
 Prompts are texts for ``handle.kind``: causal (text before the answer; templates whose [Y] is not last are
-left out, ``queries_for``) or masked (the sentence with ``[Y]``). With a tokenizer, anything a prompt
+left out, ``Fact.queries``) or masked (the sentence with ``[Y]``). With a tokenizer, anything a prompt
 cannot encode (its object, the new object) is left out, and a fact none of whose wrong objects encodes is
 not drawn.
 """
@@ -30,7 +30,7 @@ from typing import Iterable
 
 from kneuron.facts.sampling import round_robin
 from kneuron.facts.schema import Fact, relation_key
-from kneuron.facts.templates import QueryError, check_kind, queries_for
+from kneuron.facts.templates import QueryError, check_kind
 from kneuron.models.targets import encode
 
 from .base import EditError, fact_from_json
@@ -189,8 +189,12 @@ class _Builder:
 
     def prompts(self, f: Fact) -> list[Prompt]:
         """The fact's prompts a model of this kind can use, one per distinct text, in template order."""
+        try:
+            qs = f.queries(self.kind, skip_invalid=True)
+        except QueryError:                           # no template usable: no prompts
+            return []
         out, seen = [], set()
-        for q in queries_for(f, self.kind, skip_invalid=True):
+        for q in qs:
             if q.prompt not in seen:
                 seen.add(q.prompt)
                 out.append(Prompt(q.prompt, q.template_index))
@@ -343,12 +347,13 @@ def case_for(facts: Iterable[Fact], fact_id: str, new: str, *, lang: str = "en",
     if new.strip() in {f.object.strip(), *(a.strip() for a in f.aliases)}:
         raise EditError(f"{f.where('new')}the new object {new!r} is the fact's own object")
     b = _Builder(facts if pool is None else pool, kind, tokenizer, seed, n_neighbours, n_generation)
-    ps = b.prompts(f)
-    if not ps:
-        raise EditError(f"{f.where('templates')}no template usable by a {kind} model")
+    try:
+        first = f.first_query(kind)
+    except QueryError as e:
+        raise EditError(str(e)) from None
     if tokenizer is not None:
         try:
-            encode(tokenizer, kind, ps[0].text, new)
+            encode(tokenizer, kind, first.prompt, new)
         except QueryError as e:
             raise EditError(f"{f.where('new')}{e}") from None
     i = f.wrong_objects.index(new) if new in f.wrong_objects else None

@@ -131,7 +131,7 @@ def erase_relation(handle: ModelHandle, neuron_sets: Iterable[Iterable[Neuron]],
     if not sets:
         raise EditError("relation erasure needs the neuron sets of the relation's facts, got none")
     used = loc.relation_top_neurons(sets, k)
-    loc.check_range(handle, used, "relation erasure")
+    handle.check_neurons(used, "relation erasure", error=EditError)
     changes = _update(handle, used, torch.zeros_like)
     info = {"neurons": used, "k": k, "n_facts": len(sets)}
     return Edit(handle, "kn-erase", None, changes, info, time.perf_counter() - t0)
@@ -208,7 +208,7 @@ def _embeddings(handle: ModelHandle) -> torch.Tensor:
 
 def _answer_ids(handle: ModelHandle, fact: Fact, text: str, field: str) -> list[int]:
     """The tokens of ``text`` as the answer to the fact's first usable prompt (in context)."""
-    q = loc.fact_queries(handle, fact)[0]
+    q = loc.first_query(handle, fact)
     try:
         return encode(handle.tokenizer, handle.kind, q.prompt, text).target_ids
     except QueryError as e:
@@ -234,7 +234,7 @@ def _directions(handle: ModelHandle, rewrite: Rewrite) -> tuple[torch.Tensor, to
 @torch.no_grad()
 def _top_token(handle: ModelHandle, fact: Fact) -> int:
     """The model's top token at the first answer position of the fact's first usable prompt."""
-    q = loc.fact_queries(handle, fact)[0]
+    q = loc.first_query(handle, fact)
     try:
         enc = encode(handle.tokenizer, handle.kind, q.prompt, q.target)
     except QueryError as e:
