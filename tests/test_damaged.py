@@ -154,7 +154,7 @@ def test_dkn_cache_with_a_torn_or_bad_line_redoes_those_facts(fact_file, tmp_pat
         again, searched = _dkn(h, run, monkeypatch)
     said = warnings_of(caplog, "kneuron.paper")
     assert len(said) == 1 and "line 6 (torn)" in said[0] and "redone" in said[0], said
-    assert len(searched) == 1 and again["rows"] == first["rows"]
+    assert len(searched) == 1 and again.rows == first.rows
     assert (run / DAMAGED / "dkn.jsonl").read_bytes() == whole[: len(whole) - len(lines[5]) // 2 - 1]
     assert path.read_bytes() == whole, "the rewritten file ends each row with its newline"
     # an unreadable line in the middle, and a row that is JSON but not a row
@@ -165,12 +165,12 @@ def test_dkn_cache_with_a_torn_or_bad_line_redoes_those_facts(fact_file, tmp_pat
         third, searched = _dkn(h, run, monkeypatch)
     said = warnings_of(caplog, "kneuron.paper")
     assert len(said) == 1 and "2 damaged lines (line 3, line 4)" in said[0], said
-    assert len(searched) == 2 and third["rows"] == first["rows"]
+    assert len(searched) == 2 and third.rows == first.rows
     assert (run / DAMAGED / "dkn.jsonl.1").is_file()
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         fourth, searched = _dkn(h, run, monkeypatch)
-    assert not searched and not warnings_of(caplog, "kneuron.paper") and fourth["rows"] == first["rows"]
+    assert not searched and not warnings_of(caplog, "kneuron.paper") and fourth.rows == first.rows
 
 
 def test_dkn_cache_with_a_torn_header_starts_over(fact_file, tmp_path, monkeypatch, caplog):
@@ -183,7 +183,7 @@ def test_dkn_cache_with_a_torn_header_starts_over(fact_file, tmp_path, monkeypat
         again, searched = _dkn(h, run, monkeypatch)
     said = warnings_of(caplog, "kneuron.paper")
     assert len(said) == 1 and "empty" in said[0] and "every fact is redone" in said[0], said
-    assert len(searched) == 2 and again["rows"] == first["rows"]
+    assert len(searched) == 2 and again.rows == first.rows
 
 
 # ----------------------------------------------------------------------------- reproduce's step caches
@@ -199,13 +199,13 @@ def test_reproduce_recomputes_a_torn_step_cache(fact_file, tmp_path, caplog):
     def make():
         made.append(1)
         return {"en": {"n_facts": 5, "p": 0.25}}
-    assert rep._cached(out / "table1.json", make) == make() and len(made) == 2
+    assert rep._cached("table1", make) == make() and len(made) == 2
     good = (out / "table1.json").read_text()
     (out / "table1.json").write_text(good[: len(good) // 2])       # torn by a full disk
     (out / "timings.json").write_text('{"Module 1 (ig)": 1.')
     made.clear()
     with caplog.at_level(logging.WARNING):
-        again = rep._cached(out / "table1.json", make)
+        again = rep._cached("table1", make)
         rep._timed("Table 1", lambda: None)
     said = warnings_of(caplog, "kneuron.paper")
     assert len(said) == 2 and "table1.json: damaged" in said[0] and "recomputed" in said[0], said
@@ -215,7 +215,7 @@ def test_reproduce_recomputes_a_torn_step_cache(fact_file, tmp_path, caplog):
     assert (out / DAMAGED / "table1.json").read_text() == good[: len(good) // 2]
     assert list(json.loads((out / "timings.json").read_text())) == ["Table 1"]
     made.clear()
-    assert rep._cached(out / "table1.json", make) == again and not made    # now cached again
+    assert rep._cached("table1", make) == again and not made    # now cached again
     # a resumed Reproduction reads the same caches
     rep2 = Reproduction(h, cfg, out, resume=True, show_progress=False, log=lambda s: None)
-    assert rep2._cached(out / "table1.json", make) == again and not made
+    assert rep2._cached("table1", make) == again and not made

@@ -123,6 +123,15 @@ def _load(model: str, site: Optional[str] = None, device: Optional[str] = None):
                       device_map=LOAD.device_map)
 
 
+def _executor(engine: str, workers: int):
+    """--engine local | ray (``--workers`` Ray workers, each loading the model): where facts are localized."""
+    if engine == "ray":
+        from kneuron.runs.ray import RayExecutor
+        return RayExecutor(workers=workers)
+    from kneuron.runs.locate import LocalExecutor
+    return LocalExecutor()
+
+
 def _print_json(obj):
     typer.echo(json.dumps(obj, ensure_ascii=False, indent=2))
 

@@ -1,13 +1,12 @@
 """`kneuron likn | dkn | reproduce`: the paper's Modules 2-3 and Tables 1-3."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from kneuron.cli._common import MODEL_HELP, Engine, Method, _errors, _fail, _load, _print_json, _quiet_hf
+from kneuron.cli._common import MODEL_HELP, Engine, Method, _errors, _executor, _fail, _load, _print_json, _quiet_hf
 from kneuron.cli.runs import SKIP_HELP
 
 def likn(facts: str = typer.Option(..., "--facts", "-f", help="fact set with the same fact ids in several languages (e.g. en-zh)"),
@@ -81,8 +80,8 @@ def dkn(run: Path = typer.Option(..., "--run", "-r", help="run directory made by
     except _errors() as e:
         _fail(str(e))
     if as_json:
-        return _print_json(res["summary"])
-    for lang, x in res["summary"]["langs"].items():
+        return _print_json(res.to_json())
+    for lang, x in res.to_json()["langs"].items():
         typer.echo(f"{lang}: {x['n_with_dkn']} of {x['n_facts']} facts have degenerate groups "
                    f"({x['groups_per_fact']:.2f} per fact, sizes {x['sizes'] or '-'}); "
                    f"{x['forward_passes_per_fact']:.1f} forward passes and {x['ablations_per_fact']:.0f} ablations per fact")
@@ -122,15 +121,6 @@ def reproduce(model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     except _errors() as e:
         _fail(str(e))
     typer.echo(f"report: {res.report['md']} and {res.report['html']}")
-
-
-def _executor(engine: str, workers: int):
-    """--engine local | ray (``--workers`` Ray workers): where Module 1 localizes."""
-    if engine == "ray":
-        from kneuron.runs.ray import RayExecutor
-        return RayExecutor(workers=workers)
-    from kneuron.runs.locate import LocalExecutor
-    return LocalExecutor()
 
 
 def load_facts_check(facts: str) -> None:

@@ -1,7 +1,6 @@
 """`kneuron locate | intervene | evaluate`: make a run and test its neurons."""
 from __future__ import annotations
 
-import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Optional
@@ -10,7 +9,7 @@ import typer
 
 from kneuron.attribution import OBJECTIVES, PRECISIONS, RULES
 from kneuron.attribution.methods import PATHS, PREFACTORS
-from kneuron.cli._common import MODEL_HELP, Engine, Method, _errors, _fail, _load, _print_json, _quiet_hf
+from kneuron.cli._common import MODEL_HELP, Engine, Method, _errors, _executor, _fail, _load, _print_json, _quiet_hf
 
 # choices of `locate`'s options, from the library's own lists
 Rule = StrEnum("Rule", {r: r for r in RULES})
@@ -71,10 +70,9 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
                       facts_path=str(facts.resolve()), facts_hash=fact_file_hash(facts), lang=lang,
                       show_progress=not as_json)
         if engine == Engine.ray:                                 # the workers load the model
-            from kneuron.runs.ray import RayExecutor
             _quiet_hf()
             load = {"site": site, "device": device, "dtype": LOAD.dtype, "device_map": LOAD.device_map}
-            store = run_locate(model, fs, cfg, out, executor=RayExecutor(workers=workers),
+            store = run_locate(model, fs, cfg, out, executor=_executor(engine, workers),
                                load={k: v for k, v in load.items() if v is not None}, **common)
         else:
             store = run_locate(_load(model, site, device), fs, cfg, out, **common)
@@ -146,7 +144,7 @@ def evaluate(run: Path = typer.Option(..., "--run", "-r", help="run directory ma
              outlier_cut: bool = typer.Option(False, "--outlier-cut", help="the paper's cuts: drop suppress change > 20, enhance >= 250"),
              as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """The paper's Table 1 metric for a run: related vs unrelated probability change, SR."""
-    from kneuron.paper.table1 import evaluate as run_eval
+    from kneuron.paper.table1 import table1_from_run
     from kneuron.cli._common import LOAD
     from kneuron.runs.reopen import load_run, open_model
     try:
@@ -155,7 +153,7 @@ def evaluate(run: Path = typer.Option(..., "--run", "-r", help="run directory ma
         _quiet_hf()
         h = open_model(rc, model, device=device or "auto", dtype=LOAD.dtype, offline=LOAD.offline or None,
                        device_map=LOAD.device_map)   # the run's model, on the run's neuron site (global options)
-        ev = run_eval(h, run, facts, seed=seed, outlier_cut=outlier_cut, show_progress=not as_json)
+        ev = table1_from_run(h, run, facts, seed=seed, outlier_cut=outlier_cut, show_progress=not as_json)
         ev.save(run)
     except _errors() as e:
         _fail(str(e))

@@ -167,17 +167,65 @@ def find_dkn(handle: ModelHandle, prompt: str, target: str, neurons: Sequence[Ne
 
 # ----------------------------------------------------------------------------- over a run
 
+@dataclass(frozen=True)
+class DKNRun:
+    """Module 3 over a run: each fact's row as dkn.jsonl holds it (its ``groups``, their ``drops``, the
+    largest ``part_drops``, p0, ablations, forward passes), in the run's fact order, and the summary per
+    language (``summarize``: dkn.json, and ``to_json()``)."""
+    rows: list[dict]
+    summary: dict
+
+    @property
+    def config(self) -> dict:
+        """The DKN settings the rows were found with (``DKNConfig`` without its batch size)."""
+        return self.summary["config"]
+
+    def groups(self) -> dict[tuple[str, str], list[Group]]:
+        """(fact id, lang) -> its degenerate groups, each a tuple of neurons."""
+        return {(r["fact_id"], r["lang"]): [tuple(tuple(n) for n in g) for g in r["groups"]] for r in self.rows}
+
+    def to_json(self) -> dict:
+        return self.summary
+
+    def save(self, run_dir) -> None:
+        """dkn.jsonl (the rows it does not hold yet: ``dkn_from_run`` commits each as it is found) and
+        dkn.json, in ``run_dir``; a dkn.jsonl made with other settings is refused (RunStoreError)."""
+        rec = dkn_records(Path(run_dir) / ROWS_FILE, self.config)
+        for r in self.rows:
+            if (r["fact_id"], r["lang"]) not in rec:
+                rec.put(r)
+        self._save_summary(run_dir)
+
+    def _save_summary(self, run_dir) -> None:
+        write_json(Path(run_dir) / SUMMARY_FILE, self.summary, indent=2, sort_keys=True)
+
+    @classmethod
+    def load(cls, run_dir) -> "DKNRun":
+        """What ``save`` (or ``dkn_from_run``) wrote; the rows in dkn.jsonl's order (the run's, unless the
+        search was resumed), its damaged lines skipped. A RunStoreError, one line, when dkn.json is not
+        there or damaged."""
+        from kneuron.paper.table1 import _saved_json
+        summary = _saved_json(Path(run_dir) / SUMMARY_FILE)
+        path = Path(run_dir) / ROWS_FILE
+        rows = JsonLines(path, key=KEY, need=ROW_KEYS[2:], readonly=True).rows if path.is_file() else {}
+        return cls(list(rows.values()), summary)
+
+
+ROWS_FILE, SUMMARY_FILE, KEY = "dkn.jsonl", "dkn.json", ("fact_id", "lang")
+
+
 def dkn_from_run(handle: ModelHandle, run_dir, cfg: DKNConfig | None = None, facts_path=None,
-                 resume: bool = True, show_progress: bool = False) -> dict:
-    """Module 3 for every fact of a `locate` run, on its first prompt. Each finished fact is
-    appended to dkn.jsonl at once (a rerun continues where it stopped); dkn.json summarises."""
+                 resume: bool = True, show_progress: bool = False) -> DKNRun:
+    """Module 3 for every fact of a `locate` run, on its first prompt. Resumable: each finished fact is
+    appended to dkn.jsonl at once (a rerun continues where it stopped); dkn.json, the summary, is written
+    at the end (the result is saved: ``DKNRun.load(run_dir)`` reads it back)."""
     from kneuron.paper.table1 import first_prompt
     from kneuron.runs.reopen import check_model, load_run
     cfg = cfg or DKNConfig()
     cfg.validate()
     run = load_run(run_dir, facts_path)
     check_model(handle, run)
-    path = Path(run_dir) / "dkn.jsonl"
+    path = Path(run_dir) / ROWS_FILE
     conf = {k: v for k, v in asdict(cfg).items() if k != "batch_size"}
     rec = dkn_records(path, conf, fresh=not resume)
     todo = [f for f in run.facts if f.key not in rec]
@@ -188,9 +236,9 @@ def dkn_from_run(handle: ModelHandle, run_dir, cfg: DKNConfig | None = None, fac
                  "n_candidates": len(r.candidates), "n_quiet": len(r.quiet), "p0": r.p0,
                  "n_evals": r.n_evals, "n_forward": r.n_forward, "truncated": r.truncated})
     out = [rec.get(f.key) for f in run.facts]
-    summary = summarize(out, conf)
-    write_json(Path(run_dir) / "dkn.json", summary, indent=2, sort_keys=True)
-    return {"rows": out, "summary": summary}
+    res = DKNRun(out, summarize(out, conf))
+    res._save_summary(run_dir)
+    return res
 
 
 # what a dkn.jsonl row must hold to be used (summarize reads these)
@@ -204,7 +252,7 @@ def dkn_records(path, conf: dict | None, fresh: bool = False) -> JsonLines:
     rows, one warning line says so, and the facts of its bad lines are redone; other settings are
     refused in one line (``conf`` None: read whatever settings it has, e.g. for the explorer)."""
     from kneuron.runs.store import RunStoreError
-    return JsonLines(path, key=("fact_id", "lang"), need=ROW_KEYS[2:], config=conf, fresh=fresh, warn=log.warning,
+    return JsonLines(path, key=KEY, need=ROW_KEYS[2:], config=conf, fresh=fresh, warn=log.warning,
                      noun="fact", error=RunStoreError, hint="made with other DKN settings: delete it or use the same "
                                                             "settings")
 

@@ -26,14 +26,14 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from kneuron.paper.dkn import DKNConfig
+from kneuron.paper.dkn import DKNConfig, DKNRun
 from kneuron.facts.sampling import round_robin
 from kneuron.facts import Fact, fact_file_hash, load_facts, resolve_facts, save_facts
 from kneuron.models.load import ModelHandle
 from kneuron.models.registry import CARDS
 from kneuron.errors import ConfigError
 from kneuron.runs.store import RunStoreError
-from kneuron.store import Manifest, Records, check_resume, write_json
+from kneuron.store import Manifest, Records, add_time, check_resume, write_json
 
 log = logging.getLogger("kneuron.paper")
 MONOLINGUAL = {n: c.languages[0] for n, c in CARDS.items() if len(c.languages) == 1}   # know one language only
@@ -234,22 +234,20 @@ class Reproduction:
 
     def _timed(self, name: str, fn):
         """Run a step; its seconds are added to timings.json (summed over resumed invocations)."""
-        from kneuron.runs.store import add_time
         t0 = time.perf_counter()
         self.log(f"[reproduce] {name} ...")
         r = fn()
         self.timings = add_time(self.out, name, time.perf_counter() - t0, warn=log.warning)
         return r
 
-    def _cached(self, step: str | Path, fn):
-        """A step's result (``step``: its name, or its file <name>.json): read back when a run made it
+    def _cached(self, step: str, fn):
+        """A step's result (``step``: its name; its file is <step>.json): read back when a run made it
         before; one that cannot be read is kept in damaged/ and recomputed (one warning line)."""
-        key = Path(step).stem if isinstance(step, Path) else step
-        r = self.steps.get(key)
+        r = self.steps.get(step)
         if r is not None:
             return r
         r = fn()
-        self.steps.put(key, r)
+        self.steps.put(step, r)
         return r
 
     # ------------------------------------------------------------------ steps
@@ -284,30 +282,30 @@ class Reproduction:
     def table2(self) -> dict | None:
         if len(self.langs) < 2:
             return None
-        from kneuron.paper.table2 import crosslingual
         from kneuron.paper.likn import likn_from_run
+        from kneuron.paper.table2 import table2_from_run
         run = self.out / "locate-amig"
 
         def make():
             lk = likn_from_run(run, self.langs[:2])
             lk.save(run)
-            res = crosslingual(self.h, run, lk.per_fact, self.langs[:2], seed=self.cfg.seed, n_boot=self.cfg.n_boot,
-                               show_progress=self.progress)
+            res = table2_from_run(self.h, run, lk.per_fact, self.langs[:2], seed=self.cfg.seed,
+                                  n_boot=self.cfg.n_boot, show_progress=self.progress)
             res.save_effects(run)
             return {"likn": lk.to_json(), **res.to_json()}
         return self._cached("table2", make)
 
-    def dkn(self) -> dict:
+    def dkn(self) -> DKNRun:
         from kneuron.paper.dkn import dkn_from_run
         return dkn_from_run(self.h, self.out / "locate-amig", self.cfg.dkn, resume=True, show_progress=self.progress)
 
-    def table3(self, dkn_rows: list[dict]) -> dict:
-        from kneuron.paper.table3 import fact_check_run
+    def table3(self, dkn: DKNRun) -> dict:
+        from kneuron.paper.table3 import table3_from_run
         out = {}
         for lang in self.langs:
-            out[lang] = self._cached(f"table3-{lang}", lambda: fact_check_run(
-                self.h, self.out / "locate-amig", lang, dkn_rows, "amig", self.cfg.steps, seed=self.cfg.seed,
-                show_progress=self.progress))
+            out[lang] = self._cached(f"table3-{lang}", lambda: table3_from_run(
+                self.h, self.out / "locate-amig", lang, dkn, "amig", self.cfg.steps, seed=self.cfg.seed,
+                show_progress=self.progress).to_json())
         return out
 
     def layer_counts(self, dkn_rows: list[dict], likn: dict | None) -> dict:
@@ -334,9 +332,9 @@ class Reproduction:
         t1 = self._timed("Table 1", self.table1)
         t2 = self._timed("Module 2 + Table 2", self.table2)
         d = self._timed("Module 3 (DKN)", self.dkn)
-        t3 = self._timed("Table 3", lambda: self.table3(d["rows"]))
-        res = ReproduceResult(self.meta, t1, t2, d["summary"], t3,
-                              self.layer_counts(d["rows"], t2["likn"] if t2 else None), self.timings)
+        t3 = self._timed("Table 3", lambda: self.table3(d))
+        res = ReproduceResult(self.meta, t1, t2, d.to_json(), t3,
+                              self.layer_counts(d.rows, t2["likn"] if t2 else None), self.timings)
         from kneuron.paper.report import write_report
         res = dataclasses.replace(res, report=self._timed("report", lambda: write_report(res.to_json(), self.out)))
         res.save(self.out)

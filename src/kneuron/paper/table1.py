@@ -162,10 +162,13 @@ def table1_from_json(j: dict) -> Table1:
                   Interval(**j["sr_interval"]) if j.get("sr_interval") else None)
 
 
-def evaluate(handle: ModelHandle, run_dir, facts_path=None, seed: int = 42, outlier_cut: bool = False,
-             n_boot: int = 1000, show_progress: bool = False) -> Evaluation:
+def table1_from_run(handle: ModelHandle, run_dir, facts_path=None, seed: int = 42, outlier_cut: bool = False,
+                    n_boot: int = 1000, show_progress: bool = False) -> Evaluation:
     """Table 1 for a run (nothing is written: ``.save(run_dir)`` does that)."""
     run = load_run(run_dir, facts_path)
     effects = edit_effects(handle, run, seed=seed, show_progress=show_progress)
     return Evaluation(table1_of(effects, outlier_cut=outlier_cut, n_boot=n_boot), effects, seed, outlier_cut,
                       unrelated_partner(run.facts, seed)[1])
+
+
+evaluate = table1_from_run     # its first name (the README's `kneuron.evaluate`)

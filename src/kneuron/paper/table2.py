@@ -133,9 +133,9 @@ class CrossLingual:
                    read_effects(Path(directory) / "crosslingual.parquet"))
 
 
-def crosslingual(handle: ModelHandle, run_dir, likn: dict[str, list[Neuron]] | None = None,
-                 langs: tuple[str, str] = ("en", "zh"), facts_path=None, seed: int = 42, n_boot: int = 1000,
-                 show_progress: bool = False) -> CrossLingual:
+def table2_from_run(handle: ModelHandle, run_dir, likn: dict[str, list[Neuron]] | None = None,
+                    langs: tuple[str, str] = ("en", "zh"), facts_path=None, seed: int = 42, n_boot: int = 1000,
+                    show_progress: bool = False) -> CrossLingual:
     """Table 2 over a two-language `locate` run (nothing is written: ``.save(directory)`` does that)."""
     from kneuron.paper.likn import likn_from_run
     run = load_run(run_dir, facts_path)
@@ -144,3 +144,6 @@ def crosslingual(handle: ModelHandle, run_dir, likn: dict[str, list[Neuron]] | N
     effects = crosslingual_effects(handle, run, likn, langs, seed=seed, show_progress=show_progress)
     return CrossLingual(tuple(langs), seed, len(likn), sum(bool(v) for v in likn.values()),
                         table2(effects, langs, n_boot), effects)
+
+
+crosslingual = table2_from_run   # its first name (the README's)

@@ -19,6 +19,7 @@ import math
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -28,9 +29,11 @@ from kneuron.metrics import auroc, best_threshold, binary_metrics
 from kneuron.models.load import ModelHandle
 from kneuron.facts.templates import QueryError
 from kneuron.models.targets import encode
-from kneuron.paper.table1 import first_prompt
+from kneuron.paper.dkn import DKNRun
+from kneuron.paper.table1 import _saved_json, first_prompt
 from kneuron.neurons import Neuron
 from kneuron.report.progress import progress
+from kneuron.store import write_json
 
 T_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
 PAPER_T, PAPER_LAMBDA = 0.7, 1e-6
@@ -209,12 +212,46 @@ def fact_check(facts: list[Fact], dkn_groups: dict[tuple[str, str], list], wrong
     return res
 
 
-def fact_check_run(handle: ModelHandle, run_dir, lang: str, dkn_rows: list[dict], method: str = "amig",
-                   steps: int = 20, method_options: dict | None = None, seed: int = 42,
-                   show_progress: bool = False) -> dict:
-    """Table 3 over one language of a `locate` run whose DKNs were found (``dkn.dkn_from_run``), as JSON
-    (the caller writes it)."""
+@dataclass(frozen=True)
+class FactCheck:
+    """Table 3 for one language of a run: ``table`` is ``fact_check``'s result (the split, the tuned t and
+    lambda, and per scorer — "dkn", "dkn_paper", "direct", "compare" — precision, recall, F1, accuracy,
+    AUROC and counts); ``to_json()`` is table3-<lang>.json."""
+    lang: str
+    method: str
+    steps: int
+    table: dict
+
+    def to_json(self) -> dict:
+        return {"lang": self.lang, "method": self.method, "steps": self.steps, **self.table}
+
+    @classmethod
+    def from_json(cls, j: dict) -> "FactCheck":
+        t = {k: v for k, v in j.items() if k not in ("lang", "method", "steps")}
+        return cls(j["lang"], j["method"], j["steps"], t)
+
+    def save(self, directory) -> Path:
+        """table3-<lang>.json in ``directory``, atomically (the bytes `reproduce` writes)."""
+        return write_json(self.path(directory, self.lang), self.to_json(), indent=2, sort_keys=True,
+                          ensure_ascii=False, default=str)
+
+    @classmethod
+    def load(cls, directory, lang: str) -> "FactCheck":
+        """What ``save`` wrote for ``lang`` (a RunStoreError, one line, when it is not there or damaged)."""
+        return cls.from_json(_saved_json(cls.path(directory, lang)))
+
+    @staticmethod
+    def path(directory, lang: str) -> Path:
+        return Path(directory) / f"table3-{lang}.json"
+
+
+def table3_from_run(handle: ModelHandle, run_dir, lang: str, dkn: DKNRun | list[dict], method: str = "amig",
+                    steps: int = 20, method_options: dict | None = None, seed: int = 42,
+                    show_progress: bool = False) -> FactCheck:
+    """Table 3 over one language of a `locate` run whose DKNs were found (``dkn``: ``dkn_from_run``'s
+    result, or its rows); nothing is written (``.save(directory)`` does that)."""
     from kneuron.runs.reopen import check_model, load_run
+    dkn_rows = dkn.rows if isinstance(dkn, DKNRun) else dkn
     run = load_run(run_dir)
     check_model(handle, run)
     facts = [f for f in run.facts if f.lang == lang]
@@ -232,4 +269,4 @@ def fact_check_run(handle: ModelHandle, run_dir, lang: str, dkn_rows: list[dict]
     total = 2 * sum(f.key in wrong for f in sp.val + sp.test)
     with progress(f"fact-checking ({lang})", total, show=show_progress) as advance:
         res = fact_check(facts, groups, wrong, attr, prob, seed=seed, progress=advance)
-    return {"lang": lang, "method": method, "steps": steps, **res}
+    return FactCheck(lang, method, steps, res)
