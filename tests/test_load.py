@@ -246,11 +246,11 @@ def test_expected_errors_share_one_base():
     from kneuron.facts.templates import QueryError
     from kneuron.models.sites import SiteError
     from kneuron.organisms.plant import PlantError
-    from kneuron.runs.ray import EngineError
+    from kneuron.runs.ray import RayError
     from kneuron.runs.store import RunStoreError
     for cls, old_base in ((FactError, ValueError), (QueryError, ValueError), (SiteError, ValueError),
                           (ModelLoadError, ValueError), (PlantError, ValueError), (RunStoreError, RuntimeError),
-                          (EngineError, RuntimeError), (ConfigError, ValueError), (MissingDependencyError, ImportError)):
+                          (RayError, RuntimeError), (ConfigError, ValueError), (MissingDependencyError, ImportError)):
         assert issubclass(cls, KneuronError) and issubclass(cls, old_base), cls
 
 

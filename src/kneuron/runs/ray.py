@@ -28,9 +28,6 @@ class RayError(KneuronError, RuntimeError):
     """The Ray executor cannot run as asked (one-line message)."""
 
 
-EngineError = RayError         # its name before issue 19 (tests/test_load.py imports it)
-
-
 def _ray():
     try:
         import ray

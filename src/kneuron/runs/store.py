@@ -29,7 +29,6 @@ from kneuron.errors import KneuronError
 from kneuron.facts import Fact, save_facts
 from kneuron.store.atomic import DAMAGED
 from kneuron.store.manifest import MANIFEST, RENAMED_OPTIONS, TIMINGS, Manifest
-from kneuron.store.manifest import add_time as _add_time
 from kneuron.store.manifest import check_out as _check_out
 from kneuron.store.manifest import upgrade as upgrade_meta
 from kneuron.store.parquet import WRITE_OPTS, ParquetRecords, Table, stem_of
@@ -52,7 +51,7 @@ TYPES = {
 TABLES = (Table("neurons", NEURON_HEAD, tuple(NEURON_SORT)), Table("facts", FACT_HEAD, tuple(FACT_SORT)))
 HINT = "resume the run (kneuron locate ... --resume)"
 __all__ = ["RESUME_KEYS", "FACTS_FILE", "TIMINGS_FILE", "RENAMED_OPTIONS", "DAMAGED", "WRITE_OPTS", "Run",
-           "RunStore", "RunStoreError", "add_time", "check_out", "open_run", "query", "run_dirs",
+           "RunStore", "RunStoreError", "check_out", "open_run", "query", "run_dirs",
            "upgrade_meta", "write_part"]
 
 log = logging.getLogger("kneuron.runs")
@@ -76,11 +75,6 @@ def _keys(t: pa.Table) -> set[tuple[str, str]]:
 
 
 # ----------------------------------------------------------------------------- kept for callers (store/ now)
-
-def add_time(run_dir, stage: str, seconds: float, warn=None) -> dict:
-    """``kneuron.store.add_time`` (a damaged timings.json said on the "kneuron.runs" logger by default)."""
-    return _add_time(run_dir, stage, seconds, warn or log.warning)
-
 
 def check_out(path, resume: bool = False, readonly: bool = False) -> None:
     """Whether ``path`` can take a run as asked, before any work (one-line RunStoreError): a new run
