@@ -255,7 +255,8 @@ class Run(RunStore):
 
     def dkn(self) -> dict[tuple[str, str], dict]:
         """Module 3's rows (``kneuron dkn``), by (fact id, lang): each with its ``groups``; {} when not
-        run. Damaged lines are skipped here (a resumed ``kneuron dkn`` moves them aside and redoes them)."""
+        run. Damaged lines are skipped here (a resumed ``kneuron dkn`` moves them aside and redoes them).
+        ``kneuron.paper.dkn.DKNRun.load`` gives the typed result (rows and summary)."""
         from kneuron.store.records import JsonLines
         path = self.path / DKN
         if not path.is_file():
