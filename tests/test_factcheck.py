@@ -7,7 +7,7 @@ import torch
 from kneuron.paper.table3 import (PAPER_LAMBDA, PAPER_T, Item, fact_check, relation_dkns, split_facts,
                                            wrong_object)
 from kneuron.facts import Fact
-from kneuron.metrics import auroc, best_threshold, binary_metrics
+from kneuron.paper.stats import auroc, best_threshold, binary_metrics
 
 
 def test_precision_recall_f1_by_hand():

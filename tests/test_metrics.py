@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from kneuron.metrics import Interval, bootstrap_ci, relative_change, table1
+from kneuron.paper.stats import Interval, bootstrap_ci, relative_change, table1
 
 approx = pytest.approx
 

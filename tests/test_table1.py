@@ -1,7 +1,7 @@
 """The typed edit effects and the one pivot from effects to the Table 1 metric."""
 import pytest
 
-from kneuron.metrics import table1
+from kneuron.paper.stats import table1
 from kneuron.paper.table1 import EditEffect, table1_of
 
 

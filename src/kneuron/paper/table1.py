@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from kneuron.facts import Fact
 from kneuron.intervene import enhance, suppress
-from kneuron.metrics import Table1, relative_change, table1
+from kneuron.paper.stats import Table1, relative_change, table1
 from kneuron.models.load import ModelHandle
 from kneuron.neurons import Neuron
 from kneuron.probe import answer_prob
@@ -153,7 +153,7 @@ def read_effects(path: Path) -> list[EditEffect]:
 
 def table1_from_json(j: dict) -> Table1:
     """A Table1 from its ``to_json`` (undefined values, written as null, read back as None)."""
-    from kneuron.metrics import Interval, OpSummary
+    from kneuron.paper.stats import Interval, OpSummary
 
     def op(d: dict) -> OpSummary:
         iv = {k: Interval(**v) for k, v in d.items() if isinstance(v, dict)}

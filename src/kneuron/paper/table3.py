@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from kneuron.facts import Fact
-from kneuron.metrics import auroc, best_threshold, binary_metrics
+from kneuron.paper.stats import auroc, best_threshold, binary_metrics
 from kneuron.models.load import ModelHandle
 from kneuron.facts.templates import QueryError
 from kneuron.models.targets import encode

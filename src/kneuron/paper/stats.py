@@ -1,5 +1,6 @@
-"""The Table 1 metric (paper Eq. 11): how much editing a fact's neurons moves that fact
-compared with an unrelated one, plus means/medians with bootstrap intervals.
+"""The paper's statistics: the Table 1 metric (paper Eq. 11), how much editing a fact's neurons moves
+that fact compared with an unrelated one, with means / medians and their bootstrap intervals
+(``kneuron.report.stats.ci``); and Table 3's true/false verdict scores (precision, recall, F1, AUROC).
 
 For each fact, Δ = (p_after - p_before) / p_before. For an operation x (suppress or
 enhance), "related" is the fact itself with its own neurons edited and "unrelated" is a
