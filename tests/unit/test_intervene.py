@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from kneuron import answer_prob, enhance, erase, suppress
+from kneuron.probe import answer_prob
+from kneuron import enhance, suppress
+from kneuron.intervene import erase
 from kneuron.intervene import answer_positions
 from support.tiny import tiny_handle
 

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from kneuron import load_model, predict, suppress
+from kneuron import load_model, suppress
+from kneuron.probe import predict
 from kneuron.attribution.passes import clean_pass
 from kneuron.errors import ConfigError
 from kneuron.facts.templates import QueryError

@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from kneuron import LocateConfig, RayExecutor, load_facts, load_model, locate
+from kneuron import LocateConfig, load_facts, load_model, locate
+from kneuron.runs.ray import RayExecutor
 from support.tiny import tiny_model, word_tokenizer
 
 ray = pytest.importorskip("ray")

@@ -1,3 +1,4 @@
+"""kneuron.facts.sampling: round-robin draws over groups (one per group in turn, every group before a repeat)."""
 from kneuron.facts.sampling import round_robin
 
 

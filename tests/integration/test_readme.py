@@ -1,10 +1,11 @@
 """The README's Python examples run as written (on the real smollm2-135m weights)."""
 import re
-from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+from support.paths import ROOT
+
+README = ROOT / "README.md"
 
 
 def python_blocks() -> list[str]:
@@ -29,5 +30,5 @@ def test_readme_python_examples_run_as_written(tmp_path, monkeypatch):
     # the examples leave the model as they found it (suppress / enhance / erase undone)
     import kneuron
     h = scope["h"]
-    fresh = kneuron.answer_prob(h, "The capital of France is", "Paris").prob
+    fresh = answer_prob(h, "The capital of France is", "Paris").prob
     assert fresh == pytest.approx(scope["a"].prob, rel=1e-3)     # float rounding only: an edit left behind moves it by far more

@@ -1,7 +1,8 @@
 """On the real pretrained smollm2-135m (bundled GGUF): the answer and the located neurons are real."""
 import pytest
 
-from kneuron import LocateConfig, answer_prob, load_facts, load_model, locate, predict
+from kneuron import LocateConfig, load_facts, load_model, locate
+from kneuron.probe import answer_prob, predict
 from kneuron.paper.table1 import edit_effects, load_run
 from kneuron.facts import fact_file_hash, resolve_facts
 

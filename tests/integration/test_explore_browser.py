@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from support.explore_fixtures import ANSWER, CLM, PROMPT, chromium, explorer, make_run, serving
-from kneuron import answer_prob, attribute, predict, suppress
+from kneuron.probe import answer_prob, predict
+from kneuron import attribute, suppress
 from kneuron.lens import logit_lens, token_id, value_index
 from kneuron.paper.table1 import first_prompt, measure, unrelated_partner
 

@@ -134,7 +134,8 @@ def check_probe_json(j, prompt, k):
 
 def test_probe_json_end_to_end(models):
     """The installed console script, in a fresh process: target.p is the library's answer_prob."""
-    from kneuron import answer_prob, load_model
+    from kneuron.probe import answer_prob
+    from kneuron import load_model
     prompt = "the capital of france is"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     p = subprocess.run([str(KNEURON), "probe", prompt, "--model", models["gpt2"], "--target", "paris",
@@ -151,7 +152,8 @@ def test_probe_json_end_to_end(models):
 @pytest.mark.parametrize("family,prompt", [("gpt2", "the capital of italy is"),
                                            ("bert", "the capital of italy is [Y] .")])
 def test_probe_in_process(models, family, prompt):
-    from kneuron import answer_prob, load_model, predict
+    from kneuron.probe import answer_prob, predict
+    from kneuron import load_model
     j = json.loads(ok(cli("probe", prompt, "-m", models[family], "-t", "rome", "-k", 4, "--json")).stdout)
     check_probe_json(j, prompt, 4)
     h = load_model(models[family])

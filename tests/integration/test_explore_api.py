@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from support.explore_fixtures import ANSWER, CLM, PROMPT, call, explorer, make_run, serving, wait_job
-from kneuron import answer_prob, attribute, predict, suppress
+from kneuron.probe import answer_prob, predict
+from kneuron import attribute, suppress
 from kneuron.explore import check_host
 from kneuron.lens import logit_lens, value_index
 from kneuron.paper.table1 import first_prompt, measure, unrelated_partner
@@ -201,6 +202,11 @@ def test_meta_serves_the_method_registries(app):
     amig = next(m for m in meta["attribution"] if m["name"] == "amig")
     assert {o["name"]: o["default"] for o in amig["options"]} == {"paths": "mean", "prefactor": "activation",
                                                                   "normalize": False}
+    from kneuron.models.registry import CARDS
+    assert meta["models"] == [{"name": c.name, "kind": c.kind, "languages": list(c.languages)} for c in CARDS.values()]
+    assert {"name": "organism-clm", "kind": "causal", "languages": ["en", "zh"]} in meta["models"]
+    from kneuron.explore import DEFAULT_MODELS
+    assert DEFAULT_MODELS == [m["name"] for m in meta["models"]]       # the models offered by default: the same cards
     page = (STATIC / "index.html").read_text()
     assert '<select id="method"></select>' in page and '<select id="edit-method"></select>' in page
     assert "<option>" not in page                                     # no method list hard-coded
