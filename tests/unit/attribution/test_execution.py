@@ -1,10 +1,12 @@
-"""bf16 / fp16 autocast (the GPU path): close to fp32, selectable, validated."""
+"""kneuron.attribution.execution: how attribution runs, apart from what it computes. bf16 / fp16 autocast
+(the GPU path): close to fp32, selectable, validated; progress counts rows and is not pickled."""
 import pytest
 import torch
 
 from kneuron import Execution, LocateConfig, attribute
 from kneuron.errors import ConfigError
 from support.tiny import tiny_handle
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,3 +31,19 @@ def test_bad_precision_fails_before_work():
         Execution(precision="int8")
     with pytest.raises(TypeError):                       # how it runs is not part of what a run computes
         LocateConfig(precision="fp8")
+
+
+def _prompt(h):
+    return "the capital of france is" if h.kind == "causal" else "the capital of france is [Y] ."
+
+
+def test_execution_progress_counts_rows_and_is_not_pickled():
+    import pickle
+    h = tiny_handle("gpt2")
+    rows = []
+    ex = Execution(batch_size=4, progress=rows.append)
+    attribute(h, _prompt(h), "paris", steps=2, execution=ex)
+    assert sum(rows) == h.n_layers * 2 and max(rows) <= 4       # 3 layers x 2 nodes, in batches of <= 4
+    back = pickle.loads(pickle.dumps(ex))
+    assert back == ex and back.progress is None and back.batch_size == 4
+

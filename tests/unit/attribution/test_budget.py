@@ -1,17 +1,16 @@
 """The memory planner (attribution.budget): rows per batch against a budget, sizes, the engine under a
-tiny budget, and --max-memory."""
+tiny budget (the CLI's --max-memory check: tests/unit/cli/test_runs.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from kneuron.attribution import AMIG, Execution, attribute, attribute_many, budget, plan_batch
-from kneuron.attribution.budget import Dims, clean_chunk, dims_of, estimate, parse_size, plan
+from kneuron.attribution import AMIG, Execution, attribute, attribute_many, budget
+from kneuron.attribution.budget import Dims, dims_of, estimate, parse_size, plan
 from kneuron.attribution.runner import RowRunner
-from kneuron.cli import app
 from kneuron.errors import ConfigError
 from support.tiny import tiny_handle
+
 
 # model shapes: (layers, hidden, neurons, heads, kv heads, head dim, vocabulary, bytes per number)
 SHAPES = {
@@ -21,7 +20,11 @@ SHAPES = {
     "llama-7b-bf16": Dims(32, 4096, 11008, 32, 32, 128, 32000, 2),
     "qwen2-0.5b": Dims(24, 896, 4864, 14, 2, 64, 151936, 4),
 }
+
+
 LENGTHS = [8, 32, 128, 512, 1024, 2048, 4096, 8192]
+
+
 GiB = 2**30
 
 
@@ -226,10 +229,3 @@ def test_several_prompts_under_a_budget(monkeypatch):
     for a, b in zip(small, big):
         assert torch.allclose(a.scores, b.scores, rtol=1e-6, atol=1e-9)
 
-
-def test_locate_max_memory_option(tmp_path):
-    r = CliRunner().invoke(app, ["locate", "--facts", "demo-en", "--out", str(tmp_path / "run"), "--max-memory", "lots"])
-    assert r.exit_code == 2
-    err = r.stderr.strip()
-    assert err.count("\n") == 0 and "max-memory must be a size like 512MB" in err
-    assert not (tmp_path / "run").exists()                       # refused before anything was written or loaded

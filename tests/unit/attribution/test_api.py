@@ -1,8 +1,9 @@
-"""The fast engine equals the plain slow reference, for every family and method; completeness."""
+"""kneuron.attribution.api: attribute() equals the plain slow reference, for every family and method, whatever
+the batching, caches and rules; completeness; out-of-memory backs off; settings by keyword only."""
 import pytest
 import torch
 
-from kneuron.attribution import AMIG, IG, Execution, attribute, make_method
+from kneuron.attribution import AMIG, Execution, IG, attribute
 from kneuron.errors import ConfigError
 from support.reference import reference_attribute
 from support.tiny import FAMILIES, tiny_handle
@@ -117,25 +118,6 @@ def test_top_and_prob():
         attribute(h, _prompt(h), "paris", method="nope")
 
 
-def test_methods_carry_their_options():
-    """One name per knob: the object's field, params() (a run's method_options), make_method's options."""
-    m = AMIG(paths="per-word", prefactor="difference")
-    assert m.params() == {"paths": "per-word", "prefactor": "difference", "normalize": False}
-    assert make_method("amig", **m.params()) == m and make_method(m) is m
-    assert make_method("amig") == AMIG() and make_method("ig") == IG() and IG().params() == {}
-    assert m.proper() and not AMIG().proper()
-    with pytest.raises(ConfigError, match="prefactor_kind"):
-        make_method("amig", prefactor_kind="difference")         # the old name is gone
-    with pytest.raises(ConfigError, match="no options"):
-        make_method("ig", paths="mean")
-    with pytest.raises(ConfigError, match="method object"):
-        make_method(AMIG(), paths="mean")
-    with pytest.raises(ConfigError, match="prefactor"):
-        AMIG(prefactor="nope")
-    with pytest.raises(Exception):
-        m.paths = "mean"                                          # frozen: a method is a value
-
-
 def test_attribute_takes_settings_by_keyword_only():
     h = tiny_handle("gpt2")
     with pytest.raises(TypeError):
@@ -153,13 +135,3 @@ def test_attribute_takes_settings_by_keyword_only():
         with pytest.raises(ConfigError, match=needle):
             Execution(**bad)
 
-
-def test_execution_progress_counts_rows_and_is_not_pickled():
-    import pickle
-    h = tiny_handle("gpt2")
-    rows = []
-    ex = Execution(batch_size=4, progress=rows.append)
-    attribute(h, _prompt(h), "paris", steps=2, execution=ex)
-    assert sum(rows) == h.n_layers * 2 and max(rows) <= 4       # 3 layers x 2 nodes, in batches of <= 4
-    back = pickle.loads(pickle.dumps(ex))
-    assert back == ex and back.progress is None and back.batch_size == 4
