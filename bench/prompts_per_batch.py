@@ -13,7 +13,8 @@ import warnings
 
 import torch
 
-from kneuron import load_facts, load_model, queries_for
+from kneuron import load_facts, load_model
+from kneuron.facts.templates import queries_for
 from kneuron.attribution import attribute, attribute_many
 from kneuron.facts import resolve_facts
 

@@ -16,7 +16,8 @@ import warnings
 
 import torch
 
-from kneuron import attribute, load_facts, load_model, queries_for
+from kneuron import attribute, load_facts, load_model
+from kneuron.facts.templates import queries_for
 from kneuron.facts import resolve_facts
 
 warnings.filterwarnings("ignore")

@@ -4,7 +4,9 @@ from itertools import combinations
 import pytest
 import torch
 
-from kneuron import PlantSpec, answer_prob, plant, suppress
+from kneuron.organisms.plant import PlantSpec, plant
+from kneuron.probe import answer_prob
+from kneuron import suppress
 from kneuron.paper.dkn import DKNConfig, _join, ablation_probs, drop, find_dkn, search
 from kneuron.intervene import suppress_each
 from support.tiny import tiny_handle

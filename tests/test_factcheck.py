@@ -127,7 +127,7 @@ def test_no_validation_part_means_no_tuning():
 def test_model_scorer_logp_and_greedy_match_the_model():
     import math
 
-    from kneuron import answer_prob, predict
+    from kneuron.probe import answer_prob, predict
     from kneuron.paper.table3 import model_scorers
     from support.tiny import tiny_handle
     h = tiny_handle("gpt2")

@@ -1,7 +1,8 @@
 """Module 2: the set logic, and the planted language-independent neuron found by it."""
 import pytest
 
-from kneuron import LocateConfig, PlantSpec, locate, plant
+from kneuron import LocateConfig, locate
+from kneuron.organisms.plant import PlantSpec, plant
 from kneuron.facts import Fact
 from kneuron.paper.likn import language_independent, likn_from_run
 from kneuron.models.load import from_model

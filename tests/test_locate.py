@@ -6,7 +6,7 @@ import pytest
 import kneuron.runs.locate as loc
 from kneuron import AMIG, Execution, LocateConfig, load_facts, locate
 from kneuron.errors import ConfigError
-from kneuron.paper.table1 import evaluate, load_run, unrelated_partner
+from kneuron.paper.table1 import load_run, table1_from_run, unrelated_partner
 from kneuron.facts import fact_file_hash
 from support.tiny import tiny_handle
 
@@ -169,7 +169,7 @@ def test_unrelated_partner_is_another_relation_and_seeded(fact_file):
 def test_evaluate_writes_table1(fact_file, tmp_path):
     h = tiny_handle("gpt2")
     _run(h, fact_file, tmp_path / "r")
-    ev = evaluate(h, tmp_path / "r", n_boot=50)
+    ev = table1_from_run(h, tmp_path / "r", n_boot=50)
     assert not (tmp_path / "r" / "evaluation.json").exists()          # the caller writes it, once
     ev.save(tmp_path / "r")
     j = json.loads((tmp_path / "r" / "evaluation.json").read_text())

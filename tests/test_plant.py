@@ -5,7 +5,9 @@ import json
 import pytest
 import torch
 
-from kneuron import answer_prob, attribute, from_model, load_model, suppress
+from kneuron.probe import answer_prob
+from kneuron import attribute, load_model, suppress
+from kneuron.models import from_model
 from kneuron.organisms.plant import LAYOUTS, PlantError, PlantSpec, grow, layout_for, plant
 from support.tiny import tiny_handle
 

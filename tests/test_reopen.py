@@ -164,7 +164,7 @@ def test_open_model_uses_the_run_site(site_run, models):
 
 def test_check_model_refuses_the_default_site_for_a_site_run(site_run, models):
     from kneuron.paper.dkn import dkn_from_run
-    from kneuron.paper.table1 import edit_effects, evaluate
+    from kneuron.paper.table1 import edit_effects, table1_from_run
     plain = load_model(models["gpt2"])                    # what the CLI used to do: the model by name only
     with pytest.raises(ModelMismatchError) as e:
         check_model(plain, site_run)
@@ -179,7 +179,7 @@ def test_check_model_refuses_the_default_site_for_a_site_run(site_run, models):
         with pytest.raises(ModelMismatchError):
             edit_effects(plain, load_run(run))
         with pytest.raises(ModelMismatchError):
-            evaluate(plain, run)
+            table1_from_run(plain, run)
         with pytest.raises(ModelMismatchError):
             dkn_from_run(plain, run)
         assert not (run / "evaluation.json").exists() and not (run / "dkn.jsonl").exists()

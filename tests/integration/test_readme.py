@@ -27,8 +27,10 @@ def test_readme_python_examples_run_as_written(tmp_path, monkeypatch):
     store = scope["store"]
     assert store.facts().num_rows == 2 and (tmp_path / "runs" / "mine" / "facts.jsonl").is_file()
     assert scope["a"].scores.shape == (30, 1536)
+    assert scope["run"].facts().num_rows == 2                   # open_run reads what locate wrote
+    assert len(scope["ns"].neurons) > 0                         # localize found the fact's neurons
     # the examples leave the model as they found it (suppress / enhance / erase undone)
-    import kneuron
+    from kneuron.probe import answer_prob
     h = scope["h"]
     fresh = answer_prob(h, "The capital of France is", "Paris").prob
     assert fresh == pytest.approx(scope["a"].prob, rel=1e-3)     # float rounding only: an edit left behind moves it by far more

@@ -10,7 +10,8 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 
-from kneuron import LocateConfig, load_facts, locate, save_facts
+from kneuron import LocateConfig, load_facts, locate
+from kneuron.facts import save_facts
 from kneuron.explore import Explorer, Models, Server, make_app
 from kneuron.facts import fact_file_hash
 

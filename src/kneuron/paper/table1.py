@@ -170,5 +170,3 @@ def table1_from_run(handle: ModelHandle, run_dir, facts_path=None, seed: int = 4
     return Evaluation(table1_of(effects, outlier_cut=outlier_cut, n_boot=n_boot), effects, seed, outlier_cut,
                       unrelated_partner(run.facts, seed)[1])
 
-
-evaluate = table1_from_run     # its first name (the README's `kneuron.evaluate`)

@@ -145,5 +145,3 @@ def table2_from_run(handle: ModelHandle, run_dir, likn: dict[str, list[Neuron]] 
     return CrossLingual(tuple(langs), seed, len(likn), sum(bool(v) for v in likn.values()),
                         table2(effects, langs, n_boot), effects)
 
-
-crosslingual = table2_from_run   # its first name (the README's)
