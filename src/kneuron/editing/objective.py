@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +31,6 @@ import torch
 from kneuron.facts.templates import QueryError, is_cjk
 from kneuron.models import hooks
 from kneuron.models.load import ModelHandle
-from kneuron.models.sites import as_bsn
 from kneuron.models.targets import encode
 
 from .base import EditError, Rewrite
@@ -297,21 +295,6 @@ class Objective:
             cur = lp[-1]
             kl = (cur.exp() * (cur - self.ref.to(cur.dtype))).sum().double()   # KL(P_edited || P_original)
         return self.nll(lp), kl
-
-
-# ----------------------------------------------------------------------------- hooks on the projection
-
-@contextmanager
-def hooked(proj: torch.nn.Module, fn, shape: tuple[int, int]):
-    """Forward hook on an output projection: its output becomes ``fn(input [B, T, n], output [B, T, h])``
-    for a batch of ``shape`` (B, T) (families that flatten the MLP's tensors to [B*T, .], e.g. OPT, are
-    shaped back for ``fn``)."""
-    def hook(mod, args, out):
-        y = fn(as_bsn(args[0], *shape), as_bsn(out, *shape))
-        return y.reshape(out.shape)
-
-    with hooks.hook(proj, hook, on="output"):
-        yield
 
 
 def work_dtype(handle: ModelHandle) -> torch.dtype:

@@ -28,6 +28,7 @@ from typing import Iterable
 
 import torch
 
+from kneuron.models import hooks
 from kneuron.models.hooks import hook as hook_on
 from kneuron.models.load import ModelHandle
 from kneuron.models.fingerprint import _fingerprint, weights_fingerprint  # noqa: F401  (kept importable here)
@@ -257,25 +258,19 @@ def _over_corpus(handle: ModelHandle, sums: _Sums, corpus: list[str], max_length
     from tqdm.auto import tqdm
     tok, n = handle.tokenizer, handle.n_neurons
     limit = min(max_length, handle.max_positions or max_length)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     batch = 8
     for first in tqdm(range(0, len(corpus), batch), desc=f"statistics ({handle.name}, {len(corpus)} texts)",
                       disable=not progress, leave=False):
         enc = [tok(t, truncation=True, max_length=limit, return_special_tokens_mask=True)
                for t in corpus[first:first + batch]]
-        width = max(len(e["input_ids"]) for e in enc)
-        ids = torch.full((len(enc), width), pad, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        keep = torch.zeros_like(ids, dtype=torch.bool)
+        padded = hooks.pad(handle, [e["input_ids"] for e in enc])
+        keep = torch.zeros(padded.shape, dtype=torch.bool)       # the texts' own tokens, specials aside
         for r, e in enumerate(enc):
-            m = len(e["input_ids"])
-            ids[r, :m] = torch.tensor(e["input_ids"])
-            attn[r, :m] = 1
-            keep[r, :m] = ~torch.tensor(e["special_tokens_mask"], dtype=torch.bool)
+            keep[r, :len(e["input_ids"])] = ~torch.tensor(e["special_tokens_mask"], dtype=torch.bool)
         keep = keep.to(handle.device)
         sums.select = lambda x, layer: x.reshape(-1, n)[keep.reshape(-1)]
         try:
             with torch.no_grad():
-                handle.model(input_ids=ids.to(handle.device), attention_mask=attn.to(handle.device))
+                handle.model(input_ids=padded.ids, attention_mask=padded.attention_mask)
         finally:
             sums.select = None

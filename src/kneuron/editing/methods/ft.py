@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import torch
 
 from kneuron.errors import ConfigError
+from kneuron.models import hooks
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import is_conv1d, value_vectors
 
 from ..base import Change, Edit, EditContext, EditError, EditMethod, Rewrite, param_name
-from ..objective import Objective, adam, batch, hooked, prefixes, work_dtype
+from ..objective import Objective, adam, batch, prefixes, work_dtype
 from .rome import check_layer
 
 LR, STEPS, NORM_BOUND, STOP = 1e-3, 25, 1e-2, 0.05
@@ -64,7 +65,7 @@ class FT(EditMethod):
             return out + (x.to(d.dtype) @ d).to(out.dtype)
 
         def loss():
-            with hooked(proj, add, b.shape):
+            with hooks.patch(handle, proj, add, on="output", with_input=True):
                 nll, kl = obj()
             total = nll + kl_factor * kl
             return total, {"loss": total.item(), "nll": nll.item(), "kl": kl.item()}

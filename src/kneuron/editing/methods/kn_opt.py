@@ -27,12 +27,13 @@ from dataclasses import dataclass
 import torch
 
 from kneuron.errors import ConfigError
+from kneuron.models import hooks
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import is_conv1d, value_vectors
 from kneuron.neurons import Neuron
 
 from ..base import Change, Edit, EditContext, EditError, Rewrite, value_index
-from ..objective import Objective, adam, batch, hooked, prefixes, work_dtype
+from ..objective import Objective, adam, batch, prefixes, work_dtype
 from .kn import NeuronMethod
 
 V_LR, V_STEPS, BOUND, V_WEIGHT_DECAY, KL_FACTOR, STOP = 0.02, 30, 1.0, 0.01, 0.0625, 0.05
@@ -79,7 +80,7 @@ class KnOpt(NeuronMethod):
         bound, kl_factor, v_weight_decay = self.bound, self.kl_factor, self.v_weight_decay
 
         def loss():
-            with _hooks(handle, state, b.shape):
+            with _hooks(handle, state):
                 nll, kl = obj()
             decay = v_weight_decay * torch.cat([z.pow(2).sum(1) for *_, z in state]).mean()
             total = nll + kl_factor * kl + decay
@@ -111,7 +112,7 @@ def _groups(neurons: list[Neuron]) -> dict[int, list[int]]:
 
 
 @contextmanager
-def _hooks(handle: ModelHandle, state: list, shape: tuple[int, int]):
+def _hooks(handle: ModelHandle, state: list):
     """While inside: each layer's projection adds Σ_i a_i δ_i (its neurons' activations a_i times their
     value changes δ_i = ‖v_i‖ z_i) -- the output the edited weights would give."""
     def adder(ix, norms, z):
@@ -120,5 +121,6 @@ def _hooks(handle: ModelHandle, state: list, shape: tuple[int, int]):
     with ExitStack() as stack:
         for layer, idx, v, norms, z in state:
             ix = torch.as_tensor(idx, device=v.device)
-            stack.enter_context(hooked(handle.sites[layer], adder(ix, norms, z), shape))
+            stack.enter_context(hooks.patch(handle, handle.sites[layer], adder(ix, norms, z), on="output",
+                                            with_input=True))
         yield

@@ -33,13 +33,14 @@ from typing import Callable, ClassVar, Iterable, Literal
 import torch
 
 from kneuron.errors import ConfigError
+from kneuron.models import hooks
 from kneuron.models.load import ModelHandle
 from kneuron.models.registry import CARDS
 from kneuron.models.sites import is_conv1d, value_vectors
 
 from ..base import Change, Edit, EditContext, EditError, EditMethod, Rewrite, param_name
 from ..metrics import measure, record_scores, summarize
-from ..objective import Objective, adam, batch, hooked, prefixes, work_dtype
+from ..objective import Objective, adam, batch, prefixes, work_dtype
 from ..records import Case
 from ..stats import LENGTH, TEXTS, second_moment
 
@@ -158,7 +159,7 @@ def value_delta(handle: ModelHandle, rewrite: Rewrite, layer: int, contexts: lis
         seen["k"], seen["m"] = x[rows, lookup].detach(), out[rows, lookup].detach()
         return out
 
-    with hooked(proj, grab, shape):
+    with hooks.patch(handle, proj, grab, on="output", with_input=True):
         nll0 = float(obj.reference())
     k_star = seen["k"][: b.n_prompts].to(dt).mean(0)
     m0_norm = float(seen["m"][0].to(dt).norm())                          # the bare prompt's, as ROME
@@ -168,7 +169,7 @@ def value_delta(handle: ModelHandle, rewrite: Rewrite, layer: int, contexts: lis
         return out + (at[..., None] * delta).to(out.dtype)
 
     def loss():
-        with hooked(proj, add, shape):
+        with hooks.patch(handle, proj, add, on="output", with_input=True):
             nll, kl = obj()
         decay = v_weight_decay * delta.norm() / max(m0_norm, 1e-12) ** 2
         total = nll + kl_factor * kl + decay
