@@ -6,11 +6,11 @@ from typing import List, Optional
 import typer
 
 from kneuron.cli._common import MODEL_HELP, _errors, _fail, _quiet_hf
+from kneuron.models.registry import CARDS
 
 
 def explore(model: Optional[List[str]] = typer.Option(None, "--model", "-m", help=f"a model to offer (repeat for "
-                                                      f"several; default smollm2-135m, organism-clm, organism-mlm): "
-                                                      f"{MODEL_HELP}"),
+                                                      f"several; default {', '.join(CARDS)}): {MODEL_HELP}"),
             run: Optional[List[str]] = typer.Option(None, "--run", help="a run directory to open (from locate or "
                                                     "reproduce; repeat for several)"),
             host: str = typer.Option("127.0.0.1", "--host", help="address to listen on; anything but the "

@@ -18,8 +18,9 @@ import logging
 from kneuron.explore.api import Explorer
 from kneuron.explore.app import Server, check_host, make_app
 from kneuron.explore.state import Models
+from kneuron.models.registry import CARDS
 
-DEFAULT_MODELS = ["smollm2-135m", "organism-clm", "organism-mlm"]
+DEFAULT_MODELS = list(CARDS)              # the bundled models (kneuron.models.registry), in its order
 
 
 def build(models: list[str] | None = None, runs: list[str] = ()) -> Explorer:

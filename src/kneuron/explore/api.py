@@ -23,6 +23,7 @@ from kneuron.errors import ConfigError, KneuronError
 from kneuron.facts.templates import QueryError
 from kneuron.intervene import enhance, suppress
 from kneuron.lens import ValueIndex, check_neuron, greedy_continuation, logit_lens, token_id, value_index, value_tokens
+from kneuron.models.registry import CARDS
 from kneuron.models.targets import encode
 from kneuron.organisms.known import known_facts
 from kneuron.probe import answer_prob, predict
@@ -201,11 +202,13 @@ class Explorer:
     # -- what the page offers -------------------------------------------------------------------
     def meta(self) -> dict:
         """The attribution and editing methods, with their options (and the editing methods' one-line help
-        and capabilities): the page builds its method lists from this (``/api/meta``)."""
+        and capabilities), and the bundled models (``kneuron.models.registry.CARDS``: kind and languages):
+        the page builds its method lists from this (``/api/meta``)."""
         attribution = [{"name": name, "options": [{"name": f.name, "default": f.default} for f in fields(cls)
                                                   if f.default is not MISSING]}
                        for name, cls in ATTRIBUTION.items()]
-        return {"attribution": attribution, "editing": edit_methods()}
+        models = [{"name": c.name, "kind": c.kind, "languages": list(c.languages)} for c in CARDS.values()]
+        return {"attribution": attribution, "editing": edit_methods(), "models": models}
 
     # -- edit view ------------------------------------------------------------------------------
     def edit_facts(self, p: dict) -> dict:
