@@ -72,7 +72,7 @@ def rome_layer(ctx: BenchContext) -> tuple[int, Sweep | None]:
     """The layer ROME edits: the user's (``rome.layer``), else the best S of ROME's sweep (``choose_layer``)
     over at most 8 layers spread over the depth and ROME's default, on the first ``sweep_cases`` cases in
     the first language, each edit made as the bench makes it."""
-    from kneuron.editing.methods.rome import choose_layer, default_layer
+    from kneuron.editing.methods.rome import candidate_layers, choose_layer
     cfg, h, cases = ctx.cfg, ctx.handle, ctx.cases
     opts = cfg.options("rome")
     if "layer" in opts:
@@ -80,9 +80,7 @@ def rome_layer(ctx: BenchContext) -> tuple[int, Sweep | None]:
     sweep = ctx.disk.sweep()
     if sweep is not None:
         return sweep.best, sweep
-    n = h.n_layers
-    layers = list(cfg.rome_layers) if cfg.rome_layers else sorted({round(i * (n - 1) / 7) for i in range(8)}
-                                                                   | {default_layer(h)})
+    layers = list(cfg.rome_layers) if cfg.rome_layers else candidate_layers(h)
     lang, sub = cases[0].langs[0], cases[: max(1, cfg.sweep_cases)]
     t0 = time.perf_counter()
     if opts.get("stats", "auto") == "auto":                # every layer's C in one pass, cached on disk

@@ -1,0 +1,49 @@
+"""kneuron.benchmarks.editing.prepare: the bench's ROME layer sweep tries ``rome.candidate_layers`` (the
+list the bench computed itself before, kept here as the reference) unless the config names the layers."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from kneuron.benchmarks.editing import prepare
+from kneuron.editing.methods import rome
+from kneuron.editing.methods.rome import candidate_layers, default_layer
+
+
+def old_sweep_layers(h) -> list[int]:
+    """The bench's own list before it used candidate_layers: 8 layers spread over the depth + the default."""
+    n = h.n_layers
+    return sorted({round(i * (n - 1) / 7) for i in range(8)} | {default_layer(h)})
+
+
+@pytest.mark.parametrize("name", ["some-model", "smollm2-135m"])
+def test_candidate_layers_are_the_bench_sweeps_old_list(name):
+    for n in range(1, 65):
+        h = SimpleNamespace(name=name, n_layers=n)
+        assert candidate_layers(h) == old_sweep_layers(h), n
+    assert candidate_layers(SimpleNamespace(name="smollm2-135m", n_layers=30)) == [0, 4, 6, 8, 12, 17, 21, 25, 29]
+
+
+def _ctx(n_layers: int, rome_layers=None):
+    cfg = SimpleNamespace(options=lambda m: {"stats": "identity"}, rome_layers=rome_layers, sweep_cases=1)
+    disk = SimpleNamespace(sweep=lambda: None, put_sweep=lambda s: None)
+    case = SimpleNamespace(langs=["en"], case_id=0)
+    return SimpleNamespace(cfg=cfg, handle=SimpleNamespace(name="x", n_layers=n_layers), cases=[case], disk=disk,
+                           show=False, unedited=lambda c: {"en": {}}, edit=None)
+
+
+@pytest.mark.parametrize("given", [None, (2, 1)])
+def test_rome_layer_sweeps_candidate_layers_unless_given(monkeypatch, given):
+    seen = []
+
+    def choose(h, cases, layers, before, **kw):
+        seen.append(list(layers))
+        return layers[-1], [{"layer": l} for l in layers]
+
+    monkeypatch.setattr(rome, "choose_layer", choose)
+    ctx = _ctx(12, given)
+    best, sweep = prepare.rome_layer(ctx)
+    want = list(given) if given else candidate_layers(ctx.handle)
+    assert seen == [want] and best == want[-1] and sweep.best == best
+    assert [r["layer"] for r in sweep.layers] == want and sweep.cases == [0] and sweep.lang == "en"
