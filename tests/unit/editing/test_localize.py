@@ -6,9 +6,10 @@ import random
 
 import pytest
 
-from kneuron.editing.localize import (common_neurons, common_share, relation_facts, relation_filter,
+from kneuron.editing.localize import (common_neurons, common_share, fact_neurons, relation_facts, relation_filter,
                                       relation_top_neurons)
-from kneuron.facts import Fact
+from kneuron.facts import Fact, queries_for
+from support.tiny import tiny_handle
 
 POOL = [Fact(f"P36-{i:03d}", "P36", lang, f"s{i}", f"o{i}", ("the capital of [X] is [Y]",))
         for i in range(1, 31) for lang in ("en", "zh")]
@@ -67,3 +68,17 @@ def test_common_and_top_neurons_count_a_fact_once():
     sets = [[(0, 1), (0, 1), (2, 3)], [(0, 1)], [(2, 3), (5, 5)]]
     assert common_neurons(sets, share=0.5) == {(0, 1), (2, 3)}
     assert relation_top_neurons(sets, k=2) == [(0, 1), (2, 3)] and relation_top_neurons(sets, k=9)[-1] == (5, 5)
+
+
+FACT = Fact("c0", "P36", "en", "france", "paris", ("the capital of [X] is [Y]", "[X] capital city is [Y]"))
+
+
+def test_fact_neurons_match_a_locate_run():
+    from kneuron.runs.locate import LocateConfig, locate_fact
+    h = tiny_handle("llama")
+    qs = queries_for(FACT, "causal")
+    mine = fact_neurons(h, FACT, LocateConfig(steps=3))
+    theirs = locate_fact(h, FACT, qs, LocateConfig(steps=3)).neurons.neurons
+    assert mine and mine == theirs and all(isinstance(n, tuple) and len(n) == 2 for n in mine)
+    default = locate_fact(h, FACT, qs, LocateConfig(steps=5, rule="midpoint")).neurons.neurons
+    assert fact_neurons(h, FACT) == default

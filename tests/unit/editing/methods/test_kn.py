@@ -1,4 +1,5 @@
-"""kneuron.editing.kn / localize: the KN family of edits on tiny random-weight models of every family."""
+"""kneuron.editing.methods.kn: the KN family of edits (kn, kn-eai, kn-erase, likn, relation erasure) on tiny
+random-weight models of every family; their localisation when no neurons are given."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -6,13 +7,12 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from kneuron.editing import EditError, Rewrite, edit
-from kneuron.editing.methods import erase_relation
-from kneuron.editing import KN
+from kneuron.editing import EditError, KN, edit
 from kneuron.editing.localize import LOCALIZE, common_neurons, fact_neurons, locate_config, relation_top_neurons
-from kneuron.neurons import LocateConfig
+from kneuron.editing.methods import erase_relation
 from kneuron.errors import ConfigError
-from kneuron.facts import Fact, queries_for
+from kneuron.facts import Fact
+from kneuron.neurons import LocateConfig
 from support.tiny import FAMILIES, same, snapshot, tiny_handle
 
 FACT = Fact("c0", "P36", "en", "france", "paris", ("the capital of [X] is [Y]", "[X] capital city is [Y]"))
@@ -193,17 +193,6 @@ def test_common_neurons_are_excluded():
 
 def snap_vec(snap, h, layer, i):
     return snap_param(h, snap, layer)[index_of(h, layer, i)].double()
-
-
-def test_fact_neurons_match_a_locate_run():
-    from kneuron.runs.locate import LocateConfig, locate_fact
-    h = tiny_handle("llama")
-    qs = queries_for(FACT, "causal")
-    mine = fact_neurons(h, FACT, LocateConfig(steps=3))
-    theirs = locate_fact(h, FACT, qs, LocateConfig(steps=3)).neurons.neurons
-    assert mine and mine == theirs and all(isinstance(n, tuple) and len(n) == 2 for n in mine)
-    default = locate_fact(h, FACT, qs, LocateConfig(steps=5, rule="midpoint")).neurons.neurons
-    assert fact_neurons(h, FACT) == default
 
 
 def test_kn_localizes_when_no_neurons_given():

@@ -1,14 +1,12 @@
-"""kneuron.editing.rome / stats / objective: ROME on tiny random-weight models of every causal family."""
+"""kneuron.editing.methods.rome: ROME on tiny random-weight models of every causal family (k* -> v*, the
+insertion key, a given or identity moment, the layer sweep) and on smollm2-135m."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from kneuron.editing import ROME, EditError, Rewrite, edit
-from kneuron.editing import stats as stats_mod
-from kneuron.editing.objective import Runner, batch, prefixes
+from kneuron.editing import EditError, ROME, Rewrite, edit
 from kneuron.editing.methods.rome import candidate_layers, choose_layer
-from kneuron.editing.stats import second_moment, second_moments
 from kneuron.errors import ConfigError
 from kneuron.facts import Fact
 from kneuron.probe import answer_prob
@@ -72,44 +70,6 @@ def test_rome_insert_at_the_prompts_key(family):
         ROME(stats="self")
 
 
-def test_prefix_reuse_matches_the_plain_run():
-    """The fast run (the part before the subject run once) gives the plain run's log-probs, after its
-    check (which falls back to the plain run where a family's cache or padding differ: BLOOM in float64)."""
-    for family in CAUSAL:
-        h = tiny_handle(family)
-        b = batch(h, Rewrite(FACT, "rome"), prefixes(h))
-        fast, plain = Runner(h, b, reuse_prefix=True), Runner(h, b)
-        assert fast.shape[1] < b.shape[1]
-        assert fast.check() or family == "bloom"
-        assert torch.allclose(fast.log_probs(), plain.log_probs(), atol=1e-6), family
-
-
-def test_prefixes_are_the_models_own_seeded_and_cached():
-    h = tiny_handle("llama")
-    p = prefixes(h)
-    assert len(p) == 10 and all(isinstance(x, str) for x in p)
-    from kneuron.editing import objective
-    objective._PREFIX_CACHE.clear()
-    assert prefixes(h) == p                      # seeded: the same after recomputing
-    assert prefixes(h, seed=1) != p
-
-
-def test_batch_positions():
-    """The lookup is the subject's last token; the NLL is taken at the positions predicting the new
-    object's tokens; the KL prompt is the last row."""
-    h = tiny_handle("gpt2")
-    tok = h.tokenizer
-    b = batch(h, Rewrite(FACT, "rome"), ["a b"])
-    ids = b.input_ids.tolist()
-    assert tok.convert_ids_to_tokens(ids[0][int(b.lookup[0])]) == "france"
-    assert tok.convert_ids_to_tokens(ids[1][int(b.lookup[1])]) == "france"
-    assert b.n_prompts == 2 and b.shape[0] == 3 and b.kl_row == 2
-    assert tok.convert_ids_to_tokens(ids[2][b.kl_col]) == "france"
-    assert b.targets.tolist() == [tok.convert_tokens_to_ids("rome")] * 2
-    assert [tok.convert_ids_to_tokens(ids[r][c]) for r, c in zip(b.rows.tolist(), b.cols.tolist())] == ["is", "is"]
-    assert abs(float(b.weights.sum()) - 1) < 1e-12
-
-
 def test_rome_refuses_masked_models_and_unknown_words():
     with pytest.raises(EditError, match="rome supports causal models only"):
         edit(tiny_handle("bert"), FACT, "rome", method="rome")
@@ -121,58 +81,6 @@ def test_rome_refuses_masked_models_and_unknown_words():
         edit(h, FACT, "rome", method="rome", layer=7, stats="identity")
     with pytest.raises(ConfigError, match="unknown option"):
         edit(h, FACT, "rome", method="rome", stats="identity", lr=1.0)
-
-
-def test_stats_cache_is_reused_and_a_damaged_file_recomputed(monkeypatch, cache):
-    h = tiny_handle("gpt2", dtype=torch.float32)
-    calls = []
-    real = stats_mod._collect
-    monkeypatch.setattr(stats_mod, "_collect", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
-    C = second_moment(h, 1, texts=4, length=12, progress=False)
-    assert calls == [[1]] and C.shape == (h.n_neurons, h.n_neurons) and C.dtype == torch.float32
-    assert torch.allclose(C, C.T) and torch.linalg.eigvalsh(C.double()).min() > -1e-6
-    assert torch.equal(second_moment(h, 1, texts=4, length=12, progress=False), C)
-    assert calls == [[1]]                                                        # from the cache
-    files = list((cache / "stats").glob("*.pt"))
-    assert len(files) == 1 and not list((cache / "stats").glob(".tmp-*"))
-    files[0].write_bytes(b"not a torch file")
-    with pytest.warns(UserWarning, match="damaged"):
-        again = second_moment(h, 1, texts=4, length=12, progress=False)
-    assert calls == [[1], [1]] and torch.equal(again, C)                        # recomputed, deterministic
-    assert torch.equal(second_moment(h, 1, texts=4, length=12, progress=False), C) and len(calls) == 2
-    second_moments(h, [0, 1, 2], texts=4, length=12, progress=False)             # only the missing ones
-    assert calls[-1] == [0, 2]
-    second_moment(h, 1, texts=4, length=12, seed=1, progress=False)              # other settings: other file
-    assert len(calls) == 4
-    with torch.no_grad():                                                        # other weights: other file
-        h.sites[2].weight.add_(1.0)
-    second_moment(h, 1, texts=4, length=12, progress=False)
-    assert len(calls) == 5
-
-
-def test_self_written_keys_count_the_same_tokens_for_every_layer():
-    """Several layers collected in one pass get what each would alone: every read token but the start."""
-    h = tiny_handle("gpt2")
-    one = stats_mod._collect(h, [1], None, 4, 12, 0, 256, False)
-    three = stats_mod._collect(h, [0, 1, 2], None, 4, 12, 0, 256, False)
-    assert one[1][1] == 4 * 11 and all(three[l][1] == 4 * 11 for l in (0, 1, 2))
-    assert torch.allclose(one[1][0], three[1][0])
-
-
-def test_stats_over_a_corpus_is_the_second_moment_of_the_keys():
-    h = tiny_handle("llama")
-    texts = ["the capital of france is paris", "rome is in italy and berlin in germany"]
-    C = second_moment(h, 2, corpus=texts, progress=False)
-    keys = []
-    hook = h.sites[2].register_forward_pre_hook(lambda m, a: keys.append(a[0][0]))
-    with torch.no_grad():
-        for t in texts:
-            h.model(input_ids=torch.tensor([h.tokenizer(t)["input_ids"]]))
-    hook.remove()
-    k = torch.cat(keys).double()
-    assert torch.allclose(C.double(), k.T @ k / len(k), atol=1e-6)
-    with pytest.raises(TypeError):
-        second_moment(h, 2, corpus="one string", progress=False)
 
 
 def test_rome_with_a_given_or_identity_moment():
@@ -234,23 +142,3 @@ def test_smollm2_rome_edit():
     with e:
         assert mean_logp(h, prompt, "Taipei") > mean_logp(h, prompt, "Copenhagen")
     assert e.info["layer"] == 6 and e.seconds < 120
-
-
-def test_the_weights_fingerprint_is_reused_until_a_weight_changes(monkeypatch):
-    """Kept per model (hashing every weight is slow), but never stale: an applied edit, its undo and a
-    parameter given new storage each change what it is computed from."""
-    h = tiny_handle("llama")
-    import kneuron.models.fingerprint as fp_mod                 # where stats' fingerprint lives now
-    calls = []
-    real = fp_mod._fingerprint
-    monkeypatch.setattr(fp_mod, "_fingerprint", lambda m: calls.append(1) or real(m))
-    fp0 = stats_mod.weights_fingerprint(h.model)
-    assert stats_mod.weights_fingerprint(h.model) == fp0 and len(calls) == 1
-    e = edit(h, FACT, "rome", method="kn", neurons=[(1, 3)])
-    with e:
-        fp1 = stats_mod.weights_fingerprint(h.model)
-    assert fp1 != fp0 and len(calls) == 2
-    assert stats_mod.weights_fingerprint(h.model) == fp0 and len(calls) == 3        # undone: the same weights
-    w = h.sites[0].weight
-    w.data = w.data.clone() * 2                                                     # new storage, same version
-    assert stats_mod.weights_fingerprint(h.model) != fp0 and len(calls) == 4
