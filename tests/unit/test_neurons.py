@@ -9,7 +9,7 @@ import kneuron.runs.locate as loc
 from kneuron.attribution import Execution, attribute_many
 from kneuron.errors import ConfigError
 from kneuron.facts import Fact, QueryError
-from kneuron.neurons import LocateConfig, localize, neurons_of, refine, select, tau_for
+from kneuron.neurons import LocateConfig, NeuronSet, localize, neurons_of, refine, select, tau_for
 from support.tiny import tiny_handle
 
 FACT = Fact("c1", "P36", "en", "france", "paris",
@@ -87,3 +87,36 @@ def test_locate_config_lives_here_and_serialises_as_before():
                                       "refine_p": 0.3, "objective": "prob", "rule": "left", "method_options": {}}
     with pytest.raises(ConfigError, match=r"refine-p must be in \[0, 1\), got 1"):
         LocateConfig(refine_p=1)
+
+
+def test_select_threshold_is_relative_to_the_global_max_and_sorted():
+    s = torch.tensor([[0.1, 0.9, 0.2], [0.5, -1.0, 0.31]])
+    got = select(s, 0.3)                         # > 0.27
+    assert got.neurons == [(0, 1), (1, 0), (1, 2)]
+    assert got.scores == pytest.approx([0.9, 0.5, 0.31])
+    assert select(s, 0.3, top_k=2).neurons == [(0, 1), (1, 0)]
+    assert select(s, 0.6).neurons == [(0, 1)]     # 0.5 is not > 0.54
+
+
+def test_select_no_positive_score_gives_no_neurons():
+    assert len(select(-torch.ones(2, 3), 0.3)) == 0
+    with pytest.raises(ValueError):
+        select(torch.ones(2, 2), 1.5)
+
+
+def test_tau_per_language():
+    assert tau_for("en") == 0.3 and tau_for("zh") == 0.2 and tau_for("fr") == 0.3
+    assert tau_for("zh", 0.5) == 0.5
+
+
+def test_refine_keeps_neurons_shared_by_more_than_p_of_prompts():
+    a = NeuronSet([(1, 1), (2, 2), (3, 3)], [3.0, 2.0, 1.0])
+    b = NeuronSet([(2, 2), (1, 1)], [4.0, 1.0])
+    c = NeuronSet([(2, 2), (4, 4)], [1.0, 5.0])
+    r = refine([a, b, c], p=0.5)                  # needs > 1.5 of 3 prompts
+    assert r.neurons == [(2, 2), (1, 1)]          # mean scores 7/3 and 2
+    assert r.scores == pytest.approx([7 / 3, 2.0])
+    assert refine([a, b, c], p=0.4).neurons == [(2, 2), (1, 1)]   # > 1.2 prompts
+    r = refine([a, b, c], p=0.3)                                  # > 0.9: every neuron found once
+    assert r.neurons == [(4, 4), (2, 2), (1, 1), (3, 3)]          # by mean score 5, 7/3, 2, 1
+    assert refine([a]).neurons == a.neurons

@@ -1,5 +1,5 @@
-"""Tests for the canonical fact file loader/saver."""
-
+"""kneuron.facts.io: the canonical fact file (JSON lines) loader and saver: order and fields kept,
+every bad line one error naming the file, line and field; the file hash."""
 import hashlib
 import json
 from pathlib import Path
@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from kneuron.facts import Fact, FactError, fact_file_hash, load_facts, save_facts
+from support.paths import FIXTURES
 
-FIXTURE = Path(__file__).parent / "fixtures" / "facts_small.jsonl"
+FIXTURE = FIXTURES / "facts_small.jsonl"
 GOOD = {"id": "P36-0001", "relation": "P36", "lang": "en", "subject": "France",
         "object": "Paris", "templates": ["The capital of [X] is [Y]."]}
 

@@ -1,25 +1,20 @@
-"""Fact-set layouts (mLAMA, X-FACTR, ParaRel, bundled names), `kneuron facts stats`, the bundled
-en-zh set and its build script, on the small fixtures in tests/fixtures/factsets/."""
-
-import importlib.util
+"""kneuron.facts.layouts: fact-set layouts (mLAMA, X-FACTR, ParaRel), detected and read with every bad line
+one error; the bundled names and the en-zh set, on the small fixtures in tests/fixtures/factsets/."""
 import json
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from kneuron.cli import app
-from kneuron.facts import FactError, fact_file_hash, load_factset, load_facts, resolve_facts, stats
-from kneuron.facts.layouts import detect
-from kneuron.facts.layouts import common
+from kneuron.facts import FactError, fact_file_hash, load_facts, load_factset, resolve_facts, stats
+from kneuron.facts.layouts import common, detect
 from kneuron.facts.layouts.names import choose_name
 from kneuron.facts.templates import y_ends_template
+from support.paths import FIXTURES
 
-FIX = Path(__file__).parent / "fixtures" / "factsets"
+FIX = FIXTURES / "factsets"
 MLAMA, XFACTR, PARAREL = FIX / "mlama", FIX / "xfactr", FIX / "pararel"
-SCRIPT = Path(__file__).parents[1] / "scripts" / "build_en_zh.py"
 
 
 def error_of(*args, **kw) -> str:
@@ -199,25 +194,6 @@ def test_pararel_malformed_pattern(tmp_path):
     assert error_of(d).startswith(f'{d / "patterns" / "P37.jsonl"}:{n}: field "pattern": missing required field')
 
 
-# ------------------------------------------------------------------------------------- CLI, en-zh
-
-def test_cli_stats_en_zh_json():
-    r = CliRunner().invoke(app, ["facts", "stats", "en-zh", "--json"])
-    assert r.exit_code == 0, r.output
-    j = json.loads(r.stdout)
-    assert len(j["relations"]) >= 20
-    assert j["languages"]["en"] >= 2000 and j["languages"]["zh"] >= 2000
-    assert all(per["en"] == per["zh"] > 0 for per in j["relations"].values())
-    assert j["aligned_ids"] == j["languages"]["en"] and j["layout"] == "jsonl"
-
-
-def test_cli_stats_table_and_errors():
-    r = CliRunner().invoke(app, ["facts", "stats", str(PARAREL)])
-    assert r.exit_code == 0 and "P36" in r.stdout and "skipped" in r.stdout
-    r = CliRunner().invoke(app, ["facts", "stats", "nope-set"])
-    assert r.exit_code == 2 and "cannot read" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-
-
 def test_en_zh_facts_are_usable():
     facts = load_facts("en-zh")
     keys = {f.key for f in facts}
@@ -230,35 +206,3 @@ def test_en_zh_facts_are_usable():
     assert sum(len(set(f.templates)) >= 2 for f in zh) > 0.8 * len(zh)
     names = {f.object for f in zh} | {f.subject for f in zh}
     assert {"法国", "首尔", "中国", "加拿大", "美国", "伦敦"} <= names and "村国" not in names
-
-
-# -------------------------------------------------------------------------------------- build script
-
-@pytest.fixture(scope="module")
-def builder():
-    spec = importlib.util.spec_from_file_location("build_en_zh", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod                  # dataclasses look their module up while it loads
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
-
-
-def test_build_is_deterministic_and_reports(builder, tmp_path):
-    runs = [builder.build(FIX, relations=("P36", "P37"), per_relation=10) for _ in range(2)]
-    assert builder.render_jsonl(runs[0]) == builder.render_jsonl(runs[1])
-    assert builder.render_card(runs[0]) == builder.render_card(runs[1])
-    b = runs[0]
-    out = tmp_path / "f.jsonl"
-    out.write_text(builder.render_jsonl(b), encoding="utf-8")
-    facts = by_key(load_facts(out))
-    en = {f.subject: f for (_, lg), f in facts.items() if lg == "en" and f.relation == "P36"}
-    assert "Atlantis" not in en                                                          # no Chinese name
-    assert b.report.count("facts missing in zh: no Chinese name for the subject") == 1
-    assert facts[(en["South Korea"].id, "zh")].object == "首尔"                           # curated override
-    assert facts[(en["Spain"].id, "zh")].object == "马德里"
-    for f in facts.values():
-        assert y_ends_template(f.templates[0]) and f.wrong_objects
-    swiss = [f for f in facts.values() if f.lang == "en" and f.subject == "Switzerland"]
-    assert swiss and all({"German", "French"}.isdisjoint(f.wrong_objects) for f in swiss)
-    assert "| P36 |" in builder.render_card(b) and "X-FACTR" in builder.render_card(b)
