@@ -17,9 +17,9 @@ def speed_cap(handle: ModelHandle, seq_len: int, prefix_cache: bool) -> int:
     """The most rows per batch that speed asks for (the budget may allow fewer). Causal single-token
     rows: as many as keep the [rows, vocabulary] logits near 32M numbers (CPU; 128M on a GPU), at most
     640 (CPU) or 2,048 (GPU) -- rows of every layer share one batch, each block computing only the rows
-    that reached it, so larger is faster (measured on smollm2-135m and GPT-2 base, CPU: 640 rows 1.5 s /
-    fact, 160 rows 1.65 s). Full-sequence rows (masked models): ~450 tokens per batch on a CPU (measured
-    on BERT base), 8,192 on a GPU."""
+    that reached it, so larger batches are faster up to the point where the logits dominate.
+    Full-sequence rows (masked models): 448 tokens per batch on a CPU, 8,192 on a GPU. The measurements
+    behind these caps: BENCHMARKS.md, "Attribution: rows per batch"."""
     cuda = handle.device.type == "cuda"
     if handle.kind == "causal" and prefix_cache:
         vocab = getattr(getattr(handle.model, "config", None), "vocab_size", None) or 50_000

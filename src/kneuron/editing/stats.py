@@ -5,10 +5,10 @@ input of ``handle.sites[layer]`` (the knowledge neurons' activations). ROME take
 articles; without such data the default corpus is **text the model writes itself**: ``texts`` sequences
 of ``length`` tokens sampled (temperature 1, nucleus 0.95, special tokens never drawn, seeded) from the
 model's start token ("<|endoftext|>" where the vocabulary has it), the keys read while it writes them
-(one pass, no second forward). The default 32 x 128 (4k tokens, in batches of 32) takes about a minute
-on smollm2-135m: 65 s on this project's 2-core CPU at load ~2 (one thread), ~3 min while other jobs
-share it; ROME's 100k articles are out of reach here, and 4k tokens still give a full-rank estimate of
-its 1536 x 1536 moment (a small ridge is added before inverting). ``corpus=`` an iterable of texts (e.g.
+(one pass, no second forward). The default 32 x 128 (4k tokens, in batches of 32) is what a CPU computes
+once per model and layer in about a minute (BENCHMARKS.md, "Editing methods"); ROME's 100k articles are
+out of reach here, and 4k tokens still give a full-rank estimate of smollm2-135m's 1536 x 1536 moment (a
+small ridge is added before inverting). ``corpus=`` an iterable of texts (e.g.
 an organism's training text) instead: each truncated to ``max_length`` tokens, every non-special token
 counted.
 
