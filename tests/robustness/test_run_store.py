@@ -1,7 +1,8 @@
 """A run directory (RunStore = store's manifest + parquet records) that survives a damaged file (issue
 11): a part truncated, emptied or holding another fact, a torn compacted file. A writer moves the
 damaged file into <run>/damaged/ (never deletes it), says so in one warning line, and the facts it held
-are redone; the finished run equals one never damaged, byte for byte. A reader refuses in one line.
+are redone; the finished run equals one never damaged, byte for byte. A reader refuses in one line. A writer
+killed with SIGKILL mid-run (twice) resumes to the tables of a run never killed.
 (The codec-level cases, once per codec, are in test_store.py; a real run resuming, in tests/test_damaged.py.)"""
 import logging
 
@@ -186,3 +187,55 @@ def test_out_naming_a_file_is_refused_in_one_line(tmp_path):
     with pytest.raises(RunStoreError, match="a file, not a run directory"):
         open_run(f)
     assert f.read_text() == "not a run"
+
+
+WORKER = """
+import sys, time
+from kneuron.runs.store import RunStore
+s = RunStore(sys.argv[1], {"model": "m"}, resume=sys.argv[2] == "1")
+pause = float(sys.argv[3])
+done = s.done()
+for i in range(200):
+    if (f"P{i}", "en") not in done:
+        s.add({"order": i, "fact_id": f"P{i}", "lang": "en", "p": i / 7},
+              [{"layer": i % 5, "neuron": i, "score": k / 3, "rank": k} for k in range(i % 4)])
+        time.sleep(pause)
+s.finalize()
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume(tmp_path):
+    """SIGKILL a writer while it is committing facts (twice), resume it: same tables as a run never killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def start(path, resume, pause):
+        return subprocess.Popen([sys.executable, "-c", WORKER, str(path), "1" if resume else "0", str(pause)])
+
+    def committed(path):
+        return len(list((path / "parts").glob("*.facts.parquet"))) if (path / "parts").is_dir() else 0
+
+    assert start(tmp_path / "ref", False, 0).wait() == 0
+    path = tmp_path / "r"
+    before = 0
+    for resume in (False, True):
+        proc = start(path, resume, 0.01)
+        deadline = time.monotonic() + 120
+        while committed(path) <= before and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert proc.poll() is None, "the writer ended before it could be killed mid-run"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+        assert not (path / "facts.parquet").exists(), "killed before finalize"
+        n = open_run(path).facts().num_rows          # what the kill left committed (read-only: no repair)
+        assert before < n < 200, (before, n)
+        before = n
+    assert start(path, True, 0).wait() == 0
+    ref, r = open_run(tmp_path / "ref"), open_run(path)
+    assert r.facts().num_rows == 200
+    assert r.facts().equals(ref.facts()) and r.neurons().equals(ref.neurons())
+    assert not (path / "parts").exists()
