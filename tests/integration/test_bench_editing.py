@@ -273,6 +273,29 @@ def test_json_has_exactly_the_keys(toy, tmp_path):
     same(json.loads(r2.stdout), d)
 
 
+def test_the_text_summary_is_the_reports_scores_table(toy, tmp_path):
+    """Without --json: per language one table (editing_report.scores_table, no intervals) of the CLI's
+    columns, the unedited model first, numbers as the JSON summary has them."""
+    r = cli("bench", "editing", "--model", "organism-clm", "--n", 2, "--methods", "toy", "--out", tmp_path / "b",
+            "--generation", 0)
+    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+    d = json.loads(cli("bench", "editing", "--model", "organism-clm", "--n", 2, "--methods", "toy", "--out",
+                       tmp_path / "b", "--generation", 0, "--json", "--resume").stdout)
+    for lang in ("en", "zh"):
+        assert f"organism-clm: 2 records, edited and measured in {lang} (percent; GE x100)" in r.stdout
+    heads = [ln for ln in r.stdout.splitlines() if " method " in ln]
+    assert len(heads) == 2
+    for h in ("method", "S", "PS", "NS", "GE", "Rel", "Gen", "Loc", "flip", "s/edit"):
+        assert f" {h} " in heads[0]
+    assert "EM" not in heads[0] and "params" not in heads[0]
+    rows = [ln for ln in r.stdout.splitlines() if " unedited " in ln or " toy " in ln]
+    assert [("unedited" in ln) for ln in rows] == [True, False, True, False]
+    toy_en = rows[1]
+    assert f" {d['methods']['toy']['en']['ES']:.1f} " in toy_en and f" {d['methods']['toy']['en']['NS']:.1f} " in toy_en
+    assert "…" not in r.stdout                                       # no cell cut to fit the terminal
+    assert f"report: {tmp_path / 'b' / 'report.html'}" in r.stdout.replace("\n", "")
+
+
 def test_edit_command(toy, tmp_path):
     r = cli("edit", "--model", "organism-clm", "--id", "P36-018", "--new", "Biograd na Moru", "--method", "toy",
             "--json", "--save", tmp_path / "m")

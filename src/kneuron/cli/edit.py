@@ -169,18 +169,25 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
         _fail(str(err))
     if as_json:
         return _print_json(summary(res))
-    cols = {"S": "S", "ES": "ES", "PS": "PS", "NS": "NS", "GE": "GE", "reliability": "Rel", "generalization": "Gen",
-            "locality": "Loc", "flip_rate": "flip", "seconds_per_edit": "s/edit"}
+    from rich.console import Console
+
+    from kneuron.benchmarks.editing_report import scores_table
+    from kneuron.report.render import show
+    console = Console(width=max(Console().width, 120))        # the table's ~95 columns, never cut in a pipe
     for lang in res["unedited"]:
-        typer.echo(f"\n{model}: {res['n_records']} records, edited and measured in {lang} (percent; GE x100)")
-        typer.echo(f"{'method':10}" + "".join(f"{c:>8}" for c in cols.values()))
-        for name, d in [("unedited", res["unedited"][lang])] + [(m, x[lang]) for m, x in res["methods"].items()]:
-            typer.echo(f"{name:10}" + "".join(f"{_n(d[c], 2 if c == 'seconds_per_edit' else 1):>8}" for c in cols))
+        show(scores_table(res, lang, BENCH_COLUMNS, intervals=False,
+                          title=f"{model}: {res['n_records']} records, edited and measured in {lang} "
+                                "(percent; GE x100)"), console)
     typer.echo("")
     for m, x in res["methods"].items():
         for pair, d in (x.get("cross") or {}).items():
             typer.echo(f"{m} {pair}: ES {_n(d['ES'])}, PS {_n(d['PS'])}")
     typer.echo(f"report: {Path(out) / 'report.html'}")
+
+
+# the columns `kneuron bench editing` prints (the report has more: EM, PM, NM, params changed, intervals)
+BENCH_COLUMNS = ("S", "ES", "PS", "NS", "GE", "reliability", "generalization", "locality", "flip_rate",
+                 "seconds_per_edit")
 
 
 def _n(v, digits: int = 1) -> str:
