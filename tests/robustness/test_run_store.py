@@ -3,7 +3,7 @@
 damaged file into <run>/damaged/ (never deletes it), says so in one warning line, and the facts it held
 are redone; the finished run equals one never damaged, byte for byte. A reader refuses in one line. A writer
 killed with SIGKILL mid-run (twice) resumes to the tables of a run never killed.
-(The codec-level cases, once per codec, are in test_store.py; a real run resuming, in tests/test_damaged.py.)"""
+(The codec-level cases, once per codec, are in test_store.py; a real run resuming, in test_damaged.py.)"""
 import logging
 
 import pyarrow.parquet as pq

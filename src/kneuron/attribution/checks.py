@@ -3,7 +3,7 @@
 Each fast path -- the layer staircase, rows of several prompts in one batch, attention to one shared
 key/value prefix -- must give the rows the plain path gives. The architecture table
 (``models.sites.ARCHITECTURES``) declares it per family (verified on a tiny model of each by
-tests/test_engine.py); for any other family the check below runs once per handle, on a few rows of
+tests/unit/attribution/test_checks.py); for any other family the check below runs once per handle, on a few rows of
 the first batch that would use the path, and ``h.capabilities`` keeps the verdict
 (``models.capabilities``: a no is logged with its reason).
 """

@@ -18,8 +18,8 @@ from kneuron.errors import KneuronError
 
 class Arch(NamedTuple):
     """One family of the architecture table: where its neurons are, and what the attribution engine's
-    batching may do with its blocks (verified on a tiny model of each family by tests/test_engine.py;
-    None: not known, checked once per model at run time)."""
+    batching may do with its blocks (verified on a tiny model of each family by
+    tests/unit/attribution/test_checks.py; None: not known, checked once per model at run time)."""
     layers: str                   # path of the layer list under model.base_model
     proj: str                     # path of the MLP output projection inside one layer
     staircase: bool | None = True  # a block may run on the first rows of a batch only (its per-row

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from support.paths import ROOT
+
 pytest.importorskip("importlinter")
 
-ROOT = Path(__file__).resolve().parents[1]
 LINT = ("import sys; from importlinter.cli import lint_imports_command; "
         "sys.argv[0] = 'lint-imports'; lint_imports_command()")
 CONTRACTS = {c["id"]: c["name"] for c in

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from kneuron.paper.stats import Interval, bootstrap_ci, relative_change, table1
+from kneuron.paper.stats import Interval, auroc, best_threshold, binary_metrics, bootstrap_ci, relative_change, table1
 
 approx = pytest.approx
 
@@ -147,3 +147,34 @@ def test_table1_as_a_table():
     assert sup[3] == f"{t.suppress.related_median.value:+.3f}" and sup[4] == f"{t.suppress.sr:.3f}"
     undefined = table1([0.5], [0.25], [1.0], [0.4], [0.4], [0.4], n_boot=10).to_table()
     assert undefined.cells()[0][4] == "n/a"                     # SR_x undefined: the unrelated change is 0
+
+
+def test_precision_recall_f1_by_hand():
+    labels = [1, 1, 1, 0, 0, 0, 0, 1]
+    judged = [1, 0, 1, 1, 0, 0, 0, 0]
+    b = binary_metrics(labels, judged)
+    assert (b.tp, b.fp, b.fn, b.tn) == (2, 1, 2, 3)
+    assert b.precision == pytest.approx(2 / 3) and b.recall == pytest.approx(2 / 4)
+    assert b.f1 == pytest.approx(2 * (2 / 3) * (1 / 2) / (2 / 3 + 1 / 2))
+    assert b.accuracy == pytest.approx(5 / 8)
+    assert b.released() == {"precision": b.recall, "recall": b.precision, "f1": b.f1}   # the code's swap
+    none = binary_metrics([1, 0], [0, 0])
+    assert none.precision is None and none.recall == 0.0 and none.f1 == 0.0
+    with pytest.raises(ValueError):
+        binary_metrics([1, 0], [1])
+
+
+def test_auroc_by_hand():
+    assert auroc([1, 1, 0, 0], [0.9, 0.8, 0.1, 0.2]) == 1.0
+    assert auroc([1, 1, 0, 0], [0.1, 0.2, 0.9, 0.8]) == 0.0
+    # pairs (pos, neg): (3,1) > ; (3,3) tie ; (2,1) > ; (2,3) <  -> (2 + 0.5) / 4
+    assert auroc([1, 1, 0, 0], [3, 2, 1, 3]) == pytest.approx(0.625)
+    assert auroc([1, 0, 0], [-math.inf, -math.inf, 0.0]) == pytest.approx(0.25)
+    assert auroc([1, 1], [0.1, 0.2]) is None
+
+
+def test_best_threshold():
+    lam, f1 = best_threshold([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4])
+    assert 0.2 < lam < 0.3 and f1 == 1.0
+    lam, f1 = best_threshold([1, 1, 0], [0.5, 0.5, 0.5])
+    assert lam < 0.5 and f1 == pytest.approx(0.8)          # everything true: 2 tp, 1 fp

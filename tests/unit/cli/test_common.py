@@ -1,0 +1,149 @@
+"""kneuron.cli (the app's global options, _common's declared choices and one-line usage errors): options reach
+load_model, expected errors are one line (exit code 2) while bugs keep their traceback, bad option values are
+refused before any model is loaded or file written.
+
+Offline: tiny random-weight models are saved to temp directories."""
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import kneuron.models
+from kneuron.cli import app
+from kneuron.errors import ConfigError, KneuronError
+from kneuron.models.load import ModelLoadError
+from support.tiny import tiny_model, word_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> str:
+    """A tiny gpt2 saved in float16 (so that dtype "auto" differs from the float32 default)."""
+    d = tmp_path_factory.mktemp("tiny-gpt2-fp16")
+    model, kind = tiny_model("gpt2", dtype=torch.float16)
+    model.save_pretrained(d)
+    word_tokenizer(kind).save_pretrained(d)
+    return str(d)
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, *needles) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr, result.exception)
+    assert result.stdout == ""
+    err = result.stderr
+    assert err.startswith("kneuron: error: ") and err.count("\n") == 1, f"not one line: {err!r}"
+    for n in needles:
+        assert n in err, (n, err)
+    return err
+
+
+def test_global_options_reach_load_model(monkeypatch):
+    """What `_load` passes for each combination of the app's global options."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")             # --offline sets it; restored after the test
+    calls = []
+
+    def fake(name, **kw):
+        calls.append(kw)
+        raise ModelLoadError(f"fake: {name}")
+    monkeypatch.setattr(kneuron.models, "load_model", fake)
+    one_line_error(cli("--offline", "--dtype", "float16", "--device-map", "auto", "probe", "x", "-m", "m1"), "fake: m1")
+    one_line_error(cli("probe", "x", "-m", "m2"), "fake: m2")
+    assert calls[0] == {"site": None, "device": None, "dtype": "float16", "offline": True, "device_map": "auto"}
+    assert calls[1]["dtype"] is None and calls[1]["offline"] is None and calls[1]["device_map"] is None
+    one_line_error(cli("--dtype", "float64", "probe", "x"), "--dtype", "float64")
+    one_line_error(cli("--device-map", "balanced", "probe", "x"), "--device-map")
+    assert len(calls) == 2                                # bad global options fail before any loading
+
+
+@pytest.mark.parametrize("error", [ConfigError("a bad setting: --x"), KneuronError("something expected")])
+def test_expected_error_is_one_line(monkeypatch, tiny_dir, error):
+    import kneuron.probe
+
+    def predict(*a, **k):
+        raise error
+    monkeypatch.setattr(kneuron.probe, "predict", predict)
+    one_line_error(cli("probe", "the capital of", "-m", tiny_dir), str(error))
+
+
+@pytest.mark.parametrize("bug", [ValueError("a bug"), RuntimeError("another bug"), FileNotFoundError("a path bug")])
+def test_bugs_keep_their_traceback(monkeypatch, tiny_dir, bug):
+    """An exception that is not a KneuronError is not turned into a one-line error."""
+    import kneuron.probe
+
+    def predict(*a, **k):
+        raise bug
+    monkeypatch.setattr(kneuron.probe, "predict", predict)
+    r = cli("probe", "the capital of", "-m", tiny_dir)
+    assert r.exception is bug and r.exit_code == 1
+    assert "kneuron: error" not in r.stderr
+
+
+def test_bugs_in_locate_keep_their_traceback(monkeypatch, tiny_dir, tmp_path):
+    import kneuron.runs.locate
+
+    def locate(*a, **k):
+        raise ValueError("bug in locate")
+    monkeypatch.setattr(kneuron.runs.locate, "locate", locate)
+    r = cli("locate", "-f", "demo-en", "-o", tmp_path / "run", "-m", tiny_dir, "--limit", 1)
+    assert isinstance(r.exception, ValueError) and str(r.exception) == "bug in locate"
+    assert "kneuron: error" not in r.stderr
+
+
+# ----------------------------------------------------------------------------- declared choices and ranges
+
+def test_declared_choices_match_the_library():
+    from kneuron.attribution import METHODS
+    from kneuron.cli._common import DeviceMap, DType, Engine, Method, OrganismKind
+    from kneuron.models.load import DTYPES
+    assert {m.value for m in Method} == set(METHODS)
+    assert {d.value for d in DType} == set(DTYPES)
+    assert {d.value for d in DeviceMap} == {"auto"}
+    assert {e.value for e in Engine} == {"local", "ray"}
+    assert {k.value for k in OrganismKind} == {"clm", "mlm"}
+
+
+BAD_OPTIONS = [
+    (["probe", "x", "--top", "0"], "--top"),
+    (["probe", "x", "-k", "-3"], "--top"),
+    (["bench", "localization", "--steps", "0"], "--steps"),
+    (["bench", "localization", "--k", "0"], "--k"),
+    (["bench", "speed", "--repeats", "0"], "--repeats"),
+    (["plant", "--k", "0"], "--k"),
+    (["plant", "--layer", "-1"], "--layer"),
+    (["organism", "train", "--kind", "gpt", "--out", "ORG"], "--kind"),
+    (["organism", "train", "--epochs", "0", "--out", "ORG"], "--epochs"),
+    (["organism", "train", "--target-acc", "1.5", "--out", "ORG"], "--target-acc"),
+    (["likn", "-f", "en-zh", "-o", "OUT", "--method", "sgd"], "--method"),
+    (["likn", "-f", "en-zh", "-o", "OUT", "--limit", "0"], "--limit"),
+    (["likn", "-f", "en-zh", "-o", "OUT", "--steps", "0"], "--steps"),
+    (["reproduce", "-m", "x", "-o", "OUT", "--engine", "spark"], "--engine"),
+    (["reproduce", "-m", "x", "-o", "OUT", "--workers", "0"], "--workers"),
+    (["reproduce", "-m", "x", "-o", "OUT", "--prompts-per-batch", "0"], "--prompts-per-batch"),
+    (["reproduce", "-m", "x", "-o", "OUT", "--dkn-max-size", "1"], "--dkn-max-size"),
+    (["facts", "stats"], "name_or_path"),
+]
+
+
+@pytest.mark.parametrize("args,option", BAD_OPTIONS, ids=[" ".join(a[:2]) + " " + o for a, o in BAD_OPTIONS])
+def test_bad_option_values_are_one_line_usage_errors(monkeypatch, tmp_path, args, option):
+    """Refused by the option's declared choices or range, before any model is loaded or file written."""
+    monkeypatch.setattr(kneuron.models, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    args = [str(tmp_path / a) if a in ("ORG", "OUT") else a for a in args]
+    err = one_line_error(cli(*args), option)
+    assert "--help" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_group_without_command_still_shows_help():
+    r = cli("organism")
+    assert r.exit_code == 2 and "train" in r.stdout and "kneuron: error" not in r.stderr
+
+
+def test_model_help_mentions_downloads():
+    r = cli("probe", "--help")
+    assert r.exit_code == 0
+    text = " ".join(r.stdout.split())
+    assert "hub id" in text and "already in the local cache" not in text
