@@ -81,7 +81,7 @@ def _redundant(groups, n_other_cost=0.0):
     return probs
 
 
-@pytest.mark.usefixtures('one_thread')
+@pytest.mark.usefixtures("one_thread")
 def test_algorithm_1_finds_exactly_the_degenerate_pairs():
     calls = []
 
@@ -96,7 +96,7 @@ def test_algorithm_1_finds_exactly_the_degenerate_pairs():
     assert [len(c) for c in calls] == [8, 6]
 
 
-@pytest.mark.usefixtures('one_thread')
+@pytest.mark.usefixtures("one_thread")
 def test_larger_groups_without_testing_every_subset():
     triple = (1, 4, 6)
     probs = _redundant([triple])
@@ -113,19 +113,19 @@ def test_larger_groups_without_testing_every_subset():
     assert n4 < n_all                                         # supersets of the group are never tested
 
 
-@pytest.mark.usefixtures('one_thread')
+@pytest.mark.usefixtures("one_thread")
 def test_join_needs_every_subset():
     assert _join([(0, 1), (0, 2), (1, 2), (0, 3)]) == [(0, 1, 2)]
     assert _join([(0,), (2,), (5,)]) == [(0, 2), (0, 5), (2, 5)]
 
 
-@pytest.mark.usefixtures('one_thread')
+@pytest.mark.usefixtures("one_thread")
 def test_budget_truncates_and_says_so():
     groups, _, _, n, trunc, _ = search(10, _redundant([(8, 9)]), 1.0, DKNConfig(max_evals=20))
     assert trunc and n == 20 and groups == []               # the pair (8, 9) is last in the join order
 
 
-@pytest.mark.usefixtures('one_thread')
+@pytest.mark.usefixtures("one_thread")
 def test_drop_and_validation():
     assert drop(0.5, 0.4, True) == pytest.approx(0.2) and drop(0.5, 0.4, False) == pytest.approx(0.1)
     assert drop(0.0, 0.0, True) == 0.0
@@ -136,7 +136,7 @@ def test_drop_and_validation():
     DKNConfig(t_high=2.0, t_low=0.1, relative=False).validate()
 
 
-@pytest.mark.usefixtures('one_thread')
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("family", ["llama", "bert"])
 def test_batched_ablations_equal_one_at_a_time(family):
     h = tiny_handle(family)
@@ -152,7 +152,7 @@ def test_batched_ablations_equal_one_at_a_time(family):
             h.model(input_ids=torch.tensor([[1, 2, 3]] * 3))
 
 
-@pytest.mark.usefixtures('one_thread')
+@pytest.mark.usefixtures("one_thread")
 def test_planted_degenerate_pair_is_found_among_knowledge_neurons():
     h = tiny_handle("llama")
     prompt = "the language spoken in spain is"

@@ -31,7 +31,7 @@ def test_away_from_its_run_only_facts_with_shared_neurons_are_known(tmp_path):
     assert again.per_fact == {"a": [(0, 1)]} and again.n_facts == 2 and again.langs == ("en", "zh")
 
 
-@pytest.mark.usefixtures('one_thread')
+@pytest.mark.usefixtures("one_thread")
 def test_intersection_per_fact_share_and_layers():
     nrn = {("a", "en"): [(1, 2), (3, 4), (0, 0)], ("a", "zh"): [(3, 4), (1, 2), (2, 2)],
            ("b", "en"): [(1, 1)], ("b", "zh"): [(1, 2)],
@@ -46,7 +46,7 @@ def test_intersection_per_fact_share_and_layers():
         language_independent(nrn, done, ("en",))
 
 
-@pytest.mark.usefixtures('one_thread')
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.slow
 def test_planted_language_independent_neuron_is_found_by_module_2(mini_organism, tmp_path):
     model, tok, _ = mini_organism("clm")
