@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from kneuron.benchmarks.editing_report import scores_table
+from kneuron.bench.editing_report import scores_table
 from kneuron.report.render import markdown
 from kneuron.report.table import Column, Table
 

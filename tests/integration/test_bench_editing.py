@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kneuron.benchmarks.editing import run_editing_bench
+from kneuron.bench.editing import run_editing_bench
 from kneuron.cli import app
 from kneuron.editing import METHODS, Change, Edit, EditContext, EditError, EditMethod
 from kneuron.editing.base import value_index

@@ -14,7 +14,7 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<eos>", "<bos>"]
 
 def word_tokenizer(kind: str) -> PreTrainedTokenizerFast:
     """A word-level tokenizer over WORDS (offsets supported). masked: [CLS] x [SEP]; causal: plain."""
-    from kneuron.benchmarks.speed import word_tokenizer as make
+    from kneuron.bench.speed import word_tokenizer as make
     return make(WORDS, kind, SPECIALS)
 
 

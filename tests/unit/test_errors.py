@@ -15,7 +15,7 @@ def test_expected_errors_share_one_base():
     from kneuron.facts import FactError
     from kneuron.facts.templates import QueryError
     from kneuron.models.sites import SiteError
-    from kneuron.organisms.plant import PlantError
+    from kneuron.plant import PlantError
     from kneuron.runs.ray import RayError
     from kneuron.runs.store import RunStoreError
     for cls, old_base in ((FactError, ValueError), (QueryError, ValueError), (SiteError, ValueError),
@@ -27,7 +27,7 @@ def test_expected_errors_share_one_base():
 def _bad_settings():
     from kneuron.attribution import make_method
     from kneuron.attribution.quadrature import nodes
-    from kneuron.benchmarks.planted import plant_counterfactuals
+    from kneuron.plant.counterfactuals import plant_counterfactuals
     from kneuron.neurons import select
     from kneuron.organisms.train import OrganismConfig, train_organism
     from kneuron.paper.dkn import DKNConfig

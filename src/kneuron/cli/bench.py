@@ -27,7 +27,7 @@ def localization_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", 
     Organisms (organism-clm, organism-mlm, or a directory they were saved to) are benchmarked on the
     facts they were trained on, in both languages; --facts draws the prompts from another fact set."""
     from kneuron.cli._common import _errors, _fail, _load, _print_json
-    from kneuron.benchmarks.planted import localization_bench
+    from kneuron.bench.planted import localization_bench
     from kneuron.organisms.known import known_facts
     from kneuron.facts import ConfigError
     try:
@@ -74,8 +74,8 @@ def speed_cmd(prompts: int = typer.Option(4, "--prompts", min=1, help="prompts p
     weights): facts per second at equal steps and at equal accuracy, peak memory, score agreement.
     Needs the peer: pip install --no-deps knowledge-neurons==0.0.2 einops (`make bench` does it)."""
     from kneuron.cli._common import _errors, _fail
-    from kneuron.benchmarks.speed import curves as run_curves
-    from kneuron.benchmarks.speed import plot_curves, speed_bench
+    from kneuron.bench.speed import curves as run_curves
+    from kneuron.bench.speed import plot_curves, speed_bench
     log = (lambda s: typer.echo(s, err=True))
     try:
         res = speed_bench(n_prompts=prompts, repeats=repeats, steps=steps, log=log)
@@ -132,7 +132,7 @@ def memory_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help="
     (its own peak, the model's loading excluded), beside the prompt's own forward pass."""
     from kneuron.cli._common import _errors, _fail
     from kneuron.attribution.budget import parse_size
-    from kneuron.benchmarks.memory import memory_bench, parse_lengths
+    from kneuron.bench.memory import memory_bench, parse_lengths
     try:
         if max_memory is not None:
             parse_size(max_memory)

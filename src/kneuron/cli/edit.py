@@ -147,7 +147,7 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
     """Edit the same CounterFact-style records with every method, in every language, and measure ROME's
     ES/PS/NS/S, EasyEdit's reliability/generalization/locality, GE, flip rate and the other language;
     writes one JSON per edit, results.json, report.md and report.html into --out (resumable)."""
-    from kneuron.benchmarks.editing import EditingConfig, run_editing_bench, summary
+    from kneuron.bench.editing import EditingConfig, run_editing_bench, summary
     from kneuron.runs.store import check_out
     try:
         ms = [m.strip() for m in methods.split(",") if m.strip()]
@@ -171,7 +171,7 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
         return _print_json(summary(res))
     from rich.console import Console
 
-    from kneuron.benchmarks.editing_report import scores_table
+    from kneuron.bench.editing_report import scores_table
     from kneuron.report.render import show
     console = Console(width=max(Console().width, 120))        # the table's ~95 columns, never cut in a pipe
     for lang in res["unedited"]:

@@ -19,7 +19,7 @@ def plant_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MO
     collateral on control prompts of other facts. Organisms: counterfactual versions of facts they were
     trained on (English and Chinese); other models: built-in English facts (demo-en subjects)."""
     from kneuron.cli._common import _errors, _fail, _load, _print_json
-    from kneuron.benchmarks.planted import plant_counterfactuals, plant_fact_counterfactuals
+    from kneuron.plant.counterfactuals import plant_counterfactuals, plant_fact_counterfactuals
     from kneuron.organisms import organism_facts
     try:
         h = _load(model)

@@ -9,7 +9,7 @@ import torch
 from kneuron import LocateConfig, load_facts, locate, suppress
 from kneuron.facts import fact_file_hash
 from kneuron.intervene import suppress_each
-from kneuron.organisms.plant import PlantSpec, plant
+from kneuron.plant import PlantSpec, plant
 from kneuron.paper.dkn import DKNConfig, DKNRun, _join, ablation_probs, dkn_from_run, drop, find_dkn, search, summarize
 from kneuron.probe import answer_prob
 from kneuron.runs.store import RunStoreError

@@ -6,7 +6,7 @@ import pytest
 from kneuron import LocateConfig, locate
 from kneuron.facts import Fact
 from kneuron.models.load import from_model
-from kneuron.organisms.plant import PlantSpec, plant
+from kneuron.plant import PlantSpec, plant
 from kneuron.paper.likn import LIKNResult, language_independent, likn_from_run
 
 NEURONS = {("a", "en"): [(0, 1), (1, 2)], ("a", "zh"): [(0, 1)], ("b", "en"): [(2, 3)], ("b", "zh"): [(1, 1)],

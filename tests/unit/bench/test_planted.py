@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from kneuron.benchmarks.planted import (fact_counterfactuals, fact_prompt_sets, localization_bench,
-                                             organism_facts)
+from kneuron.bench.planted import localization_bench
+from kneuron.organisms import organism_facts
+from kneuron.plant.counterfactuals import fact_counterfactuals, fact_prompt_sets
 from kneuron.facts import Fact
 from kneuron.models.load import from_model
 from kneuron.facts.templates import is_cjk

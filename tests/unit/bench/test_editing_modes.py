@@ -1,4 +1,4 @@
-"""kneuron.benchmarks.editing.modes (with rows, context, disk): each mode's rows, what is applied while each
+"""kneuron.bench.editing.modes (with rows, context, disk): each mode's rows, what is applied while each
 row is measured, the weights left bit for bit as found, resuming from the run directory, and the typed
 rows keeping the JSON the run directory has always held."""
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import ClassVar
 import pytest
 import torch
 
-from kneuron.benchmarks.editing import prepare
-from kneuron.benchmarks.editing.config import EditingConfig
-from kneuron.benchmarks.editing.context import BenchContext, Budget
-from kneuron.benchmarks.editing.disk import BenchDir
-from kneuron.benchmarks.editing.modes import Batched, Sequential, Single
-from kneuron.benchmarks.editing.rows import Checkpoint, EditRow, UneditedRow
+from kneuron.bench.editing import prepare
+from kneuron.bench.editing.config import EditingConfig
+from kneuron.bench.editing.context import BenchContext, Budget
+from kneuron.bench.editing.disk import BenchDir
+from kneuron.bench.editing.modes import Batched, Sequential, Single
+from kneuron.bench.editing.rows import Checkpoint, EditRow, UneditedRow
 from kneuron.editing import METHODS, Change, Edit, EditMethod
 from kneuron.editing.base import value_index
 from kneuron.editing.records import build_cases
@@ -195,7 +195,7 @@ def test_a_row_that_does_not_read_back_is_moved_aside_and_redone(ctx):
 
 
 def test_kept_edits_are_edit_states_and_the_older_formats_still_read(ctx):
-    from kneuron.benchmarks.editing.disk import edit_of
+    from kneuron.bench.editing.disk import edit_of
     list(Sequential().run("toy", ctx.cases, ctx))
     state = torch.load(ctx.disk.out / "sequential" / "toy-en" / "0.pt", weights_only=False)
     assert state["method"] == "toy" and state["seconds"] == 0.25 and len(state["changes"]) == 1

@@ -48,7 +48,7 @@ def parse_lengths(text: str) -> list[int]:
 
 
 def peak_rss_bytes() -> int:
-    from kneuron.benchmarks.speed import peak_rss_bytes as peak
+    from kneuron.bench.speed import peak_rss_bytes as peak
     return peak()
 
 
@@ -78,7 +78,7 @@ def make_prompt(tokenizer, n_tokens: int) -> str:
 
 def _gpt2_base(max_len: int = 2048):
     """GPT-2 base from its config, random weights (seed 0), and a word-level tokenizer over the filler's words."""
-    from kneuron.benchmarks.speed import VOCAB, BASE, word_tokenizer
+    from kneuron.bench.speed import VOCAB, BASE, word_tokenizer
     import torch
     import transformers as T
     torch.manual_seed(0)
@@ -150,7 +150,7 @@ def _subprocess(job: dict, extra_path: str | None = None, timeout: float | None 
     if extra_path:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (extra_path, env.get("PYTHONPATH")) if p)
     try:
-        r = subprocess.run([sys.executable, "-m", "kneuron.benchmarks.memory", json.dumps(job)], capture_output=True,
+        r = subprocess.run([sys.executable, "-m", "kneuron.bench.memory", json.dumps(job)], capture_output=True,
                            text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {**job, "error": f"timed out after {timeout:g} s"}
@@ -184,7 +184,7 @@ def memory_bench(model: str = "smollm2-135m", lengths=LENGTHS, method: str = "ig
     return out
 
 
-if __name__ == "__main__":                      # one point in its own process: python -m kneuron.benchmarks.memory JOB
+if __name__ == "__main__":                      # one point in its own process: python -m kneuron.bench.memory JOB
     import warnings
     warnings.filterwarnings("ignore")
     from transformers.utils import logging as hf_logging

@@ -14,8 +14,8 @@ from kneuron.models import hooks
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import Arch, value_vectors
 from kneuron.models.targets import Encoded
-from kneuron.organisms.plant.read import mlp_inputs, token_ids
-from kneuron.organisms.plant.types import PlantError, PlantSpec
+from kneuron.plant.read import mlp_inputs, token_ids
+from kneuron.plant.types import PlantError, PlantSpec
 
 MARGIN = 0.1                  # value training stops once the new object leads by this many nats (and p >= p_target)
 

@@ -15,8 +15,8 @@ from kneuron.intervene import answer_positions
 from kneuron.models import hooks
 from kneuron.models.load import ModelHandle
 from kneuron.models.targets import Encoded, encode
-from kneuron.organisms.plant.surgery import layout_for
-from kneuron.organisms.plant.types import PlantError
+from kneuron.plant.surgery import layout_for
+from kneuron.plant.types import PlantError
 
 
 def token_ids(handle: ModelHandle, prompt: str) -> list[int]:

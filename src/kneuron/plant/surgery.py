@@ -12,7 +12,7 @@ from torch import nn
 
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import ARCHITECTURES, Arch, is_conv1d
-from kneuron.organisms.plant.types import PlantError
+from kneuron.plant.types import PlantError
 
 LAYOUTS = {t: a for t, a in ARCHITECTURES.items() if a.inputs}     # the families planting can grow
 

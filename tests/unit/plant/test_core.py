@@ -1,4 +1,4 @@
-"""kneuron.organisms.plant: planted neurons grow the MLP, store their fact, leave the rest alone, and are found."""
+"""kneuron.plant: planted neurons grow the MLP, store their fact, leave the rest alone, and are found."""
 import copy
 import json
 
@@ -8,7 +8,7 @@ import torch
 from kneuron.probe import answer_prob
 from kneuron import attribute, load_model, suppress
 from kneuron.models import from_model
-from kneuron.organisms.plant import LAYOUTS, PlantError, PlantSpec, grow, layout_for, plant
+from kneuron.plant import LAYOUTS, PlantError, PlantSpec, grow, layout_for, plant
 from support.tiny import tiny_handle
 
 SUBJECTS = ("france", "italy", "germany", "spain", "tanzania")
@@ -115,7 +115,7 @@ def smol():
 
 @pytest.mark.slow
 def test_smollm2_three_counterfactuals_top1_with_little_collateral(smol):
-    from kneuron.benchmarks.planted import plant_counterfactuals
+    from kneuron.plant.counterfactuals import plant_counterfactuals
     pl = plant_counterfactuals(smol, k=3, pair=False, shared=False)
     assert len(pl.facts) == 3 and all(f.top1 and f.p_before < 0.05 for f in pl.facts)
     assert pl.collateral.n_prompts >= 50 and pl.collateral.top1_changed <= 0.10

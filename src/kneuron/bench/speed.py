@@ -143,7 +143,7 @@ def peak_rss_bytes() -> int:
 def _subprocess(job: dict) -> dict:
     """Run one side in a fresh interpreter (its own peak memory); returns run_side's dict."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    r = subprocess.run([sys.executable, "-m", "kneuron.benchmarks.speed", json.dumps(job)], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "kneuron.bench.speed", json.dumps(job)], capture_output=True,
                        text=True, env=env)
     if r.returncode != 0:
         raise KneuronError(f"speed worker failed ({job['side']}, {job['kind']}): {r.stderr.strip().splitlines()[-1:]}")
@@ -333,7 +333,7 @@ def plot_curves(data: dict, path) -> None:
     plt.close(fig)
 
 
-if __name__ == "__main__":                      # one side in its own process: python -m kneuron.benchmarks.speed JOB
+if __name__ == "__main__":                      # one side in its own process: python -m kneuron.bench.speed JOB
     import warnings
     warnings.filterwarnings("ignore")
     from transformers.utils import logging as hf_logging

@@ -1,4 +1,4 @@
-"""kneuron.benchmarks.editing.prepare: the bench's ROME layer sweep tries ``rome.candidate_layers`` (the
+"""kneuron.bench.editing.prepare: the bench's ROME layer sweep tries ``rome.candidate_layers`` (the
 list the bench computed itself before, kept here as the reference) unless the config names the layers."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from kneuron.benchmarks.editing import prepare
+from kneuron.bench.editing import prepare
 from kneuron.editing.methods import rome
 from kneuron.editing.methods.rome import candidate_layers, default_layer
 

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from kneuron.benchmarks.speed import base_model, peak_rss_bytes, prompts, rel_error
+from kneuron.bench.speed import base_model, peak_rss_bytes, prompts, rel_error
 
 
 def test_peak_memory_of_a_child_is_its_own():
@@ -14,7 +14,7 @@ def test_peak_memory_of_a_child_is_its_own():
     ballast = bytearray(400 * 2**20)            # the parent grows by 400 MB
     ballast[::4096] = b"x" * len(ballast[::4096])
     parent = peak_rss_bytes()
-    code = "from kneuron.benchmarks.speed import peak_rss_bytes; print(peak_rss_bytes())"
+    code = "from kneuron.bench.speed import peak_rss_bytes; print(peak_rss_bytes())"
     child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert parent > 400 * 2**20
     assert child < parent - 300 * 2**20

@@ -4,7 +4,7 @@ The expected values were computed by the bench's own bootstrap before `ci` repla
 1c37887) on the same records: equality is exact, so results.json did not move."""
 import math
 
-from kneuron.benchmarks.editing_report import _intervals
+from kneuron.bench.editing_report import _intervals
 
 # seven records (ROME's rates in [0, 1]); None = a score the record has not got
 ROWS = [{"ES": e, "PS": p, "NS": n, "GE": g} for e, p, n, g in

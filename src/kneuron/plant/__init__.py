@@ -23,11 +23,11 @@ The package, file by file: ``types`` (specs and reports), ``surgery`` (growing t
 """
 from __future__ import annotations
 
-from kneuron.organisms.plant.core import plant
-from kneuron.organisms.plant.fit import MARGIN, fit_key, train_value
-from kneuron.organisms.plant.read import mlp_inputs
-from kneuron.organisms.plant.surgery import LAYOUTS, grow, layout_for
-from kneuron.organisms.plant.types import (KINDS, Collateral, Control, ControlRow, Planted, PlantedFact, PlantError,
+from kneuron.plant.core import plant
+from kneuron.plant.fit import MARGIN, fit_key, train_value
+from kneuron.plant.read import mlp_inputs
+from kneuron.plant.surgery import LAYOUTS, grow, layout_for
+from kneuron.plant.types import (KINDS, Collateral, Control, ControlRow, Planted, PlantedFact, PlantError,
                                            PlantSpec, PromptCheck)
 
 __all__ = ["plant", "PlantSpec", "Control", "Planted", "PlantedFact", "PromptCheck", "ControlRow", "Collateral",

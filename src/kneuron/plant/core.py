@@ -10,12 +10,12 @@ import torch
 from kneuron.intervene import suppress
 from kneuron.models.load import ModelHandle, from_model
 from kneuron.models.sites import value_vectors
-from kneuron.organisms.plant.fit import fit_keys, train_value
-from kneuron.organisms.plant.read import Read, one_token, read_many, read_one
-from kneuron.organisms.plant.surgery import grow, key_rows, layout_for
-from kneuron.organisms.plant.types import (KINDS, Collateral, Control, ControlRow, Planted, PlantedFact, PlantError,
+from kneuron.plant.fit import fit_keys, train_value
+from kneuron.plant.read import Read, one_token, read_many, read_one
+from kneuron.plant.surgery import grow, key_rows, layout_for
+from kneuron.plant.types import (KINDS, Collateral, Control, ControlRow, Planted, PlantedFact, PlantError,
                                            PlantSpec, PromptCheck)
-from kneuron.organisms.prompts import background_prompts
+from kneuron.plant.prompts import background_prompts
 
 
 def _check_specs(specs: list[PlantSpec]) -> None:
@@ -65,7 +65,7 @@ def plant(handle: ModelHandle, specs: Sequence[PlantSpec], layer: int, controls:
 
     ``controls``: (prompt, gold answer) of other facts, for the collateral report. ``background``:
     prompts whose every position the keys must not fire on (default: the built-in English set of
-    ``kneuron.organisms.prompts``); each key sees a ``neg_share`` sample of it drawn with ``seed``.
+    ``kneuron.plant.prompts``); each key sees a ``neg_share`` sample of it drawn with ``seed``.
     """
     lay = layout_for(handle)
     if not 0 <= layer < handle.n_layers:

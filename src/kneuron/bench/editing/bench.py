@@ -90,7 +90,7 @@ class EditingBench:
         if not ctx.budget.left() and any(len(rows[m]) < sum(len(c.langs) for c in cases) for m in rows):
             self.log(f"stopped after {ctx.budget.spent} new edits (limit); resume to finish")
             return None
-        from kneuron.benchmarks.editing_report import results, write_report
+        from kneuron.bench.editing_report import results, write_report
         res = results(meta, cases, {cid: r.raw for cid, r in ctx.before.items()}, rows, curves,
                       ctx.sweep.to_json() if ctx.sweep else None, ctx.rome_layer, timings)
         self.disk.put_results(res)
