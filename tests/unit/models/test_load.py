@@ -10,39 +10,13 @@ import json
 import pytest
 import torch
 import transformers
-from typer.testing import CliRunner
 
 import kneuron.models
-from kneuron.cli import app
 from kneuron.errors import ConfigError, KneuronError
 from kneuron.models.load import ModelLoadError, load_model
-from support.tiny import tiny_model, word_tokenizer
+from support.cli import cli, one_line_error, tiny_dir  # noqa: F401 (tiny_dir: a fixture)
 
 HUB_ID = "someone/tiny-gpt2"          # never fetched: the fakes below serve a local copy under this name
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> str:
-    """A tiny gpt2 saved in float16 (so that dtype "auto" differs from the float32 default)."""
-    d = tmp_path_factory.mktemp("tiny-gpt2-fp16")
-    model, kind = tiny_model("gpt2", dtype=torch.float16)
-    model.save_pretrained(d)
-    word_tokenizer(kind).save_pretrained(d)
-    return str(d)
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *needles) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr, result.exception)
-    assert result.stdout == ""
-    err = result.stderr
-    assert err.startswith("kneuron: error: ") and err.count("\n") == 1, f"not one line: {err!r}"
-    for n in needles:
-        assert n in err, (n, err)
-    return err
 
 
 class FakeHub:

@@ -7,18 +7,12 @@ import torch
 from kneuron.editing import EditError, KnOpt, Rewrite, edit
 from kneuron.errors import ConfigError
 from kneuron.facts import Fact
-from kneuron.probe import answer_prob
 from support.tiny import FAMILIES, same, snapshot, tiny_handle
+from support.editing import mean_logp
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FACT = Fact("c0", "P36", "en", "france", "paris", ("the capital of [X] is [Y].", "[X] has its capital in [Y]."))
-
-
-def mean_logp(h, prompt: str, obj: str) -> float:
-    """Mean log-probability per token of ``obj`` after ``prompt``."""
-    s = answer_prob(h, prompt, obj)
-    return s.logp / len(s.target_ids)
 
 
 @pytest.fixture(autouse=True)

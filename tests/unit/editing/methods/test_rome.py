@@ -9,8 +9,8 @@ from kneuron.editing import EditError, ROME, Rewrite, edit
 from kneuron.editing.methods.rome import candidate_layers, choose_layer
 from kneuron.errors import ConfigError
 from kneuron.facts import Fact
-from kneuron.probe import answer_prob
 from support.tiny import FAMILIES, same, snapshot, tiny_handle
+from support.editing import mean_logp
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,12 +18,6 @@ CAUSAL = [f for f, (kind, _) in FAMILIES.items() if kind == "causal"]
 FACT = Fact("c0", "P36", "en", "france", "paris", ("the capital of [X] is [Y].", "[X] has its capital in [Y]."))
 ITALY = Fact("c1", "P36", "en", "italy", "rome", ("the capital of [X] is [Y].",))
 SMALL = dict(stats_texts=4, stats_length=12, progress=False)      # a small self-written corpus for tests
-
-
-def mean_logp(h, prompt: str, obj: str) -> float:
-    """Mean log-probability per token of ``obj`` after ``prompt``."""
-    s = answer_prob(h, prompt, obj)
-    return s.logp / len(s.target_ids)
 
 
 @pytest.fixture(autouse=True)
