@@ -14,7 +14,7 @@ from kneuron.probe import answer_prob, predict
 from kneuron import attribute, suppress
 from kneuron.explore import check_host
 from kneuron.lens import logit_lens, value_index
-from kneuron.paper.table1 import first_prompt, measure, unrelated_partner
+from kneuron.paper.table1 import edit_effect, first_prompt, unrelated_partner
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_run_view_reads_the_run(app):
     facts = view.run.facts
     g = facts[unrelated_partner(facts)[0][0]]
     p = [answer_prob(h, *first_prompt(h, f)).prob for f in (facts[0], g)]
-    assert effects == measure(h, facts[0], g, view.run.neurons[facts[0].key], *p).row()
+    assert effects == edit_effect(h, facts[0], g, view.run.neurons[facts[0].key], *p).row()
     assert call(url, f"/api/runs/{run['id']}/facts/9")[0] == 400
 
 

@@ -17,7 +17,7 @@ from support.explore_fixtures import ANSWER, CLM, PROMPT, chromium, explorer, ma
 from kneuron.probe import answer_prob, predict
 from kneuron import attribute, suppress
 from kneuron.lens import logit_lens, token_id, value_index
-from kneuron.paper.table1 import first_prompt, measure, unrelated_partner
+from kneuron.paper.table1 import edit_effect, first_prompt, unrelated_partner
 
 pytestmark = pytest.mark.slow
 SMOL = "smollm2-135m"
@@ -165,7 +165,7 @@ def test_run_view_filters_facts(page, site):
     g = facts[unrelated_partner(facts)[0][k]]
     with x.models.use(CLM) as h:
         p = [answer_prob(h, *first_prompt(h, f)).prob for f in (facts[k], g)]
-        e = measure(h, facts[k], g, view.run.neurons[facts[k].key], *p)
+        e = edit_effect(h, facts[k], g, view.run.neurons[facts[k].key], *p)
     assert value(page, "#effects tr:nth-child(3) td:nth-child(2) .num") == e.p_suppress
     page.fill("#fact-filter", "")
     shot(page, "run", full=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kneuron.models.load import ModelHandle
 from kneuron.paper.likn import language_independent
-from kneuron.paper.table1 import first_prompt, measure, unrelated_partner
+from kneuron.paper.table1 import edit_effect, first_prompt, unrelated_partner
 from kneuron.probe import answer_prob
 from kneuron.runs.reopen import check_model, load_run, model_spec
 from kneuron.runs.store import run_dirs  # noqa: F401  (the explorer's entry point: the runs at a path)
@@ -90,4 +90,4 @@ class RunView:
         facts = self.run.facts
         g = facts[unrelated_partner(facts, seed)[0][i]]
         p = [answer_prob(handle, *first_prompt(handle, f)).prob for f in (facts[i], g)]
-        return measure(handle, facts[i], g, self.run.neurons.get(facts[i].key, []), p[0], p[1]).row()
+        return edit_effect(handle, facts[i], g, self.run.neurons.get(facts[i].key, []), p[0], p[1]).row()

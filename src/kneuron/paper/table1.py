@@ -73,7 +73,7 @@ class EditEffect:
         return r
 
 
-def measure(handle: ModelHandle, f: Fact, g: Fact, neurons: list[Neuron], p_before: float,
+def edit_effect(handle: ModelHandle, f: Fact, g: Fact, neurons: list[Neuron], p_before: float,
             p_before_unrelated: float, ops=("suppress", "enhance"), condition: str | None = None) -> EditEffect:
     """The effect of each op on ``neurons`` on the fact ``f`` and the unrelated fact ``g``."""
     after = {}
@@ -99,7 +99,7 @@ def edit_effects(handle: ModelHandle, run: RunContents, ops=("suppress", "enhanc
     partner, _ = unrelated_partner(run.facts, seed)
     base = [answer_prob(handle, *first_prompt(handle, f)).prob for f in run.facts]
     fs = run.facts
-    return [measure(handle, fs[i], fs[partner[i]], run.neurons.get(fs[i].key, []), base[i], base[partner[i]], ops)
+    return [edit_effect(handle, fs[i], fs[partner[i]], run.neurons.get(fs[i].key, []), base[i], base[partner[i]], ops)
             for i in track(range(len(fs)), "evaluating", show=show_progress)]
 
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 from kneuron.models.load import ModelHandle
 from kneuron.probe import answer_prob
 from kneuron.report.progress import track
-from kneuron.paper.table1 import EditEffect, first_prompt, measure, table1_of, unrelated_partner
+from kneuron.paper.table1 import EditEffect, edit_effect, first_prompt, table1_of, unrelated_partner
 from kneuron.runs.reopen import RunContents, check_model, load_run
 from kneuron.neurons import Neuron
 from kneuron.store.atomic import write_json
@@ -75,7 +75,7 @@ def crosslingual_effects(handle: ModelHandle, run: RunContents, likn: dict[str, 
     for lang, i, fid in track(todo, "cross-lingual editing", show=show_progress):
         j = partner[lang][i]
         for cond in CONDITIONS:
-            out.append(measure(handle, facts[lang][i], facts[lang][j], sets[fid, cond, lang], base[lang][i],
+            out.append(edit_effect(handle, facts[lang][i], facts[lang][j], sets[fid, cond, lang], base[lang][i],
                                base[lang][j], condition=cond))
     return out
 
