@@ -9,10 +9,14 @@ is separate from how (``Execution``).
 """
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
 
 from kneuron.attribution.budget import default_budget, limit
 from kneuron.attribution.execution import Execution
@@ -26,6 +30,7 @@ from kneuron.attribution.runner import RowRunner
 from kneuron.errors import ConfigError
 from kneuron.models.load import ModelHandle
 from kneuron.models.targets import check_context, encode
+from kneuron.store.atomic import write_bytes
 
 log = logging.getLogger("kneuron")
 
@@ -47,6 +52,27 @@ class Attribution:
         v, i = self.scores.flatten().topk(min(k, self.scores.numel()))
         n = self.scores.shape[1]
         return [(int(j) // n, int(j) % n, float(s)) for s, j in zip(v, i)]
+
+    _TENSORS = ("scores", "delta")
+
+    def save(self, path) -> Path:
+        """One safetensors file (the tensors; everything else as JSON in its metadata), written atomically;
+        ``Attribution.load(path)`` gives back an equal result."""
+        tensors = {k: getattr(self, k).contiguous() for k in self._TENSORS if getattr(self, k) is not None}
+        meta = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._TENSORS}
+        return write_bytes(path, safetensors_bytes(tensors, metadata={"kneuron.attribution": json.dumps(meta)}))
+
+    @classmethod
+    def load(cls, path) -> "Attribution":
+        """What ``save`` wrote; a ConfigError (one line) for a file that is not a saved Attribution."""
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = json.loads((f.metadata() or {})["kneuron.attribution"])
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except (OSError, KeyError, ValueError, SafetensorError) as e:    # missing, not safetensors, not ours
+            raise ConfigError(f"{path}: not a saved Attribution ({type(e).__name__}: {e})") from None
+        meta["prediction"] = tuple(meta["prediction"])
+        return cls(**meta, **{k: tensors.get(k) for k in cls._TENSORS})
 
 
 def check_settings(method: str | IG = "ig", steps: int = 20, objective: str = "prob", rule: str = "left") -> IG:

@@ -3,7 +3,7 @@ the batching, caches and rules; completeness; out-of-memory backs off; settings 
 import pytest
 import torch
 
-from kneuron.attribution import AMIG, Execution, IG, attribute
+from kneuron.attribution import AMIG, Attribution, Execution, IG, attribute
 from kneuron.errors import ConfigError
 from support.reference import reference_attribute
 from support.tiny import FAMILIES, tiny_handle
@@ -135,3 +135,24 @@ def test_attribute_takes_settings_by_keyword_only():
         with pytest.raises(ConfigError, match=needle):
             Execution(**bad)
 
+
+
+@pytest.mark.parametrize("method", [IG(), AMIG(prefactor="difference")])
+def test_an_attribution_saves_and_loads_equal(tmp_path, method):
+    """save -> load gives back every field: the scores and delta bit for bit, the rest as it was."""
+    h = tiny_handle("gpt2")
+    a = attribute(h, _prompt(h), "paris rome", method=method, steps=3)
+    assert a.delta is not None                                  # a proper prefactor: delta and completeness set
+    b = Attribution.load(a.save(tmp_path / "a.safetensors"))
+    assert torch.equal(a.scores, b.scores) and torch.equal(a.delta, b.delta)
+    for f in ("prob", "token_probs", "target_ids", "method", "params", "completeness", "prediction"):
+        assert getattr(a, f) == getattr(b, f), f
+    assert not list(tmp_path.glob("*.tmp"))                     # written atomically: no temp file left
+
+
+def test_loading_what_is_not_a_saved_attribution_is_one_line(tmp_path):
+    (tmp_path / "x.safetensors").write_bytes(b"not safetensors")
+    for p in (tmp_path / "x.safetensors", tmp_path / "missing.safetensors"):
+        with pytest.raises(ConfigError, match="not a saved Attribution") as e:
+            Attribution.load(p)
+        assert "\n" not in str(e.value)
