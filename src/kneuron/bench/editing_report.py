@@ -60,7 +60,9 @@ def _mean(xs) -> float | None:
 
 def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: dict | None, layer: int | None,
             timings: dict) -> dict:
-    """results.json: the --json summary (model, n_records, unedited, methods) and the details behind it."""
+    """results.json: the --json summary (model, n_records, unedited, methods) and the details behind it.
+    ``before``: case id -> lang -> the unedited ``metrics.Measured``; ``rows``: method -> (case id, edit
+    lang) -> its ``EditRow``; ``curves``: method -> lang -> k -> its sequential ``Checkpoint``."""
     langs = cases[0].langs
     res: dict = {"model": meta["model"], "n_records": len(cases), "unedited": {}, "methods": {}}
     iv: dict = {"unedited": {}, "methods": {}}
@@ -72,25 +74,25 @@ def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: di
     for m, got in rows.items():
         res["methods"][m], iv["methods"][m], matrix[m], extras[m] = {}, {}, {}, {}
         for lang in langs:
-            mine = [d for (cid, e), d in sorted(got.items()) if e == lang]
-            sc = [d["scores"][lang] for d in mine]
-            res["methods"][m][lang] = summarize(sc, [d["seconds"] for d in mine], [d["params_changed"] for d in mine])
+            mine = [r for (cid, e), r in sorted(got.items()) if e == lang]
+            sc = [r.scores[lang] for r in mine]
+            res["methods"][m][lang] = summarize(sc, [r.seconds for r in mine], [r.params_changed for r in mine])
             iv["methods"][m][lang] = _intervals(sc)
-            extras[m][lang] = {"n": len(mine), "failed": sum(1 for d in mine if d.get("error")),
-                               "unchanged": sum(1 for d in mine if not d["params_changed"]),
-                               "edit_seconds": _mean(d["edit_seconds"] for d in mine),
-                               "localize_seconds": _mean(d["localize_seconds"] for d in mine),
+            extras[m][lang] = {"n": len(mine), "failed": sum(1 for r in mine if r.error),
+                               "unchanged": sum(1 for r in mine if not r.params_changed),
+                               "edit_seconds": _mean(r.edit_seconds for r in mine),
+                               "localize_seconds": _mean(r.localize_seconds for r in mine),
                                "symmetry": _pct(s.get("symmetry") for s in sc),
                                "symmetry_success": _pct(s.get("symmetry_success") for s in sc)}
             for other in langs:
-                s = summarize([d["scores"][other] for d in mine])
+                s = summarize([r.scores[other] for r in mine])
                 matrix[m][f"{lang}->{other}"] = {k: s[k] for k in ("ES", "PS", "NS", "S", "EM", "PM")}
         if len(langs) > 1:
             res["methods"][m]["cross"] = {f"{a}->{b}": {k: matrix[m][f"{a}->{b}"][k] for k in ("ES", "PS")}
                                           for a in langs for b in langs if a != b}
     res.update(intervals=iv, matrix=matrix, extras=extras,
-               sequential={m: {lang: [{"k": int(k), **{x: d[x] for x in ("ES", "PS", "NS", "S")}}
-                                      for k, d in sorted(c.items(), key=lambda kv: int(kv[0]))]
+               sequential={m: {lang: [{"k": int(k), **{x: p.summary[x] for x in ("ES", "PS", "NS", "S")}}
+                                      for k, p in sorted(c.items(), key=lambda kv: int(kv[0]))]
                                for lang, c in cur.items()} for m, cur in curves.items()},
                rome_sweep=sweep, rome_layer=layer, meta=meta, timings=timings)
     return res

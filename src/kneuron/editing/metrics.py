@@ -50,8 +50,9 @@ RATES = ("ES", "PS", "NS", "EM", "PM", "NM", "reliability", "generalization", "l
 
 # ----------------------------------------------------------------------------- teacher-forced scoring
 
-@dataclass
+@dataclass(frozen=True)
 class Scored:
+    """One (prompt, object) scored teacher-forced."""
     nll: float                 # mean over the object's tokens of -log p
     acc: float                 # share of the object's tokens that are the model's top-1
     argmax: list[int]          # the top-1 token at each answer position
@@ -62,7 +63,7 @@ class Scored:
         return math.exp(-self.nll)
 
     def to_json(self) -> dict:
-        return {"nll": self.nll, "acc": self.acc, "argmax": self.argmax, "target": self.target}
+        return {"nll": self.nll, "acc": self.acc, "argmax": list(self.argmax), "target": list(self.target)}
 
     @classmethod
     def from_json(cls, d: dict) -> "Scored":
@@ -168,26 +169,90 @@ def _items(rec: Record) -> list[tuple[str, str]]:
     return out
 
 
-def _split(rec: Record, s: list[Scored]) -> dict:
-    j = lambda x: x.to_json()   # noqa: E731
-    m = {"rewrite": {"new": j(s[0]), "old": j(s[1])}, "paraphrases": [], "neighbours": [], "symmetry": None}
-    k = 2
-    for _ in rec.paraphrases:
-        m["paraphrases"].append({"new": j(s[k]), "old": j(s[k + 1])})
-        k += 2
-    for _ in rec.neighbours:
-        m["neighbours"].append({"true": j(s[k]), "new": j(s[k + 1])})
-        k += 2
-    if rec.symmetry:
-        m["symmetry"] = {"target": j(s[k]), "true": j(s[k + 1]) if rec.symmetry.true else None}
-    return m
+@dataclass(frozen=True)
+class RewriteScores:
+    """A rewrite prompt (or a paraphrase of it) scored with the new object and the old one."""
+    new: Scored
+    old: Scored
+
+    def to_json(self) -> dict:
+        return {"new": self.new.to_json(), "old": self.old.to_json()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RewriteScores":
+        return cls(Scored.from_json(d["new"]), Scored.from_json(d["old"]))
+
+
+@dataclass(frozen=True)
+class NeighbourScores:
+    """A neighbour's prompt scored with its own true object and the edit's new one."""
+    true: Scored
+    new: Scored
+
+    def to_json(self) -> dict:
+        return {"true": self.true.to_json(), "new": self.new.to_json()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "NeighbourScores":
+        return cls(Scored.from_json(d["true"]), Scored.from_json(d["new"]))
+
+
+@dataclass(frozen=True)
+class SymmetryScores:
+    """The reverse prompt scored with the subject (``target``) and, where known, its true answer."""
+    target: Scored
+    true: Scored | None
+
+    def to_json(self) -> dict:
+        return {"target": self.target.to_json(), "true": None if self.true is None else self.true.to_json()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "SymmetryScores":
+        return cls(Scored.from_json(d["target"]), None if d.get("true") is None else Scored.from_json(d["true"]))
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One record measured under the model as it was: every prompt kind scored, and the sampled texts
+    (None: not sampled; [] for a masked model). ``to_json()`` is the dict the editing bench's run
+    directories hold (keys in this order); ``from_json()`` reads one back (KeyError / TypeError /
+    ValueError for one that is not)."""
+    rewrite: RewriteScores
+    paraphrases: tuple[RewriteScores, ...] = ()
+    neighbours: tuple[NeighbourScores, ...] = ()
+    symmetry: SymmetryScores | None = None
+    generation: tuple[str, ...] | None = None
+
+    def to_json(self) -> dict:
+        return {"rewrite": self.rewrite.to_json(), "paraphrases": [x.to_json() for x in self.paraphrases],
+                "neighbours": [x.to_json() for x in self.neighbours],
+                "symmetry": None if self.symmetry is None else self.symmetry.to_json(),
+                "generation": None if self.generation is None else list(self.generation)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Measured":
+        sym, gen = d.get("symmetry"), d.get("generation")
+        return cls(RewriteScores.from_json(d["rewrite"]), tuple(map(RewriteScores.from_json, d["paraphrases"])),
+                   tuple(map(NeighbourScores.from_json, d["neighbours"])),
+                   None if sym is None else SymmetryScores.from_json(sym),
+                   None if gen is None else tuple(str(t) for t in gen))
+
+
+def _split(rec: Record, s: list[Scored], generation: list[str] | None) -> Measured:
+    """``_items``' scores back into the record's prompt kinds."""
+    k = 2 + 2 * len(rec.paraphrases)
+    paras = tuple(RewriteScores(s[i], s[i + 1]) for i in range(2, k, 2))
+    nbs = tuple(NeighbourScores(s[i], s[i + 1]) for i in range(k, k + 2 * len(rec.neighbours), 2))
+    k += 2 * len(rec.neighbours)
+    sym = SymmetryScores(s[k], s[k + 1] if rec.symmetry.true else None) if rec.symmetry else None
+    return Measured(RewriteScores(s[0], s[1]), paras, nbs, sym, None if generation is None else tuple(generation))
 
 
 def measure(handle: ModelHandle, records: list[Record], *, generation: bool | Iterable[str] = True,
-            seed: int = 0) -> list[dict]:
-    """The raw scores of each record under the model as it is now (JSON-able dicts, one per record; all
-    records' prompts batched together). ``generation``: sample the generation prompts' texts (for GE) for
-    every record (True), none (False) or the records of these languages."""
+            seed: int = 0) -> list[Measured]:
+    """Each record's scores under the model as it is now (one ``Measured`` per record; all records'
+    prompts batched together). ``generation``: sample the generation prompts' texts (for GE) for every
+    record (True), none (False) or the records of these languages."""
     items, spans = [], []
     for r in records:
         it = _items(r)
@@ -196,51 +261,44 @@ def measure(handle: ModelHandle, records: list[Record], *, generation: bool | It
     scored = score(handle, items)
     out = []
     for r, (a, b) in zip(records, spans):
-        m = _split(r, scored[a:b])
         gen = generation if isinstance(generation, bool) else r.lang in set(generation)
-        m["generation"] = generate(handle, r.generation, seed) if gen else None
-        out.append(m)
+        out.append(_split(r, scored[a:b], generate(handle, r.generation, seed) if gen else None))
     return out
 
 
 # ----------------------------------------------------------------------------- metrics
 
-def _p(d: dict) -> float:
-    return math.exp(-float(d["nll"]))
-
-
 def _avg(xs: list[float]) -> float | None:
     return mean(xs) if xs else None
 
 
-def record_scores(after: dict, before: dict | None = None) -> dict:
+def record_scores(after: Measured, before: Measured | None = None) -> dict:
     """One record's metric values (fractions; None where the record has nothing to measure) from its
     measurement ``after`` an edit and, for locality, ``before`` it (the unedited model's)."""
-    rw = after["rewrite"]
-    paras, nbs = after["paraphrases"], after["neighbours"]
+    rw, paras, nbs = after.rewrite, after.paraphrases, after.neighbours
     out = {
-        "ES": float(rw["new"]["nll"] < rw["old"]["nll"]),
-        "EM": _p(rw["new"]) - _p(rw["old"]),
-        "PS": _avg([float(x["new"]["nll"] < x["old"]["nll"]) for x in paras]),
-        "PM": _avg([_p(x["new"]) - _p(x["old"]) for x in paras]),
-        "NS": _avg([float(x["true"]["nll"] < x["new"]["nll"]) for x in nbs]),
-        "NM": _avg([_p(x["true"]) - _p(x["new"]) for x in nbs]),
-        "reliability": float(rw["new"]["acc"]),
-        "generalization": _avg([float(x["new"]["acc"]) for x in paras]),
+        "ES": float(rw.new.nll < rw.old.nll),
+        "EM": rw.new.p - rw.old.p,
+        "PS": _avg([float(x.new.nll < x.old.nll) for x in paras]),
+        "PM": _avg([x.new.p - x.old.p for x in paras]),
+        "NS": _avg([float(x.true.nll < x.new.nll) for x in nbs]),
+        "NM": _avg([x.true.p - x.new.p for x in nbs]),
+        "reliability": float(rw.new.acc),
+        "generalization": _avg([float(x.new.acc) for x in paras]),
         "locality": None,
-        "flip_rate": float(rw["new"]["argmax"][0] == rw["new"]["target"][0]),
-        "GE": _avg([ngram_entropy(t) for t in after.get("generation") or []]),
+        "flip_rate": float(rw.new.argmax[0] == rw.new.target[0]),
+        "GE": _avg([ngram_entropy(t) for t in after.generation or []]),
         "symmetry": None,
         "symmetry_success": None,
     }
     if before is not None:
-        pairs = [(a["true"]["argmax"], b["true"]["argmax"]) for a, b in zip(nbs, before["neighbours"])]
+        pairs = [(a.true.argmax, b.true.argmax) for a, b in zip(nbs, before.neighbours)]
         out["locality"] = _avg([mean(float(x == y) for x, y in zip(a, b)) for a, b in pairs])
-    sym = after.get("symmetry")
-    if sym:
-        out["symmetry"] = float(sym["target"]["acc"])
-        if sym.get("true"):
-            out["symmetry_success"] = float(sym["target"]["nll"] < sym["true"]["nll"])
+    sym = after.symmetry
+    if sym is not None:
+        out["symmetry"] = float(sym.target.acc)
+        if sym.true is not None:
+            out["symmetry_success"] = float(sym.target.nll < sym.true.nll)
     return out
 
 
@@ -269,5 +327,5 @@ def summarize(rows: list[dict], seconds: list[float] | None = None, params: list
     return {k: out[k] for k in METRICS}
 
 
-__all__ = ["METRICS", "RATES", "Scored", "generate", "hmean", "measure", "ngram_entropy", "record_scores",
-           "score", "summarize", "words"]
+__all__ = ["METRICS", "RATES", "Measured", "NeighbourScores", "RewriteScores", "Scored", "SymmetryScores", "generate",
+           "hmean", "measure", "ngram_entropy", "record_scores", "score", "summarize", "words"]

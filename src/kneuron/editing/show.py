@@ -11,7 +11,7 @@ from kneuron.models.load import ModelHandle
 
 from .base import Edit, EditMethod
 from .localize import relation_filter
-from .metrics import measure
+from .metrics import Measured, Scored, measure
 from .records import Case, case_for
 from .registry import edit, method_class, method_for
 
@@ -25,22 +25,22 @@ class Shown:
     case: Case
     lang: str
     edit: Edit
-    before: dict                  # lang -> metrics.measure of that language's record
+    before: dict[str, Measured]   # lang -> that language's record measured before the edit
     own_seconds: float = 0.0      # localizing the fact's own neurons (kn methods with the common filter)
     filter_seconds: float = 0.0   # localizing the other facts of the relation for the filter
 
-    def measure(self) -> dict:
+    def measure(self) -> dict[str, Measured]:
         """The case's records measured on the model as it is now (edited or not)."""
         return dict(zip(self.case.records, measure(self.handle, list(self.case.records.values()), generation=False)))
 
-    def report(self, after: dict) -> dict:
+    def report(self, after: dict[str, Measured]) -> dict:
         """The edit and its lines, each with p(want), p(rival) and the top-1 token before and after."""
         e, r = self.edit, self.case.records[self.lang]
         lines = []
         for x, y in zip(_lines(self.case, self.lang, self.before), _lines(self.case, self.lang, after)):
             pair = x.pop("pair")
-            lines.append({**x, "before": _state(self.handle.tokenizer, pair),
-                          "after": _state(self.handle.tokenizer, y["pair"])})
+            lines.append({**x, "before": _state(self.handle.tokenizer, *pair),
+                          "after": _state(self.handle.tokenizer, *y["pair"])})
         return {"method": e.method, "fact_id": r.fact.id, "lang": self.lang, "old": r.old, "new": r.new,
                 "seconds": e.seconds + self.own_seconds, "filter_seconds": self.filter_seconds,
                 "params_changed": e.params_changed, "lines": lines, "neurons": e.info.get("neurons"),
@@ -70,25 +70,29 @@ def prepare(h: ModelHandle, facts: list[Fact], pool: list[Fact], fact_id: str, n
     return shown
 
 
-def _lines(case: Case, lang: str, ms: dict) -> list[dict]:
+def _lines(case: Case, lang: str, ms: dict[str, Measured]) -> list[dict]:
     """The lines shown: the rewrite, a paraphrase, a neighbour and the other languages' rewrites, each with
-    the object that should win (``want``: new, or the neighbour's true object) and its rival."""
+    the object that should win (``want``: new, or the neighbour's true object) and its rival, and ``pair``:
+    their scores (want's, rival's)."""
     r, m = case.records[lang], ms[lang]
-    out = [dict(what="rewrite", lang=lang, prompt=r.prompt, want=r.new, rival=r.old, pair=m["rewrite"])]
+    out = [dict(what="rewrite", lang=lang, prompt=r.prompt, want=r.new, rival=r.old,
+                pair=(m.rewrite.new, m.rewrite.old))]
     if r.paraphrases:
+        x = m.paraphrases[0]
         out.append(dict(what="paraphrase", lang=lang, prompt=r.paraphrases[0].text, want=r.new, rival=r.old,
-                        pair=m["paraphrases"][0]))
+                        pair=(x.new, x.old)))
     if r.neighbours:
-        nb, x = r.neighbours[0], m["neighbours"][0]
+        nb, x = r.neighbours[0], m.neighbours[0]
         out.append(dict(what="neighbour", lang=lang, prompt=nb.prompt, want=nb.target, rival=r.new,
-                        pair={"new": x["true"], "old": x["new"]}))
+                        pair=(x.true, x.new)))
     for other, o in case.records.items():
         if other != lang:
+            x = ms[other].rewrite
             out.append(dict(what="other language", lang=other, prompt=o.prompt, want=o.new, rival=o.old,
-                            pair=ms[other]["rewrite"]))
+                            pair=(x.new, x.old)))
     return out
 
 
-def _state(tok, pair: dict) -> dict:
-    return {"p_want": math.exp(-pair["new"]["nll"]), "p_rival": math.exp(-pair["old"]["nll"]),
-            "top1": tok.decode([pair["new"]["argmax"][0]]).strip()}
+def _state(tok, want: Scored, rival: Scored) -> dict:
+    return {"p_want": math.exp(-want.nll), "p_rival": math.exp(-rival.nll),
+            "top1": tok.decode([want.argmax[0]]).strip()}

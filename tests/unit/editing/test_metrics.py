@@ -2,7 +2,9 @@
 scoring equals one prompt at a time; GE is ROME's n-gram entropy."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -10,7 +12,7 @@ import torch
 from torch import nn
 
 from kneuron.editing import metrics as M
-from kneuron.editing.records import Neighbour, Prompt, Record
+from kneuron.editing.records import Neighbour, Prompt, Record, Symmetry
 from kneuron.facts import Fact
 from kneuron.models.load import ModelHandle
 from kneuron.probe import answer_prob
@@ -96,12 +98,78 @@ def test_s_is_the_harmonic_mean():
 
 
 def test_locality_as_easyedit_readme():
-    tok = lambda a: {"nll": 0.0, "acc": 1.0, "argmax": a, "target": a}      # noqa: E731
-    pair = {"new": tok([1]), "old": tok([2])}
-    after = {"rewrite": pair, "paraphrases": [], "neighbours": [{"true": tok([29, 234, 334]), "new": tok([1])}]}
-    before = {"rewrite": pair, "paraphrases": [], "neighbours": [{"true": tok([29, 234, 333]), "new": tok([1])}]}
+    tok = lambda a: M.Scored(0.0, 1.0, a, a)      # noqa: E731
+    pair = M.RewriteScores(tok([1]), tok([2]))
+    after = M.Measured(pair, (), (M.NeighbourScores(tok([29, 234, 334]), tok([1])),))
+    before = M.Measured(pair, (), (M.NeighbourScores(tok([29, 234, 333]), tok([1])),))
     assert M.record_scores(after, before)["locality"] == pytest.approx(2 / 3)
     assert M.record_scores(after)["PS"] is None
+
+
+# ----------------------------------------------------------------------------- the measurement's JSON
+
+OLD = json.loads((Path(__file__).parent / "data" / "measured-1c37887.json").read_text(encoding="utf-8"))
+OLD_KEYS = ["rewrite", "paraphrases", "neighbours", "symmetry", "generation"]
+
+
+def _fixture_records(kind: str) -> list[Record]:
+    """The records data/measured-1c37887.json was measured on (kneuron 1c37887's ``measure`` of the tiny gpt2
+    and bert models, generation=True with seed 3 and generation=False): paraphrases, neighbours, a symmetry
+    prompt with and without its true answer, a two-token object."""
+    slot = " [Y] ." if kind == "masked" else ""
+    sym = lambda true: Symmetry("P1376", "rome is the capital of" + slot, "france", true)   # noqa: E731
+    return [Record(FACT, "rome", 0, 0, "the capital of france is" + slot,
+                   paraphrases=(Prompt("the city in" + slot, 1), Prompt("the river is" + slot, 2)),
+                   neighbours=(Neighbour("c2", "spain", "the capital of spain is" + slot, "madrid", 0, False),
+                               Neighbour("c3", "x", "the capital city" + slot, "berlin", 0, False)),
+                   generation=("the capital of france is",), symmetry=sym("italy")),
+            Record(FACT, "rome", 0, 0, "the capital of france is" + slot, symmetry=sym(None)),
+            Record(FACT, "paris city", 0, 0, "italy" + slot,
+                   neighbours=(Neighbour("c3", "x", "was born in" + slot, "an italian city", 0, False),))]
+
+
+def _ordered(x):
+    """JSON with every dict's key order made part of the value (== alone ignores it)."""
+    if isinstance(x, dict):
+        return [(k, _ordered(v)) for k, v in x.items()]
+    return [_ordered(v) for v in x] if isinstance(x, list) else x
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+@pytest.mark.parametrize("gen", ["generation", "none"])
+def test_measured_reads_and_writes_the_old_dicts(family, gen):
+    """Measured.from_json reads what the old code's ``measure`` made, and to_json gives it back exactly: the
+    same keys in the same order, the same floats (the editing bench's run directories resume unchanged)."""
+    for d in OLD[family][gen]:
+        m = M.Measured.from_json(d)
+        assert _ordered(m.to_json()) == _ordered(d) and list(m.to_json()) == OLD_KEYS
+        assert json.dumps(m.to_json(), ensure_ascii=False) == json.dumps(d, ensure_ascii=False)
+        assert M.Measured.from_json(json.loads(json.dumps(m.to_json()))) == m
+    first = M.Measured.from_json(OLD[family][gen][0])
+    assert first.rewrite.new.nll == OLD[family][gen][0]["rewrite"]["new"]["nll"]
+    assert [x.true.target for x in first.neighbours] == [x["true"]["target"] for x in OLD[family][gen][0]["neighbours"]]
+    assert first.symmetry.true is not None and M.Measured.from_json(OLD[family][gen][1]).symmetry.true is None
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_measure_gives_the_old_codes_numbers(family, one_thread):
+    """This code's ``measure`` of the fixture's records, as JSON, is the old code's, key order included;
+    the texts sampled for GE too (a list; [] for a masked model; None when not sampled)."""
+    h = tiny_handle(family, dtype=torch.float32)
+    recs = _fixture_records(h.kind)
+    for gen in ("generation", "none"):
+        got = M.measure(h, recs, generation=gen == "generation", seed=3)
+        assert all(isinstance(m, M.Measured) for m in got)
+        assert [_ordered(m.to_json()) for m in got] == [_ordered(d) for d in OLD[family][gen]]
+        assert [M.record_scores(m) for m in got] == [M.record_scores(M.Measured.from_json(d)) for d in OLD[family][gen]]
+
+
+def test_a_dict_that_is_not_a_measurement_does_not_read():
+    d = OLD["gpt2"]["none"][0]
+    for broken in ({k: v for k, v in d.items() if k != "rewrite"}, {**d, "neighbours": [{"true": d["rewrite"]["new"]}]},
+                   {**d, "rewrite": {"new": {"nll": "x", "acc": 1.0, "argmax": [], "target": []}, "old": {}}}):
+        with pytest.raises((KeyError, TypeError, ValueError)):
+            M.Measured.from_json(broken)
 
 
 def test_ngram_entropy_is_romes():

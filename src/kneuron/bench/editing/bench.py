@@ -82,10 +82,9 @@ class EditingBench:
         rows, curves = {}, {}
         for m in self.cfg.methods:
             t = time.perf_counter()
-            rows[m] = {(r.case_id, r.edit_lang): r.to_json() for r in mode.run(m, cases, ctx)}
+            rows[m] = {(r.case_id, r.edit_lang): r for r in mode.run(m, cases, ctx)}
             if isinstance(mode, Sequential):
-                curves[m] = {lang: {k: c.to_json() for k, c in by_k.items()}
-                             for lang, by_k in mode.curve(m, cases, ctx).items()}
+                curves[m] = mode.curve(m, cases, ctx)
             timings = self.disk.add_time(m, time.perf_counter() - t)
         if not ctx.budget.left() and any(len(rows[m]) < sum(len(c.langs) for c in cases) for m in rows):
             self.log(f"stopped after {ctx.budget.spent} new edits (limit); resume to finish")

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from kneuron.editing import Edit, EditError, edit
 from kneuron.editing.registry import method_class, option_names
-from kneuron.editing.metrics import measure, record_scores
+from kneuron.editing.metrics import Measured, measure, record_scores
 from kneuron.editing.records import Case
 from kneuron.facts.templates import QueryError
 from kneuron.models.load import ModelHandle
@@ -52,7 +52,7 @@ class BenchContext:
     show: bool = False                                    # progress bars
     warn: Callable[[str], None] = lambda s: None
 
-    def unedited(self, case: Case) -> dict[str, dict]:
+    def unedited(self, case: Case) -> dict[str, Measured]:
         """The case's unedited raw measurement per language."""
         return self.before[case.case_id].raw
 

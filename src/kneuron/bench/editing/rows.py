@@ -6,30 +6,33 @@ Each ``to_json()`` gives the dict the run directory has always held (same keys, 
 results.json / the per-edit files of a run are unchanged. A row read back that lacks a key it needs raises
 ``KeyError`` / ``TypeError`` / ``ValueError``: the caller treats the file as damaged and redoes it.
 
-The raw measurement of a record (``kneuron.editing.metrics.measure``: per prompt kind and target, nll / acc
-/ argmax / target) stays the nested dict that module makes; a ``Measurement`` pairs it with the record's
-scores against the unedited model (``record_scores``).
+The raw measurement of a record is ``kneuron.editing.metrics.Measured`` (per prompt kind and target, nll /
+acc / argmax / target; its ``to_json()`` is the nested dict the files hold); a ``Measurement`` pairs it with
+the record's scores against the unedited model (``record_scores``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from kneuron.editing.metrics import Measured
+
 
 @dataclass(frozen=True)
 class Measurement:
     """One record (one language) measured: the raw scores and, for an edited model, the metrics against
     the unedited model (None for the unedited model itself)."""
-    raw: dict
+    raw: Measured
     scores: dict | None = None
 
 
 def _split(by_lang: dict[str, Measurement]) -> tuple[dict, dict]:
-    return ({lang: m.raw for lang, m in by_lang.items()}, {lang: m.scores for lang, m in by_lang.items()})
+    return ({lang: m.raw.to_json() for lang, m in by_lang.items()}, {lang: m.scores for lang, m in by_lang.items()})
 
 
 def _join(raw: dict, scores: dict | None = None) -> dict[str, Measurement]:
-    return {lang: Measurement(m, None if scores is None else scores[lang]) for lang, m in raw.items()}
+    return {lang: Measurement(Measured.from_json(m), None if scores is None else scores[lang])
+            for lang, m in raw.items()}
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,11 @@ class UneditedRow:
     measured: dict[str, Measurement]
 
     @property
-    def raw(self) -> dict[str, dict]:
+    def raw(self) -> dict[str, Measured]:
         return {lang: m.raw for lang, m in self.measured.items()}
 
     def to_json(self) -> dict:
-        return {"case_id": self.case_id, "measure": self.raw}
+        return {"case_id": self.case_id, "measure": {lang: m.to_json() for lang, m in self.raw.items()}}
 
     @classmethod
     def from_json(cls, d: dict) -> "UneditedRow":

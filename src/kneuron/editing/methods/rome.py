@@ -39,7 +39,7 @@ from kneuron.models.registry import CARDS
 from kneuron.models.sites import is_conv1d, value_vectors
 
 from ..base import Change, Edit, EditContext, EditError, EditMethod, Rewrite, param_name
-from ..metrics import measure, record_scores, summarize
+from ..metrics import Measured, measure, record_scores, summarize
 from ..objective import Objective, adam, batch, prefixes, work_dtype
 from ..records import Case
 from ..stats import LENGTH, TEXTS, second_moment
@@ -237,7 +237,7 @@ def sweep_scores(scores: list[dict]) -> dict:
     return {k: s[k] for k in ("ES", "PS", "NS", "S", "EM")}
 
 
-def choose_layer(handle: ModelHandle, cases: list[Case], layers: Iterable[int], before: list[dict], *,
+def choose_layer(handle: ModelHandle, cases: list[Case], layers: Iterable[int], before: list[Measured], *,
                  lang: str | None = None, edit_at: Callable[[Case, int], Edit] | None = None,
                  step: Callable[[], None] | None = None) -> tuple[int, list[dict]]:
     """The layer ROME edits best, and one row per layer: each case's ``lang`` record (default: the first
