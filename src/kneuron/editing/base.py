@@ -91,6 +91,16 @@ class EditMethod:
     def edit(self, handle: ModelHandle, rewrite: "Rewrite", ctx: EditContext = EditContext()) -> "Edit":
         raise NotImplementedError
 
+    def check(self, handle: ModelHandle, rewrite: "Rewrite") -> None:
+        """What the class attributes ask of an edit, checked before any work (a one-line EditError): a new
+        object (``needs_new``), a causal model (``causal_only``). ``registry.edit`` checks every edit; a
+        method whose ``edit`` may be called directly checks first too."""
+        fact = rewrite.fact
+        if self.needs_new and rewrite.new is None:
+            raise EditError(f"{fact.where('new')}method {self.name} needs a new object")
+        if self.causal_only and handle.kind != "causal":
+            raise EditError(f"{fact.where()}{self.name} supports causal models only")
+
     def params(self) -> dict:
         """The hyper-parameters, one name per knob (nested configurations as dicts)."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}

@@ -19,7 +19,7 @@ from kneuron.errors import ConfigError
 from kneuron.facts.schema import Fact
 from kneuron.models.load import ModelHandle
 
-from .base import CONTEXT, Edit, EditContext, EditError, EditMethod, Rewrite
+from .base import CONTEXT, Edit, EditContext, EditMethod, Rewrite
 from .methods import FT, KN, LIKN, ROME, KnEai, KnErase, KnOpt
 
 METHODS: dict[str, type[EditMethod]] = {c.name: c for c in (KN, KnEai, KnErase, LIKN, KnOpt, ROME, FT)}
@@ -78,9 +78,9 @@ def edit(handle: ModelHandle, fact: Fact, new: str | None = None, *, method: str
     extra = sorted(set(ctx) - set(cls.context))
     if extra:
         raise ConfigError(f"{cls.name}: unknown option(s) {', '.join(extra)} ({_takes(cls)})")
-    if new is None and cls.needs_new:
-        raise EditError(f"{fact.where('new')}method {cls.name} needs a new object")
-    return m.edit(handle, Rewrite(fact, new), EditContext(**ctx))
+    rewrite = Rewrite(fact, new)
+    m.check(handle, rewrite)
+    return m.edit(handle, rewrite, EditContext(**ctx))
 
 
 # ----------------------------------------------------------------------------- options as text

@@ -170,6 +170,29 @@ def test_edit_dispatch_errors():
     assert {"kn", "kn-eai", "kn-erase", "likn"} <= set(METHODS)
 
 
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_a_method_that_needs_a_new_object_says_so_in_one_place(name):
+    """EditMethod.check: the same one-line error whether the method is reached through ``edit`` or its own
+    ``edit`` is called (ft, kn-opt, rome check first); kn-erase needs none; rome refuses a masked model."""
+    from kneuron.editing.registry import method_class
+    h, cls = tiny_handle("gpt2"), method_class(name)
+    if not cls.needs_new:
+        cls().check(h, Rewrite(FACT, None))                   # erasure: no new object asked
+        return
+    want = f'{FACT.where("new")}method {name} needs a new object'
+    with pytest.raises(EditError) as err:
+        edit(h, FACT, method=name)
+    assert str(err.value) == want
+    if name in ("ft", "kn-opt", "rome"):
+        with pytest.raises(EditError) as err:
+            cls().edit(h, Rewrite(FACT, None))
+        assert str(err.value) == want
+    cls().check(h, Rewrite(FACT, "rome"))
+    if cls.causal_only:
+        with pytest.raises(EditError, match=f"{name} supports causal models only"):
+            cls().check(tiny_handle("bert"), Rewrite(FACT, "rome"))
+
+
 # ----------------------------------------------------------------------------- state
 
 def _roundtrip(state: dict, tmp_path) -> dict:

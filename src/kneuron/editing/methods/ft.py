@@ -21,7 +21,7 @@ from kneuron.models import hooks
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import is_conv1d, value_vectors
 
-from ..base import Change, Edit, EditContext, EditError, EditMethod, Rewrite, param_name
+from ..base import Change, Edit, EditContext, EditMethod, Rewrite, param_name
 from ..objective import Objective, adam, batch, prefixes, work_dtype
 from .rome import check_layer
 
@@ -49,9 +49,7 @@ class FT(EditMethod):
 
     def edit(self, handle: ModelHandle, rewrite: Rewrite, ctx: EditContext = EditContext()) -> Edit:
         t0 = time.perf_counter()
-        fact = rewrite.fact
-        if rewrite.new is None:
-            raise EditError(f"{fact.where('new')}ft needs a new object")
+        self.check(handle, rewrite)
         layer = check_layer(handle, rewrite, self.layer, "ft")
         proj = handle.sites[layer]
         b = batch(handle, rewrite, prefixes(handle, self.seed) if self.use_prefixes else [], kl_at="last")

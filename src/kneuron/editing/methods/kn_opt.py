@@ -32,7 +32,7 @@ from kneuron.models.load import ModelHandle
 from kneuron.models.sites import is_conv1d, value_vectors
 from kneuron.neurons import Neuron
 
-from ..base import Change, Edit, EditContext, EditError, Rewrite, value_index
+from ..base import Change, Edit, EditContext, Rewrite, value_index
 from ..objective import Objective, adam, batch, prefixes, work_dtype
 from .kn import NeuronMethod
 
@@ -61,9 +61,8 @@ class KnOpt(NeuronMethod):
 
     def edit(self, handle: ModelHandle, rewrite: Rewrite, ctx: EditContext = EditContext()) -> Edit:
         t0 = time.perf_counter()
+        self.check(handle, rewrite)
         fact = rewrite.fact
-        if rewrite.new is None:
-            raise EditError(f"{fact.where('new')}kn-opt needs a new object")
         b = batch(handle, rewrite, prefixes(handle, self.seed) if self.use_prefixes else [], kl_at="last")
         used, picked = self.neurons(handle, fact, ctx)
         if not used:                              # as kn: an edit that changes nothing, saying why (info's note)

@@ -113,11 +113,8 @@ class ROME(EditMethod):
 
     def edit(self, handle: ModelHandle, rewrite: Rewrite, ctx: EditContext = EditContext()) -> "RomeEdit":
         t0 = time.perf_counter()
+        self.check(handle, rewrite)
         fact = rewrite.fact
-        if handle.kind != "causal":
-            raise EditError(f"{fact.where()}rome supports causal models only")
-        if rewrite.new is None:
-            raise EditError(f"{fact.where('new')}rome needs a new object")
         layer = check_layer(handle, rewrite, self.layer, "rome")
         proj = handle.sites[layer]
         t_stats = time.perf_counter()
