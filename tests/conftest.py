@@ -1,7 +1,14 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# the suite never reads or writes the user's cache (ROME's statistics, value indexes): one of its own per session
+_CACHE = tempfile.mkdtemp(prefix="kneuron-test-cache-")
+os.environ["KNEURON_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 # tests/ is on sys.path through pytest (rootdir conftest, prepend import mode): the helpers are the package `support`
 
 
