@@ -12,7 +12,7 @@ from kneuron.editing.records import Case, build_cases
 from kneuron.facts import Fact
 from kneuron.models.load import ModelHandle
 
-from . import prepare
+import kneuron.bench.editing.prepare as prepare
 from .config import DEFAULT_METHODS, EditingConfig, resumed_meta, run_meta, uses_neurons
 from .context import BenchContext, Budget
 from .disk import BenchDir

@@ -40,7 +40,7 @@ from kneuron.models.targets import encode
 from kneuron.neurons import LocateConfig, Neuron
 
 from ..base import Change, Edit, EditContext, EditError, EditMethod, Rewrite, value_index
-from .. import localize as loc
+import kneuron.editing.localize as loc
 
 LAMBDA1, LAMBDA2 = 1.0, 8.0       # Dai et al.'s values
 EAI_SCALE = 2.0                   # EleutherAI / EasyEdit
