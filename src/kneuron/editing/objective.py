@@ -34,7 +34,8 @@ from kneuron.models.load import ModelHandle
 from kneuron.models.targets import encode
 
 from .base import EditError, Rewrite
-from .stats import sample, start_ids, weights_fingerprint
+from kneuron.models.fingerprint import weights_fingerprint
+from .stats import sample, start_ids
 
 OPENERS = ("The", "Therefore", "Because", "I", "You")
 PREFIX_LENGTHS = (5, 10)          # new tokens per prefix: ten prefixes, five of each length

@@ -31,7 +31,7 @@ import torch
 from kneuron.models import hooks
 from kneuron.models.hooks import hook as hook_on
 from kneuron.models.load import ModelHandle
-from kneuron.models.fingerprint import _fingerprint, weights_fingerprint  # noqa: F401  (kept importable here)
+from kneuron.models.fingerprint import weights_fingerprint
 from kneuron.models.sites import proj_dims
 from kneuron.store.cache import Cache
 from kneuron.store.cache import cache_dir as store_cache_dir
