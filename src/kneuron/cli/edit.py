@@ -77,7 +77,8 @@ def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MOD
     from kneuron.editing.show import prepare
     from kneuron.facts import resolve_facts
     try:
-        _check_method(method)
+        from kneuron.editing.registry import method_for
+        method_for(method, **({} if layer is None else {"layer": layer}))   # a bad method or option: before loading
         if save is not None:
             d = Path(save)
             if d.exists() and (not d.is_dir() or any(d.iterdir())):
@@ -142,7 +143,7 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                   option: Optional[list[str]] = typer.Option(None, "--option", help="a method's option, "
                                                              "METHOD.NAME=VALUE (repeatable; VALUE checked against "
                                                              "the option's type: JSON, else text), e.g. "
-                                                             "rome.clamp_norm=8 or kn.localize.steps=20"),
+                                                             "rome.clamp_norm=8 or kn.lambda2=4"),
                   as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")):
     """Edit the same CounterFact-style records with every method, in every language, and measure ROME's
     ES/PS/NS/S, EasyEdit's reliability/generalization/locality, GE, flip rate and the other language;

@@ -156,8 +156,8 @@ class Reproduction:
         self.progress, self.log = show_progress, log
         self.notes: list[str] = []
         self.timings: dict[str, float] = {}
+        self._open(resume)              # --out checked first: opening the records cleans their temp files
         self.steps = Records(self.out, codec="json", root=self.out, warn=_warn, then="recomputed", dumps=DUMPS)
-        self._open(resume)
 
     # ------------------------------------------------------------------ set-up
     def _open(self, resume: bool) -> None:

@@ -214,3 +214,14 @@ def test_kept_edits_are_edit_states_and_the_older_formats_still_read(ctx):
     torch.save(old_member, path / f"{c0.case_id}.pt")
     member = ctx.disk.batch_member(ctx.handle, "toy", "en", c0.case_id)
     assert member.info == {"n": 1} and member.seconds == 0.5 and not member.applied
+
+
+def test_the_bench_refuses_a_localization_option_it_would_not_use():
+    """The bench localises every fact once for all KN methods: a KN method's own localize / max_prompts
+    would be silently ignored, so they are refused in one line; other options pass."""
+    from kneuron.errors import ConfigError
+    EditingConfig(n=1, methods=("kn", "rome"), method_options={"kn": {"lambda2": 4.0}}).validate()
+    for opts in ({"localize": {"steps": 20}}, {"max_prompts": 2}):
+        with pytest.raises(ConfigError, match="cannot be set in the bench") as e:
+            EditingConfig(n=1, methods=("kn",), method_options={"kn": opts}).validate()
+        assert "\n" not in str(e.value)

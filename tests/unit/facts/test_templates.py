@@ -2,7 +2,6 @@
 import pytest
 
 from kneuron.facts import Fact, QueryError, queries_for
-from kneuron.facts.templates import usable_queries
 
 FACT = Fact("P36-0001", "P36", "en", "France", "Paris",
             ("[Y] is the capital of [X].", "The capital of [X] is [Y] .", "[X]'s capital: [Y]"),
@@ -57,8 +56,3 @@ def test_unknown_kind_is_refused_in_one_line():
         FACT.queries("seq2seq")
     with pytest.raises(QueryError, match="unknown model kind"):
         FACT.first_query("seq2seq")
-
-
-def test_usable_queries_is_what_fact_queries_returns():
-    for kind, skip in (("masked", False), ("causal", True)):
-        assert usable_queries(FACT, kind, skip) == FACT.queries(kind, skip)

@@ -97,3 +97,16 @@ def test_step_caches_are_records_beside_the_manifest(tiny_rep):
     (out / "reproduce.json").write_text("{")
     with pytest.raises(RunStoreError, match="reproduce.json: damaged"):
         Reproduction(h, cfg, out, resume=True, show_progress=False, log=lambda s: None)
+
+
+def test_an_out_that_is_not_a_reproduce_directory_is_refused_untouched(tiny_rep):
+    """--out holding other files: refused in one line before anything in it is cleaned or written."""
+    h, cfg, out = tiny_rep
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "draft.1a2b.tmp").write_text("mine too")
+    for resume in (False, True):
+        with pytest.raises(RunStoreError) as e:
+            Reproduction(h, cfg, out, resume=resume, show_progress=False, log=lambda s: None)
+        assert "\n" not in str(e.value)
+    assert sorted(p.name for p in out.iterdir()) == ["draft.1a2b.tmp", "notes.txt"]

@@ -54,8 +54,8 @@ def test_ci_quantiles_as_written():
     assert ci(ns, np.nanmean, quantiles=(0.025, 0.975)) == (53.57142857142857, 95.83333333333333)
     assert ci(ge, np.nanmean, quantiles=(0.025, 0.975)) == (53.597500000000004, 59.5)
     assert ci(ge, np.nanmean, seed=2, quantiles=(0.025, 0.975)) == (53.42785714285714, 59.335)
-    # level=0.95 is the pair ((1 - 0.95) / 2, ...) = (0.025000000000000022, ...), not 0.025 itself
-    assert (1.0 - 0.95) / 2.0 != 0.025
+    # the quantiles given are the ones used (not the level's): other quantiles, another interval
+    assert ci(ge, np.nanmean, quantiles=(0.1, 0.9)) == (54.597142857142856, 58.8)
 
 
 def test_batches_do_not_change_the_draws(monkeypatch):

@@ -85,6 +85,12 @@ class EditingConfig:
                 with_batch = [m for m, cls in METHODS.items() if cls.batch_rule is not None]
                 raise ConfigError(f"{', '.join(bad)} has no batch mode (methods with one: {', '.join(with_batch)}); "
                                   "leave it out or use --mode single or sequential")
+        for m, opts in self.method_options.items():       # the bench localises each fact once for every KN method
+            local = sorted({"localize", "max_prompts"} & set(opts)) if method_class(m).uses_neurons else []
+            if local:
+                raise ConfigError(f"{m}: {', '.join(local)} cannot be set in the bench, which localises every fact "
+                                  "once for all KN methods (IG, 5 midpoint steps); use kneuron edit for another "
+                                  "localization")
         for k in ("n_neighbours", "n_generation", "common_facts", "sweep_cases"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"{k} must be >= 0, got {getattr(self, k)}")
