@@ -12,7 +12,6 @@ from kneuron.attribution.api import Attribution, attribute, attribute_many, chec
 from kneuron.attribution.execution import PRECISIONS, Execution
 from kneuron.attribution.methods import AMIG, IG, METHODS, make_method
 from kneuron.attribution.passes import OBJECTIVES
-from kneuron.attribution.plan import default_batch_size, plan_batch, speed_cap
 from kneuron.attribution.quadrature import RULES
 
 __all__ = ["Attribution", "attribute", "attribute_many", "check_settings", "make_method", "Execution", "METHODS",

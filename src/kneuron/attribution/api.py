@@ -69,10 +69,10 @@ class Attribution:
             with safe_open(str(path), framework="pt") as f:
                 meta = json.loads((f.metadata() or {})["kneuron.attribution"])
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except (OSError, KeyError, ValueError, SafetensorError) as e:    # missing, not safetensors, not ours
+            meta["prediction"] = tuple(meta["prediction"])
+            return cls(**meta, **{k: tensors.get(k) for k in cls._TENSORS})
+        except (OSError, KeyError, TypeError, ValueError, SafetensorError) as e:   # missing, not ours, fields
             raise ConfigError(f"{path}: not a saved Attribution ({type(e).__name__}: {e})") from None
-        meta["prediction"] = tuple(meta["prediction"])
-        return cls(**meta, **{k: tensors.get(k) for k in cls._TENSORS})
 
 
 def check_settings(method: str | IG = "ig", steps: int = 20, objective: str = "prob", rule: str = "left") -> IG:

@@ -8,7 +8,7 @@ ask it for a handle.
 from __future__ import annotations
 
 import kneuron.attribution.prefix as prefix
-from kneuron.attribution.budget import Plan, default_budget, dims_of, plan
+from kneuron.attribution.budget import Plan, dims_of, plan
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import declared_capability
 
@@ -36,9 +36,3 @@ def plan_batch(handle: ModelHandle, tokens: int, budget: int | None, *, prefix_c
     return plan(dims_of(handle), tokens, budget, kind=handle.kind, prefix_cache=prefix_cache, shared_prefix=shared,
                 max_rows=speed_cap(handle, tokens, prefix_cache), rows_per_layer=rows_per_layer, prompts=prompts,
                 paths=paths)
-
-
-def default_batch_size(handle: ModelHandle, seq_len: int, prefix_cache: bool, budget: int | None = None) -> int:
-    """Rows per batch (``plan_batch``) under ``budget`` (None: the default budget, ``default_budget``)."""
-    budget = default_budget(handle.device) if budget is None else budget
-    return plan_batch(handle, seq_len, budget, prefix_cache=prefix_cache).rows

@@ -26,6 +26,7 @@ so a block that runs on a subset of the rows is shaped right too), and shaped ba
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -82,10 +83,16 @@ def like(out, x: torch.Tensor):
     return (x,) + tuple(out[1:]) if isinstance(out, tuple) else x
 
 
-def bsn(x: torch.Tensor, seq: int) -> torch.Tensor:
+def bsn(x: torch.Tensor, seq: int | None) -> torch.Tensor:
     """A module's tensor as [batch, seq, n]: families that flatten it to [batch x seq, n] (e.g. OPT)
-    viewed back (batch = rows / seq)."""
-    return x if x.dim() != 2 else x.view(x.shape[0] // seq, seq, x.shape[-1])
+    viewed back (batch = rows / seq). ``seq`` None: the forward pass did not go through ``h.model``
+    (a submodule run on its own), which only a flattened tensor cannot do without."""
+    if x.dim() != 2:
+        return x
+    if seq is None:
+        raise ValueError("a flattened [rows, n] activation needs the forward pass of the whole model "
+                         "(h.model) to know its sequence length")
+    return x.view(x.shape[0] // seq, seq, x.shape[-1])
 
 
 @contextmanager
@@ -134,7 +141,7 @@ def capture(h, *, inputs: Mapping[str, nn.Module | Sequence[nn.Module]] | None =
 
     def put(name, single, i, x, seen):
         if at is not None:
-            x = bsn(x, seen["seq"])[:, at]
+            x = bsn(x, seen.get("seq"))[:, at]
         x = x.detach() if detach else x
         if single:
             cache[name] = x
@@ -175,12 +182,12 @@ def patch(h, module: nn.Module, fn: Callable, *, on: str = "input", with_input: 
 
         def pre(mod, args):
             x = args[0]
-            return (fn(bsn(x, seen["seq"])).view(x.shape),) + tuple(args[1:])
+            return (fn(bsn(x, seen.get("seq"))).view(x.shape),) + tuple(args[1:])
 
         def post(mod, args, out):
             y = hidden(out)
-            y3 = bsn(y, seen["seq"])
-            new = fn(bsn(args[0], seen["seq"]), y3) if with_input else fn(y3)
+            y3 = bsn(y, seen.get("seq"))
+            new = fn(bsn(args[0], seen.get("seq")), y3) if with_input else fn(y3)
             return like(out, new.reshape(y.shape) if y.dim() == 2 else new)
 
         stack.enter_context(hook(module, pre if on == "input" else post, on=on))
@@ -189,9 +196,14 @@ def patch(h, module: nn.Module, fn: Callable, *, on: str = "input", with_input: 
 
 # ----------------------------------------------------------------------------- forward
 
+@functools.lru_cache(maxsize=None)
+def _parameters(forward) -> frozenset[str]:
+    return frozenset(inspect.signature(forward).parameters)
+
+
 def takes(model: nn.Module, name: str) -> bool:
-    """Whether ``model.forward`` takes the argument ``name``."""
-    return name in inspect.signature(model.forward).parameters
+    """Whether ``model.forward`` takes the argument ``name`` (read once per forward function)."""
+    return name in _parameters(getattr(model.forward, "__func__", model.forward))
 
 
 def cache_argument(model: nn.Module) -> str:

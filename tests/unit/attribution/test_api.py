@@ -152,7 +152,10 @@ def test_an_attribution_saves_and_loads_equal(tmp_path, method):
 
 def test_loading_what_is_not_a_saved_attribution_is_one_line(tmp_path):
     (tmp_path / "x.safetensors").write_bytes(b"not safetensors")
-    for p in (tmp_path / "x.safetensors", tmp_path / "missing.safetensors"):
+    from safetensors.torch import save_file                     # ours in name, a field missing
+    save_file({"scores": torch.zeros(2, 2)}, str(tmp_path / "y.safetensors"),
+              metadata={"kneuron.attribution": '{"prob": 0.5}'})
+    for p in (tmp_path / "x.safetensors", tmp_path / "missing.safetensors", tmp_path / "y.safetensors"):
         with pytest.raises(ConfigError, match="not a saved Attribution") as e:
             Attribution.load(p)
         assert "\n" not in str(e.value)

@@ -228,3 +228,18 @@ def test_the_pad_id_changes_no_number_behind_the_mask(family):
     for other in logits[1:]:
         for i, r in enumerate(rows):
             assert torch.equal(other[i, :len(r)], logits[0][i, :len(r)])
+
+
+def test_a_patch_holds_when_a_submodule_is_run_on_its_own():
+    """A forward that skips h.model (its base model run directly) is still patched: the sequence
+    length is needed only for flattened activations, which then get one clear error."""
+    from kneuron.intervene import suppress
+    h = tiny_handle("gpt2")
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        plain = h.model.base_model(input_ids=ids).last_hidden_state
+        with suppress(h, [(0, 1)], at="all"):
+            patched = h.model.base_model(input_ids=ids).last_hidden_state
+    assert not torch.equal(plain, patched)
+    with pytest.raises(ValueError, match="flattened"):
+        hooks.bsn(torch.zeros(6, 4), None)
