@@ -13,18 +13,21 @@ from pathlib import Path
 
 from kneuron.attribution import Execution, attribute, check_settings
 from kneuron.attribution.methods import METHODS as ATTRIBUTION
-from kneuron.editing import EditError
 from kneuron.editing.registry import describe as edit_methods, method_class
 from kneuron.editing.show import prepare
+from kneuron.explore.bilingual import (LANGS, PER_RELATION, Compare, by_lang, compare, default_facts, known_marks,
+                                       listing, offered)
 from kneuron.explore.runs import RunView, run_dirs
+from kneuron.explore.shape import attribution, name, prediction, rows, tokens
 from kneuron.explore.state import Job, Jobs, Models
-from kneuron.facts import load_facts
+from kneuron.facts import Fact, load_facts
 from kneuron.errors import ConfigError, KneuronError
 from kneuron.facts.templates import QueryError
 from kneuron.intervene import enhance, suppress
 from kneuron.lens import ValueIndex, check_neuron, greedy_continuation, logit_lens, token_id, value_index, value_tokens
 from kneuron.models.registry import CARDS
 from kneuron.models.targets import encode
+from kneuron.neurons import LocateConfig
 from kneuron.organisms.known import known_facts
 from kneuron.probe import answer_prob, predict
 
@@ -37,10 +40,6 @@ def parse_neuron(text) -> tuple[int, int]:
     if not m:
         raise ConfigError(f"unknown neuron {str(text or '')!r}: write L{{layer}}N{{index}}, e.g. L3N17")
     return int(m.group(1)), int(m.group(2))
-
-
-def name(layer: int, index: int) -> str:
-    return f"L{layer}N{index}"
 
 
 def _text(params: dict, key: str, required: bool = True) -> str:
@@ -59,15 +58,6 @@ def _int(params: dict, key: str, default: int) -> int:
         raise ConfigError(f"{key} must be a whole number, not {params.get(key)!r}") from None
 
 
-def _tokens(pairs) -> list[dict]:
-    return [{"token": t, "p": p} for t, p in pairs]
-
-
-def _short(x: float) -> float:
-    """A score for the heatmap: 4 significant digits (the page's list and hover show exact values)."""
-    return float(f"{x:.4g}")
-
-
 class Explorer:
     """The server's state and the API's operations, one method per route."""
 
@@ -76,6 +66,9 @@ class Explorer:
         self.runs: dict[str, RunView] = {}
         self.indexes: dict[str, ValueIndex] = {}
         self.index_jobs: dict[str, Job] = {}
+        self.fact_sets: dict[str, list[Fact]] = {}
+        self.known: dict[tuple, dict] = {}        # (model, fact set, per relation, edit) -> id -> lang -> known
+        self.known_jobs: dict[tuple, Job] = {}
         self.edits: dict[str, dict] = {}          # model -> {"edit": the applied Edit, "report": what the page shows}
         for path in runs:
             self.open_run({"path": path})
@@ -84,15 +77,7 @@ class Explorer:
     def predict(self, p: dict) -> dict:
         model, prompt, answer = _text(p, "model"), _text(p, "prompt"), _text(p, "answer", required=False)
         with self.models.use(model) as h:
-            top = predict(h, prompt, _int(p, "k", 10))
-            lens = logit_lens(h, prompt, k=5)
-            gold = answer_prob(h, prompt, answer) if answer.strip() else None
-        return {"model": model, "prompt": prompt, "top": _tokens(top),
-                "answer": gold and {"text": answer, "p": gold.prob, "token_probs": gold.token_probs},
-                "lens": [{"layer": x.layer, "before": x.before and _tokens(x.before), "after": _tokens(x.after)}
-                         for x in lens.layers],
-                "updates": [{"neuron": name(l, i), "layer": l, "index": i, "activation": a, "size": s}
-                            for l, i, a, s in lens.updates]}
+            return prediction(h, model, prompt, answer, _int(p, "k", 10))
 
     def attribute(self, p: dict) -> dict:
         """Start an attribution job (the page polls /api/jobs/ID); the answer defaults to the top prediction."""
@@ -106,13 +91,9 @@ class Explorer:
         def work(job: Job):
             with self.models.use(model) as h:
                 target = answer if answer.strip() else predict(h, prompt, 1)[0][0]
-                n_tokens = len(encode(h.tokenizer, h.kind, prompt, target).target_ids)
-                job.total = h.n_layers * steps * n_tokens          # rows of one path (ig; amig's mean path)
+                job.total = rows(h, prompt, target, steps)
                 a = attribute(h, prompt, target, method=method, steps=steps, execution=Execution(progress=job.advance))
-            return {"model": model, "prompt": prompt, "answer": target, "method": a.method, "steps": steps,
-                    "prob": a.prob, "prediction": {"token": a.prediction[0], "p": a.prediction[1]},
-                    "completeness": a.completeness, "scores": [[_short(x) for x in row] for row in a.scores.tolist()],
-                    "top": [{"neuron": name(l, i), "layer": l, "index": i, "score": s} for l, i, s in a.top(20)]}
+            return attribution(a, model, prompt, target, steps)
         return self.jobs.start(f"{method} on {model}", work).to_json()
 
     def job(self, job_id: str) -> dict:
@@ -122,6 +103,58 @@ class Explorer:
         job = self.jobs.get(job_id)
         job.cancel.set()
         return job.to_json()
+
+    # -- languages side by side ----------------------------------------------------------------
+    def fact_set(self, name: str) -> list[Fact]:
+        if name not in self.fact_sets:
+            self.fact_sets[name] = load_facts(name)
+        return self.fact_sets[name]
+
+    def facts(self, p: dict) -> dict:
+        """The facts the side-by-side view offers (``bilingual.offered``: ``per_relation`` ids of each
+        relation, default 10; 0: all) and, once computed, which of them the model knows in each language
+        (``organisms.known``): the first call on a model starts that job ({"building": job}; the page
+        polls it, then asks again). An applied edit gets marks of its own."""
+        model = _text(p, "model")
+        name = _text(p, "facts", required=False).strip() or default_facts(model)
+        per_relation = _int(p, "per_relation", PER_RELATION) or None
+        listed = offered(self.fact_set(name), per_relation)
+        key = (model, name, per_relation, (self.edits.get(model) or {}).get("label"))
+        out = {"model": model, "facts": name, "langs": sorted({f.lang for f in listed})}
+        if key in self.known:
+            return {**out, "known_computed": True, "list": listing(listed, self.known[key])}
+        self.models.handle(model)
+        job = self.known_jobs.get(key)
+        if job is None or job.state in ("error", "cancelled"):
+            def work(job: Job):
+                with self.models.use(model) as h:
+                    self.known[key] = known_marks(h, listed)
+                return {"model": model, "facts": name}
+            job = self.known_jobs[key] = self.jobs.start(f"which facts {model} knows", work)
+        return {**out, "known_computed": False, "list": listing(listed, None), "building": job.to_json()}
+
+    def bilingual(self, p: dict) -> dict:
+        """Start the side-by-side job (``bilingual.compare``; the page polls /api/jobs/ID): the fact
+        ``fact`` of ``facts`` (default: the model's fact set) in ``langs`` (default en, zh), attributed and
+        localised with ``method`` / ``steps`` over the first ``prompts`` queries per language (default all)."""
+        model, fact = _text(p, "model"), _text(p, "fact").strip()
+        name = _text(p, "facts", required=False).strip() or default_facts(model)
+        langs = p.get("langs") or list(LANGS)
+        if isinstance(langs, str):
+            langs = [x.strip() for x in langs.split(",") if x.strip()]
+        if not isinstance(langs, list) or not all(isinstance(x, str) for x in langs):
+            raise ConfigError("langs must be a list of language codes, e.g. [\"en\", \"zh\"]")
+        prompts = None if p.get("prompts") in (None, "") else _int(p, "prompts", 0)
+        c = Compare(model, fact, name, tuple(langs), LocateConfig(method=p.get("method", "ig"),
+                                                                  steps=_int(p, "steps", 20)), prompts, _int(p, "k", 10))
+        facts = self.fact_set(name)
+        by_lang(facts, fact, name)                       # an unknown id fails here, at once
+        self.models.handle(model)
+
+        def work(job: Job):
+            with self.models.use(model) as h:
+                return compare(h, c, facts, job)
+        return self.jobs.start(f"{fact} in {', '.join(c.langs)} on {model}", work).to_json()
 
     # -- neuron view ----------------------------------------------------------------------------
     def neuron(self, p: dict) -> dict:
@@ -133,7 +166,7 @@ class Explorer:
             activation = float(logit_lens(h, prompt, k=1).activations[layer, index]) if prompt.strip() else None
         facts = [f for r in self.runs.values() if r.spec.name == model for f in r.containing(layer, index)]
         return {"model": model, "neuron": name(layer, index), "layer": layer, "index": index,
-                "promoted": _tokens(promoted), "suppressed": _tokens(suppressed), "activation": activation,
+                "promoted": tokens(promoted), "suppressed": tokens(suppressed), "activation": activation,
                 "facts": facts}
 
     def intervene(self, p: dict) -> dict:
@@ -160,7 +193,7 @@ class Explorer:
 
             def measure():
                 gold = answer_prob(h, prompt, answer) if answer.strip() else None
-                return {"top": _tokens(predict(h, prompt, 5)), "answer": gold and {"text": answer, "p": gold.prob},
+                return {"top": tokens(predict(h, prompt, 5)), "answer": gold and {"text": answer, "p": gold.prob},
                         "continuation": greedy_continuation(h, prompt, _int(p, "n_tokens", 12))}
             before = measure()
             with ExitStack() as stack:

@@ -62,6 +62,8 @@ def _routes() -> list:
         ("/api/models", "GET", lambda x, p: {"models": x.models.info(), "edits": x.active_edits(), **x.list_runs()}),
         ("/api/predict", "POST", lambda x, p: x.predict(p)),
         ("/api/attribute", "POST", lambda x, p: x.attribute(p)),
+        ("/api/facts", "GET", lambda x, p: x.facts(p)),
+        ("/api/bilingual", "POST", lambda x, p: x.bilingual(p)),
         ("/api/jobs/{job_id}", "GET", lambda x, p: x.job(p["job_id"])),
         ("/api/jobs/{job_id}/cancel", "POST", lambda x, p: x.cancel(p["job_id"])),
         ("/api/neuron", "POST", lambda x, p: x.neuron(p)),
