@@ -6,6 +6,7 @@ applied, undone bit for bit, used as a context manager, saved as a model directo
     kn-eai      KnEai      methods/kn.py       the same neurons, EleutherAI / EasyEdit's x2-embedding rule
     kn-erase    KnErase    methods/kn.py       zeroes the fact's neurons' value vectors (Dai et al.'s erasure)
     likn        LIKN       methods/kn.py       the kn rule on the fact's language-independent neurons
+    likn-transfer LiknTransfer  methods/kn.py  the same neurons, the edit language's terms only (transfer)
     kn-opt      KnOpt      methods/kn_opt.py   value vectors of the fact's neurons, optimised on ROME's objective
     rome        ROME       methods/rome.py     rank-one update of one layer's MLP output projection (Meng et al.)
     ft          FT         methods/ft.py       norm-bounded fine-tuning of one layer's output projection (FT-L)
@@ -19,8 +20,8 @@ from __future__ import annotations
 
 from .base import Change, Edit, EditContext, EditError, EditMethod, Rewrite
 from .batch import batch_edit
-from .methods import FT, KN, LIKN, ROME, KnEai, KnErase, KnOpt
+from .methods import FT, KN, LIKN, ROME, KnEai, KnErase, KnOpt, LiknTransfer
 from .registry import METHODS, edit, method_for
 
 __all__ = ["FT", "KN", "LIKN", "METHODS", "ROME", "Change", "Edit", "EditContext", "EditError", "EditMethod", "KnEai",
-           "KnErase", "KnOpt", "Rewrite", "batch_edit", "edit", "method_for"]
+           "KnErase", "KnOpt", "LiknTransfer", "Rewrite", "batch_edit", "edit", "method_for"]

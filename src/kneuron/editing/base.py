@@ -1,6 +1,6 @@
 """An edit: new values for a few slices of a model's weights, applied and undone bit for bit.
 
-Every editing method (kn, kn-eai, kn-erase, likn, kn-opt, rome, ft) computes a list of ``Change``s
+Every editing method (kn, kn-eai, kn-erase, likn, likn-transfer, kn-opt, rome, ft) computes a list of ``Change``s
 against the model as it is when the edit is made, and returns an ``Edit`` that is not applied yet:
 
     e = kneuron.edit(h, fact, "Rome", method="rome")   # computes the edit
@@ -58,7 +58,8 @@ class EditContext:
 
     neurons     the neurons to write (e.g. from a ``locate`` run); None: the method localises them
     common      neurons to leave out (the relation's common neurons, ``localize.relation_filter``)
-    other       likn: the same fact in the other language; ``other_new`` its new object
+    other       likn, likn-transfer: the same fact in the other language (whose neurons the fact's are
+                intersected with); ``other_new`` its new object (likn only: it rewrites both languages)
     moment      rome: the second moment C of the layer's keys, precomputed ([n, n])
     execution   how the localisation runs (``attribution.Execution``)
     progress    rome: show a progress bar while it computes C"""
@@ -85,6 +86,7 @@ class EditMethod:
     uses_neurons: ClassVar[bool] = False       # writes knowledge neurons' value vectors (takes neurons=)
     common_filter: ClassVar[bool] = False      # Dai et al.'s relation filter applies (common=)
     languages: ClassVar[int] = 1               # languages one edit rewrites (likn: 2)
+    shared_neurons: ClassVar[bool] = False     # writes the neurons the fact shares with its other language
     needs_new: ClassVar[bool] = True           # kn-erase: no new object
     context: ClassVar[tuple[str, ...]] = ()    # the EditContext names it reads
 
@@ -108,7 +110,8 @@ class EditMethod:
     @classmethod
     def capabilities(cls) -> dict:
         return {"causal_only": cls.causal_only, "batch_rule": cls.batch_rule, "uses_neurons": cls.uses_neurons,
-                "common_filter": cls.common_filter, "languages": cls.languages, "needs_new": cls.needs_new}
+                "common_filter": cls.common_filter, "languages": cls.languages, "shared_neurons": cls.shared_neurons,
+                "needs_new": cls.needs_new}
 
 
 def _plain(x):

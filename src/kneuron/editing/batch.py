@@ -7,7 +7,7 @@
 How edits that touch the same weight entry combine depends on the method (its ``batch_rule``):
 
     add   kn, kn-eai, likn, kn-opt   each edit's change (its new value minus the unedited value) is added:
-                                     two facts that share a neuron both move its value vector
+          likn-transfer              two facts that share a neuron both move its value vector
     set   kn-erase                   the entry takes the edit's value (erasure writes zeros, so the union
                                      of the facts' neurons is zeroed)
 

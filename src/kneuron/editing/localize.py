@@ -5,7 +5,8 @@ editing's default configuration (``LOCALIZE``: IG with 5 midpoint steps, cheaper
 steps; BENCHMARKS.md, "Editing methods"), its errors as EditErrors. ``relation_filter`` is Dai et al.'s
 intra-relation filter: the neurons found for more than 10 % of a relation's facts, which a KN edit leaves
 out. ``relation_top_neurons`` are the ones relation erasure zeroes. ``edit_neurons`` is what every KN
-method (kn, kn-eai, kn-erase, likn, kn-opt) writes: the given or localised neurons minus the common ones.
+method (kn, kn-eai, kn-erase, likn, likn-transfer, kn-opt) writes: the given or localised neurons minus the
+common ones.
 """
 from __future__ import annotations
 

@@ -64,8 +64,10 @@ def prepare(h: ModelHandle, facts: list[Fact], pool: list[Fact], fact_id: str, n
         ctx.update(neurons=rf.sets[0], common=set(rf.common))
         shown.own_seconds, shown.filter_seconds = rf.seconds[0], sum(rf.seconds[1:])
     other = next((o for o in case.records if o != lang), None)
-    if cls.languages == 2 and other is not None:
-        ctx.update(other=case.records[other].edit_fact, other_new=case.records[other].new)
+    if (cls.shared_neurons or cls.languages == 2) and other is not None:
+        ctx["other"] = case.records[other].edit_fact         # likn-transfer: only its neurons
+        if cls.languages == 2:
+            ctx["other_new"] = case.records[other].new
     shown.edit = edit(h, case.records[lang].edit_fact, new, method=m, **ctx)
     return shown
 

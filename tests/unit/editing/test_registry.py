@@ -8,7 +8,7 @@ from dataclasses import fields
 import pytest
 import torch
 
-from kneuron.editing import FT, KN, LIKN, METHODS, ROME, EditMethod, KnEai, KnErase, KnOpt, edit
+from kneuron.editing import FT, KN, LIKN, METHODS, ROME, EditMethod, KnEai, KnErase, KnOpt, LiknTransfer, edit
 from kneuron.editing.localize import LOCALIZE
 from kneuron.editing.registry import coerce, describe, method_class, method_for, option_names, options
 from kneuron.errors import ConfigError
@@ -18,15 +18,16 @@ from support.tiny import tiny_handle
 
 FACT = Fact("c0", "P36", "en", "france", "paris", ("the capital of [X] is [Y]", "[X] capital city is [Y]"))
 
-# name: (class, causal_only, batch_rule, uses_neurons, common_filter, languages, needs_new)
+# name: (class, causal_only, batch_rule, uses_neurons, common_filter, languages, shared_neurons, needs_new)
 CAPABILITIES = {
-    "kn":       (KN, False, "add", True, True, 1, True),
-    "kn-eai":   (KnEai, False, "add", True, True, 1, True),
-    "kn-erase": (KnErase, False, "set", True, True, 1, False),
-    "likn":     (LIKN, False, "add", True, False, 2, True),
-    "kn-opt":   (KnOpt, False, "add", True, True, 1, True),
-    "rome":     (ROME, True, None, False, False, 1, True),
-    "ft":       (FT, False, None, False, False, 1, True),
+    "kn":            (KN, False, "add", True, True, 1, False, True),
+    "kn-eai":        (KnEai, False, "add", True, True, 1, False, True),
+    "kn-erase":      (KnErase, False, "set", True, True, 1, False, False),
+    "likn":          (LIKN, False, "add", True, False, 2, True, True),
+    "likn-transfer": (LiknTransfer, False, "add", True, False, 1, True, True),
+    "kn-opt":        (KnOpt, False, "add", True, True, 1, False, True),
+    "rome":          (ROME, True, None, False, False, 1, False, True),
+    "ft":            (FT, False, None, False, False, 1, False, True),
 }
 
 
@@ -36,14 +37,16 @@ def one_line(err) -> bool:
 
 @pytest.mark.parametrize("name", list(CAPABILITIES))
 def test_every_method_says_what_it_can_do(name):
-    cls, causal, rule, neurons, common, langs, needs_new = CAPABILITIES[name]
+    cls, causal, rule, neurons, common, langs, shared, needs_new = CAPABILITIES[name]
     assert METHODS[name] is cls and cls.name == name and method_class(name) is cls
     assert (cls.causal_only, cls.batch_rule, cls.uses_neurons, cls.common_filter, cls.languages,
-            cls.needs_new) == (causal, rule, neurons, common, langs, needs_new)
+            cls.shared_neurons, cls.needs_new) == (causal, rule, neurons, common, langs, shared, needs_new)
     assert cls.help and "\n" not in cls.help and issubclass(cls, EditMethod)
-    assert ("neurons" in cls.context) == neurons and ("other" in cls.context) == (langs == 2)
+    assert ("neurons" in cls.context) == neurons and ("other" in cls.context) == shared
+    assert ("other_new" in cls.context) == (langs == 2)          # only a method that rewrites both reads it
     assert cls.capabilities() == {"causal_only": causal, "batch_rule": rule, "uses_neurons": neurons,
-                                  "common_filter": common, "languages": langs, "needs_new": needs_new}
+                                  "common_filter": common, "languages": langs, "shared_neurons": shared,
+                                  "needs_new": needs_new}
 
 
 def test_the_table_is_every_method():

@@ -30,13 +30,20 @@ def uses_neurons(method: str) -> bool:
 
 
 def uses_common(method: str) -> bool:
-    """The method is given its relation's common neurons to leave out (Dai et al.'s filter; not likn, whose
-    neurons are those the fact shares with its other language)."""
+    """The method is given its relation's common neurons to leave out (Dai et al.'s filter; not likn nor
+    likn-transfer, whose neurons are those the fact shares with its other language)."""
     return uses_neurons(method) and method_class(method).common_filter
 
 
+def uses_shared_neurons(method: str) -> bool:
+    """The method writes the neurons the fact shares with its other language (likn, likn-transfer): it is
+    given the intersection of the two records' cached neurons and the other record's fact."""
+    return method_class(method).shared_neurons
+
+
 def uses_other_language(method: str) -> bool:
-    """The method edits the fact in two languages at once (it is given the case's other record)."""
+    """The method edits the fact in two languages at once (likn: it is also given the other record's new
+    object). Its cells in the other language are its own edit there, not transfer."""
     return method_class(method).languages > 1
 
 
@@ -153,4 +160,5 @@ def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
 
 
 __all__ = ["CHECKPOINTS", "DEFAULT_METHODS", "EditingConfig", "MODES", "RESUME_KEYS", "kn_methods", "plain",
-           "resumed_meta", "run_meta", "uses_common", "uses_neurons", "uses_other_language", "uses_rome_layer"]
+           "resumed_meta", "run_meta", "uses_common", "uses_neurons", "uses_other_language", "uses_rome_layer",
+           "uses_shared_neurons"]

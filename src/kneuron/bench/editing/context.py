@@ -17,7 +17,8 @@ from kneuron.editing.records import Case
 from kneuron.facts.templates import QueryError
 from kneuron.models.load import ModelHandle
 
-from .config import EditingConfig, uses_common, uses_neurons, uses_other_language, uses_rome_layer
+from .config import (EditingConfig, uses_common, uses_neurons, uses_other_language, uses_rome_layer,
+                     uses_shared_neurons)
 from .disk import BenchDir
 from .rows import CommonNeurons, EditRow, FactNeurons, Measurement, Sweep, UneditedRow
 
@@ -61,9 +62,10 @@ class BenchContext:
     def options(self, method: str, case: Case, lang: str, **extra) -> dict:
         """What the method is given (``kneuron.editing.edit``'s options): from the context, where the
         method reads it (its ``context``), the cached neurons (KN methods: the fact's, minus the relation's
-        common ones; likn: those the fact shares with its other language, unfiltered), the other language
-        (likn), ROME's second moment and its progress bar; ROME's layer where the method has a ``layer``
-        option; then the user's options for the method, then ``extra``."""
+        common ones; likn, likn-transfer: those the fact shares with its other language, unfiltered), the
+        other record's fact (likn, likn-transfer) and its new object (likn only, which rewrites both
+        languages), ROME's second moment and its progress bar; ROME's layer where the method has a
+        ``layer`` option; then the user's options for the method, then ``extra``."""
         cls = method_class(method)
         r = case.records[lang]
         auto: dict = {}
@@ -71,12 +73,16 @@ class BenchContext:
             auto["neurons"] = list(self.neurons[(r.fact.id, lang)].neurons)
             if uses_common(method):
                 auto["common"] = set(map(tuple, self.common[(case.relation, lang)].neurons))
-        if uses_other_language(method):
+        if uses_shared_neurons(method) or uses_other_language(method):
             other = next((o for o in case.langs if o != lang), None)
-            if other is not None:
+            if other is None:                 # one language: no shared neurons to give (the edit says why)
+                auto.pop("neurons", None)
+            else:
                 o = case.records[other]
-                auto.update(other=o.edit_fact, other_new=o.new)
-                if "neurons" in auto:
+                auto["other"] = o.edit_fact
+                if uses_other_language(method):
+                    auto["other_new"] = o.new
+                if uses_shared_neurons(method) and "neurons" in auto:
                     auto["neurons"] = sorted(set(auto["neurons"]) & set(self.neurons[(o.fact.id, other)].neurons))
         if uses_rome_layer(method) and self.rome_layer is not None:
             auto["layer"] = self.rome_layer
@@ -90,7 +96,7 @@ class BenchContext:
         """Localization time the method would have spent on its own (its neurons were cached)."""
         if not uses_neurons(method) or self.neurons is None:
             return 0.0
-        langs = case.langs if uses_other_language(method) else [lang]
+        langs = case.langs if uses_shared_neurons(method) or uses_other_language(method) else [lang]
         return sum(self.neurons[(case.records[g].fact.id, g)].seconds for g in langs)
 
     def edit(self, method: str, case: Case, lang: str, **extra) -> Edit:

@@ -1,15 +1,16 @@
 """The editing methods, one frozen dataclass each (hyper-parameters as fields, capabilities as class
 attributes); ``editing.registry`` lists them by name.
 
-    kn, kn-eai, kn-erase, likn   kn.py       value vectors of the fact's knowledge neurons
+    kn, kn-eai, kn-erase, likn,  kn.py       value vectors of the fact's knowledge neurons
+    likn-transfer
     kn-opt                       kn_opt.py   the same vectors, optimised on ROME's objective
     rome                         rome.py     rank-one update of one layer's MLP output projection
     ft                           ft.py       norm-bounded fine-tuning of that projection (FT-L)
 """
 from .ft import FT
-from .kn import KN, LIKN, KnEai, KnErase, NeuronMethod, erase_relation
+from .kn import KN, LIKN, KnEai, KnErase, LiknTransfer, NeuronMethod, erase_relation
 from .kn_opt import KnOpt
 from .rome import ROME, RomeEdit, choose_layer
 
-__all__ = ["FT", "KN", "LIKN", "KnEai", "KnErase", "KnOpt", "NeuronMethod", "ROME", "RomeEdit", "choose_layer",
-           "erase_relation"]
+__all__ = ["FT", "KN", "LIKN", "KnEai", "KnErase", "KnOpt", "LiknTransfer", "NeuronMethod", "ROME", "RomeEdit",
+           "choose_layer", "erase_relation"]

@@ -6,6 +6,7 @@
     kn-erase  zero the neurons' value vectors (fact erasure); ``erase_relation``: a relation's top-20 neurons
     likn      the kn rule on the neurons the fact shares with the same fact in another language, both
               languages' terms at once
+    likn-transfer  the same neurons, the edit language's terms only: the cross-lingual transfer test
 
 ``e`` is a row of the model's OUTPUT embedding (``get_output_embeddings().weight``, tied to the input
 embedding or not). A value vector is column i of a Linear output projection (BERT, Llama ...) or row i
@@ -146,46 +147,90 @@ class LIKN(NeuronMethod):
     language with its own tau (Module 2's definition, ``paper.likn.language_independent``); minus
     ``common=``. Both languages are edited at once: each neuron gets the kn terms of both languages,
     ``v <- v + sum over the two languages of (-l1 ‖v‖ e_old/‖e_old‖ + l2 ‖v‖ e_new/‖e_new‖)``, ‖v‖ taken
-    before the edit (a simultaneous edit, not one language after the other). No shared neuron: an Edit
-    without changes whose info says so (not an error)."""
+    before the edit (a simultaneous edit, not one language after the other), so what it does in the other
+    language is its own edit there, not transfer (``LiknTransfer`` is the transfer test). No shared
+    neuron: an Edit without changes whose info says so (not an error)."""
     lambda1: float = LAMBDA1
     lambda2: float = LAMBDA2
     name = "likn"
     help = "the kn rule on the neurons the fact shares with its other language, both languages at once"
     common_filter: ClassVar[bool] = False          # its neurons are already the two languages' intersection
+    shared_neurons: ClassVar[bool] = True
     languages: ClassVar[int] = 2
     context: ClassVar[tuple[str, ...]] = ("other", "other_new", "neurons", "common", "execution")
 
+    def rewrites(self, rewrite: Rewrite, ctx: EditContext) -> list[Rewrite]:
+        """The rewrites whose kn terms the edit writes: the fact's and its other language's."""
+        other = _other(rewrite.fact, ctx, self.name, needed=True)
+        if ctx.other_new is None:
+            raise EditError(f"{other.where('new')}likn needs other_new= (the new object in {other.lang})")
+        return [rewrite, Rewrite(other, ctx.other_new)]
+
     def edit(self, handle: ModelHandle, rewrite: Rewrite, ctx: EditContext = EditContext()) -> Edit:
         t0 = time.perf_counter()
-        fact, other, other_new = rewrite.fact, ctx.other, ctx.other_new
-        if not isinstance(other, Fact):
-            raise EditError(f"{fact.where()}likn needs other= (the same fact in another language)")
-        if other.id != fact.id or other.lang == fact.lang:
-            raise EditError(f"{fact.where()}likn's other= must be fact {fact.id} in another language, "
-                            f"got fact {other.id} ({other.lang})")
-        if other_new is None:
-            raise EditError(f"{other.where('new')}likn needs other_new= (the new object in {other.lang})")
-        other_rewrite = Rewrite(other, other_new)
-        terms = [_directions(handle, r) for r in (rewrite, other_rewrite)]
-        given = ctx.neurons
+        rewrites = self.rewrites(rewrite, ctx)
+        terms = [_directions(handle, r) for r in rewrites]          # fails fast, before the localisation
+        used, info = self.shared(handle, rewrite.fact, ctx)
+        l1, l2 = self.lambda1, self.lambda2
+        changes = _update(handle, used, lambda v: v + sum(_dai(v, eo, en, l1, l2) for eo, en, _ in terms))
+        info.update(lambda1=l1, lambda2=l2, langs=[r.fact.lang for r in rewrites],
+                    **({"other_new": rewrites[1].new} if len(rewrites) > 1 else {}),
+                    **{f"{k}_{r.fact.lang}": t for r, (_, _, tok) in zip(rewrites, terms) for k, t in tok.items()})
+        return Edit(handle, self.name, rewrite, changes, info, time.perf_counter() - t0)
+
+    def shared(self, handle: ModelHandle, fact: Fact, ctx: EditContext) -> tuple[list[Neuron], dict]:
+        """The neurons written -- ``neurons=``, else the intersection of the fact's and ``other``'s
+        localised neurons -- minus ``common=``, and the info recording them (each language's own neurons
+        and ``neuron_langs`` when localised here)."""
+        given, extra = ctx.neurons, {}
         if given is None:
+            other = _other(fact, ctx, self.name, needed=True)
             mine, theirs = (loc.fact_neurons(handle, f, cfg=self.localize, max_prompts=self.max_prompts,
                                              execution=ctx.execution) for f in (fact, other))
             given = sorted(set(mine) & set(theirs))
+            extra = {f"neurons_{fact.lang}": mine, f"neurons_{other.lang}": theirs,
+                     "neuron_langs": [fact.lang, other.lang],
+                     "localize": loc.localize_info(self.localize, self.max_prompts)}
         used, info = self.neurons(handle, fact, ctx, given)
         info["localized"] = ctx.neurons is None
-        if ctx.neurons is None:
-            info.update({f"neurons_{fact.lang}": mine, f"neurons_{other.lang}": theirs,
-                         "localize": loc.localize_info(self.localize, self.max_prompts)})
+        info.update(extra)
         if not used:
             info["note"] = "no language-independent neurons: nothing to edit"
-        l1, l2 = self.lambda1, self.lambda2
-        changes = _update(handle, used, lambda v: v + sum(_dai(v, eo, en, l1, l2) for eo, en, _ in terms))
-        info.update(lambda1=l1, lambda2=l2, langs=[fact.lang, other.lang], other_new=other_new,
-                    **{f"{k}_{r.fact.lang}": t for r, (_, _, tok) in zip((rewrite, other_rewrite), terms)
-                       for k, t in tok.items()})
-        return Edit(handle, self.name, rewrite, changes, info, time.perf_counter() - t0)
+        return used, info
+
+
+@dataclass(frozen=True)
+class LiknTransfer(LIKN):
+    """The cross-lingual transfer test on the language-independent neurons: likn's neurons (``neurons=``,
+    else the intersection of the fact's and ``other``'s localised neurons -- the one thing the other
+    language contributes), written by the kn rule with the edit language's terms only,
+    ``v <- v - l1 ‖v‖ e_old/‖e_old‖ + l2 ‖v‖ e_new/‖e_new‖`` (e_old / e_new: the edit language's object
+    and new object, in the context of its rewrite prompt). Nothing of the other language's prompts or new
+    object enters the value written, so what the edit does there is transfer. ``other`` is needed only to
+    localise; ``other_new`` is not read."""
+    name = "likn-transfer"
+    help = ("the kn rule on the language-independent neurons, the edit language's terms only (transfer to the "
+            "other language)")
+    languages: ClassVar[int] = 1
+    context: ClassVar[tuple[str, ...]] = ("other", "neurons", "common", "execution")
+
+    def rewrites(self, rewrite: Rewrite, ctx: EditContext) -> list[Rewrite]:
+        _other(rewrite.fact, ctx, self.name, needed=ctx.neurons is None)        # checked when given
+        return [rewrite]
+
+
+def _other(fact: Fact, ctx: EditContext, method: str, needed: bool) -> Fact | None:
+    """The context's ``other``: the same fact (same id) in another language; EditError (one line) for
+    another fact, or for none where ``needed``."""
+    other = ctx.other
+    if other is None and not needed:
+        return None
+    if not isinstance(other, Fact):
+        raise EditError(f"{fact.where()}{method} needs other= (the same fact in another language)")
+    if other.id != fact.id or other.lang == fact.lang:
+        raise EditError(f"{fact.where()}{method}'s other= must be fact {fact.id} in another language, "
+                        f"got fact {other.id} ({other.lang})")
+    return other
 
 
 # ----------------------------------------------------------------------------- the pieces

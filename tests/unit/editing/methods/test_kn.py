@@ -1,5 +1,5 @@
-"""kneuron.editing.methods.kn: the KN family of edits (kn, kn-eai, kn-erase, likn, relation erasure) on tiny
-random-weight models of every family; their localisation when no neurons are given."""
+"""kneuron.editing.methods.kn: the KN family of edits (kn, kn-eai, kn-erase, likn, likn-transfer, relation erasure)
+on tiny random-weight models of every family; their localisation when no neurons are given."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -176,6 +176,80 @@ def test_likn_localizes_the_intersection_and_empty_is_no_change():
         edit(h, FACT, "rome", method="likn", other=OTHER, neurons=[])
 
 
+# ----------------------------------------------------------------------------- likn-transfer
+
+OTHER_B = Fact("c0", "P36", "zh", "francia", "parigi", ("[X] la ville est [Y]", "en [X] la capitale [Y]"))  # same id
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+def test_likn_transfer_writes_the_edit_languages_terms_only(family):
+    h = tiny_handle(family)
+    before = vvec(h, 1, 5)
+    e = edit(h, FACT, "rome", method="likn-transfer", other=OTHER, neurons=[(1, 5)])
+    assert e.method == "likn-transfer" and e.info["langs"] == ["en"] and "other_new" not in e.info
+    both = edit(h, FACT, "rome", method="likn", other=OTHER, other_new="madrid", neurons=[(1, 5)])
+    with e:
+        got = vvec(h, 1, 5)
+        assert torch.allclose(got, dai(before, row(h, "paris"), row(h, "rome")), rtol=1e-12, atol=1e-12)
+    with both:
+        assert not torch.allclose(vvec(h, 1, 5), got)           # likn adds the other language's terms too
+
+
+def test_likn_transfer_value_is_blind_to_the_other_language():
+    """With the neurons fixed, the other language's fact (its prompts, object, subject) changes nothing of
+    what is written, bit for bit; other_new is not an option it takes."""
+    h = tiny_handle("gpt2")
+    runs = [edit(h, FACT, "rome", method="likn-transfer", other=o, neurons=NEURONS) for o in (OTHER, OTHER_B, None)]
+    for e in runs[1:]:
+        assert [c.param for c in e.changes] == [c.param for c in runs[0].changes]
+        assert all(torch.equal(a.value, b.value) for a, b in zip(e.changes, runs[0].changes))
+    with pytest.raises(ConfigError, match="unknown option.*other_new") as err:
+        edit(h, FACT, "rome", method="likn-transfer", other=OTHER, other_new="madrid", neurons=NEURONS)
+    assert one_line(err)
+
+
+def test_likn_transfer_objective_sees_no_other_language_prompt(monkeypatch):
+    """Localised here: the neurons come from both languages, but every prompt the value is computed on
+    (kn's token ids, in context) is one of the edit language's."""
+    import kneuron.editing.localize as loc
+    import kneuron.editing.methods.kn as kn
+    seen, located = [], []
+    enc = kn.encode
+
+    def spy_encode(tok, kind, prompt, target):
+        seen.append(prompt)
+        return enc(tok, kind, prompt, target)
+
+    def spy_neurons(handle, fact, **kw):
+        located.append(fact.key)
+        return {"en": [(0, 1), (1, 2), (2, 9)], "zh": [(1, 2), (2, 3), (2, 9)]}[fact.lang]
+    monkeypatch.setattr(kn, "encode", spy_encode)
+    monkeypatch.setattr(loc, "fact_neurons", spy_neurons)
+    h = tiny_handle("gpt2")
+    e = edit(h, FACT, "rome", method="likn-transfer", other=OTHER_B)
+    assert located == [FACT.key, OTHER_B.key]                       # both languages localised
+    assert e.info["neurons"] == [(1, 2), (2, 9)] and e.info["neuron_langs"] == ["en", "zh"]   # the intersection
+    assert e.info["neurons_en"] == [(0, 1), (1, 2), (2, 9)] and e.info["localized"]
+    en_prompts = {q.prompt for q in FACT.queries(h.kind)}
+    assert seen and set(seen) <= en_prompts
+    assert not any("francia" in p for p in seen)
+    # another other-language fact with the same localisation: the same value, bit for bit
+    again = edit(h, FACT, "rome", method="likn-transfer", other=OTHER)
+    assert all(torch.equal(a.value, b.value) for a, b in zip(again.changes, e.changes))
+
+
+def test_likn_transfer_errors_are_one_line():
+    h = tiny_handle("gpt2")
+    with pytest.raises(EditError, match="likn-transfer needs other=") as err:       # nothing to localise with
+        edit(h, FACT, "rome", method="likn-transfer")
+    assert one_line(err)
+    with pytest.raises(EditError, match="another language") as err:
+        edit(h, FACT, "rome", method="likn-transfer", other=FACT, neurons=NEURONS)
+    assert one_line(err)
+    empty = edit(h, FACT, "rome", method="likn-transfer", other=OTHER, neurons=[])
+    assert empty.changes == [] and "no language-independent neurons" in empty.info["note"]
+
+
 # ----------------------------------------------------------------------------- neurons: common filter, localisation
 
 def test_common_neurons_are_excluded():
@@ -209,7 +283,7 @@ def test_kn_localizes_when_no_neurons_given():
 # ----------------------------------------------------------------------------- undo, save, errors
 
 METHOD_CASES = {"kn": ("rome", {}), "kn-eai": ("rome", {}), "kn-erase": (None, {}),
-                "likn": ("rome", {"other": OTHER, "other_new": "madrid"})}
+                "likn": ("rome", {"other": OTHER, "other_new": "madrid"}), "likn-transfer": ("rome", {"other": OTHER})}
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
