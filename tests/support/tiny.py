@@ -36,11 +36,17 @@ FAMILIES = {
     "mistral": ("causal", lambda: T.MistralConfig(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, num_key_value_heads=2, intermediate_size=I)),
     "gemma": ("causal", lambda: T.GemmaConfig(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, num_key_value_heads=2, intermediate_size=I, head_dim=8)),
     "phi3": ("causal", lambda: T.Phi3Config(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, num_key_value_heads=2, intermediate_size=I, pad_token_id=0)),
+    # Gemma 3 (gemma3-270m's family): a sliding window shorter than the test prompts in the 1st and 3rd
+    # layers (their caches keep its last tokens only), two rope thetas, scaled embeddings, a query scale
+    # that is not head_dim's, and soft-capped logits (a cap near the random logits' size, so the tanh bends
+    # them; the real model has none)
+    "gemma3_text": ("causal", lambda: T.Gemma3TextConfig(vocab_size=V, hidden_size=H, num_hidden_layers=NL, num_attention_heads=HEADS, num_key_value_heads=2, intermediate_size=I, head_dim=8, sliding_window=3, layer_types=["sliding_attention", "full_attention", "sliding_attention"], query_pre_attn_scalar=16, final_logit_softcapping=0.5)),
 }
 EXPECTED_SITE = {"bert": "output.dense", "roberta": "output.dense", "xlm-roberta": "output.dense",
                  "gpt2": "mlp.c_proj", "gptj": "mlp.fc_out", "gpt_neox": "mlp.dense_4h_to_h",
                  "bloom": "mlp.dense_4h_to_h", "opt": "fc2", "llama": "mlp.down_proj", "qwen2": "mlp.down_proj",
-                 "mistral": "mlp.down_proj", "gemma": "mlp.down_proj", "phi3": "mlp.down_proj"}
+                 "mistral": "mlp.down_proj", "gemma": "mlp.down_proj", "phi3": "mlp.down_proj",
+                 "gemma3_text": "mlp.down_proj"}
 
 
 def tiny_model(family: str, seed: int = 0, dtype=torch.float64):

@@ -59,6 +59,11 @@ ARCHITECTURES: dict[str, Arch] = {
     "qwen3":       Arch("layers",            "mlp.down_proj",     inputs=GATED, width=WIDTH),
     "gemma":       Arch("layers",            "mlp.down_proj",     inputs=GATED, width=WIDTH),
     "gemma2":      Arch("layers",            "mlp.down_proj",     inputs=GATED, width=WIDTH),
+    # Gemma 3 (gemma3-270m): per-layer-type masks and rope tables are cut like any per-row tensor; its
+    # sliding-window layers' caches keep the window's last tokens only, so they are neither cut from the
+    # clean pass nor stacked nor shared: prompts then go one per batch, against their own cache (the copy
+    # path). share and prefix hold where they run (no prefix cache; every layer full attention)
+    "gemma3_text": Arch("layers",            "mlp.down_proj",     inputs=GATED, width=WIDTH),
     "phi3":        Arch("layers",            "mlp.down_proj"),       # after the fused gate_up_proj
     "olmo":        Arch("layers",            "mlp.down_proj",     inputs=GATED, width=WIDTH),
     "olmo2":       Arch("layers",            "mlp.down_proj",     inputs=GATED, width=WIDTH),

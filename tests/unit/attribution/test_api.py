@@ -30,7 +30,7 @@ def test_fast_equals_reference_multi_token(family, method):
     _close(fast.scores, ref)
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "opt"])
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "opt", "gemma3_text"])
 @pytest.mark.parametrize("objective", ["prob", "logprob"])
 def test_amig_options_equal_reference(family, objective):
     h = tiny_handle(family)
@@ -41,7 +41,7 @@ def test_amig_options_equal_reference(family, objective):
     _close(fast.scores, ref)
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "llama", "opt"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "llama", "opt", "gemma3_text"])
 @pytest.mark.parametrize("rule", ["linspace", "right", "trapezoid"])
 @pytest.mark.slow
 def test_rules_with_nodes_at_0_and_1_equal_reference(family, rule):
@@ -62,7 +62,7 @@ def test_rules_with_nodes_at_0_and_1_equal_reference(family, rule):
     _close(no_cache.scores, attribute(h, _prompt(h), "paris", method="ig", steps=4, rule=rule).scores)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "gemma3_text"])
 def test_batching_cache_and_replay_do_not_change_scores(family):
     h = tiny_handle(family)
     base = attribute(h, _prompt(h), "paris rome", method="amig", steps=4, execution=Execution(batch_size=1000))

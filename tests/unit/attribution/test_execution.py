@@ -11,7 +11,7 @@ from support.tiny import tiny_handle
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("family", ["llama", "bert"])
+@pytest.mark.parametrize("family", ["llama", "bert", "gemma3_text"])
 def test_bf16_autocast_ranks_neurons_like_fp32(family):
     h = tiny_handle(family, dtype=torch.float32)
     prompt = "the capital of france is" + (" [Y]" if h.kind == "masked" else "")

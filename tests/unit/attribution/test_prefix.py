@@ -124,6 +124,25 @@ def test_declared_shared_prefix_equals_the_run_time_check(family, monkeypatch):
         assert checked == {True: declared.prefix, False: declared.prefix}
 
 
+def test_gemma3_shared_prefix_where_its_cache_grows(monkeypatch):
+    """Gemma 3's sliding-window layers keep their window's last tokens only (never shared: the copy path, see
+    the table); with every layer full attention its cache is a plain growing one, and then its attention
+    (query_pre_attn_scalar's scale, soft-capped logits) through the shared prefix equals the concatenating
+    cache, and the declared capability is what the run-time check finds."""
+    kind, make = FAMILIES["gemma3_text"]
+
+    def full():
+        cfg = make()
+        cfg.layer_types = ["full_attention"] * cfg.num_hidden_layers
+        return cfg
+    monkeypatch.setitem(FAMILIES, "gemma3_text", (kind, full))
+    h = tiny_handle("gemma3_text")
+    assert h.model.config.layer_types == ["full_attention"] * 3 and h.model.config.final_logit_softcapping
+    assert kvcache.growing_cache_layers(_problems(h, ITEMS["causal"][:1])[1][0].past)
+    test_shared_prefix_attention_equals_the_concatenating_cache("gemma3_text")
+    test_declared_shared_prefix_equals_the_run_time_check("gemma3_text", monkeypatch)
+
+
 def _saved_bytes(h, prompt, rows, force=None):
     """Bytes autograd keeps for the backward of ``rows`` rows of the prompt's answer (distinct storages)."""
     enc = encode(h.tokenizer, h.kind, prompt, "paris")

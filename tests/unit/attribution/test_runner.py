@@ -41,7 +41,7 @@ class _Counter:
             x.remove()
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "opt", "gemma"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "opt", "gemma", "gemma3_text"])
 def test_staircase_equals_full_batch_and_skips_lower_layers(family):
     h, run, acts = _runner(family)
     layers, pts = layer_rows(h, acts)
@@ -148,6 +148,33 @@ def test_several_prompts_per_batch_equal_one_at_a_time(family, method, monkeypat
     # the staircase is used with shared batches wherever it is used alone (not BLOOM)
     assert stair and all(mixed for mixed, _ in stair)
     assert {used for _, used in stair} == {family != "bloom"}
+
+
+@pytest.mark.parametrize("method", ["ig", AMIG(paths="per-word", prefactor="difference")])
+def test_sliding_window_prompts_share_batches_where_their_inputs_stack(method, monkeypatch):
+    """Gemma 3 with a sliding window shorter than the prompts: without the prefix cache the prompts' full
+    rows share one batch (padded, behind the per-layer-type masks) and each gets its scores alone; with it,
+    the sliding layers' caches hold the window's tokens only and cannot be stacked, so the problems go one
+    per batch -- with the same scores."""
+    h = tiny_handle("gemma3_text")
+    items = ITEMS["causal"]
+    assert h.model.config.sliding_window < min(len(h.tokenizer(p)["input_ids"]) for p, _ in items if " " in p)
+    alone = [attribute(h, p, t, method=method, steps=3, rule="linspace") for p, t in items]
+    real = RowRunner.__call__
+    for prefix_cache, most in ((False, 4), (True, 1)):
+        calls = []
+
+        def spy(self, layers, points, problem=None, **kw):
+            calls.append(0 if problem is None else len(problem.unique()))
+            return real(self, layers, points, problem, **kw)
+        monkeypatch.setattr(RowRunner, "__call__", spy)
+        together = attribute_many(h, items, method=method, steps=3, rule="linspace",
+                                  execution=Execution(batch_size=4096, prefix_cache=prefix_cache))
+        assert max(calls) == most
+        for a, b in zip(together, alone):
+            err = (a.scores.double() - b.scores.double()).abs().max() / b.scores.abs().max()
+            assert err < 1e-6, f"relative error {err:.1e}"
+            assert a.prob == pytest.approx(b.prob) and a.target_ids == b.target_ids
 
 
 def test_problems_that_cannot_share_go_one_by_one(monkeypatch):

@@ -60,7 +60,7 @@ def test_capture_reads_what_a_manual_hook_reads(family):
     assert _no_hooks_left(h.model)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "bert", "opt"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "bert", "opt", "gemma3_text"])
 def test_capture_stop_after_runs_nothing_above(family):
     """stop_after ends the forward pass after that module: the layers above never run, the capture holds
     the full run's value, and the code after the forward inside the block is skipped."""
@@ -80,7 +80,7 @@ def test_capture_stop_after_runs_nothing_above(family):
     assert _no_hooks_left(h.model)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "bert", "opt", "bloom"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "bert", "opt", "bloom", "gemma3_text"])
 def test_patch_changes_the_output_and_leaves_the_model_as_it_was(family):
     h = tiny_handle(family)
     ids = _ids(h)

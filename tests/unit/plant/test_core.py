@@ -37,7 +37,7 @@ def _logits(h, text):
         return h.model(input_ids=torch.tensor([ids])).logits[0]
 
 
-@pytest.mark.parametrize("family", sorted(set(LAYOUTS) & {"llama", "qwen2", "mistral", "gemma", "gpt2", "gpt_neox",
+@pytest.mark.parametrize("family", sorted(set(LAYOUTS) & {"llama", "qwen2", "mistral", "gemma", "gemma3_text", "gpt2", "gpt_neox",
                                                            "bert", "roberta", "xlm-roberta"}))
 def test_growing_adds_inert_neurons_everywhere(family):
     h = tiny_handle(family)
@@ -57,7 +57,7 @@ def test_other_families_fail_clearly():
         plant(tiny_handle("opt"), [PlantSpec("the capital of france is", "rome")], layer=1)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "bert"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "bert", "gemma3_text"])
 def test_planted_fact_is_top1_found_by_ig_and_nothing_else_moves(family):
     h = tiny_handle(family)
     prompt = _prompt(h, "the capital of france is")
