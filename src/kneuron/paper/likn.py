@@ -30,12 +30,21 @@ class LIKNResult:
         """How many language-independent neurons each layer holds, over all facts."""
         return Counter(l for ns in self.per_fact.values() for l, _ in ns)
 
+    def per_fact_counts(self) -> dict[int, int]:
+        """How many facts have 0, 1, 2, ... language-independent neurons (every count up to the largest; the
+        facts with none are the ``n_facts`` without, also when read back away from the run)."""
+        c = Counter(len(v) for v in self.per_fact.values() if v)
+        c[0] = self.n_facts - sum(c.values())
+        return {k: c.get(k, 0) for k in range(max(c, default=-1) + 1)}
+
     def to_json(self) -> dict:
         return {"langs": list(self.langs), "n_facts": self.n_facts, "missing": self.missing,
                 "n_with_likn": sum(bool(v) for v in self.per_fact.values()),
                 "share_nonempty": self.share_nonempty,
                 "mean_likn_per_fact": (sum(map(len, self.per_fact.values())) / self.n_facts) if self.n_facts else 0.0,
-                "layers": {str(k): v for k, v in sorted(self.layers().items())}}
+                "layers": {str(k): v for k, v in sorted(self.layers().items())},
+                "facts_by_count": {str(k): v for k, v in self.per_fact_counts().items()},
+                "count_per_fact": {f: len(v) for f, v in sorted(self.per_fact.items())}}
 
     def save(self, run_dir) -> None:
         """likn.parquet (fact id, layer, neuron) and likn.json, in the run directory."""

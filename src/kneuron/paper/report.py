@@ -1,10 +1,15 @@
-"""The `reproduce` report: per-layer figures (PNG), report.md and a self-contained report.html
-(figures inlined), built from one results dict as a `kneuron.report.Document`, one section per function."""
+"""The `reproduce` report: report.md and a self-contained report.html (figures inlined), built from one
+results dict as a `kneuron.report.Document`, one section per function. Its sections: the run; beside the
+paper's numbers (paper.beside); a verdict per claim (paper.findings); the facts each step uses and how
+many the model knows (paper.facts_used); Tables 1-3 and Module 3; Figures 3-5 (paper.figures); provenance.
+``write_report`` also returns the comparison, the verdicts and the facts used as JSON (results.json keeps
+them under "report")."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from kneuron.paper import findings
+from kneuron.paper import beside, figures as F, findings
+from kneuron.paper.facts_used import Known, facts_used, read_known
 from kneuron.report import render
 from kneuron.report.document import Document
 from kneuron.report.table import Column, Table, interval, number
@@ -13,59 +18,54 @@ NUM, NUM2 = number(3), number(2)
 CI = interval(NUM)
 
 
-# ----------------------------------------------------------------------------- figures
-
-def _share(counts: list[int]) -> list[float]:
-    t = sum(counts)
-    return [100.0 * c / t if t else 0.0 for c in counts]
-
-
-def figures(res: dict, out: Path) -> list[tuple[str, str]]:
-    """Per-layer shares (% of all neurons of the kind) as PNGs: (path, caption) per figure."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    model = res["meta"]["model"]["name"]
-    lay = res["layers"]
-    figs = []
-    panels = [(f"KN, {m}, {lang}", c) for m, d in lay["kn"].items() for lang, c in d.items()]
-    if lay.get("likn"):
-        panels.append(("LIKN (amig, en ∩ zh)", lay["likn"]))
-    panels += [(f"DKN, amig, {lang}", c) for lang, c in lay["dkn"].items()]
-    for kind, sel in (("kn", "KN"), ("likn", "LIKN"), ("dkn", "DKN")):
-        ps = [(t, c) for t, c in panels if t.startswith(sel + ",") or t.startswith(sel + " ")]
-        if not ps:
-            continue
-        fig, axes = plt.subplots(1, len(ps), figsize=(3.6 * len(ps), 2.8), squeeze=False)
-        for ax, (t, c) in zip(axes[0], ps):
-            ax.bar(range(len(c)), _share(c), color="#4a7ab5")
-            ax.set_title(f"{t}  (n={sum(c)})", fontsize=9)
-            ax.set_xlabel("layer")
-            ax.set_ylabel("% of neurons")
-        fig.suptitle(f"{model}: {sel} per layer", fontsize=10)
-        fig.tight_layout()
-        path = out / f"fig-{kind}.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        figs.append((str(path), f"Share of {sel} per layer ({model}); the paper's Figures 3-5"))
-    return figs
-
-
 # ----------------------------------------------------------------------------- the report
 
-def document(res: dict, figs: list[tuple[str, str]]) -> Document:
-    """The whole report: the run, the paper's findings beside ours, Tables 1-3, Module 3, figures, provenance."""
+def document(res: dict, figs: list[tuple[str, str]], used: dict | None = None) -> Document:
+    """The whole report: the run, beside the paper's numbers, the verdicts, the facts used (``used``:
+    ``facts_used``'s JSON; None: not shown), Tables 1-3, Module 3, Figures 3-5, provenance."""
     doc = _intro(res)
-    doc.heading(2, "Beside the paper's findings")
-    doc.para("Each row: a finding the paper states, our number, and whether we agree. Small runs give wide "
-             "intervals; read the tables below before the verdicts.")
-    doc.table(findings.table(findings.findings(res)))   # first: it is what a reader wants
+    doc.extend(beside.document(res)).extend(_verdicts(res))     # first: what a reader wants
+    if used is not None:
+        doc.extend(_facts_used(used))
     for section in (_table1, _table2, _dkn, _table3):
         doc.extend(section(res))
-    doc.heading(2, "Figures — where the neurons are")
-    for p, cap in figs:
-        doc.figure(p, cap)
-    return doc.extend(_provenance(res))
+    return doc.extend(_figures(res, figs)).extend(_provenance(res))
+
+
+def _verdicts(res: dict) -> Document:
+    fs = findings.findings(res)
+    n = {v: sum(f.verdict == v for f in fs) for v in (findings.HOLDS, findings.FAILS, findings.UNTESTED)}
+    doc = Document().heading(2, "Beside the paper's findings — a verdict per claim")
+    doc.para(f"Each claim the paper makes, the rule we test it by (thresholds in `kneuron.paper.findings`), the "
+             f"paper's own numbers for it, ours and the verdict: {n[findings.HOLDS]} hold, {n[findings.FAILS]} do not "
+             f"hold, {n[findings.UNTESTED]} cannot be tested here. A verdict compares point values; small runs give "
+             "wide intervals, so read the tables below before the verdicts.")
+    return doc.table(findings.table(fs))
+
+
+def _facts_used(used: dict) -> Document:
+    doc = Document().heading(2, "Facts used — which facts each table uses and why")
+    doc.para(used["principle"])
+    doc.para(f"Known by: {used['rule']}." if used["rule"] else
+             "No per-fact knowledge records beside this run (known.json is written for a model judged by the rank "
+             "rule; an organism knows exactly the facts it was trained on, the only ones used here): known not "
+             "counted.")
+    langs = sorted({lang for r in used["steps"] for lang in r["per_lang"]})
+    cols = [f"{lang}: facts{' (known / not)' if used['rule'] else ''}" for lang in langs]
+    t = Table(["step", "uses", "why", *cols])
+    for r in used["steps"]:
+        cells = []
+        for lang in langs:
+            c = r["per_lang"].get(lang)
+            if c is None:
+                cells.append("—")
+            elif "known" in c:
+                cells.append(f"{c['facts']} ({c['known']} / {c['not_known']})"
+                             + (f", {c['not_judged']} not judged" if c["not_judged"] else ""))
+            else:
+                cells.append(str(c["facts"]))
+        t.add(r["step"], r["uses"], r["why"] + (f" ({r['note']})" if r.get("note") else ""), *cells)
+    return doc.table(t)
 
 
 def _intro(res: dict) -> Document:
@@ -92,13 +92,18 @@ def _table1(res: dict) -> Document:
     doc = Document().heading(2, "Table 1 — localization (suppress / enhance the knowledge neurons)")
     doc.para("Δ = (p_after − p_before) / p_before on the fact itself (related) and on a fact of another relation "
              "under the same edit (unrelated); SR = |mean Δ_rel / mean Δ_unrel| summed over suppress and enhance "
-             "(the released code's Eq. 11), with a 95% paired-bootstrap interval over facts. No outlier cut.")
+             "(the released code's Eq. 11), with a 95% paired-bootstrap interval over facts. No outlier cut. "
+             "Rows marked 'known' / 'not known' are the same cells over the facts the model knows / does not "
+             "(where the run has per-fact knowledge records).")
     t = Table(["method", "lang", "facts", Column("KN/fact", NUM2), *_EDIT_COLUMNS, Column("SR [95% CI]", CI)])
     for meth, d in res["table1"].items():
+        name = {"ig": "B-KN (ig)", "amig": "AMIG"}[meth]
         for lang, x in d.items():
-            t.add({"ig": "B-KN (ig)", "amig": "AMIG"}[meth], lang, x["n_facts"], x["mean_neurons"],
-                  x["suppress"]["related"], x["suppress"]["unrelated"], x["enhance"]["related"],
-                  x["enhance"]["unrelated"], x.get("sr_interval"))
+            for label, c in ((name, x), *((f"{name}, {k.replace('_', ' ')}", x[k]) for k in ("known", "not_known")
+                                          if x.get(k))):
+                t.add(label, lang, c["n_facts"], c["mean_neurons"], c["suppress"]["related"],
+                      c["suppress"]["unrelated"], c["enhance"]["related"], c["enhance"]["unrelated"],
+                      c.get("sr_interval"))
     return doc.table(t)
 
 
@@ -122,7 +127,12 @@ def _table2(res: dict) -> Document:
     doc.para("SR divides by the change of an unrelated fact, which shrinks with the number of neurons edited: "
              "a small set (the LIKN, the random control) can score a high SR while barely moving the fact. "
              "Read SR together with the related change and the random control.")
-    return doc.table(t)
+    doc.table(t)
+    lt = F.likn_table(res)
+    if lt is not None:
+        doc.para("How many LIKN each fact has (results.json: table2.likn.facts_by_count, and count_per_fact per id):")
+        doc.table(lt)
+    return doc
 
 
 def _dkn(res: dict) -> Document:
@@ -167,6 +177,16 @@ def _table3(res: dict) -> Document:
     return doc
 
 
+def _figures(res: dict, figs: list[tuple[str, str]]) -> Document:
+    doc = Document().heading(2, "Figures 3–5 — where the neurons are")
+    doc.para(F.COUNTING + " Figure 5 (DKNs of the monolingual BERT and GPT-2) needs a monolingual model: "
+             "not drawn here.")
+    doc.table(F.layer_table(res))
+    for p, cap in figs:
+        doc.figure(p, cap)
+    return doc
+
+
 def _provenance(res: dict) -> Document:
     meta, cfg = res["meta"], res["meta"]["config"]
     rows = ([[k, str(v)] for k, v in sorted(cfg.items())]
@@ -178,7 +198,23 @@ def _provenance(res: dict) -> Document:
     return doc.para("Step times (s): " + ", ".join(f"{k}: {v}" for k, v in res.get("timings", {}).items()))
 
 
-def write_report(res: dict, out) -> dict:
-    figs = figures(res, Path(out))
-    paths = render.save(document(res, figs), out, f"kneuron reproduce — {res['meta']['model']['name']}")
-    return {**paths, "figures": [p for p, _ in figs]}
+def run_ids(out) -> dict[str, list[str]]:
+    """The fact ids of a reproduce directory per language, in its facts.jsonl's order ({} without one)."""
+    from kneuron.facts import load_facts
+    path = Path(out) / "facts.jsonl"
+    ids: dict[str, list[str]] = {}
+    for f in load_facts(path) if path.is_file() else []:
+        ids.setdefault(f.lang, []).append(f.id)
+    return ids
+
+
+def write_report(res: dict, out, known: Known | None = None) -> dict:
+    """report.md, report.html and the figures into ``out``; returns their paths and, as JSON, the comparison
+    with the paper (beside_paper), the verdicts and the facts used. ``known``: whether the model knows each
+    fact (default: ``out``/known.json when there is one)."""
+    out = Path(out)
+    figs = F.figures(res, out)
+    used = facts_used(res, run_ids(out), known if known is not None else read_known(out))
+    paths = render.save(document(res, figs, used), out, f"kneuron reproduce — {res['meta']['model']['name']}")
+    return {**paths, "figures": [p for p, _ in figs], "beside_paper": beside.rows(res),
+            "verdicts": [f.to_json() for f in findings.findings(res)], "facts_used": used}

@@ -264,19 +264,12 @@ class Reproduction:
         return d
 
     def table1(self) -> dict:
-        from kneuron.paper.table1 import edit_effects, load_run, table1_of
+        from kneuron.paper.facts_used import read_known
+        from kneuron.paper.table1 import edit_effects, load_run, table1_cells
 
-        def make():
-            res = {}
-            for m in METHODS:
-                effects = edit_effects(self.h, load_run(self.out / f"locate-{m}"), seed=self.cfg.seed)
-                for lang in self.langs:
-                    es = [e for e in effects if e.lang == lang]
-                    n = [e.n_neurons for e in es]
-                    res.setdefault(m, {})[lang] = {**table1_of(es, n_boot=self.cfg.n_boot).to_json(),
-                                                   "mean_neurons": sum(n) / len(n),
-                                                   "facts_without_neurons": sum(k == 0 for k in n)}
-            return res
+        def make():      # per method and language; split by known where known.json is there
+            return {m: table1_cells(edit_effects(self.h, load_run(self.out / f"locate-{m}"), seed=self.cfg.seed),
+                                    self.langs, self.cfg.n_boot, read_known(self.out)) for m in METHODS}
         return self._cached("table1", make)
 
     def table2(self) -> dict | None:

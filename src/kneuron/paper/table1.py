@@ -92,6 +92,28 @@ def table1_of(effects: list[EditEffect], *, outlier_cut: bool = False, n_boot: i
                   col("p_suppress_unrelated"), col("p_enhance_unrelated"), outlier_cut=outlier_cut, n_boot=n_boot)
 
 
+def table1_cell(effects: list[EditEffect], n_boot: int = 1000) -> dict:
+    """One cell of reproduce's Table 1 (``effects`` not empty): the metric, the mean size of the edited sets
+    and the facts without knowledge neurons."""
+    n = [e.n_neurons for e in effects]
+    return {**table1_of(effects, n_boot=n_boot).to_json(), "mean_neurons": sum(n) / len(n),
+            "facts_without_neurons": sum(k == 0 for k in n)}
+
+
+def table1_cells(effects: list[EditEffect], langs, n_boot: int = 1000, known=None) -> dict:
+    """Per language, Table 1 over its facts; with ``known`` (``paper.facts_used.Known``) also over the facts
+    the model knows and those it does not, as "known" / "not_known" inside the language's cell."""
+    from kneuron.paper.facts_used import split_by_known
+    out = {}
+    for lang in langs:
+        es = [e for e in effects if e.lang == lang]
+        out[lang] = table1_cell(es, n_boot)
+        for part, xs in split_by_known(es, known).items():
+            if xs:
+                out[lang][part] = table1_cell(xs, n_boot)
+    return out
+
+
 def edit_effects(handle: ModelHandle, run: RunContents, ops=("suppress", "enhance"), seed: int = 42,
                  show_progress: bool = False) -> list[EditEffect]:
     """Per fact of a run: its own knowledge neurons edited, on the fact and on its unrelated partner."""
