@@ -89,3 +89,172 @@ def test_no_fact_left_is_one_line(tmp_path):
     with pytest.raises(ConfigError) as e:
         facts_for(d, FACTS, langs=("en",))
     assert str(e.value) == f"the facts: no facts in en that {d} was trained on"
+
+
+# ----------------------------------------------------------------------------- the rank rule
+import warnings  # noqa: E402
+
+import torch  # noqa: E402
+
+from kneuron.models import registry  # noqa: E402
+from kneuron.organisms.known import K, Knowledge, known_report, known_table, paper_rule, rule_of, summary  # noqa: E402
+
+
+def rigged(family: str, ranks: dict[str, int]):
+    """A tiny model whose output layer is a bias alone: every position predicts the same ranking, in which
+    each word of ``ranks`` has its given rank (1 = top); logit of rank r: -(r - 1)."""
+    from support.tiny import tiny_handle
+    h = tiny_handle(family)
+    V = h.model.get_output_embeddings().weight.shape[0]
+    vocab = h.tokenizer.get_vocab()
+    fixed = {vocab[w]: r for w, r in ranks.items()}
+    rest = iter(i for i in range(V) if i not in fixed)
+    order = [None] * V
+    for i, r in fixed.items():
+        order[r - 1] = i
+    order = [i if i is not None else next(rest) for i in order]
+    head = torch.nn.Linear(h.model.config.hidden_size, V, bias=True, dtype=h.dtype)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(-torch.arange(V, dtype=h.dtype)[torch.argsort(torch.tensor(order))])
+    h.model.set_output_embeddings(head)
+    return h
+
+
+def p_of(rank: int, V: int) -> float:
+    return float(torch.softmax(-torch.arange(V, dtype=torch.float64), 0)[rank - 1])
+
+
+RANKED = [Fact("a", "P36", "en", "france", "paris", ("the capital of [X] is [Y] .",)),
+          Fact("b", "P36", "en", "italy", "rome", ("the capital of [X] is [Y] .",)),
+          Fact("c", "P36", "en", "spain", "madrid", ("the capital of [X] is [Y] .",)),
+          Fact("d", "P37", "en", "germany", "german", ("the language spoken in [X] is [Y] .",)),
+          Fact("e", "P37", "en", "italy", "zzz", ("the language spoken in [X] is [Y] .",))]   # unspellable
+WANT = {"paris": 1, "rome": 10, "madrid": 11, "german": 3}
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KNEURON_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "known"
+
+
+def forwards(h):
+    """A counter of h.model's forward passes (and of the rows they ran)."""
+    seen = {"calls": 0, "rows": 0}
+
+    def count(mod, args, kwargs):
+        seen["calls"] += 1
+        seen["rows"] += kwargs["input_ids"].shape[0]
+    h.model.register_forward_pre_hook(count, with_kwargs=True)
+    return seen
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_the_rank_rule_knows_a_fact_whose_gold_token_is_in_the_top_k(family, own_cache):
+    h = rigged(family, WANT)
+    V = h.model.get_output_embeddings().weight.shape[0]
+    got = known_table(h, RANKED)
+    assert [(r.id, r.rank, r.known) for r in got] == [("a", 1, True), ("b", 10, True), ("c", 11, False),
+                                                      ("d", 3, True), ("e", None, False)]
+    assert all(r.p == pytest.approx(p_of(WANT[f.object], V)) for f, r in zip(RANKED[:4], got))
+    assert got[4].p is None and (got[0].lang, got[3].relation) == ("en", "P37")
+    assert [f.id for f in known_facts(h, RANKED, rule="rank")] == ["a", "b", "d"]
+    assert [r.known for r in known_table(h, RANKED, k=1)] == [True, False, False, False, False]
+    assert [r.known for r in known_table(h, RANKED, k=11)] == [True, True, True, True, False]
+    assert known_facts(h, RANKED) == RANKED                     # its own rule: no card, no organism -> "all"
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert", "llama"])
+def test_the_rank_is_the_one_probe_predict_gives_even_in_a_padded_batch(family, own_cache):
+    """Random weights (the position matters); prompts of different lengths share one right-padded batch."""
+    from support.tiny import tiny_handle
+
+    from kneuron.probe import predict
+    h = tiny_handle(family)
+    facts = [Fact("a", "P36", "en", "france", "paris", ("the capital of [X] is [Y] .",)),
+             Fact("b", "P36", "en", "the city of italy and spain", "rome", ("the capital of [X] is [Y] .",)),
+             Fact("c", "P37", "en", "germany", "german", ("[X] people speak [Y] .", "x [Y] .")),
+             Fact("d", "P37", "en", "spain", "spanish", ("in [X] the language is [Y] and italian",))]
+    if h.kind == "causal":
+        facts = facts[:3]          # d's [Y] is not last: no causal query
+    got = known_table(h, facts)
+    for f, r in zip(facts, got):
+        q = f.first_query(h.kind)
+        top = [t.strip() for t, _ in predict(h, q.prompt, k=10 ** 6)]
+        assert r.rank == top.index(f.object) + 1, (f.id, r.rank)
+        assert r.known == (r.rank <= K)
+
+
+def test_ranks_are_cached_per_weights_and_a_damaged_entry_is_computed_again(own_cache):
+    h = rigged("gpt2", WANT)
+    seen = forwards(h)
+    first = known_table(h, RANKED[:2])
+    assert seen == {"calls": 1, "rows": 2}
+    both = known_table(h, RANKED)                         # a, b read back: only c and d asked (e: no query)
+    assert seen == {"calls": 2, "rows": 4} and both[:2] == first
+    again = known_table(h, list(reversed(RANKED)), k=3)   # every one cached, whatever the order and k
+    assert seen["calls"] == 2 and [r.rank for r in again] == [None, 3, 11, 10, 1]
+    [entry] = own_cache.iterdir()
+    entry.write_text("{not json", encoding="utf-8")
+    with pytest.warns(UserWarning, match="damaged or stale known-facts ranks"):
+        assert known_table(h, RANKED) == both
+    assert seen == {"calls": 3, "rows": 8}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # the rewritten entry reads back without a warning
+        assert known_table(h, RANKED) == both and seen["calls"] == 3
+    with torch.no_grad():                                # new weights: a new entry, never the stale one
+        h.model.get_output_embeddings().bias[h.tokenizer.get_vocab()["madrid"]] += 100.0
+    assert [r.rank for r in known_table(h, RANKED)] == [2, 11, 1, 4, None] and seen["calls"] == 4
+    assert len(list(own_cache.iterdir())) == 2
+
+
+def test_the_rank_rule_needs_a_loaded_model(own_cache, monkeypatch):
+    card = registry.ModelCard("tiny-gpt2", lambda: ("nowhere", {}), "causal", ("en",), known="rank")
+    monkeypatch.setitem(registry.CARDS, "tiny-gpt2", card)
+    assert rule_of("tiny-gpt2") == "rank" and paper_rule("tiny-gpt2") == "all"
+    for call in (lambda: known_facts("tiny-gpt2", RANKED), lambda: known_facts("/some/dir", RANKED, rule="rank"),
+                 lambda: facts_for("tiny-gpt2", RANKED)):
+        with pytest.raises(ConfigError) as e:
+            call()
+        assert "pass a loaded model" in str(e.value) and "\n" not in str(e.value)
+    h = rigged("gpt2", WANT)                              # named tiny-gpt2: the card's rule applies
+    assert [f.id for f in known_facts(h, RANKED)] == ["a", "b", "d"]
+    assert [f.key for f in facts_for(h, RANKED, limit=2)] == [("a", "en"), ("b", "en")]
+    assert facts_for(h, RANKED, rule="all") == RANKED
+    with pytest.raises(ConfigError) as e:
+        facts_for(h, RANKED[2:3], name="one.jsonl")
+    assert str(e.value) == "one.jsonl: no facts that tiny-gpt2 knows (gold answer in its top 10)"
+    with pytest.raises(ConfigError, match="unknown knowledge rule 'best'"):
+        known_facts(h, RANKED, rule="best")
+
+
+def test_the_existing_models_keep_their_rules():
+    assert rule_of("smollm2-135m") == "all" and paper_rule("smollm2-135m") == "all"
+    assert rule_of("organism-clm") == "trained" == paper_rule("organism-mlm")
+    assert rule_of("owner/some:model") == "all"
+
+
+def test_summary_counts_per_relation_and_language():
+    rs = [Knowledge("a", "en", "P36", 1, 0.5, True), Knowledge("a", "zh", "P36", 4, 0.1, True),
+          Knowledge("b", "en", "P36", 12, 0.01, False), Knowledge("b", "zh", "P36", 2, 0.2, True),
+          Knowledge("c", "en", "P1376", 3, 0.2, True), Knowledge("c", "zh", "P1376", None, None, False),
+          Knowledge("d", "en", "P101", 1, 0.9, True)]
+    s = summary(rs)
+    assert list(s["relations"]) == ["P36", "P101", "P1376"]             # natural order
+    assert s["relations"]["P36"] == {"en": {"facts": 2, "known": 1, "top1": 1, "median_rank": 6.5},
+                                     "zh": {"facts": 2, "known": 2, "top1": 0, "median_rank": 3}}
+    assert s["relations"]["P1376"]["zh"] == {"facts": 1, "known": 0, "top1": 0, "median_rank": None}
+    assert s["languages"] == {"en": {"facts": 4, "known": 3, "top1": 2, "median_rank": 2},
+                              "zh": {"facts": 3, "known": 2, "top1": 0, "median_rank": 3}}
+    assert (s["ids"], s["known_in_all_languages"], s["k"]) == (4, 2, 10)   # a and d
+    assert [Knowledge.from_json(r.to_json()) for r in rs] == rs
+
+
+def test_known_report_is_the_records_and_their_summary(own_cache):
+    h = rigged("bert", WANT)
+    rep = known_report(h, RANKED, k=3)
+    assert (rep["rule"], rep["k"], rep["model"]) == ("rank", 3, "tiny-bert")
+    assert [Knowledge.from_json(d) for d in rep["facts"]] == known_table(h, RANKED, k=3)
+    assert rep["summary"]["languages"]["en"] == {"facts": 5, "known": 2, "top1": 1, "median_rank": 6.5}
+    json.dumps(rep)
