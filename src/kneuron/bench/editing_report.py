@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kneuron.bench import crosslingual
 from kneuron.editing.metrics import METRICS, hmean, record_scores, summarize
 from kneuron.report import render
 from kneuron.report.document import Document
@@ -65,14 +66,17 @@ def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: di
     lang) -> its ``EditRow``; ``curves``: method -> lang -> k -> its sequential ``Checkpoint``."""
     langs = cases[0].langs
     res: dict = {"model": meta["model"], "n_records": len(cases), "unedited": {}, "methods": {}}
-    iv: dict = {"unedited": {}, "methods": {}}
+    iv: dict = {"unedited": {}, "methods": {}, "matrix": {}}
+    base: dict = {}                                   # (case id, lang) -> the unedited model's scores
     for lang in langs:
         sc = [record_scores(before[c.case_id][lang], before[c.case_id][lang]) for c in cases]
+        base.update({(c.case_id, lang): s for c, s in zip(cases, sc)})
         res["unedited"][lang] = summarize(sc)
         iv["unedited"][lang] = _intervals(sc)
-    matrix, extras = {}, {}
+    matrix, extras, lifts = {}, {}, {}
     for m, got in rows.items():
         res["methods"][m], iv["methods"][m], matrix[m], extras[m] = {}, {}, {}, {}
+        iv["matrix"][m], lifts[m] = {}, {}
         for lang in langs:
             mine = [r for (cid, e), r in sorted(got.items()) if e == lang]
             sc = [r.scores[lang] for r in mine]
@@ -84,13 +88,19 @@ def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: di
                                "localize_seconds": _mean(r.localize_seconds for r in mine),
                                "symmetry": _pct(s.get("symmetry") for s in sc),
                                "symmetry_success": _pct(s.get("symmetry_success") for s in sc)}
-            for other in langs:
-                s = summarize([r.scores[other] for r in mine])
-                matrix[m][f"{lang}->{other}"] = {k: s[k] for k in ("ES", "PS", "NS", "S", "EM", "PM")}
+            for other in langs:                      # the 2 x 2 matrix: every cell with its intervals
+                sc_other, pair = [r.scores[other] for r in mine], f"{lang}->{other}"
+                s = summarize(sc_other)
+                matrix[m][pair] = {k: s[k] for k in crosslingual.KEYS}
+                iv["matrix"][m][pair] = _intervals(sc_other)
+                if other != lang:                    # the gain over the unedited model on the same records
+                    was = [base[(r.case_id, other)] for r in mine]
+                    lifts[m][pair] = {k: crosslingual.lift(sc_other, was, k) for k in crosslingual.LIFTED}
         if len(langs) > 1:
             res["methods"][m]["cross"] = {f"{a}->{b}": {k: matrix[m][f"{a}->{b}"][k] for k in ("ES", "PS")}
                                           for a in langs for b in langs if a != b}
     res.update(intervals=iv, matrix=matrix, extras=extras,
+               crosslingual={"cells": {m: crosslingual.cell_kind(m) for m in rows}, "lift": lifts},
                sequential={m: {lang: [{"k": int(k), **{x: p.summary[x] for x in ("ES", "PS", "NS", "S")}}
                                       for k, p in sorted(c.items(), key=lambda kv: int(kv[0]))]
                                for lang, c in cur.items()} for m, cur in curves.items()},
@@ -197,12 +207,7 @@ def document(res: dict, fig: str | None) -> Document:
         if f:
             doc.para(f)
     if len(langs) > 1:
-        doc.heading(2, "Cross-lingual: edit in one language, measure in each")
-        doc.para("Rows: the language of the edit; columns: the language measured. Each cell: S (ES / PS / NS).")
-        for m in methods:
-            t = Table(["", *(Column(f"measure {c}", _cell) for c in langs)],
-                      [[f"edit {a}"] + [res["matrix"][m][f"{a}->{c}"] for c in langs] for a in langs])
-            doc.heading(3, m).table(t)
+        crosslingual.section(doc, res)
     sym = [[m, lang, e["symmetry"], e["symmetry_success"], e["edit_seconds"], e["localize_seconds"],
             f"{e['unchanged']} of {e['n']}", str(e["failed"])]
            for m, d in res["extras"].items() for lang, e in d.items()]
@@ -247,10 +252,6 @@ def _times(t: dict) -> list[list[str]]:
         rows.append(["time: note", "earlier sessions of this run were not timed (stored before timings.json): "
                                    "the times are lower bounds"])
     return rows
-
-
-def _cell(d: dict) -> str:
-    return f"{F1(d['S'])} ({F1(d['ES'])} / {F1(d['PS'])} / {F1(d['NS'])})"
 
 
 def write_report(res: dict, out) -> dict:
