@@ -35,7 +35,7 @@ def localization_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", 
         known = None
         if facts is not None:
             from kneuron.facts import load_facts
-            known = known_facts(h, load_facts(facts))
+            known = known_facts(h, load_facts(facts), show=not as_json)
             if not known:
                 raise ConfigError(f"none of {model}'s training facts (facts.txt) is in {facts}")
         out = localization_bench(h, k=k, layer=layer, steps=steps, seed=seed, facts=known)

@@ -50,12 +50,14 @@ def method_options(items: list[str], methods: list[str]) -> dict:
     return out
 
 
-def _facts_and_pool(h, facts: str):
-    """The facts, and the facts neighbours come from: an organism's training facts, else all."""
+def _facts_and_pool(h, facts: str, show: bool = False):
+    """The facts, and the facts the records and neighbours come from: those the model knows
+    (``kneuron.organisms.known``: an organism's training facts, by the rank rule those whose gold answer is
+    in its top 10 (``show``: a progress bar while it probes), else all); all when it knows none of them."""
     from kneuron.facts import load_facts
     from kneuron.organisms.known import known_facts
     every = load_facts(facts)
-    return every, (known_facts(h, every) or every)
+    return every, (known_facts(h, every, show=show) or every)
 
 
 def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
@@ -84,7 +86,7 @@ def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MOD
             if d.exists() and (not d.is_dir() or any(d.iterdir())):
                 raise EditError(f"{d}: not an empty directory; pass a new or empty one to --save")
         h = _load(model)
-        every, pool = _facts_and_pool(h, facts)
+        every, pool = _facts_and_pool(h, facts, show=not as_json)
         if not any(f.id == fact_id for f in every):
             raise EditError(f"{resolve_facts(facts)}: no fact with id {fact_id!r}")
         shown = prepare(h, every, pool, fact_id, new, method=method, lang=lang, layer=layer, common_facts=common_facts)
@@ -160,7 +162,7 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
         EditingConfig(n=n, methods=tuple(ms), mode=mode, method_options=opts).validate()
         check_out(out, resume=resume)                        # before the model is loaded
         h = _load(model)
-        every, pool = _facts_and_pool(h, facts)
+        every, pool = _facts_and_pool(h, facts, show=not as_json)
         log = (lambda s: None) if as_json else (lambda s: typer.echo(s, err=True))
         res = run_editing_bench(h, pool, out=out, n=n, methods=ms, mode=mode, resume=resume, pool=pool, seed=seed,
                                 langs=[x.strip() for x in langs.split(",")] if langs else None,

@@ -24,7 +24,7 @@ def likn(facts: str = typer.Option(..., "--facts", "-f", help="fact set with the
     from kneuron.paper.likn import likn_from_run
     from kneuron.runs.locate import LocateConfig
     from kneuron.runs.locate import locate as run_locate
-    from kneuron.organisms.known import facts_for, trained_on
+    from kneuron.organisms.known import facts_for, paper_rule, trained_on
     lang_list = tuple(x.strip() for x in langs.split(",") if x.strip())
     try:
         every = load_facts(facts)                           # a bad fact file fails before the model loads
@@ -34,7 +34,7 @@ def likn(facts: str = typer.Option(..., "--facts", "-f", help="fact set with the
         trained = trained_on(h)
         if trained is not None:    # an organism only knows (and can spell) the facts it was trained on
             typer.echo(f"{model} is an organism: using the {len(trained[0])} fact ids it was trained on", err=True)
-        fs = facts_for(h, every, lang_list, limit, name=facts)
+        fs = facts_for(h, every, lang_list, limit, name=facts, rule=paper_rule(h))   # the paper: known or not
         path = resolve_facts(facts)
         run_locate(h, fs, cfg, out, resume=resume, facts_path=str(Path(path).resolve()), facts_hash=fact_file_hash(path),
                    lang=",".join(lang_list), skip_invalid=skip_invalid, show_progress=not as_json)

@@ -4,6 +4,8 @@ directory, resumable step by step, ending in report.md and a self-contained repo
 Layout of ``out``:
     reproduce.json        the settings (a resumed run must use the same), model and data provenance
     facts.jsonl           the facts used (the selection made here), so that --resume keeps the same selection
+    known.json            a model judged by the rank rule (``kneuron.organisms.known``): each fact's gold-answer
+                          rank and p, and whether the model knows it (every fact is used either way)
     locate-ig/ locate-amig/   Module 1 runs (B-KN = Dai et al.'s IG, and AMIG), resumable per fact; each keeps
                           its own copy of the facts and its model spec, so it can be re-opened anywhere
     table1.json           Table 1 per method and language
@@ -206,13 +208,17 @@ class Reproduction:
         self.meta = meta
 
     def _select_facts(self) -> list[Fact]:
-        from kneuron.organisms.known import known_facts, trained_on
+        from kneuron.organisms.known import K, known_facts, rule_of, trained_on
         from kneuron.runs.locate import check_fact
         fs = [f for f in load_facts(self.cfg.facts) if f.lang in self.langs]
         if trained_on(self.h) is not None:        # an organism only knows the facts it was trained on
             fs = known_facts(self.h, fs)
             self.notes.append(f"{self.h.name} is a model organism: only the {len({f.id for f in fs})} fact ids it "
                               "was trained on are used")
+        elif rule_of(self.h) == "rank":           # the paper localises with the gold answer, known or not
+            self.notes.append(f"every fact is used, known or not (the paper localises with the gold answer); "
+                              f"known.json says which ones {self.h.name} knows (the gold answer's first token "
+                              f"in its top {K})")
         # keep only facts with a template the model can use (causal: [Y] at the end), and of those
         # templates the first ``prompts``
         usable = []
@@ -251,6 +257,12 @@ class Reproduction:
         return r
 
     # ------------------------------------------------------------------ steps
+    def known(self) -> dict:
+        """known.json: the rank rule's record of each fact used (``kneuron.organisms.known.known_report``), so
+        that the report can say which facts the model knows; no fact is dropped for it (the paper's way)."""
+        from kneuron.organisms.known import known_report
+        return self._cached("known", lambda: known_report(self.h, self.facts, show=self.progress))
+
     def locate(self, method: str) -> Path:
         from kneuron.attribution import Execution
         from kneuron.runs.locate import LocateConfig, locate
@@ -320,6 +332,9 @@ class Reproduction:
 
     def run(self) -> ReproduceResult:
         """Every step (each skipped when done), then figures, the report and results.json."""
+        from kneuron.organisms.known import rule_of
+        if rule_of(self.h) == "rank":
+            self._timed("known facts", self.known)
         for m in METHODS:
             self._timed(f"Module 1 ({m})", lambda m=m: self.locate(m))
         t1 = self._timed("Table 1", self.table1)

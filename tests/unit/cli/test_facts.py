@@ -1,7 +1,9 @@
 """kneuron.cli.facts: `kneuron facts stats` on a bundled set (JSON) and a directory (table); a bad name is one
-line."""
+line. `kneuron facts known`: the rank rule's counts per relation and language on a model whose ranks are set."""
 import json
 
+import pytest
+import torch
 from typer.testing import CliRunner
 
 from kneuron.cli import app
@@ -28,9 +30,6 @@ def test_cli_stats_table_and_errors():
 
 
 # ----------------------------------------------------------------------------- kneuron facts known
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
 RANKS = {"paris": 1, "rome": 3, "madrid": 12, "berlin": 2, "italian": 5, "german": 20}
 # (id, relation, en object, zh object): the zh facts are English words labelled zh (what the tiny tokenizer spells)
 ROWS = [("c1", "P36", "paris", "berlin"), ("c2", "P36", "rome", "german"), ("c3", "P37", "madrid", "italian")]

@@ -1,13 +1,19 @@
-"""known_facts: which facts a model knows (an organism: those it was trained on; any other model: all)."""
+"""known_facts: which facts a model knows (an organism: those it was trained on; by the rank rule: those whose
+gold answer's first token is in the model's top K; any other model: all), the rank rule's cache and summary."""
 import json
+import warnings
 
 import pytest
+import torch
 
 from kneuron.errors import ConfigError
 from kneuron.facts import Fact, load_facts
+from kneuron.models import registry
 from kneuron.models.registry import ORGANISMS_DIR
 from kneuron.organisms import organism_facts
-from kneuron.organisms.known import facts_for, known_facts, trained_on
+from kneuron.organisms.known import (K, Knowledge, facts_for, known_facts, known_report, known_table, paper_rule,
+                                     rule_of, summary, trained_on)
+from support.rigged import p_of, rigged
 
 
 @pytest.fixture(scope="module")
@@ -92,38 +98,6 @@ def test_no_fact_left_is_one_line(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the rank rule
-import warnings  # noqa: E402
-
-import torch  # noqa: E402
-
-from kneuron.models import registry  # noqa: E402
-from kneuron.organisms.known import K, Knowledge, known_report, known_table, paper_rule, rule_of, summary  # noqa: E402
-
-
-def rigged(family: str, ranks: dict[str, int]):
-    """A tiny model whose output layer is a bias alone: every position predicts the same ranking, in which
-    each word of ``ranks`` has its given rank (1 = top); logit of rank r: -(r - 1)."""
-    from support.tiny import tiny_handle
-    h = tiny_handle(family)
-    V = h.model.get_output_embeddings().weight.shape[0]
-    vocab = h.tokenizer.get_vocab()
-    fixed = {vocab[w]: r for w, r in ranks.items()}
-    rest = iter(i for i in range(V) if i not in fixed)
-    order = [None] * V
-    for i, r in fixed.items():
-        order[r - 1] = i
-    order = [i if i is not None else next(rest) for i in order]
-    head = torch.nn.Linear(h.model.config.hidden_size, V, bias=True, dtype=h.dtype)
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.copy_(-torch.arange(V, dtype=h.dtype)[torch.argsort(torch.tensor(order))])
-    h.model.set_output_embeddings(head)
-    return h
-
-
-def p_of(rank: int, V: int) -> float:
-    return float(torch.softmax(-torch.arange(V, dtype=torch.float64), 0)[rank - 1])
-
 
 RANKED = [Fact("a", "P36", "en", "france", "paris", ("the capital of [X] is [Y] .",)),
           Fact("b", "P36", "en", "italy", "rome", ("the capital of [X] is [Y] .",)),
