@@ -89,3 +89,15 @@ def test_one_language_gives_no_shared_neurons(ctx):
     assert "neurons" not in ctx.options("likn-transfer", one, "en")
     e = ctx.edit("likn-transfer", one, "en")
     assert e.changes == [] and "needs other=" in e.info["error"]
+
+
+@pytest.mark.parametrize("method", ["kn", "kn-eai", "kn-erase", "kn-opt", "rome", "ft"])
+def test_the_one_language_methods_see_nothing_of_the_other_language(ctx, method):
+    """kn, kn-eai, kn-erase, kn-opt, rome and ft are given the edit language's record alone (their off-diagonal
+    cells are transfer): no other-language fact or new object, and a KN method its own language's neurons."""
+    case = ctx.cases[0]
+    got = ctx.options(method, case, "en")
+    assert not {"other", "other_new"} & set(got)
+    if "neurons" in got:
+        assert got["neurons"] == OWN["en"] and got["common"] == set(COMMON["en"])
+    assert ctx.local_seconds(method, case, "en") in (0.0, 1.5)          # never the other language's localisation
