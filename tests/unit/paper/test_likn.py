@@ -70,3 +70,18 @@ def test_planted_language_independent_neuron_is_found_by_module_2(mini_organism,
     assert not (tmp_path / "run" / "likn.parquet").exists()              # the caller writes it, once
     r.save(tmp_path / "run")
     assert (tmp_path / "run" / "likn.parquet").exists() and r.share_nonempty == 1.0
+
+
+def test_how_many_likn_each_fact_has_beside_and_away_from_its_run(tmp_path):
+    nrn = {("a", "en"): [(0, 1), (1, 2), (2, 2)], ("a", "zh"): [(0, 1), (1, 2), (2, 2)], ("b", "en"): [(0, 0)],
+           ("b", "zh"): [(0, 0)], ("c", "en"): [(1, 1)], ("c", "zh"): [(2, 1)], ("d", "en"): [], ("d", "zh"): []}
+    r = language_independent(nrn, set(nrn))
+    assert r.per_fact_counts() == {0: 2, 1: 1, 2: 0, 3: 1}                # every count up to the largest
+    j = r.to_json()
+    assert j["facts_by_count"] == {"0": 2, "1": 1, "2": 0, "3": 1} and j["count_per_fact"] == {"a": 3, "b": 1, "c": 0,
+                                                                                               "d": 0}
+    assert sum(k * v for k, v in r.per_fact_counts().items()) / r.n_facts == j["mean_likn_per_fact"]
+    r.save(tmp_path)                                                     # away from its run: the facts with none
+    assert LIKNResult.load(tmp_path).per_fact_counts() == r.per_fact_counts()   # are still counted
+    empty = language_independent({}, set(), ("en", "zh"))
+    assert empty.per_fact_counts() == {0: 0}

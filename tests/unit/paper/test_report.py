@@ -1,0 +1,66 @@
+"""paper.report: the report's sections in order (beside the paper's numbers, the verdicts, the facts used,
+Tables 1-3, Figures 3-5 with their counts, provenance), Table 1's rows over known / not-known facts, and
+write_report's JSON (the comparison, the verdicts, the facts used, read from known.json beside the run)."""
+import json
+from pathlib import Path
+
+from kneuron.facts import Fact, save_facts
+from kneuron.paper import findings
+from kneuron.paper.facts_used import KNOWN_FILE
+from kneuron.paper.report import document, run_ids, write_report
+from kneuron.report.render import markdown
+
+OLD = Path(__file__).with_name("reproduce-results-1c37887.json")
+SECTIONS = ["## Beside the paper's numbers", "## Beside the paper's findings — a verdict per claim",
+            "## Facts used — which facts each table uses and why", "## Table 1", "## Module 2 and Table 2",
+            "## Module 3", "## Table 3", "## Figures 3–5", "## Parameters and provenance"]
+
+
+def _positions(md: str) -> list[int]:
+    return [md.index(s) for s in SECTIONS]
+
+
+def test_an_old_result_renders_every_section_in_order():
+    """results.json of a run made before this report (no per-fact LIKN counts, no knowledge records)."""
+    res = json.loads(OLD.read_text(encoding="utf-8"))
+    md = markdown(document(res, [], {"principle": "P.", "rule": None, "steps": []}))
+    assert _positions(md) == sorted(_positions(md))
+    assert "LIKN per fact" not in md                                     # not recorded then: no table
+    assert "| 0 | 205 (94%) | 350 (74%) |" in md                         # the per-layer counts of its histograms
+    md = markdown(document(res, []))
+    assert "## Facts used" not in md                                     # None: the section is left out
+
+
+def test_verdict_counts_and_table1_known_rows(hand_result):
+    hand_result["table1"]["amig"]["en"]["known"] = {**hand_result["table1"]["amig"]["en"], "n_facts": 7}
+    hand_result["table1"]["amig"]["en"]["not_known"] = {**hand_result["table1"]["amig"]["en"], "n_facts": 13}
+    md = markdown(document(hand_result, []))
+    fs = findings.findings(hand_result)
+    n = sum(f.verdict == findings.HOLDS for f in fs)
+    assert f"{n} hold, {sum(f.verdict == findings.FAILS for f in fs)} do not hold" in md
+    assert "| AMIG | en | 20 |" in md and "| AMIG, known | en | 7 |" in md and "| AMIG, not known | en | 13 |" in md
+    assert "| AMIG, known | zh |" not in md
+    assert "**LIKN per fact: 20 facts, mean 0.30**" in md
+    assert "Figure 5 (DKNs of the monolingual BERT and GPT-2) needs a monolingual model" in md
+
+
+def test_write_report_returns_the_comparison_verdicts_and_facts_used(hand_result, tmp_path):
+    save_facts([Fact(f"f{i}", "P1", lang, "x", "y", ("[X] is [Y].",)) for i in range(1, 21) for lang in ("en", "zh")],
+               tmp_path / "facts.jsonl")
+    assert run_ids(tmp_path)["zh"][:2] == ["f1", "f2"] and run_ids(tmp_path / "nothing") == {}
+    recs = [{"id": f"f{i}", "lang": "en", "relation": "P1", "rank": i, "p": 0.1, "known": i <= 10} for i in range(1, 21)]
+    (tmp_path / KNOWN_FILE).write_text(json.dumps({"rule": "rank", "k": 10, "facts": recs}), encoding="utf-8")
+    r = write_report(hand_result, tmp_path)
+    assert set(r) == {"md", "html", "figures", "beside_paper", "verdicts", "facts_used"}
+    assert len(r["figures"]) == 3 and all(Path(p).is_file() for p in r["figures"])
+    assert {v["verdict"] for v in r["verdicts"]} <= {"holds", "does not hold", "cannot be tested here"}
+    assert len(r["verdicts"]) == len(findings.findings(hand_result))
+    t1 = next(s for s in r["facts_used"]["steps"] if s["step"].startswith("Table 1"))
+    assert t1["per_lang"]["en"] == {"facts": 20, "known": 10, "not_known": 10, "not_judged": 0}
+    assert t1["per_lang"]["zh"]["not_judged"] == 20                      # no zh records
+    md = Path(r["md"]).read_text(encoding="utf-8")
+    assert "Known by: rank: the gold object's first token within the model's top 10" in md
+    assert "| Table 1 (Module 1: B-KN, AMIG) | every fact of the run |" in md and "20 (10 / 10)" in md
+    json.dumps(r, allow_nan=False)                                       # results.json keeps it as it is
+    page = Path(r["html"]).read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == 3
