@@ -172,7 +172,7 @@ def _cache() -> Cache:
 def _entry_ok(fp: str):
     def ok(v) -> bool:
         ranks = v.get("ranks") if isinstance(v, dict) else None
-        return (v.get("rule") == "rank" and v.get("fingerprint") == fp and isinstance(ranks, dict)
+        return (isinstance(ranks, dict) and v.get("rule") == "rank" and v.get("fingerprint") == fp
                 and all(isinstance(r, list) and len(r) == 2 and isinstance(r[0], int) and r[0] >= 1
                         and isinstance(r[1], (int, float)) and 0 <= r[1] <= 1 for r in ranks.values()))
     return ok

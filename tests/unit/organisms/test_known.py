@@ -177,9 +177,15 @@ def test_ranks_are_cached_per_weights_and_a_damaged_entry_is_computed_again(own_
     with warnings.catch_warnings():
         warnings.simplefilter("error")                   # the rewritten entry reads back without a warning
         assert known_table(h, RANKED) == both and seen["calls"] == 3
+    stale = json.loads(entry.read_text(encoding="utf-8"))
+    stale["ranks"][next(iter(stale["ranks"]))] = [0, 0.5]  # JSON, but no rank: not what its name says
+    entry.write_text(json.dumps(stale), encoding="utf-8")
+    with pytest.warns(UserWarning, match="not what its name says"):
+        assert known_table(h, RANKED) == both
+    assert seen == {"calls": 4, "rows": 12}
     with torch.no_grad():                                # new weights: a new entry, never the stale one
         h.model.get_output_embeddings().bias[h.tokenizer.get_vocab()["madrid"]] += 100.0
-    assert [r.rank for r in known_table(h, RANKED)] == [2, 11, 1, 4, None] and seen["calls"] == 4
+    assert [r.rank for r in known_table(h, RANKED)] == [2, 11, 1, 4, None] and seen["calls"] == 5
     assert len(list(own_cache.iterdir())) == 2
 
 
