@@ -24,6 +24,7 @@ class Known:
     """Whether the model knows each fact: ``by_fact[(id, lang)]``, decided by ``rule`` (its words)."""
     rule: str
     by_fact: dict[tuple[str, str], bool]
+    languages: dict | None = None     # known.json's summary per language: facts, known, top1, median_rank
 
     def count(self, ids, lang: str) -> dict:
         """{"facts", "known", "not_known", "not_judged"} over fact ``ids`` in ``lang``."""
@@ -44,7 +45,7 @@ def read_known(out) -> Known | None:
     rule = d.get("rule", "?")
     if rule == "rank":
         rule = f"rank: the gold object's first token within the model's top {d.get('k')} at the answer position"
-    return Known(rule, {(r.id, r.lang): r.known for r in recs})
+    return Known(rule, {(r.id, r.lang): r.known for r in recs}, (d.get("summary") or {}).get("languages"))
 
 
 def split_by_known(effects: list, known: Known | None) -> dict[str, list]:
@@ -98,7 +99,8 @@ def facts_used(res: dict, ids: dict[str, list[str]], known: Known | None) -> dic
             "t and λ are tuned here, never on the test part (the paper tunes on none)", {lang: sorted(val)})
         add(f"Table 3 ({lang}): test part", "20 % per relation, each with its true and one wrong object",
             "scored once; the F1 of Table 3", {lang: sorted(test)})
-    return {"principle": PRINCIPLE, "rule": known.rule if known else None, "steps": rows}
+    return {"principle": PRINCIPLE, "rule": known.rule if known else None, "steps": rows,
+            "languages": known.languages if known else None}
 
 
 __all__ = ["KNOWN_FILE", "Known", "PRINCIPLE", "facts_used", "read_known", "split_by_known"]

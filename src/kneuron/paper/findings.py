@@ -64,6 +64,15 @@ def _above(a, b, margin: float) -> bool | None:
     return None if a is None or b is None else a - b > margin
 
 
+def apart(a: dict | None, b: dict | None) -> str:
+    """Whether two SRs' 95 % intervals (Interval JSON: value, low, high) overlap, for the 'here' column: a
+    verdict compares point values, this says how much to trust it."""
+    if not (a and b) or None in (a.get("low"), a.get("high"), b.get("low"), b.get("high")):
+        return ""
+    return (" (95% intervals apart)" if a["low"] > b["high"] or b["low"] > a["high"]
+            else " (95% intervals overlap)")
+
+
 def _untested(claim: str, rule: str, reason: str, paper: str = "", here: str = "—") -> Finding:
     return Finding(claim, here, None, rule, paper, reason)
 
@@ -78,8 +87,9 @@ def sr_beats_bkn(res: dict) -> list[Finding]:
         g = {m: P.value("Table 1", m, lang, "AMIG vs B-KN", "SR gain %") for m in ("m-GPT", "m-BERT")}
         paper = "; ".join(f"{m} +{v}% SR" for m, v in g.items() if v is not None) or "AMIG above B-KN (no cells)"
         ok = _above(a, b, SR_MARGIN)
+        iv = apart(t1["amig"][lang].get("sr_interval"), t1["ig"][lang].get("sr_interval"))
         out.append(Finding(f"Table 1: AMIG localises better than B-KN: higher SR ({lang})",
-                           f"AMIG {_fmt(a)} vs B-KN {_fmt(b)}", ok, f"SR_AMIG − SR_B-KN > {SR_MARGIN}", paper,
+                           f"AMIG {_fmt(a)} vs B-KN {_fmt(b)}{iv}", ok, f"SR_AMIG − SR_B-KN > {SR_MARGIN}", paper,
                            "" if ok is not None else "an SR is undefined (no facts, or an unrelated mean of 0)"))
     return out
 
@@ -177,21 +187,24 @@ def cross_lingual(res: dict) -> list[Finding]:
         cell = lambda c, k: (tab.get(c) or {}).get(lang, {}).get(k)  # noqa: E731
         sr = {c: cell(c, "sr") for c in ("likn", "other", "both", "own", "random")}
         sup = {c: cell(c, "suppress_related") for c in sr}
+        iv = lambda a, b: apart(cell(a, "sr_interval"), cell(b, "sr_interval"))  # noqa: E731
         src = "zh→en" if lang == "en" else "en→zh"
         why = lambda ok: "" if ok is not None else "an SR is undefined (no facts with a LIKN, or an unrelated mean of 0)"  # noqa: E731
         ok = _above(sr["likn"], sr["other"], SR_MARGIN)
         out.append(Finding(f"Table 2: editing the LIKN beats editing the other language's KNs, Mono-KN ({src})",
-                           f"SR: LIKN {_fmt(sr['likn'])} vs {src} {_fmt(sr['other'])}; suppress Δ on the fact: LIKN "
+                           f"SR: LIKN {_fmt(sr['likn'])} vs {src} {_fmt(sr['other'])}{iv('likn', 'other')}; "
+                           f"suppress Δ on the fact: LIKN "
                            f"{_fmt(sup['likn'])} vs {_fmt(sup['other'])}", ok, f"SR_LIKN − SR_Mono-KN > {SR_MARGIN}",
                            _t2_paper(lang, "LIKN", "Mono-KN"), why(ok)))
         ok = _above(sr["likn"], sr["both"], SR_MARGIN)
         out.append(Finding(f"Table 2: editing both languages' KNs (Seq-KN) is below editing the LIKN ({lang})",
-                           f"SR: both {_fmt(sr['both'])} vs LIKN {_fmt(sr['likn'])}; suppress Δ on the fact: both "
+                           f"SR: both {_fmt(sr['both'])} vs LIKN {_fmt(sr['likn'])}{iv('likn', 'both')}; "
+                           f"suppress Δ on the fact: both "
                            f"{_fmt(sup['both'])} vs LIKN {_fmt(sup['likn'])}", ok, f"SR_LIKN − SR_Seq-KN > {SR_MARGIN}",
                            _t2_paper(lang, "LIKN", "Seq-KN"), why(ok)))
         ok = _above(sr["own"], sr["other"], SR_MARGIN)
         out.append(Finding(f"Table 2: one language's KNs move the other language less than their own ({src})",
-                           f"SR: {src} {_fmt(sr['other'])} vs own {_fmt(sr['own'])}", ok,
+                           f"SR: {src} {_fmt(sr['other'])} vs own {_fmt(sr['own'])}{iv('own', 'other')}", ok,
                            f"SR_own − SR_Mono-KN > {SR_MARGIN}", "prose: editing in one language and expecting a "
                            "change in another is challenging (no own-language cell)", why(ok)))
         ok = _above(sup["random"], sup["likn"], CONTROL_MARGIN)
@@ -307,4 +320,4 @@ def not_multilinguality(res: dict) -> Finding:
                    x["share_with_dkn"] > DKN_SHARE_MIN and d - base > F1_MARGIN, rule, paper)
 
 
-__all__ = ["Finding", "cosine", "findings", "judged_true", "table", "thirds"]
+__all__ = ["Finding", "apart", "cosine", "findings", "judged_true", "table", "thirds"]

@@ -20,14 +20,17 @@ CI = interval(NUM)
 
 # ----------------------------------------------------------------------------- the report
 
-def document(res: dict, figs: list[tuple[str, str]], used: dict | None = None) -> Document:
+def document(res: dict, figs: list[tuple[str, str]], used: dict | None = None,
+             t2_known: dict | None = None) -> Document:
     """The whole report: the run, beside the paper's numbers, the verdicts, the facts used (``used``:
-    ``facts_used``'s JSON; None: not shown), Tables 1-3, Module 3, Figures 3-5, provenance."""
+    ``facts_used``'s JSON; None: not shown), Tables 1-3 (``t2_known``: Table 2 split by known,
+    ``table2_by_known``'s), Module 3, Figures 3-5, provenance."""
     doc = _intro(res)
     doc.extend(beside.document(res)).extend(_verdicts(res))     # first: what a reader wants
     if used is not None:
         doc.extend(_facts_used(used))
-    for section in (_table1, _table2, _dkn, _table3):
+    doc.extend(_table1(res)).extend(_table2(res, t2_known))
+    for section in (_dkn, _table3):
         doc.extend(section(res))
     return doc.extend(_figures(res, figs)).extend(_provenance(res))
 
@@ -50,6 +53,10 @@ def _facts_used(used: dict) -> Document:
              "No per-fact knowledge records beside this run (known.json is written for a model judged by the rank "
              "rule; an organism knows exactly the facts it was trained on, the only ones used here): known not "
              "counted.")
+    if used.get("languages"):
+        doc.para("What the model knows, per language: " + "; ".join(
+            f"{lang} {x['known']} of {x['facts']} known, {x['top1']} top-1, median rank {x['median_rank']}"
+            for lang, x in used["languages"].items()) + " (known.json has each fact's rank and p).")
     langs = sorted({lang for r in used["steps"] for lang in r["per_lang"]})
     cols = [f"{lang}: facts{' (known / not)' if used['rule'] else ''}" for lang in langs]
     t = Table(["step", "uses", "why", *cols])
@@ -107,7 +114,7 @@ def _table1(res: dict) -> Document:
     return doc.table(t)
 
 
-def _table2(res: dict) -> Document:
+def _table2(res: dict, t2_known: dict | None = None) -> Document:
     t2 = res.get("table2")
     doc = Document().heading(2, "Module 2 and Table 2 — language-independent neurons, cross-lingual editing")
     if not t2:
@@ -128,6 +135,15 @@ def _table2(res: dict) -> Document:
              "a small set (the LIKN, the random control) can score a high SR while barely moving the fact. "
              "Read SR together with the related change and the random control.")
     doc.table(t)
+    if t2_known:
+        doc.para("The same conditions over the fact ids the model knows in both languages, and over the others "
+                 "(by known.json):")
+        t = Table(["part", "edited", "measured", "facts", Column("suppress rel", NUM), Column("SR [95% CI]", CI)])
+        for part, tab in t2_known.items():
+            for cond, d in tab.items():
+                for lang, x in d.items():
+                    t.add(part.replace("_", " "), cond, lang, x["n_facts"], x["suppress_related"], x.get("sr_interval"))
+        doc.table(t)
     lt = F.likn_table(res)
     if lt is not None:
         doc.para("How many LIKN each fact has (results.json: table2.likn.facts_by_count, and count_per_fact per id):")
@@ -213,8 +229,23 @@ def write_report(res: dict, out, known: Known | None = None) -> dict:
     with the paper (beside_paper), the verdicts and the facts used. ``known``: whether the model knows each
     fact (default: ``out``/known.json when there is one)."""
     out = Path(out)
+    known = known if known is not None else read_known(out)
     figs = F.figures(res, out)
-    used = facts_used(res, run_ids(out), known if known is not None else read_known(out))
-    paths = render.save(document(res, figs, used), out, f"kneuron reproduce — {res['meta']['model']['name']}")
+    used = facts_used(res, run_ids(out), known)
+    t2 = table2_known(res, out, known)
+    paths = render.save(document(res, figs, used, t2), out, f"kneuron reproduce — {res['meta']['model']['name']}")
     return {**paths, "figures": [p for p, _ in figs], "beside_paper": beside.rows(res),
-            "verdicts": [f.to_json() for f in findings.findings(res)], "facts_used": used}
+            "verdicts": [f.to_json() for f in findings.findings(res)], "facts_used": used,
+            **({"table2_by_known": t2} if t2 else {})}
+
+
+def table2_known(res: dict, out, known: Known | None) -> dict:
+    """Table 2 split by known (``table2.table2_by_known``) from the per-fact effects the run saved
+    (locate-amig/crosslingual.parquet); {} without Table 2, its effects or knowledge records."""
+    from kneuron.paper.table1 import read_effects
+    from kneuron.paper.table2 import table2_by_known
+    t2 = res.get("table2")
+    if not t2 or known is None:
+        return {}
+    effects = read_effects(Path(out) / "locate-amig" / "crosslingual.parquet")
+    return table2_by_known(effects, known, tuple(t2["langs"]), res["meta"]["config"].get("n_boot", 1000))

@@ -100,6 +100,20 @@ def table2(effects: list[EditEffect], langs: tuple[str, str] = ("en", "zh"), n_b
     return out
 
 
+def table2_by_known(effects: list[EditEffect], known, langs: tuple[str, str] = ("en", "zh"),
+                    n_boot: int = 1000) -> dict:
+    """``table2`` over the fact ids the model knows in both languages ("known_in_both") and over those judged
+    and not known in both ("not_known_in_both"); ``known``: ``paper.facts_used.Known`` (None: {}). An id
+    missing a record in a language is in neither part."""
+    if known is None:
+        return {}
+    judged = lambda fid: all(known.by_fact.get((fid, lang)) is not None for lang in langs)  # noqa: E731
+    both = lambda fid: all(known.by_fact.get((fid, lang)) for lang in langs)  # noqa: E731
+    parts = {"known_in_both": [e for e in effects if judged(e.fact_id) and both(e.fact_id)],
+             "not_known_in_both": [e for e in effects if judged(e.fact_id) and not both(e.fact_id)]}
+    return {k: table2(v, langs, n_boot) for k, v in parts.items() if v}
+
+
 @dataclass
 class CrossLingual:
     """Table 2 of a two-language run, with the effects it was computed from; ``save`` writes both."""

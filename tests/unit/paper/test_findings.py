@@ -213,3 +213,19 @@ def test_thirds():
     assert F.thirds([1, 1, 1, 1, 1, 1]) == (2 / 6, 2 / 6, 2 / 6)
     assert F.thirds([1, 0, 0, 0, 9]) == (0.1, 0.0, 0.9)          # 5 layers: 1 / 3 / 1
     assert F.thirds([0, 0, 0]) == (0.0, 0.0, 0.0)
+
+
+def test_the_here_column_says_whether_the_intervals_overlap():
+    iv = lambda v, lo, hi: {"value": v, "low": lo, "high": hi}  # noqa: E731
+    assert F.apart(iv(5, 4, 6), iv(2, 1, 3.9)) == " (95% intervals apart)"
+    assert F.apart(iv(5, 4, 6), iv(2, 1, 4.0)) == " (95% intervals overlap)"      # touching is overlapping
+    assert F.apart(iv(5, 4, 6), None) == "" and F.apart(iv(5, None, 6), iv(2, 1, 3)) == ""
+    res = result()
+    res["table1"]["amig"]["en"]["sr_interval"], res["table1"]["ig"]["en"]["sr_interval"] = iv(12, 10, 14), iv(4, 3, 5)
+    f = {x.claim: x for x in F.findings(res)}
+    assert f["Table 1: AMIG localises better than B-KN: higher SR (en)"].here.endswith("(95% intervals apart)")
+    res["table2"]["table"]["likn"]["en"]["sr_interval"] = iv(30, 5, 50)
+    res["table2"]["table"]["other"]["en"]["sr_interval"] = iv(10, 2, 20)
+    f = {x.claim: x for x in F.findings(res)}
+    assert "(95% intervals overlap)" in f["Table 2: editing the LIKN beats editing the other language's KNs, "
+                                          "Mono-KN (zh→en)"].here

@@ -49,7 +49,9 @@ def test_write_report_returns_the_comparison_verdicts_and_facts_used(hand_result
                tmp_path / "facts.jsonl")
     assert run_ids(tmp_path)["zh"][:2] == ["f1", "f2"] and run_ids(tmp_path / "nothing") == {}
     recs = [{"id": f"f{i}", "lang": "en", "relation": "P1", "rank": i, "p": 0.1, "known": i <= 10} for i in range(1, 21)]
-    (tmp_path / KNOWN_FILE).write_text(json.dumps({"rule": "rank", "k": 10, "facts": recs}), encoding="utf-8")
+    summary = {"languages": {"en": {"facts": 20, "known": 10, "top1": 4, "median_rank": 10.5}}}
+    (tmp_path / KNOWN_FILE).write_text(json.dumps({"rule": "rank", "k": 10, "facts": recs, "summary": summary}),
+                                       encoding="utf-8")
     r = write_report(hand_result, tmp_path)
     assert set(r) == {"md", "html", "figures", "beside_paper", "verdicts", "facts_used"}
     assert len(r["figures"]) == 3 and all(Path(p).is_file() for p in r["figures"])
@@ -61,6 +63,23 @@ def test_write_report_returns_the_comparison_verdicts_and_facts_used(hand_result
     md = Path(r["md"]).read_text(encoding="utf-8")
     assert "Known by: rank: the gold object's first token within the model's top 10" in md
     assert "| Table 1 (Module 1: B-KN, AMIG) | every fact of the run |" in md and "20 (10 / 10)" in md
+    assert "en 10 of 20 known, 4 top-1, median rank 10.5" in md
+    assert "table2_by_known" not in r                                    # no crosslingual.parquet: no split
     json.dumps(r, allow_nan=False)                                       # results.json keeps it as it is
     page = Path(r["html"]).read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == 3
+
+
+def test_table2_is_split_by_known_from_the_effects_the_run_saved(hand_result, tmp_path):
+    from kneuron.paper.facts_used import Known
+    from kneuron.paper.table2 import CONDITIONS, CrossLingual
+    from kneuron.paper.table1 import EditEffect
+    effects = [EditEffect(f"f{i}", lang, "P1", 2, "g", "P2", 0.5, 0.5, 0.1, 0.49, 0.8, 0.52, condition=c)
+               for i in (1, 2, 3) for lang in ("en", "zh") for c in CONDITIONS]
+    CrossLingual(("en", "zh"), 42, 20, 3, {}, effects).save_effects(tmp_path / "locate-amig")
+    known = Known("rank", {(f"f{i}", lang): i < 3 for i in (1, 2, 3) for lang in ("en", "zh")})
+    r = write_report(hand_result, tmp_path, known=known)
+    assert set(r["table2_by_known"]) == {"known_in_both", "not_known_in_both"}
+    assert r["table2_by_known"]["known_in_both"]["likn"]["zh"]["n_facts"] == 2
+    md = Path(r["md"]).read_text(encoding="utf-8")
+    assert "| known in both | likn | en | 2 |" in md and "| not known in both | random | zh | 1 |" in md

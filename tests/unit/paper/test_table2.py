@@ -37,3 +37,22 @@ def test_random_like_matches_layers_and_avoids_knowledge_neurons():
     ex = {(0, j) for j in range(10)}
     r = random_like(tpl, ex, 12, random.Random(0))
     assert sorted(l for l, _ in r) == [0, 0, 2] and not set(r) & ex and len(set(r)) == 3
+
+
+def test_table2_by_known_splits_by_the_facts_known_in_both_languages():
+    from kneuron.paper.facts_used import Known
+    from kneuron.paper.table2 import table2_by_known
+    effects = [EditEffect(f"P{i}", lang, "r", 2, "Q", "s", 0.2 + i / 50, 0.3, p_suppress=0.1 * i, p_suppress_unrelated=0.29,
+                          p_enhance=0.4, p_enhance_unrelated=0.31, condition=cond)
+               for i in range(4) for lang in ("en", "zh") for cond in CONDITIONS]
+    # P0 known in both, P1 only in en, P2 in neither, P3 not judged in zh
+    known = Known("rank", {("P0", "en"): True, ("P0", "zh"): True, ("P1", "en"): True, ("P1", "zh"): False,
+                           ("P2", "en"): False, ("P2", "zh"): False, ("P3", "en"): True})
+    parts = table2_by_known(effects, known, n_boot=10)
+    assert set(parts) == {"known_in_both", "not_known_in_both"}
+    assert parts["known_in_both"] == table2([e for e in effects if e.fact_id == "P0"], n_boot=10)
+    assert parts["not_known_in_both"] == table2([e for e in effects if e.fact_id in ("P1", "P2")], n_boot=10)
+    assert parts["not_known_in_both"]["likn"]["en"]["n_facts"] == 2
+    assert table2_by_known(effects, None) == {}
+    only = Known("rank", {("P0", "en"): True, ("P0", "zh"): True})
+    assert set(table2_by_known(effects, only, n_boot=10)) == {"known_in_both"}           # an empty part: left out
