@@ -104,7 +104,7 @@ def test_prompt_view_on_smollm2(page, site):
     page.locator("#heatmap[data-drawn-ms]").wait_for(timeout=WAIT)       # all 30 x 1,536 neurons
     print(f"smollm2: heatmap of {h.n_layers} x {h.n_neurons} drawn in {page.locator('#heatmap').get_attribute('data-drawn-ms')} ms")
     assert page.locator("#heatmap .hoverlayer").count() == 1
-    shot(page, "attribution", part="#view-prompt > .columns:last-child")
+    shot(page, "attribution", part="#attribution")
 
 
 def test_attribution_heatmap_on_the_organism(page, site):

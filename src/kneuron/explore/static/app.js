@@ -89,6 +89,13 @@ async function loadModels() {
 }
 
 // ---------------------------------------------------------------- prompt view
+function drawLens(table, lens, n = 3) {
+  const head = el("tr", {}, el("th", { text: "layer" }), el("th", { text: "before the MLP" }), el("th", { text: "after the MLP" }));
+  const cell = (ts) => el("td", {}, ...(ts || []).slice(0, n).map((t) => el("span", { class: "lens-token", title: fmt(t.p) },
+    tok(t.token), el("small", { text: ` ${(100 * t.p).toFixed(0)}%` }))));
+  table.replaceChildren(head, ...lens.map((l) => el("tr", {}, el("td", { text: l.layer }), cell(l.before), cell(l.after))));
+}
+
 async function submitPrompt() {
   state.prompt = $("#prompt").value; state.answer = $("#answer").value; save();
   if (currentView() === "neuron") return state.neuron && openNeuron(state.neuron);
@@ -99,10 +106,7 @@ async function submitPrompt() {
     ["p(", tok(out.answer.text), ") = ", el("span", { id: "answer-prob", "data-value": out.answer.p, text: fmt(out.answer.p) })] : []));
   $("#updates").replaceChildren(...out.updates.map((u) =>
     el("li", {}, neuronLink(u.neuron), ` activation `, num(u.activation), `, |a|·‖v‖ `, num(u.size))));
-  const head = el("tr", {}, el("th", { text: "layer" }), el("th", { text: "before the MLP" }), el("th", { text: "after the MLP" }));
-  const cell = (ts) => el("td", {}, ...(ts || []).slice(0, 3).map((t) => el("span", { class: "lens-token", title: fmt(t.p) },
-    tok(t.token), el("small", { text: ` ${(100 * t.p).toFixed(0)}%` }))));
-  $("#lens").replaceChildren(head, ...out.lens.map((l) => el("tr", {}, el("td", { text: l.layer }), cell(l.before), cell(l.after))));
+  drawLens($("#lens"), out.lens);
   $("#busy").dataset.ms = Math.round(performance.now() - t0);
   await loadModels();
 }
@@ -124,17 +128,30 @@ async function runAttribution() {
   }
 }
 
-function drawHeatmap(res) {
-  const t0 = performance.now(), div = $("#heatmap");
-  Plotly.newPlot(div, [{
+// A layer x neuron heatmap of an attribution's scores in div, with marks: [{name, neurons, symbol, size}]
+// drawn over it (each neuron {layer, index}); a click opens the neuron.
+function heatmap(div, res, marks = [], height = 320) {
+  const t0 = performance.now();
+  const traces = [{
     type: "heatmap", z: res.scores, zmid: 0, colorscale: [[0, "#2166ac"], [0.5, "#f7f7f7"], [1, "#b2182b"]],
-    hovertemplate: "layer %{y}, neuron %{x}<br>score %{z}<extra></extra>",
-  }], {
+    hovertemplate: "layer %{y}, neuron %{x}<br>score %{z}<extra></extra>", showscale: !marks.length,
+  }, ...marks.filter((m) => m.neurons.length).map((m) => ({
+    type: "scatter", mode: "markers", name: m.name, x: m.neurons.map((n) => n.index), y: m.neurons.map((n) => n.layer),
+    marker: { symbol: m.symbol, size: m.size, color: "#111", line: { width: m.size > 8 ? 2 : 1 } },
+    hovertemplate: `L%{y}N%{x}: ${m.name}<extra></extra>`,
+  }))];
+  delete div.dataset.drawnMs;
+  Plotly.newPlot(div, traces, {
     title: { text: `${res.method} scores: ${res.prompt} → ${res.answer}`, font: { size: 13 } },
-    xaxis: { title: { text: "neuron" } }, yaxis: { title: { text: "layer" }, dtick: res.scores.length <= 12 ? 1 : undefined },
-    margin: { t: 40, r: 10, b: 45, l: 50 }, height: 320,
+    xaxis: { title: { text: "neuron" }, zeroline: false },
+    yaxis: { title: { text: "layer" }, dtick: res.scores.length <= 12 ? 1 : undefined, zeroline: false },
+    margin: { t: 40, r: 10, b: 45, l: 50 }, height, showlegend: marks.length > 0, legend: { orientation: "h", y: -0.25 },
   }, { responsive: true, displaylogo: false }).then(() => { div.dataset.drawnMs = Math.round(performance.now() - t0); });
   div.on("plotly_click", (ev) => { location.hash = `#/neuron/L${ev.points[0].y}N${ev.points[0].x}`; });
+}
+
+function drawHeatmap(res) {
+  heatmap($("#heatmap"), res);
   $("#top-neurons").replaceChildren(...res.top.map((n) => el("li", {}, neuronLink(n.neuron), " ", num(n.score))));
 }
 
