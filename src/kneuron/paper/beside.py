@@ -20,7 +20,6 @@ from kneuron.report.document import Document
 from kneuron.report.table import Column, Table, interval, number
 
 NUM = number(3)
-PCT = lambda v: f"{v:+.1f}%"  # noqa: E731
 T2_ROWS = (("LIKN", {"en": "likn", "zh": "likn"}), ("Mono-KN", {"en": "other", "zh": "other"}),
            ("Seq-KN", {"en": "both", "zh": "both"}), ("Seq-KN", {"en": "other", "zh": "own"}))
 T2_AS = {"likn": "likn: the LIKN", "other": "other: the other language's KNs", "both": "both: both languages' KNs",
@@ -56,7 +55,7 @@ def table2_rows(res: dict) -> list[dict]:
         return []
     out = []
     for lang in t2["langs"]:
-        cell = lambda c: (t2["table"].get(c) or {}).get(lang) or {}  # noqa: E731
+        cell = lambda c, lang=lang: (t2["table"].get(c) or {}).get(lang) or {}  # noqa: E731
         for i, (row, conds) in enumerate(T2_ROWS):
             c = conds.get(lang)
             x = cell(c)
@@ -67,7 +66,8 @@ def table2_rows(res: dict) -> list[dict]:
                         "ours_suppress_related": x.get("suppress_related")})
         lk, mono, seq = (cell(c).get("sr") for c in ("likn", "other", "both"))
         pl, pm, ps = (_paper("Table 2", lang, r, "SR") for r in ("LIKN", "Mono-KN", "Seq-KN"))
-        out.append({"table": "Table 2", "lang": lang, "row": "LIKN over Mono-KN", "metric": "(LIKN - Mono-KN) / Mono-KN %",
+        out.append({"table": "Table 2", "lang": lang, "row": "LIKN over Mono-KN",
+                    "metric": "(LIKN - Mono-KN) / Mono-KN %",
                     "paper": {m: gain(pl[m], pm[m], pm[m]) for m in MODELS}, "ours": gain(lk, mono, mono),
                     "ours_as": "likn vs other", "n": cell("likn").get("n_facts")})
         out.append({"table": "Table 2", "lang": lang, "row": "LIKN over Seq-KN", "metric": "(LIKN - Seq-KN) / LIKN %",
@@ -84,8 +84,9 @@ def table3_rows(res: dict) -> list[dict]:
             if not x:
                 continue
             code = x.get("released_code") or {}
+            paper = {m: {k: P.value("Table 3", m, lang, row, k) for k in ("P", "R", "F1")} for m in MODELS}
             out.append({"table": "Table 3", "lang": lang, "row": row, "metric": "P / R / F1 (the code's P/R)",
-                        "paper": {m: {k: P.value("Table 3", m, lang, row, k) for k in ("P", "R", "F1")} for m in MODELS},
+                        "paper": paper,
                         "ours": {"P": code.get("precision"), "R": code.get("recall"), "F1": x.get("f1")},
                         "ours_true_class": {"precision": x.get("precision"), "recall": x.get("recall")},
                         "auroc": x.get("auroc"), "ours_as": label, "n": t.get("n_test_items")})
@@ -114,33 +115,29 @@ def not_like_for_like(res: dict) -> list[str]:
     n2 = f"{t2['likn']['n_with_likn']} fact ids with a LIKN (of {t2['likn']['n_facts']})" if t2 else "not run"
     n3 = ", ".join(f"{lang} {t['n_test_items']} test items ({t['n_test']} facts)" for lang, t in res["table3"].items())
     return [
-        f"**Model.** Ours: {m['name']} ({m['kind']}, {m['n_layers']} layers × {m['n_neurons']} neurons, the input of "
-        f"{m['site']}, {m['dtype']}). The paper's {pm.name}: {pm.hub_id}, {pm.size}; its neuron is the {pm.neuron}.",
-        f"**Facts.** Ours: {meta['data']['n_ids']} fact ids from {meta['data']['relations']} relations of kneuron's "
-        f"'{cfg['facts']}' set, {cfg.get('prompts') or 'every'} template(s) each (the first the model can use). The "
-        "paper: mLAMA (T-REx), English ∩ Chinese, 39 relations, one template per fact; how many facts it used is not "
-        "stated.",
-        f"**Number of facts per table.** Ours: Table 1 {n1} per language; Table 2 {n2}; Table 3 {n3}. The paper "
-        "gives no counts, but uses every mLAMA fact of the 39 relations in both languages (thousands).",
-        "**SR (Tables 1, 2).** The released code's formula (relative Δ of p(gold), |SR_enhance| + |SR_suppress|), "
-        "but: no outlier cut (the code drops suppression Δ > 20 and enhancement Δ ≥ 250); the unrelated fact is "
-        "from another relation (the code draws any other fact); p(gold) is of the gold object's own tokens "
-        "(teacher-forced, as the tokenizer spells it), where the code lowercases it, drops its leading space "
-        "and continues multi-token objects greedily.",
-        f"**Attribution.** Ours: {cfg['steps']} IG steps; AMIG and B-KN as kneuron implements them (the paper: "
-        "20 steps for m-GPT; its B-KN averages the target tokens' attributions where AMIG sums them).",
-        "**Seq-KN.** Ours ('both') edits both languages' KNs at once, as the paper describes; the released code "
-        "undoes the English edit before measuring, so its Seq-KN is the Chinese KNs alone (our 'other' in English, "
-        "'own' in Chinese: the row marked 'the released code's').",
-        "**Table 3.** The paper's wo_DKN: `generate` then the last whitespace-separated word equals the label "
-        "(almost never in Chinese, hence F1 ≈ 0); ours ('direct'): the model's greedy answer is the candidate's "
-        "tokens. The paper's with_DKN: t = 0.7, λ = 1e-6 on an 80/20 split; ours: that, and t, λ tuned on a "
-        "validation part of the 80 %. P and R beside the paper are in the code's swapped convention.",
+        (f"**Model.** Ours: {m['name']} ({m['kind']}, {m['n_layers']} layers × {m['n_neurons']} neurons, the input of "
+         f"{m['site']}, {m['dtype']}). The paper's {pm.name}: {pm.hub_id}, {pm.size}; its neuron is the {pm.neuron}."),
+        (f"**Facts.** Ours: {meta['data']['n_ids']} fact ids from {meta['data']['relations']} relations of kneuron's "
+         f"'{cfg['facts']}' set, {cfg.get('prompts') or 'every'} template(s) each (the first the model can use). The "
+         "paper: mLAMA (T-REx), English ∩ Chinese, 39 relations, one template per fact; how many facts it used is not "
+         "stated."),
+        (f"**Number of facts per table.** Ours: Table 1 {n1} per language; Table 2 {n2}; Table 3 {n3}. The paper "
+         "gives no counts, but uses every mLAMA fact of the 39 relations in both languages (thousands)."),
+        ("**SR (Tables 1, 2).** The released code's formula (relative Δ of p(gold), |SR_enhance| + |SR_suppress|), "
+         "but: no outlier cut (the code drops suppression Δ > 20 and enhancement Δ ≥ 250); the unrelated fact is "
+         "from another relation (the code draws any other fact); p(gold) is of the gold object's own tokens "
+         "(teacher-forced, as the tokenizer spells it), where the code lowercases it, drops its leading space "
+         "and continues multi-token objects greedily."),
+        (f"**Attribution.** Ours: {cfg['steps']} IG steps; AMIG and B-KN as kneuron implements them (the paper: "
+         "20 steps for m-GPT; its B-KN averages the target tokens' attributions where AMIG sums them)."),
+        ("**Seq-KN.** Ours ('both') edits both languages' KNs at once, as the paper describes; the released code "
+         "undoes the English edit before measuring, so its Seq-KN is the Chinese KNs alone (our 'other' in English, "
+         "'own' in Chinese: the row marked 'the released code's')."),
+        ("**Table 3.** The paper's wo_DKN: `generate` then the last whitespace-separated word equals the label "
+         "(almost never in Chinese, hence F1 ≈ 0); ours ('direct'): the model's greedy answer is the candidate's "
+         "tokens. The paper's with_DKN: t = 0.7, λ = 1e-6 on an 80/20 split; ours: that, and t, λ tuned on a "
+         "validation part of the 80 %. P and R beside the paper are in the code's swapped convention."),
     ]
-
-
-def _t2_cell(v) -> str:
-    return "n/a" if v is None else NUM(v)
 
 
 def document(res: dict) -> Document:
@@ -175,8 +172,8 @@ def document(res: dict) -> Document:
             t.add(r["lang"], r["row"], prf(r["paper"]["m-GPT"]), prf(r["paper"]["m-BERT"]), prf(r["ours"]),
                   r["auroc"], r["ours_as"], r["n"])
         else:
-            t.add(r["lang"], r["row"] + " (F1 gain %)", _t2_cell(r["paper"]["m-GPT"]), _t2_cell(r["paper"]["m-BERT"]),
-                  _t2_cell(r["ours"]), None, r["ours_as"], r["n"])
+            t.add(r["lang"], r["row"] + " (F1 gain %)", NUM(r["paper"]["m-GPT"]), NUM(r["paper"]["m-BERT"]),
+                  NUM(r["ours"]), None, r["ours_as"], r["n"])
     doc.table(t)
     doc.para("Where ours is not like for like:")
     for point in not_like_for_like(res):

@@ -103,4 +103,4 @@ def facts_used(res: dict, ids: dict[str, list[str]], known: Known | None) -> dic
             "languages": known.languages if known else None}
 
 
-__all__ = ["KNOWN_FILE", "Known", "PRINCIPLE", "facts_used", "read_known", "split_by_known"]
+__all__ = ["KNOWN_FILE", "PRINCIPLE", "Known", "facts_used", "read_known", "split_by_known"]

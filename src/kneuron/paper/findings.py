@@ -26,6 +26,7 @@ DKN_COSINE = 0.8            # DKN and KN layer histograms: cosine above 0.8
 F1_MARGIN = 0.0             # Table 3: with_DKN beats wo_DKN when its F1 is above by more than this
 JUDGED_TRUE = 0.5           # Table 3: the model "tends to call facts true" when it judges more than half true
 
+UNDEFINED_SR = "an SR is undefined (no facts with a LIKN, or an unrelated mean of 0)"
 HOLDS, FAILS, UNTESTED = "holds", "does not hold", "cannot be tested here"
 _fmt = number(3)
 
@@ -184,12 +185,12 @@ def cross_lingual(res: dict) -> list[Finding]:
                           f"SR_LIKN − SR_other > {SR_MARGIN}", "Table 2 needs two languages")]
     tab, out = t2["table"], []
     for lang in t2["langs"]:
-        cell = lambda c, k: (tab.get(c) or {}).get(lang, {}).get(k)  # noqa: E731
+        cell = lambda c, k, lang=lang: (tab.get(c) or {}).get(lang, {}).get(k)  # noqa: E731
         sr = {c: cell(c, "sr") for c in ("likn", "other", "both", "own", "random")}
         sup = {c: cell(c, "suppress_related") for c in sr}
-        iv = lambda a, b: apart(cell(a, "sr_interval"), cell(b, "sr_interval"))  # noqa: E731
+        iv = lambda a, b, cell=cell: apart(cell(a, "sr_interval"), cell(b, "sr_interval"))  # noqa: E731
         src = "zh→en" if lang == "en" else "en→zh"
-        why = lambda ok: "" if ok is not None else "an SR is undefined (no facts with a LIKN, or an unrelated mean of 0)"  # noqa: E731
+        why = lambda ok: "" if ok is not None else UNDEFINED_SR  # noqa: E731
         ok = _above(sr["likn"], sr["other"], SR_MARGIN)
         out.append(Finding(f"Table 2: editing the LIKN beats editing the other language's KNs, Mono-KN ({src})",
                            f"SR: LIKN {_fmt(sr['likn'])} vs {src} {_fmt(sr['other'])}{iv('likn', 'other')}; "
@@ -278,7 +279,8 @@ def fact_checking(res: dict) -> list[Finding]:
                            "is the printed P (the model rarely says true)" if pr is not None else "",
                            "" if jt is not None else "no test items"))
     claim, rule = "Table 3: DKNs help most in Chinese", f"F1 gain (with − wo) in zh > {F1_MARGIN} and > in en"
-    paper = "; ".join(f"{m} F1 gain en {_f1_gain(m, 'en'):+.3f}, zh {_f1_gain(m, 'zh'):+.3f}" for m in ("m-GPT", "m-BERT"))
+    paper = "; ".join(f"{m} F1 gain en {_f1_gain(m, 'en'):+.3f}, zh {_f1_gain(m, 'zh'):+.3f}"
+                      for m in ("m-GPT", "m-BERT"))
     if "en" in gains and "zh" in gains:
         out.append(Finding(claim, f"F1 gain en {gains['en']:+.3f}, zh {gains['zh']:+.3f}",
                            gains["zh"] > F1_MARGIN and gains["zh"] > gains["en"], rule, paper))
@@ -295,7 +297,8 @@ def recall_by_architecture(res: dict) -> Finding:
     """Table 3: auto-regressive models show a higher recall than auto-encoding ones (two models: not here)."""
     r = {m: P.value("Table 3", m, "en", "with_DKN", "R") for m in ("m-GPT", "m-BERT")}
     return _untested("Table 3: auto-regressive models show a higher recall than auto-encoding ones",
-                     "recall of a causal model > of a masked one", f"one model per run ({res['meta']['model']['name']}); "
+                     "recall of a causal model > of a masked one",
+                     f"one model per run ({res['meta']['model']['name']}); "
                      "compare two runs, e.g. organism-clm and organism-mlm",
                      f"with_DKN R (printed) en: m-GPT {r['m-GPT']} vs m-BERT {r['m-BERT']}")
 

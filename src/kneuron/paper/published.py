@@ -24,7 +24,7 @@ class Published:
     table: str          # "Table 1" | "Table 2" | "Table 3"
     model: str          # "m-BERT" | "m-GPT" | "BERT" | "GPT-2"
     lang: str           # "en" | "zh"
-    row: str            # Table 2: "LIKN" | "Mono-KN" | "Seq-KN"; Table 3: "wo_DKN" | "with_DKN"; Table 1: "AMIG vs B-KN"
+    row: str            # Table 1: "AMIG vs B-KN"; Table 2: "LIKN" | "Mono-KN" | "Seq-KN"; Table 3: "wo_DKN", "with_DKN"
     metric: str         # "SR" | "P" | "R" | "F1" | "SR gain %"
     value: float
     source: str         # where the value was read

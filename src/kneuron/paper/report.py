@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kneuron.paper import beside, figures as F, findings
+from kneuron.paper import beside, findings
+from kneuron.paper import figures as F
 from kneuron.paper.facts_used import Known, facts_used, read_known
 from kneuron.report import render
 from kneuron.report.document import Document

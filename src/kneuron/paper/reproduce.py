@@ -116,7 +116,7 @@ class ReproduceResult:
     table3: dict
     layers: dict
     timings: dict
-    report: dict | None = None                 # {"md", "html", "figures"} once written
+    report: dict | None = None                 # once written: paper.report.write_report's (files, comparison, verdicts, facts used)
 
     def to_json(self) -> dict:
         d = {"meta": self.meta, "table1": self.table1, "table2": self.table2, "dkn": self.dkn, "table3": self.table3,

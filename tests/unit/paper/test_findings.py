@@ -47,7 +47,8 @@ def test_every_testable_claim_holds_on_the_agreeing_result():
     assert all(v[c] == F.UNTESTED for c in UNTESTABLE)
     assert all(f.rule for f in fs) and all(f.reason for f in fs if f.agree is None)
     t = F.table(fs)
-    assert t.header == ["the paper's claim", "rule", "the paper's numbers", "here", "verdict"] and len(t.rows) == len(fs)
+    assert t.header == ["the paper's claim", "rule", "the paper's numbers", "here", "verdict"]
+    assert len(t.rows) == len(fs)
     assert t.rows[1] == ["Table 1: AMIG localises better than B-KN: higher SR (zh)", "SR_AMIG − SR_B-KN > 0.0",
                          "m-GPT +44.49% SR; m-BERT +84.34% SR", "AMIG 9.000 vs B-KN 3.000", "holds"]
     untested = [r for r in t.rows if r[0] in UNTESTABLE]

@@ -48,7 +48,8 @@ def test_write_report_returns_the_comparison_verdicts_and_facts_used(hand_result
     save_facts([Fact(f"f{i}", "P1", lang, "x", "y", ("[X] is [Y].",)) for i in range(1, 21) for lang in ("en", "zh")],
                tmp_path / "facts.jsonl")
     assert run_ids(tmp_path)["zh"][:2] == ["f1", "f2"] and run_ids(tmp_path / "nothing") == {}
-    recs = [{"id": f"f{i}", "lang": "en", "relation": "P1", "rank": i, "p": 0.1, "known": i <= 10} for i in range(1, 21)]
+    recs = [{"id": f"f{i}", "lang": "en", "relation": "P1", "rank": i, "p": 0.1, "known": i <= 10}
+            for i in range(1, 21)]
     summary = {"languages": {"en": {"facts": 20, "known": 10, "top1": 4, "median_rank": 10.5}}}
     (tmp_path / KNOWN_FILE).write_text(json.dumps({"rule": "rank", "k": 10, "facts": recs, "summary": summary}),
                                        encoding="utf-8")
@@ -72,8 +73,8 @@ def test_write_report_returns_the_comparison_verdicts_and_facts_used(hand_result
 
 def test_table2_is_split_by_known_from_the_effects_the_run_saved(hand_result, tmp_path):
     from kneuron.paper.facts_used import Known
-    from kneuron.paper.table2 import CONDITIONS, CrossLingual
     from kneuron.paper.table1 import EditEffect
+    from kneuron.paper.table2 import CONDITIONS, CrossLingual
     effects = [EditEffect(f"f{i}", lang, "P1", 2, "g", "P2", 0.5, 0.5, 0.1, 0.49, 0.8, 0.52, condition=c)
                for i in (1, 2, 3) for lang in ("en", "zh") for c in CONDITIONS]
     CrossLingual(("en", "zh"), 42, 20, 3, {}, effects).save_effects(tmp_path / "locate-amig")

@@ -95,7 +95,8 @@ def test_table1_cells_split_by_known_facts():
     es = effects(6) + [EditEffect("Z0", "zh", "r0", 0, "Z1", "r1", 0.5, 0.2, 0.25, 0.2, 0.6, 0.2),
                        EditEffect("Z1", "zh", "r1", 2, "Z0", "r0", 0.4, 0.5, 0.1, 0.45, 0.5, 0.55)]
     plain = table1_cells(es, ["en", "zh"], n_boot=20)
-    assert plain["en"] == {**table1_of(effects(6), n_boot=20).to_json(), "mean_neurons": 3.0, "facts_without_neurons": 0}
+    assert plain["en"] == {**table1_of(effects(6), n_boot=20).to_json(), "mean_neurons": 3.0,
+                           "facts_without_neurons": 0}
     assert plain["zh"]["facts_without_neurons"] == 1 and "known" not in plain["en"]
     known = Known("rank", {("P0", "en"): True, ("P1", "en"): True, ("P2", "en"): False, ("Z0", "zh"): False})
     cells = table1_cells(es, ["en", "zh"], n_boot=20, known=known)

@@ -42,8 +42,8 @@ def test_random_like_matches_layers_and_avoids_knowledge_neurons():
 def test_table2_by_known_splits_by_the_facts_known_in_both_languages():
     from kneuron.paper.facts_used import Known
     from kneuron.paper.table2 import table2_by_known
-    effects = [EditEffect(f"P{i}", lang, "r", 2, "Q", "s", 0.2 + i / 50, 0.3, p_suppress=0.1 * i, p_suppress_unrelated=0.29,
-                          p_enhance=0.4, p_enhance_unrelated=0.31, condition=cond)
+    effects = [EditEffect(f"P{i}", lang, "r", 2, "Q", "s", 0.2 + i / 50, 0.3, p_suppress=0.1 * i,
+                          p_suppress_unrelated=0.29, p_enhance=0.4, p_enhance_unrelated=0.31, condition=cond)
                for i in range(4) for lang in ("en", "zh") for cond in CONDITIONS]
     # P0 known in both, P1 only in en, P2 in neither, P3 not judged in zh
     known = Known("rank", {("P0", "en"): True, ("P0", "zh"): True, ("P1", "en"): True, ("P1", "zh"): False,
