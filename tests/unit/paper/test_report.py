@@ -84,3 +84,23 @@ def test_table2_is_split_by_known_from_the_effects_the_run_saved(hand_result, tm
     assert r["table2_by_known"]["known_in_both"]["likn"]["zh"]["n_facts"] == 2
     md = Path(r["md"]).read_text(encoding="utf-8")
     assert "| known in both | likn | en | 2 |" in md and "| not known in both | random | zh | 1 |" in md
+
+
+def test_a_one_language_result_renders_and_says_what_it_cannot_test(hand_result):
+    """An English-only model (smollm2-135m): no Module 2, no Chinese; the report is whole and says why."""
+    res = hand_result
+    res["meta"]["model"]["name"], res["meta"]["langs_used"] = "smollm2-135m", ["en"]
+    res["meta"]["notes"] = ["smollm2-135m is an English-only model: zh skipped"]
+    res["table2"] = None
+    for d in (res["table1"]["amig"], res["table1"]["ig"], res["dkn"]["langs"], res["table3"], res["layers"]["dkn"],
+              res["layers"]["kn"]["amig"], res["layers"]["kn"]["ig"]):
+        d.pop("zh")
+    res["layers"]["likn"] = []
+    md = markdown(document(res, [], {"principle": "P.", "rule": None, "steps": []}))
+    assert "## Module 2 and Table 2" in md and "Skipped: smollm2-135m is an English-only model" in md
+    assert "Module 2 needs two languages; smollm2-135m is an English-only model: zh skipped" in md
+    assert "**Table 2 (SR)**" not in md and "LIKN (en" not in md
+    v = {f.claim: f.verdict for f in findings.findings(res)}
+    assert v["Fig. 5: monolingual models have DKNs too, which help fact-checking (not due to multilinguality)"] == \
+        findings.HOLDS                                                   # testable on an English-only model
+    assert v["Table 3: DKNs help most in Chinese"] == findings.UNTESTED
