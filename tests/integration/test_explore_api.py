@@ -205,6 +205,7 @@ def test_meta_serves_the_method_registries(app):
     from kneuron.models.registry import CARDS
     assert meta["models"] == [{"name": c.name, "kind": c.kind, "languages": list(c.languages)} for c in CARDS.values()]
     assert {"name": "organism-clm", "kind": "causal", "languages": ["en", "zh"]} in meta["models"]
+    assert {"name": "gemma3-270m", "kind": "causal", "languages": ["en", "zh"]} in meta["models"]   # issue 20
     from kneuron.explore import DEFAULT_MODELS
     assert DEFAULT_MODELS == [m["name"] for m in meta["models"]]       # the models offered by default: the same cards
     page = (STATIC / "index.html").read_text()

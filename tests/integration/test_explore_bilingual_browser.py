@@ -2,10 +2,10 @@
 Playwright), on the miniature bilingual organism: both languages' prompts and heatmaps are drawn, the
 LIKN overlap is counted, listed and marked on both heatmaps as the intersection of the languages'
 ``localize`` neurons, a language the fact lacks is a note, the fact list carries the known marks,
-and the single prompt still works beside it."""
+and the single prompt still works beside it. Takes docs/explore/bilingual.png (see test_explore_browser)."""
 import pytest
 
-from support.explore_fixtures import chromium, serving
+from support.explore_fixtures import chromium, serving, shot
 from support.tiny import bilingual_facts
 from kneuron.explore import Explorer, Models
 from kneuron.facts import save_facts
@@ -79,6 +79,7 @@ def test_side_by_side_shows_both_prompts_and_marks_the_overlap(page, site):
         assert {tuple(n) for n in traces[2][2]} == shared
         top = page.locator(f".bi-side[data-lang={f.lang}] .bi-top tr:first-child code.token").get_attribute("data-token")
         assert top == predict(h, f.first_query("causal").prompt, 1)[0][0]
+    shot(page, "bilingual", part="#bilingual")
     page.locator(".bi-side[data-lang=zh] .bi-use").click()      # its prompt into the single-prompt view
     page.locator("#top tr").first.wait_for()
     assert page.locator("#prompt").input_value() == facts[1].first_query("causal").prompt

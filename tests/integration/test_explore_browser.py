@@ -2,18 +2,13 @@
 shows the library's numbers, bad input shows a message and the page goes on. Takes the screenshots of
 docs/explore/: into a temporary directory, or into $KNEURON_SCREENSHOTS (`make screenshots` sets it to
 docs/explore), so that running the suite leaves the working tree as it was."""
-import atexit
-import io
 import os
-import shutil
-import tempfile
 import threading
-from pathlib import Path
 
 import pytest
 import torch
 
-from support.explore_fixtures import ANSWER, CLM, PROMPT, chromium, explorer, make_run, serving
+from support.explore_fixtures import ANSWER, CLM, PROMPT, chromium, explorer, make_run, serving, shot
 from kneuron.probe import answer_prob, predict
 from kneuron import attribute, suppress
 from kneuron.lens import logit_lens, token_id, value_index
@@ -21,9 +16,6 @@ from kneuron.paper.table1 import edit_effect, first_prompt, unrelated_partner
 
 pytestmark = pytest.mark.slow
 SMOL = "smollm2-135m"
-SHOTS = Path(os.environ.get("KNEURON_SCREENSHOTS") or tempfile.mkdtemp(prefix="kneuron-shots-"))
-if not os.environ.get("KNEURON_SCREENSHOTS"):
-    atexit.register(shutil.rmtree, SHOTS, ignore_errors=True)
 WAIT = 240_000                       # ms: smollm2 loads in 16 s on an idle 2-core CPU, minutes on a busy one
 
 
@@ -60,17 +52,6 @@ def page(site):
         pg.goto(site[0] + "/#/prompt")
         yield pg
         browser.close()
-
-
-def shot(page, name: str, part: str | None = None, full: bool = False) -> None:
-    """A screenshot (of the element ``part``, the whole page, or the top of it) as a 256-colour PNG,
-    small enough for the README."""
-    from PIL import Image
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.evaluate("window.scrollTo(0, 0)")
-    png = page.locator(part).screenshot() if part else page.screenshot(full_page=full)
-    Image.open(io.BytesIO(png)).convert("RGB").quantize(256).save(SHOTS / f"{name}.png", optimize=True)
-    assert (SHOTS / f"{name}.png").stat().st_size < 200_000
 
 
 def value(page, selector: str) -> float:

@@ -2,13 +2,19 @@
 browser (Debian's chromium, driven by Playwright)."""
 from __future__ import annotations
 
+import atexit
+import io
 import json
+import os
 import shutil
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
 
 from kneuron import LocateConfig, load_facts, locate
 from kneuron.facts import save_facts
@@ -75,3 +81,26 @@ def explorer(names: list[str], runs=()) -> Explorer:
 def chromium() -> str | None:
     """Debian's chromium (`make setup` installs it), or None."""
     return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@cache
+def shots() -> Path:
+    """Where the browser tests' screenshots go: $KNEURON_SCREENSHOTS (`make screenshots` sets it to
+    docs/explore), else a temporary directory removed at exit, so a test run leaves the tree as it was."""
+    if os.environ.get("KNEURON_SCREENSHOTS"):
+        return Path(os.environ["KNEURON_SCREENSHOTS"])
+    d = Path(tempfile.mkdtemp(prefix="kneuron-shots-"))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    return d
+
+
+def shot(page, name: str, part: str | None = None, full: bool = False) -> None:
+    """A screenshot (of the element ``part``, the whole page, or the top of it) as a 256-colour PNG,
+    small enough for the README."""
+    from PIL import Image
+    d = shots()
+    d.mkdir(parents=True, exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    png = page.locator(part).screenshot() if part else page.screenshot(full_page=full)
+    Image.open(io.BytesIO(png)).convert("RGB").quantize(256).save(d / f"{name}.png", optimize=True)
+    assert (d / f"{name}.png").stat().st_size < 200_000

@@ -1,7 +1,9 @@
 """`kneuron explore`: a local web app to look at a model's neurons, attributions and runs.
 
 Views (static/app.js): Prompt (top predictions, the logit lens before and after each MLP, attribution
-with progress and a layer x neuron heatmap), Neuron (``#/neuron/L3N17``: the tokens its value vector
+with progress and a layer x neuron heatmap; and one fact's languages side by side, static/bilingual.js:
+each language's first prompt with all of that, its knowledge neurons and the language-independent ones
+marked, bilingual.py), Neuron (``#/neuron/L3N17``: the tokens its value vector
 promotes and suppresses, its activation, the runs' facts that hold it, switching neurons off or
 scaling them), Run (a run directory's facts, neurons, LIKN / DKN groups, Table 1 effects), Value
 search (which neurons promote a token).
