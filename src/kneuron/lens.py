@@ -99,7 +99,20 @@ def head(handle: ModelHandle) -> Callable[[torch.Tensor], torch.Tensor]:
     if not norms:
         raise LensError(f"{handle.name}: no final norm ({', '.join(_NORMS)}) found")
     norm = norms[-1]
+    cap = _softcap(model)
+    if cap:                                         # Gemma 2 / 3: logits squashed into (-cap, cap)
+        return lambda h: cap * torch.tanh(unembed(norm(h)) / cap)
     return lambda h: unembed(norm(h))
+
+
+def _softcap(model: nn.Module) -> float | None:
+    """The model's final logit soft-cap (``final_logit_softcapping``, Gemma 2 / 3), None where it has none."""
+    config = getattr(model, "config", None)
+    text = getattr(config, "get_text_config", None)
+    if callable(text):
+        config = text() or config
+    cap = getattr(config, "final_logit_softcapping", None)
+    return float(cap) if isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap > 0 else None
 
 
 def _top(logits: torch.Tensor, tok, k: int) -> Tokens:

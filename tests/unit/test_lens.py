@@ -20,7 +20,7 @@ def clm():
     return load_model("organism-clm")
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "opt", "bert", "roberta"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "opt", "bert", "roberta", "gemma3_text"])
 def test_last_layer_after_the_mlp_is_the_models_prediction(family, one_thread):
     h = tiny_handle(family, dtype=torch.float32)
     lens = logit_lens(h, PROMPTS[h.kind], k=5)
