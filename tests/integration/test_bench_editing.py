@@ -221,6 +221,22 @@ def test_edits_that_change_nothing_are_counted_and_named(toy, org, tmp_path):
     assert "changed nothing" in report and "| 2 of 3 | 0 |" in report
 
 
+def test_fewer_records_than_asked_are_said_in_the_log_and_the_report(toy, org, tmp_path):
+    """A fact set (e.g. the facts a model knows) with fewer ids than --n: the run goes on with what there is,
+    and both the log and the report say how many of those asked it has."""
+    h, facts = org
+    ids = sorted({f.id for f in facts})[:2]
+    log: list[str] = []
+    res = run_editing_bench(h, [f for f in facts if f.id in ids], pool=facts, out=tmp_path, methods=["toy"],
+                            log=log.append, **{**KW, "n": 5})
+    assert res["n_records"] == 2
+    assert [s for s in log if s.startswith("warning: 2 records of the 5 asked: only 2 fact ids")]
+    assert "2 CounterFact-style cases (fact ids), each rewritten in en, zh (of the 5 asked" in \
+        (tmp_path / "report.md").read_text()
+    full = run_editing_bench(h, facts, out=tmp_path / "full", methods=["toy"], log=log.append, **KW)
+    assert full["n_records"] == 3 and "(of the 3 asked" not in (tmp_path / "full" / "report.md").read_text()
+
+
 def test_kn_methods_share_one_localization(toy, org, tmp_path, monkeypatch):
     import kneuron.editing.localize as loc
     found = []

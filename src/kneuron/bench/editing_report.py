@@ -188,8 +188,11 @@ def document(res: dict, fig: str | None) -> Document:
                      for k, v in o.items() if isinstance(v, (str, int, float, bool)))
            + " --out DIR")
     doc = Document().heading(1, f"kneuron bench editing — {res['model']}")
+    short = res["n_records"] < meta["n"]
     doc.para(f"{res['n_records']} CounterFact-style cases (fact ids), each rewritten in {', '.join(langs)} "
-             f"({meta['kind']} model, {meta['n_layers']} layers × {meta['n_neurons']} neurons); mode {meta['mode']}: "
+             + (f"(of the {meta['n']} asked: only these fact ids have a usable record in every language) " if short
+                else "")
+             + f"({meta['kind']} model, {meta['n_layers']} layers × {meta['n_neurons']} neurons); mode {meta['mode']}: "
              + {"single": "each edit is measured, then undone.",
                 "batch": "every edit is computed on the unedited model, all are applied at once, and each record "
                          "is measured under the whole batch."}.get(

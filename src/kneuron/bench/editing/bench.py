@@ -47,6 +47,8 @@ class EditingBench:
             if not cases:
                 raise EditError(f"no fact can be made an edit record for {self.h.name} (each needs a wrong object "
                                 "the tokenizer encodes and a usable template in every language)")
+            if len(cases) < self.cfg.n:
+                self.warn(shortfall(len(cases), self.cfg.n, cases[0].langs))
         meta = run_meta(self.cfg, self.h, cases, self.facts_name)
         if self.resume:
             meta = resumed_meta(self.disk.meta(), meta, self.cfg, self.disk.out)
@@ -112,9 +114,17 @@ def run_editing_bench(handle: ModelHandle, facts: list[Fact], *, out, n: int = 1
                         facts_name=facts_name, limit=limit).run()
 
 
+def shortfall(got: int, asked: int, langs: list[str]) -> str:
+    """Why a run has fewer records than asked: only ``got`` fact ids of the facts given can be made a record
+    in every language (the command gives the facts the model knows, ``kneuron.organisms.known``)."""
+    return (f"{got} records of the {asked} asked: only {got} fact ids of the facts given have a usable record in "
+            f"every language ({', '.join(langs)}); for a model with a known-facts rule those are the ids it knows "
+            "in each language (`kneuron facts known` counts them)")
+
+
 def summary(res: dict) -> dict:
     """What ``kneuron bench editing --json`` prints: model, n_records, unedited, methods."""
     return {k: res[k] for k in ("model", "n_records", "unedited", "methods")}
 
 
-__all__ = ["EditingBench", "run_editing_bench", "summary"]
+__all__ = ["EditingBench", "run_editing_bench", "shortfall", "summary"]
