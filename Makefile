@@ -71,7 +71,8 @@ lint-imports: setup
 # Re-take the README's screenshots of `kneuron explore` (docs/explore/*.png) with the browser tests; a plain
 # test run keeps its screenshots in a temporary directory.
 screenshots: setup
-	KNEURON_SCREENSHOTS=$(CURDIR)/docs/explore $(BIN)/python -m pytest -q tests/integration/test_explore_browser.py
+	KNEURON_SCREENSHOTS=$(CURDIR)/docs/explore $(BIN)/python -m pytest -q tests/integration/test_explore_browser.py \
+		tests/integration/test_explore_bilingual_browser.py
 
 # Re-train the bundled bilingual organisms (weights are committed; this is how they were made).
 ORG_DIR := src/kneuron/data/organisms
