@@ -128,13 +128,14 @@ def neurons_of(attributions: list, lang: str, cfg: LocateConfig) -> NeuronSet:
 
 def localize(handle: "ModelHandle", fact: "Fact", cfg: LocateConfig | None = None, *,
              execution: Execution | None = None, max_prompts: int | None = None,
-             skip_invalid: bool = True) -> NeuronSet:
+             skip_invalid: bool = True, attributions: list | None = None) -> NeuronSet:
     """The fact's knowledge neurons, highest refined score first, exactly as a ``locate`` run with the
     same ``cfg`` finds them: each of its queries (``fact.queries``; the first ``max_prompts``, None: all;
     ``skip_invalid``: templates a causal model cannot use are dropped) attributed with
     ``cfg.method_object`` (``attribute_many``), then ``neurons_of``. QueryError (one line naming the
     fact's file, line and field) for a fact with no usable template or an object the tokenizer cannot
-    encode."""
+    encode. ``attributions``: a list the queries' ``Attribution``s are appended to, in query order (for a
+    caller that also shows them, so they are not computed twice)."""
     cfg = cfg if cfg is not None else LocateConfig()
     qs = fact.queries(handle.kind, skip_invalid=skip_invalid)[:max_prompts]
     try:
@@ -143,4 +144,6 @@ def localize(handle: "ModelHandle", fact: "Fact", cfg: LocateConfig | None = Non
                                execution=execution if execution is not None else Execution())
     except QueryError as e:
         raise QueryError(f"{fact.where('object')}{e}") from None
+    if attributions is not None:
+        attributions.extend(found)
     return neurons_of(found, fact.lang, cfg)

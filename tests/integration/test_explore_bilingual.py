@@ -60,10 +60,14 @@ def test_both_languages_come_back_with_the_librarys_numbers_and_the_overlap_is_t
         assert [(t["token"], t["p"]) for t in side["prediction"]["top"]] == predict(h, q.prompt, 10)
         assert side["prediction"]["answer"]["p"] == answer_prob(h, q.prompt, q.target).prob
         assert len(side["prediction"]["lens"]) == h.n_layers
-        a = attribute(h, q.prompt, q.target, steps=STEPS)
+        atts: list = []
+        ns = localize(h, fact, cfg, attributions=atts)          # the heatmap is localize's first attribution
+        a = atts[0]
         assert [(n["layer"], n["index"], n["score"]) for n in side["attribution"]["top"]] == a.top(20)
+        single = attribute(h, q.prompt, q.target, steps=STEPS)   # ... the first query's, batched beside the others
+        assert [(l, i) for l, i, _ in a.top(20)] == [(l, i) for l, i, _ in single.top(20)]
+        assert abs(a.scores - single.scores).max() < 1e-5 * float(single.scores.abs().max())
         assert len(side["attribution"]["scores"]) == h.n_layers and len(side["attribution"]["scores"][0]) == h.n_neurons
-        ns = localize(h, fact, cfg)
         assert [(n["layer"], n["index"]) for n in side["neurons"]] == ns.neurons
         assert [n["score"] for n in side["neurons"]] == ns.scores
         assert side["known"] == bool(known_facts(h, [fact]))

@@ -34,6 +34,16 @@ def test_localize_is_a_locate_runs_neurons_exactly(h, cfg):
     assert len(new) > 0
 
 
+def test_localize_hands_back_the_attributions_it_selected_from(h):
+    qs = FACT.queries(h.kind, skip_invalid=True)[:2]
+    found = attribute_many(h, [(q.prompt, q.target) for q in qs], method="ig", steps=3, execution=Execution())
+    atts: list = ["kept"]                                   # appended to, not replaced
+    got = localize(h, FACT, LocateConfig(steps=3), max_prompts=2, attributions=atts)
+    assert atts[0] == "kept" and len(atts) == 3
+    assert all(torch.equal(a.scores, b.scores) for a, b in zip(atts[1:], found))
+    assert neurons_of(atts[1:], "en", LocateConfig(steps=3)).neurons == got.neurons
+
+
 def test_localize_is_select_per_prompt_then_refine_with_refine_p(h):
     """The composition KN edits used (editing.localize.fact_neuron_set with ``p``), by hand."""
     qs = FACT.queries(h.kind, skip_invalid=True)[:2]

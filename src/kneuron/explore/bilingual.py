@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from kneuron.attribution import Execution, attribute
+from kneuron.attribution import Execution
 from kneuron.errors import ConfigError
 from kneuron.explore.shape import attribution, name, prediction, rows
 from kneuron.explore.state import Job
@@ -115,7 +115,7 @@ def compare(h: ModelHandle, c: Compare, facts: list[Fact], job: Job) -> dict:
             continue
         try:
             qs = f.queries(h.kind, skip_invalid=True)[:c.prompts]
-            total = sum(rows(h, q.prompt, q.target, cfg.steps) for q in qs[:1] + qs)
+            total = sum(rows(h, q.prompt, q.target, cfg.steps) for q in qs)
         except QueryError as e:
             sides[lang] = {"lang": lang, "missing": True, "note": f"{lang}: this model cannot be asked it: {e}"}
             continue
@@ -126,9 +126,10 @@ def compare(h: ModelHandle, c: Compare, facts: list[Fact], job: Job) -> dict:
     for lang, (f, qs) in plans.items():
         q = qs[0]                                      # the fact's first query (fact.first_query)
         pred = prediction(h, c.model, q.prompt, q.target, c.k)
-        a = attribute(h, q.prompt, q.target, method=cfg.method_object, steps=cfg.steps, objective=cfg.objective,
-                      rule=cfg.rule, execution=Execution(progress=job.advance))
-        ns = localize(h, f, cfg, execution=Execution(progress=job.advance), max_prompts=c.prompts)
+        atts: list = []                                # the first query's attribution is the heatmap
+        ns = localize(h, f, cfg, execution=Execution(progress=job.advance), max_prompts=c.prompts,
+                      attributions=atts)
+        a = atts[0]
         neurons[f.key] = ns.neurons
         sides[lang] = {"lang": lang, "subject": f.subject, "object": f.object, "known": f.key in known,
                        "prompt": q.prompt, "answer": q.target, "n_prompts": len(qs), "prediction": pred,
