@@ -230,9 +230,10 @@ class Reproduction:
             keep = [f.templates[q.template_index] for q in qs][:self.cfg.prompts]
             usable.append(dataclasses.replace(f, templates=tuple(keep)))
         if len(usable) < len(fs):
-            self.notes.append(f"{len(fs) - len(usable)} facts have no template a {self.h.kind} model can use "
+            self.notes.append(f"{len(fs) - len(usable)} of the {len(fs)} facts of {self.cfg.facts} in "
+                              f"{', '.join(self.langs)} have no template a {self.h.kind} model can use "
                               "([Y] not at the end, an object the tokenizer cannot spell, or a prompt longer than the "
-                              "model's context); left out")
+                              "model's context); left out before the selection")
         ids = set(spread_ids(usable, self.langs, self.cfg.limit, self.cfg.relations))
         if not ids:
             raise ConfigError(f"{self.cfg.facts}: no fact is usable in every language of {', '.join(self.langs)}")
