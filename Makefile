@@ -38,10 +38,13 @@ DEMO_ORG_RELATIONS ?= 12
 DEMO_SMOL_LIMIT ?= 20
 DEMO_SMOL_RELATIONS ?= 5
 DEMO_EDIT_N ?= 10
+DEMO_G3_LIMIT ?= 2
+DEMO_G3_RELATIONS ?= 2
 
 # The main job on the bundled models and facts: probe, then `kneuron reproduce` (Modules 1-3 and
-# Tables 1-3 of the paper, with a report) on the two bilingual organisms (en + zh) and on smollm2-135m
-# (English only), each on a small spread of the bundled en-zh facts; then the editing benchmark on
+# Tables 1-3 of the paper, with a report) on the two bilingual organisms (en + zh), on smollm2-135m
+# (English only) and on gemma3-270m (a real multilingual model: en + zh; its GGUF is converted once into the
+# cache), each on a small spread of the bundled en-zh facts; then the editing benchmark on
 # organism-clm (a few records per language, KN edits beside ROME and FT-L, with a report) and one ROME
 # edit of smollm2-135m shown before and after (its statistics are computed once and cached).
 demo: setup
@@ -50,9 +53,11 @@ demo: setup
 	$(BIN)/kneuron reproduce --model organism-mlm --relations $(DEMO_ORG_RELATIONS) --limit $(DEMO_ORG_LIMIT) --out $(DEMO_OUT)/organism-mlm
 	$(BIN)/kneuron reproduce --model organism-clm --relations $(DEMO_ORG_RELATIONS) --limit $(DEMO_ORG_LIMIT) --out $(DEMO_OUT)/organism-clm
 	$(BIN)/kneuron reproduce --model smollm2-135m --langs en --relations $(DEMO_SMOL_RELATIONS) --limit $(DEMO_SMOL_LIMIT) --out $(DEMO_OUT)/smollm2-135m
+	$(BIN)/kneuron probe --model gemma3-270m "法国的首都是" --top 5
+	$(BIN)/kneuron reproduce --model gemma3-270m --langs en,zh --relations $(DEMO_G3_RELATIONS) --limit $(DEMO_G3_LIMIT) --out $(DEMO_OUT)/gemma3-270m
 	$(BIN)/kneuron bench editing --model organism-clm --facts en-zh --n $(DEMO_EDIT_N) --methods kn,kn-eai,likn,rome,ft --out $(DEMO_OUT)/edit-organism-clm
 	$(BIN)/kneuron edit --model smollm2-135m --facts en-zh --id P36-001 --new Rome --method rome
-	@echo "reports: $(DEMO_OUT)/organism-mlm/report.html, $(DEMO_OUT)/organism-clm/report.html, $(DEMO_OUT)/smollm2-135m/report.html, $(DEMO_OUT)/edit-organism-clm/report.html (and report.md beside each)"
+	@echo "reports: $(DEMO_OUT)/organism-mlm/report.html, $(DEMO_OUT)/organism-clm/report.html, $(DEMO_OUT)/smollm2-135m/report.html, $(DEMO_OUT)/gemma3-270m/report.html, $(DEMO_OUT)/edit-organism-clm/report.html (and report.md beside each)"
 
 # Tests. Both first check the import layers (pyproject.toml [tool.importlinter]: cli > benchmarks > paper >
 # runs > organisms > compute > models > facts; an upward or cyclic import fails here). `make test` runs
