@@ -243,6 +243,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, kind: str | None = None, site:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()        # its per-load "Loading weights" bar: kneuron reports progress itself
     offline = hub_offline() if offline is None else bool(offline)
     torch_dtype = _dtype_arg(dtype)
     if device_map is not None:
