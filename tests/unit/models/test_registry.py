@@ -10,6 +10,7 @@ from kneuron.facts.templates import KINDS
 from kneuron.models import registry
 from kneuron.models.load import ModelLoadError, _detect_kind, load_model
 from kneuron.models.registry import CARDS, ModelCard, card, find_card
+from kneuron.organisms.known import RULES
 
 
 def test_the_bundled_models_in_load_order():
@@ -20,7 +21,7 @@ def test_the_bundled_models_in_load_order():
 @pytest.mark.parametrize("name", list(CARDS))
 def test_each_card_is_consistent(name):
     c = card(name)
-    assert c.kind in KINDS and c.known in ("trained", "rank", "all")
+    assert c.kind in KINDS and c.known in RULES
     assert c.languages and all(isinstance(l, str) and l for l in c.languages)
     assert c.facts in bundled_names()
     assert c.rome_layer is None or c.rome_layer >= 0
