@@ -199,7 +199,8 @@ def _converted(gguf_path: Path, kind: str) -> str:
     """The cached model directory converted from a GGUF file (``kneuron.models.gguf``), converted now
     (one line on stderr: it takes a minute) when there is none or it is damaged."""
     import sys
-    from kneuron.models import gguf
+
+    import kneuron.models.gguf as gguf
 
     def say(msg: str) -> None:
         print(f"kneuron: {msg}", file=sys.stderr, flush=True)

