@@ -152,6 +152,38 @@ def test_resume_refuses_other_settings(toy, org, tmp_path):
         run_editing_bench(h, facts, out=tmp_path, methods=["toy"], **KW)
 
 
+def _lines(path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def test_romes_layer_is_chosen_on_held_out_records(org, tmp_path):
+    """--tune-records: the sweep runs on cases drawn after the reported ones (other fact ids), which are the
+    records a run without held-out cases reports; nothing of the held-out cases is reported; the report says
+    which the sweep saw; a resume with another count is refused."""
+    h, facts = org
+    kw = dict(KW, methods=["rome"], rome_layers=(1, 2),
+              method_options={"rome": {"stats": "identity", "v_steps": 2, "use_prefixes": False}})
+    held = run_editing_bench(h, facts, out=tmp_path / "held", tune_records=2, **kw)
+    plain = run_editing_bench(h, facts, out=tmp_path / "plain", **kw)
+    reported, tune = _lines(tmp_path / "held" / "cases.jsonl"), _lines(tmp_path / "held" / "tune-cases.jsonl")
+    assert reported == _lines(tmp_path / "plain" / "cases.jsonl") and len(reported) == 3 and len(tune) == 2
+    assert not {c["fact_id"] for c in tune} & {c["fact_id"] for c in reported}
+    sweep = json.loads((tmp_path / "held" / "rome-sweep.json").read_text())
+    assert sweep["held_out"] is True and sweep["cases"] == [c["case_id"] for c in tune]
+    plain_sweep = json.loads((tmp_path / "plain" / "rome-sweep.json").read_text())
+    assert "held_out" not in plain_sweep and plain_sweep["cases"] == [0, 1, 2]
+    assert held["n_records"] == plain["n_records"] == 3
+    edited = {p.stem.split("-")[0] for p in (tmp_path / "held" / "edits" / "rome").glob("*.json")}
+    assert edited == {"0", "1", "2"}                                  # the held-out cases are never reported
+    assert held["meta"]["tune_cases"] == [3, 4] and "tune_cases" not in plain["meta"]
+    assert "held-out cases" in (tmp_path / "held" / "report.md").read_text()
+    assert "chosen on test records" in (tmp_path / "plain" / "report.md").read_text()
+    with pytest.raises(RunStoreError, match="tune_records differs"):
+        run_editing_bench(h, facts, out=tmp_path / "held", resume=True, tune_records=1, **kw)
+    with pytest.raises(RunStoreError, match="tune_records differs"):     # a run stored before: none held out
+        run_editing_bench(h, facts, out=tmp_path / "plain", resume=True, tune_records=2, **kw)
+
+
 def test_sequential_edits_are_kept_then_undone(toy, org, tmp_path):
     h, facts = org
     w0 = {k: v.clone() for k, v in h.model.state_dict().items()}

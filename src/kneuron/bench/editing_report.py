@@ -234,8 +234,12 @@ def document(res: dict, fig: str | None) -> Document:
     if res.get("rome_sweep"):
         sw = res["rome_sweep"]
         doc.heading(2, f"ROME's layer: {res['rome_layer']}")
-        doc.para(f"Swept on {len(sw['cases'])} cases ({sw['lang']}); the layer with the best S is used (ties: "
-                 "ES, then PS, then EM). FT-L edits the same layer.")
+        on = (f"{len(sw['cases'])} held-out cases ({sw['lang']}; fact ids not among the reported records)"
+              if sw.get("held_out") else
+              f"the first {len(sw['cases'])} reported cases ({sw['lang']}; their results are among those reported: "
+              "the layer is chosen on test records; `--tune-records` holds cases out for it)")
+        doc.para(f"Swept on {on}; the layer with the best S is used (ties: ES, then PS, then EM). FT-L edits the "
+                 "same layer.")
         doc.table(Table(["layer", *(Column(k, F1) for k in ("S", "ES", "PS", "NS", "EM"))],
                         [[r["layer"], *(r.get(k) for k in ("S", "ES", "PS", "NS", "EM"))] for r in sw["layers"]]))
     elif res.get("rome_layer") is not None:

@@ -142,6 +142,9 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                                                    "Dai et al.'s 10 % filter counts over"),
                   rome_layer: Optional[int] = typer.Option(None, "--rome-layer", min=0, help="ROME's layer "
                                                            "(default: a sweep picks it)"),
+                  tune_records: int = typer.Option(0, "--tune-records", min=0, help="records held out for ROME's "
+                                                   "layer sweep, drawn after the --n reported ones and never "
+                                                   "reported (0: the sweep runs on the first 4 reported records)"),
                   option: Optional[list[str]] = typer.Option(None, "--option", help="a method's option, "
                                                              "METHOD.NAME=VALUE (repeatable; VALUE checked against "
                                                              "the option's type: JSON, else text), e.g. "
@@ -159,7 +162,7 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
         opts = method_options(option or [], ms)
         if rome_layer is not None:
             opts.setdefault("rome", {})["layer"] = rome_layer
-        EditingConfig(n=n, methods=tuple(ms), mode=mode, method_options=opts).validate()
+        EditingConfig(n=n, methods=tuple(ms), mode=mode, method_options=opts, tune_records=tune_records).validate()
         check_out(out, resume=resume)                        # before the model is loaded
         h = _load(model)
         every, pool = _facts_and_pool(h, facts, show=not as_json)
@@ -167,7 +170,7 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
         res = run_editing_bench(h, pool, out=out, n=n, methods=ms, mode=mode, resume=resume, pool=pool, seed=seed,
                                 langs=[x.strip() for x in langs.split(",")] if langs else None,
                                 show_progress=not as_json, log=log, facts_name=facts, n_generation=generation,
-                                common_facts=common_facts, method_options=opts)
+                                common_facts=common_facts, method_options=opts, tune_records=tune_records)
     except _errors() as err:
         _fail(str(err))
     if as_json:

@@ -25,12 +25,13 @@ def test_candidate_layers_are_the_bench_sweeps_old_list(name):
     assert candidate_layers(SimpleNamespace(name="smollm2-135m", n_layers=30)) == [0, 4, 6, 8, 12, 17, 21, 25, 29]
 
 
-def _ctx(n_layers: int, rome_layers=None):
+def _ctx(n_layers: int, rome_layers=None, tune=()):
     cfg = SimpleNamespace(options=lambda m: {"stats": "identity"}, rome_layers=rome_layers, sweep_cases=1)
     disk = SimpleNamespace(sweep=lambda: None, put_sweep=lambda s: None)
-    case = SimpleNamespace(langs=["en"], case_id=0)
-    return SimpleNamespace(cfg=cfg, handle=SimpleNamespace(name="x", n_layers=n_layers), cases=[case], disk=disk,
-                           show=False, unedited=lambda c: {"en": {}}, edit=None)
+    cases = [SimpleNamespace(langs=["en"], case_id=i) for i in range(3)]
+    return SimpleNamespace(cfg=cfg, handle=SimpleNamespace(name="x", n_layers=n_layers), cases=cases, disk=disk,
+                           show=False, unedited=lambda c: {"en": {}}, edit=None,
+                           tune=[SimpleNamespace(langs=["en"], case_id=i) for i in tune])
 
 
 @pytest.mark.parametrize("given", [None, (2, 1)])
@@ -47,3 +48,17 @@ def test_rome_layer_sweeps_candidate_layers_unless_given(monkeypatch, given):
     want = list(given) if given else candidate_layers(ctx.handle)
     assert seen == [want] and best == want[-1] and sweep.best == best
     assert [r["layer"] for r in sweep.layers] == want and sweep.cases == [0] and sweep.lang == "en"
+
+
+@pytest.mark.parametrize("tune, swept", [((), [0]), ((3, 4), [3, 4])])
+def test_the_sweep_runs_on_the_held_out_cases_where_there_are_any(monkeypatch, tune, swept):
+    seen = []
+
+    def choose(h, cases, layers, before, **kw):
+        seen.append([c.case_id for c in cases])
+        return layers[0], [{"layer": l} for l in layers]
+
+    monkeypatch.setattr(rome, "choose_layer", choose)
+    _, sweep = prepare.rome_layer(_ctx(12, (1, 2), tune))
+    assert seen == [swept] and sweep.cases == swept and sweep.held_out is bool(tune)
+    assert ("held_out" in sweep.to_json()) is bool(tune) and type(sweep).from_json(sweep.to_json()) == sweep

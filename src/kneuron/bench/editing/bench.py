@@ -36,29 +36,40 @@ class EditingBench:
     def warn(self, s: str) -> None:
         self.log(f"warning: {s}")
 
-    def _open(self) -> tuple[list[Case], dict]:
-        """The run's records and run.json: read back (resumed, checked against these settings) or made."""
+    def _open(self) -> tuple[list[Case], list[Case], dict]:
+        """The run's records, its held-out ones (``tune_records``) and run.json: read back (resumed, checked
+        against these settings) or made. The held-out cases are the ones drawn after the reported ``n``, so
+        the reported records are those a run without them has."""
         self.disk.check(self.resume)
         cases = self.disk.cases() if self.resume else None
+        tune = (self.disk.cases("tune-cases.jsonl") or []) if self.resume else []
         if cases is None:
-            cases = build_cases(self.facts, self.cfg.n, kind=self.h.kind, tokenizer=self.h.tokenizer,
+            k = self.cfg.tune_records
+            drawn = build_cases(self.facts, self.cfg.n + k, kind=self.h.kind, tokenizer=self.h.tokenizer,
                                 langs=list(self.cfg.langs) if self.cfg.langs else None, seed=self.cfg.seed,
                                 pool=self.pool, n_neighbours=self.cfg.n_neighbours, n_generation=self.cfg.n_generation)
-            if not cases:
+            if not drawn:
                 raise EditError(f"no fact can be made an edit record for {self.h.name} (each needs a wrong object "
                                 "the tokenizer encodes and a usable template in every language)")
+            cases, tune = drawn[: self.cfg.n], drawn[self.cfg.n:]
+            if k and not tune:
+                raise EditError(f"no record is left for the {k} held-out tuning records: all {len(cases)} usable fact "
+                                "ids are reported; lower --n or --tune-records")
             if len(cases) < self.cfg.n:
                 self.warn(shortfall(len(cases), self.cfg.n, cases[0].langs))
-        meta = run_meta(self.cfg, self.h, cases, self.facts_name)
+            elif len(tune) < k:
+                self.warn(f"{len(tune)} held-out tuning records of the {k} asked (no more usable fact ids)")
+        meta = run_meta(self.cfg, self.h, cases, self.facts_name, tune)
         if self.resume:
             meta = resumed_meta(self.disk.meta(), meta, self.cfg, self.disk.out)
-        self.disk.commit(cases, meta)
-        return cases, meta
+        self.disk.commit(cases, meta, tune)
+        return cases, tune, meta
 
-    def context(self, cases: list[Case], t0: float) -> tuple[BenchContext, dict]:
+    def context(self, cases: list[Case], t0: float, tune: list[Case] = ()) -> tuple[BenchContext, dict]:
         """The context every method edits with, each stage timed (``t0``: when the run began)."""
-        ctx = BenchContext(self.h, self.cfg, cases, {}, self.disk, Budget(self.limit), show=self.show, warn=self.warn)
-        ctx = dataclasses.replace(ctx, before=prepare.unedited(ctx, cases))
+        ctx = BenchContext(self.h, self.cfg, cases, {}, self.disk, Budget(self.limit), show=self.show, warn=self.warn,
+                           tune=list(tune))
+        ctx = dataclasses.replace(ctx, before=prepare.unedited(ctx, [*cases, *tune]))
         timings = self.disk.add_time("unedited", time.perf_counter() - t0)
         if any(uses_neurons(m) for m in self.cfg.methods):
             t = time.perf_counter()
@@ -76,10 +87,11 @@ class EditingBench:
         """Every method in the mode asked; results.json's content (None: stopped by ``limit``)."""
         t0 = time.perf_counter()
         self.cfg.check_model(self.h)
-        cases, meta = self._open()
-        self.log(f"{len(cases)} cases in {', '.join(cases[0].langs)}; methods {', '.join(self.cfg.methods)}; "
+        cases, tune, meta = self._open()
+        held = f" (+{len(tune)} held out for ROME's layer)" if tune else ""
+        self.log(f"{len(cases)} cases{held} in {', '.join(cases[0].langs)}; methods {', '.join(self.cfg.methods)}; "
                  f"mode {self.cfg.mode}; {self.disk.out}")
-        ctx, timings = self.context(cases, t0)
+        ctx, timings = self.context(cases, t0, tune)
         mode = STRATEGIES[self.cfg.mode]
         rows, curves = {}, {}
         for m in self.cfg.methods:
@@ -92,7 +104,7 @@ class EditingBench:
             self.log(f"stopped after {ctx.budget.spent} new edits (limit); resume to finish")
             return None
         from kneuron.bench.editing_report import results, write_report
-        res = results(meta, cases, {cid: r.raw for cid, r in ctx.before.items()}, rows, curves,
+        res = results(meta, cases, {c.case_id: ctx.before[c.case_id].raw for c in cases}, rows, curves,
                       ctx.sweep.to_json() if ctx.sweep else None, ctx.rome_layer, timings)
         self.disk.put_results(res)
         write_report(res, self.disk.out)
@@ -107,7 +119,7 @@ def run_editing_bench(handle: ModelHandle, facts: list[Fact], *, out, n: int = 1
     by ``limit``: that many new edits were computed, as if interrupted). ``facts``: the facts to draw cases
     from; ``pool``: the facts neighbours come from (default ``facts``; for an organism, the facts it was
     trained on). ``config``: the other EditingConfig fields (n_neighbours, n_generation, common_facts,
-    sweep_cases, rome_layers, method_options)."""
+    sweep_cases, tune_records, rome_layers, method_options)."""
     cfg = EditingConfig(n=n, methods=tuple(methods), mode=mode, langs=tuple(langs) if langs else None, seed=seed,
                         **config)
     return EditingBench(handle, facts, cfg, out, pool=pool, resume=resume, show_progress=show_progress, log=log,

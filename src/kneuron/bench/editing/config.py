@@ -18,7 +18,7 @@ MODES = ("single", "sequential", "batch")
 CHECKPOINTS = (1, 10, 50, 100)
 # run.json keys a resumed run must keep
 RESUME_KEYS = ("model", "n", "mode", "langs", "seed", "n_neighbours", "n_generation", "common_facts",
-               "sweep_cases", "rome_layers", "cases_hash")
+               "sweep_cases", "rome_layers", "cases_hash", "tune_records")
 
 
 # ----------------------------------------------------------------------------- what a method is to the bench
@@ -71,6 +71,8 @@ class EditingConfig:
     n_generation: int = 2                         # generation prompts per record (GE; 0: none)
     common_facts: int = 10                        # facts per relation that Dai's 10 % filter counts over
     sweep_cases: int = 4                          # ROME's layer sweep: cases (first language)
+    tune_records: int = 0                         # held-out cases ROME's sweep runs on instead (0: the first
+                                                  # sweep_cases reported cases, which is selection on test records)
     rome_layers: tuple[int, ...] | None = None    # layers the sweep tries (None: every layer, at most 8)
     method_options: dict = field(default_factory=dict)    # method -> options for kneuron.editing.edit
 
@@ -98,7 +100,7 @@ class EditingConfig:
                 raise ConfigError(f"{m}: {', '.join(local)} cannot be set in the bench, which localises every fact "
                                   "once for all KN methods (IG, 5 midpoint steps); use kneuron edit for another "
                                   "localization")
-        for k in ("n_neighbours", "n_generation", "common_facts", "sweep_cases"):
+        for k in ("n_neighbours", "n_generation", "common_facts", "sweep_cases", "tune_records"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"{k} must be >= 0, got {getattr(self, k)}")
 
@@ -127,18 +129,21 @@ def plain(x):
     return str(x)
 
 
-def run_meta(cfg: EditingConfig, handle: ModelHandle, cases: list[Case], facts_name: str | None) -> dict:
-    """run.json's content for this run: the settings, the model, the records' hash and the versions."""
+def run_meta(cfg: EditingConfig, handle: ModelHandle, cases: list[Case], facts_name: str | None,
+             tune: list[Case] = ()) -> dict:
+    """run.json's content for this run: the settings, the model, the records' hash (the held-out ``tune``
+    cases' too, where there are any) and the versions."""
     import torch
     import transformers
 
     from kneuron._version import __version__
-    text = "\n".join(json.dumps(c.to_json(), ensure_ascii=False, sort_keys=True) for c in cases)
+    text = "\n".join(json.dumps(c.to_json(), ensure_ascii=False, sort_keys=True) for c in [*cases, *tune])
     d = asdict(cfg)
     d["methods"], d["langs"] = list(cfg.methods), cases[0].langs
     d["rome_layers"] = list(cfg.rome_layers) if cfg.rome_layers else None
     return {**d, "model": handle.name, "kind": handle.kind, "n_layers": handle.n_layers,
             "n_neurons": handle.n_neurons, "facts": facts_name, "n_cases": len(cases),
+            **({"tune_cases": [c.case_id for c in tune]} if tune else {}),
             "cases_hash": hashlib.sha256(text.encode()).hexdigest(),
             "versions": {"kneuron": __version__, "torch": torch.__version__,
                          "transformers": transformers.__version__, "python": platform.python_version()}}
@@ -150,6 +155,7 @@ def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
     from kneuron.runs.store import RunStoreError
     from kneuron.store import check_resume
     from kneuron.store.manifest import jsonable
+    had = {"tune_records": 0, **had}          # a run stored before held-out tuning existed had none
     check_resume(where, had, meta, RESUME_KEYS, error=RunStoreError)
     opts = had.get("method_options") or {}
     for m in cfg.methods:

@@ -7,7 +7,7 @@ is given only what its function names), and ``BenchContext.row`` measures a case
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from kneuron.editing import Edit, EditError, edit
@@ -52,6 +52,7 @@ class BenchContext:
     sweep: Sweep | None = None
     show: bool = False                                    # progress bars
     warn: Callable[[str], None] = lambda s: None
+    tune: list[Case] = field(default_factory=list)        # held-out cases (ROME's layer sweep), never reported
 
     def unedited(self, case: Case) -> dict[str, Measured]:
         """The case's unedited raw measurement per language."""

@@ -3,6 +3,7 @@ damaged/ (then redone) when it does not read back.
 
     run.json                   the configuration (a resumed run must have the same) and the model
     cases.jsonl                the run's own records (a resumed run reads them back)
+    tune-cases.jsonl           the held-out records ROME's layer is chosen on (``--tune-records``; not reported)
     timings.json               each stage's seconds, summed over the sessions of the run
     neurons/<fact>.<lang>.json   a fact's knowledge neurons;  neurons/common.json  each relation's common ones
     unedited/<case>.json       the unedited model's measurement of each case
@@ -74,9 +75,10 @@ class BenchDir:
         if resume and (self.out / "unedited").is_dir() and not (self.out / TIMINGS_FILE).exists():
             write_json(self.out / TIMINGS_FILE, {"untimed": True}, **DUMPS)
 
-    def cases(self) -> list[Case] | None:
-        """The run's own records, where an earlier session stored them."""
-        path = self.out / "cases.jsonl"
+    def cases(self, name: str = "cases.jsonl") -> list[Case] | None:
+        """The run's own records (``name``: or its held-out ones, tune-cases.jsonl), where an earlier session
+        stored them."""
+        path = self.out / name
         if not path.is_file():
             return None
         with open(path, encoding="utf-8") as f:
@@ -86,11 +88,13 @@ class BenchDir:
         """run.json as stored (a damaged one is refused: it holds the settings a resume is checked against)."""
         return Manifest.read(self.out, error=RunStoreError).meta
 
-    def commit(self, cases: list[Case], meta: dict) -> None:
-        """The records (once) and run.json; what an interrupted write left (``*.tmp``) is removed."""
+    def commit(self, cases: list[Case], meta: dict, tune: list[Case] = ()) -> None:
+        """The records and the held-out ones (once) and run.json; what an interrupted write left (``*.tmp``)
+        is removed."""
         self.out.mkdir(parents=True, exist_ok=True)
-        if not (self.out / "cases.jsonl").is_file():
-            write_lines(self.out / "cases.jsonl", [json.dumps(c.to_json(), ensure_ascii=False) for c in cases])
+        for name, cs in (("cases.jsonl", cases), ("tune-cases.jsonl", tune)):
+            if cs and not (self.out / name).is_file():
+                write_lines(self.out / name, [json.dumps(c.to_json(), ensure_ascii=False) for c in cs])
         write_json(self.out / "run.json", meta, **DUMPS)
         for p in self.out.rglob("*" + TMP):
             p.unlink(missing_ok=True)

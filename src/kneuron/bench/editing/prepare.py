@@ -70,8 +70,9 @@ def localize(ctx: BenchContext, cases: list[Case], pool: list[Fact]) -> tuple[di
 
 def rome_layer(ctx: BenchContext) -> tuple[int, Sweep | None]:
     """The layer ROME edits: the user's (``rome.layer``), else the best S of ROME's sweep (``choose_layer``)
-    over at most 8 layers spread over the depth and ROME's default, on the first ``sweep_cases`` cases in
-    the first language, each edit made as the bench makes it."""
+    over at most 8 layers spread over the depth and ROME's default, in the first language, on the run's
+    held-out cases where it has them (``tune_records``), else on the first ``sweep_cases`` reported cases;
+    each edit made as the bench makes it."""
     from kneuron.editing.methods.rome import candidate_layers, choose_layer
     cfg, h, cases = ctx.cfg, ctx.handle, ctx.cases
     opts = cfg.options("rome")
@@ -81,7 +82,8 @@ def rome_layer(ctx: BenchContext) -> tuple[int, Sweep | None]:
     if sweep is not None:
         return sweep.best, sweep
     layers = list(cfg.rome_layers) if cfg.rome_layers else candidate_layers(h)
-    lang, sub = cases[0].langs[0], cases[: max(1, cfg.sweep_cases)]
+    held_out = bool(ctx.tune)
+    lang, sub = cases[0].langs[0], (ctx.tune if held_out else cases[: max(1, cfg.sweep_cases)])
     t0 = time.perf_counter()
     if opts.get("stats", "auto") == "auto":                # every layer's C in one pass, cached on disk
         from kneuron.editing.stats import second_moments
@@ -89,7 +91,7 @@ def rome_layer(ctx: BenchContext) -> tuple[int, Sweep | None]:
     with progress("ROME layer sweep", len(layers) * len(sub), show=ctx.show) as step:
         best, rows = choose_layer(h, sub, layers, [ctx.unedited(c)[lang] for c in sub], lang=lang,
                                   edit_at=lambda c, layer: ctx.edit("rome", c, lang, layer=layer), step=step)
-    sweep = Sweep(lang, [c.case_id for c in sub], rows, best, time.perf_counter() - t0)
+    sweep = Sweep(lang, [c.case_id for c in sub], rows, best, time.perf_counter() - t0, held_out)
     ctx.disk.put_sweep(sweep)
     return best, sweep
 

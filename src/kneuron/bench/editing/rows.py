@@ -127,21 +127,23 @@ class CommonNeurons:
 
 @dataclass(frozen=True)
 class Sweep:
-    """rome-sweep.json: ROME's layer sweep (ES/PS/NS/S/EM per layer on the first cases, first language) and
-    the layer it chose."""
+    """rome-sweep.json: ROME's layer sweep (ES/PS/NS/S/EM per layer, first language) and the layer it chose;
+    ``held_out``: swept on the run's held-out cases (else on its first reported ones)."""
     lang: str
     cases: list[int]
     layers: list[dict]
     best: int
     seconds: float
+    held_out: bool = False
 
     def to_json(self) -> dict:
         return {"lang": self.lang, "cases": self.cases, "layers": self.layers, "best": self.best,
-                "seconds": self.seconds}
+                "seconds": self.seconds, **({"held_out": True} if self.held_out else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "Sweep":
-        return cls(d.get("lang"), d.get("cases"), d["layers"], int(d["best"]), d.get("seconds"))
+        return cls(d.get("lang"), d.get("cases"), d["layers"], int(d["best"]), d.get("seconds"),
+                   bool(d.get("held_out", False)))
 
 
 @dataclass(frozen=True)
