@@ -4,12 +4,9 @@ and knowledge neurons (``localize``), the overlap is the intersection of the two
 a language the fact lacks is a note, and the fact list carries ``known_facts``' marks."""
 import pytest
 
-from support.explore_fixtures import call, serving, wait_job
+from support.explore_fixtures import bilingual_site, call, wait_job
 from support.tiny import bilingual_facts
 from kneuron import attribute
-from kneuron.explore import Explorer, Models
-from kneuron.facts import save_facts
-from kneuron.models.load import from_model
 from kneuron.neurons import LocateConfig, localize
 from kneuron.organisms.known import known_facts
 from kneuron.probe import answer_prob, predict
@@ -22,20 +19,8 @@ STEPS = 3
 @pytest.fixture(scope="module")
 def app(mini_organism, tmp_path_factory):
     """(url, handle, fact file, fact file with c1 in English only): the miniature organism offered."""
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    model, tok, _ = mini_organism("clm")
-    h = from_model(model, tok, kind="causal", name=MINI)
-    d = tmp_path_factory.mktemp("facts")
-    save_facts(bilingual_facts(), d / "bi.jsonl")
-    save_facts([f for f in bilingual_facts() if not (f.id == "c1" and f.lang == "zh")], d / "no-zh.jsonl")
-    x = Explorer(Models([MINI], loader=lambda name: h))
-    try:
-        with serving(x) as url:
-            yield url, h, str(d / "bi.jsonl"), str(d / "no-zh.jsonl")
-    finally:
-        torch.set_num_threads(threads)
+    with bilingual_site(mini_organism, tmp_path_factory, MINI, lacking="c1") as site:
+        yield site
 
 
 def run(url: str, body: dict) -> dict:

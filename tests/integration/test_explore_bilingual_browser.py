@@ -5,11 +5,8 @@ LIKN overlap is counted, listed and marked on both heatmaps as the intersection 
 and the single prompt still works beside it. Takes docs/explore/bilingual.png (see test_explore_browser)."""
 import pytest
 
-from support.explore_fixtures import chromium, serving, shot
+from support.explore_fixtures import bilingual_site, chromium, shot
 from support.tiny import bilingual_facts
-from kneuron.explore import Explorer, Models
-from kneuron.facts import save_facts
-from kneuron.models.load import from_model
 from kneuron.neurons import LocateConfig, localize
 from kneuron.organisms.known import known_facts
 from kneuron.probe import predict
@@ -23,19 +20,8 @@ def site(mini_organism, tmp_path_factory):
     """(url, handle, fact file, fact file lacking c2 in Chinese)."""
     if chromium() is None:
         pytest.skip("no chromium: apt-get install chromium (make setup does)")
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    model, tok, _ = mini_organism("clm")
-    h = from_model(model, tok, kind="causal", name=MINI)
-    d = tmp_path_factory.mktemp("facts")
-    save_facts(bilingual_facts(), d / "bi.jsonl")
-    save_facts([f for f in bilingual_facts() if (f.id, f.lang) != (FACT, "zh")], d / "no-zh.jsonl")
-    try:
-        with serving(Explorer(Models([MINI], loader=lambda name: h))) as url:
-            yield url, h, str(d / "bi.jsonl"), str(d / "no-zh.jsonl")
-    finally:
-        torch.set_num_threads(threads)
+    with bilingual_site(mini_organism, tmp_path_factory, MINI, lacking=FACT) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,27 @@ def serving(explorer: Explorer):
         thread.join(10)
 
 
+@contextmanager
+def bilingual_site(mini_organism, tmp_path_factory, name: str, lacking: str):
+    """The miniature bilingual organism offered as ``name`` by an explorer on a free port, one torch thread:
+    yields (url, handle, the toy bilingual fact file, the same file without fact ``lacking`` in Chinese)."""
+    import torch
+    from kneuron.models.load import from_model
+    from support.tiny import bilingual_facts
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model, tok, _ = mini_organism("clm")
+    h = from_model(model, tok, kind="causal", name=name)
+    d = tmp_path_factory.mktemp("facts")
+    save_facts(bilingual_facts(), d / "bi.jsonl")
+    save_facts([f for f in bilingual_facts() if (f.id, f.lang) != (lacking, "zh")], d / "no-zh.jsonl")
+    try:
+        with serving(Explorer(Models([name], loader=lambda _: h))) as url:
+            yield url, h, str(d / "bi.jsonl"), str(d / "no-zh.jsonl")
+    finally:
+        torch.set_num_threads(threads)
+
+
 def call(url: str, path: str, body: dict | None = None) -> tuple[int, dict]:
     """(status, JSON) of GET (body None) or POST ``path``."""
     data = None if body is None else json.dumps(body).encode()
