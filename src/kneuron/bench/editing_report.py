@@ -182,16 +182,21 @@ def document(res: dict, fig: str | None) -> Document:
     meta = res["meta"]
     langs = list(res["unedited"])
     methods = list(res["methods"])
-    cmd = (f"kneuron bench editing --model {meta['model']} --facts {meta.get('facts') or '?'} --n {meta['n']} "
+    source = (f"--records {meta.get('facts') or '?'} --records-format {meta['records_format']}"
+              if meta.get("records_format") else f"--facts {meta.get('facts') or '?'}")
+    cmd = (f"kneuron bench editing --model {meta['model']} {source} --n {meta['n']} "
            f"--methods {','.join(methods)} --mode {meta['mode']}"
            + "".join(f" --option {m}.{k}={json.dumps(v)}" for m, o in (meta.get("method_options") or {}).items()
                      for k, v in o.items() if isinstance(v, (str, int, float, bool)))
            + " --out DIR")
     doc = Document().heading(1, f"kneuron bench editing — {res['model']}")
     short = res["n_records"] < meta["n"]
-    doc.para(f"{res['n_records']} CounterFact-style cases (fact ids), each rewritten in {', '.join(langs)} "
-             + (f"(of the {meta['n']} asked: only these fact ids have a usable record in every language) " if short
-                else "")
+    kind = (f"records of {meta.get('facts')} ({meta['records_format']})" if meta.get("records_format")
+            else "CounterFact-style cases (fact ids)")
+    doc.para(f"{res['n_records']} {kind}, each rewritten in {', '.join(langs)} "
+             + (f"(of the {meta['n']} asked: " + ("the file holds no more) " if meta.get("records_format") else
+                                                   "only these fact ids have a usable record in every language) ")
+                if short else "")
              + f"({meta['kind']} model, {meta['n_layers']} layers × {meta['n_neurons']} neurons); mode {meta['mode']}: "
              + {"single": "each edit is measured, then undone.",
                 "batch": "every edit is computed on the unedited model, all are applied at once, and each record "

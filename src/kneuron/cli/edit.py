@@ -122,8 +122,17 @@ def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MOD
 
 
 def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
-                  facts: str = typer.Option("en-zh", "--facts", "-f", help="fact set to draw the records from (an "
-                                            "organism: the facts it was trained on)"),
+                  facts: Optional[str] = typer.Option(None, "--facts", "-f", help="fact set to draw the records "
+                                                      "from (default en-zh; an organism: the facts it was trained "
+                                                      "on); not used with --records"),
+                  records: Optional[str] = typer.Option(None, "--records", help="read the records from this file "
+                                                        "instead: ROME's counterfact.json (or multi_counterfact.json), "
+                                                        "EasyEdit's zsRE JSON or a KnowEdit JSON, with the file's "
+                                                        "own paraphrases, neighbours and generation prompts; --n "
+                                                        "takes its first n"),
+                  records_format: Optional[str] = typer.Option(None, "--records-format", help="the --records "
+                                                               "file's format: counterfact, zsre or knowedit "
+                                                               "(default: told from its content)"),
                   n: int = typer.Option(100, "--n", min=1, help="records (fact ids) per language"),
                   methods: str = typer.Option("kn,kn-eai,kn-opt,likn,rome,ft", "--methods",
                                               help=f"comma-separated, of {METHOD_NAMES}"),
@@ -152,8 +161,10 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                   as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")):
     """Edit the same CounterFact-style records with every method, in every language, and measure ROME's
     ES/PS/NS/S, EasyEdit's reliability/generalization/locality, GE, flip rate and the other language;
-    writes one JSON per edit, results.json, report.md and report.html into --out (resumable)."""
+    writes one JSON per edit, results.json, report.md and report.html into --out (resumable). With --records
+    the records come from a file (``kneuron.editing.readers``), read and checked before the model loads."""
     from kneuron.bench.editing import EditingConfig, run_editing_bench, summary
+    from kneuron.editing.readers import read_records
     from kneuron.runs.store import check_out
     try:
         ms = [m.strip() for m in methods.split(",") if m.strip()]
@@ -164,13 +175,24 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
             opts.setdefault("rome", {})["layer"] = rome_layer
         EditingConfig(n=n, methods=tuple(ms), mode=mode, method_options=opts, tune_records=tune_records).validate()
         check_out(out, resume=resume)                        # before the model is loaded
-        h = _load(model)
-        every, pool = _facts_and_pool(h, facts, show=not as_json)
+        from_file = read_records(records, records_format) if records else None     # so is a bad record
         log = (lambda s: None) if as_json else (lambda s: typer.echo(s, err=True))
-        res = run_editing_bench(h, pool, out=out, n=n, methods=ms, mode=mode, resume=resume, pool=pool, seed=seed,
-                                langs=[x.strip() for x in langs.split(",")] if langs else None,
-                                show_progress=not as_json, log=log, facts_name=facts, n_generation=generation,
-                                common_facts=common_facts, method_options=opts, tune_records=tune_records)
+        h = _load(model)
+        if from_file is not None:
+            if facts:
+                log(f"warning: --facts {facts} is not used: the records, their neighbours and the facts Dai's "
+                    f"filter counts over come from {records}")
+            if from_file.skipped:
+                log(f"{records}: {from_file.skipped} records without a new object skipped (as EasyEdit does)")
+            pool, name = None, records
+        else:
+            name = facts or "en-zh"
+            every, pool = _facts_and_pool(h, name, show=not as_json)
+        res = run_editing_bench(h, pool or [], out=out, n=n, methods=ms, mode=mode, resume=resume, pool=pool,
+                                seed=seed, langs=[x.strip() for x in langs.split(",")] if langs else None,
+                                show_progress=not as_json, log=log, facts_name=name, n_generation=generation,
+                                common_facts=common_facts, method_options=opts, tune_records=tune_records,
+                                records=from_file)
     except _errors() as err:
         _fail(str(err))
     if as_json:

@@ -10,6 +10,8 @@ A ``Case`` is one fact id with one ``Record`` per language. A record holds what 
     generation     free-text prompts about the subject (each template cut after the subject; causal only)
     symmetry       P36 <-> P1376 only: the reverse prompt about the new object ("Rome is the capital of"),
                    whose answer after a generalizing edit is the subject (Niu et al., ICLR 2024)
+    probes         records read from a file only (``kneuron.editing.readers``): its attribute / portability
+                   prompts, kept for a later metric
 
 Alignment: the new object is the wrong object at the same index in every language (the bundled en-zh set
 lists the same entities in the same order in both; see data/en-zh.md), so the zh record rewrites the same
@@ -42,7 +44,7 @@ N_NEIGHBOURS, N_GENERATION = 10, 2                  # CounterFact has 10 neighbo
 @dataclass(frozen=True)
 class Prompt:
     text: str                  # causal: the text before the answer; masked: the sentence with [Y]
-    template: int              # index in its fact's templates
+    template: int              # index in its fact's templates (-1: a prompt a records file gives, ``readers``)
 
     def to_json(self) -> dict:
         return {"text": self.text, "template": self.template}
@@ -58,7 +60,7 @@ class Neighbour:
     subject: str
     prompt: str
     target: str                # the neighbour's own true object
-    template: int
+    template: int              # (-1, fact_id and subject "": a neighbour prompt a records file gives)
     same_object: bool          # its true object is the edited fact's true object (CounterFact's kind)
 
     def to_json(self) -> dict:
@@ -86,6 +88,23 @@ class Symmetry:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A prompt a record's file gives beyond ROME's tests, kept for a metric that reads it later (none does
+    yet): CounterFact's attribute prompts (``kind`` "attribute": other subjects whose true object is the new
+    one, ``target`` the new object) and KnowEdit's / zsRE's portability questions ("portability.<key>")."""
+    kind: str
+    prompt: str
+    target: str
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "prompt": self.prompt, "target": self.target}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Probe":
+        return cls(d["kind"], d["prompt"], d["target"])
+
+
+@dataclass(frozen=True)
 class Record:
     """One language's rewrite of a fact: ``fact.object`` -> ``new`` on ``prompt``, with its test prompts."""
     fact: Fact
@@ -97,6 +116,7 @@ class Record:
     neighbours: tuple[Neighbour, ...] = ()
     generation: tuple[str, ...] = ()
     symmetry: Symmetry | None = None
+    probes: tuple[Probe, ...] = ()    # read from a records file only (``readers``); no metric reads them yet
 
     @property
     def lang(self) -> str:
@@ -119,14 +139,16 @@ class Record:
                 "paraphrases": [p.to_json() for p in self.paraphrases],
                 "neighbours": [n.to_json() for n in self.neighbours],
                 "generation": list(self.generation),
-                "symmetry": self.symmetry.to_json() if self.symmetry else None}
+                "symmetry": self.symmetry.to_json() if self.symmetry else None,
+                **({"probes": [p.to_json() for p in self.probes]} if self.probes else {})}   # none: as before
 
     @classmethod
     def from_json(cls, d: dict) -> "Record":
         return cls(fact_from_json(d["fact"]), d["new"], d.get("new_index"), int(d["template"]), d["prompt"],
                    tuple(Prompt.from_json(p) for p in d.get("paraphrases", ())),
                    tuple(Neighbour.from_json(n) for n in d.get("neighbours", ())),
-                   tuple(d.get("generation", ())), Symmetry.from_json(d.get("symmetry")))
+                   tuple(d.get("generation", ())), Symmetry.from_json(d.get("symmetry")),
+                   tuple(Probe.from_json(p) for p in d.get("probes", ())))
 
 
 @dataclass

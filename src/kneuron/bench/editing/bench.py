@@ -8,6 +8,7 @@ import time
 from typing import Callable
 
 from kneuron.editing import EditError
+from kneuron.editing.readers import RecordsFile, check_encodes
 from kneuron.editing.records import Case, build_cases
 from kneuron.facts import Fact
 from kneuron.models.load import ModelHandle
@@ -22,13 +23,17 @@ from .modes import STRATEGIES, Sequential
 class EditingBench:
     """One run of the benchmark into ``out`` (``resume``: an earlier run's directory, same settings).
     ``pool``: the facts neighbours and the common-neuron filter draw from (default ``facts``); ``limit``:
-    stop after that many new edits, as if interrupted."""
+    stop after that many new edits, as if interrupted. ``records``: a records file read
+    (``kneuron.editing.readers``): the run's records are its first ``n`` (its next ``tune_records`` held out),
+    not drawn from ``facts``, and ``pool`` defaults to the file's own facts."""
 
     def __init__(self, handle: ModelHandle, facts: list[Fact], cfg: EditingConfig, out, *, pool=None,
                  resume: bool = False, show_progress: bool = True, log: Callable[[str], None] = lambda s: None,
-                 facts_name: str | None = None, limit: int | None = None):
+                 facts_name: str | None = None, limit: int | None = None, records: RecordsFile | None = None):
         cfg.validate()
-        self.h, self.cfg, self.log = handle, cfg, log
+        self.h, self.cfg, self.log, self.records = handle, cfg, log, records
+        if pool is None and records is not None:
+            pool = records.facts
         self.facts, self.pool = list(facts), list(pool if pool is not None else facts)
         self.resume, self.show, self.facts_name, self.limit = resume, show_progress, facts_name, limit
         self.disk = BenchDir(out, self.warn)
@@ -43,6 +48,8 @@ class EditingBench:
         self.disk.check(self.resume)
         cases = self.disk.cases() if self.resume else None
         tune = (self.disk.cases("tune-cases.jsonl") or []) if self.resume else []
+        if cases is None and self.records is not None:
+            cases, tune = self._from_file()
         if cases is None:
             k = self.cfg.tune_records
             drawn = build_cases(self.facts, self.cfg.n + k, kind=self.h.kind, tokenizer=self.h.tokenizer,
@@ -60,10 +67,31 @@ class EditingBench:
             elif len(tune) < k:
                 self.warn(f"{len(tune)} held-out tuning records of the {k} asked (no more usable fact ids)")
         meta = run_meta(self.cfg, self.h, cases, self.facts_name, tune)
+        if self.records is not None:
+            meta = {**meta, **self.records.meta()}
         if self.resume:
             meta = resumed_meta(self.disk.meta(), meta, self.cfg, self.disk.out)
         self.disk.commit(cases, meta, tune)
         return cases, tune, meta
+
+    def _from_file(self) -> tuple[list[Case], list[Case]]:
+        """The records file's first ``n`` cases and the ``tune_records`` after them, as this model is given
+        them, each prompt checked against the tokenizer (one line naming the record) before any measuring."""
+        f, k, n = self.records, self.cfg.tune_records, self.cfg.n
+        langs = list(f.cases[0].langs)
+        if self.cfg.langs and list(self.cfg.langs) != langs:
+            raise EditError(f"{f.path}: its records are in {', '.join(langs)}, not {', '.join(self.cfg.langs)}")
+        drawn = f.take(n + k, kind=self.h.kind, n_generation=self.cfg.n_generation)
+        check_encodes(drawn, self.h.tokenizer, self.h.kind)
+        cases, tune = drawn[:n], drawn[n:]
+        if k and not tune:
+            raise EditError(f"no record is left for the {k} held-out tuning records: {f.path} holds {len(cases)}; "
+                            "lower --n or --tune-records")
+        if len(cases) < n:
+            self.warn(f"{len(cases)} records of the {n} asked: {f.path} holds only {len(cases)}")
+        elif len(tune) < k:
+            self.warn(f"{len(tune)} held-out tuning records of the {k} asked ({f.path} holds no more)")
+        return cases, tune
 
     def context(self, cases: list[Case], t0: float, tune: list[Case] = ()) -> tuple[BenchContext, dict]:
         """The context every method edits with, each stage timed (``t0``: when the run began)."""
@@ -114,16 +142,18 @@ class EditingBench:
 def run_editing_bench(handle: ModelHandle, facts: list[Fact], *, out, n: int = 100,
                       methods=DEFAULT_METHODS, mode: str = "single", langs=None, seed: int = 0, resume: bool = False,
                       pool: list[Fact] | None = None, show_progress: bool = True, log=lambda s: None,
-                      facts_name: str | None = None, limit: int | None = None, **config) -> dict | None:
+                      facts_name: str | None = None, limit: int | None = None, records: RecordsFile | None = None,
+                      **config) -> dict | None:
     """Run (or resume) the editing benchmark into ``out``; returns results.json's content (None when stopped
     by ``limit``: that many new edits were computed, as if interrupted). ``facts``: the facts to draw cases
     from; ``pool``: the facts neighbours come from (default ``facts``; for an organism, the facts it was
-    trained on). ``config``: the other EditingConfig fields (n_neighbours, n_generation, common_facts,
-    sweep_cases, tune_records, rome_layers, method_options)."""
+    trained on). ``records``: a records file read (``kneuron.editing.readers.read_records``) the records come
+    from instead of ``facts``. ``config``: the other EditingConfig fields (n_neighbours, n_generation,
+    common_facts, sweep_cases, tune_records, rome_layers, method_options)."""
     cfg = EditingConfig(n=n, methods=tuple(methods), mode=mode, langs=tuple(langs) if langs else None, seed=seed,
                         **config)
     return EditingBench(handle, facts, cfg, out, pool=pool, resume=resume, show_progress=show_progress, log=log,
-                        facts_name=facts_name, limit=limit).run()
+                        facts_name=facts_name, limit=limit, records=records).run()
 
 
 def shortfall(got: int, asked: int, langs: list[str]) -> str:

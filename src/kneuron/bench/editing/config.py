@@ -19,6 +19,9 @@ CHECKPOINTS = (1, 10, 50, 100)
 # run.json keys a resumed run must keep
 RESUME_KEYS = ("model", "n", "mode", "langs", "seed", "n_neighbours", "n_generation", "common_facts",
                "sweep_cases", "rome_layers", "cases_hash", "tune_records")
+# run.json keys of a run whose records come from a file (``--records``): absent from a fact set's run, and a
+# resume must have the same (none, or the same file's format and content)
+RECORDS_KEYS = ("records_format", "records_sha256")
 
 
 # ----------------------------------------------------------------------------- what a method is to the bench
@@ -151,12 +154,15 @@ def run_meta(cfg: EditingConfig, handle: ModelHandle, cases: list[Case], facts_n
 
 def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
     """``meta`` for a run resumed from one whose run.json is ``had``: refused (RunStoreError, one line)
-    where a setting in RESUME_KEYS or a method's options differ; the methods and options of both, merged."""
+    where a setting in RESUME_KEYS, the records file (RECORDS_KEYS) or a method's options differ; the methods
+    and options of both, merged."""
     from kneuron.runs.store import RunStoreError
     from kneuron.store import check_resume
     from kneuron.store.manifest import jsonable
     had = {"tune_records": 0, **had}          # a run stored before held-out tuning existed had none
     check_resume(where, had, meta, RESUME_KEYS, error=RunStoreError)
+    check_resume(where, {k: had.get(k) for k in RECORDS_KEYS}, {k: meta.get(k) for k in RECORDS_KEYS},
+                 error=RunStoreError, hint="--records names the run's records file, unchanged (or none)")
     opts = had.get("method_options") or {}
     for m in cfg.methods:
         if m in opts and jsonable(opts[m]) != jsonable(meta["method_options"].get(m)):
@@ -165,6 +171,6 @@ def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
             "method_options": {**opts, **meta["method_options"]}}
 
 
-__all__ = ["CHECKPOINTS", "DEFAULT_METHODS", "EditingConfig", "MODES", "RESUME_KEYS", "kn_methods", "plain",
-           "resumed_meta", "run_meta", "uses_common", "uses_neurons", "uses_other_language", "uses_rome_layer",
+__all__ = ["CHECKPOINTS", "DEFAULT_METHODS", "EditingConfig", "MODES", "RECORDS_KEYS", "RESUME_KEYS", "kn_methods",
+           "plain", "resumed_meta", "run_meta", "uses_common", "uses_neurons", "uses_other_language", "uses_rome_layer",
            "uses_shared_neurons"]
