@@ -10,18 +10,22 @@ applied, undone bit for bit, used as a context manager, saved as a model directo
     kn-opt      KnOpt      methods/kn_opt.py   value vectors of the fact's neurons, optimised on ROME's objective
     rome        ROME       methods/rome.py     rank-one update of one layer's MLP output projection (Meng et al.)
     ft          FT         methods/ft.py       norm-bounded fine-tuning of one layer's output projection (FT-L)
+    memit       MEMIT      methods/memit.py    many rewrites at once over several layers' projections (Meng et al.)
+    alphaedit   AlphaEdit  methods/alphaedit.py  MEMIT's update in the preserved keys' null space (Fang et al.)
 
     e = edit(h, fact, "Rome", method=ROME(layer=6))     # or method="rome", layer=6; METHODS by name
     with e: ...
 
-``batch_edit(edits)`` (batch.py) makes many edits of the value-vector methods at once.
+``batch_edit(edits)`` (batch.py) makes many edits of the value-vector methods at once; ``edit_batch(h,
+rewrites, method=...)`` makes a batch with any method that has one (memit and alphaedit: one joint edit).
 """
 from __future__ import annotations
 
 from .base import Change, Edit, EditContext, EditError, EditMethod, Rewrite
-from .batch import batch_edit
-from .methods import FT, KN, LIKN, ROME, KnEai, KnErase, KnOpt, LiknTransfer
+from .batch import batch_edit, edit_batch
+from .methods import FT, KN, LIKN, MEMIT, ROME, AlphaEdit, JointEdit, KnEai, KnErase, KnOpt, LiknTransfer
 from .registry import METHODS, edit, method_for
 
-__all__ = ["FT", "KN", "LIKN", "METHODS", "ROME", "Change", "Edit", "EditContext", "EditError", "EditMethod", "KnEai",
-           "KnErase", "KnOpt", "LiknTransfer", "Rewrite", "batch_edit", "edit", "method_for"]
+__all__ = ["FT", "KN", "LIKN", "MEMIT", "METHODS", "ROME", "AlphaEdit", "Change", "Edit", "EditContext", "EditError",
+           "EditMethod", "JointEdit", "KnEai", "KnErase", "KnOpt", "LiknTransfer", "Rewrite", "batch_edit",
+           "edit", "edit_batch", "method_for"]

@@ -1,7 +1,7 @@
 """An edit: new values for a few slices of a model's weights, applied and undone bit for bit.
 
-Every editing method (kn, kn-eai, kn-erase, likn, likn-transfer, kn-opt, rome, ft) computes a list of ``Change``s
-against the model as it is when the edit is made, and returns an ``Edit`` that is not applied yet:
+Every editing method (kn, kn-eai, kn-erase, likn, likn-transfer, kn-opt, rome, ft, memit, alphaedit) computes a
+list of ``Change``s against the model as it is when the edit is made, and returns an ``Edit`` that is not applied yet:
 
     e = kneuron.edit(h, fact, "Rome", method="rome")   # computes the edit
     with e:                                            # applied inside, undone (bit-exact) after
@@ -61,13 +61,19 @@ class EditContext:
     other       likn, likn-transfer: the same fact in the other language (whose neurons the fact's are
                 intersected with); ``other_new`` its new object (likn only: it rewrites both languages)
     moment      rome: the second moment C of the layer's keys, precomputed ([n, n])
+    moments     memit, alphaedit: the second moments C0 of their layers' keys, precomputed ({layer: [n, n]};
+                in a sequential chain, the unedited model's)
+    kept        alphaedit: the edits made before this one and kept applied (sequential editing), oldest
+                first; the keys they wrote (their ``keys``) are its previously edited keys K_p
     execution   how the localisation runs (``attribution.Execution``)
-    progress    rome: show a progress bar while it computes C"""
+    progress    rome, memit, alphaedit: show a progress bar while it computes C"""
     neurons: Iterable[Neuron] | None = None
     common: Iterable[Neuron] | None = None
     other: Fact | None = None
     other_new: str | None = None
     moment: torch.Tensor | None = None
+    moments: dict[int, torch.Tensor] | None = None
+    kept: tuple["Edit", ...] = ()
     execution: Any = None
     progress: bool = True
 
@@ -82,7 +88,8 @@ class EditMethod:
     name: ClassVar[str]
     help: ClassVar[str]                        # one line, for the command line and the explorer
     causal_only: ClassVar[bool] = False        # masked models cannot be edited by it
-    batch_rule: ClassVar[str | None] = None    # how batch_edit combines its edits: "add", "set"; None: no batch
+    batch_rule: ClassVar[str | None] = None    # how a batch is made: batch_edit combines single edits by "add" or
+                                               # "set"; "joint": one edit_batch of every rewrite; None: no batch
     uses_neurons: ClassVar[bool] = False       # writes knowledge neurons' value vectors (takes neurons=)
     common_filter: ClassVar[bool] = False      # Dai et al.'s relation filter applies (common=)
     languages: ClassVar[int] = 1               # languages one edit rewrites (likn: 2)
@@ -91,6 +98,13 @@ class EditMethod:
     context: ClassVar[tuple[str, ...]] = ()    # the EditContext names it reads
 
     def edit(self, handle: ModelHandle, rewrite: "Rewrite", ctx: EditContext = EditContext()) -> "Edit":
+        raise NotImplementedError
+
+    def edit_batch(self, handle: ModelHandle, rewrites: list["Rewrite"], ctx: EditContext = EditContext(),
+                   on_error=None) -> "Edit":
+        """batch_rule "joint" (memit, alphaedit): ONE edit of every rewrite, computed together against the
+        model as it is now (not applied). ``on_error(i, rewrite, err)``: a rewrite that cannot be edited is
+        left out and said (None: its EditError is raised)."""
         raise NotImplementedError
 
     def check(self, handle: ModelHandle, rewrite: "Rewrite") -> None:

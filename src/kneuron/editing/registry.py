@@ -20,9 +20,10 @@ from kneuron.facts.schema import Fact
 from kneuron.models.load import ModelHandle
 
 from .base import CONTEXT, Edit, EditContext, EditMethod, Rewrite
-from .methods import FT, KN, LIKN, ROME, KnEai, KnErase, KnOpt, LiknTransfer
+from .methods import FT, KN, LIKN, MEMIT, ROME, AlphaEdit, KnEai, KnErase, KnOpt, LiknTransfer
 
-METHODS: dict[str, type[EditMethod]] = {c.name: c for c in (KN, KnEai, KnErase, LIKN, LiknTransfer, KnOpt, ROME, FT)}
+METHODS: dict[str, type[EditMethod]] = {c.name: c for c in (KN, KnEai, KnErase, LIKN, LiknTransfer, KnOpt, ROME, FT,
+                                                            MEMIT, AlphaEdit)}
 
 
 def method_class(method: str | EditMethod | type[EditMethod]) -> type[EditMethod]:

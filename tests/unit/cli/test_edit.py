@@ -27,7 +27,7 @@ def test_options_are_typed_and_nested():
     ("kn.localize.steps=0", ["steps"]),
     ("scale:1", ["METHOD.NAME=VALUE"]),
     ("ft.layer=2", ["ft is not among the methods"]),
-    ("memit.layer=2", ["unknown editing method 'memit'"]),
+    ("mend.layer=2", ["unknown editing method 'mend'"]),
 ])
 def test_bad_options_are_one_line(item, words):
     with pytest.raises(ConfigError) as err:

@@ -8,7 +8,8 @@ from dataclasses import fields
 import pytest
 import torch
 
-from kneuron.editing import FT, KN, LIKN, METHODS, ROME, EditMethod, KnEai, KnErase, KnOpt, LiknTransfer, edit
+from kneuron.editing import (FT, KN, LIKN, MEMIT, METHODS, ROME, AlphaEdit, EditMethod, KnEai, KnErase, KnOpt,
+                             LiknTransfer, edit)
 from kneuron.editing.localize import LOCALIZE
 from kneuron.editing.registry import coerce, describe, method_class, method_for, option_names, options
 from kneuron.errors import ConfigError
@@ -28,6 +29,8 @@ CAPABILITIES = {
     "kn-opt":        (KnOpt, False, "add", True, True, 1, False, True),
     "rome":          (ROME, True, None, False, False, 1, False, True),
     "ft":            (FT, False, None, False, False, 1, False, True),
+    "memit":         (MEMIT, True, "joint", False, False, 1, False, True),
+    "alphaedit":     (AlphaEdit, True, "joint", False, False, 1, False, True),
 }
 
 
@@ -129,8 +132,8 @@ def test_method_for_errors_name_the_methods_options():
     with pytest.raises(ConfigError, match="go into the method object itself") as err:
         method_for(ROME(), layer=3)
     assert one_line(err)
-    with pytest.raises(ConfigError, match="unknown editing method 'memit'") as err:
-        method_for("memit")
+    with pytest.raises(ConfigError, match="unknown editing method 'mend'") as err:
+        method_for("mend")
     assert one_line(err)
 
 

@@ -10,6 +10,7 @@ from typing import Callable
 from kneuron.editing import EditError
 from kneuron.editing.readers import RecordsFile, check_encodes
 from kneuron.editing.records import Case, build_cases
+from kneuron.editing.registry import method_class
 from kneuron.facts import Fact
 from kneuron.models.load import ModelHandle
 
@@ -109,6 +110,11 @@ class EditingBench:
             layer, sweep = prepare.rome_layer(ctx)
             ctx = dataclasses.replace(ctx, rome_layer=layer, sweep=sweep, rome_stats=prepare.rome_stats(ctx, layer))
             timings = self.disk.add_time("rome_sweep", time.perf_counter() - t)
+        layered = [m for m in self.cfg.methods if "moments" in method_class(m).context]
+        if layered:                                    # memit, alphaedit: C0 of the unedited model, per layer
+            t = time.perf_counter()
+            ctx = dataclasses.replace(ctx, moments={m: prepare.moments(ctx, m) for m in layered})
+            timings = self.disk.add_time("moments", time.perf_counter() - t)
         return ctx, timings
 
     def run(self) -> dict | None:

@@ -8,7 +8,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 
 from kneuron.editing import METHODS
-from kneuron.editing.registry import method_class, option_names
+from kneuron.editing.registry import method_class, method_for, option_names
 from kneuron.editing.records import Case
 from kneuron.errors import ConfigError
 from kneuron.models.load import ModelHandle
@@ -97,6 +97,9 @@ class EditingConfig:
                 with_batch = [m for m, cls in METHODS.items() if cls.batch_rule is not None]
                 raise ConfigError(f"{', '.join(bad)} has no batch mode (methods with one: {', '.join(with_batch)}); "
                                   "leave it out or use --mode single or sequential")
+        for m in self.methods:                            # memit, alphaedit: their options checked before any work
+            if method_class(m).batch_rule == "joint":
+                method_for(m, **self.options(m))
         for m, opts in self.method_options.items():       # the bench localises each fact once for every KN method
             local = sorted({"localize", "max_prompts"} & set(opts)) if method_class(m).uses_neurons else []
             if local:

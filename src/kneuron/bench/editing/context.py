@@ -49,6 +49,8 @@ class BenchContext:
     common: dict[tuple[str, str], CommonNeurons] | None = None    # (relation, lang)
     rome_layer: int | None = None                         # the layer ROME (and FT) edit: the sweep's or the user's
     rome_stats: Any = None                                # the unedited model's C at that layer (stats="auto")
+    moments: dict[str, dict] | None = None                # method -> the unedited model's C0 at each of its
+                                                          # layers (memit, alphaedit: methods reading moments=)
     sweep: Sweep | None = None
     show: bool = False                                    # progress bars
     warn: Callable[[str], None] = lambda s: None
@@ -90,6 +92,8 @@ class BenchContext:
         auto["progress"] = self.show
         if self.rome_stats is not None:
             auto["moment"] = self.rome_stats           # the unedited model's C, also under kept edits
+        if self.moments is not None and self.moments.get(method) is not None:
+            auto["moments"] = self.moments[method]     # the same for the multi-layer methods
         takes = set(option_names(cls)) | set(cls.context)
         return {**{k: v for k, v in auto.items() if k in takes}, **self.cfg.options(method), **extra}
 
@@ -110,6 +114,23 @@ class BenchContext:
         except (EditError, QueryError) as err:
             self.warn(f"{method} cannot edit case {case.case_id} ({case.fact_id}, {lang}): {err}")
             return Edit(self.handle, method, None, [], info={"error": str(err)})
+
+    def edit_batch(self, method: str, cases: list[Case], lang: str) -> Edit:
+        """A joint method's one edit of every case's ``lang`` record (not applied; ``JointEdit.member(i)`` is
+        case i's share). A record it cannot edit is left out of the batch (its member's info says why, and a
+        warning); a batch it cannot make at all is an edit that changes nothing, with the reason."""
+        from kneuron.editing import JointEdit, edit_batch
+        recs = [c.records[lang] for c in cases]
+
+        def said(i, rewrite, err):
+            self.warn(f"{method} cannot edit case {cases[i].case_id} ({cases[i].fact_id}, {lang}): {err}")
+        try:
+            return edit_batch(self.handle, [(r.edit_fact, r.new) for r in recs], method=method, on_error=said,
+                              **self.options(method, cases[0], lang))
+        except (EditError, QueryError) as err:
+            self.warn(f"{method} cannot edit the batch of {len(cases)} cases ({lang}): {err}")
+            return JointEdit(self.handle, method, None, [], info={"error": str(err),
+                                                                  "rewrites": [{"error": str(err)} for _ in cases]})
 
     def row(self, method: str, case: Case, lang: str, e: Edit, batch: int | None = None) -> EditRow:
         """The case measured in every language with the model as it is now (``e`` applied), against the

@@ -12,6 +12,7 @@ damaged/ (then redone) when it does not read back.
     sequential/<method>-<lang>/<i>.pt   sequential mode: the kept edits' changes (the commit marker)
     sequential/<method>-<lang>-k<k>.json   S after k kept edits
     batch/<method>-<lang>/<case>.pt   batch mode: each case's computed edit (the batch is applied once all are)
+    batch/<method>-<lang>/joint.pt    batch mode of a joint method (memit, alphaedit): the batch's one edit
     results.json, report.md, report.html (+ fig-sequential.png)
 
 Every file is committed atomically through ``kneuron.store`` (JSON rows and ``.pt`` blobs as keyed records,
@@ -26,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from kneuron.editing import Change, Edit, EditError
+from kneuron.editing import METHODS, Change, Edit, EditError
 from kneuron.editing.records import Case
 from kneuron.runs.store import RunStoreError
 from kneuron.store import (Blob, Manifest, Records, add_time, check_out, move_aside, read_json, write_json,
@@ -197,6 +198,18 @@ class BenchDir:
     def put_batch_member(self, lang: str, case_id: int, e: Edit) -> None:
         self._blobs("batch", e.method, lang, e.handle).put(case_id, e.state())
 
+    def _joint(self, method: str, lang: str, handle) -> Records:
+        return self._records(self.out / "batch" / f"{method}-{lang}", name=str, parse=str, codec=_torch_blob(),
+                             check=lambda state: _edit_problem(handle, method, state))
+
+    def joint(self, handle, method: str, lang: str) -> Edit | None:
+        """A joint method's batch edit computed earlier (not applied), or None (not there, or damaged)."""
+        state = self._joint(method, lang, handle).get("joint")
+        return None if state is None else edit_of(handle, method, state)
+
+    def put_joint(self, lang: str, e: Edit) -> None:
+        self._joint(e.method, lang, e.handle).put("joint", e.state())
+
 
 def edit_of(handle, method: str, state) -> Edit:
     """A kept edit read back: ``Edit.state()``'s dict, or the formats the bench wrote before it (a chain
@@ -206,7 +219,8 @@ def edit_of(handle, method: str, state) -> Edit:
     if "method" not in state:
         return Edit(handle, method, None, [Change(**c) for c in state["changes"]], state["info"],
                     float(state["seconds"]))
-    return Edit.from_state(handle, state)
+    cls = getattr(METHODS.get(method), "edit_class", Edit)     # memit, alphaedit: a JointEdit, its keys kept
+    return cls.from_state(handle, state)
 
 
 def _edit_problem(handle, method: str, state) -> str | None:

@@ -7,7 +7,10 @@ and stops early once the context's budget of new edits is spent (a resumed run f
                  measured; after 1, 10, 50, 100 (and the last) kept edits every record edited so far is
                  measured again (S after k edits); all undone at the end, bit for bit
     Batched      per edit language every case's edit computed on the unedited model, all applied at once as
-                 one combined edit (``kneuron.editing.batch``), each case measured under the whole batch
+                 one combined edit (``kneuron.editing.batch``), each case measured under the whole batch; a
+                 joint method (memit, alphaedit) computes the batch as one edit of every case's rewrite
+
+AlphaEdit's sequential chain is given its kept edits (their keys are its K_p).
 
 Every mode leaves the model's weights as it found them, also when it stops early or fails.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from kneuron.editing import Edit
+from kneuron.editing.registry import method_class
 from kneuron.editing.metrics import measure, record_scores
 from kneuron.editing.methods.rome import sweep_scores
 from kneuron.editing.records import Case
@@ -70,7 +74,8 @@ class Sequential:
                     continue
                 if not ctx.budget.left():
                     break
-                e = ctx.edit(method, c, lang).apply()
+                history = {"kept": tuple(kept)} if "kept" in method_class(method).context else {}
+                e = ctx.edit(method, c, lang, **history).apply()
                 kept.append(e)
                 row = ctx.row(method, c, lang, e)
                 ctx.disk.put_edit(row)
@@ -116,14 +121,22 @@ class Batched:
                     yield from done
                     step(2 * len(cases))
                     continue
-                edits = []
-                for c in cases:
-                    e = self._member(method, lang, c, ctx)
-                    if e is None:
+                if method_class(method).batch_rule == "joint":
+                    joint = self._joint(method, lang, cases, ctx)
+                    if joint is None:
                         return
-                    edits.append(e)
-                    step()
-                combined = batch_edit(edits) if any(e.changes for e in edits) else None
+                    edits = [joint.member(i) for i in range(len(cases))]
+                    combined = joint if joint.changes else None
+                    step(len(cases))
+                else:
+                    edits = []
+                    for c in cases:
+                        e = self._member(method, lang, c, ctx)
+                        if e is None:
+                            return
+                        edits.append(e)
+                        step()
+                    combined = batch_edit(edits) if any(e.changes for e in edits) else None
                 if combined is not None:
                     combined.apply()
                 try:
@@ -150,6 +163,23 @@ class Batched:
         e = ctx.edit(method, case, lang)
         ctx.disk.put_batch_member(lang, case.case_id, e)
         ctx.budget.spend()
+        return e
+
+
+    @staticmethod
+    def _joint(method: str, lang: str, cases: list[Case], ctx: BenchContext):
+        """A joint method's one edit of every case (a ``JointEdit``), computed on the unedited model: stored
+        by an earlier session, or computed now and stored (None: the budget is spent). It counts as one new
+        edit per case."""
+        stored = ctx.disk.joint(ctx.handle, method, lang)
+        if stored is not None:
+            return stored
+        if not ctx.budget.left():
+            return None
+        e = ctx.edit_batch(method, cases, lang)
+        ctx.disk.put_joint(lang, e)
+        for _ in cases:
+            ctx.budget.spend()
         return e
 
 

@@ -105,4 +105,14 @@ def rome_stats(ctx: BenchContext, layer: int):
     return second_moment(ctx.handle, layer, corpus=opts.get("corpus"), progress=ctx.show)
 
 
-__all__ = ["localize", "rome_layer", "rome_stats", "unedited"]
+def moments(ctx: BenchContext, method: str):
+    """The unedited model's C0 at each layer a multi-layer method (memit, alphaedit) edits, with its own
+    stats options and ROME's layer where the bench has one (as its edits get it); None: stats="identity"."""
+    from kneuron.editing.registry import method_for, option_names
+    opts = {k: v for k, v in ctx.cfg.options(method).items() if k in option_names(method)}
+    if "layer" not in opts and ctx.rome_layer is not None and "layer" in option_names(method):
+        opts["layer"] = ctx.rome_layer
+    return method_for(method, **opts).moments(ctx.handle, progress=ctx.show)
+
+
+__all__ = ["localize", "moments", "rome_layer", "rome_stats", "unedited"]
