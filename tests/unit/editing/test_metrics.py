@@ -135,6 +135,18 @@ def _ordered(x):
     return [_ordered(v) for v in x] if isinstance(x, list) else x
 
 
+def _close(a, b, rel: float = 1e-6) -> bool:
+    """``a == b`` but for floats, equal to ``rel``: float32 kernels round differently on other CPUs (the
+    fixture was made on another machine; its nll agree to ~1e-8 here), everything else exactly."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(_close(a[k], b[k], rel) for k in a)
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=rel, abs=1e-9)
+    return type(a) is type(b) and a == b
+
+
 @pytest.mark.parametrize("family", ["gpt2", "bert"])
 @pytest.mark.parametrize("gen", ["generation", "none"])
 def test_measured_reads_and_writes_the_old_dicts(family, gen):
@@ -160,8 +172,9 @@ def test_measure_gives_the_old_codes_numbers(family, one_thread):
     for gen in ("generation", "none"):
         got = M.measure(h, recs, generation=gen == "generation", seed=3)
         assert all(isinstance(m, M.Measured) for m in got)
-        assert [_ordered(m.to_json()) for m in got] == [_ordered(d) for d in OLD[family][gen]]
-        assert [M.record_scores(m) for m in got] == [M.record_scores(M.Measured.from_json(d)) for d in OLD[family][gen]]
+        assert _close([_ordered(m.to_json()) for m in got], [_ordered(d) for d in OLD[family][gen]])
+        assert _close([M.record_scores(m) for m in got],
+                      [M.record_scores(M.Measured.from_json(d)) for d in OLD[family][gen]])
 
 
 def test_a_dict_that_is_not_a_measurement_does_not_read():
