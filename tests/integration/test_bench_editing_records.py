@@ -10,23 +10,15 @@ from pathlib import Path
 import pytest
 
 from kneuron.bench.editing import run_editing_bench
-from kneuron.editing import METHODS
 from kneuron.editing.readers import read_records
 from kneuron.models import load_model
 from kneuron.runs.store import RunStoreError
 
-from integration.test_bench_editing import CALLS, Toy, cli, one_line_error
+from integration.test_bench_editing import cli, one_line_error, toy  # noqa: F401 (toy: the fixture, shared)
 
 RECORDS = Path(__file__).parents[1] / "unit" / "editing" / "data" / "records"
 CF = RECORDS / "counterfact.json"
 KW = dict(n=2, methods=["toy"], n_generation=1, show_progress=False)
-
-
-@pytest.fixture
-def toy(monkeypatch):
-    monkeypatch.setitem(METHODS, "toy", Toy)
-    CALLS.clear()
-    return CALLS
 
 
 @pytest.fixture(scope="module")

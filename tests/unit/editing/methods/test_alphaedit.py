@@ -13,18 +13,13 @@ from kneuron.editing import AlphaEdit, EditError, JointEdit, edit, edit_batch
 from kneuron.editing.methods.alphaedit import null_projector
 from kneuron.editing.stats import second_moment
 from kneuron.errors import ConfigError
-from kneuron.facts import Fact
 from kneuron.models import hooks
 from kneuron.models.sites import value_vectors
-from support.tiny import FAMILIES, same, snapshot, tiny_handle
+from support.tiny import same, snapshot, tiny_handle
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-CAUSAL = [f for f, (kind, _) in FAMILIES.items() if kind == "causal"]
-T = ("the capital of [X] is [Y].",)
-FACT, ITALY, SPAIN = (Fact(f"c{i}", "P36", "en", s, o, T) for i, (s, o) in
-                      enumerate((("france", "paris"), ("italy", "rome"), ("spain", "madrid"))))
-PAIRS = [(FACT, "rome"), (ITALY, "paris"), (SPAIN, "berlin")]
+from unit.editing.methods.test_memit import CAUSAL, FACT, ITALY, PAIRS, SPAIN, T  # noqa: F401 (the same rewrites)
 CORPUS = ("the capital of germany is berlin", "the river in spain was born a city")
 # 14 tokens, 13 distinct keys (both texts open with "the": one key at position 0): C0 has rank 13 < n = 48;
 # its non-zero eigenvalues are >= 6e-3 x the largest in every family, its zero ones ~1e-8 (C0 is float32)
