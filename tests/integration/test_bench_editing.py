@@ -401,3 +401,44 @@ def test_bench_errors_are_one_line(toy, tmp_path):
                    "already holds a run")
     one_line_error(cli("bench", "editing", "--model", "organism-clm", "--methods", "toy", "--out",
                        tmp_path / "none", "--resume"), "holds no run")
+
+
+def test_the_sequential_guard_from_the_command_line(toy, tmp_path):
+    """--on-collapse reaches the run: with stop, a chain ends at its first disabling edit (a toy edit 1000x too
+    large), its row says so and the report lists it; a resume with another guard is refused in one line."""
+    out = tmp_path / "s"
+    args = ("bench", "editing", "--model", "organism-clm", "--methods", "toy", "--n", 3, "--generation", 0,
+            "--mode", "sequential", "--option", "toy.scale=1000", "--out", out)
+    r = cli(*args, "--on-collapse", "stop", "--json")
+    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+    assert json.loads((out / "run.json").read_text())["on_collapse"] == "stop"
+    rows = [json.loads(p.read_text()) for p in sorted((out / "edits" / "toy").glob("*.json"))]
+    for lang in ("en", "zh"):
+        mine = sorted((x for x in rows if x["edit_lang"] == lang), key=lambda x: x["case_id"])
+        assert mine[-1]["guarded"] == "stop" and not any(x.get("guarded") for x in mine[:-1])
+        assert mine[-1]["health"]["nll_after"]["en"] - mine[-1]["health"]["nll_before"]["en"] > 0.5 or \
+            mine[-1]["health"]["nll_after"]["zh"] - mine[-1]["health"]["nll_before"]["zh"] > 0.5
+    report = (out / "report.md").read_text()
+    assert "Chains stopped by the guard" in report and "### Disabling edits" in report
+    one_line_error(cli(*args, "--resume"), "on_collapse differs", "--on-collapse stop")
+
+
+def test_a_run_stored_before_health_resumes_without_recomputing(toy, org, tmp_path):
+    """Rows, run.json and no unrelated.json as the bench wrote them before edit health: a resume reads every
+    row back (health None, nothing recomputed), measures the unedited unrelated NLL once, and the report shows
+    the old rows' health as n/a."""
+    h, facts = org
+    out = tmp_path / "old"
+    run_editing_bench(h, facts, out=out, methods=["toy"], limit=4, **KW)
+    for p in (out / "edits" / "toy").glob("*.json"):
+        p.write_text(json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "health"}))
+    meta = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "on_collapse"}))
+    (out / "unrelated.json").unlink()
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "edits" / "toy").glob("*.json")}
+    res = run_editing_bench(h, facts, out=out, methods=["toy"], resume=True, **KW)
+    assert len(toy) == 6 and {p.name: p.stat().st_mtime_ns for p in (out / "edits" / "toy").glob("*.json")
+                              if p.name in stamps} == stamps
+    assert (out / "unrelated.json").is_file() and set(res["unrelated"]) == {"en", "zh"}
+    assert sum(e["with_health"] for d in res["health"].values() for e in d.values()) == 2
+    assert "## Edit health" in (out / "report.md").read_text()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kneuron.bench import crosslingual
+from kneuron.bench import crosslingual, editing_health
+from kneuron.editing.health import DISABLING_MARGIN
 from kneuron.editing.metrics import METRICS, hmean, record_scores, summarize
 from kneuron.report import render
 from kneuron.report.document import Document
@@ -60,10 +61,11 @@ def _mean(xs) -> float | None:
 
 
 def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: dict | None, layer: int | None,
-            timings: dict) -> dict:
+            timings: dict, unrelated: dict | None = None) -> dict:
     """results.json: the --json summary (model, n_records, unedited, methods) and the details behind it.
     ``before``: case id -> lang -> the unedited ``metrics.Measured``; ``rows``: method -> (case id, edit
-    lang) -> its ``EditRow``; ``curves``: method -> lang -> k -> its sequential ``Checkpoint``."""
+    lang) -> its ``EditRow``; ``curves``: method -> lang -> k -> its sequential ``Checkpoint``;
+    ``unrelated``: the unedited model's unrelated-text NLL per language (edit health, ``editing_health``)."""
     langs = cases[0].langs
     res: dict = {"model": meta["model"], "n_records": len(cases), "unedited": {}, "methods": {}}
     iv: dict = {"unedited": {}, "methods": {}, "matrix": {}}
@@ -73,12 +75,13 @@ def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: di
         base.update({(c.case_id, lang): s for c, s in zip(cases, sc)})
         res["unedited"][lang] = summarize(sc)
         iv["unedited"][lang] = _intervals(sc)
-    matrix, extras, lifts = {}, {}, {}
+    matrix, extras, lifts, health = {}, {}, {}, {}
     for m, got in rows.items():
         res["methods"][m], iv["methods"][m], matrix[m], extras[m] = {}, {}, {}, {}
-        iv["matrix"][m], lifts[m] = {}, {}
+        iv["matrix"][m], lifts[m], health[m] = {}, {}, {}
         for lang in langs:
             mine = [r for (cid, e), r in sorted(got.items()) if e == lang]
+            health[m][lang] = editing_health.summary(mine)
             sc = [r.scores[lang] for r in mine]
             res["methods"][m][lang] = summarize(sc, [r.seconds for r in mine], [r.params_changed for r in mine])
             iv["methods"][m][lang] = _intervals(sc)
@@ -104,7 +107,8 @@ def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: di
                sequential={m: {lang: [{"k": int(k), **{x: p.summary[x] for x in ("ES", "PS", "NS", "S")}}
                                       for k, p in sorted(c.items(), key=lambda kv: int(kv[0]))]
                                for lang, c in cur.items()} for m, cur in curves.items()},
-               rome_sweep=sweep, rome_layer=layer, meta=meta, timings=timings)
+               rome_sweep=sweep, rome_layer=layer, meta=meta, timings=timings, unrelated=unrelated,
+               disabling_margin=DISABLING_MARGIN, health=health, disabling=editing_health.disabling(rows))
     return res
 
 
@@ -214,6 +218,7 @@ def document(res: dict, fig: str | None) -> Document:
         f = _finding(res, lang)
         if f:
             doc.para(f)
+    editing_health.section(doc, res)
     if len(langs) > 1:
         crosslingual.section(doc, res)
     sym = [[m, lang, e["symmetry"], e["symmetry_success"], e["edit_seconds"], e["localize_seconds"],

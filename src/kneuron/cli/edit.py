@@ -159,9 +159,15 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                                                              "METHOD.NAME=VALUE (repeatable; VALUE checked against "
                                                              "the option's type: JSON, else text), e.g. "
                                                              "rome.clamp_norm=8 or kn.lambda2=4"),
+                  on_collapse: str = typer.Option("undo", "--on-collapse", help="--mode sequential: an edit "
+                                                  "whose unrelated-text NLL rises by more than the health margin "
+                                                  "(0.5 nats) against the chain before it is undone, bit for bit, "
+                                                  "and the chain goes on (undo), or the chain stops there (stop); "
+                                                  "keep: no guard"),
                   as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")):
     """Edit the same CounterFact-style records with every method, in every language, and measure ROME's
-    ES/PS/NS/S, EasyEdit's reliability/generalization/locality, GE, flip rate and the other language;
+    ES/PS/NS/S, EasyEdit's reliability/generalization/locality, GE, flip rate, the other language and each
+    edit's health (‖ΔW‖/‖W‖, unrelated-text NLL, greedy continuation; disabling edits listed);
     writes one JSON per edit, results.json, report.md and report.html into --out (resumable). With --records
     the records come from a file (``kneuron.editing.readers``), read and checked before the model loads."""
     from kneuron.bench.editing import EditingConfig, run_editing_bench, summary
@@ -174,7 +180,8 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
         opts = method_options(option or [], ms)
         if rome_layer is not None:
             opts.setdefault("rome", {})["layer"] = rome_layer
-        EditingConfig(n=n, methods=tuple(ms), mode=mode, method_options=opts, tune_records=tune_records).validate()
+        EditingConfig(n=n, methods=tuple(ms), mode=mode, method_options=opts, tune_records=tune_records,
+                      on_collapse=on_collapse).validate()
         check_out(out, resume=resume)                        # before the model is loaded
         from_file = read_records(records, records_format) if records else None     # so is a bad record
         log = (lambda s: None) if as_json else (lambda s: typer.echo(s, err=True))
@@ -193,7 +200,7 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                                 seed=seed, langs=[x.strip() for x in langs.split(",")] if langs else None,
                                 show_progress=not as_json, log=log, facts_name=name, n_generation=generation,
                                 common_facts=common_facts, method_options=opts, tune_records=tune_records,
-                                records=from_file)
+                                records=from_file, on_collapse=on_collapse)
     except _errors() as err:
         _fail(str(err))
     if as_json:

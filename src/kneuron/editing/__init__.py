@@ -18,6 +18,8 @@ applied, undone bit for bit, used as a context manager, saved as a model directo
 
 ``batch_edit(edits)`` (batch.py) makes many edits of the value-vector methods at once; ``edit_batch(h,
 rewrites, method=...)`` makes a batch with any method that has one (memit and alphaedit: one joint edit).
+``health.health(h, e, prompt, before)`` (health.py) is an applied edit's health: ‖ΔW‖/‖W‖, u·k, the NLL
+of fixed unrelated sentences before and after, the greedy continuation; ``Health.disabling()``.
 """
 from __future__ import annotations
 

@@ -174,6 +174,12 @@ class Edit:
         return self._saved is not None
 
     @property
+    def overwritten(self) -> list[torch.Tensor] | None:
+        """The values the applied edit overwrote, one per change (what ``undo`` writes back); None when it
+        is not applied (``health.weight_ratios`` reads them)."""
+        return None if self._saved is None else list(self._saved)
+
+    @property
     def params_changed(self) -> int:
         """Number of weight entries the edit writes."""
         return sum(c.value.numel() for c in self.changes)

@@ -99,6 +99,7 @@ class EditingBench:
         ctx = BenchContext(self.h, self.cfg, cases, {}, self.disk, Budget(self.limit), show=self.show, warn=self.warn,
                            tune=list(tune))
         ctx = dataclasses.replace(ctx, before=prepare.unedited(ctx, [*cases, *tune]))
+        ctx = dataclasses.replace(ctx, unrelated=prepare.unrelated(ctx))
         timings = self.disk.add_time("unedited", time.perf_counter() - t0)
         if any(uses_neurons(m) for m in self.cfg.methods):
             t = time.perf_counter()
@@ -139,7 +140,8 @@ class EditingBench:
             return None
         from kneuron.bench.editing_report import results, write_report
         res = results(meta, cases, {c.case_id: ctx.before[c.case_id].raw for c in cases}, rows, curves,
-                      ctx.sweep.to_json() if ctx.sweep else None, ctx.rome_layer, timings)
+                      ctx.sweep.to_json() if ctx.sweep else None, ctx.rome_layer, timings,
+                      ctx.unrelated.nll if ctx.unrelated else None)
         self.disk.put_results(res)
         write_report(res, self.disk.out)
         return res
@@ -155,7 +157,7 @@ def run_editing_bench(handle: ModelHandle, facts: list[Fact], *, out, n: int = 1
     from; ``pool``: the facts neighbours come from (default ``facts``; for an organism, the facts it was
     trained on). ``records``: a records file read (``kneuron.editing.readers.read_records``) the records come
     from instead of ``facts``. ``config``: the other EditingConfig fields (n_neighbours, n_generation,
-    common_facts, sweep_cases, tune_records, rome_layers, method_options)."""
+    common_facts, sweep_cases, tune_records, rome_layers, method_options, on_collapse)."""
     cfg = EditingConfig(n=n, methods=tuple(methods), mode=mode, langs=tuple(langs) if langs else None, seed=seed,
                         **config)
     return EditingBench(handle, facts, cfg, out, pool=pool, resume=resume, show_progress=show_progress, log=log,

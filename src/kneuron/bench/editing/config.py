@@ -16,6 +16,10 @@ from kneuron.models.load import ModelHandle
 DEFAULT_METHODS = ("kn", "kn-eai", "kn-opt", "likn", "rome", "ft")
 MODES = ("single", "sequential", "batch")
 CHECKPOINTS = (1, 10, 50, 100)
+# sequential mode, an edit that breaks the health margin (``editing.health.DISABLING_MARGIN`` against the
+# model before it): "undo" it bit for bit and go on, "stop" the chain there (undone too), or "keep" it
+# (no guard: the chains of runs stored before the guard existed)
+ON_COLLAPSE = ("undo", "stop", "keep")
 # run.json keys a resumed run must keep
 RESUME_KEYS = ("model", "n", "mode", "langs", "seed", "n_neighbours", "n_generation", "common_facts",
                "sweep_cases", "rome_layers", "cases_hash", "tune_records")
@@ -78,12 +82,15 @@ class EditingConfig:
                                                   # sweep_cases reported cases, which is selection on test records)
     rome_layers: tuple[int, ...] | None = None    # layers the sweep tries (None: every layer, at most 8)
     method_options: dict = field(default_factory=dict)    # method -> options for kneuron.editing.edit
+    on_collapse: str = "undo"                     # sequential mode's guard (ON_COLLAPSE)
 
     def validate(self) -> None:
         if self.n < 1:
             raise ConfigError(f"n must be >= 1, got {self.n}")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.on_collapse not in ON_COLLAPSE:
+            raise ConfigError(f"on_collapse must be one of {', '.join(ON_COLLAPSE)}, not {self.on_collapse!r}")
         if not self.methods:
             raise ConfigError("no editing method given")
         for m in self.methods:
@@ -157,7 +164,8 @@ def run_meta(cfg: EditingConfig, handle: ModelHandle, cases: list[Case], facts_n
 
 def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
     """``meta`` for a run resumed from one whose run.json is ``had``: refused (RunStoreError, one line)
-    where a setting in RESUME_KEYS, the records file (RECORDS_KEYS) or a method's options differ; the methods
+    where a setting in RESUME_KEYS, the records file (RECORDS_KEYS), a method's options or (sequential mode)
+    the guard differ (a run stored before the guard existed had none: "keep"); the methods
     and options of both, merged."""
     from kneuron.runs.store import RunStoreError
     from kneuron.store import check_resume
@@ -166,6 +174,10 @@ def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
     check_resume(where, had, meta, RESUME_KEYS, error=RunStoreError)
     check_resume(where, {k: had.get(k) for k in RECORDS_KEYS}, {k: meta.get(k) for k in RECORDS_KEYS},
                  error=RunStoreError, hint="--records names the run's records file, unchanged (or none)")
+    if cfg.mode == "sequential" and had.get("on_collapse", "keep") != cfg.on_collapse:   # no guard before it existed
+        raise RunStoreError(f"cannot resume {where}: on_collapse differs (run has {had.get('on_collapse', 'keep')!r}, "
+                            f"now {cfg.on_collapse!r}); its chains go on with the guard they began with: pass "
+                            f"--on-collapse {had.get('on_collapse', 'keep')}")
     opts = had.get("method_options") or {}
     for m in cfg.methods:
         if m in opts and jsonable(opts[m]) != jsonable(meta["method_options"].get(m)):
@@ -174,6 +186,6 @@ def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
             "method_options": {**opts, **meta["method_options"]}}
 
 
-__all__ = ["CHECKPOINTS", "DEFAULT_METHODS", "EditingConfig", "MODES", "RECORDS_KEYS", "RESUME_KEYS", "kn_methods",
+__all__ = ["CHECKPOINTS", "DEFAULT_METHODS", "EditingConfig", "MODES", "ON_COLLAPSE", "RECORDS_KEYS", "RESUME_KEYS", "kn_methods",
            "plain", "resumed_meta", "run_meta", "uses_common", "uses_neurons", "uses_other_language", "uses_rome_layer",
            "uses_shared_neurons"]

@@ -3,14 +3,16 @@ records, the unedited model's measurements, the cached neurons and the relations
 layer (and its second moment), and the run directory. Nothing is added to it while the methods run.
 
 ``BenchContext.edit`` computes one method's edit of one record with what the context holds (each method
-is given only what its function names), and ``BenchContext.row`` measures a case under an edit.
+is given only what its function names), ``BenchContext.row`` measures a case under an edit and
+``BenchContext.health`` the edit's health (``kneuron.editing.health``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from kneuron.editing import Edit, EditError, edit
+from kneuron.editing.health import Health, continuation, health, unrelated_sentences
 from kneuron.editing.registry import method_class, option_names
 from kneuron.editing.metrics import Measured, measure, record_scores
 from kneuron.editing.records import Case
@@ -20,7 +22,7 @@ from kneuron.models.load import ModelHandle
 from .config import (EditingConfig, uses_common, uses_neurons, uses_other_language, uses_rome_layer,
                      uses_shared_neurons)
 from .disk import BenchDir
-from .rows import CommonNeurons, EditRow, FactNeurons, Measurement, Sweep, UneditedRow
+from .rows import CommonNeurons, EditRow, FactNeurons, Measurement, Sweep, UneditedRow, Unrelated
 
 
 class Budget:
@@ -55,10 +57,33 @@ class BenchContext:
     show: bool = False                                    # progress bars
     warn: Callable[[str], None] = lambda s: None
     tune: list[Case] = field(default_factory=list)        # held-out cases (ROME's layer sweep), never reported
+    unrelated: Unrelated | None = None                    # the unedited model's unrelated-text NLL (health)
 
     def unedited(self, case: Case) -> dict[str, Measured]:
         """The case's unedited raw measurement per language."""
         return self.before[case.case_id].raw
+
+    @property
+    def health_langs(self) -> list[str]:
+        """The languages of the unrelated sentences an edit's health is measured in: the run's that the
+        set has, else all of the set's."""
+        sents = unrelated_sentences()
+        return [g for g in self.cases[0].langs if g in sents] or list(sents)
+
+    def health(self, e: Edit, case: Case, lang: str, before: dict[str, float] | None = None,
+               shared: Health | None = None) -> Health:
+        """The health of ``e`` with the model as it is now edited by it (``health.health``): its unrelated
+        NLL against ``before`` (default the unedited model's), the greedy continuation of the case's
+        ``lang`` rewrite prompt. ``shared``: a batch's health, measured for another member (only the
+        continuation is this case's own)."""
+        prompt = case.records[lang].prompt
+        if shared is not None:
+            return replace(shared, continuation=continuation(self.handle, prompt))
+        if before is None:
+            if self.unrelated is None:
+                raise ValueError("the context has no unedited unrelated NLL (prepare.unrelated)")
+            before = self.unrelated.nll
+        return health(self.handle, e, prompt, before)
 
     # -- one edit -------------------------------------------------------------------
 

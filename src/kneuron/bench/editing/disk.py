@@ -7,6 +7,7 @@ damaged/ (then redone) when it does not read back.
     timings.json               each stage's seconds, summed over the sessions of the run
     neurons/<fact>.<lang>.json   a fact's knowledge neurons;  neurons/common.json  each relation's common ones
     unedited/<case>.json       the unedited model's measurement of each case
+    unrelated.json             the unedited model's NLL of the unrelated sentences (``editing.health``)
     rome-sweep.json            ROME's layer sweep (the layer used is the best S)
     edits/<method>/<case>-<lang>.json   one edit: its time, size, info and every language's measurements
     sequential/<method>-<lang>/<i>.pt   sequential mode: the kept edits' changes (the commit marker)
@@ -35,7 +36,7 @@ from kneuron.store import (Blob, Manifest, Records, add_time, check_out, move_as
 from kneuron.store.atomic import TMP
 
 from .config import plain
-from .rows import Checkpoint, EditRow, FactNeurons, Sweep, UneditedRow
+from .rows import Checkpoint, EditRow, FactNeurons, Sweep, UneditedRow, Unrelated
 
 DUMPS = dict(ensure_ascii=False, default=plain)        # how every JSON file of the run is written
 TIMINGS_FILE = "timings.json"
@@ -126,6 +127,19 @@ class BenchDir:
 
     def put_unedited(self, row: UneditedRow) -> None:
         self._unedited().put(row.case_id, row.to_json())
+
+    def unrelated(self) -> Unrelated | None:
+        """The unedited unrelated-text NLL stored by an earlier session (None: not there, or damaged)."""
+        path = self.out / "unrelated.json"
+        d = read_json(path, need=("langs", "nll", "digest"), root=self.out, warn=self.warn)
+        why = None if d is None else _reads_as(Unrelated)(d)
+        if why is not None:
+            move_aside(path, why, root=self.out, warn=self.warn)
+            return None
+        return None if d is None else Unrelated.from_json(d)
+
+    def put_unrelated(self, row: Unrelated) -> None:
+        write_json(self.out / "unrelated.json", row.to_json(), **DUMPS)
 
     def _neurons(self) -> Records:
         return self._records(self.out / "neurons", ("neurons", "seconds"), FactNeurons,

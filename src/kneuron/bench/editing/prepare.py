@@ -1,5 +1,5 @@
 """The stages before the methods run, each cached in the run directory: the unedited model's measurement
-of every case, one localization for every KN method (with Dai et al.'s common-neuron filter), and ROME's
+of every case and of the unrelated sentences (edit health), one localization for every KN method (with Dai et al.'s common-neuron filter), and ROME's
 layer sweep. Their results make the ``BenchContext``."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from kneuron.facts import Fact
 from kneuron.report.progress import progress
 
 from .context import BenchContext
-from .rows import CommonNeurons, FactNeurons, Measurement, Sweep, UneditedRow
+from .rows import CommonNeurons, FactNeurons, Measurement, Sweep, UneditedRow, Unrelated
 
 
 def unedited(ctx: BenchContext, cases: list[Case]) -> dict[int, UneditedRow]:
@@ -30,6 +30,22 @@ def unedited(ctx: BenchContext, cases: list[Case]) -> dict[int, UneditedRow]:
             out[c.case_id] = row
             step()
     return out
+
+
+def unrelated(ctx: BenchContext) -> Unrelated:
+    """The unedited model's NLL of the unrelated sentences (``editing.health``) in ``ctx.health_langs``,
+    measured once per run (unrelated.json); one measured on other sentences or languages is measured again."""
+    from kneuron.editing.health import unrelated_digest, unrelated_nll
+    langs = ctx.health_langs
+    row = ctx.disk.unrelated()
+    if row is not None and row.current(langs):
+        return row
+    if row is not None:
+        ctx.warn("unrelated.json was measured on other sentences or languages: measured again (the health of "
+                 "rows stored before is against the earlier numbers)")
+    row = Unrelated(langs, unrelated_nll(ctx.handle, langs), unrelated_digest())
+    ctx.disk.put_unrelated(row)
+    return row
 
 
 def localize(ctx: BenchContext, cases: list[Case], pool: list[Fact]) -> tuple[dict, dict]:
@@ -115,4 +131,4 @@ def moments(ctx: BenchContext, method: str):
     return method_for(method, **opts).moments(ctx.handle, progress=ctx.show)
 
 
-__all__ = ["localize", "moments", "rome_layer", "rome_stats", "unedited"]
+__all__ = ["localize", "moments", "rome_layer", "rome_stats", "unedited", "unrelated"]
