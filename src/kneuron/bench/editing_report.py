@@ -192,7 +192,7 @@ def document(res: dict, fig: str | None) -> Document:
            f"--methods {','.join(methods)} --mode {meta['mode']}"
            + "".join(f" --option {m}.{k}={json.dumps(v)}" for m, o in (meta.get("method_options") or {}).items()
                      for k, v in o.items() if isinstance(v, (str, int, float, bool)))
-           + " --out DIR")
+           + _localize_flags(meta) + " --out DIR")
     doc = Document().heading(1, f"kneuron bench editing — {res['model']}")
     short = res["n_records"] < meta["n"]
     kind = (f"records of {meta.get('facts')} ({meta['records_format']})" if meta.get("records_format")
@@ -213,6 +213,8 @@ def document(res: dict, fig: str | None) -> Document:
              "token accuracy and unchanged neighbour predictions; flip = top-1 becomes the new object's first "
              "token. 95 % bootstrap intervals over records in brackets. s/edit includes each KN method's "
              "localization (cached once, counted for every method that uses it).")
+    if _localization(meta):
+        doc.para(_localization(meta))
     for lang in langs:
         doc.heading(2, f"Edit in {lang}, measured in {lang}").table(scores_table(res, lang))
         f = _finding(res, lang)
@@ -257,9 +259,43 @@ def document(res: dict, fig: str | None) -> Document:
     doc.heading(2, "Published numbers (CounterFact, GPT-2 XL, ROME paper Table 4)")
     doc.table(Table(["", "S", "ES", "PS", "NS"], [[n, *v] for n, *v in PUBLISHED]))
     doc.heading(2, "Parameters and provenance")
-    return doc.table(Table(["item", "value"], [[k, str(meta[k])] for k in sorted(meta) if k != "versions"]
+    shown = [k for k in sorted(meta) if k not in ("versions", "common_counts")]      # the counts: in the text above
+    return doc.table(Table(["item", "value"], [[k, str(meta[k])] for k in shown]
                            + [[f"version: {k}", v] for k, v in sorted(meta.get("versions", {}).items())]
                            + _times(res.get("timings", {}))))
+
+
+def _localize_flags(meta: dict) -> str:
+    """The command line's flags for the KN methods' localization and Dai's filter (none for a run stored
+    before they existed and not resumed since)."""
+    if "common_over" not in meta:
+        return ""
+    over = meta["common_over"]
+    return (f" --localize-prompts {meta['localize_prompts']} --common-over {over}"
+            + (f" --common-facts {meta['common_facts']}" if over == "cases" else "")
+            + (f" --common-max {meta['common_max']}" if over == "relation" and meta.get("common_max") else ""))
+
+
+def _localization(meta: dict) -> str | None:
+    """What the KN methods' neurons were localized on and how many facts Dai's filter counted per relation
+    and language (None: no KN method ran)."""
+    counts = sorted((meta.get("common_counts") or {}).values())
+    if not counts:
+        return None
+    prompts, over = meta.get("localize_prompts", "all"), meta.get("common_over", "cases")
+    on = ("its rewrite prompt only (the paraphrases PS is measured on are held out)" if prompts == "rewrite" else
+          "every usable template, the paraphrases PS is measured on included (`--localize-prompts rewrite` holds "
+          "them out)")
+    if over == "relation":
+        pool = "the relation's facts" + (f" (at most {meta['common_max']})" if meta.get("common_max") else "")
+    else:
+        pool = (f"the first {meta.get('common_facts')} facts of the relation, the records' own first (an estimate: "
+                "Dai et al. count every fact; `--common-over relation`)")
+    lo, hi, mid = counts[0], counts[-1], counts[len(counts) // 2]
+    many = f"{lo}" if lo == hi else f"{lo}–{hi} (median {mid})"
+    return (f"Knowledge neurons (KN methods): each fact localized on {on}. Dai et al.'s filter leaves out the "
+            f"neurons found for more than 10 % of {pool}: counted over {many} facts per relation and language "
+            f"({len(counts)} relation–language pairs; each one's count in run.json, `common_counts`).")
 
 
 def _times(t: dict) -> list[list[str]]:

@@ -70,6 +70,8 @@ def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MOD
              common_facts: int = typer.Option(10, "--common-facts", min=0, help=f"{FILTERED}: drop the "
                                               "neurons found for more than 10 % of this many facts of the relation "
                                               "(Dai et al.); 0: no filter"),
+             localize_prompts: str = typer.Option("all", "--localize-prompts", help="kn methods: localize on "
+                                                  "every template (all) or on the rewrite prompt only (rewrite)"),
              save: Optional[str] = typer.Option(None, "--save", help="write the edited model here (a new or empty "
                                                 "directory; `load_model` reads it back)"),
              as_json: bool = typer.Option(False, "--json", help="print JSON")):
@@ -81,6 +83,8 @@ def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MOD
     try:
         from kneuron.editing.registry import method_for
         method_for(method, **({} if layer is None else {"layer": layer}))   # a bad method or option: before loading
+        from kneuron.editing.localize import prompt_limit
+        prompt_limit(localize_prompts)
         if save is not None:
             d = Path(save)
             if d.exists() and (not d.is_dir() or any(d.iterdir())):
@@ -89,7 +93,8 @@ def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MOD
         every, pool = _facts_and_pool(h, facts, show=not as_json)
         if not any(f.id == fact_id for f in every):
             raise EditError(f"{resolve_facts(facts)}: no fact with id {fact_id!r}")
-        shown = prepare(h, every, pool, fact_id, new, method=method, lang=lang, layer=layer, common_facts=common_facts)
+        shown = prepare(h, every, pool, fact_id, new, method=method, lang=lang, layer=layer, common_facts=common_facts,
+                        prompts=localize_prompts)
         e, t_others = shown.edit, shown.filter_seconds
         with e:
             after = shown.measure()
@@ -148,8 +153,23 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                   seed: int = typer.Option(0, "--seed", help="seed of the records' choices"),
                   generation: int = typer.Option(2, "--generation", min=0, help="generation prompts per record "
                                                  "(GE; 0: none)"),
-                  common_facts: int = typer.Option(10, "--common-facts", min=1, help="facts per relation that "
-                                                   "Dai et al.'s 10 % filter counts over"),
+                  common_facts: int = typer.Option(10, "--common-facts", min=1, help="--common-over cases: "
+                                                   "facts per relation that Dai et al.'s 10 % filter counts over"),
+                  common_over: Optional[str] = typer.Option(None, "--common-over", help="the facts Dai et al.'s "
+                                                            "filter counts over: relation (every fact of the "
+                                                            "record's relation, each localized once, cached) or "
+                                                            "cases (the first --common-facts, the records' own "
+                                                            "first); default: a resumed run's own (a run stored "
+                                                            "before this option: cases), else relation"),
+                  common_max: Optional[int] = typer.Option(None, "--common-max", min=1, help="--common-over "
+                                                           "relation: at most this many facts per relation "
+                                                           "(default: all)"),
+                  localize_prompts: Optional[str] = typer.Option(None, "--localize-prompts", help="the prompts "
+                                                                 "the KN methods' neurons are localized on: rewrite "
+                                                                 "(the rewrite prompt only: the paraphrases PS "
+                                                                 "measures stay unseen) or all (every template); "
+                                                                 "default: a resumed run's own (a run stored "
+                                                                 "before this option: all), else rewrite"),
                   rome_layer: Optional[int] = typer.Option(None, "--rome-layer", min=0, help="ROME's layer "
                                                            "(default: a sweep picks it)"),
                   tune_records: int = typer.Option(0, "--tune-records", min=0, help="records held out for ROME's "
@@ -181,6 +201,7 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
         if rome_layer is not None:
             opts.setdefault("rome", {})["layer"] = rome_layer
         EditingConfig(n=n, methods=tuple(ms), mode=mode, method_options=opts, tune_records=tune_records,
+                      common_over=common_over, common_max=common_max, localize_prompts=localize_prompts,
                       on_collapse=on_collapse).validate()
         check_out(out, resume=resume)                        # before the model is loaded
         from_file = read_records(records, records_format) if records else None     # so is a bad record
@@ -200,6 +221,7 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                                 seed=seed, langs=[x.strip() for x in langs.split(",")] if langs else None,
                                 show_progress=not as_json, log=log, facts_name=name, n_generation=generation,
                                 common_facts=common_facts, method_options=opts, tune_records=tune_records,
+                                common_over=common_over, common_max=common_max, localize_prompts=localize_prompts,
                                 records=from_file, on_collapse=on_collapse)
     except _errors() as err:
         _fail(str(err))

@@ -47,6 +47,8 @@ class EditingBench:
         against these settings) or made. The held-out cases are the ones drawn after the reported ``n``, so
         the reported records are those a run without them has."""
         self.disk.check(self.resume)
+        stored = self.disk.meta() if self.resume else None
+        self.cfg = self.cfg.resolved(stored)           # the open settings: the run's own, or a new run's
         cases = self.disk.cases() if self.resume else None
         tune = (self.disk.cases("tune-cases.jsonl") or []) if self.resume else []
         if cases is None and self.records is not None:
@@ -71,7 +73,7 @@ class EditingBench:
         if self.records is not None:
             meta = {**meta, **self.records.meta()}
         if self.resume:
-            meta = resumed_meta(self.disk.meta(), meta, self.cfg, self.disk.out)
+            meta = resumed_meta(stored, meta, self.cfg, self.disk.out)
         self.disk.commit(cases, meta, tune)
         return cases, tune, meta
 
@@ -127,6 +129,9 @@ class EditingBench:
         self.log(f"{len(cases)} cases{held} in {', '.join(cases[0].langs)}; methods {', '.join(self.cfg.methods)}; "
                  f"mode {self.cfg.mode}; {self.disk.out}")
         ctx, timings = self.context(cases, t0, tune)
+        if ctx.common is not None:                     # how many facts Dai's filter counted, per relation
+            meta = {**meta, "common_counts": prepare.common_counts(ctx.common)}
+            self.disk.put_meta(meta)
         mode = STRATEGIES[self.cfg.mode]
         rows, curves = {}, {}
         for m in self.cfg.methods:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from kneuron.editing import METHODS
 from kneuron.editing.registry import method_class, method_for, option_names
@@ -22,7 +22,15 @@ CHECKPOINTS = (1, 10, 50, 100)
 ON_COLLAPSE = ("undo", "stop", "keep")
 # run.json keys a resumed run must keep
 RESUME_KEYS = ("model", "n", "mode", "langs", "seed", "n_neighbours", "n_generation", "common_facts",
-               "sweep_cases", "rome_layers", "cases_hash", "tune_records")
+               "sweep_cases", "rome_layers", "cases_hash", "tune_records", "common_over", "common_max",
+               "localize_prompts")
+# what a run stored before a resume key existed had: no held-out cases, Dai's filter over the first
+# ``common_facts`` facts of a relation, every prompt localised
+STORED = {"tune_records": 0, "common_over": "cases", "common_max": None, "localize_prompts": "all"}
+# a new run's choice where the settings leave it open (None): the filter over every fact of the relation, the
+# facts localised on their rewrite prompt (the paraphrases PS is measured on held out)
+NEW = {"common_over": "relation", "localize_prompts": "rewrite"}
+COMMON_OVER = ("relation", "cases")
 # run.json keys of a run whose records come from a file (``--records``): absent from a fact set's run, and a
 # resume must have the same (none, or the same file's format and content)
 RECORDS_KEYS = ("records_format", "records_sha256")
@@ -76,7 +84,13 @@ class EditingConfig:
     seed: int = 0
     n_neighbours: int = 10
     n_generation: int = 2                         # generation prompts per record (GE; 0: none)
-    common_facts: int = 10                        # facts per relation that Dai's 10 % filter counts over
+    common_facts: int = 10                        # common_over="cases": facts per relation Dai's filter counts
+    common_over: str | None = None                # "relation": every fact of the relation in the pool (at most
+                                                  # common_max); "cases": the first common_facts, the records'
+                                                  # own first; None: a resumed run's own, else NEW's
+    common_max: int | None = None                 # "relation": at most this many facts per relation (None: all)
+    localize_prompts: str | None = None           # the prompts each fact is localised on: "rewrite" or "all"
+                                                  # (localize.PROMPTS); None: a resumed run's own, else NEW's
     sweep_cases: int = 4                          # ROME's layer sweep: cases (first language)
     tune_records: int = 0                         # held-out cases ROME's sweep runs on instead (0: the first
                                                   # sweep_cases reported cases, which is selection on test records)
@@ -108,14 +122,31 @@ class EditingConfig:
             if method_class(m).batch_rule == "joint":
                 method_for(m, **self.options(m))
         for m, opts in self.method_options.items():       # the bench localises each fact once for every KN method
-            local = sorted({"localize", "max_prompts"} & set(opts)) if method_class(m).uses_neurons else []
+            local = sorted({"localize", "max_prompts", "prompts"} & set(opts)) if method_class(m).uses_neurons else []
             if local:
                 raise ConfigError(f"{m}: {', '.join(local)} cannot be set in the bench, which localises every fact "
-                                  "once for all KN methods (IG, 5 midpoint steps); use kneuron edit for another "
-                                  "localization")
+                                  "once for all KN methods (IG, 5 midpoint steps, the prompts --localize-prompts "
+                                  "says); use kneuron edit for another localization")
         for k in ("n_neighbours", "n_generation", "common_facts", "sweep_cases", "tune_records"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"{k} must be >= 0, got {getattr(self, k)}")
+        if self.common_over not in (None, *COMMON_OVER):
+            raise ConfigError(f"common_over must be {' or '.join(COMMON_OVER)}, not {self.common_over!r}")
+        if self.common_max is not None and self.common_max < 1:
+            raise ConfigError(f"common_max must be >= 1 (or None: every fact of the relation), got {self.common_max}")
+        if self.localize_prompts is not None:
+            from kneuron.editing.localize import prompt_limit
+            prompt_limit(self.localize_prompts)
+
+    def resolved(self, stored: dict | None = None) -> "EditingConfig":
+        """The settings with the open ones (None) chosen: a resumed run's (``stored``: its run.json; a
+        key it lacks: STORED's, what the run was made with), else a new run's (NEW)."""
+        was = NEW if stored is None else {**STORED, **stored}
+        return replace(self, **{k: was[k] for k in NEW if getattr(self, k) is None})
+
+    def common_count(self) -> int | None:
+        """How many facts of a relation Dai's filter counts over (the records' own included; None: all)."""
+        return self.common_facts if self.common_over == "cases" else self.common_max
 
     def check_model(self, handle: ModelHandle) -> None:
         """Refuse methods the model's kind cannot take (before any work)."""
@@ -170,7 +201,7 @@ def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
     from kneuron.runs.store import RunStoreError
     from kneuron.store import check_resume
     from kneuron.store.manifest import jsonable
-    had = {"tune_records": 0, **had}          # a run stored before held-out tuning existed had none
+    had = {**STORED, **had}                   # a run stored before a key existed: what it was made with
     check_resume(where, had, meta, RESUME_KEYS, error=RunStoreError)
     check_resume(where, {k: had.get(k) for k in RECORDS_KEYS}, {k: meta.get(k) for k in RECORDS_KEYS},
                  error=RunStoreError, hint="--records names the run's records file, unchanged (or none)")
@@ -186,6 +217,6 @@ def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
             "method_options": {**opts, **meta["method_options"]}}
 
 
-__all__ = ["CHECKPOINTS", "DEFAULT_METHODS", "EditingConfig", "MODES", "ON_COLLAPSE", "RECORDS_KEYS", "RESUME_KEYS", "kn_methods",
-           "plain", "resumed_meta", "run_meta", "uses_common", "uses_neurons", "uses_other_language", "uses_rome_layer",
-           "uses_shared_neurons"]
+__all__ = ["CHECKPOINTS", "COMMON_OVER", "DEFAULT_METHODS", "EditingConfig", "MODES", "NEW", "ON_COLLAPSE",
+           "RECORDS_KEYS", "RESUME_KEYS", "STORED", "kn_methods", "plain", "resumed_meta", "run_meta", "uses_common",
+           "uses_neurons", "uses_other_language", "uses_rome_layer", "uses_shared_neurons"]

@@ -1,7 +1,8 @@
 """The editing benchmark's run directory: where each row is kept, read back on resume, and moved to
 damaged/ (then redone) when it does not read back.
 
-    run.json                   the configuration (a resumed run must have the same) and the model
+    run.json                   the configuration (a resumed run must have the same), the model and the
+                               facts per relation Dai's filter counted (``common_counts``)
     cases.jsonl                the run's own records (a resumed run reads them back)
     tune-cases.jsonl           the held-out records ROME's layer is chosen on (``--tune-records``; not reported)
     timings.json               each stage's seconds, summed over the sessions of the run
@@ -100,6 +101,10 @@ class BenchDir:
         write_json(self.out / "run.json", meta, **DUMPS)
         for p in self.out.rglob("*" + TMP):
             p.unlink(missing_ok=True)
+
+    def put_meta(self, meta: dict) -> None:
+        """run.json rewritten with what the run found out (e.g. the facts Dai's filter counted)."""
+        write_json(self.out / "run.json", meta, **DUMPS)
 
     def add_time(self, stage: str, seconds: float) -> dict:
         """A stage's seconds into timings.json (summed over the sessions of the run); its content now."""

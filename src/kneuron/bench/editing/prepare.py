@@ -49,17 +49,21 @@ def unrelated(ctx: BenchContext) -> Unrelated:
 
 
 def localize(ctx: BenchContext, cases: list[Case], pool: list[Fact]) -> tuple[dict, dict]:
-    """Each record's knowledge neurons and its relation's common neurons (``editing.localize``'s
-    relation filter over ``common_facts`` facts of the relation, the records' own first), each fact
-    localized once and cached: ({(fact id, lang): FactNeurons}, {(relation, lang): CommonNeurons})."""
-    from kneuron.editing.localize import fact_neurons, relation_facts, relation_filter
-    cfg, h = ctx.cfg, ctx.handle
+    """Each record's knowledge neurons and its relation's common ones (``editing.localize``'s relation
+    filter over ``cfg.common_count()`` facts of the relation, the records' own first; None: every one in
+    ``pool``), each fact localized once on ``cfg.localize_prompts`` ("rewrite": a record's rewrite prompt,
+    another fact its first usable one) and cached: ({(fact id, lang): FactNeurons}, {(relation, lang):
+    CommonNeurons})."""
+    import kneuron.editing.localize as loc
+    cfg, h = ctx.cfg.resolved(), ctx.handle
+    rewrite = cfg.localize_prompts == "rewrite"
     first: dict = {}                                  # (relation, lang) -> the records' facts, in case order
     for c in cases:
         for lang, r in c.records.items():
-            first.setdefault((c.relation, lang), []).append(r.fact)
-    counted = {k: relation_facts(fs, pool, cfg.common_facts, cfg.seed) for k, fs in first.items()}
+            first.setdefault((c.relation, lang), []).append(r.edit_fact if rewrite else r.fact)
+    counted = {k: loc.relation_facts(fs, pool, cfg.common_count(), cfg.seed) for k, fs in first.items()}
     todo = {(f.id, f.lang): f for fs in counted.values() for f in fs}
+    limit = loc.prompt_limit(cfg.localize_prompts)
     neurons: dict = {}
     with progress("localizing", len(todo), show=ctx.show) as step:
         for key in sorted(todo):
@@ -67,7 +71,7 @@ def localize(ctx: BenchContext, cases: list[Case], pool: list[Fact]) -> tuple[di
             if row is None:
                 t0 = time.perf_counter()
                 try:
-                    ns = fact_neurons(h, todo[key])
+                    ns = loc.fact_neurons(h, todo[key], max_prompts=limit)
                 except EditError as e:
                     ctx.warn(f"no neurons for fact {key[0]} ({key[1]}): {e}")
                     ns = []
@@ -77,11 +81,16 @@ def localize(ctx: BenchContext, cases: list[Case], pool: list[Fact]) -> tuple[di
             neurons[key] = row
             step()
     common = {}
-    for (rel, lang), fs in first.items():
-        flt = relation_filter(h, fs, pool, cfg.common_facts, cfg.seed, neurons_of=lambda f: neurons[(f.id, f.lang)].neurons)
-        common[(rel, lang)] = CommonNeurons([f.id for f in flt.facts], flt.share, flt.common)
+    for key, fs in counted.items():
+        flt = loc.relation_filter(h, fs, [], None, cfg.seed, neurons_of=lambda f: neurons[(f.id, f.lang)].neurons)
+        common[key] = CommonNeurons([f.id for f in flt.facts], flt.share, flt.common)
     ctx.disk.put_common({f"{rel}.{lang}": v for (rel, lang), v in common.items()})
     return neurons, common
+
+
+def common_counts(common: dict) -> dict:
+    """How many facts Dai's filter counted over, per "<relation>.<lang>" (run.json, the report)."""
+    return {f"{rel}.{lang}": len(v.facts) for (rel, lang), v in sorted(common.items())}
 
 
 def rome_layer(ctx: BenchContext) -> tuple[int, Sweep | None]:
@@ -131,4 +140,4 @@ def moments(ctx: BenchContext, method: str):
     return method_for(method, **opts).moments(ctx.handle, progress=ctx.show)
 
 
-__all__ = ["localize", "moments", "rome_layer", "rome_stats", "unedited", "unrelated"]
+__all__ = ["common_counts", "localize", "moments", "rome_layer", "rome_stats", "unedited", "unrelated"]
