@@ -7,13 +7,13 @@ import json
 import platform
 from dataclasses import asdict, dataclass, field
 
-from kneuron.editing import METHODS
-from kneuron.editing.registry import method_class, method_for, option_names
+from kneuron.editing import METHODS, ROME
+from kneuron.editing.registry import lookup, method_class, method_for, option_names
 from kneuron.editing.records import Case
 from kneuron.errors import ConfigError
 from kneuron.models.load import ModelHandle
 
-DEFAULT_METHODS = ("kn", "kn-eai", "kn-opt", "likn", "rome", "ft")
+DEFAULT_METHODS = ("kn", "kn-eai", "kn-opt", "likn", "rome", "ft-m", "ft-l")
 MODES = ("single", "sequential", "batch")
 CHECKPOINTS = (1, 10, 50, 100)
 # run.json keys a resumed run must keep
@@ -51,9 +51,15 @@ def uses_other_language(method: str) -> bool:
 
 
 def uses_rome_layer(method: str) -> bool:
-    """The method edits one layer (it has a ``layer`` option: ROME, FT-L): where the bench ran ROME's
-    sweep, the layer it chose."""
-    return "layer" in option_names(method)
+    """The method edits a layer and has no sweep apart from ROME's (a ``layer`` option: rome, ft-m,
+    memit ...): where the bench ran ROME's sweep, the layer it chose."""
+    return "layer" in option_names(method) and not own_sweep(method)
+
+
+def own_sweep(method: str) -> bool:
+    """The bench sweeps the method's layer on its own, as ROME's (ft-l), unless its ``layer`` is given."""
+    cls = method_class(method)
+    return cls.sweeps_layer and not issubclass(cls, ROME)
 
 
 def kn_methods() -> tuple[str, ...]:
@@ -73,10 +79,10 @@ class EditingConfig:
     n_neighbours: int = 10
     n_generation: int = 2                         # generation prompts per record (GE; 0: none)
     common_facts: int = 10                        # facts per relation that Dai's 10 % filter counts over
-    sweep_cases: int = 4                          # ROME's layer sweep: cases (first language)
-    tune_records: int = 0                         # held-out cases ROME's sweep runs on instead (0: the first
+    sweep_cases: int = 4                          # the layer sweeps (rome, ft-l): cases (first language)
+    tune_records: int = 0                         # held-out cases the sweeps run on instead (0: the first
                                                   # sweep_cases reported cases, which is selection on test records)
-    rome_layers: tuple[int, ...] | None = None    # layers the sweep tries (None: every layer, at most 8)
+    rome_layers: tuple[int, ...] | None = None    # layers the sweeps try (None: every layer, at most 8)
     method_options: dict = field(default_factory=dict)    # method -> options for kneuron.editing.edit
 
     def validate(self) -> None:
@@ -87,7 +93,7 @@ class EditingConfig:
         if not self.methods:
             raise ConfigError("no editing method given")
         for m in self.methods:
-            if m not in METHODS:
+            if lookup(m) is None:
                 raise ConfigError(f"unknown editing method {m!r} (expected one of {', '.join(METHODS)})")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"a method is named twice in {', '.join(self.methods)}")
@@ -175,5 +181,5 @@ def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
 
 
 __all__ = ["CHECKPOINTS", "DEFAULT_METHODS", "EditingConfig", "MODES", "RECORDS_KEYS", "RESUME_KEYS", "kn_methods",
-           "plain", "resumed_meta", "run_meta", "uses_common", "uses_neurons", "uses_other_language", "uses_rome_layer",
-           "uses_shared_neurons"]
+           "own_sweep", "plain", "resumed_meta", "run_meta", "uses_common", "uses_neurons",
+           "uses_other_language", "uses_rome_layer", "uses_shared_neurons"]
