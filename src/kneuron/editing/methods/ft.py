@@ -132,8 +132,8 @@ class FtM(EditMethod):
 
 @dataclass(frozen=True)
 class FtL(EditMethod):
-    """ROME's FT-L at ``layer`` (default 0, ROME's for GPT-2 XL; the bench sweeps it as ROME's, see
-    ``sweeps_layer``): ``info`` holds the layer, the losses (the first: the unedited model's), ε and the
+    """ROME's FT-L at ``layer`` (default 0, ROME's for GPT-2 XL; None: ``rome.default_layer``; the bench sweeps
+    it as ROME's, ``sweeps_layer``): ``info`` holds the layer, the losses (the first: the unedited model's), ε and the
     largest change of one entry (≤ ε)."""
     layer: int | None = L_LAYER
     norm_bound: float = L_NORM_BOUND
@@ -151,7 +151,8 @@ class FtL(EditMethod):
         _bounded(self.name, self.norm_bound)
 
     def epsilon(self, proj: torch.nn.Module) -> float:
-        """The L∞ bound on this projection: ``norm_bound``, times the weight's mean |w| if ``relative``."""
+        """The L∞ bound on this projection (its bias too): ``norm_bound``, times the weight's mean |w| if
+        ``relative``."""
         if not self.relative:
             return self.norm_bound
         return self.norm_bound * float(proj.weight.detach().abs().double().mean())
