@@ -184,6 +184,39 @@ def test_romes_layer_is_chosen_on_held_out_records(org, tmp_path):
         run_editing_bench(h, facts, out=tmp_path / "plain", resume=True, tune_records=2, **kw)
 
 
+def test_a_run_that_says_ft_keeps_its_name_and_resumes(org, tmp_path):
+    """"ft" (what runs stored before ft-m / ft-l say) is FT-M under its own name: edits/ft/, run.json's methods,
+    resumed without recomputing what is there, reported; its edits are ft-m's, bit for bit."""
+    h, facts = org
+    kw = dict(KW, method_options={"ft": {"steps": 2}})
+    assert run_editing_bench(h, facts, out=tmp_path / "a", methods=["ft"], limit=2, **kw) is None
+    stored = {p.name: p.read_text() for p in (tmp_path / "a" / "edits" / "ft").glob("*.json")}
+    assert len(stored) == 2 and json.loads((tmp_path / "a" / "run.json").read_text())["methods"] == ["ft"]
+    res = run_editing_bench(h, facts, out=tmp_path / "a", methods=["ft"], resume=True, **kw)
+    assert all((tmp_path / "a" / "edits" / "ft" / n).read_text() == t for n, t in stored.items())
+    assert set(res["methods"]) == {"ft"} and len(list((tmp_path / "a" / "edits" / "ft").glob("*.json"))) == 6
+    m = run_editing_bench(h, facts, out=tmp_path / "m", methods=["ft-m"], **{**KW, "method_options": {"ft-m": {"steps": 2}}})
+    same(res["methods"]["ft"], m["methods"]["ft-m"])
+    assert "ft-m's old name" in (tmp_path / "a" / "report.md").read_text()
+
+
+def test_ft_l_sweeps_its_own_layer_on_the_held_out_records(org, tmp_path):
+    """ft-l's layer comes from its own sweep, as ROME's (ft-l-sweep.json, on the held-out cases), and every
+    edit is made at the layer it chose; the report shows the sweep and sets ft-l beside Table 4's FT-L."""
+    h, facts = org
+    res = run_editing_bench(h, facts, out=tmp_path, methods=["ft-l"], rome_layers=(0, 1), tune_records=1,
+                            method_options={"ft-l": {"steps": 2, "norm_bound": 1e-2, "lr": 1e-2}}, **KW)
+    sweep = json.loads((tmp_path / "ft-l-sweep.json").read_text())
+    assert sweep["held_out"] is True and [r["layer"] for r in sweep["layers"]] == [0, 1]
+    assert not (tmp_path / "rome-sweep.json").exists()
+    assert res["layer_sweeps"]["ft-l"] == {"layer": sweep["best"], "sweep": sweep} and res["rome_layer"] is None
+    layers = {json.loads(p.read_text())["info"]["layer"] for p in (tmp_path / "edits" / "ft-l").glob("*.json")}
+    assert layers == {sweep["best"]}
+    md = (tmp_path / "report.md").read_text()
+    assert f"ft-l's layer: {sweep['best']}" in md and "| ft-l | en |" in md and "FT-L (GPT-2 XL)" in md
+    assert "ft-l_sweep" in res["timings"]
+
+
 def test_sequential_edits_are_kept_then_undone(toy, org, tmp_path):
     h, facts = org
     w0 = {k: v.clone() for k, v in h.model.state_dict().items()}

@@ -16,9 +16,23 @@ from kneuron.report.stats import ci
 from kneuron.report.table import Column, Table, fixed, interval
 
 N_BOOT = 1000
-# ROME paper Table 4, CounterFact, GPT-2 XL (shared/docs/editing.md §4): S, ES, PS, NS
+# ROME paper Table 4, CounterFact, GPT-2 XL: S, ES, PS, NS (shared/docs/editing.md §4 and editing-review.md B5,
+# recalled from the paper; each S is the harmonic mean of its ES, PS, NS)
 PUBLISHED = [("GPT-2 XL unedited", 30.5, 22.2, 24.7, 78.1), ("KN (GPT-2 XL)", 35.6, 28.7, 28.0, 72.9),
+             ("FT (GPT-2 XL)", 65.1, 100.0, 87.9, 40.4), ("FT-L (GPT-2 XL)", 66.9, 99.1, 48.7, 70.3),
              ("ROME (GPT-2 XL)", 89.2, 100.0, 96.4, 75.4)]
+# our row -> (its like-for-like row of PUBLISHED, or None: there is none; what the pairing rests on)
+PAIRED = {
+    "unedited": ("GPT-2 XL unedited", "the model before any edit"),
+    "rome": ("ROME (GPT-2 XL)", "ROME"),
+    "kn-eai": ("KN (GPT-2 XL)", "the paper's KN is this x2 rule (EleutherAI's, ROME's fork; its neurons there from "
+                                "the rewrite prompt alone, unrefined)"),
+    "ft-l": ("FT-L (GPT-2 XL)", "ROME's FT-L: the object read at the last prompt position, L-inf bound"),
+    "kn": (None, "Dai et al.'s norm-scaled rule (lambda2 = 8): not the paper's KN row, which is the x2 rule (kn-eai)"),
+    "ft-m": (None, "EasyEdit's FT-M (teacher-forced NLL): no Table 4 row (its FT and FT-L read the object at the "
+                   "last prompt position; FT is unbounded)"),
+}
+PAIRED["ft"] = (None, "ft-m's old name: " + PAIRED["ft-m"][1])
 SHOWN = ("S", "ES", "PS", "NS", "EM", "PM", "NM", "GE", "reliability", "generalization", "locality", "flip_rate",
          "seconds_per_edit", "params_changed")
 HEAD = {"reliability": "Rel", "generalization": "Gen", "locality": "Loc", "flip_rate": "flip",
@@ -61,11 +75,12 @@ def _mean(xs) -> float | None:
 
 
 def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: dict | None, layer: int | None,
-            timings: dict, unrelated: dict | None = None) -> dict:
+            timings: dict, unrelated: dict | None = None, sweeps: dict | None = None) -> dict:
     """results.json: the --json summary (model, n_records, unedited, methods) and the details behind it.
     ``before``: case id -> lang -> the unedited ``metrics.Measured``; ``rows``: method -> (case id, edit
-    lang) -> its ``EditRow``; ``curves``: method -> lang -> k -> its sequential ``Checkpoint``;
-    ``unrelated``: the unedited model's unrelated-text NLL per language (edit health, ``editing_health``)."""
+    lang) -> its ``EditRow``; ``curves``: method -> lang -> k -> its sequential ``Checkpoint``; ``sweep``,
+    ``layer``: ROME's; ``unrelated``: the unedited model's unrelated-text NLL per language (edit health,
+    ``editing_health``); ``sweeps``: method -> {"layer", "sweep"} of the other methods' own sweeps (ft-l)."""
     langs = cases[0].langs
     res: dict = {"model": meta["model"], "n_records": len(cases), "unedited": {}, "methods": {}}
     iv: dict = {"unedited": {}, "methods": {}, "matrix": {}}
@@ -109,6 +124,8 @@ def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: di
                                for lang, c in cur.items()} for m, cur in curves.items()},
                rome_sweep=sweep, rome_layer=layer, meta=meta, timings=timings, unrelated=unrelated,
                disabling_margin=DISABLING_MARGIN, health=health, disabling=editing_health.disabling(rows))
+    if sweeps:
+        res["layer_sweeps"] = sweeps
     return res
 
 
@@ -142,6 +159,24 @@ def scores_table(res: dict, lang: str, shown=SHOWN, intervals: bool = True, head
     return t
 
 
+def like_for_like(method: str) -> tuple[tuple | None, str]:
+    """(the PUBLISHED row ``method``'s row is to be read against, or None: Table 4 has none; why)."""
+    name, why = PAIRED.get(method, (None, "no Table 4 row"))
+    return next((r for r in PUBLISHED if r[0] == name), None), why
+
+
+def published_table(res: dict) -> Table:
+    """Each of our rows (per language) beside its like-for-like row of Table 4 (``PAIRED``), or none."""
+    t = Table(["method", "lang", *(Column(k, F1) for k in ("S", "ES", "PS", "NS")), "Table 4 row",
+               *(Column(f"its {k}", F1) for k in ("S", "ES", "PS", "NS")), "pairing"])
+    for lang in res["unedited"]:
+        for m, d in [("unedited", res["unedited"][lang]), *((m, v[lang]) for m, v in res["methods"].items())]:
+            row, why = like_for_like(m)
+            t.add(m, lang, *(d.get(k) for k in ("S", "ES", "PS", "NS")), row[0] if row else "none",
+                  *(row[1:] if row else (None,) * 4), why)
+    return t
+
+
 def _finding(res: dict, lang: str) -> str | None:
     m = res["methods"]
     rome = (m.get("rome") or {}).get(lang, {}).get("S")
@@ -151,7 +186,8 @@ def _finding(res: dict, lang: str) -> str | None:
     base = res["unedited"][lang]["S"]
     parts = [f"{k} {F1(s)}" + ("" if s is None else f" ({s - rome:+.1f})") for k, s in kn]
     return (f"{lang}: S of ROME {F1(rome)} (unedited {F1(base)}); the neuron-level edits, in points against ROME: "
-            + ", ".join(parts) + ". ROME's paper has KN 53.6 points below ROME on GPT-2 XL (35.6 vs 89.2).")
+            + ", ".join(parts) + ". ROME's paper has KN 53.6 points below ROME on GPT-2 XL (35.6 vs 89.2); its KN "
+            "is the x2 rule, kn-eai's here, not kn's Dai rule.")
 
 
 def figure(res: dict, out: Path) -> str | None:
@@ -243,20 +279,15 @@ def document(res: dict, fig: str | None) -> Document:
                          for m, d in res["sequential"].items() for lang, pts in d.items() for p in pts]))
         if fig:
             doc.figure(fig, "S over the records edited so far, against the number of kept edits")
-    if res.get("rome_sweep"):
-        sw = res["rome_sweep"]
-        doc.heading(2, f"ROME's layer: {res['rome_layer']}")
-        on = (f"{len(sw['cases'])} held-out cases ({sw['lang']}; fact ids not among the reported records)"
-              if sw.get("held_out") else
-              f"the first {len(sw['cases'])} reported cases ({sw['lang']}; their results are among those reported: "
-              "the layer is chosen on test records; `--tune-records` holds cases out for it)")
-        doc.para(f"Swept on {on}; the layer with the best S is used (ties: ES, then PS, then EM). FT-L edits the "
-                 "same layer.")
-        doc.table(Table(["layer", *(Column(k, F1) for k in ("S", "ES", "PS", "NS", "EM"))],
-                        [[r["layer"], *(r.get(k) for k in ("S", "ES", "PS", "NS", "EM"))] for r in sw["layers"]]))
-    elif res.get("rome_layer") is not None:
-        doc.para(f"ROME's layer: {res['rome_layer']} (given).")
-    doc.heading(2, "Published numbers (CounterFact, GPT-2 XL, ROME paper Table 4)")
+    takers = [m for m in methods if m not in ("rome", *res.get("layer_sweeps", {})) and "layer" in _options(m)]
+    shared = f" {', '.join(takers)} {'edits' if len(takers) == 1 else 'edit'} the same layer." if takers else ""
+    _sweep(doc, "ROME", res.get("rome_sweep"), res.get("rome_layer"), shared)
+    for m, s in res.get("layer_sweeps", {}).items():
+        _sweep(doc, m, s["sweep"], s["layer"], "")
+    doc.heading(2, "Beside the published numbers (CounterFact, GPT-2 XL, ROME paper Table 4)")
+    doc.para("Each row against its like-for-like row of Table 4, where there is one. Another model, records and "
+             "protocol: the shapes compare, the numbers do not.")
+    doc.table(published_table(res))
     doc.table(Table(["", "S", "ES", "PS", "NS"], [[n, *v] for n, *v in PUBLISHED]))
     doc.heading(2, "Parameters and provenance")
     shown = [k for k in sorted(meta) if k not in ("versions", "common_counts")]      # the counts: in the text above
@@ -296,6 +327,25 @@ def _localization(meta: dict) -> str | None:
     return (f"Knowledge neurons (KN methods): each fact localized on {on}. Dai et al.'s filter leaves out the "
             f"neurons found for more than 10 % of {pool}: counted over {many} facts per relation and language "
             f"({len(counts)} relation–language pairs; each one's count in run.json, `common_counts`).")
+def _options(method: str) -> list[str]:
+    from kneuron.editing.registry import lookup, option_names
+    return option_names(lookup(method)) if lookup(method) is not None else []
+
+
+def _sweep(doc: Document, who: str, sw: dict | None, layer: int | None, shared: str) -> None:
+    """A layer sweep's section: the cases it ran on, its table, the layer chosen (or the layer given)."""
+    if not sw:
+        if layer is not None:
+            doc.para(f"{who}'s layer: {layer} (given).{shared}")
+        return
+    doc.heading(2, f"{who}'s layer: {layer}")
+    on = (f"{len(sw['cases'])} held-out cases ({sw['lang']}; fact ids not among the reported records)"
+          if sw.get("held_out") else
+          f"the first {len(sw['cases'])} reported cases ({sw['lang']}; their results are among those reported: "
+          "the layer is chosen on test records; `--tune-records` holds cases out for it)")
+    doc.para(f"Swept on {on}; the layer with the best S is used (ties: ES, then PS, then EM).{shared}")
+    doc.table(Table(["layer", *(Column(k, F1) for k in ("S", "ES", "PS", "NS", "EM"))],
+                    [[r["layer"], *(r.get(k) for k in ("S", "ES", "PS", "NS", "EM"))] for r in sw["layers"]]))
 
 
 def _times(t: dict) -> list[list[str]]:
@@ -311,4 +361,5 @@ def write_report(res: dict, out) -> dict:
     return render.save(document(res, figure(res, Path(out))), out, f"kneuron bench editing — {res['model']}")
 
 
-__all__ = ["METRICS", "PUBLISHED", "document", "results", "scores_table", "write_report"]
+__all__ = ["METRICS", "PAIRED", "PUBLISHED", "document", "like_for_like", "published_table", "results", "scores_table",
+           "write_report"]

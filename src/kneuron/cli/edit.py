@@ -16,9 +16,12 @@ METHOD_NAMES = ", ".join(METHODS)
 FILTERED = ", ".join(name for name, cls in METHODS.items() if cls.common_filter)
 
 
-def _check_method(method: str) -> None:
-    from kneuron.editing.registry import method_class
+def _check_method(method: str, say: bool = True) -> None:
+    """An unknown method fails here (one line); an old name (``registry.ALIASES``) is said on stderr (``say``)."""
+    from kneuron.editing.registry import ALIASES, deprecation, method_class
     method_class(method)
+    if say and method in ALIASES and method not in METHODS:
+        typer.echo(f"note: {deprecation(method)}", err=True)
 
 
 def method_options(items: list[str], methods: list[str]) -> dict:
@@ -33,7 +36,7 @@ def method_options(items: list[str], methods: list[str]) -> dict:
         method, dot, name = key.strip().partition(".")
         if not eq or not dot or not method or not name:
             raise ConfigError(f"--option {item!r}: expected METHOD.NAME=VALUE (e.g. rome.clamp_norm=8)")
-        _check_method(method)
+        _check_method(method, say=False)
         if method not in methods:
             raise ConfigError(f"--option {item!r}: {method} is not among the methods ({', '.join(methods)})")
         path = name.split(".")
@@ -66,7 +69,7 @@ def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MOD
              new: str = typer.Option(..., "--new", help="the new object (e.g. Rome)"),
              method: str = typer.Option("kn", "--method", help=f"the editing method ({METHOD_HELP})"),
              lang: str = typer.Option("en", "--lang", help="the language of the fact and of --new"),
-             layer: Optional[int] = typer.Option(None, "--layer", min=0, help="rome / ft: the layer to edit"),
+             layer: Optional[int] = typer.Option(None, "--layer", min=0, help="rome / ft-m / ft-l: the layer to edit"),
              common_facts: int = typer.Option(10, "--common-facts", min=0, help=f"{FILTERED}: drop the "
                                               "neurons found for more than 10 % of this many facts of the relation "
                                               "(Dai et al.); 0: no filter"),
@@ -82,6 +85,7 @@ def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MOD
     from kneuron.facts import resolve_facts
     try:
         from kneuron.editing.registry import method_for
+        _check_method(method)
         method_for(method, **({} if layer is None else {"layer": layer}))   # a bad method or option: before loading
         from kneuron.editing.localize import prompt_limit
         prompt_limit(localize_prompts)
@@ -139,7 +143,7 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                                                                "file's format: counterfact, zsre or knowedit "
                                                                "(default: told from its content)"),
                   n: int = typer.Option(100, "--n", min=1, help="records (fact ids) per language"),
-                  methods: str = typer.Option("kn,kn-eai,kn-opt,likn,rome,ft", "--methods",
+                  methods: str = typer.Option("kn,kn-eai,kn-opt,likn,rome,ft-m,ft-l", "--methods",
                                               help=f"comma-separated, of {METHOD_NAMES}"),
                   mode: str = typer.Option("single", "--mode", help="single (edit, measure, undo), sequential "
                                            "(edits kept; S after 1, 10, 50, 100 edits) or batch (every edit "
@@ -172,9 +176,10 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                                                                  "before this option: all), else rewrite"),
                   rome_layer: Optional[int] = typer.Option(None, "--rome-layer", min=0, help="ROME's layer "
                                                            "(default: a sweep picks it)"),
-                  tune_records: int = typer.Option(0, "--tune-records", min=0, help="records held out for ROME's "
-                                                   "layer sweep, drawn after the --n reported ones and never "
-                                                   "reported (0: the sweep runs on the first 4 reported records)"),
+                  tune_records: int = typer.Option(0, "--tune-records", min=0, help="records held out for the layer "
+                                                   "sweeps (rome's, ft-l's), drawn after the --n reported ones and "
+                                                   "never reported (0: the sweeps run on the first 4 reported "
+                                                   "records)"),
                   option: Optional[list[str]] = typer.Option(None, "--option", help="a method's option, "
                                                              "METHOD.NAME=VALUE (repeatable; VALUE checked against "
                                                              "the option's type: JSON, else text), e.g. "

@@ -15,7 +15,7 @@ from kneuron.facts import Fact
 from kneuron.models.load import ModelHandle
 
 import kneuron.bench.editing.prepare as prepare
-from .config import DEFAULT_METHODS, EditingConfig, resumed_meta, run_meta, uses_neurons
+from .config import DEFAULT_METHODS, EditingConfig, own_sweep, resumed_meta, run_meta, uses_neurons
 from .context import BenchContext, Budget
 from .disk import BenchDir
 from .modes import STRATEGIES, Sequential
@@ -113,6 +113,12 @@ class EditingBench:
             layer, sweep = prepare.rome_layer(ctx)
             ctx = dataclasses.replace(ctx, rome_layer=layer, sweep=sweep, rome_stats=prepare.rome_stats(ctx, layer))
             timings = self.disk.add_time("rome_sweep", time.perf_counter() - t)
+        for m in filter(own_sweep, self.cfg.methods):     # ft-l: its own layer, swept as ROME's
+            t = time.perf_counter()
+            layer, sweep = prepare.layer_sweep(ctx, m)
+            ctx = dataclasses.replace(ctx, layers={**ctx.layers, m: layer},
+                                      sweeps={**ctx.sweeps, **({m: sweep} if sweep else {})})
+            timings = self.disk.add_time(f"{m}_sweep", time.perf_counter() - t)
         layered = [m for m in self.cfg.methods if "moments" in method_class(m).context]
         if layered:                                    # memit, alphaedit: C0 of the unedited model, per layer
             t = time.perf_counter()
@@ -125,7 +131,7 @@ class EditingBench:
         t0 = time.perf_counter()
         self.cfg.check_model(self.h)
         cases, tune, meta = self._open()
-        held = f" (+{len(tune)} held out for ROME's layer)" if tune else ""
+        held = f" (+{len(tune)} held out for the layer sweeps)" if tune else ""
         self.log(f"{len(cases)} cases{held} in {', '.join(cases[0].langs)}; methods {', '.join(self.cfg.methods)}; "
                  f"mode {self.cfg.mode}; {self.disk.out}")
         ctx, timings = self.context(cases, t0, tune)
@@ -146,7 +152,9 @@ class EditingBench:
         from kneuron.bench.editing_report import results, write_report
         res = results(meta, cases, {c.case_id: ctx.before[c.case_id].raw for c in cases}, rows, curves,
                       ctx.sweep.to_json() if ctx.sweep else None, ctx.rome_layer, timings,
-                      ctx.unrelated.nll if ctx.unrelated else None)
+                      ctx.unrelated.nll if ctx.unrelated else None,
+                      {m: {"layer": layer, "sweep": ctx.sweeps[m].to_json() if m in ctx.sweeps else None}
+                       for m, layer in ctx.layers.items()})
         self.disk.put_results(res)
         write_report(res, self.disk.out)
         return res

@@ -7,13 +7,13 @@ import json
 import platform
 from dataclasses import asdict, dataclass, field, replace
 
-from kneuron.editing import METHODS
-from kneuron.editing.registry import method_class, method_for, option_names
+from kneuron.editing import METHODS, ROME
+from kneuron.editing.registry import lookup, method_class, method_for, option_names
 from kneuron.editing.records import Case
 from kneuron.errors import ConfigError
 from kneuron.models.load import ModelHandle
 
-DEFAULT_METHODS = ("kn", "kn-eai", "kn-opt", "likn", "rome", "ft")
+DEFAULT_METHODS = ("kn", "kn-eai", "kn-opt", "likn", "rome", "ft-m", "ft-l")
 MODES = ("single", "sequential", "batch")
 CHECKPOINTS = (1, 10, 50, 100)
 # sequential mode, an edit that breaks the health margin (``editing.health.DISABLING_MARGIN`` against the
@@ -63,9 +63,15 @@ def uses_other_language(method: str) -> bool:
 
 
 def uses_rome_layer(method: str) -> bool:
-    """The method edits one layer (it has a ``layer`` option: ROME, FT-L): where the bench ran ROME's
-    sweep, the layer it chose."""
-    return "layer" in option_names(method)
+    """The method edits a layer and has no sweep apart from ROME's (a ``layer`` option: rome, ft-m,
+    memit ...): where the bench ran ROME's sweep, the layer it chose."""
+    return "layer" in option_names(method) and not own_sweep(method)
+
+
+def own_sweep(method: str) -> bool:
+    """The bench sweeps the method's layer on its own, as ROME's (ft-l), unless its ``layer`` is given."""
+    cls = method_class(method)
+    return cls.sweeps_layer and not issubclass(cls, ROME)
 
 
 def kn_methods() -> tuple[str, ...]:
@@ -91,10 +97,10 @@ class EditingConfig:
     common_max: int | None = None                 # "relation": at most this many facts per relation (None: all)
     localize_prompts: str | None = None           # the prompts each fact is localised on: "rewrite" or "all"
                                                   # (localize.PROMPTS); None: a resumed run's own, else NEW's
-    sweep_cases: int = 4                          # ROME's layer sweep: cases (first language)
-    tune_records: int = 0                         # held-out cases ROME's sweep runs on instead (0: the first
+    sweep_cases: int = 4                          # the layer sweeps (rome, ft-l): cases (first language)
+    tune_records: int = 0                         # held-out cases the sweeps run on instead (0: the first
                                                   # sweep_cases reported cases, which is selection on test records)
-    rome_layers: tuple[int, ...] | None = None    # layers the sweep tries (None: every layer, at most 8)
+    rome_layers: tuple[int, ...] | None = None    # layers the sweeps try (None: every layer, at most 8)
     method_options: dict = field(default_factory=dict)    # method -> options for kneuron.editing.edit
     on_collapse: str = "undo"                     # sequential mode's guard (ON_COLLAPSE)
 
@@ -108,7 +114,7 @@ class EditingConfig:
         if not self.methods:
             raise ConfigError("no editing method given")
         for m in self.methods:
-            if m not in METHODS:
+            if lookup(m) is None:
                 raise ConfigError(f"unknown editing method {m!r} (expected one of {', '.join(METHODS)})")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"a method is named twice in {', '.join(self.methods)}")
@@ -218,5 +224,5 @@ def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
 
 
 __all__ = ["CHECKPOINTS", "COMMON_OVER", "DEFAULT_METHODS", "EditingConfig", "MODES", "NEW", "ON_COLLAPSE",
-           "RECORDS_KEYS", "RESUME_KEYS", "STORED", "kn_methods", "plain", "resumed_meta", "run_meta", "uses_common",
-           "uses_neurons", "uses_other_language", "uses_rome_layer", "uses_shared_neurons"]
+           "RECORDS_KEYS", "RESUME_KEYS", "STORED", "kn_methods", "own_sweep", "plain", "resumed_meta", "run_meta",
+           "uses_common", "uses_neurons", "uses_other_language", "uses_rome_layer", "uses_shared_neurons"]

@@ -19,7 +19,7 @@ from kneuron.editing.records import Case
 from kneuron.facts.templates import QueryError
 from kneuron.models.load import ModelHandle
 
-from .config import (EditingConfig, uses_common, uses_neurons, uses_other_language, uses_rome_layer,
+from .config import (EditingConfig, own_sweep, uses_common, uses_neurons, uses_other_language, uses_rome_layer,
                      uses_shared_neurons)
 from .disk import BenchDir
 from .rows import CommonNeurons, EditRow, FactNeurons, Measurement, Sweep, UneditedRow, Unrelated
@@ -49,14 +49,16 @@ class BenchContext:
     budget: Budget
     neurons: dict[tuple[str, str], FactNeurons] | None = None     # (fact id, lang); None: no KN method
     common: dict[tuple[str, str], CommonNeurons] | None = None    # (relation, lang)
-    rome_layer: int | None = None                         # the layer ROME (and FT) edit: the sweep's or the user's
+    rome_layer: int | None = None                         # the layer ROME (and FT-M) edit: the sweep's or the user's
     rome_stats: Any = None                                # the unedited model's C at that layer (stats="auto")
     moments: dict[str, dict] | None = None                # method -> the unedited model's C0 at each of its
                                                           # layers (memit, alphaedit: methods reading moments=)
     sweep: Sweep | None = None
     show: bool = False                                    # progress bars
     warn: Callable[[str], None] = lambda s: None
-    tune: list[Case] = field(default_factory=list)        # held-out cases (ROME's layer sweep), never reported
+    tune: list[Case] = field(default_factory=list)        # held-out cases (the layer sweeps), never reported
+    layers: dict[str, int] = field(default_factory=dict)  # method -> the layer its own sweep chose (ft-l), or its user's
+    sweeps: dict[str, Sweep] = field(default_factory=dict)  # method -> that sweep (not ROME's: ``sweep``)
     unrelated: Unrelated | None = None                    # the unedited model's unrelated-text NLL (health)
 
     def unedited(self, case: Case) -> dict[str, Measured]:
@@ -92,8 +94,9 @@ class BenchContext:
         method reads it (its ``context``), the cached neurons (KN methods: the fact's, minus the relation's
         common ones; likn, likn-transfer: those the fact shares with its other language, unfiltered), the
         other record's fact (likn, likn-transfer) and its new object (likn only, which rewrites both
-        languages), ROME's second moment and its progress bar; ROME's layer where the method has a
-        ``layer`` option; then the user's options for the method, then ``extra``."""
+        languages), ROME's second moment and its progress bar; the layer: its own sweep's for a method
+        that has one apart from ROME's (ft-l), else ROME's where the method has a ``layer`` option; then the
+        user's options for the method, then ``extra``."""
         cls = method_class(method)
         r = case.records[lang]
         auto: dict = {}
@@ -112,8 +115,9 @@ class BenchContext:
                     auto["other_new"] = o.new
                 if uses_shared_neurons(method) and "neurons" in auto:
                     auto["neurons"] = sorted(set(auto["neurons"]) & set(self.neurons[(o.fact.id, other)].neurons))
-        if uses_rome_layer(method) and self.rome_layer is not None:
-            auto["layer"] = self.rome_layer
+        layer = self.layers.get(method) if own_sweep(method) else self.rome_layer if uses_rome_layer(method) else None
+        if layer is not None:
+            auto["layer"] = layer
         auto["progress"] = self.show
         if self.rome_stats is not None:
             auto["moment"] = self.rome_stats           # the unedited model's C, also under kept edits

@@ -1,6 +1,6 @@
 """The stages before the methods run, each cached in the run directory: the unedited model's measurement
-of every case and of the unrelated sentences (edit health), one localization for every KN method (with Dai et al.'s common-neuron filter), and ROME's
-layer sweep. Their results make the ``BenchContext``."""
+of every case and of the unrelated sentences (edit health), one localization for every KN method (with Dai
+et al.'s common-neuron filter), and the layer sweeps (ROME's; ft-l's). Their results make the ``BenchContext``."""
 from __future__ import annotations
 
 import time
@@ -94,30 +94,36 @@ def common_counts(common: dict) -> dict:
 
 
 def rome_layer(ctx: BenchContext) -> tuple[int, Sweep | None]:
-    """The layer ROME edits: the user's (``rome.layer``), else the best S of ROME's sweep (``choose_layer``)
-    over at most 8 layers spread over the depth and ROME's default, in the first language, on the run's
-    held-out cases where it has them (``tune_records``), else on the first ``sweep_cases`` reported cases;
-    each edit made as the bench makes it."""
+    """The layer ROME edits: ``layer_sweep`` of "rome" (every swept layer's C computed first, in one pass)."""
+    return layer_sweep(ctx, "rome")
+
+
+def layer_sweep(ctx: BenchContext, method: str) -> tuple[int, Sweep | None]:
+    """The layer a method that sweeps its own (rome, ft-l) edits: the user's (``METHOD.layer``), else the
+    best S of its sweep (``rome.choose_layer``) over at most 8 layers spread over the depth and ROME's
+    default (or ``rome_layers``), in the first language, on the run's held-out cases where it has them
+    (``tune_records``), else on the first ``sweep_cases`` reported cases; each edit made as the bench makes
+    it. Kept in the run directory (rome-sweep.json, ft-l-sweep.json)."""
     from kneuron.editing.methods.rome import candidate_layers, choose_layer
     cfg, h, cases = ctx.cfg, ctx.handle, ctx.cases
-    opts = cfg.options("rome")
+    opts = cfg.options(method)
     if "layer" in opts:
         return int(opts["layer"]), None
-    sweep = ctx.disk.sweep()
+    sweep = ctx.disk.sweep(method)
     if sweep is not None:
         return sweep.best, sweep
     layers = list(cfg.rome_layers) if cfg.rome_layers else candidate_layers(h)
     held_out = bool(ctx.tune)
     lang, sub = cases[0].langs[0], (ctx.tune if held_out else cases[: max(1, cfg.sweep_cases)])
     t0 = time.perf_counter()
-    if opts.get("stats", "auto") == "auto":                # every layer's C in one pass, cached on disk
+    if method == "rome" and opts.get("stats", "auto") == "auto":     # every layer's C in one pass, cached on disk
         from kneuron.editing.stats import second_moments
         second_moments(h, layers, corpus=opts.get("corpus"), progress=ctx.show)
-    with progress("ROME layer sweep", len(layers) * len(sub), show=ctx.show) as step:
+    with progress(f"{method} layer sweep", len(layers) * len(sub), show=ctx.show) as step:
         best, rows = choose_layer(h, sub, layers, [ctx.unedited(c)[lang] for c in sub], lang=lang,
-                                  edit_at=lambda c, layer: ctx.edit("rome", c, lang, layer=layer), step=step)
+                                  edit_at=lambda c, layer: ctx.edit(method, c, lang, layer=layer), step=step)
     sweep = Sweep(lang, [c.case_id for c in sub], rows, best, time.perf_counter() - t0, held_out)
-    ctx.disk.put_sweep(sweep)
+    ctx.disk.put_sweep(sweep, method)
     return best, sweep
 
 
@@ -140,4 +146,5 @@ def moments(ctx: BenchContext, method: str):
     return method_for(method, **opts).moments(ctx.handle, progress=ctx.show)
 
 
-__all__ = ["common_counts", "localize", "moments", "rome_layer", "rome_stats", "unedited", "unrelated"]
+__all__ = ["common_counts", "layer_sweep", "localize", "moments", "rome_layer", "rome_stats", "unedited",
+           "unrelated"]

@@ -159,8 +159,8 @@ class CommonNeurons:
 
 @dataclass(frozen=True)
 class Sweep:
-    """rome-sweep.json: ROME's layer sweep (ES/PS/NS/S/EM per layer, first language) and the layer it chose;
-    ``held_out``: swept on the run's held-out cases (else on its first reported ones)."""
+    """rome-sweep.json (ft-l-sweep.json): ROME's (ft-l's) layer sweep (ES/PS/NS/S/EM per layer, first language)
+    and the layer it chose; ``held_out``: swept on the run's held-out cases (else on its first reported ones)."""
     lang: str
     cases: list[int]
     layers: list[dict]
