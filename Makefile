@@ -55,7 +55,7 @@ demo: setup
 	$(BIN)/kneuron reproduce --model smollm2-135m --langs en --relations $(DEMO_SMOL_RELATIONS) --limit $(DEMO_SMOL_LIMIT) --out $(DEMO_OUT)/smollm2-135m
 	$(BIN)/kneuron probe --model gemma3-270m "法国的首都是" --top 5
 	$(BIN)/kneuron reproduce --model gemma3-270m --langs en,zh --relations $(DEMO_G3_RELATIONS) --limit $(DEMO_G3_LIMIT) --out $(DEMO_OUT)/gemma3-270m
-	$(BIN)/kneuron bench editing --model organism-clm --facts en-zh --n $(DEMO_EDIT_N) --methods kn,kn-eai,likn,rome,ft --out $(DEMO_OUT)/edit-organism-clm
+	$(BIN)/kneuron bench editing --model organism-clm --facts en-zh --n $(DEMO_EDIT_N) --methods kn,kn-eai,likn,rome,ft-m --out $(DEMO_OUT)/edit-organism-clm
 	$(BIN)/kneuron edit --model smollm2-135m --facts en-zh --id P36-001 --new Rome --method rome
 	@echo "reports: $(DEMO_OUT)/organism-mlm/report.html, $(DEMO_OUT)/organism-clm/report.html, $(DEMO_OUT)/smollm2-135m/report.html, $(DEMO_OUT)/gemma3-270m/report.html, $(DEMO_OUT)/edit-organism-clm/report.html (and report.md beside each)"
 

@@ -184,6 +184,39 @@ def test_romes_layer_is_chosen_on_held_out_records(org, tmp_path):
         run_editing_bench(h, facts, out=tmp_path / "plain", resume=True, tune_records=2, **kw)
 
 
+def test_a_run_that_says_ft_keeps_its_name_and_resumes(org, tmp_path):
+    """"ft" (what runs stored before ft-m / ft-l say) is FT-M under its own name: edits/ft/, run.json's methods,
+    resumed without recomputing what is there, reported; its edits are ft-m's, bit for bit."""
+    h, facts = org
+    kw = dict(KW, method_options={"ft": {"steps": 2}})
+    assert run_editing_bench(h, facts, out=tmp_path / "a", methods=["ft"], limit=2, **kw) is None
+    stored = {p.name: p.read_text() for p in (tmp_path / "a" / "edits" / "ft").glob("*.json")}
+    assert len(stored) == 2 and json.loads((tmp_path / "a" / "run.json").read_text())["methods"] == ["ft"]
+    res = run_editing_bench(h, facts, out=tmp_path / "a", methods=["ft"], resume=True, **kw)
+    assert all((tmp_path / "a" / "edits" / "ft" / n).read_text() == t for n, t in stored.items())
+    assert set(res["methods"]) == {"ft"} and len(list((tmp_path / "a" / "edits" / "ft").glob("*.json"))) == 6
+    m = run_editing_bench(h, facts, out=tmp_path / "m", methods=["ft-m"], **{**KW, "method_options": {"ft-m": {"steps": 2}}})
+    same(res["methods"]["ft"], m["methods"]["ft-m"])
+    assert "ft-m's old name" in (tmp_path / "a" / "report.md").read_text()
+
+
+def test_ft_l_sweeps_its_own_layer_on_the_held_out_records(org, tmp_path):
+    """ft-l's layer comes from its own sweep, as ROME's (ft-l-sweep.json, on the held-out cases), and every
+    edit is made at the layer it chose; the report shows the sweep and sets ft-l beside Table 4's FT-L."""
+    h, facts = org
+    res = run_editing_bench(h, facts, out=tmp_path, methods=["ft-l"], rome_layers=(0, 1), tune_records=1,
+                            method_options={"ft-l": {"steps": 2, "norm_bound": 1e-2, "lr": 1e-2}}, **KW)
+    sweep = json.loads((tmp_path / "ft-l-sweep.json").read_text())
+    assert sweep["held_out"] is True and [r["layer"] for r in sweep["layers"]] == [0, 1]
+    assert not (tmp_path / "rome-sweep.json").exists()
+    assert res["layer_sweeps"]["ft-l"] == {"layer": sweep["best"], "sweep": sweep} and res["rome_layer"] is None
+    layers = {json.loads(p.read_text())["info"]["layer"] for p in (tmp_path / "edits" / "ft-l").glob("*.json")}
+    assert layers == {sweep["best"]}
+    md = (tmp_path / "report.md").read_text()
+    assert f"ft-l's layer: {sweep['best']}" in md and "| ft-l | en |" in md and "FT-L (GPT-2 XL)" in md
+    assert "ft-l_sweep" in res["timings"]
+
+
 def test_sequential_edits_are_kept_then_undone(toy, org, tmp_path):
     h, facts = org
     w0 = {k: v.clone() for k, v in h.model.state_dict().items()}
@@ -401,3 +434,44 @@ def test_bench_errors_are_one_line(toy, tmp_path):
                    "already holds a run")
     one_line_error(cli("bench", "editing", "--model", "organism-clm", "--methods", "toy", "--out",
                        tmp_path / "none", "--resume"), "holds no run")
+
+
+def test_the_sequential_guard_from_the_command_line(toy, tmp_path):
+    """--on-collapse reaches the run: with stop, a chain ends at its first disabling edit (a toy edit 1000x too
+    large), its row says so and the report lists it; a resume with another guard is refused in one line."""
+    out = tmp_path / "s"
+    args = ("bench", "editing", "--model", "organism-clm", "--methods", "toy", "--n", 3, "--generation", 0,
+            "--mode", "sequential", "--option", "toy.scale=1000", "--out", out)
+    r = cli(*args, "--on-collapse", "stop", "--json")
+    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+    assert json.loads((out / "run.json").read_text())["on_collapse"] == "stop"
+    rows = [json.loads(p.read_text()) for p in sorted((out / "edits" / "toy").glob("*.json"))]
+    for lang in ("en", "zh"):
+        mine = sorted((x for x in rows if x["edit_lang"] == lang), key=lambda x: x["case_id"])
+        assert mine[-1]["guarded"] == "stop" and not any(x.get("guarded") for x in mine[:-1])
+        assert mine[-1]["health"]["nll_after"]["en"] - mine[-1]["health"]["nll_before"]["en"] > 0.5 or \
+            mine[-1]["health"]["nll_after"]["zh"] - mine[-1]["health"]["nll_before"]["zh"] > 0.5
+    report = (out / "report.md").read_text()
+    assert "Chains stopped by the guard" in report and "### Disabling edits" in report
+    one_line_error(cli(*args, "--resume"), "on_collapse differs", "--on-collapse stop")
+
+
+def test_a_run_stored_before_health_resumes_without_recomputing(toy, org, tmp_path):
+    """Rows, run.json and no unrelated.json as the bench wrote them before edit health: a resume reads every
+    row back (health None, nothing recomputed), measures the unedited unrelated NLL once, and the report shows
+    the old rows' health as n/a."""
+    h, facts = org
+    out = tmp_path / "old"
+    run_editing_bench(h, facts, out=out, methods=["toy"], limit=4, **KW)
+    for p in (out / "edits" / "toy").glob("*.json"):
+        p.write_text(json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "health"}))
+    meta = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "on_collapse"}))
+    (out / "unrelated.json").unlink()
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "edits" / "toy").glob("*.json")}
+    res = run_editing_bench(h, facts, out=out, methods=["toy"], resume=True, **KW)
+    assert len(toy) == 6 and {p.name: p.stat().st_mtime_ns for p in (out / "edits" / "toy").glob("*.json")
+                              if p.name in stamps} == stamps
+    assert (out / "unrelated.json").is_file() and set(res["unrelated"]) == {"en", "zh"}
+    assert sum(e["with_health"] for d in res["health"].values() for e in d.values()) == 2
+    assert "## Edit health" in (out / "report.md").read_text()

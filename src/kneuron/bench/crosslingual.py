@@ -9,10 +9,11 @@ the field asks of it: does an edit made in one language reach the other?
 
 What each method's edit is computed from (the bench gives a method only the context names it reads,
 ``BenchContext.options``): kn, kn-eai and kn-erase localise the fact's neurons on the edit language's prompts
-and write its object's / new object's embeddings; kn-opt, rome and ft optimise on the edit language's
+and write its object's / new object's embeddings; kn-opt, rome and ft-m optimise on the edit language's
 rewrite prompt (bare and behind the model's own prefixes -- self-written from English openers, the same for
 every fact and language, never the fact's prompts in the other language) with the KL term on the edit
-language's subject, and ROME's C comes from self-written text, the same for every edit; likn-transfer writes
+language's subject, ft-l on the bare rewrite prompt alone, and ROME's C comes from self-written text, the same
+for every edit; likn-transfer writes
 the neurons both languages' localisations share, from the edit language's terms alone. Their cells in the
 other language are transfer. likn writes both languages' terms in one edit, so its row for either edit
 language is the same edit and its cell in the other language is its direct edit there.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kneuron.editing.registry import METHODS
+from kneuron.editing.registry import lookup
 from kneuron.report.document import Document
 from kneuron.report.stats import ci
 from kneuron.report.table import Column, Table, fixed, interval, signed
@@ -34,10 +35,10 @@ LIFTED = ("ES", "PS", "generalization")                                         
 KINDS = {"transfer": "transfer", "both": "not transfer: one edit of both languages"}
 COMPUTED_FROM = (
     "What each edit is computed from: kn, kn-eai and kn-erase localise the fact's neurons on the edit language's "
-    "prompts and write its object's / new object's output embeddings; kn-opt, rome and ft optimise on the edit "
-    "language's rewrite prompt (bare and behind the model's own prefixes, which it writes from English openers, "
-    "the same for every fact and language -- never the fact's prompts in the other language) with the KL term "
-    "on the edit language's subject, and ROME's C comes from text the model writes, the same for every edit; "
+    "prompts and write its object's / new object's output embeddings; kn-opt, rome and ft-m optimise on the "
+    "edit language's rewrite prompt (bare and behind the model's own prefixes, which it writes from English "
+    "openers, the same for every fact and language -- never the fact's prompts in the other language) with the "
+    "KL term on the edit language's subject, ft-l on the bare rewrite prompt alone, and ROME's C comes from text the model writes, the same for every edit; "
     "likn-transfer writes the neurons the two languages' localisations share (that is what makes them "
     "language-independent) with the edit language's terms alone. Their cells in the other language are "
     "transfer. likn writes both languages' terms in one edit: its rows for the two edit languages are the same "
@@ -47,7 +48,7 @@ COMPUTED_FROM = (
 def cell_kind(method: str) -> str | None:
     """What a method's off-diagonal cells are: "both" for a method whose one edit rewrites both languages
     (``languages`` > 1: likn), "transfer" for any other registered method; None for a name not registered."""
-    cls = METHODS.get(method)
+    cls = lookup(method)
     if cls is None:
         return None
     return "both" if cls.languages > 1 else "transfer"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kneuron.bench import crosslingual
+from kneuron.bench import crosslingual, editing_health
+from kneuron.editing.health import DISABLING_MARGIN
 from kneuron.editing.metrics import METRICS, hmean, record_scores, summarize
 from kneuron.report import render
 from kneuron.report.document import Document
@@ -15,9 +16,23 @@ from kneuron.report.stats import ci
 from kneuron.report.table import Column, Table, fixed, interval
 
 N_BOOT = 1000
-# ROME paper Table 4, CounterFact, GPT-2 XL (shared/docs/editing.md §4): S, ES, PS, NS
+# ROME paper Table 4, CounterFact, GPT-2 XL: S, ES, PS, NS (shared/docs/editing.md §4 and editing-review.md B5,
+# recalled from the paper; each S is the harmonic mean of its ES, PS, NS)
 PUBLISHED = [("GPT-2 XL unedited", 30.5, 22.2, 24.7, 78.1), ("KN (GPT-2 XL)", 35.6, 28.7, 28.0, 72.9),
+             ("FT (GPT-2 XL)", 65.1, 100.0, 87.9, 40.4), ("FT-L (GPT-2 XL)", 66.9, 99.1, 48.7, 70.3),
              ("ROME (GPT-2 XL)", 89.2, 100.0, 96.4, 75.4)]
+# our row -> (its like-for-like row of PUBLISHED, or None: there is none; what the pairing rests on)
+PAIRED = {
+    "unedited": ("GPT-2 XL unedited", "the model before any edit"),
+    "rome": ("ROME (GPT-2 XL)", "ROME"),
+    "kn-eai": ("KN (GPT-2 XL)", "the paper's KN is this x2 rule (EleutherAI's, ROME's fork; its neurons there from "
+                                "the rewrite prompt alone, unrefined)"),
+    "ft-l": ("FT-L (GPT-2 XL)", "ROME's FT-L: the object read at the last prompt position, L-inf bound"),
+    "kn": (None, "Dai et al.'s norm-scaled rule (lambda2 = 8): not the paper's KN row, which is the x2 rule (kn-eai)"),
+    "ft-m": (None, "EasyEdit's FT-M (teacher-forced NLL): no Table 4 row (its FT and FT-L read the object at the "
+                   "last prompt position; FT is unbounded)"),
+}
+PAIRED["ft"] = (None, "ft-m's old name: " + PAIRED["ft-m"][1])
 SHOWN = ("S", "ES", "PS", "NS", "EM", "PM", "NM", "GE", "reliability", "generalization", "locality", "flip_rate",
          "seconds_per_edit", "params_changed")
 HEAD = {"reliability": "Rel", "generalization": "Gen", "locality": "Loc", "flip_rate": "flip",
@@ -60,10 +75,12 @@ def _mean(xs) -> float | None:
 
 
 def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: dict | None, layer: int | None,
-            timings: dict) -> dict:
+            timings: dict, unrelated: dict | None = None, sweeps: dict | None = None) -> dict:
     """results.json: the --json summary (model, n_records, unedited, methods) and the details behind it.
     ``before``: case id -> lang -> the unedited ``metrics.Measured``; ``rows``: method -> (case id, edit
-    lang) -> its ``EditRow``; ``curves``: method -> lang -> k -> its sequential ``Checkpoint``."""
+    lang) -> its ``EditRow``; ``curves``: method -> lang -> k -> its sequential ``Checkpoint``; ``sweep``,
+    ``layer``: ROME's; ``unrelated``: the unedited model's unrelated-text NLL per language (edit health,
+    ``editing_health``); ``sweeps``: method -> {"layer", "sweep"} of the other methods' own sweeps (ft-l)."""
     langs = cases[0].langs
     res: dict = {"model": meta["model"], "n_records": len(cases), "unedited": {}, "methods": {}}
     iv: dict = {"unedited": {}, "methods": {}, "matrix": {}}
@@ -73,12 +90,13 @@ def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: di
         base.update({(c.case_id, lang): s for c, s in zip(cases, sc)})
         res["unedited"][lang] = summarize(sc)
         iv["unedited"][lang] = _intervals(sc)
-    matrix, extras, lifts = {}, {}, {}
+    matrix, extras, lifts, health = {}, {}, {}, {}
     for m, got in rows.items():
         res["methods"][m], iv["methods"][m], matrix[m], extras[m] = {}, {}, {}, {}
-        iv["matrix"][m], lifts[m] = {}, {}
+        iv["matrix"][m], lifts[m], health[m] = {}, {}, {}
         for lang in langs:
             mine = [r for (cid, e), r in sorted(got.items()) if e == lang]
+            health[m][lang] = editing_health.summary(mine)
             sc = [r.scores[lang] for r in mine]
             res["methods"][m][lang] = summarize(sc, [r.seconds for r in mine], [r.params_changed for r in mine])
             iv["methods"][m][lang] = _intervals(sc)
@@ -104,7 +122,10 @@ def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: di
                sequential={m: {lang: [{"k": int(k), **{x: p.summary[x] for x in ("ES", "PS", "NS", "S")}}
                                       for k, p in sorted(c.items(), key=lambda kv: int(kv[0]))]
                                for lang, c in cur.items()} for m, cur in curves.items()},
-               rome_sweep=sweep, rome_layer=layer, meta=meta, timings=timings)
+               rome_sweep=sweep, rome_layer=layer, meta=meta, timings=timings, unrelated=unrelated,
+               disabling_margin=DISABLING_MARGIN, health=health, disabling=editing_health.disabling(rows))
+    if sweeps:
+        res["layer_sweeps"] = sweeps
     return res
 
 
@@ -138,6 +159,24 @@ def scores_table(res: dict, lang: str, shown=SHOWN, intervals: bool = True, head
     return t
 
 
+def like_for_like(method: str) -> tuple[tuple | None, str]:
+    """(the PUBLISHED row ``method``'s row is to be read against, or None: Table 4 has none; why)."""
+    name, why = PAIRED.get(method, (None, "no Table 4 row"))
+    return next((r for r in PUBLISHED if r[0] == name), None), why
+
+
+def published_table(res: dict) -> Table:
+    """Each of our rows (per language) beside its like-for-like row of Table 4 (``PAIRED``), or none."""
+    t = Table(["method", "lang", *(Column(k, F1) for k in ("S", "ES", "PS", "NS")), "Table 4 row",
+               *(Column(f"its {k}", F1) for k in ("S", "ES", "PS", "NS")), "pairing"])
+    for lang in res["unedited"]:
+        for m, d in [("unedited", res["unedited"][lang]), *((m, v[lang]) for m, v in res["methods"].items())]:
+            row, why = like_for_like(m)
+            t.add(m, lang, *(d.get(k) for k in ("S", "ES", "PS", "NS")), row[0] if row else "none",
+                  *(row[1:] if row else (None,) * 4), why)
+    return t
+
+
 def _finding(res: dict, lang: str) -> str | None:
     m = res["methods"]
     rome = (m.get("rome") or {}).get(lang, {}).get("S")
@@ -147,7 +186,8 @@ def _finding(res: dict, lang: str) -> str | None:
     base = res["unedited"][lang]["S"]
     parts = [f"{k} {F1(s)}" + ("" if s is None else f" ({s - rome:+.1f})") for k, s in kn]
     return (f"{lang}: S of ROME {F1(rome)} (unedited {F1(base)}); the neuron-level edits, in points against ROME: "
-            + ", ".join(parts) + ". ROME's paper has KN 53.6 points below ROME on GPT-2 XL (35.6 vs 89.2).")
+            + ", ".join(parts) + ". ROME's paper has KN 53.6 points below ROME on GPT-2 XL (35.6 vs 89.2); its KN "
+            "is the x2 rule, kn-eai's here, not kn's Dai rule.")
 
 
 def figure(res: dict, out: Path) -> str | None:
@@ -188,7 +228,7 @@ def document(res: dict, fig: str | None) -> Document:
            f"--methods {','.join(methods)} --mode {meta['mode']}"
            + "".join(f" --option {m}.{k}={json.dumps(v)}" for m, o in (meta.get("method_options") or {}).items()
                      for k, v in o.items() if isinstance(v, (str, int, float, bool)))
-           + " --out DIR")
+           + _localize_flags(meta) + " --out DIR")
     doc = Document().heading(1, f"kneuron bench editing — {res['model']}")
     short = res["n_records"] < meta["n"]
     kind = (f"records of {meta.get('facts')} ({meta['records_format']})" if meta.get("records_format")
@@ -209,11 +249,14 @@ def document(res: dict, fig: str | None) -> Document:
              "token accuracy and unchanged neighbour predictions; flip = top-1 becomes the new object's first "
              "token. 95 % bootstrap intervals over records in brackets. s/edit includes each KN method's "
              "localization (cached once, counted for every method that uses it).")
+    if _localization(meta):
+        doc.para(_localization(meta))
     for lang in langs:
         doc.heading(2, f"Edit in {lang}, measured in {lang}").table(scores_table(res, lang))
         f = _finding(res, lang)
         if f:
             doc.para(f)
+    editing_health.section(doc, res)
     if len(langs) > 1:
         crosslingual.section(doc, res)
     sym = [[m, lang, e["symmetry"], e["symmetry_success"], e["edit_seconds"], e["localize_seconds"],
@@ -236,25 +279,73 @@ def document(res: dict, fig: str | None) -> Document:
                          for m, d in res["sequential"].items() for lang, pts in d.items() for p in pts]))
         if fig:
             doc.figure(fig, "S over the records edited so far, against the number of kept edits")
-    if res.get("rome_sweep"):
-        sw = res["rome_sweep"]
-        doc.heading(2, f"ROME's layer: {res['rome_layer']}")
-        on = (f"{len(sw['cases'])} held-out cases ({sw['lang']}; fact ids not among the reported records)"
-              if sw.get("held_out") else
-              f"the first {len(sw['cases'])} reported cases ({sw['lang']}; their results are among those reported: "
-              "the layer is chosen on test records; `--tune-records` holds cases out for it)")
-        doc.para(f"Swept on {on}; the layer with the best S is used (ties: ES, then PS, then EM). FT-L edits the "
-                 "same layer.")
-        doc.table(Table(["layer", *(Column(k, F1) for k in ("S", "ES", "PS", "NS", "EM"))],
-                        [[r["layer"], *(r.get(k) for k in ("S", "ES", "PS", "NS", "EM"))] for r in sw["layers"]]))
-    elif res.get("rome_layer") is not None:
-        doc.para(f"ROME's layer: {res['rome_layer']} (given).")
-    doc.heading(2, "Published numbers (CounterFact, GPT-2 XL, ROME paper Table 4)")
+    takers = [m for m in methods if m not in ("rome", *res.get("layer_sweeps", {})) and "layer" in _options(m)]
+    shared = f" {', '.join(takers)} {'edits' if len(takers) == 1 else 'edit'} the same layer." if takers else ""
+    _sweep(doc, "ROME", res.get("rome_sweep"), res.get("rome_layer"), shared)
+    for m, s in res.get("layer_sweeps", {}).items():
+        _sweep(doc, m, s["sweep"], s["layer"], "")
+    doc.heading(2, "Beside the published numbers (CounterFact, GPT-2 XL, ROME paper Table 4)")
+    doc.para("Each row against its like-for-like row of Table 4, where there is one. Another model, records and "
+             "protocol: the shapes compare, the numbers do not.")
+    doc.table(published_table(res))
     doc.table(Table(["", "S", "ES", "PS", "NS"], [[n, *v] for n, *v in PUBLISHED]))
     doc.heading(2, "Parameters and provenance")
-    return doc.table(Table(["item", "value"], [[k, str(meta[k])] for k in sorted(meta) if k != "versions"]
+    shown = [k for k in sorted(meta) if k not in ("versions", "common_counts")]      # the counts: in the text above
+    return doc.table(Table(["item", "value"], [[k, str(meta[k])] for k in shown]
                            + [[f"version: {k}", v] for k, v in sorted(meta.get("versions", {}).items())]
                            + _times(res.get("timings", {}))))
+
+
+def _localize_flags(meta: dict) -> str:
+    """The command line's flags for the KN methods' localization and Dai's filter (none for a run stored
+    before they existed and not resumed since)."""
+    if "common_over" not in meta:
+        return ""
+    over = meta["common_over"]
+    return (f" --localize-prompts {meta['localize_prompts']} --common-over {over}"
+            + (f" --common-facts {meta['common_facts']}" if over == "cases" else "")
+            + (f" --common-max {meta['common_max']}" if over == "relation" and meta.get("common_max") else ""))
+
+
+def _localization(meta: dict) -> str | None:
+    """What the KN methods' neurons were localized on and how many facts Dai's filter counted per relation
+    and language (None: no KN method ran)."""
+    counts = sorted((meta.get("common_counts") or {}).values())
+    if not counts:
+        return None
+    prompts, over = meta.get("localize_prompts", "all"), meta.get("common_over", "cases")
+    on = ("its rewrite prompt only (the paraphrases PS is measured on are held out)" if prompts == "rewrite" else
+          "every usable template, the paraphrases PS is measured on included (`--localize-prompts rewrite` holds "
+          "them out)")
+    if over == "relation":
+        pool = "the relation's facts" + (f" (at most {meta['common_max']})" if meta.get("common_max") else "")
+    else:
+        pool = (f"the first {meta.get('common_facts')} facts of the relation, the records' own first (an estimate: "
+                "Dai et al. count every fact; `--common-over relation`)")
+    lo, hi, mid = counts[0], counts[-1], counts[len(counts) // 2]
+    many = f"{lo}" if lo == hi else f"{lo}–{hi} (median {mid})"
+    return (f"Knowledge neurons (KN methods): each fact localized on {on}. Dai et al.'s filter leaves out the "
+            f"neurons found for more than 10 % of {pool}: counted over {many} facts per relation and language "
+            f"({len(counts)} relation–language pairs; each one's count in run.json, `common_counts`).")
+def _options(method: str) -> list[str]:
+    from kneuron.editing.registry import lookup, option_names
+    return option_names(lookup(method)) if lookup(method) is not None else []
+
+
+def _sweep(doc: Document, who: str, sw: dict | None, layer: int | None, shared: str) -> None:
+    """A layer sweep's section: the cases it ran on, its table, the layer chosen (or the layer given)."""
+    if not sw:
+        if layer is not None:
+            doc.para(f"{who}'s layer: {layer} (given).{shared}")
+        return
+    doc.heading(2, f"{who}'s layer: {layer}")
+    on = (f"{len(sw['cases'])} held-out cases ({sw['lang']}; fact ids not among the reported records)"
+          if sw.get("held_out") else
+          f"the first {len(sw['cases'])} reported cases ({sw['lang']}; their results are among those reported: "
+          "the layer is chosen on test records; `--tune-records` holds cases out for it)")
+    doc.para(f"Swept on {on}; the layer with the best S is used (ties: ES, then PS, then EM).{shared}")
+    doc.table(Table(["layer", *(Column(k, F1) for k in ("S", "ES", "PS", "NS", "EM"))],
+                    [[r["layer"], *(r.get(k) for k in ("S", "ES", "PS", "NS", "EM"))] for r in sw["layers"]]))
 
 
 def _times(t: dict) -> list[list[str]]:
@@ -270,4 +361,5 @@ def write_report(res: dict, out) -> dict:
     return render.save(document(res, figure(res, Path(out))), out, f"kneuron bench editing — {res['model']}")
 
 
-__all__ = ["METRICS", "PUBLISHED", "document", "results", "scores_table", "write_report"]
+__all__ = ["METRICS", "PAIRED", "PUBLISHED", "document", "like_for_like", "published_table", "results", "scores_table",
+           "write_report"]

@@ -16,9 +16,12 @@ METHOD_NAMES = ", ".join(METHODS)
 FILTERED = ", ".join(name for name, cls in METHODS.items() if cls.common_filter)
 
 
-def _check_method(method: str) -> None:
-    from kneuron.editing.registry import method_class
+def _check_method(method: str, say: bool = True) -> None:
+    """An unknown method fails here (one line); an old name (``registry.ALIASES``) is said on stderr (``say``)."""
+    from kneuron.editing.registry import ALIASES, deprecation, method_class
     method_class(method)
+    if say and method in ALIASES and method not in METHODS:
+        typer.echo(f"note: {deprecation(method)}", err=True)
 
 
 def method_options(items: list[str], methods: list[str]) -> dict:
@@ -33,7 +36,7 @@ def method_options(items: list[str], methods: list[str]) -> dict:
         method, dot, name = key.strip().partition(".")
         if not eq or not dot or not method or not name:
             raise ConfigError(f"--option {item!r}: expected METHOD.NAME=VALUE (e.g. rome.clamp_norm=8)")
-        _check_method(method)
+        _check_method(method, say=False)
         if method not in methods:
             raise ConfigError(f"--option {item!r}: {method} is not among the methods ({', '.join(methods)})")
         path = name.split(".")
@@ -66,10 +69,12 @@ def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MOD
              new: str = typer.Option(..., "--new", help="the new object (e.g. Rome)"),
              method: str = typer.Option("kn", "--method", help=f"the editing method ({METHOD_HELP})"),
              lang: str = typer.Option("en", "--lang", help="the language of the fact and of --new"),
-             layer: Optional[int] = typer.Option(None, "--layer", min=0, help="rome / ft: the layer to edit"),
+             layer: Optional[int] = typer.Option(None, "--layer", min=0, help="rome / ft-m / ft-l: the layer to edit"),
              common_facts: int = typer.Option(10, "--common-facts", min=0, help=f"{FILTERED}: drop the "
                                               "neurons found for more than 10 % of this many facts of the relation "
                                               "(Dai et al.); 0: no filter"),
+             localize_prompts: str = typer.Option("all", "--localize-prompts", help="kn methods: localize on "
+                                                  "every template (all) or on the rewrite prompt only (rewrite)"),
              save: Optional[str] = typer.Option(None, "--save", help="write the edited model here (a new or empty "
                                                 "directory; `load_model` reads it back)"),
              as_json: bool = typer.Option(False, "--json", help="print JSON")):
@@ -80,7 +85,10 @@ def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MOD
     from kneuron.facts import resolve_facts
     try:
         from kneuron.editing.registry import method_for
+        _check_method(method)
         method_for(method, **({} if layer is None else {"layer": layer}))   # a bad method or option: before loading
+        from kneuron.editing.localize import prompt_limit
+        prompt_limit(localize_prompts)
         if save is not None:
             d = Path(save)
             if d.exists() and (not d.is_dir() or any(d.iterdir())):
@@ -89,7 +97,8 @@ def edit_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", help=MOD
         every, pool = _facts_and_pool(h, facts, show=not as_json)
         if not any(f.id == fact_id for f in every):
             raise EditError(f"{resolve_facts(facts)}: no fact with id {fact_id!r}")
-        shown = prepare(h, every, pool, fact_id, new, method=method, lang=lang, layer=layer, common_facts=common_facts)
+        shown = prepare(h, every, pool, fact_id, new, method=method, lang=lang, layer=layer, common_facts=common_facts,
+                        prompts=localize_prompts)
         e, t_others = shown.edit, shown.filter_seconds
         with e:
             after = shown.measure()
@@ -134,7 +143,7 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                                                                "file's format: counterfact, zsre or knowedit "
                                                                "(default: told from its content)"),
                   n: int = typer.Option(100, "--n", min=1, help="records (fact ids) per language"),
-                  methods: str = typer.Option("kn,kn-eai,kn-opt,likn,rome,ft", "--methods",
+                  methods: str = typer.Option("kn,kn-eai,kn-opt,likn,rome,ft-m,ft-l", "--methods",
                                               help=f"comma-separated, of {METHOD_NAMES}"),
                   mode: str = typer.Option("single", "--mode", help="single (edit, measure, undo), sequential "
                                            "(edits kept; S after 1, 10, 50, 100 edits) or batch (every edit "
@@ -148,20 +157,42 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                   seed: int = typer.Option(0, "--seed", help="seed of the records' choices"),
                   generation: int = typer.Option(2, "--generation", min=0, help="generation prompts per record "
                                                  "(GE; 0: none)"),
-                  common_facts: int = typer.Option(10, "--common-facts", min=1, help="facts per relation that "
-                                                   "Dai et al.'s 10 % filter counts over"),
+                  common_facts: int = typer.Option(10, "--common-facts", min=1, help="--common-over cases: "
+                                                   "facts per relation that Dai et al.'s 10 % filter counts over"),
+                  common_over: Optional[str] = typer.Option(None, "--common-over", help="the facts Dai et al.'s "
+                                                            "filter counts over: relation (every fact of the "
+                                                            "record's relation, each localized once, cached) or "
+                                                            "cases (the first --common-facts, the records' own "
+                                                            "first); default: a resumed run's own (a run stored "
+                                                            "before this option: cases), else relation"),
+                  common_max: Optional[int] = typer.Option(None, "--common-max", min=1, help="--common-over "
+                                                           "relation: at most this many facts per relation "
+                                                           "(default: all)"),
+                  localize_prompts: Optional[str] = typer.Option(None, "--localize-prompts", help="the prompts "
+                                                                 "the KN methods' neurons are localized on: rewrite "
+                                                                 "(the rewrite prompt only: the paraphrases PS "
+                                                                 "measures stay unseen) or all (every template); "
+                                                                 "default: a resumed run's own (a run stored "
+                                                                 "before this option: all), else rewrite"),
                   rome_layer: Optional[int] = typer.Option(None, "--rome-layer", min=0, help="ROME's layer "
                                                            "(default: a sweep picks it)"),
-                  tune_records: int = typer.Option(0, "--tune-records", min=0, help="records held out for ROME's "
-                                                   "layer sweep, drawn after the --n reported ones and never "
-                                                   "reported (0: the sweep runs on the first 4 reported records)"),
+                  tune_records: int = typer.Option(0, "--tune-records", min=0, help="records held out for the layer "
+                                                   "sweeps (rome's, ft-l's), drawn after the --n reported ones and "
+                                                   "never reported (0: the sweeps run on the first 4 reported "
+                                                   "records)"),
                   option: Optional[list[str]] = typer.Option(None, "--option", help="a method's option, "
                                                              "METHOD.NAME=VALUE (repeatable; VALUE checked against "
                                                              "the option's type: JSON, else text), e.g. "
                                                              "rome.clamp_norm=8 or kn.lambda2=4"),
+                  on_collapse: str = typer.Option("undo", "--on-collapse", help="--mode sequential: an edit "
+                                                  "whose unrelated-text NLL rises by more than the health margin "
+                                                  "(0.5 nats) against the chain before it is undone, bit for bit, "
+                                                  "and the chain goes on (undo), or the chain stops there (stop); "
+                                                  "keep: no guard"),
                   as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")):
     """Edit the same CounterFact-style records with every method, in every language, and measure ROME's
-    ES/PS/NS/S, EasyEdit's reliability/generalization/locality, GE, flip rate and the other language;
+    ES/PS/NS/S, EasyEdit's reliability/generalization/locality, GE, flip rate, the other language and each
+    edit's health (‖ΔW‖/‖W‖, unrelated-text NLL, greedy continuation; disabling edits listed);
     writes one JSON per edit, results.json, report.md and report.html into --out (resumable). With --records
     the records come from a file (``kneuron.editing.readers``), read and checked before the model loads."""
     from kneuron.bench.editing import EditingConfig, run_editing_bench, summary
@@ -174,7 +205,9 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
         opts = method_options(option or [], ms)
         if rome_layer is not None:
             opts.setdefault("rome", {})["layer"] = rome_layer
-        EditingConfig(n=n, methods=tuple(ms), mode=mode, method_options=opts, tune_records=tune_records).validate()
+        EditingConfig(n=n, methods=tuple(ms), mode=mode, method_options=opts, tune_records=tune_records,
+                      common_over=common_over, common_max=common_max, localize_prompts=localize_prompts,
+                      on_collapse=on_collapse).validate()
         check_out(out, resume=resume)                        # before the model is loaded
         from_file = read_records(records, records_format) if records else None     # so is a bad record
         log = (lambda s: None) if as_json else (lambda s: typer.echo(s, err=True))
@@ -193,7 +226,8 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                                 seed=seed, langs=[x.strip() for x in langs.split(",")] if langs else None,
                                 show_progress=not as_json, log=log, facts_name=name, n_generation=generation,
                                 common_facts=common_facts, method_options=opts, tune_records=tune_records,
-                                records=from_file)
+                                common_over=common_over, common_max=common_max, localize_prompts=localize_prompts,
+                                records=from_file, on_collapse=on_collapse)
     except _errors() as err:
         _fail(str(err))
     if as_json:

@@ -9,7 +9,9 @@ applied, undone bit for bit, used as a context manager, saved as a model directo
     likn-transfer LiknTransfer  methods/kn.py  the same neurons, the edit language's terms only (transfer)
     kn-opt      KnOpt      methods/kn_opt.py   value vectors of the fact's neurons, optimised on ROME's objective
     rome        ROME       methods/rome.py     rank-one update of one layer's MLP output projection (Meng et al.)
-    ft          FT         methods/ft.py       norm-bounded fine-tuning of one layer's output projection (FT-L)
+    ft-l        FtL        methods/ft.py       ROME's FT-L: one layer's output projection fine-tuned, L∞-bounded,
+                                               on the new object read at the last prompt position
+    ft-m        FtM        methods/ft.py       EasyEdit's FT-M: the same on the teacher-forced NLL ("ft": its old name)
     memit       MEMIT      methods/memit.py    many rewrites at once over several layers' projections (Meng et al.)
     alphaedit   AlphaEdit  methods/alphaedit.py  MEMIT's update in the preserved keys' null space (Fang et al.)
 
@@ -18,14 +20,16 @@ applied, undone bit for bit, used as a context manager, saved as a model directo
 
 ``batch_edit(edits)`` (batch.py) makes many edits of the value-vector methods at once; ``edit_batch(h,
 rewrites, method=...)`` makes a batch with any method that has one (memit and alphaedit: one joint edit).
+``health.health(h, e, prompt, before)`` (health.py) is an applied edit's health: ‖ΔW‖/‖W‖, u·k, the NLL
+of fixed unrelated sentences before and after, the greedy continuation; ``Health.disabling()``.
 """
 from __future__ import annotations
 
 from .base import Change, Edit, EditContext, EditError, EditMethod, Rewrite
 from .batch import batch_edit, edit_batch
-from .methods import FT, KN, LIKN, MEMIT, ROME, AlphaEdit, JointEdit, KnEai, KnErase, KnOpt, LiknTransfer
+from .methods import FT, KN, FtL, FtM, LIKN, MEMIT, ROME, AlphaEdit, JointEdit, KnEai, KnErase, KnOpt, LiknTransfer
 from .registry import METHODS, edit, method_for
 
-__all__ = ["FT", "KN", "LIKN", "MEMIT", "METHODS", "ROME", "AlphaEdit", "Change", "Edit", "EditContext", "EditError",
-           "EditMethod", "JointEdit", "KnEai", "KnErase", "KnOpt", "LiknTransfer", "Rewrite", "batch_edit",
+__all__ = ["FT", "FtL", "FtM", "KN", "LIKN", "MEMIT", "METHODS", "ROME", "AlphaEdit", "Change", "Edit", "EditContext",
+           "EditError", "EditMethod", "JointEdit", "KnEai", "KnErase", "KnOpt", "LiknTransfer", "Rewrite", "batch_edit",
            "edit", "edit_batch", "method_for"]

@@ -1,7 +1,8 @@
 """An edit: new values for a few slices of a model's weights, applied and undone bit for bit.
 
-Every editing method (kn, kn-eai, kn-erase, likn, likn-transfer, kn-opt, rome, ft, memit, alphaedit) computes a
-list of ``Change``s against the model as it is when the edit is made, and returns an ``Edit`` that is not applied yet:
+Every editing method (kn, kn-eai, kn-erase, likn, likn-transfer, kn-opt, rome, ft-m, ft-l, memit, alphaedit)
+computes a list of ``Change``s against the model as it is when the edit is made, and returns an ``Edit`` that is not
+applied yet:
 
     e = kneuron.edit(h, fact, "Rome", method="rome")   # computes the edit
     with e:                                            # applied inside, undone (bit-exact) after
@@ -96,6 +97,8 @@ class EditMethod:
     shared_neurons: ClassVar[bool] = False     # writes the neurons the fact shares with its other language
     needs_new: ClassVar[bool] = True           # kn-erase: no new object
     context: ClassVar[tuple[str, ...]] = ()    # the EditContext names it reads
+    sweeps_layer: ClassVar[bool] = False       # its ``layer`` is chosen by its own sweep in the bench (rome, ft-l),
+                                               # not taken from ROME's
 
     def edit(self, handle: ModelHandle, rewrite: "Rewrite", ctx: EditContext = EditContext()) -> "Edit":
         raise NotImplementedError
@@ -172,6 +175,12 @@ class Edit:
     @property
     def applied(self) -> bool:
         return self._saved is not None
+
+    @property
+    def overwritten(self) -> list[torch.Tensor] | None:
+        """The values the applied edit overwrote, one per change (what ``undo`` writes back); None when it
+        is not applied (``health.weight_ratios`` reads them)."""
+        return None if self._saved is None else list(self._saved)
 
     @property
     def params_changed(self) -> int:

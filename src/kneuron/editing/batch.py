@@ -30,7 +30,7 @@ from kneuron.facts.schema import Fact
 from kneuron.models.load import ModelHandle
 
 from .base import CONTEXT, Change, Edit, EditContext, EditError, Rewrite
-from .registry import METHODS, edit, method_class, method_for
+from .registry import METHODS, edit, lookup, method_class, method_for
 
 
 def edit_batch(handle: ModelHandle, rewrites, *, method: str = "memit", on_error=None, **options) -> Edit:
@@ -65,7 +65,7 @@ def _with_batch() -> list[str]:
 
 
 def batch_rule(method: str) -> str | None:
-    cls = METHODS.get(method)
+    cls = lookup(method)
     return None if cls is None else cls.batch_rule
 
 

@@ -3,10 +3,13 @@
 ``fact_neurons`` is ``neurons.localize`` -- the one localisation, the same as a ``locate`` run's -- with
 editing's default configuration (``LOCALIZE``: IG with 5 midpoint steps, cheaper than a run's 20 left
 steps; BENCHMARKS.md, "Editing methods"), its errors as EditErrors. ``relation_filter`` is Dai et al.'s
-intra-relation filter: the neurons found for more than 10 % of a relation's facts, which a KN edit leaves
-out. ``relation_top_neurons`` are the ones relation erasure zeroes. ``edit_neurons`` is what every KN
-method (kn, kn-eai, kn-erase, likn, likn-transfer, kn-opt) writes: the given or localised neurons minus the
-common ones.
+intra-relation filter: the neurons found for more than 10 % of a relation's facts (all of them, or a
+bounded draw), which a KN edit leaves out. ``PROMPTS``: which prompts a fact is localised on -- ``"all"``
+its usable templates (Dai et al.'s KN bag; for an edited fact the paraphrases its PS is measured on
+included), ``"rewrite"`` its first usable one only (for an edited fact, ``Record.edit_fact``'s: the rewrite
+prompt), which keeps the paraphrases held out. ``relation_top_neurons`` are the ones relation erasure
+zeroes. ``edit_neurons`` is what every KN method (kn, kn-eai, kn-erase, likn, likn-transfer, kn-opt) writes:
+the given or localised neurons minus the common ones.
 """
 from __future__ import annotations
 
@@ -29,6 +32,15 @@ from .base import EditError
 STEPS, RULE = 5, "midpoint"
 LOCALIZE = LocateConfig(steps=STEPS, rule=RULE)
 SHARE = 0.1                  # Dai et al.: common = found for more than 10 % of the relation's facts
+PROMPTS = ("rewrite", "all")   # the prompts a fact is localised on: its first usable one, or every usable one
+
+
+def prompt_limit(prompts: str) -> int | None:
+    """``max_prompts`` for ``prompts`` (one of PROMPTS: "rewrite" 1, "all" None); ConfigError (one line)
+    for another value."""
+    if prompts not in PROMPTS:
+        raise ConfigError(f"the localisation prompts must be {' or '.join(PROMPTS)}, not {prompts!r}")
+    return 1 if prompts == "rewrite" else None
 
 
 def first_query(handle: ModelHandle, fact: Fact) -> Query:
@@ -96,10 +108,10 @@ def relation_top_neurons(neuron_sets: Iterable[Iterable[Neuron]], k: int = 20) -
 
 # ----------------------------------------------------------------------------- the relation filter
 
-def relation_facts(first: list[Fact], pool: Iterable[Fact], n: int, seed: int = 0) -> list[Fact]:
+def relation_facts(first: list[Fact], pool: Iterable[Fact], n: int | None, seed: int = 0) -> list[Fact]:
     """The facts the filter counts over for ``first``'s relation and language: the facts being edited
     (``first``, in order, each id once), then the relation's other facts in ``pool`` -- sorted by id and
-    shuffled with the seed ``f"{seed}:{relation}:common"`` -- until there are ``n``."""
+    shuffled with the seed ``f"{seed}:{relation}:common"`` -- until there are ``n`` (None: all of them)."""
     rel, lang = first[0].relation, first[0].lang
     mine, ids = [], set()
     for f in first:
@@ -108,7 +120,7 @@ def relation_facts(first: list[Fact], pool: Iterable[Fact], n: int, seed: int = 
             ids.add(f.id)
     more = sorted((f for f in pool if f.relation == rel and f.lang == lang and f.id not in ids), key=lambda f: f.id)
     random.Random(f"{seed}:{rel}:common").shuffle(more)
-    return mine + more[: max(0, n - len(mine))]
+    return mine + (more if n is None else more[: max(0, n - len(mine))])
 
 
 def common_share(n_facts: int) -> float:
@@ -128,14 +140,17 @@ class RelationFilter:
     common: list[Neuron]
 
 
-def relation_filter(handle: ModelHandle, fact: Fact | list[Fact], pool: Iterable[Fact], n: int, seed: int = 0,
-                    neurons_of: Callable[[Fact], list[Neuron]] | None = None) -> RelationFilter:
+def relation_filter(handle: ModelHandle, fact: Fact | list[Fact], pool: Iterable[Fact], n: int | None = None,
+                    seed: int = 0, neurons_of: Callable[[Fact], list[Neuron]] | None = None,
+                    prompts: str = "all") -> RelationFilter:
     """The common neurons of ``fact``'s relation (or of a list of facts of one relation and language,
-    edited together): ``n`` facts (``relation_facts``) localised by ``neurons_of`` (default
-    ``fact_neurons``), a neuron common when found for more than ``common_share`` of them."""
+    edited together): ``n`` facts (``relation_facts``; None: every fact of the relation in ``pool``)
+    localised by ``neurons_of`` (default ``fact_neurons`` on each fact's ``prompts``: pass an edited fact as
+    ``Record.edit_fact`` for "rewrite"), a neuron common when found for more than ``common_share`` of them."""
     first = [fact] if isinstance(fact, Fact) else list(fact)
     facts = relation_facts(first, pool, n, seed)
-    get = neurons_of or (lambda f: fact_neurons(handle, f))
+    limit = prompt_limit(prompts)
+    get = neurons_of or (lambda f: fact_neurons(handle, f, max_prompts=limit))
     sets, seconds = [], []
     for f in facts:
         t0 = time.perf_counter()

@@ -129,7 +129,7 @@ class Record:
     @property
     def edit_fact(self) -> Fact:
         """The fact as an editing method is given it: the edited template first, so that a method that
-        edits on the fact's first prompt (rome, ft, kn's token ids) edits on this record's rewrite prompt."""
+        edits on the fact's first prompt (rome, ft-m, ft-l, kn's token ids) edits on this record's rewrite prompt."""
         t = self.fact.templates
         return replace(self.fact, templates=(t[self.template],) + t[: self.template] + t[self.template + 1:])
 

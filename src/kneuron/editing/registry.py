@@ -1,6 +1,7 @@
 """The editing methods by name, and the one entry point.
 
     METHODS["rome"]                                  -> the ROME class (capabilities: ROME.causal_only, ...)
+    ALIASES["ft"]                                    -> "ft-m": an old name, still accepted (``lookup``)
     edit(h, fact, "Rome", method=ROME(layer=6))      -> Edit (not applied)
     edit(h, fact, "Rome", method="rome", layer=6)    the same: the name and its options
     coerce("rome", ["clamp_norm"], "8")              -> 8.0, the command line's typed ``--option``
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import typing
+import warnings
 from dataclasses import MISSING, fields, is_dataclass
 
 from kneuron.errors import ConfigError
@@ -20,21 +22,36 @@ from kneuron.facts.schema import Fact
 from kneuron.models.load import ModelHandle
 
 from .base import CONTEXT, Edit, EditContext, EditMethod, Rewrite
-from .methods import FT, KN, LIKN, MEMIT, ROME, AlphaEdit, KnEai, KnErase, KnOpt, LiknTransfer
+from .methods import KN, LIKN, MEMIT, ROME, AlphaEdit, FtL, FtM, KnEai, KnErase, KnOpt, LiknTransfer
 
-METHODS: dict[str, type[EditMethod]] = {c.name: c for c in (KN, KnEai, KnErase, LIKN, LiknTransfer, KnOpt, ROME, FT,
-                                                            MEMIT, AlphaEdit)}
+METHODS: dict[str, type[EditMethod]] = {c.name: c for c in (KN, KnEai, KnErase, LIKN, LiknTransfer, KnOpt, ROME, FtM,
+                                                            FtL, MEMIT, AlphaEdit)}
+# old names still accepted (stored runs and scripts keep them): "ft" was FT-M before ft-l existed
+ALIASES: dict[str, str] = {"ft": "ft-m"}
+
+
+def lookup(name: str) -> type[EditMethod] | None:
+    """The class registered under ``name``, or under the name an old one (``ALIASES``) now has; None."""
+    cls = METHODS.get(name)
+    return cls if cls is not None or name not in ALIASES else METHODS.get(ALIASES[name])
 
 
 def method_class(method: str | EditMethod | type[EditMethod]) -> type[EditMethod]:
-    """The class of ``method`` (a name, a class or an instance); ConfigError for an unknown name."""
+    """The class of ``method`` (a name, an old name, a class or an instance); ConfigError for an unknown
+    name."""
     if isinstance(method, EditMethod):
         return type(method)
     if isinstance(method, type) and issubclass(method, EditMethod):
         return method
-    if method not in METHODS:
+    cls = lookup(method) if isinstance(method, str) else None
+    if cls is None:
         raise ConfigError(f"unknown editing method {method!r} (expected one of {', '.join(METHODS)})")
-    return METHODS[method]
+    return cls
+
+
+def deprecation(name: str) -> str:
+    """The one-line note for an old method name."""
+    return f"editing method {name!r} is now {ALIASES[name]!r} (its old name still works)"
 
 
 def option_names(method) -> list[str]:
@@ -49,7 +66,9 @@ def _takes(cls: type[EditMethod]) -> str:
 def method_for(method: str | EditMethod | type[EditMethod] = "kn", **options) -> EditMethod:
     """A method object: ``method`` itself, or the method named ``method`` with ``options`` (its fields;
     a nested configuration such as ``localize`` may be a dict of its fields). ConfigError (one line) for
-    an unknown method or option, or a bad value."""
+    an unknown method or option, or a bad value. An old name (``ALIASES``) gives a DeprecationWarning."""
+    if isinstance(method, str) and method in ALIASES and method not in METHODS:
+        warnings.warn(deprecation(method), DeprecationWarning, stacklevel=2)
     if isinstance(method, EditMethod):
         if options:
             raise ConfigError(f"options ({', '.join(options)}) go into the method object itself, "
@@ -182,5 +201,5 @@ def _jsonable(x):
     return x if isinstance(x, (str, int, float, bool, type(None))) else str(x)
 
 
-__all__ = ["METHODS", "coerce", "describe", "edit", "method_class", "method_for", "option_names", "option_types",
-           "options"]
+__all__ = ["ALIASES", "METHODS", "coerce", "deprecation", "describe", "edit", "lookup", "method_class", "method_for",
+           "option_names", "option_types", "options"]

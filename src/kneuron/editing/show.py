@@ -10,7 +10,7 @@ from kneuron.facts.schema import Fact
 from kneuron.models.load import ModelHandle
 
 from .base import Edit, EditMethod
-from .localize import relation_filter
+from .localize import prompt_limit, relation_filter
 from .metrics import Measured, Scored, measure
 from .records import Case, case_for
 from .registry import edit, method_class, method_for
@@ -49,18 +49,26 @@ class Shown:
 
 def prepare(h: ModelHandle, facts: list[Fact], pool: list[Fact], fact_id: str, new: str, *,
             method: str | EditMethod = "kn", lang: str = "en", layer: int | None = None,
-            common_facts: int = 10) -> Shown:
+            common_facts: int | None = 10, prompts: str = "all") -> Shown:
     """Measure fact ``fact_id``'s prompts and compute its edit to ``new`` (not applied) by ``method`` (a
     name or a method object; ``layer``: a name's layer option). ``pool``: the facts neighbours and Dai et
-    al.'s filter (``common_facts`` facts of the relation; 0: none; methods with ``common_filter``) come from."""
+    al.'s filter (``common_facts`` facts of the relation; None: all of them; 0: none; methods with
+    ``common_filter``) come from. ``prompts``: what a KN method's facts are localised on (``localize.PROMPTS``;
+    "rewrite": the record's rewrite prompt, each other fact of the filter its first one)."""
     cls = method_class(method)
-    m = method_for(method, **({} if layer is None else {"layer": layer}))
+    prompt_limit(prompts)
+    opts = {} if layer is None else {"layer": layer}
+    if cls.uses_neurons and isinstance(method, str) and prompts != "all":
+        opts["prompts"] = prompts
+    m = method_for(method, **opts)
     case = case_for(facts, fact_id, new, lang=lang, kind=h.kind, tokenizer=h.tokenizer, pool=pool, n_generation=0)
     shown = Shown(h, case, lang, None, {})
     shown.before = shown.measure()
     ctx: dict = {}
-    if cls.common_filter and common_facts > 0:
-        rf = relation_filter(h, case.records[lang].fact, pool, common_facts, seed=SEED)
+    if cls.common_filter and (common_facts is None or common_facts > 0):
+        r = case.records[lang]
+        rf = relation_filter(h, r.edit_fact if prompts == "rewrite" else r.fact, pool, common_facts, seed=SEED,
+                             prompts=prompts)
         ctx.update(neurons=rf.sets[0], common=set(rf.common))
         shown.own_seconds, shown.filter_seconds = rf.seconds[0], sum(rf.seconds[1:])
     other = next((o for o in case.records if o != lang), None)

@@ -32,7 +32,7 @@ class ModelCard:
     not there). ``languages``: the languages it knows (a model that knows one is tested in that one
     only). ``facts``: the bundled fact set it is meant for. ``known``: the rule that says which facts it
     knows (``kneuron.organisms.known``: "trained" -- the facts it was trained on; "rank" -- by the gold
-    answer's rank; "all" -- no rule, every fact). ``rome_layer``: the layer ROME and FT-L edit unless told (None: the depth fraction)."""
+    answer's rank; "all" -- no rule, every fact). ``rome_layer``: the layer ROME and FT-M edit unless told (None: the depth fraction)."""
     name: str
     locate: Callable[[], Location]
     kind: str                                  # "causal" | "masked"

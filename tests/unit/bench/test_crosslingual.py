@@ -82,7 +82,7 @@ def test_the_gain_over_the_unedited_model_is_paired(res):
 def test_cells_are_labelled_for_what_they_are(res):
     assert res["crosslingual"]["cells"] == {"rome": "transfer", "likn": "both", "likn-transfer": "transfer",
                                             "kn": "transfer"}
-    assert xl.cell_kind("ft") == xl.cell_kind("kn-opt") == "transfer" and xl.cell_kind("no-such") is None
+    assert xl.cell_kind("ft") == xl.cell_kind("ft-l") == xl.cell_kind("kn-opt") == "transfer" and xl.cell_kind("no-such") is None
     md = render.markdown(er.document(res, None))
     assert "#### likn (one edit of both languages at once: not transfer)" in md
     assert "#### likn-transfer (off-diagonal cells: transfer)" in md

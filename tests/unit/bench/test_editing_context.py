@@ -91,9 +91,9 @@ def test_one_language_gives_no_shared_neurons(ctx):
     assert e.changes == [] and "needs other=" in e.info["error"]
 
 
-@pytest.mark.parametrize("method", ["kn", "kn-eai", "kn-erase", "kn-opt", "rome", "ft"])
+@pytest.mark.parametrize("method", ["kn", "kn-eai", "kn-erase", "kn-opt", "rome", "ft-m", "ft-l", "ft"])
 def test_the_one_language_methods_see_nothing_of_the_other_language(ctx, method):
-    """kn, kn-eai, kn-erase, kn-opt, rome and ft are given the edit language's record alone (their off-diagonal
+    """kn, kn-eai, kn-erase, kn-opt, rome, ft-m (ft) and ft-l are given the edit language's record alone (their off-diagonal
     cells are transfer): no other-language fact or new object, and a KN method its own language's neurons."""
     case = ctx.cases[0]
     got = ctx.options(method, case, "en")
@@ -101,3 +101,16 @@ def test_the_one_language_methods_see_nothing_of_the_other_language(ctx, method)
     if "neurons" in got:
         assert got["neurons"] == OWN["en"] and got["common"] == set(COMMON["en"])
     assert ctx.local_seconds(method, case, "en") in (0.0, 1.5)          # never the other language's localisation
+
+
+def test_each_one_layer_method_is_given_its_layer(ctx):
+    """ft-l its own sweep's layer; rome, ft-m (and its old name ft), memit ROME's; none without a sweep; the
+    user's option over both."""
+    case = ctx.cases[0]
+    swept = replace(ctx, rome_layer=2, layers={"ft-l": 0})
+    got = {m: swept.options(m, case, "en").get("layer") for m in ("rome", "ft-m", "ft", "memit", "ft-l", "kn")}
+    assert got == {"rome": 2, "ft-m": 2, "ft": 2, "memit": 2, "ft-l": 0, "kn": None}
+    assert "layer" not in ctx.options("ft-l", case, "en") and "layer" not in replace(ctx, rome_layer=2).options(
+        "ft-l", case, "en")
+    mine = replace(swept, cfg=replace(ctx.cfg, method_options={"ft-l": {"layer": 1}}))
+    assert mine.options("ft-l", case, "en")["layer"] == 1

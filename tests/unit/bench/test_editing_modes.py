@@ -88,7 +88,8 @@ def ctx(monkeypatch, tmp_path):
     cases = build_cases(FACTS, 3, kind=h.kind, tokenizer=h.tokenizer, pool=FACTS, n_neighbours=2, n_generation=0)
     assert len(cases) == 3 and cases[0].langs == ["en", "fr"]
     c = BenchContext(h, cfg, cases, {}, BenchDir(tmp_path / "run", lambda s: None), Budget(None))
-    return replace(c, before=prepare.unedited(c, cases))
+    c = replace(c, before=prepare.unedited(c, cases))
+    return replace(c, unrelated=prepare.unrelated(c))
 
 
 def fresh(c: BenchContext, limit=None) -> BenchContext:
@@ -172,10 +173,10 @@ OLD_ROW_KEYS = ["method", "case_id", "fact_id", "edit_lang", "new", "edit_second
 def test_an_edit_row_is_the_json_the_bench_always_wrote(ctx):
     row = next(iter(Single().run("toy", ctx.cases, ctx)))
     d = row.to_json()
-    assert list(d) == OLD_ROW_KEYS and d["seconds"] == d["edit_seconds"] + d["localize_seconds"]
+    assert list(d) == OLD_ROW_KEYS + ["health"] and d["seconds"] == d["edit_seconds"] + d["localize_seconds"]
     assert d["error"] is None and list(d["measure"]) == list(d["scores"]) == ["en", "fr"]
     on_disk = json.loads((ctx.disk.out / "edits" / "toy" / f"{row.case_id}-en.json").read_text())
-    assert on_disk == json.loads(json.dumps(d)) and list(on_disk) == OLD_ROW_KEYS
+    assert on_disk == json.loads(json.dumps(d)) and list(on_disk) == OLD_ROW_KEYS + ["health"]
     assert EditRow.from_json(on_disk).to_json() == on_disk
     failed = EditRow.from_json({**on_disk, "info": {"error": "no neurons"}, "params_changed": 0})
     assert failed.error == "no neurons" and failed.to_json()["error"] == "no neurons"

@@ -27,7 +27,7 @@ def test_candidate_layers_are_the_bench_sweeps_old_list(name):
 
 def _ctx(n_layers: int, rome_layers=None, tune=()):
     cfg = SimpleNamespace(options=lambda m: {"stats": "identity"}, rome_layers=rome_layers, sweep_cases=1)
-    disk = SimpleNamespace(sweep=lambda: None, put_sweep=lambda s: None)
+    disk = SimpleNamespace(sweep=lambda m: None, put_sweep=lambda s, m: None)
     cases = [SimpleNamespace(langs=["en"], case_id=i) for i in range(3)]
     return SimpleNamespace(cfg=cfg, handle=SimpleNamespace(name="x", n_layers=n_layers), cases=cases, disk=disk,
                            show=False, unedited=lambda c: {"en": {}}, edit=None,
@@ -62,3 +62,24 @@ def test_the_sweep_runs_on_the_held_out_cases_where_there_are_any(monkeypatch, t
     _, sweep = prepare.rome_layer(_ctx(12, (1, 2), tune))
     assert seen == [swept] and sweep.cases == swept and sweep.held_out is bool(tune)
     assert ("held_out" in sweep.to_json()) is bool(tune) and type(sweep).from_json(sweep.to_json()) == sweep
+
+
+def test_ft_l_is_swept_as_rome_is_with_its_own_edits(monkeypatch):
+    """prepare.layer_sweep("ft-l"): the same candidate layers and cases, each edit made by ft-l, stored under its
+    name; a given ``ft-l.layer`` is used unswept."""
+    seen, stored = [], []
+
+    def choose(h, cases, layers, before, edit_at=None, **kw):
+        edit_at(cases[0], layers[0])
+        return layers[1], [{"layer": l} for l in layers]
+
+    monkeypatch.setattr(rome, "choose_layer", choose)
+    ctx = _ctx(12, None, (5,))
+    ctx.edit = lambda m, c, lang, **kw: seen.append((m, c.case_id, lang, kw))
+    ctx.disk.put_sweep = lambda s, m: stored.append(m)
+    best, sweep = prepare.layer_sweep(ctx, "ft-l")
+    want = candidate_layers(ctx.handle)
+    assert best == want[1] and sweep.cases == [5] and sweep.held_out and stored == ["ft-l"]
+    assert seen == [("ft-l", 5, "en", {"layer": want[0]})]
+    ctx.cfg.options = lambda m: {"layer": 3}
+    assert prepare.layer_sweep(ctx, "ft-l") == (3, None)

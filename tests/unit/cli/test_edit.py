@@ -39,3 +39,13 @@ def test_bad_options_are_one_line(item, words):
 def test_help_and_lists_come_from_the_registry():
     assert all(f"{name}: {cls.help}" in METHOD_HELP for name, cls in METHODS.items())
     assert FILTERED.split(", ") == [n for n, c in METHODS.items() if c.common_filter]
+
+
+def test_an_old_method_name_is_said_once_on_stderr(capsys):
+    """``ft`` (ft-m's old name) is accepted, with a one-line note on stderr; --option items say nothing."""
+    from kneuron.cli.edit import _check_method
+    _check_method("ft")
+    _check_method("ft-m")
+    _check_method("ft", say=False)
+    err = capsys.readouterr().err
+    assert err == "note: editing method 'ft' is now 'ft-m' (its old name still works)\n"

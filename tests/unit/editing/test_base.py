@@ -173,7 +173,7 @@ def test_edit_dispatch_errors():
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_a_method_that_needs_a_new_object_says_so_in_one_place(name):
     """EditMethod.check: the same one-line error whether the method is reached through ``edit`` or its own
-    ``edit`` is called (ft, kn-opt, rome check first); kn-erase needs none; rome refuses a masked model."""
+    ``edit`` is called (ft-m, ft-l, kn-opt, rome check first); kn-erase needs none; rome refuses a masked model."""
     from kneuron.editing.registry import method_class
     h, cls = tiny_handle("gpt2"), method_class(name)
     if not cls.needs_new:
@@ -183,7 +183,7 @@ def test_a_method_that_needs_a_new_object_says_so_in_one_place(name):
     with pytest.raises(EditError) as err:
         edit(h, FACT, method=name)
     assert str(err.value) == want
-    if name in ("ft", "kn-opt", "rome"):
+    if name in ("ft-m", "ft-l", "kn-opt", "rome"):
         with pytest.raises(EditError) as err:
             cls().edit(h, Rewrite(FACT, None))
         assert str(err.value) == want

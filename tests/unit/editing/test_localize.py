@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from kneuron.editing.localize import (common_neurons, common_share, fact_neurons, relation_facts, relation_filter,
-                                      relation_top_neurons)
+from kneuron.editing.localize import (common_neurons, common_share, fact_neurons, prompt_limit, relation_facts,
+                                      relation_filter, relation_top_neurons)
 from kneuron.facts import Fact, queries_for
 from support.tiny import tiny_handle
 
@@ -82,3 +82,51 @@ def test_fact_neurons_match_a_locate_run():
     assert mine and mine == theirs and all(isinstance(n, tuple) and len(n) == 2 for n in mine)
     default = locate_fact(h, FACT, qs, LocateConfig(steps=5, rule="midpoint")).neurons.neurons
     assert fact_neurons(h, FACT) == default
+
+
+# ----------------------------------------------------------------------------- the relation's facts, the prompts
+
+def test_none_counts_every_fact_of_the_relation():
+    """n=None: every fact of the relation and language in the pool, the edited ones first; a neuron of 5 of
+    the 30 facts is common over all of them (5 > 3) and not over the first 10 when none of them has it."""
+    en = [f for f in POOL if f.lang == "en" and f.relation == "P36"]
+    first = [en[4], en[0]]
+    got = relation_facts(first, POOL, None, seed=1)
+    assert got[:2] == first and sorted(f.id for f in got) == sorted(f.id for f in en)
+    ten = {f.id for f in relation_facts(first, POOL, 10, seed=1)}
+    rare = [f.id for f in got if f.id not in ten][:5]               # found only outside the first 10
+    neurons_of = lambda f: [(0, 0), *([(4, 4)] if f.id in rare else [])]   # noqa: E731
+    assert relation_filter(None, first, POOL, 10, seed=1, neurons_of=neurons_of).common == [(0, 0)]
+    every = relation_filter(None, first, POOL, None, seed=1, neurons_of=neurons_of)
+    assert len(every.facts) == 30 and every.common == [(0, 0), (4, 4)]
+
+
+def test_rewrite_prompts_attribute_each_facts_first_prompt_only(monkeypatch):
+    """prompts="rewrite": attribution sees each fact's first usable prompt and nothing else; "all": all of
+    them. The default neurons_of is fact_neurons with that limit."""
+    import kneuron.neurons as nrn
+    seen: list[list[str]] = []
+    real = nrn.attribute_many
+
+    def spy(handle, pairs, **kw):
+        seen.append([p for p, _ in pairs])
+        return real(handle, pairs, **kw)
+    monkeypatch.setattr(nrn, "attribute_many", spy)
+    h = tiny_handle("llama")
+    two = [Fact(f"c{i}", "P36", "en", s, o, ("the capital of [X] is [Y]", "[X] capital city is [Y]"))
+           for i, (s, o) in enumerate([("france", "paris"), ("italy", "rome")])]
+    relation_filter(h, two[0], two, None, prompts="rewrite")
+    assert seen == [["the capital of france is"], ["the capital of italy is"]]
+    seen.clear()
+    relation_filter(h, two[0], two, None, prompts="all")
+    assert seen == [["the capital of france is", "france capital city is"],
+                    ["the capital of italy is", "italy capital city is"]]
+    assert prompt_limit("rewrite") == 1 and prompt_limit("all") is None
+
+
+def test_bad_prompts_are_a_one_line_config_error():
+    from kneuron.errors import ConfigError
+    for call in (lambda: prompt_limit("paraphrases"), lambda: relation_filter(None, POOL[0], POOL, 3, prompts="x")):
+        with pytest.raises(ConfigError, match="must be rewrite or all") as err:
+            call()
+        assert "\n" not in str(err.value)

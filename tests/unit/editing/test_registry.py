@@ -8,10 +8,11 @@ from dataclasses import fields
 import pytest
 import torch
 
-from kneuron.editing import (FT, KN, LIKN, MEMIT, METHODS, ROME, AlphaEdit, EditMethod, KnEai, KnErase, KnOpt,
-                             LiknTransfer, edit)
+from kneuron.editing import (FT, KN, LIKN, MEMIT, METHODS, ROME, AlphaEdit, EditMethod, FtL, FtM, KnEai, KnErase,
+                             KnOpt, LiknTransfer, edit)
 from kneuron.editing.localize import LOCALIZE
-from kneuron.editing.registry import coerce, describe, method_class, method_for, option_names, options
+from kneuron.editing.registry import (ALIASES, coerce, describe, lookup, method_class, method_for, option_names,
+                                      options)
 from kneuron.errors import ConfigError
 from kneuron.facts import Fact
 from kneuron.neurons import LocateConfig
@@ -28,7 +29,8 @@ CAPABILITIES = {
     "likn-transfer": (LiknTransfer, False, "add", True, False, 1, True, True),
     "kn-opt":        (KnOpt, False, "add", True, True, 1, False, True),
     "rome":          (ROME, True, None, False, False, 1, False, True),
-    "ft":            (FT, False, None, False, False, 1, False, True),
+    "ft-m":          (FtM, False, None, False, False, 1, False, True),
+    "ft-l":          (FtL, True, None, False, False, 1, False, True),
     "memit":         (MEMIT, True, "joint", False, False, 1, False, True),
     "alphaedit":     (AlphaEdit, True, "joint", False, False, 1, False, True),
 }
@@ -55,6 +57,19 @@ def test_every_method_says_what_it_can_do(name):
 def test_the_table_is_every_method():
     assert list(METHODS) == list(CAPABILITIES)
     assert [d["name"] for d in describe()] == list(METHODS)
+    assert {"ft-l", "ft-m"} <= set(METHODS) and "ft" not in METHODS
+
+
+def test_ft_is_ft_ms_old_name():
+    """"ft" (stored runs, scripts) is still FT-M: its class, options and edits; making the method by that name
+    gives a DeprecationWarning."""
+    assert ALIASES == {"ft": "ft-m"} and lookup("ft") is FtM is FT and lookup("no-such") is None
+    assert method_class("ft") is FtM and option_names("ft") == option_names("ft-m")
+    assert coerce("ft", ["norm_bound"], "1e-3") == 1e-3
+    with pytest.warns(DeprecationWarning, match="'ft' is now 'ft-m'"):
+        assert method_for("ft", norm_bound=1e-3) == FtM(norm_bound=1e-3)
+    with pytest.raises(ConfigError, match="unknown editing method 'ft-x'"):
+        method_class("ft-x")
 
 
 @pytest.mark.parametrize("name", list(CAPABILITIES))
@@ -100,7 +115,8 @@ def test_nested_localize_from_a_dict_or_loose_options():
     ("kn", ["localize", "method"], "amig", "amig"),
     ("kn", ["localize"], '{"steps": 20, "rule": "left"}', {"steps": 20, "rule": "left"}),
     ("kn", ["max_prompts"], "2", 2),
-    ("ft", ["norm_bound"], "1e-3", 1e-3),
+    ("ft-m", ["norm_bound"], "1e-3", 1e-3),
+    ("ft-l", ["relative"], "true", True),
 ])
 def test_coerce_reads_text_as_the_options_type(name, path, raw, want):
     got = coerce(name, path, raw)

@@ -8,7 +8,8 @@ after each the case is measured, and after 1, 10, 50, 100 kept edits every recor
 again (S after k edits). Batch mode (the value-vector methods, ``kneuron.editing.batch``): per method and
 edit language, every case's edit is computed on the unedited model, all are applied at once, and each case
 is measured under the whole batch. Measurements and metrics: ``kneuron.editing.metrics``; records:
-``kneuron.editing.records``.
+``kneuron.editing.records``. Every edit row carries the edit's health (``kneuron.editing.health``), and
+sequential mode's guard (``on_collapse``) undoes a disabling edit (or stops the chain there).
 
     config.py    EditingConfig, what each method is to the bench, run.json and the resume check
     rows.py      the typed rows (EditRow, Measurement, ...) and the JSON each is kept as

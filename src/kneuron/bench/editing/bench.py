@@ -15,7 +15,7 @@ from kneuron.facts import Fact
 from kneuron.models.load import ModelHandle
 
 import kneuron.bench.editing.prepare as prepare
-from .config import DEFAULT_METHODS, EditingConfig, resumed_meta, run_meta, uses_neurons
+from .config import DEFAULT_METHODS, EditingConfig, own_sweep, resumed_meta, run_meta, uses_neurons
 from .context import BenchContext, Budget
 from .disk import BenchDir
 from .modes import STRATEGIES, Sequential
@@ -47,6 +47,8 @@ class EditingBench:
         against these settings) or made. The held-out cases are the ones drawn after the reported ``n``, so
         the reported records are those a run without them has."""
         self.disk.check(self.resume)
+        stored = self.disk.meta() if self.resume else None
+        self.cfg = self.cfg.resolved(stored)           # the open settings: the run's own, or a new run's
         cases = self.disk.cases() if self.resume else None
         tune = (self.disk.cases("tune-cases.jsonl") or []) if self.resume else []
         if cases is None and self.records is not None:
@@ -71,7 +73,7 @@ class EditingBench:
         if self.records is not None:
             meta = {**meta, **self.records.meta()}
         if self.resume:
-            meta = resumed_meta(self.disk.meta(), meta, self.cfg, self.disk.out)
+            meta = resumed_meta(stored, meta, self.cfg, self.disk.out)
         self.disk.commit(cases, meta, tune)
         return cases, tune, meta
 
@@ -99,6 +101,7 @@ class EditingBench:
         ctx = BenchContext(self.h, self.cfg, cases, {}, self.disk, Budget(self.limit), show=self.show, warn=self.warn,
                            tune=list(tune))
         ctx = dataclasses.replace(ctx, before=prepare.unedited(ctx, [*cases, *tune]))
+        ctx = dataclasses.replace(ctx, unrelated=prepare.unrelated(ctx))
         timings = self.disk.add_time("unedited", time.perf_counter() - t0)
         if any(uses_neurons(m) for m in self.cfg.methods):
             t = time.perf_counter()
@@ -110,6 +113,12 @@ class EditingBench:
             layer, sweep = prepare.rome_layer(ctx)
             ctx = dataclasses.replace(ctx, rome_layer=layer, sweep=sweep, rome_stats=prepare.rome_stats(ctx, layer))
             timings = self.disk.add_time("rome_sweep", time.perf_counter() - t)
+        for m in filter(own_sweep, self.cfg.methods):     # ft-l: its own layer, swept as ROME's
+            t = time.perf_counter()
+            layer, sweep = prepare.layer_sweep(ctx, m)
+            ctx = dataclasses.replace(ctx, layers={**ctx.layers, m: layer},
+                                      sweeps={**ctx.sweeps, **({m: sweep} if sweep else {})})
+            timings = self.disk.add_time(f"{m}_sweep", time.perf_counter() - t)
         layered = [m for m in self.cfg.methods if "moments" in method_class(m).context]
         if layered:                                    # memit, alphaedit: C0 of the unedited model, per layer
             t = time.perf_counter()
@@ -122,10 +131,13 @@ class EditingBench:
         t0 = time.perf_counter()
         self.cfg.check_model(self.h)
         cases, tune, meta = self._open()
-        held = f" (+{len(tune)} held out for ROME's layer)" if tune else ""
+        held = f" (+{len(tune)} held out for the layer sweeps)" if tune else ""
         self.log(f"{len(cases)} cases{held} in {', '.join(cases[0].langs)}; methods {', '.join(self.cfg.methods)}; "
                  f"mode {self.cfg.mode}; {self.disk.out}")
         ctx, timings = self.context(cases, t0, tune)
+        if ctx.common is not None:                     # how many facts Dai's filter counted, per relation
+            meta = {**meta, "common_counts": prepare.common_counts(ctx.common)}
+            self.disk.put_meta(meta)
         mode = STRATEGIES[self.cfg.mode]
         rows, curves = {}, {}
         for m in self.cfg.methods:
@@ -139,7 +151,10 @@ class EditingBench:
             return None
         from kneuron.bench.editing_report import results, write_report
         res = results(meta, cases, {c.case_id: ctx.before[c.case_id].raw for c in cases}, rows, curves,
-                      ctx.sweep.to_json() if ctx.sweep else None, ctx.rome_layer, timings)
+                      ctx.sweep.to_json() if ctx.sweep else None, ctx.rome_layer, timings,
+                      ctx.unrelated.nll if ctx.unrelated else None,
+                      {m: {"layer": layer, "sweep": ctx.sweeps[m].to_json() if m in ctx.sweeps else None}
+                       for m, layer in ctx.layers.items()})
         self.disk.put_results(res)
         write_report(res, self.disk.out)
         return res
@@ -155,7 +170,7 @@ def run_editing_bench(handle: ModelHandle, facts: list[Fact], *, out, n: int = 1
     from; ``pool``: the facts neighbours come from (default ``facts``; for an organism, the facts it was
     trained on). ``records``: a records file read (``kneuron.editing.readers.read_records``) the records come
     from instead of ``facts``. ``config``: the other EditingConfig fields (n_neighbours, n_generation,
-    common_facts, sweep_cases, tune_records, rome_layers, method_options)."""
+    common_facts, sweep_cases, tune_records, rome_layers, method_options, on_collapse)."""
     cfg = EditingConfig(n=n, methods=tuple(methods), mode=mode, langs=tuple(langs) if langs else None, seed=seed,
                         **config)
     return EditingBench(handle, facts, cfg, out, pool=pool, resume=resume, show_progress=show_progress, log=log,

@@ -5,20 +5,32 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-from kneuron.editing import METHODS
-from kneuron.editing.registry import method_class, method_for, option_names
+from kneuron.editing import METHODS, ROME
+from kneuron.editing.registry import lookup, method_class, method_for, option_names
 from kneuron.editing.records import Case
 from kneuron.errors import ConfigError
 from kneuron.models.load import ModelHandle
 
-DEFAULT_METHODS = ("kn", "kn-eai", "kn-opt", "likn", "rome", "ft")
+DEFAULT_METHODS = ("kn", "kn-eai", "kn-opt", "likn", "rome", "ft-m", "ft-l")
 MODES = ("single", "sequential", "batch")
 CHECKPOINTS = (1, 10, 50, 100)
+# sequential mode, an edit that breaks the health margin (``editing.health.DISABLING_MARGIN`` against the
+# model before it): "undo" it bit for bit and go on, "stop" the chain there (undone too), or "keep" it
+# (no guard: the chains of runs stored before the guard existed)
+ON_COLLAPSE = ("undo", "stop", "keep")
 # run.json keys a resumed run must keep
 RESUME_KEYS = ("model", "n", "mode", "langs", "seed", "n_neighbours", "n_generation", "common_facts",
-               "sweep_cases", "rome_layers", "cases_hash", "tune_records")
+               "sweep_cases", "rome_layers", "cases_hash", "tune_records", "common_over", "common_max",
+               "localize_prompts")
+# what a run stored before a resume key existed had: no held-out cases, Dai's filter over the first
+# ``common_facts`` facts of a relation, every prompt localised
+STORED = {"tune_records": 0, "common_over": "cases", "common_max": None, "localize_prompts": "all"}
+# a new run's choice where the settings leave it open (None): the filter over every fact of the relation, the
+# facts localised on their rewrite prompt (the paraphrases PS is measured on held out)
+NEW = {"common_over": "relation", "localize_prompts": "rewrite"}
+COMMON_OVER = ("relation", "cases")
 # run.json keys of a run whose records come from a file (``--records``): absent from a fact set's run, and a
 # resume must have the same (none, or the same file's format and content)
 RECORDS_KEYS = ("records_format", "records_sha256")
@@ -51,9 +63,15 @@ def uses_other_language(method: str) -> bool:
 
 
 def uses_rome_layer(method: str) -> bool:
-    """The method edits one layer (it has a ``layer`` option: ROME, FT-L): where the bench ran ROME's
-    sweep, the layer it chose."""
-    return "layer" in option_names(method)
+    """The method edits a layer and has no sweep apart from ROME's (a ``layer`` option: rome, ft-m,
+    memit ...): where the bench ran ROME's sweep, the layer it chose."""
+    return "layer" in option_names(method) and not own_sweep(method)
+
+
+def own_sweep(method: str) -> bool:
+    """The bench sweeps the method's layer on its own, as ROME's (ft-l), unless its ``layer`` is given."""
+    cls = method_class(method)
+    return cls.sweeps_layer and not issubclass(cls, ROME)
 
 
 def kn_methods() -> tuple[str, ...]:
@@ -72,22 +90,31 @@ class EditingConfig:
     seed: int = 0
     n_neighbours: int = 10
     n_generation: int = 2                         # generation prompts per record (GE; 0: none)
-    common_facts: int = 10                        # facts per relation that Dai's 10 % filter counts over
-    sweep_cases: int = 4                          # ROME's layer sweep: cases (first language)
-    tune_records: int = 0                         # held-out cases ROME's sweep runs on instead (0: the first
+    common_facts: int = 10                        # common_over="cases": facts per relation Dai's filter counts
+    common_over: str | None = None                # "relation": every fact of the relation in the pool (at most
+                                                  # common_max); "cases": the first common_facts, the records'
+                                                  # own first; None: a resumed run's own, else NEW's
+    common_max: int | None = None                 # "relation": at most this many facts per relation (None: all)
+    localize_prompts: str | None = None           # the prompts each fact is localised on: "rewrite" or "all"
+                                                  # (localize.PROMPTS); None: a resumed run's own, else NEW's
+    sweep_cases: int = 4                          # the layer sweeps (rome, ft-l): cases (first language)
+    tune_records: int = 0                         # held-out cases the sweeps run on instead (0: the first
                                                   # sweep_cases reported cases, which is selection on test records)
-    rome_layers: tuple[int, ...] | None = None    # layers the sweep tries (None: every layer, at most 8)
+    rome_layers: tuple[int, ...] | None = None    # layers the sweeps try (None: every layer, at most 8)
     method_options: dict = field(default_factory=dict)    # method -> options for kneuron.editing.edit
+    on_collapse: str = "undo"                     # sequential mode's guard (ON_COLLAPSE)
 
     def validate(self) -> None:
         if self.n < 1:
             raise ConfigError(f"n must be >= 1, got {self.n}")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.on_collapse not in ON_COLLAPSE:
+            raise ConfigError(f"on_collapse must be one of {', '.join(ON_COLLAPSE)}, not {self.on_collapse!r}")
         if not self.methods:
             raise ConfigError("no editing method given")
         for m in self.methods:
-            if m not in METHODS:
+            if lookup(m) is None:
                 raise ConfigError(f"unknown editing method {m!r} (expected one of {', '.join(METHODS)})")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"a method is named twice in {', '.join(self.methods)}")
@@ -101,14 +128,31 @@ class EditingConfig:
             if method_class(m).batch_rule == "joint":
                 method_for(m, **self.options(m))
         for m, opts in self.method_options.items():       # the bench localises each fact once for every KN method
-            local = sorted({"localize", "max_prompts"} & set(opts)) if method_class(m).uses_neurons else []
+            local = sorted({"localize", "max_prompts", "prompts"} & set(opts)) if method_class(m).uses_neurons else []
             if local:
                 raise ConfigError(f"{m}: {', '.join(local)} cannot be set in the bench, which localises every fact "
-                                  "once for all KN methods (IG, 5 midpoint steps); use kneuron edit for another "
-                                  "localization")
+                                  "once for all KN methods (IG, 5 midpoint steps, the prompts --localize-prompts "
+                                  "says); use kneuron edit for another localization")
         for k in ("n_neighbours", "n_generation", "common_facts", "sweep_cases", "tune_records"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"{k} must be >= 0, got {getattr(self, k)}")
+        if self.common_over not in (None, *COMMON_OVER):
+            raise ConfigError(f"common_over must be {' or '.join(COMMON_OVER)}, not {self.common_over!r}")
+        if self.common_max is not None and self.common_max < 1:
+            raise ConfigError(f"common_max must be >= 1 (or None: every fact of the relation), got {self.common_max}")
+        if self.localize_prompts is not None:
+            from kneuron.editing.localize import prompt_limit
+            prompt_limit(self.localize_prompts)
+
+    def resolved(self, stored: dict | None = None) -> "EditingConfig":
+        """The settings with the open ones (None) chosen: a resumed run's (``stored``: its run.json; a
+        key it lacks: STORED's, what the run was made with), else a new run's (NEW)."""
+        was = NEW if stored is None else {**STORED, **stored}
+        return replace(self, **{k: was[k] for k in NEW if getattr(self, k) is None})
+
+    def common_count(self) -> int | None:
+        """How many facts of a relation Dai's filter counts over (the records' own included; None: all)."""
+        return self.common_facts if self.common_over == "cases" else self.common_max
 
     def check_model(self, handle: ModelHandle) -> None:
         """Refuse methods the model's kind cannot take (before any work)."""
@@ -157,15 +201,20 @@ def run_meta(cfg: EditingConfig, handle: ModelHandle, cases: list[Case], facts_n
 
 def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
     """``meta`` for a run resumed from one whose run.json is ``had``: refused (RunStoreError, one line)
-    where a setting in RESUME_KEYS, the records file (RECORDS_KEYS) or a method's options differ; the methods
+    where a setting in RESUME_KEYS, the records file (RECORDS_KEYS), a method's options or (sequential mode)
+    the guard differ (a run stored before the guard existed had none: "keep"); the methods
     and options of both, merged."""
     from kneuron.runs.store import RunStoreError
     from kneuron.store import check_resume
     from kneuron.store.manifest import jsonable
-    had = {"tune_records": 0, **had}          # a run stored before held-out tuning existed had none
+    had = {**STORED, **had}                   # a run stored before a key existed: what it was made with
     check_resume(where, had, meta, RESUME_KEYS, error=RunStoreError)
     check_resume(where, {k: had.get(k) for k in RECORDS_KEYS}, {k: meta.get(k) for k in RECORDS_KEYS},
                  error=RunStoreError, hint="--records names the run's records file, unchanged (or none)")
+    if cfg.mode == "sequential" and had.get("on_collapse", "keep") != cfg.on_collapse:   # no guard before it existed
+        raise RunStoreError(f"cannot resume {where}: on_collapse differs (run has {had.get('on_collapse', 'keep')!r}, "
+                            f"now {cfg.on_collapse!r}); its chains go on with the guard they began with: pass "
+                            f"--on-collapse {had.get('on_collapse', 'keep')}")
     opts = had.get("method_options") or {}
     for m in cfg.methods:
         if m in opts and jsonable(opts[m]) != jsonable(meta["method_options"].get(m)):
@@ -174,6 +223,6 @@ def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
             "method_options": {**opts, **meta["method_options"]}}
 
 
-__all__ = ["CHECKPOINTS", "DEFAULT_METHODS", "EditingConfig", "MODES", "RECORDS_KEYS", "RESUME_KEYS", "kn_methods",
-           "plain", "resumed_meta", "run_meta", "uses_common", "uses_neurons", "uses_other_language", "uses_rome_layer",
-           "uses_shared_neurons"]
+__all__ = ["CHECKPOINTS", "COMMON_OVER", "DEFAULT_METHODS", "EditingConfig", "MODES", "NEW", "ON_COLLAPSE",
+           "RECORDS_KEYS", "RESUME_KEYS", "STORED", "kn_methods", "own_sweep", "plain", "resumed_meta", "run_meta",
+           "uses_common", "uses_neurons", "uses_other_language", "uses_rome_layer", "uses_shared_neurons"]

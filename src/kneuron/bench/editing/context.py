@@ -3,24 +3,26 @@ records, the unedited model's measurements, the cached neurons and the relations
 layer (and its second moment), and the run directory. Nothing is added to it while the methods run.
 
 ``BenchContext.edit`` computes one method's edit of one record with what the context holds (each method
-is given only what its function names), and ``BenchContext.row`` measures a case under an edit.
+is given only what its function names), ``BenchContext.row`` measures a case under an edit and
+``BenchContext.health`` the edit's health (``kneuron.editing.health``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from kneuron.editing import Edit, EditError, edit
+from kneuron.editing.health import Health, continuation, health, unrelated_sentences
 from kneuron.editing.registry import method_class, option_names
 from kneuron.editing.metrics import Measured, measure, record_scores
 from kneuron.editing.records import Case
 from kneuron.facts.templates import QueryError
 from kneuron.models.load import ModelHandle
 
-from .config import (EditingConfig, uses_common, uses_neurons, uses_other_language, uses_rome_layer,
+from .config import (EditingConfig, own_sweep, uses_common, uses_neurons, uses_other_language, uses_rome_layer,
                      uses_shared_neurons)
 from .disk import BenchDir
-from .rows import CommonNeurons, EditRow, FactNeurons, Measurement, Sweep, UneditedRow
+from .rows import CommonNeurons, EditRow, FactNeurons, Measurement, Sweep, UneditedRow, Unrelated
 
 
 class Budget:
@@ -47,18 +49,43 @@ class BenchContext:
     budget: Budget
     neurons: dict[tuple[str, str], FactNeurons] | None = None     # (fact id, lang); None: no KN method
     common: dict[tuple[str, str], CommonNeurons] | None = None    # (relation, lang)
-    rome_layer: int | None = None                         # the layer ROME (and FT) edit: the sweep's or the user's
+    rome_layer: int | None = None                         # the layer ROME (and FT-M) edit: the sweep's or the user's
     rome_stats: Any = None                                # the unedited model's C at that layer (stats="auto")
     moments: dict[str, dict] | None = None                # method -> the unedited model's C0 at each of its
                                                           # layers (memit, alphaedit: methods reading moments=)
     sweep: Sweep | None = None
     show: bool = False                                    # progress bars
     warn: Callable[[str], None] = lambda s: None
-    tune: list[Case] = field(default_factory=list)        # held-out cases (ROME's layer sweep), never reported
+    tune: list[Case] = field(default_factory=list)        # held-out cases (the layer sweeps), never reported
+    layers: dict[str, int] = field(default_factory=dict)  # method -> the layer its own sweep chose (ft-l), or its user's
+    sweeps: dict[str, Sweep] = field(default_factory=dict)  # method -> that sweep (not ROME's: ``sweep``)
+    unrelated: Unrelated | None = None                    # the unedited model's unrelated-text NLL (health)
 
     def unedited(self, case: Case) -> dict[str, Measured]:
         """The case's unedited raw measurement per language."""
         return self.before[case.case_id].raw
+
+    @property
+    def health_langs(self) -> list[str]:
+        """The languages of the unrelated sentences an edit's health is measured in: the run's that the
+        set has, else all of the set's."""
+        sents = unrelated_sentences()
+        return [g for g in self.cases[0].langs if g in sents] or list(sents)
+
+    def health(self, e: Edit, case: Case, lang: str, before: dict[str, float] | None = None,
+               shared: Health | None = None) -> Health:
+        """The health of ``e`` with the model as it is now edited by it (``health.health``): its unrelated
+        NLL against ``before`` (default the unedited model's), the greedy continuation of the case's
+        ``lang`` rewrite prompt. ``shared``: a batch's health, measured for another member (only the
+        continuation is this case's own)."""
+        prompt = case.records[lang].prompt
+        if shared is not None:
+            return replace(shared, continuation=continuation(self.handle, prompt))
+        if before is None:
+            if self.unrelated is None:
+                raise ValueError("the context has no unedited unrelated NLL (prepare.unrelated)")
+            before = self.unrelated.nll
+        return health(self.handle, e, prompt, before)
 
     # -- one edit -------------------------------------------------------------------
 
@@ -67,8 +94,9 @@ class BenchContext:
         method reads it (its ``context``), the cached neurons (KN methods: the fact's, minus the relation's
         common ones; likn, likn-transfer: those the fact shares with its other language, unfiltered), the
         other record's fact (likn, likn-transfer) and its new object (likn only, which rewrites both
-        languages), ROME's second moment and its progress bar; ROME's layer where the method has a
-        ``layer`` option; then the user's options for the method, then ``extra``."""
+        languages), ROME's second moment and its progress bar; the layer: its own sweep's for a method
+        that has one apart from ROME's (ft-l), else ROME's where the method has a ``layer`` option; then the
+        user's options for the method, then ``extra``."""
         cls = method_class(method)
         r = case.records[lang]
         auto: dict = {}
@@ -87,8 +115,9 @@ class BenchContext:
                     auto["other_new"] = o.new
                 if uses_shared_neurons(method) and "neurons" in auto:
                     auto["neurons"] = sorted(set(auto["neurons"]) & set(self.neurons[(o.fact.id, other)].neurons))
-        if uses_rome_layer(method) and self.rome_layer is not None:
-            auto["layer"] = self.rome_layer
+        layer = self.layers.get(method) if own_sweep(method) else self.rome_layer if uses_rome_layer(method) else None
+        if layer is not None:
+            auto["layer"] = layer
         auto["progress"] = self.show
         if self.rome_stats is not None:
             auto["moment"] = self.rome_stats           # the unedited model's C, also under kept edits

@@ -1,13 +1,15 @@
 """The editing benchmark's run directory: where each row is kept, read back on resume, and moved to
 damaged/ (then redone) when it does not read back.
 
-    run.json                   the configuration (a resumed run must have the same) and the model
+    run.json                   the configuration (a resumed run must have the same), the model and the
+                               facts per relation Dai's filter counted (``common_counts``)
     cases.jsonl                the run's own records (a resumed run reads them back)
-    tune-cases.jsonl           the held-out records ROME's layer is chosen on (``--tune-records``; not reported)
+    tune-cases.jsonl           the held-out records the layers are chosen on (``--tune-records``; not reported)
     timings.json               each stage's seconds, summed over the sessions of the run
     neurons/<fact>.<lang>.json   a fact's knowledge neurons;  neurons/common.json  each relation's common ones
     unedited/<case>.json       the unedited model's measurement of each case
-    rome-sweep.json            ROME's layer sweep (the layer used is the best S)
+    unrelated.json             the unedited model's NLL of the unrelated sentences (``editing.health``)
+    rome-sweep.json            ROME's layer sweep (the layer used is the best S); ft-l-sweep.json ft-l's
     edits/<method>/<case>-<lang>.json   one edit: its time, size, info and every language's measurements
     sequential/<method>-<lang>/<i>.pt   sequential mode: the kept edits' changes (the commit marker)
     sequential/<method>-<lang>-k<k>.json   S after k kept edits
@@ -27,7 +29,8 @@ from typing import Callable
 
 import torch
 
-from kneuron.editing import METHODS, Change, Edit, EditError
+from kneuron.editing import Change, Edit, EditError
+from kneuron.editing.registry import lookup
 from kneuron.editing.records import Case
 from kneuron.runs.store import RunStoreError
 from kneuron.store import (Blob, Manifest, Records, add_time, check_out, move_aside, read_json, write_json,
@@ -35,7 +38,7 @@ from kneuron.store import (Blob, Manifest, Records, add_time, check_out, move_as
 from kneuron.store.atomic import TMP
 
 from .config import plain
-from .rows import Checkpoint, EditRow, FactNeurons, Sweep, UneditedRow
+from .rows import Checkpoint, EditRow, FactNeurons, Sweep, UneditedRow, Unrelated
 
 DUMPS = dict(ensure_ascii=False, default=plain)        # how every JSON file of the run is written
 TIMINGS_FILE = "timings.json"
@@ -100,6 +103,10 @@ class BenchDir:
         for p in self.out.rglob("*" + TMP):
             p.unlink(missing_ok=True)
 
+    def put_meta(self, meta: dict) -> None:
+        """run.json rewritten with what the run found out (e.g. the facts Dai's filter counted)."""
+        write_json(self.out / "run.json", meta, **DUMPS)
+
     def add_time(self, stage: str, seconds: float) -> dict:
         """A stage's seconds into timings.json (summed over the sessions of the run); its content now."""
         return add_time(self.out, stage, seconds, self.warn)
@@ -127,6 +134,19 @@ class BenchDir:
     def put_unedited(self, row: UneditedRow) -> None:
         self._unedited().put(row.case_id, row.to_json())
 
+    def unrelated(self) -> Unrelated | None:
+        """The unedited unrelated-text NLL stored by an earlier session (None: not there, or damaged)."""
+        path = self.out / "unrelated.json"
+        d = read_json(path, need=("langs", "nll", "digest"), root=self.out, warn=self.warn)
+        why = None if d is None else _reads_as(Unrelated)(d)
+        if why is not None:
+            move_aside(path, why, root=self.out, warn=self.warn)
+            return None
+        return None if d is None else Unrelated.from_json(d)
+
+    def put_unrelated(self, row: Unrelated) -> None:
+        write_json(self.out / "unrelated.json", row.to_json(), **DUMPS)
+
     def _neurons(self) -> Records:
         return self._records(self.out / "neurons", ("neurons", "seconds"), FactNeurons,
                              name=lambda k: f"{k[0]}.{k[1]}", parse=lambda s: tuple(s.rsplit(".", 1)))
@@ -142,8 +162,9 @@ class BenchDir:
         """neurons/common.json: {"<relation>.<lang>": CommonNeurons}."""
         write_json(self.out / "neurons" / "common.json", {k: v.to_json() for k, v in common.items()}, **DUMPS)
 
-    def sweep(self) -> Sweep | None:
-        path = self.out / "rome-sweep.json"
+    def sweep(self, method: str = "rome") -> Sweep | None:
+        """A method's layer sweep (``<method>-sweep.json``), where an earlier session stored it."""
+        path = self.out / f"{method}-sweep.json"
         d = read_json(path, need=("layers", "best"), root=self.out, warn=self.warn)
         why = None if d is None else _reads_as(Sweep)(d)
         if why is not None:
@@ -151,8 +172,8 @@ class BenchDir:
             return None
         return None if d is None else Sweep.from_json(d)
 
-    def put_sweep(self, sweep: Sweep) -> None:
-        write_json(self.out / "rome-sweep.json", sweep.to_json(), **DUMPS)
+    def put_sweep(self, sweep: Sweep, method: str = "rome") -> None:
+        write_json(self.out / f"{method}-sweep.json", sweep.to_json(), **DUMPS)
 
     def _checkpoints(self, method: str) -> Records:
         return self._records(self.out / "sequential", ("k", "scores"), Checkpoint,
@@ -219,7 +240,7 @@ def edit_of(handle, method: str, state) -> Edit:
     if "method" not in state:
         return Edit(handle, method, None, [Change(**c) for c in state["changes"]], state["info"],
                     float(state["seconds"]))
-    cls = getattr(METHODS.get(method), "edit_class", Edit)     # memit, alphaedit: a JointEdit, its keys kept
+    cls = getattr(lookup(method), "edit_class", Edit)     # memit, alphaedit: a JointEdit, its keys kept
     return cls.from_state(handle, state)
 
 

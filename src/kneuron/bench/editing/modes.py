@@ -5,20 +5,27 @@ and stops early once the context's budget of new edits is spent (a resumed run f
     Single       each edit computed, applied, the case measured in every language, undone
     Sequential   per edit language a chain of kept edits: each computed with the earlier ones applied, then
                  measured; after 1, 10, 50, 100 (and the last) kept edits every record edited so far is
-                 measured again (S after k edits); all undone at the end, bit for bit
+                 measured again (S after k edits); all undone at the end, bit for bit. The collapse guard
+                 (``on_collapse``): an edit whose unrelated NLL rises by more than the health margin
+                 against the chain before it is undone (bit for bit) before its case is measured, its row
+                 marked guarded, and the chain goes on ("undo") or ends there ("stop"); "keep": no guard
     Batched      per edit language every case's edit computed on the unedited model, all applied at once as
                  one combined edit (``kneuron.editing.batch``), each case measured under the whole batch; a
                  joint method (memit, alphaedit) computes the batch as one edit of every case's rewrite
 
 AlphaEdit's sequential chain is given its kept edits (their keys are its K_p).
 
+Every row carries its edit's health (``kneuron.editing.health``): against the unedited model in single
+and batch mode (a batch row: the whole batch's), against the chain before the edit in sequential mode.
 Every mode leaves the model's weights as it found them, also when it stops early or fails.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterator
 
 from kneuron.editing import Edit
+from kneuron.editing.health import unrelated_nll
 from kneuron.editing.registry import method_class
 from kneuron.editing.metrics import measure, record_scores
 from kneuron.editing.methods.rome import sweep_scores
@@ -43,7 +50,8 @@ class Single:
                         if not ctx.budget.left():
                             return
                         with ctx.edit(method, c, lang) as e:
-                            row = ctx.row(method, c, lang, e)
+                            health = ctx.health(e, c, lang)
+                            row = replace(ctx.row(method, c, lang, e), health=health)
                         ctx.disk.put_edit(row)
                         ctx.budget.spend()
                     yield row
@@ -61,10 +69,14 @@ class Sequential:
 
     def _chain(self, method: str, lang: str, cases: list[Case], ctx: BenchContext, step) -> Iterator[EditRow]:
         kept: list[Edit] = []
+        guard = ctx.cfg.on_collapse
         try:
-            for e in ctx.disk.chain(ctx.handle, method, lang):   # the kept edits of an earlier session, re-applied
-                kept.append(e.apply())
-            done = len(kept)
+            steps = ctx.disk.chain(ctx.handle, method, lang)    # an earlier session's steps, kept ones re-applied
+            for e in steps:
+                if not e.info.get("guarded"):
+                    kept.append(e.apply())
+            done, stopped = len(steps), any(e.info.get("guarded") == "stop" for e in steps)
+            now = None                                           # the chain's unrelated NLL as it is now
             for i, c in enumerate(cases):
                 if i < done:
                     row = ctx.disk.edit(method, c.case_id, lang)
@@ -72,16 +84,28 @@ class Sequential:
                         yield row
                     step()
                     continue
-                if not ctx.budget.left():
+                if stopped or not ctx.budget.left():
                     break
+                if now is None:
+                    now = (unrelated_nll(ctx.handle, ctx.health_langs) if any(e.changes for e in kept)
+                           else ctx.unrelated.nll)
                 history = {"kept": tuple(kept)} if "kept" in method_class(method).context else {}
                 e = ctx.edit(method, c, lang, **history).apply()
                 kept.append(e)
-                row = ctx.row(method, c, lang, e)
+                health, guarded = ctx.health(e, c, lang, before=now), None
+                if guard != "keep" and health.disabling():
+                    kept.pop().undo()                            # bit for bit: the chain as it was before it
+                    guarded, stopped = guard, guard == "stop"
+                    ctx.warn(f"{method} edit of case {c.case_id} ({c.fact_id}, {lang}) is disabling (unrelated "
+                             f"NLL {health.nll_rise:+.2f} nats): undone" + (", the chain stops" if stopped else ""))
+                    mark = Edit(ctx.handle, method, e.rewrite, [], {"guarded": guard}, e.seconds)   # a step that keeps nothing
+                else:
+                    now, mark = health.nll_after, e
+                row = replace(ctx.row(method, c, lang, e), health=health, guarded=guarded)
                 ctx.disk.put_edit(row)
                 if i + 1 in CHECKPOINTS or i + 1 == len(cases):
                     ctx.disk.put_checkpoint(method, checkpoint(ctx, lang, cases[: i + 1]))
-                ctx.disk.put_chain(method, lang, i, e)           # the commit marker of this step
+                ctx.disk.put_chain(method, lang, i, mark)        # the commit marker of this step
                 ctx.budget.spend()
                 yield row
                 step()
@@ -140,10 +164,12 @@ class Batched:
                 if combined is not None:
                     combined.apply()
                 try:
+                    shared = None                            # the batch's health, measured once
                     for c, e in zip(cases, edits):
                         row = ctx.disk.edit(method, c.case_id, lang)
                         if row is None:
-                            row = ctx.row(method, c, lang, e, batch=len(cases))
+                            shared = ctx.health(combined or e, c, lang, shared=shared)
+                            row = replace(ctx.row(method, c, lang, e, batch=len(cases)), health=shared)
                             ctx.disk.put_edit(row)
                         yield row
                         step()

@@ -1,6 +1,6 @@
 """The stages before the methods run, each cached in the run directory: the unedited model's measurement
-of every case, one localization for every KN method (with Dai et al.'s common-neuron filter), and ROME's
-layer sweep. Their results make the ``BenchContext``."""
+of every case and of the unrelated sentences (edit health), one localization for every KN method (with Dai
+et al.'s common-neuron filter), and the layer sweeps (ROME's; ft-l's). Their results make the ``BenchContext``."""
 from __future__ import annotations
 
 import time
@@ -13,7 +13,7 @@ from kneuron.facts import Fact
 from kneuron.report.progress import progress
 
 from .context import BenchContext
-from .rows import CommonNeurons, FactNeurons, Measurement, Sweep, UneditedRow
+from .rows import CommonNeurons, FactNeurons, Measurement, Sweep, UneditedRow, Unrelated
 
 
 def unedited(ctx: BenchContext, cases: list[Case]) -> dict[int, UneditedRow]:
@@ -32,18 +32,38 @@ def unedited(ctx: BenchContext, cases: list[Case]) -> dict[int, UneditedRow]:
     return out
 
 
+def unrelated(ctx: BenchContext) -> Unrelated:
+    """The unedited model's NLL of the unrelated sentences (``editing.health``) in ``ctx.health_langs``,
+    measured once per run (unrelated.json); one measured on other sentences or languages is measured again."""
+    from kneuron.editing.health import unrelated_digest, unrelated_nll
+    langs = ctx.health_langs
+    row = ctx.disk.unrelated()
+    if row is not None and row.current(langs):
+        return row
+    if row is not None:
+        ctx.warn("unrelated.json was measured on other sentences or languages: measured again (the health of "
+                 "rows stored before is against the earlier numbers)")
+    row = Unrelated(langs, unrelated_nll(ctx.handle, langs), unrelated_digest())
+    ctx.disk.put_unrelated(row)
+    return row
+
+
 def localize(ctx: BenchContext, cases: list[Case], pool: list[Fact]) -> tuple[dict, dict]:
-    """Each record's knowledge neurons and its relation's common neurons (``editing.localize``'s
-    relation filter over ``common_facts`` facts of the relation, the records' own first), each fact
-    localized once and cached: ({(fact id, lang): FactNeurons}, {(relation, lang): CommonNeurons})."""
-    from kneuron.editing.localize import fact_neurons, relation_facts, relation_filter
-    cfg, h = ctx.cfg, ctx.handle
+    """Each record's knowledge neurons and its relation's common ones (``editing.localize``'s relation
+    filter over ``cfg.common_count()`` facts of the relation, the records' own first; None: every one in
+    ``pool``), each fact localized once on ``cfg.localize_prompts`` ("rewrite": a record's rewrite prompt,
+    another fact its first usable one) and cached: ({(fact id, lang): FactNeurons}, {(relation, lang):
+    CommonNeurons})."""
+    import kneuron.editing.localize as loc
+    cfg, h = ctx.cfg.resolved(), ctx.handle
+    rewrite = cfg.localize_prompts == "rewrite"
     first: dict = {}                                  # (relation, lang) -> the records' facts, in case order
     for c in cases:
         for lang, r in c.records.items():
-            first.setdefault((c.relation, lang), []).append(r.fact)
-    counted = {k: relation_facts(fs, pool, cfg.common_facts, cfg.seed) for k, fs in first.items()}
+            first.setdefault((c.relation, lang), []).append(r.edit_fact if rewrite else r.fact)
+    counted = {k: loc.relation_facts(fs, pool, cfg.common_count(), cfg.seed) for k, fs in first.items()}
     todo = {(f.id, f.lang): f for fs in counted.values() for f in fs}
+    limit = loc.prompt_limit(cfg.localize_prompts)
     neurons: dict = {}
     with progress("localizing", len(todo), show=ctx.show) as step:
         for key in sorted(todo):
@@ -51,7 +71,7 @@ def localize(ctx: BenchContext, cases: list[Case], pool: list[Fact]) -> tuple[di
             if row is None:
                 t0 = time.perf_counter()
                 try:
-                    ns = fact_neurons(h, todo[key])
+                    ns = loc.fact_neurons(h, todo[key], max_prompts=limit)
                 except EditError as e:
                     ctx.warn(f"no neurons for fact {key[0]} ({key[1]}): {e}")
                     ns = []
@@ -61,38 +81,49 @@ def localize(ctx: BenchContext, cases: list[Case], pool: list[Fact]) -> tuple[di
             neurons[key] = row
             step()
     common = {}
-    for (rel, lang), fs in first.items():
-        flt = relation_filter(h, fs, pool, cfg.common_facts, cfg.seed, neurons_of=lambda f: neurons[(f.id, f.lang)].neurons)
-        common[(rel, lang)] = CommonNeurons([f.id for f in flt.facts], flt.share, flt.common)
+    for key, fs in counted.items():
+        flt = loc.relation_filter(h, fs, [], None, cfg.seed, neurons_of=lambda f: neurons[(f.id, f.lang)].neurons)
+        common[key] = CommonNeurons([f.id for f in flt.facts], flt.share, flt.common)
     ctx.disk.put_common({f"{rel}.{lang}": v for (rel, lang), v in common.items()})
     return neurons, common
 
 
+def common_counts(common: dict) -> dict:
+    """How many facts Dai's filter counted over, per "<relation>.<lang>" (run.json, the report)."""
+    return {f"{rel}.{lang}": len(v.facts) for (rel, lang), v in sorted(common.items())}
+
+
 def rome_layer(ctx: BenchContext) -> tuple[int, Sweep | None]:
-    """The layer ROME edits: the user's (``rome.layer``), else the best S of ROME's sweep (``choose_layer``)
-    over at most 8 layers spread over the depth and ROME's default, in the first language, on the run's
-    held-out cases where it has them (``tune_records``), else on the first ``sweep_cases`` reported cases;
-    each edit made as the bench makes it."""
+    """The layer ROME edits: ``layer_sweep`` of "rome" (every swept layer's C computed first, in one pass)."""
+    return layer_sweep(ctx, "rome")
+
+
+def layer_sweep(ctx: BenchContext, method: str) -> tuple[int, Sweep | None]:
+    """The layer a method that sweeps its own (rome, ft-l) edits: the user's (``METHOD.layer``), else the
+    best S of its sweep (``rome.choose_layer``) over at most 8 layers spread over the depth and ROME's
+    default (or ``rome_layers``), in the first language, on the run's held-out cases where it has them
+    (``tune_records``), else on the first ``sweep_cases`` reported cases; each edit made as the bench makes
+    it. Kept in the run directory (rome-sweep.json, ft-l-sweep.json)."""
     from kneuron.editing.methods.rome import candidate_layers, choose_layer
     cfg, h, cases = ctx.cfg, ctx.handle, ctx.cases
-    opts = cfg.options("rome")
+    opts = cfg.options(method)
     if "layer" in opts:
         return int(opts["layer"]), None
-    sweep = ctx.disk.sweep()
+    sweep = ctx.disk.sweep(method)
     if sweep is not None:
         return sweep.best, sweep
     layers = list(cfg.rome_layers) if cfg.rome_layers else candidate_layers(h)
     held_out = bool(ctx.tune)
     lang, sub = cases[0].langs[0], (ctx.tune if held_out else cases[: max(1, cfg.sweep_cases)])
     t0 = time.perf_counter()
-    if opts.get("stats", "auto") == "auto":                # every layer's C in one pass, cached on disk
+    if method == "rome" and opts.get("stats", "auto") == "auto":     # every layer's C in one pass, cached on disk
         from kneuron.editing.stats import second_moments
         second_moments(h, layers, corpus=opts.get("corpus"), progress=ctx.show)
-    with progress("ROME layer sweep", len(layers) * len(sub), show=ctx.show) as step:
+    with progress(f"{method} layer sweep", len(layers) * len(sub), show=ctx.show) as step:
         best, rows = choose_layer(h, sub, layers, [ctx.unedited(c)[lang] for c in sub], lang=lang,
-                                  edit_at=lambda c, layer: ctx.edit("rome", c, lang, layer=layer), step=step)
+                                  edit_at=lambda c, layer: ctx.edit(method, c, lang, layer=layer), step=step)
     sweep = Sweep(lang, [c.case_id for c in sub], rows, best, time.perf_counter() - t0, held_out)
-    ctx.disk.put_sweep(sweep)
+    ctx.disk.put_sweep(sweep, method)
     return best, sweep
 
 
@@ -115,4 +146,5 @@ def moments(ctx: BenchContext, method: str):
     return method_for(method, **opts).moments(ctx.handle, progress=ctx.show)
 
 
-__all__ = ["localize", "moments", "rome_layer", "rome_stats", "unedited"]
+__all__ = ["common_counts", "layer_sweep", "localize", "moments", "rome_layer", "rome_stats", "unedited",
+           "unrelated"]

@@ -1,5 +1,5 @@
-"""The editing benchmark's typed rows: what one edit, one unedited case, one localized fact, ROME's layer
-sweep and one sequential checkpoint write into the run directory.
+"""The editing benchmark's typed rows: what one edit, one unedited case, the unedited unrelated-text NLL,
+one localized fact, ROME's layer sweep and one sequential checkpoint write into the run directory.
 
 Each ``to_json()`` gives the dict the run directory has always held (same keys, same order), and
 ``from_json()`` reads one back, so run directories written before these types existed still resume and
@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kneuron.editing.health import Health, unrelated_digest
 from kneuron.editing.metrics import Measured
 
 
@@ -56,7 +57,10 @@ class UneditedRow:
 @dataclass(frozen=True)
 class EditRow:
     """edits/<method>/<case>-<lang>.json: one edit of one case's ``edit_lang`` record, with its cost and the
-    case measured in every language under it (``batch``: the batch size, batch mode only)."""
+    case measured in every language under it (``batch``: the batch size, batch mode only). ``health``: the
+    edit's (``kneuron.editing.health``; None in rows stored before it existed). ``guarded``: sequential
+    mode's guard undid this disabling edit before the case was measured ("undo": the chain went on without
+    it, "stop": the chain stopped there). Both keys are written only when set, after the older ones."""
     method: str
     case_id: int
     fact_id: str
@@ -68,6 +72,8 @@ class EditRow:
     info: dict
     measured: dict[str, Measurement]
     batch: int | None = None
+    health: Health | None = None
+    guarded: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -90,13 +96,39 @@ class EditRow:
              "error": self.error, "measure": raw, "scores": scores}
         if self.batch is not None:
             d["batch"] = self.batch
+        if self.health is not None:
+            d["health"] = self.health.to_json()
+        if self.guarded is not None:
+            d["guarded"] = self.guarded
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> "EditRow":
+        health = d.get("health")
         return cls(d["method"], d["case_id"], d["fact_id"], d["edit_lang"], d["new"], d["edit_seconds"],
                    d["localize_seconds"], d["params_changed"], dict(d["info"]), _join(d["measure"], d["scores"]),
-                   d.get("batch"))
+                   d.get("batch"), None if health is None else Health.from_json(health), d.get("guarded"))
+
+
+@dataclass(frozen=True)
+class Unrelated:
+    """unrelated.json: the unedited model's mean token NLL of the unrelated sentences of ``langs``
+    (``editing.health.unrelated_nll``; {} for a masked model), measured once per run; ``digest`` names the
+    sentences it was measured on (other sentences or languages: measured again)."""
+    langs: list[str]
+    nll: dict[str, float]
+    digest: str
+
+    def to_json(self) -> dict:
+        return {"langs": self.langs, "nll": self.nll, "digest": self.digest}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Unrelated":
+        return cls(list(d["langs"]), {k: float(v) for k, v in d["nll"].items()}, str(d["digest"]))
+
+    def current(self, langs) -> bool:
+        """Measured on the bundled sentences as they are now, in ``langs``."""
+        return self.digest == unrelated_digest() and self.langs == list(langs)
 
 
 @dataclass(frozen=True)
@@ -127,8 +159,8 @@ class CommonNeurons:
 
 @dataclass(frozen=True)
 class Sweep:
-    """rome-sweep.json: ROME's layer sweep (ES/PS/NS/S/EM per layer, first language) and the layer it chose;
-    ``held_out``: swept on the run's held-out cases (else on its first reported ones)."""
+    """rome-sweep.json (ft-l-sweep.json): ROME's (ft-l's) layer sweep (ES/PS/NS/S/EM per layer, first language)
+    and the layer it chose; ``held_out``: swept on the run's held-out cases (else on its first reported ones)."""
     lang: str
     cases: list[int]
     layers: list[dict]
@@ -163,4 +195,4 @@ class Checkpoint:
         return cls(int(d["k"]), d.get("lang"), list(d["scores"]), rest)
 
 
-__all__ = ["Checkpoint", "CommonNeurons", "EditRow", "FactNeurons", "Measurement", "Sweep", "UneditedRow"]
+__all__ = ["Checkpoint", "CommonNeurons", "EditRow", "FactNeurons", "Measurement", "Sweep", "UneditedRow", "Unrelated"]

@@ -19,7 +19,9 @@ and pulls every token of the old one; for a one-token object this is exactly Dai
 
 **Neurons**: ``neurons=`` in the edit's context (precomputed, e.g. from a ``locate`` run), else the
 fact's refined knowledge neurons found with the method's ``localize`` configuration (a ``LocateConfig``;
-``localize.fact_neurons``); minus ``common=`` (the relation's common neurons, ``localize.relation_filter``).
+``localize.fact_neurons``) on its ``prompts`` (``"all"`` usable templates, or ``"rewrite"``: the fact's
+first usable prompt only, the rewrite prompt of a record's ``edit_fact``, so that the paraphrases PS is
+measured on stay unseen); minus ``common=`` (the relation's common neurons, ``localize.relation_filter``).
 Without ``common`` nothing is filtered: Dai et al.'s filter needs the relation's other facts, which one
 edit does not see. Each Edit's ``info`` holds the neurons written (``neurons``), those dropped as common
 (``filtered``), the lambdas and the token ids used; ``seconds`` includes the localisation, which is
@@ -33,6 +35,7 @@ from typing import Callable, ClassVar, Iterable
 
 import torch
 
+from kneuron.errors import ConfigError
 from kneuron.facts.schema import Fact
 from kneuron.facts.templates import QueryError
 from kneuron.models.load import ModelHandle
@@ -52,9 +55,11 @@ EAI_SCALE = 2.0                   # EleutherAI / EasyEdit
 @dataclass(frozen=True)
 class NeuronMethod(EditMethod):
     """A method that writes the value vectors of the fact's knowledge neurons: ``neurons=`` in the
-    context, else those ``localize`` finds on the fact's first ``max_prompts`` prompts (None: all)."""
+    context, else those ``localize`` finds on the fact's first ``max_prompts`` prompts (None: all;
+    ``prompts="rewrite"``: the first one only, ``localize.PROMPTS``)."""
     localize: LocateConfig = field(default_factory=lambda: loc.LOCALIZE)
     max_prompts: int | None = None
+    prompts: str = "all"
     uses_neurons: ClassVar[bool] = True
     common_filter: ClassVar[bool] = True
     batch_rule: ClassVar[str | None] = "add"
@@ -62,11 +67,20 @@ class NeuronMethod(EditMethod):
 
     def __post_init__(self):
         object.__setattr__(self, "localize", loc.locate_config(self.localize))
+        one = loc.prompt_limit(self.prompts)
+        if one is not None and self.max_prompts not in (None, one):
+            raise ConfigError(f"{self.name}: prompts='rewrite' localises on one prompt; max_prompts="
+                              f"{self.max_prompts} contradicts it (leave one of them out)")
+
+    @property
+    def n_prompts(self) -> int | None:
+        """How many of the fact's prompts it localises on (None: all)."""
+        return loc.prompt_limit(self.prompts) or self.max_prompts
 
     def neurons(self, handle: ModelHandle, fact: Fact, ctx: EditContext, given=...) -> tuple[list[Neuron], dict]:
         """The neurons written and the info recording them (``localize.edit_neurons``)."""
         return loc.edit_neurons(handle, fact, ctx.neurons if given is ... else given, ctx.common, self.name,
-                                self.localize, self.max_prompts, ctx.execution)
+                                self.localize, self.n_prompts, ctx.execution)
 
 
 @dataclass(frozen=True)
@@ -185,12 +199,12 @@ class LIKN(NeuronMethod):
         given, extra = ctx.neurons, {}
         if given is None:
             other = _other(fact, ctx, self.name, needed=True)
-            mine, theirs = (loc.fact_neurons(handle, f, cfg=self.localize, max_prompts=self.max_prompts,
+            mine, theirs = (loc.fact_neurons(handle, f, cfg=self.localize, max_prompts=self.n_prompts,
                                              execution=ctx.execution) for f in (fact, other))
             given = sorted(set(mine) & set(theirs))
             extra = {f"neurons_{fact.lang}": mine, f"neurons_{other.lang}": theirs,
                      "neuron_langs": [fact.lang, other.lang],
-                     "localize": loc.localize_info(self.localize, self.max_prompts)}
+                     "localize": loc.localize_info(self.localize, self.n_prompts)}
         used, info = self.neurons(handle, fact, ctx, given)
         info["localized"] = ctx.neurons is None
         info.update(extra)

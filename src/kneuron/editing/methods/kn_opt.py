@@ -14,7 +14,11 @@ writes only those columns (rows of GPT-2's Conv1D). The KL is taken at the predi
 subject as in ROME, because the changed vectors act wherever their neurons fire.
 
 Why it is here: it asks whether the knowledge neurons can carry a fact when their values are fitted as
-well as ROME's vector is. They are largely shared by the relation, so without the relation's common
+well as ROME's vector is. It is not new: FiNE (Pan et al., ICLR 2025, "Precise Localization of Memories: A
+Fine-grained Neuron-level Knowledge Editing Technique") optimises the value vectors (output-projection columns)
+of contribution-scored neurons on an NLL + KL objective, and TNF-DA (Zhou et al., AAAI 2025) optimises
+targeted neurons' value vectors similarly; kn-opt is that idea on Dai et al.'s knowledge neurons, an ablation
+beside kn and rome. The knowledge neurons are largely shared by the relation, so without the relation's common
 neurons dropped (``common=``) the new object wins for the relation's other facts too (BENCHMARKS.md,
 "Editing methods"). A fact left with no neuron gets, as in kn, an edit that changes nothing (``info["note"]``).
 """

@@ -62,7 +62,7 @@ class RomeEdit(Edit):
 
 
 def default_layer(handle: ModelHandle) -> int:
-    """The layer ROME (and FT-L) edit unless told: DEFAULT_LAYERS for known models, else the layer at
+    """The layer ROME (and FT-M) edit unless told: DEFAULT_LAYERS for known models, else the layer at
     DEFAULT_FRACTION of the depth."""
     if handle.name in DEFAULT_LAYERS and DEFAULT_LAYERS[handle.name] < handle.n_layers:
         return DEFAULT_LAYERS[handle.name]
@@ -100,6 +100,7 @@ class ROME(EditMethod):
     help = "ROME: a rank-one update of one layer's MLP output projection (causal models)"
     causal_only: ClassVar[bool] = True
     context: ClassVar[tuple[str, ...]] = ("moment", "progress")
+    sweeps_layer: ClassVar[bool] = True
 
     def __post_init__(self):
         if self.insert not in ("mean", "prompt"):
@@ -237,9 +238,9 @@ def sweep_scores(scores: list[dict]) -> dict:
 def choose_layer(handle: ModelHandle, cases: list[Case], layers: Iterable[int], before: list[Measured], *,
                  lang: str | None = None, edit_at: Callable[[Case, int], Edit] | None = None,
                  step: Callable[[], None] | None = None) -> tuple[int, list[dict]]:
-    """The layer ROME edits best, and one row per layer: each case's ``lang`` record (default: the first
-    case's first language) edited at each of ``layers`` by ``edit_at(case, layer)`` (default: ROME with
-    its defaults at that layer), measured (``metrics.measure``, no generation) against ``before`` (each
+    """The layer a one-layer method edits best, and one row per layer: each case's ``lang`` record (default:
+    the first case's first language) edited at each of ``layers`` by ``edit_at(case, layer)`` (default: ROME
+    with its defaults at that layer; the bench sweeps ft-l's layer the same way), measured (``metrics.measure``, no generation) against ``before`` (each
     case's unedited measurement of that record, in case order) and undone. Best: the highest S, then ES,
     PS, EM (a missing score ranks last); ties keep the first layer. ``step`` is called after each edit."""
     lang = lang or cases[0].langs[0]

@@ -376,3 +376,29 @@ def test_smollm2_kn_edit_tokens_in_context_and_cost():
     with e:
         pass
     assert same(h, snap)
+
+
+def test_kn_rewrite_prompts_localize_on_the_first_prompt_only(monkeypatch):
+    """prompts="rewrite" (the API side of the bench's --localize-prompts): the fact's first prompt (a record's
+    edit_fact puts its rewrite prompt there) is the only one attributed; the info says max_prompts 1; a
+    contradicting max_prompts or another value is a one-line ConfigError."""
+    import kneuron.neurons as nrn
+    seen: list[str] = []
+    real = nrn.attribute_many
+
+    def spy(handle, pairs, **kw):
+        seen.extend(p for p, _ in pairs)
+        return real(handle, pairs, **kw)
+    monkeypatch.setattr(nrn, "attribute_many", spy)
+    h = tiny_handle("gpt2")
+    e = edit(h, FACT, "rome", method="kn", prompts="rewrite", localize={"steps": 2})
+    assert seen == ["the capital of france is"] and e.info["localize"]["max_prompts"] == 1
+    assert e.info["neurons"] == fact_neurons(h, FACT, locate_config(steps=2), max_prompts=1)
+    seen.clear()
+    edit(h, FACT, "rome", method="likn", other=OTHER, other_new="madrid", prompts="rewrite", localize={"steps": 2})
+    assert seen == ["the capital of france is", "france city is"]
+    for bad, msg in (({"prompts": "paraphrase"}, "must be rewrite or all"),
+                     ({"prompts": "rewrite", "max_prompts": 2}, "contradicts")):
+        with pytest.raises(ConfigError, match=msg) as err:
+            KN(**bad)
+        assert one_line(err)

@@ -223,7 +223,7 @@ def bench_ctx(tmp_path, method, options):
     c = BenchContext(h, cfg, cases, {}, BenchDir(tmp_path / "run", lambda s: None), Budget(None))
     from dataclasses import replace
     c = replace(c, before=prepare.unedited(c, cases))
-    return replace(c, moments={method: prepare.moments(c, method)})
+    return replace(c, moments={method: prepare.moments(c, method)}, unrelated=prepare.unrelated(c))
 
 
 def test_the_bench_batch_mode_makes_one_joint_edit_per_language_and_resumes(tmp_path, monkeypatch):
