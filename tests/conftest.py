@@ -79,3 +79,18 @@ def mini_organism():
         return copy.deepcopy(trained[kind])
 
     return get
+
+
+@pytest.fixture
+def attributed_prompts(monkeypatch):
+    """The prompts each call of ``kneuron.neurons.attribute_many`` is given, one list per call (the real
+    attribution still runs): what a localization fed its attribution."""
+    import kneuron.neurons as nrn
+    seen: list[list[str]] = []
+    real = nrn.attribute_many
+
+    def spy(handle, pairs, **kw):
+        seen.append([p for p, _ in pairs])
+        return real(handle, pairs, **kw)
+    monkeypatch.setattr(nrn, "attribute_many", spy)
+    return seen

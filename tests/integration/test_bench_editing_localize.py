@@ -128,18 +128,11 @@ def test_a_run_stored_before_the_options_resumes_as_it_was_made(org, localized, 
     assert (new["common_over"], _json(tmp_path / "new" / "run.json")["common_over"]) == ("cases", "relation")
 
 
-def test_rewrite_localization_never_attributes_a_paraphrase(org, toy, tmp_path, monkeypatch):
+def test_rewrite_localization_never_attributes_a_paraphrase(org, toy, tmp_path, monkeypatch, attributed_prompts):
     """Real localization, the attribution's prompts spied on: "rewrite" gives it each record's rewrite prompt
     alone (the filter's other facts one prompt each), never a paraphrase PS is measured on; "all" does."""
-    import kneuron.neurons as nrn
     monkeypatch.setitem(METHODS, "kn", ToyKN)
-    seen: list[list[str]] = []
-    real = nrn.attribute_many
-
-    def spy(handle, pairs, **kw):
-        seen.append([p for p, _ in pairs])
-        return real(handle, pairs, **kw)
-    monkeypatch.setattr(nrn, "attribute_many", spy)
+    seen = attributed_prompts
     h, facts = org
     out = tmp_path / "rewrite"
     run_editing_bench(h, facts, out=out, common_max=2, **KN)

@@ -101,17 +101,10 @@ def test_none_counts_every_fact_of_the_relation():
     assert len(every.facts) == 30 and every.common == [(0, 0), (4, 4)]
 
 
-def test_rewrite_prompts_attribute_each_facts_first_prompt_only(monkeypatch):
+def test_rewrite_prompts_attribute_each_facts_first_prompt_only(attributed_prompts):
     """prompts="rewrite": attribution sees each fact's first usable prompt and nothing else; "all": all of
     them. The default neurons_of is fact_neurons with that limit."""
-    import kneuron.neurons as nrn
-    seen: list[list[str]] = []
-    real = nrn.attribute_many
-
-    def spy(handle, pairs, **kw):
-        seen.append([p for p, _ in pairs])
-        return real(handle, pairs, **kw)
-    monkeypatch.setattr(nrn, "attribute_many", spy)
+    seen = attributed_prompts
     h = tiny_handle("llama")
     two = [Fact(f"c{i}", "P36", "en", s, o, ("the capital of [X] is [Y]", "[X] capital city is [Y]"))
            for i, (s, o) in enumerate([("france", "paris"), ("italy", "rome")])]
