@@ -131,7 +131,7 @@ def _encode(handle: ModelHandle, rewrite: Rewrite, prompt: str):
         raise EditError(f"{rewrite.fact.where('new')}{e}") from None
 
 
-def _last_token_of(handle: ModelHandle, text: str, start: int, end: int, ids: list[int]) -> int:
+def last_token_of(handle: ModelHandle, text: str, start: int, end: int, ids: list[int]) -> int:
     """Index (in ``ids``, the tokenisation of ``text`` or its start) of the last token covering characters
     [start, end) of ``text``."""
     tok = handle.tokenizer
@@ -166,7 +166,7 @@ def batch(handle: ModelHandle, rewrite: Rewrite, contexts: list[str] | None = No
         enc = _encode(handle, rewrite, text)
         s0 = len(text) - len(prompt) + at
         causal = handle.kind == "causal"          # (masked: no lookup position, ROME is causal only)
-        lookup.append(_last_token_of(handle, text, s0, s0 + len(subject), enc.input_ids) if causal else 0)
+        lookup.append(last_token_of(handle, text, s0, s0 + len(subject), enc.input_ids) if causal else 0)
         rows_ids.append(enc.input_ids)
         k = len(enc.target_ids)
         rows += [r] * k
@@ -175,7 +175,7 @@ def batch(handle: ModelHandle, rewrite: Rewrite, contexts: list[str] | None = No
         weights += [1.0 / (k * len(texts))] * k
     kl_text = kl_prompt(rewrite, handle)
     kl_ids = handle.tokenizer(kl_text)["input_ids"]
-    kl_subject = _last_token_of(handle, kl_text, 0, len(subject), kl_ids)
+    kl_subject = last_token_of(handle, kl_text, 0, len(subject), kl_ids)
     if kl_at == "subject":
         kl_col = kl_subject
     elif handle.kind == "masked":

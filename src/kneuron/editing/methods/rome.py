@@ -13,7 +13,10 @@
          the model writes itself by default, ``corpus=`` texts, ``stats="identity"`` as EasyEdit does for
          LLaMA, or a given [n, n] tensor), with a small ridge (1e-4 x its mean diagonal)
     W'   = W + Λuᵀ with u = C⁻¹k* / ‖C⁻¹k*‖ and Λ = δ / (uᵀk), so that W'k = Wk + δ =: v* exactly, for k =
-         ``insert``: "prompt" (default, as ROME's code) the bare rewrite prompt's key, "mean" (the paper) k*.
+         ``insert``: "prompt" (default, as ROME's code) the bare rewrite prompt's key, "mean" (the paper and
+         r-ROME: the same k* on both sides) k*, "start" the rewrite prompt's key behind the model's own
+         document-start token (``stats.start_ids``: its BOS where the tokenizer adds one -- then the same as
+         "prompt" -- else "<|endoftext|>"), so the subject never sits on the first position.
 
 The layer: ``layer=``, else ``default_layer``: 6 for smollm2-135m (of 30), the same depth fraction (0.2)
 for other models; ``choose_layer`` sweeps layers on CounterFact-style cases (``editing.metrics``) and
@@ -40,13 +43,14 @@ from kneuron.models.sites import is_conv1d, value_vectors
 
 from ..base import Change, Edit, EditContext, EditError, EditMethod, Rewrite, param_name
 from ..metrics import Measured, measure, record_scores, summarize
-from ..objective import Objective, adam, batch, prefixes, work_dtype
+from ..objective import Objective, adam, batch, last_token_of, prefixes, rewrite_prompt, work_dtype
 from ..records import Case
-from ..stats import LENGTH, TEXTS, second_moment
+from ..stats import LENGTH, TEXTS, second_moment, start_ids
 
 V_LR, V_STEPS, V_WEIGHT_DECAY, CLAMP_NORM, KL_FACTOR, STOP = 0.5, 20, 0.5, 4.0, 0.0625, 0.05
 RIDGE = 1e-4
 INSERT = "prompt"
+INSERTS = ("prompt", "mean", "start")
 DEFAULT_LAYERS = {n: c.rome_layer for n, c in CARDS.items() if c.rome_layer is not None}   # the model cards'
 DEFAULT_FRACTION = 0.2                         # depth of the default layer in other models
 
@@ -95,7 +99,7 @@ class ROME(EditMethod):
     clamp_norm: float = CLAMP_NORM
     kl_factor: float = KL_FACTOR
     stop: float = STOP
-    insert: Literal["prompt", "mean"] = INSERT
+    insert: Literal["prompt", "mean", "start"] = INSERT
     name = "rome"
     help = "ROME: a rank-one update of one layer's MLP output projection (causal models)"
     causal_only: ClassVar[bool] = True
@@ -103,8 +107,8 @@ class ROME(EditMethod):
     sweeps_layer: ClassVar[bool] = True
 
     def __post_init__(self):
-        if self.insert not in ("mean", "prompt"):
-            raise ConfigError(f"rome: insert must be 'mean' or 'prompt', not {self.insert!r}")
+        if self.insert not in INSERTS:
+            raise ConfigError(f"rome: insert must be one of {', '.join(INSERTS)}, not {self.insert!r}")
         if not isinstance(self.stats, str) or self.stats not in ("auto", "identity"):
             what = repr(self.stats) if isinstance(self.stats, str) else f"a {type(self.stats).__name__}"
             raise ConfigError(f"rome: stats must be 'auto' or 'identity', not {what} (a precomputed C is the "
@@ -128,7 +132,7 @@ class ROME(EditMethod):
                                                     v_steps=self.v_steps, v_weight_decay=self.v_weight_decay,
                                                     clamp_norm=self.clamp_norm, kl_factor=self.kl_factor,
                                                     stop=self.stop)
-        key = k_star if self.insert == "mean" else k_prompt
+        key = insertion_key(handle, rewrite, layer, self.insert, k_star, k_prompt)
         u, w_new = rank_one(proj, k_star, delta, C, key)
         with torch.no_grad():
             v_star = proj(key.to(handle.dtype)[None])[0].to(delta.dtype) + delta
@@ -184,6 +188,28 @@ def value_delta(handle: ModelHandle, rewrite: Rewrite, layer: int, contexts: lis
             "nll": log[-1]["nll"], "kl": log[-1]["kl"], "losses": [s["loss"] for s in log],
             "delta_norm": float(delta.norm()), "m0_norm": m0_norm, "k_norm": float(k_star.norm())}
     return k_star, seen["k"][0].to(dt), delta, info
+
+
+def insertion_key(handle: ModelHandle, rewrite: Rewrite, layer: int, insert: str, k_star: torch.Tensor,
+                  k_prompt: torch.Tensor) -> torch.Tensor:
+    """The key the update is exact at (``insert``): k*, the bare prompt's, or the bare prompt's behind the
+    document-start token (one more forward pass, read at the subject's last token)."""
+    if insert == "mean":
+        return k_star
+    if insert == "prompt":
+        return k_prompt
+    prompt, at = rewrite_prompt(rewrite, handle.kind)
+    tok = handle.tokenizer
+    bare = tok(prompt)["input_ids"]
+    ids = start_ids(tok, prompt)
+    shift = len(ids) - len(bare)                  # 0 where the tokenizer puts its own BOS first
+    if shift == 0:
+        return k_prompt
+    pos = last_token_of(handle, prompt, at, at + len(rewrite.fact.subject), bare) + shift
+    proj = handle.sites[layer]
+    with torch.no_grad(), hooks.capture(handle, inputs={"k": proj}, at=[pos], stop_after=proj) as got:
+        hooks.forward(handle, torch.tensor([ids], device=handle.device), head=False)
+    return got["k"][0, 0].to(k_prompt.dtype)
 
 
 def rank_one(proj: torch.nn.Module, k: torch.Tensor, delta: torch.Tensor, C: torch.Tensor | None,

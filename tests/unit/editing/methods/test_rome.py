@@ -9,6 +9,7 @@ from kneuron.editing import EditError, ROME, Rewrite, edit
 from kneuron.editing.methods.rome import candidate_layers, choose_layer
 from kneuron.errors import ConfigError
 from kneuron.facts import Fact
+from kneuron.models import hooks
 from support.tiny import FAMILIES, same, snapshot, tiny_handle
 from support.editing import mean_logp
 
@@ -62,6 +63,26 @@ def test_rome_insert_at_the_prompts_key(family):
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="stats must be"):
         ROME(stats="self")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_rome_insert_behind_the_start_token(family):
+    """insert="start": exact at the bare prompt's key read behind the document-start token -- the key of
+    that longer input at the subject's last token, not the bare prompt's nor k*."""
+    from kneuron.editing.stats import start_ids
+    h = tiny_handle(family, dtype=torch.float32)
+    e = edit(h, FACT, "rome", method="rome", layer=1, insert="start", stats="identity")
+    p = edit(h, FACT, "rome", method="rome", layer=1, insert="prompt", stats="identity")
+    ids = start_ids(h.tokenizer, "the capital of france is")
+    assert len(ids) == len(h.tokenizer("the capital of france is")["input_ids"]) + 1   # no BOS of its own
+    with torch.no_grad(), hooks.capture(h, inputs={"k": h.sites[1]}) as got:
+        h.model(torch.tensor([ids]))
+    subject_last = ids.index(h.tokenizer("the capital of france")["input_ids"][-1], 1)
+    assert torch.allclose(e.key, got["k"][0, subject_last], atol=1e-5)
+    assert not torch.allclose(e.key, p.key, atol=1e-3) and not torch.allclose(e.key, e.k_star, atol=1e-3)
+    assert e.info["insert"] == "start"
+    with torch.no_grad(), e:
+        assert torch.allclose(h.sites[1](e.key[None])[0], e.v_star, atol=1e-4, rtol=1e-4)
 
 
 def test_rome_refuses_masked_models_and_unknown_words():
