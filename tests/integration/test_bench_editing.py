@@ -228,6 +228,10 @@ def test_sequential_edits_are_kept_then_undone(toy, org, tmp_path):
     full = run_editing_bench(h, facts, out=tmp_path / "b", **kw)
     same(res, full)
     assert [p["k"] for p in res["sequential"]["toy"]["en"]] == [1, 3]
+    p1, p3 = res["sequential"]["toy"]["en"]                         # the chain's state: weights move further
+    assert 0 < p1["weight_ratio"] < p3["weight_ratio"] and set(p3["nll"]) == {"en", "zh"} and p3["GE"] > 0
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "| unrelated NLL | ‖ΔW‖/‖W‖ | GE |" in report and (tmp_path / "a" / "fig-sequential.png").is_file()
     assert all(torch.equal(w0[k], v) for k, v in h.model.state_dict().items())
     # the kept edits pile up: the third edit is measured with the first two still applied
     single = run_editing_bench(h, facts, out=tmp_path / "c", methods=["toy"], **KW)

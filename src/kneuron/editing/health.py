@@ -107,6 +107,23 @@ def weight_ratios(edit: Edit) -> tuple[float | None, dict[str, float]]:
     return (_ratio(math.sqrt(dd), math.sqrt(ww)) if names else None), per
 
 
+def drift(handle: ModelHandle, origin: dict[str, torch.Tensor]) -> float | None:
+    """‖W − W₀‖/‖W₀‖ over the parameters in ``origin`` (name -> its value before a chain of edits first wrote
+    it), √Σ‖ΔW‖² / √Σ‖W₀‖², with the weights as they are now: how far a chain of kept edits has moved them
+    (each edit's own ``weight_ratios`` cannot say, the edits being measured against the chain before them).
+    None for an empty ``origin``."""
+    if not origin:
+        return None
+    params = dict(handle.model.named_parameters())
+    dd = ww = 0.0
+    with torch.no_grad():
+        for name, w0 in origin.items():
+            w = params[name].detach().double()
+            dd += float((w - w0.to(w.device).double()).norm()) ** 2
+            ww += float(w0.double().norm()) ** 2
+    return _ratio(math.sqrt(dd), math.sqrt(ww))
+
+
 def _write(t: torch.Tensor, index, value: torch.Tensor) -> None:
     if index is None:
         t.copy_(value)
@@ -190,5 +207,5 @@ def health(handle: ModelHandle, edit: Edit, prompt: str, before: dict[str, float
     return Health(ratio, per, None if u is None else float(u), dict(before), dict(nll), continuation(handle, prompt))
 
 
-__all__ = ["CONTINUATION", "DISABLING_MARGIN", "Health", "continuation", "health", "unrelated_digest",
+__all__ = ["CONTINUATION", "DISABLING_MARGIN", "Health", "continuation", "drift", "health", "unrelated_digest",
            "unrelated_nll", "unrelated_sentences", "weight_ratios"]

@@ -133,6 +133,25 @@ def test_sequential_keeps_the_edits_and_undoes_them_all_bit_for_bit(ctx):
     assert isinstance(curve["en"][3], Checkpoint) and len(curve["en"][3].scores) == 3
 
 
+def test_a_checkpoint_holds_the_chains_state(ctx):
+    """After k kept toy edits (+0.5 on k value vectors of 32 entries): ‖W − W₀‖/‖W₀‖ is √k · 0.5 · √32 over
+    the written weight's norm, the unrelated NLL is the last kept edit's NLL after, GE is sampled from the
+    chain's fixed prompts; the state reads back from its JSON."""
+    rows = list(Sequential().run("toy", ctx.cases, ctx))
+    name, _ = value_index(ctx.handle, [0], ctx.handle.n_layers - 1)
+    w0 = float(W0[name].double().norm())
+    curve = Sequential.curve("toy", ctx.cases, ctx)
+    for k in (1, 3):
+        st = curve["en"][k].state
+        assert st["weight_ratio"] == pytest.approx((k ** 0.5) * 0.5 * 32 ** 0.5 / w0, rel=1e-6)
+        assert st["nll"] == rows[k - 1].health.nll_after
+        assert isinstance(st["GE"], float) and len(st["texts"]) == 3
+        assert Checkpoint.from_json(json.loads(json.dumps(curve["en"][k].to_json()))).state == st
+    for st in (curve["en"][1].state, curve["en"][3].state):          # the same prompts at every k
+        assert [t[: len(c.records["en"].fact.subject)] for t, c in zip(st["texts"], ctx.cases)] == \
+            [c.records["en"].fact.subject for c in ctx.cases]
+
+
 def test_sequential_resumes_a_chain_with_its_kept_edits_reapplied(ctx):
     first = list(Sequential().run("toy", ctx.cases, fresh(ctx, limit=2)))
     assert len(first) == 2 and changed(ctx.handle) == set()

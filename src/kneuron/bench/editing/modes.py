@@ -4,8 +4,9 @@ and stops early once the context's budget of new edits is spent (a resumed run f
 
     Single       each edit computed, applied, the case measured in every language, undone
     Sequential   per edit language a chain of kept edits: each computed with the earlier ones applied, then
-                 measured; after 1, 10, 50, 100 (and the last) kept edits every record edited so far is
-                 measured again (S after k edits); all undone at the end, bit for bit. The collapse guard
+                 measured; after 1, 10, 50, 100, 250, 500, 1,000 (and the last) kept edits every record
+                 edited so far is measured again (S after k edits) with the model's state (unrelated NLL,
+                 ‖W − W₀‖/‖W₀‖, GE of the chain's GE_PROMPTS fixed prompts); all undone at the end, bit for bit. The collapse guard
                  (``on_collapse``): an edit whose unrelated NLL rises by more than the health margin
                  against the chain before it is undone (bit for bit) before its case is measured, its row
                  marked guarded, and the chain goes on ("undo") or ends there ("stop"); "keep": no guard
@@ -25,13 +26,13 @@ from dataclasses import replace
 from typing import Iterator
 
 from kneuron.editing import Edit
-from kneuron.editing.health import unrelated_nll
+from kneuron.editing.health import drift, unrelated_nll
 from kneuron.editing.registry import method_class
-from kneuron.editing.metrics import measure, record_scores
+from kneuron.editing.metrics import generate, measure, ngram_entropy, record_scores
 from kneuron.editing.methods.rome import sweep_scores
 from kneuron.editing.records import Case
 
-from .config import CHECKPOINTS
+from .config import CHECKPOINTS, GE_PROMPTS
 from kneuron.report.progress import progress
 
 from .context import BenchContext
@@ -69,11 +70,14 @@ class Sequential:
 
     def _chain(self, method: str, lang: str, cases: list[Case], ctx: BenchContext, step) -> Iterator[EditRow]:
         kept: list[Edit] = []
+        origin: dict = {}                                        # each written weight before the chain's first write
         guard = ctx.cfg.on_collapse
+        prompts = ge_prompts(cases, lang)
         try:
             steps = ctx.disk.chain(ctx.handle, method, lang)    # an earlier session's steps, kept ones re-applied
             for e in steps:
                 if not e.info.get("guarded"):
+                    remember(ctx.handle, e, origin)
                     kept.append(e.apply())
             done, stopped = len(steps), any(e.info.get("guarded") == "stop" for e in steps)
             now = None                                           # the chain's unrelated NLL as it is now
@@ -90,8 +94,9 @@ class Sequential:
                     now = (unrelated_nll(ctx.handle, ctx.health_langs) if any(e.changes for e in kept)
                            else ctx.unrelated.nll)
                 history = {"kept": tuple(kept)} if "kept" in method_class(method).context else {}
-                e = ctx.edit(method, c, lang, **history).apply()
-                kept.append(e)
+                e = ctx.edit(method, c, lang, **history)
+                remember(ctx.handle, e, origin)
+                kept.append(e.apply())
                 health, guarded = ctx.health(e, c, lang, before=now), None
                 if guard != "keep" and health.disabling():
                     kept.pop().undo()                            # bit for bit: the chain as it was before it
@@ -104,7 +109,8 @@ class Sequential:
                 row = replace(ctx.row(method, c, lang, e), health=health, guarded=guarded)
                 ctx.disk.put_edit(row)
                 if i + 1 in CHECKPOINTS or i + 1 == len(cases):
-                    ctx.disk.put_checkpoint(method, checkpoint(ctx, lang, cases[: i + 1]))
+                    state = chain_state(ctx, now, origin, prompts)
+                    ctx.disk.put_checkpoint(method, checkpoint(ctx, lang, cases[: i + 1], state))
                 ctx.disk.put_chain(method, lang, i, mark)        # the commit marker of this step
                 ctx.budget.spend()
                 yield row
@@ -125,12 +131,39 @@ class Sequential:
         return out
 
 
-def checkpoint(ctx: BenchContext, lang: str, cases: list[Case]) -> Checkpoint:
+def checkpoint(ctx: BenchContext, lang: str, cases: list[Case], state: dict | None = None) -> Checkpoint:
     """Every record of ``cases`` measured (in ``lang``, no generation) with the model as it is now."""
     recs = [c.records[lang] for c in cases]
     ms = measure(ctx.handle, recs, generation=False)
     scores = [record_scores(m, ctx.unedited(c)[lang]) for c, m in zip(cases, ms)]
-    return Checkpoint(len(cases), lang, scores, sweep_scores(scores))
+    return Checkpoint(len(cases), lang, scores, sweep_scores(scores), state)
+
+
+def ge_prompts(cases: list[Case], lang: str) -> list[str]:
+    """The prompts a chain's GE is sampled from at each checkpoint: one per record of its first GE_PROMPTS."""
+    out = []
+    for c in cases[:GE_PROMPTS]:
+        r = c.records[lang]
+        out.append(r.generation[0] if r.generation else r.fact.subject)
+    return out
+
+
+def remember(handle, e: Edit, origin: dict) -> None:
+    """Keep the value of each weight ``e`` writes that the chain has not written yet (before ``e`` is applied)."""
+    params = dict(handle.model.named_parameters())
+    for c in e.changes:
+        if c.param not in origin and c.param in params:
+            origin[c.param] = params[c.param].detach().clone()
+
+
+def chain_state(ctx: BenchContext, nll: dict | None, origin: dict, prompts: list[str]) -> dict:
+    """The chain's model as it is now: unrelated NLL (``nll``: known already; None: measured), how far its
+    weights moved, and GE of ``prompts`` (causal models; None otherwise)."""
+    if nll is None:
+        nll = unrelated_nll(ctx.handle, ctx.health_langs)
+    texts = generate(ctx.handle, prompts, seed=ctx.cfg.seed) if ctx.handle.kind == "causal" else []
+    ge = 100 * sum(map(ngram_entropy, texts)) / len(texts) if texts else None
+    return {"nll": dict(nll), "weight_ratio": drift(ctx.handle, origin), "GE": ge, "texts": texts}
 
 
 class Batched:

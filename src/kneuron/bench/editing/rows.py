@@ -180,19 +180,25 @@ class Sweep:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """sequential/<method>-<lang>-k<k>.json: every record edited so far, measured after ``k`` kept edits."""
+    """sequential/<method>-<lang>-k<k>.json: every record edited so far, measured after ``k`` kept edits.
+    ``state``: the model's own state then (None in checkpoints stored before it existed): ``nll`` the
+    unrelated-text NLL per language, ``weight_ratio`` ‖W − W₀‖/‖W₀‖ of every weight the chain wrote
+    (``health.drift``), ``GE`` the n-gram entropy (x100) of texts sampled from the chain's fixed generation
+    prompts, ``texts`` those texts."""
     k: int
     lang: str
     scores: list[dict]
     summary: dict[str, Any]                        # ES, PS, NS, S, EM
+    state: dict[str, Any] | None = None
 
     def to_json(self) -> dict:
-        return {"k": self.k, "lang": self.lang, "scores": self.scores, **self.summary}
+        return {"k": self.k, "lang": self.lang, "scores": self.scores, **self.summary,
+                **({"state": self.state} if self.state is not None else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "Checkpoint":
-        rest = {k: v for k, v in d.items() if k not in ("k", "lang", "scores")}
-        return cls(int(d["k"]), d.get("lang"), list(d["scores"]), rest)
+        rest = {k: v for k, v in d.items() if k not in ("k", "lang", "scores", "state")}
+        return cls(int(d["k"]), d.get("lang"), list(d["scores"]), rest, d.get("state"))
 
 
 __all__ = ["Checkpoint", "CommonNeurons", "EditRow", "FactNeurons", "Measurement", "Sweep", "UneditedRow", "Unrelated"]
