@@ -37,7 +37,7 @@ def main(run: str, out: str, n: int = 40, layer: int = 6) -> None:
     summary = {"run": str(run), "records": n, "layer": layer, "excluded_fact_ids": len(skip), "inserts": {}}
     for insert in INSERTS:
         d = out / insert
-        res = run_editing_bench(h, rest, pool=every, out=d, n=n, methods=["rome"], langs=["en"], seed=1,
+        res = run_editing_bench(h, rest, pool=every, out=d, n=n, methods=["rome"], langs=["en"], seed=1, n_generation=0,
                                 resume=(d / "run.json").exists(), facts_name="en-zh", log=print,
                                 method_options={"rome": {"insert": insert, "layer": layer}})
         m = res["methods"]["rome"]["en"]
@@ -45,7 +45,7 @@ def main(run: str, out: str, n: int = 40, layer: int = 6) -> None:
         summary["inserts"][insert] = ({k: m.get(k) for k in ("S", "ES", "PS", "NS", "GE")}
                                       | {k: health[k] for k in ("n", "weight_ratio_median", "weight_ratio_max",
                                                                 "nll_rise", "disabling")}
-                                      | {"intervals": res["intervals"]["rome"]["en"],
+                                      | {"intervals": res["intervals"]["methods"]["rome"]["en"],
                                          "disabling_edits": [x for x in res["disabling"] if x["method"] == "rome"]})
         print(insert, json.dumps(summary["inserts"][insert]), flush=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
