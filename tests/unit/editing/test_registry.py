@@ -86,7 +86,7 @@ def test_options_are_typed_fields_with_defaults():
     assert list(got) == [f.name for f in fields(ROME)]
     assert got["layer"] == {"name": "layer", "type": "int | None", "default": None}
     assert got["clamp_norm"]["type"] == "float" and got["clamp_norm"]["default"] == ROME().clamp_norm
-    assert got["insert"]["type"] == "one of 'prompt', 'mean', 'start'"
+    assert got["insert"]["type"] == "one of 'auto', 'prompt', 'mean', 'start'"
     kn = {o["name"]: o for o in options("kn")}
     assert kn["localize"]["type"] == "LocateConfig" and kn["localize"]["default"]["steps"] == LOCALIZE.steps == 5
     assert KN().localize == LOCALIZE == LocateConfig(steps=5, rule="midpoint")

@@ -13,22 +13,29 @@
          the model writes itself by default, ``corpus=`` texts, ``stats="identity"`` as EasyEdit does for
          LLaMA, or a given [n, n] tensor), with a small ridge (1e-4 x its mean diagonal)
     W'   = W + Λuᵀ with u = C⁻¹k* / ‖C⁻¹k*‖ and Λ = δ / (uᵀk), so that W'k = Wk + δ =: v* exactly, for k =
-         ``insert``: "prompt" (default, as ROME's code) the bare rewrite prompt's key, "mean" (the paper and
-         r-ROME: the same k* on both sides) k*, "start" the rewrite prompt's key behind the model's own
-         document-start token (``stats.start_ids``: its BOS where the tokenizer adds one -- then the same as
-         "prompt" -- else "<|endoftext|>"), so the subject never sits on the first position.
+         ``insert``: "auto" (default, below), "prompt" (ROME's code) the bare rewrite prompt's key, "mean"
+         (the paper and r-ROME: the same k* on both sides) k*, "start" the rewrite prompt's key behind the
+         model's own document-start token (``stats.start_ids``: its BOS where the tokenizer adds one -- then
+         the same as "prompt" -- else "<|endoftext|>"), so the subject never sits on the first position.
 
 The layer: ``layer=``, else ``default_layer``: 6 for smollm2-135m (of 30), the same depth fraction (0.2)
 for other models; ``choose_layer`` sweeps layers on CounterFact-style cases (``editing.metrics``) and
 keeps the best. ``info`` records the layer, the losses, the norms, the insertion and what C was taken over
 (with the seconds it took: ~0 once cached); the Edit (a ``RomeEdit``) carries k*, the key and v*.
 
-Why "prompt" is the default insertion: a subject that is the prompt's first token has a key unlike its
-keys behind a prefix, so an update exact at the mean key k* barely moves the bare prompt. The measured
-choices (layer, insertion, C) and costs are in BENCHMARKS.md, "Editing methods".
+Why "auto" is the default insertion. With u fixed by k*, ‖ΔW‖ scales as 1/(u·key). A subject that is the
+prompt's first token (the attention sink) has a bare-prompt key unlike its keys behind a prefix: "prompt"
+then edits the bare prompt exactly but u·k_prompt can be near 0 and the update huge -- r-ROME's *disabling
+edits*, which ES counts as successes; "mean" is always small but misses the bare prompt where its key is far
+from k*. "auto" takes the bare prompt's key unless that update would be more than ``auto_limit`` (10) times
+r-ROME's, r = u·k*/u·k_prompt (or r ≤ 0), and k* then; ``info`` records which key and r. Chosen on 40
+held-out English records of smollm2-135m against "prompt", "mean" and "start" (``bench/rome_insert.py``;
+the numbers and the limit's sweep in BENCHMARKS.md, "ROME's insertion key"). The other measured choices
+(layer, C) and costs are in BENCHMARKS.md, "Editing methods".
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Literal
@@ -49,8 +56,9 @@ from ..stats import LENGTH, TEXTS, second_moment, start_ids
 
 V_LR, V_STEPS, V_WEIGHT_DECAY, CLAMP_NORM, KL_FACTOR, STOP = 0.5, 20, 0.5, 4.0, 0.0625, 0.05
 RIDGE = 1e-4
-INSERT = "prompt"
-INSERTS = ("prompt", "mean", "start")
+INSERT = "auto"
+INSERTS = ("auto", "prompt", "mean", "start")
+AUTO_LIMIT = 10.0               # insert="auto": the bare prompt's key unless its update is > 10x r-ROME's
 DEFAULT_LAYERS = {n: c.rome_layer for n, c in CARDS.items() if c.rome_layer is not None}   # the model cards'
 DEFAULT_FRACTION = 0.2                         # depth of the default layer in other models
 
@@ -58,7 +66,7 @@ DEFAULT_FRACTION = 0.2                         # depth of the default layer in o
 @dataclass
 class RomeEdit(Edit):
     """A ROME edit: ``k_star`` (the key averaged over the prompts, [n]), ``key`` (where the update is exact:
-    ``k_star``, or the bare prompt's key for insert="prompt") and ``v_star`` (what the edited layer writes
+    ``k_star``, the bare prompt's key, or that key behind the start token; see ``insert``) and ``v_star`` (what the edited layer writes
     for ``key``, [h])."""
     k_star: torch.Tensor | None = field(default=None, repr=False)
     key: torch.Tensor | None = field(default=None, repr=False)
@@ -99,7 +107,8 @@ class ROME(EditMethod):
     clamp_norm: float = CLAMP_NORM
     kl_factor: float = KL_FACTOR
     stop: float = STOP
-    insert: Literal["prompt", "mean", "start"] = INSERT
+    insert: Literal["auto", "prompt", "mean", "start"] = INSERT
+    auto_limit: float = AUTO_LIMIT
     name = "rome"
     help = "ROME: a rank-one update of one layer's MLP output projection (causal models)"
     causal_only: ClassVar[bool] = True
@@ -132,11 +141,16 @@ class ROME(EditMethod):
                                                     v_steps=self.v_steps, v_weight_decay=self.v_weight_decay,
                                                     clamp_norm=self.clamp_norm, kl_factor=self.kl_factor,
                                                     stop=self.stop)
-        key = insertion_key(handle, rewrite, layer, self.insert, k_star, k_prompt)
-        u, w_new = rank_one(proj, k_star, delta, C, key)
+        u = direction(k_star, C)
+        used, chosen = self.insert, {}
+        if used == "auto":
+            used, r = auto_insert(u, k_star, k_prompt, self.auto_limit)
+            chosen = {"inserted": used, "key_ratio": r}
+        key = insertion_key(handle, rewrite, layer, used, k_star, k_prompt)
+        u, w_new = rank_one(proj, k_star, delta, C, key, u=u)
         with torch.no_grad():
             v_star = proj(key.to(handle.dtype)[None])[0].to(delta.dtype) + delta
-        info.update(u_dot_k=float(u @ key), insert=self.insert, stats=stats_info)
+        info.update(u_dot_k=float(u @ key), insert=self.insert, **chosen, stats=stats_info)
         name = param_name(handle, proj.weight)
         return RomeEdit(handle, self.name, rewrite, [Change(name, w_new)], info, time.perf_counter() - t0,
                         k_star=k_star.detach().cpu(), key=key.detach().cpu(), v_star=v_star.detach().cpu())
@@ -212,10 +226,8 @@ def insertion_key(handle: ModelHandle, rewrite: Rewrite, layer: int, insert: str
     return got["k"][0, 0].to(k_prompt.dtype)
 
 
-def rank_one(proj: torch.nn.Module, k: torch.Tensor, delta: torch.Tensor, C: torch.Tensor | None,
-             key: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(u, the projection's new weight in its own layout) for W' = W + Λuᵀ, u = C⁻¹k/‖C⁻¹k‖ (C None:
-    the identity), Λ = δ/(uᵀkey) (``key`` default ``k``): W'key = W key + δ."""
+def direction(k: torch.Tensor, C: torch.Tensor | None) -> torch.Tensor:
+    """u = C⁻¹k/‖C⁻¹k‖ (float64; C None: the identity), with ROME's small ridge on C."""
     k64 = k.double()
     if C is None:
         u = k64.clone()
@@ -223,7 +235,25 @@ def rank_one(proj: torch.nn.Module, k: torch.Tensor, delta: torch.Tensor, C: tor
         C = C.to(device=k.device, dtype=torch.float64)
         ridge = RIDGE * float(C.diagonal().mean()) or RIDGE
         u = torch.linalg.solve(C + ridge * torch.eye(len(C), dtype=C.dtype, device=C.device), k64)
-    u = u / u.norm()
+    return u / u.norm()
+
+
+def auto_insert(u: torch.Tensor, k_star: torch.Tensor, k_prompt: torch.Tensor, limit: float = AUTO_LIMIT
+                ) -> tuple[str, float]:
+    """("prompt" or "mean", the ratio r = u·k* / u·k_prompt): the bare prompt's key unless its update would
+    be more than ``limit`` times r-ROME's (‖ΔW‖ scales as 1/u·key, so r is that factor) or point the other
+    way (r ≤ 0). inf where u·k_prompt is 0."""
+    a, b = float(u.double() @ k_star.double()), float(u.double() @ k_prompt.double())
+    r = a / b if b else math.inf
+    return ("prompt" if 0 < r <= limit else "mean"), r
+
+
+def rank_one(proj: torch.nn.Module, k: torch.Tensor, delta: torch.Tensor, C: torch.Tensor | None,
+             key: torch.Tensor | None = None, u: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u, the projection's new weight in its own layout) for W' = W + Λuᵀ, u = C⁻¹k/‖C⁻¹k‖ (C None:
+    the identity; ``u``: given, computed already), Λ = δ/(uᵀkey) (``key`` default ``k``): W'key = W key + δ."""
+    k64 = k.double()
+    u = direction(k, C) if u is None else u.double()
     lam = delta.double() / (u @ (k64 if key is None else key.double()))
     values = value_vectors(proj).detach()                      # [n, h]
     new = (values.double() + torch.outer(u, lam)).to(values.dtype)

@@ -2,11 +2,13 @@
 insertion key, a given or identity moment, the layer sweep) and on smollm2-135m."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from kneuron.editing import EditError, ROME, Rewrite, edit
-from kneuron.editing.methods.rome import candidate_layers, choose_layer
+from kneuron.editing.methods.rome import auto_insert, candidate_layers, choose_layer
 from kneuron.errors import ConfigError
 from kneuron.facts import Fact
 from kneuron.models import hooks
@@ -83,6 +85,33 @@ def test_rome_insert_behind_the_start_token(family):
     assert e.info["insert"] == "start"
     with torch.no_grad(), e:
         assert torch.allclose(h.sites[1](e.key[None])[0], e.v_star, atol=1e-4, rtol=1e-4)
+
+
+def test_auto_insert_takes_the_prompts_key_unless_its_update_is_too_large():
+    """r = u·k*/u·k_prompt is how many times larger the prompt key's update is than r-ROME's."""
+    u = torch.tensor([1.0, 0.0])
+    k_star = torch.tensor([2.0, 5.0])
+    assert auto_insert(u, k_star, torch.tensor([1.0, 9.0]), 10) == ("prompt", 2.0)
+    assert auto_insert(u, k_star, torch.tensor([0.1, 9.0]), 10) == ("mean", pytest.approx(20.0))
+    assert auto_insert(u, k_star, torch.tensor([0.1, 9.0]), 50) == ("prompt", pytest.approx(20.0))
+    assert auto_insert(u, k_star, torch.tensor([-1.0, 0.0]), 10) == ("mean", -2.0)      # the other way
+    assert auto_insert(u, k_star, torch.tensor([0.0, 3.0]), 10)[0] == "mean"            # u·k_prompt = 0
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_rome_auto_insert_is_the_default_and_records_its_choice(family):
+    h = tiny_handle(family, dtype=torch.float32)
+    assert ROME().insert == "auto"
+    e = edit(h, FACT, "rome", method="rome", layer=1, stats="identity")
+    p = edit(h, FACT, "rome", method="rome", layer=1, insert="prompt", stats="identity")
+    r = float(e.k_star.double() @ e.k_star.double()) / float(e.k_star.double() @ p.key.double())   # u ∝ k*
+    assert e.info["key_ratio"] == pytest.approx(r, rel=1e-5) and e.info["insert"] == "auto"
+    want = "prompt" if 0 < r <= 10 else "mean"
+    assert e.info["inserted"] == want and torch.equal(e.key, p.key if want == "prompt" else e.k_star)
+    never = edit(h, FACT, "rome", method="rome", layer=1, stats="identity", auto_limit=0.0)
+    always = edit(h, FACT, "rome", method="rome", layer=1, stats="identity", auto_limit=math.inf)
+    assert never.info["inserted"] == "mean" and torch.equal(never.key, never.k_star)
+    assert always.info["inserted"] == ("prompt" if r > 0 else "mean")
 
 
 def test_rome_refuses_masked_models_and_unknown_words():
