@@ -170,6 +170,8 @@ def test_romes_layer_is_chosen_on_held_out_records(org, tmp_path):
     assert not {c["fact_id"] for c in tune} & {c["fact_id"] for c in reported}
     sweep = json.loads((tmp_path / "held" / "rome-sweep.json").read_text())
     assert sweep["held_out"] is True and sweep["cases"] == [c["case_id"] for c in tune]
+    parts = sorted(p.stem for p in (tmp_path / "held" / "rome-sweep").glob("*.json"))   # each edit kept as measured
+    assert parts == [f"{layer}-{c['case_id']}" for layer in (1, 2) for c in tune]
     plain_sweep = json.loads((tmp_path / "plain" / "rome-sweep.json").read_text())
     assert "held_out" not in plain_sweep and plain_sweep["cases"] == [0, 1, 2]
     assert held["n_records"] == plain["n_records"] == 3

@@ -27,7 +27,8 @@ def test_candidate_layers_are_the_bench_sweeps_old_list(name):
 
 def _ctx(n_layers: int, rome_layers=None, tune=()):
     cfg = SimpleNamespace(options=lambda m: {"stats": "identity"}, rome_layers=rome_layers, sweep_cases=1)
-    disk = SimpleNamespace(sweep=lambda m: None, put_sweep=lambda s, m: None)
+    disk = SimpleNamespace(sweep=lambda m: None, put_sweep=lambda s, m: None, sweep_part=lambda m, layer, c: None,
+                           put_sweep_part=lambda m, layer, c, s: None)
     cases = [SimpleNamespace(langs=["en"], case_id=i) for i in range(3)]
     return SimpleNamespace(cfg=cfg, handle=SimpleNamespace(name="x", n_layers=n_layers), cases=cases, disk=disk,
                            show=False, unedited=lambda c: {"en": {}}, edit=None,

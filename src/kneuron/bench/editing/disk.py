@@ -175,6 +175,17 @@ class BenchDir:
     def put_sweep(self, sweep: Sweep, method: str = "rome") -> None:
         write_json(self.out / f"{method}-sweep.json", sweep.to_json(), **DUMPS)
 
+    def _sweep_parts(self, method: str) -> Records:
+        return self._records(self.out / f"{method}-sweep", name=lambda k: f"{k[0]}-{k[1]}",
+                             parse=lambda s: tuple(int(x) for x in s.split("-")))
+
+    def sweep_part(self, method: str, layer: int, case_id: int) -> dict | None:
+        """One edit of a layer sweep under way (``<method>-sweep/<layer>-<case>.json``: its record scores)."""
+        return self._sweep_parts(method).get((layer, case_id))
+
+    def put_sweep_part(self, method: str, layer: int, case_id: int, scores: dict) -> None:
+        self._sweep_parts(method).put((layer, case_id), scores)
+
     def _checkpoints(self, method: str) -> Records:
         return self._records(self.out / "sequential", ("k", "scores"), Checkpoint,
                              name=lambda k: f"{method}-{k[0]}-k{k[1]}", parse=lambda s: s)

@@ -103,7 +103,8 @@ def layer_sweep(ctx: BenchContext, method: str) -> tuple[int, Sweep | None]:
     best S of its sweep (``rome.choose_layer``) over at most 8 layers spread over the depth and ROME's
     default (or ``rome_layers``), in the first language, on the run's held-out cases where it has them
     (``tune_records``), else on the first ``sweep_cases`` reported cases; each edit made as the bench makes
-    it. Kept in the run directory (rome-sweep.json, ft-l-sweep.json)."""
+    it. Kept in the run directory (rome-sweep.json, ft-l-sweep.json), each of its edits' scores as it is
+    measured (rome-sweep/, ft-l-sweep/), so that an interrupted sweep resumes."""
     from kneuron.editing.methods.rome import candidate_layers, choose_layer
     cfg, h, cases = ctx.cfg, ctx.handle, ctx.cases
     opts = cfg.options(method)
@@ -121,7 +122,9 @@ def layer_sweep(ctx: BenchContext, method: str) -> tuple[int, Sweep | None]:
         second_moments(h, layers, corpus=opts.get("corpus"), progress=ctx.show)
     with progress(f"{method} layer sweep", len(layers) * len(sub), show=ctx.show) as step:
         best, rows = choose_layer(h, sub, layers, [ctx.unedited(c)[lang] for c in sub], lang=lang,
-                                  edit_at=lambda c, layer: ctx.edit(method, c, lang, layer=layer), step=step)
+                                  edit_at=lambda c, layer: ctx.edit(method, c, lang, layer=layer), step=step,
+                                  known=lambda c, layer: ctx.disk.sweep_part(method, layer, c.case_id),
+                                  keep=lambda c, layer, s: ctx.disk.put_sweep_part(method, layer, c.case_id, s))
     sweep = Sweep(lang, [c.case_id for c in sub], rows, best, time.perf_counter() - t0, held_out)
     ctx.disk.put_sweep(sweep, method)
     return best, sweep

@@ -293,12 +293,17 @@ def sweep_scores(scores: list[dict]) -> dict:
 
 def choose_layer(handle: ModelHandle, cases: list[Case], layers: Iterable[int], before: list[Measured], *,
                  lang: str | None = None, edit_at: Callable[[Case, int], Edit] | None = None,
-                 step: Callable[[], None] | None = None) -> tuple[int, list[dict]]:
+                 step: Callable[[], None] | None = None,
+                 known: Callable[[Case, int], dict | None] | None = None,
+                 keep: Callable[[Case, int, dict], None] | None = None) -> tuple[int, list[dict]]:
     """The layer a one-layer method edits best, and one row per layer: each case's ``lang`` record (default:
     the first case's first language) edited at each of ``layers`` by ``edit_at(case, layer)`` (default: ROME
-    with its defaults at that layer; the bench sweeps ft-l's layer the same way), measured (``metrics.measure``, no generation) against ``before`` (each
-    case's unedited measurement of that record, in case order) and undone. Best: the highest S, then ES,
-    PS, EM (a missing score ranks last); ties keep the first layer. ``step`` is called after each edit."""
+    with its defaults at that layer; the bench sweeps ft-l's layer the same way), measured
+    (``metrics.measure``, no generation) against ``before`` (each case's unedited measurement of that record,
+    in case order) and undone. Best: the highest S, then ES, PS, EM (a missing score ranks last); ties keep
+    the first layer. ``step`` is called after each edit. ``known(case, layer)``: that edit's scores where an
+    earlier session stored them (not edited again); ``keep(case, layer, scores)``: store each new one, so
+    that an interrupted sweep resumes where it stopped."""
     lang = lang or cases[0].langs[0]
     if edit_at is None:
         def edit_at(c: Case, layer: int) -> Edit:
@@ -308,9 +313,14 @@ def choose_layer(handle: ModelHandle, cases: list[Case], layers: Iterable[int], 
     for layer in layers:
         scores = []
         for c, b in zip(cases, before):
-            with edit_at(c, layer):
-                m = measure(handle, [c.records[lang]], generation=False)[0]
-            scores.append(record_scores(m, b))
+            got = known(c, layer) if known is not None else None
+            if got is None:
+                with edit_at(c, layer):
+                    m = measure(handle, [c.records[lang]], generation=False)[0]
+                got = record_scores(m, b)
+                if keep is not None:
+                    keep(c, layer, got)
+            scores.append(got)
             if step is not None:
                 step()
         rows.append({"layer": layer, **sweep_scores(scores)})

@@ -166,6 +166,37 @@ def test_choose_layer_edits_each_layer_and_keeps_the_best_s():
     assert best == 3 and rows[0] == {**rows[1], "layer": 3} == {**rows[2], "layer": 3}
 
 
+def test_an_interrupted_layer_sweep_resumes_from_the_scores_it_kept():
+    """keep() stores each edit's scores as it is measured; a second sweep given them as known() edits only
+    what the first did not reach, and its rows are an uninterrupted sweep's."""
+    from kneuron.editing.metrics import measure
+    from kneuron.editing.records import case_for
+    h = tiny_handle("gpt2", dtype=torch.float32)
+    facts = [FACT, ITALY, Fact("c2", "P36", "en", "spain", "madrid", ("the capital of [X] is [Y].",))]
+    cases = [case_for(facts, f.id, new, kind="causal", tokenizer=h.tokenizer, pool=facts, n_generation=0)
+             for f, new in ((FACT, "rome"), (ITALY, "paris"))]
+    before = [measure(h, [c.records["en"]], generation=False)[0] for c in cases]
+    made = []
+
+    def at(c, layer, fail_after=None):
+        if fail_after is not None and len(made) == fail_after:
+            raise KeyboardInterrupt
+        made.append((c.fact_id, layer))
+        return edit(h, c.records["en"].edit_fact, c.records["en"].new, method="rome", layer=layer,
+                    stats="identity", v_steps=3)
+    whole = choose_layer(h, cases, [0, 2], before, edit_at=at)
+    made.clear()
+    store = {}
+    keep = lambda c, layer, sc: store.__setitem__((layer, c.fact_id), sc)  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        choose_layer(h, cases, [0, 2], before, edit_at=lambda c, layer: at(c, layer, fail_after=3), keep=keep)
+    assert len(store) == 3 and made == [("c0", 0), ("c1", 0), ("c0", 2)]
+    made.clear()
+    again = choose_layer(h, cases, [0, 2], before, edit_at=at, keep=keep,
+                         known=lambda c, layer: store.get((layer, c.fact_id)))
+    assert made == [("c1", 2)] and again == whole
+
+
 def test_candidate_layers_spread_over_the_depth_with_the_default():
     h = tiny_handle("gpt2")
     from kneuron.editing.methods.rome import default_layer
