@@ -29,13 +29,14 @@ from kneuron.models.load import ModelHandle
 from .objective import in_context, prefixes
 from .records import Case, Prompt, Record, neutral_prompts
 
-PREFIX_SEED = 1000               # the test prefixes' seed is this + the run's seed
+PREFIX_SEED = 1000               # the test prefixes' seed is this + the run's seed (far from a method's seed)
 ESSENCE_TEXTS, ESSENCE_TOKENS = 2, 40
 
 
 def prefix_seed(seed: int) -> int:
-    """The seed of the paraphrases' prefixes: ``objective.prefixes`` samples with seed + 0..4, so this is
-    apart from an edit method's prefixes (seed 0 .. 4 by default)."""
+    """The seed of the paraphrases' prefixes: ``objective.prefixes`` samples each opener with the seed plus
+    its index, so an offset of ``PREFIX_SEED`` keeps them apart from an edit method's prefixes (its ``seed``
+    option, 0 by default)."""
     return PREFIX_SEED + seed
 
 
