@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from statistics import mean
 
-from kneuron.editing.metrics import ns_split, record_scores
+from kneuron.editing.metrics import Measured, ns_split
+from kneuron.editing.records import N_CF_GENERATION
 from kneuron.report.document import Document
 from kneuron.report.table import Column, Table, fixed, signed
 
@@ -35,29 +36,32 @@ def _probes(before: list[dict], after: list[dict]) -> dict:
             "n_attribute": na, "essence": e, "n_essence": ne}
 
 
-def summaries(cases, before: dict, rows: dict) -> dict:
+def _split(m, case, lang) -> dict:
+    """``ns_split`` of a record's measurement ({} where there is no measurement or record to split)."""
+    rec = (getattr(case, "records", None) or {}).get(lang)
+    return ns_split(m, rec) if isinstance(m, Measured) and rec is not None else {}
+
+
+def summaries(cases, before: dict, rows: dict, base: dict) -> dict:
     """results.json's "ns_split" and "probes": per row (the unedited model, each method) and edit language,
     measured in that language. ``before``: case id -> lang -> unedited ``Measured``; ``rows``: method ->
-    (case id, edit lang) -> ``EditRow``."""
+    (case id, edit lang) -> ``EditRow``; ``base``: (case id, lang) -> the unedited model's record scores."""
     langs = cases[0].langs
     split: dict = {"unedited": {}, "methods": {}}
     probes: dict = {"unedited": {}, "methods": {}}
-    for lang in langs:
-        b = [before[c.case_id][lang] for c in cases]
-        base = [record_scores(m, m) for m in b]
-        split["unedited"][lang] = _rates([(s, ns_split(m, c.records[lang])) for s, m, c in zip(base, b, cases)])
-        probes["unedited"][lang] = _probes(base, base)
     by_id = {c.case_id: c for c in cases}
+    for lang in langs:
+        sc = [base[(c.case_id, lang)] for c in cases]
+        split["unedited"][lang] = _rates([(s, _split(before[c.case_id][lang], c, lang)) for s, c in zip(sc, cases)])
+        probes["unedited"][lang] = _probes(sc, sc)
     for m, got in rows.items():
         split["methods"][m], probes["methods"][m] = {}, {}
         for lang in langs:
             mine = [r for (cid, e), r in sorted(got.items()) if e == lang]
-            raw = [r.measured[lang].raw for r in mine]
-            sc = [record_scores(x, before[r.case_id][lang]) for r, x in zip(mine, raw)]
-            split["methods"][m][lang] = _rates([(s, ns_split(x, by_id[r.case_id].records[lang]))
-                                                for s, x, r in zip(sc, raw, mine)])
-            was = [record_scores(before[r.case_id][lang], before[r.case_id][lang]) for r in mine]
-            probes["methods"][m][lang] = _probes(was, sc)
+            sc = [r.scores[lang] for r in mine]
+            split["methods"][m][lang] = _rates([(s, _split(r.measured[lang].raw, by_id[r.case_id], lang))
+                                                for s, r in zip(sc, mine)])
+            probes["methods"][m][lang] = _probes([base[(r.case_id, lang)] for r in mine], sc)
     return {"ns_split": split, "probes": probes}
 
 
@@ -74,7 +78,8 @@ def header(meta: dict) -> str | None:
             + "); neighbours are only other subjects of the relation with the record's true object ("
             + (f"{short['fewer']} of {short['records']} records have fewer than {short['n_neighbours']}, "
                f"{short['none']} none" if short else "counts not stored")
-            + "); at least five generation prompts about the subject per record (GE); attribute prompts (subjects "
+            + f"); at least {N_CF_GENERATION} generation prompts about the subject per record (GE); attribute "
+            "prompts (subjects "
             "whose true object is the new one) and an essence score are reported below. Unlike ROME's: the "
             "essence text is text the unedited model wrote about the subject, not its Wikipedia text; there is "
             "no RS (no Wikipedia snippets offline); the prefixes are our generator's, not CounterFact's texts; "

@@ -124,7 +124,7 @@ def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: di
                                for lang, c in cur.items()} for m, cur in curves.items()},
                rome_sweep=sweep, rome_layer=layer, meta=meta, timings=timings, unrelated=unrelated,
                disabling_margin=DISABLING_MARGIN, health=health, disabling=editing_health.disabling(rows),
-               **editing_protocol.summaries(cases, before, rows))
+               **editing_protocol.summaries(cases, before, rows, base))
     if sweeps:
         res["layer_sweeps"] = sweeps
     return res
