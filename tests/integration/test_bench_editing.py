@@ -481,3 +481,54 @@ def test_a_run_stored_before_health_resumes_without_recomputing(toy, org, tmp_pa
     assert (out / "unrelated.json").is_file() and set(res["unrelated"]) == {"en", "zh"}
     assert sum(e["with_health"] for d in res["health"].values() for e in d.values()) == 2
     assert "## Edit health" in (out / "report.md").read_text()
+
+
+def test_the_counterfact_protocol_is_stored_reported_and_kept_on_resume(toy, org, tmp_path):
+    """--protocol counterfact: run.json says it (with the prefixes' seed and the neighbour shortfall), the records
+    are CounterFact's (prefixed paraphrases, same-object neighbours, essence texts), the report states it and its
+    differences from ROME's; a resume with the other protocol is refused in one line."""
+    h, facts = org
+    out = tmp_path / "cf"
+    res = run_editing_bench(h, facts, out=out, methods=["toy"], protocol="counterfact", **KW)
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["protocol"] == "counterfact" and meta["paraphrase_prefix_seed"] == 1000
+    assert meta["neighbour_shortfall"]["records"] == 6 and meta["neighbour_shortfall"]["n_neighbours"] == 3
+    recs = [r for c in _lines(out / "cases.jsonl") for r in c["records"].values()]
+    assert all(nb["same_object"] for r in recs for nb in r["neighbours"])
+    assert all(len(r["essence"]) == 2 and len(r["generation"]) >= 5 for r in recs)
+    assert all(". " in p["text"] for r in recs for p in r["paraphrases"]) and any(r["paraphrases"] for r in recs)
+    report = (out / "report.md").read_text()
+    assert "Protocol **counterfact**" in report and "not its Wikipedia text" in report and "no RS" in report
+    assert "--protocol counterfact" in report and "## Attribute prompts and essence" in report
+    e = res["probes"]["methods"]["toy"]["en"]
+    assert e["n_essence"] == 3 and e["essence"] != 0.0 and res["ns_split"]["methods"]["toy"]["en"]["n_NS_other"] == 0
+    with pytest.raises(RunStoreError, match="protocol differs"):
+        run_editing_bench(h, facts, out=out, methods=["toy"], resume=True, **KW)
+    again = run_editing_bench(h, facts, out=out, methods=["toy"], resume=True, protocol="counterfact", **KW)
+    same(again, res)
+
+
+def test_a_run_stored_before_the_protocol_resumes_as_kneuron(toy, org, tmp_path):
+    """A run.json without "protocol" is kneuron's: it resumes without it (nothing recomputed), is refused with
+    --protocol counterfact, and its report has the NS split but no counterfact paragraph."""
+    h, facts = org
+    out = tmp_path / "old"
+    run_editing_bench(h, facts, out=out, methods=["toy"], limit=2, **KW)
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["protocol"] == "kneuron" and "neighbour_shortfall" not in meta
+    (out / "run.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "protocol"}))
+    with pytest.raises(RunStoreError, match="protocol differs"):
+        run_editing_bench(h, facts, out=out, methods=["toy"], resume=True, protocol="counterfact", **KW)
+    res = run_editing_bench(h, facts, out=out, methods=["toy"], resume=True, **KW)
+    assert len(toy) == 6 and res["meta"]["protocol"] == "kneuron"
+    report = (out / "report.md").read_text()
+    assert "## NS by the neighbours' object" in report and "Protocol **counterfact**" not in report
+    assert "--protocol" not in report and "## Attribute prompts and essence" not in report
+    split = res["ns_split"]["methods"]["toy"]["en"]
+    assert split["NS"] == res["methods"]["toy"]["en"]["NS"]
+    assert split["n_NS_same"] + split["n_NS_other"] >= split["n_NS"] > 0
+
+
+def test_an_unknown_protocol_is_a_one_line_error(toy, tmp_path):
+    one_line_error(cli("bench", "editing", "--model", "organism-clm", "--methods", "toy", "--protocol", "nope",
+                       "--out", tmp_path), "protocol must be one of kneuron, counterfact, not 'nope'")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kneuron.bench import crosslingual, editing_health
+from kneuron.bench import crosslingual, editing_health, editing_protocol
 from kneuron.bench.editing.config import GE_PROMPTS
 from kneuron.editing.health import DISABLING_MARGIN
 from kneuron.editing.metrics import METRICS, hmean, record_scores, summarize
@@ -125,7 +125,8 @@ def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: di
                                       for k, p in sorted(c.items(), key=lambda kv: int(kv[0]))]
                                for lang, c in cur.items()} for m, cur in curves.items()},
                rome_sweep=sweep, rome_layer=layer, meta=meta, timings=timings, unrelated=unrelated,
-               disabling_margin=DISABLING_MARGIN, health=health, disabling=editing_health.disabling(rows))
+               disabling_margin=DISABLING_MARGIN, health=health, disabling=editing_health.disabling(rows),
+               **editing_protocol.summaries(cases, before, rows, base))
     if sweeps:
         res["layer_sweeps"] = sweeps
     return res
@@ -247,7 +248,8 @@ def document(res: dict, fig: str | None) -> Document:
            f"--methods {','.join(methods)} --mode {meta['mode']}"
            + "".join(f" --option {m}.{k}={json.dumps(v)}" for m, o in (meta.get("method_options") or {}).items()
                      for k, v in o.items() if isinstance(v, (str, int, float, bool)))
-           + _localize_flags(meta) + " --out DIR")
+           + _localize_flags(meta)
+           + (f" --protocol {meta['protocol']}" if meta.get("protocol", "kneuron") != "kneuron" else "") + " --out DIR")
     doc = Document().heading(1, f"kneuron bench editing — {res['model']}")
     short = res["n_records"] < meta["n"]
     kind = (f"records of {meta.get('facts')} ({meta['records_format']})" if meta.get("records_format")
@@ -262,6 +264,8 @@ def document(res: dict, fig: str | None) -> Document:
                          "is measured under the whole batch."}.get(
                  meta["mode"], "edits are kept one after another; each row is measured right after its edit."))
     doc.code(cmd)
+    if editing_protocol.header(meta):
+        doc.para(editing_protocol.header(meta))
     doc.para("Scores in percent (ROME's tables): S = harmonic mean of ES, PS, NS; ES/PS = P(new) > P(old) on the "
              "rewrite prompt / its paraphrases; NS = P(true) > P(new) on neighbours; EM, PM, NM the probability "
              "differences; GE = n-gram entropy of generated text (x100); Rel/Gen/Loc EasyEdit's teacher-forced "
@@ -275,6 +279,7 @@ def document(res: dict, fig: str | None) -> Document:
         f = _finding(res, lang)
         if f:
             doc.para(f)
+    editing_protocol.section(doc, res)
     editing_health.section(doc, res)
     if len(langs) > 1:
         crosslingual.section(doc, res)
@@ -318,7 +323,7 @@ def document(res: dict, fig: str | None) -> Document:
     doc.table(published_table(res))
     doc.table(Table(["", "S", "ES", "PS", "NS"], [[n, *v] for n, *v in PUBLISHED]))
     doc.heading(2, "Parameters and provenance")
-    shown = [k for k in sorted(meta) if k not in ("versions", "common_counts")]      # the counts: in the text above
+    shown = [k for k in sorted(meta) if k not in ("versions", "common_counts", "neighbour_shortfall")]   # in the text
     return doc.table(Table(["item", "value"], [[k, str(meta[k])] for k in shown]
                            + [[f"version: {k}", v] for k, v in sorted(meta.get("versions", {}).items())]
                            + _times(res.get("timings", {}))))

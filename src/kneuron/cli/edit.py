@@ -189,6 +189,11 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                                                   "(0.5 nats) against the chain before it is undone, bit for bit, "
                                                   "and the chain goes on (undo), or the chain stops there (stop); "
                                                   "keep: no guard"),
+                  protocol: str = typer.Option("kneuron", "--protocol", help="how the records are drawn: "
+                                               "kneuron (the fact set's templates and neighbours) or counterfact "
+                                               "(CounterFact's construction: paraphrases behind model-written "
+                                               "prefixes, same-object neighbours, attribute prompts, an essence "
+                                               "score, at least 5 generation prompts)"),
                   as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")):
     """Edit the same CounterFact-style records with every method, in every language, and measure ROME's
     ES/PS/NS/S, EasyEdit's reliability/generalization/locality, GE, flip rate, the other language and each
@@ -207,7 +212,7 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
             opts.setdefault("rome", {})["layer"] = rome_layer
         EditingConfig(n=n, methods=tuple(ms), mode=mode, method_options=opts, tune_records=tune_records,
                       common_over=common_over, common_max=common_max, localize_prompts=localize_prompts,
-                      on_collapse=on_collapse).validate()
+                      on_collapse=on_collapse, protocol=protocol).validate()
         check_out(out, resume=resume)                        # before the model is loaded
         from_file = read_records(records, records_format) if records else None     # so is a bad record
         log = (lambda s: None) if as_json else (lambda s: typer.echo(s, err=True))
@@ -227,7 +232,7 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                                 show_progress=not as_json, log=log, facts_name=name, n_generation=generation,
                                 common_facts=common_facts, method_options=opts, tune_records=tune_records,
                                 common_over=common_over, common_max=common_max, localize_prompts=localize_prompts,
-                                records=from_file, on_collapse=on_collapse)
+                                records=from_file, on_collapse=on_collapse, protocol=protocol)
     except _errors() as err:
         _fail(str(err))
     if as_json:

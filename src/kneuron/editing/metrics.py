@@ -21,6 +21,13 @@ Per record (``record_scores``; fractions, averaged over records and x100 by ``su
                   edit leaves unchanged                                                      (EasyEdit)
     flip_rate     the top-1 token at the rewrite prompt's answer position is the new object's first token
     symmetry      P36/P1376 only: token accuracy of the subject on the reverse prompt (Niu et al.)
+    attribute     records with attribute prompts only: their mean P(new) (CounterFact scores them; no
+                  headline metric uses them)
+    essence       records with essence texts only: the texts' mean token NLL under the edited model minus
+                  under the unedited one (ROME's essence score, on model-written text: ``protocol``)
+
+``ns_split`` gives NS over a record's same-object neighbours (CounterFact's kind) and over its other-object
+ones apart.
 
 Words for GE are runs of letters and digits, every other non-space character alone, and every CJK
 character alone (ROME uses nltk's word_tokenize, which only differs on English contractions).
@@ -28,7 +35,7 @@ character alone (ROME uses nltk's word_tokenize, which only differs on English c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import mean
 from typing import Iterable
 
@@ -222,20 +229,25 @@ class Measured:
     neighbours: tuple[NeighbourScores, ...] = ()
     symmetry: SymmetryScores | None = None
     generation: tuple[str, ...] | None = None
+    attributes: tuple[Scored, ...] = ()            # the record's attribute prompts with the new object
+    essence: float | None = None                   # mean over its essence texts of their mean token NLL
 
     def to_json(self) -> dict:
         return {"rewrite": self.rewrite.to_json(), "paraphrases": [x.to_json() for x in self.paraphrases],
                 "neighbours": [x.to_json() for x in self.neighbours],
                 "symmetry": None if self.symmetry is None else self.symmetry.to_json(),
-                "generation": None if self.generation is None else list(self.generation)}
+                "generation": None if self.generation is None else list(self.generation),
+                **({"attributes": [x.to_json() for x in self.attributes]} if self.attributes else {}),
+                **({"essence": self.essence} if self.essence is not None else {})}    # none: as before
 
     @classmethod
     def from_json(cls, d: dict) -> "Measured":
-        sym, gen = d.get("symmetry"), d.get("generation")
+        sym, gen, ess = d.get("symmetry"), d.get("generation"), d.get("essence")
         return cls(RewriteScores.from_json(d["rewrite"]), tuple(map(RewriteScores.from_json, d["paraphrases"])),
                    tuple(map(NeighbourScores.from_json, d["neighbours"])),
                    None if sym is None else SymmetryScores.from_json(sym),
-                   None if gen is None else tuple(str(t) for t in gen))
+                   None if gen is None else tuple(str(t) for t in gen),
+                   tuple(map(Scored.from_json, d.get("attributes", ()))), None if ess is None else float(ess))
 
 
 def _split(rec: Record, s: list[Scored], generation: list[str] | None) -> Measured:
@@ -248,21 +260,45 @@ def _split(rec: Record, s: list[Scored], generation: list[str] | None) -> Measur
     return Measured(RewriteScores(s[0], s[1]), paras, nbs, sym, None if generation is None else tuple(generation))
 
 
+def attribute_probes(rec: Record) -> list:
+    """The record's attribute prompts (``Probe`` kind "attribute"), each scored with its target (the new object)."""
+    return [p for p in rec.probes if p.kind == "attribute"]
+
+
+def text_nll(handle: ModelHandle, texts: Iterable[str]) -> list[float]:
+    """Each text's mean token NLL (every token after the first, teacher-forced; NaN for a text of one token)."""
+    out = []
+    for t in texts:
+        ids = torch.tensor([handle.tokenizer(t)["input_ids"][: handle.max_positions or None]], device=handle.device)
+        if ids.shape[1] < 2:
+            out.append(math.nan)
+            continue
+        with torch.no_grad():
+            lg = handle.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, :-1].double()
+        out.append(float(-torch.log_softmax(lg, -1).gather(1, ids[0, 1:, None]).mean()))
+    return out
+
+
 def measure(handle: ModelHandle, records: list[Record], *, generation: bool | Iterable[str] = True,
             seed: int = 0) -> list[Measured]:
     """Each record's scores under the model as it is now (one ``Measured`` per record; all records'
-    prompts batched together). ``generation``: sample the generation prompts' texts (for GE) for every
-    record (True), none (False) or the records of these languages."""
+    prompts batched together; attribute prompts apart, after them). ``generation``: sample the generation
+    prompts' texts (for GE) for every record (True), none (False) or the records of these languages."""
     items, spans = [], []
     for r in records:
         it = _items(r)
         spans.append((len(items), len(items) + len(it)))
         items += it
     scored = score(handle, items)
-    out = []
-    for r, (a, b) in zip(records, spans):
+    attrs = [attribute_probes(r) for r in records]
+    flat = score(handle, [(p.prompt, p.target) for ps in attrs for p in ps]) if any(attrs) else []
+    out, k = [], 0
+    for r, (a, b), ps in zip(records, spans, attrs):
         gen = generation if isinstance(generation, bool) else r.lang in set(generation)
-        out.append(_split(r, scored[a:b], generate(handle, r.generation, seed) if gen else None))
+        m = _split(r, scored[a:b], generate(handle, r.generation, seed) if gen else None)
+        nll = [x for x in text_nll(handle, r.essence) if not math.isnan(x)] if r.essence else []
+        out.append(replace(m, attributes=tuple(flat[k:k + len(ps)]), essence=mean(nll) if nll else None))
+        k += len(ps)
     return out
 
 
@@ -299,7 +335,19 @@ def record_scores(after: Measured, before: Measured | None = None) -> dict:
         out["symmetry"] = float(sym.target.acc)
         if sym.true is not None:
             out["symmetry_success"] = float(sym.target.nll < sym.true.nll)
+    if after.attributes:                           # the keys only where there is something: as before
+        out["attribute"] = mean(x.p for x in after.attributes)
+    if after.essence is not None and before is not None and before.essence is not None:
+        out["essence"] = after.essence - before.essence
     return out
+
+
+def ns_split(after: Measured, rec: Record) -> dict:
+    """NS (fraction) over the record's neighbours with its true object ("NS_same", CounterFact's kind) and
+    over those with another one ("NS_other"); None where it has none of that kind."""
+    kinds = [nb.same_object for nb in rec.neighbours]
+    return {k: _avg([float(x.true.nll < x.new.nll) for x, same in zip(after.neighbours, kinds) if same == want])
+            for k, want in (("NS_same", True), ("NS_other", False))}
 
 
 def hmean(xs: list[float | None]) -> float | None:
@@ -327,5 +375,6 @@ def summarize(rows: list[dict], seconds: list[float] | None = None, params: list
     return {k: out[k] for k in METRICS}
 
 
-__all__ = ["METRICS", "RATES", "Measured", "NeighbourScores", "RewriteScores", "Scored", "SymmetryScores", "generate",
-           "hmean", "measure", "ngram_entropy", "record_scores", "score", "summarize", "words"]
+__all__ = ["METRICS", "RATES", "Measured", "NeighbourScores", "RewriteScores", "Scored", "SymmetryScores",
+           "attribute_probes", "generate", "hmean", "measure", "ngram_entropy", "ns_split", "record_scores", "score",
+           "summarize", "text_nll", "words"]

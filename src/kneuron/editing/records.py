@@ -10,8 +10,18 @@ A ``Case`` is one fact id with one ``Record`` per language. A record holds what 
     generation     free-text prompts about the subject (each template cut after the subject; causal only)
     symmetry       P36 <-> P1376 only: the reverse prompt about the new object ("Rome is the capital of"),
                    whose answer after a generalizing edit is the subject (Niu et al., ICLR 2024)
-    probes         records read from a file only (``kneuron.editing.readers``): its attribute / portability
-                   prompts, kept for a later metric
+    probes         a records file's attribute / portability prompts (``kneuron.editing.readers``), or the
+                   attribute prompts of the "counterfact" protocol
+    essence        "counterfact" protocol: text the unedited model wrote about the subject (set by the bench,
+                   ``kneuron.editing.protocol``, which has the model)
+
+Protocols (``protocol``): "kneuron" (the records above, what every run stored before the option had) or
+"counterfact", CounterFact's construction as far as a fact set allows: neighbours only among subjects of
+the relation with the record's true object (fewer where the pool has fewer), at least ``N_CF_GENERATION``
+generation prompts (the template cut after the subject, the subject alone and relation-neutral openers) and
+up to ``N_ATTRIBUTES`` attribute prompts (the relation's prompt for subjects whose true object is the new
+one). Its paraphrases behind model-written prefixes and its essence texts need the model: the bench adds
+them (``kneuron.editing.protocol.with_model``).
 
 Alignment: the new object is the wrong object at the same index in every language (the bundled en-zh set
 lists the same entities in the same order in both; see data/en-zh.md), so the zh record rewrites the same
@@ -32,13 +42,18 @@ from typing import Iterable
 
 from kneuron.facts.sampling import round_robin
 from kneuron.facts.schema import Fact, relation_key
-from kneuron.facts.templates import QueryError, check_kind
+from kneuron.facts.templates import QueryError, check_kind, is_cjk
 from kneuron.models.targets import encode
 
 from .base import EditError, fact_from_json
 
 SYMMETRIC = {"P36": "P1376", "P1376": "P36"}        # relation -> its reverse
 N_NEIGHBOURS, N_GENERATION = 10, 2                  # CounterFact has 10 neighbourhood prompts per record
+PROTOCOLS = ("kneuron", "counterfact")
+N_CF_GENERATION, N_ATTRIBUTES = 5, 10               # "counterfact": at least / at most this many per record
+# "counterfact": relation-neutral generation prompts about the subject, English and Chinese
+OPENERS = {"en": ("{s}", "{s} is", "{s} was", "{s}'s", "The history of {s}"),
+           "zh": ("{s}", "{s}是", "{s}的", "{s}在", "{s}的历史")}
 
 
 @dataclass(frozen=True)
@@ -89,9 +104,10 @@ class Symmetry:
 
 @dataclass(frozen=True)
 class Probe:
-    """A prompt a record's file gives beyond ROME's tests, kept for a metric that reads it later (none does
-    yet): CounterFact's attribute prompts (``kind`` "attribute": other subjects whose true object is the new
-    one, ``target`` the new object) and KnowEdit's / zsRE's portability questions ("portability.<key>")."""
+    """A prompt beyond ROME's tests: CounterFact's attribute prompts (``kind`` "attribute": other subjects
+    whose true object is the new one, ``target`` the new object; a records file's, or the "counterfact"
+    protocol's; ``metrics`` scores their P(new)) and KnowEdit's / zsRE's portability questions
+    ("portability.<key>", kept for a later metric)."""
     kind: str
     prompt: str
     target: str
@@ -116,7 +132,8 @@ class Record:
     neighbours: tuple[Neighbour, ...] = ()
     generation: tuple[str, ...] = ()
     symmetry: Symmetry | None = None
-    probes: tuple[Probe, ...] = ()    # read from a records file only (``readers``); no metric reads them yet
+    probes: tuple[Probe, ...] = ()    # a records file's (``readers``) or the "counterfact" protocol's
+    essence: tuple[str, ...] = ()     # "counterfact" protocol: the unedited model's text about the subject
 
     @property
     def lang(self) -> str:
@@ -140,7 +157,8 @@ class Record:
                 "neighbours": [n.to_json() for n in self.neighbours],
                 "generation": list(self.generation),
                 "symmetry": self.symmetry.to_json() if self.symmetry else None,
-                **({"probes": [p.to_json() for p in self.probes]} if self.probes else {})}   # none: as before
+                **({"probes": [p.to_json() for p in self.probes]} if self.probes else {}),   # none: as before
+                **({"essence": list(self.essence)} if self.essence else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "Record":
@@ -148,7 +166,7 @@ class Record:
                    tuple(Prompt.from_json(p) for p in d.get("paraphrases", ())),
                    tuple(Neighbour.from_json(n) for n in d.get("neighbours", ())),
                    tuple(d.get("generation", ())), Symmetry.from_json(d.get("symmetry")),
-                   tuple(Probe.from_json(p) for p in d.get("probes", ())))
+                   tuple(Probe.from_json(p) for p in d.get("probes", ())), tuple(d.get("essence", ())))
 
 
 @dataclass
@@ -190,10 +208,12 @@ class _Pool:
 
 class _Builder:
     def __init__(self, pool: Iterable[Fact], kind: str, tokenizer, seed: int, n_neighbours: int,
-                 n_generation: int):
+                 n_generation: int, protocol: str = "kneuron"):
         check_kind(kind)
+        if protocol not in PROTOCOLS:
+            raise EditError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
         self.pool, self.kind, self.tok, self.seed = _Pool(pool), kind, tokenizer, seed
-        self.n_neighbours, self.n_generation = n_neighbours, n_generation
+        self.n_neighbours, self.n_generation, self.cf = n_neighbours, n_generation, protocol == "counterfact"
 
     def rng(self, *key) -> random.Random:
         return random.Random(":".join(map(str, (self.seed,) + key)))
@@ -248,12 +268,17 @@ class _Builder:
                             f"{f.object!r} and {new!r}")
         rewrite = self.rng(f.id, f.lang, "template").choice(ps)
         paraphrases = tuple(p for p in ps if p.template != rewrite.template and p.text != rewrite.text)
+        if self.cf:
+            return Record(f, new, new_index, rewrite.template, rewrite.text, paraphrases,
+                          self.neighbours(f, new, same_only=True), self.cf_generation(f, rewrite.template),
+                          self.symmetry(f, new), self.attributes(f, new))
         return Record(f, new, new_index, rewrite.template, rewrite.text, paraphrases, self.neighbours(f, new),
                       self.generation(f, rewrite.template), self.symmetry(f, new))
 
-    def neighbours(self, f: Fact, new: str) -> tuple[Neighbour, ...]:
+    def neighbours(self, f: Fact, new: str, same_only: bool = False) -> tuple[Neighbour, ...]:
         """Other subjects of the relation: those with the same true object first, then the others (each
-        group in a seeded order that depends on the fact id, so languages with the same ids agree)."""
+        group in a seeded order that depends on the fact id, so languages with the same ids agree);
+        ``same_only`` (CounterFact's): the first group only."""
         cands = [g for g in self.pool.by_rel[(f.relation, f.lang)]
                  if g.id != f.id and g.subject != f.subject and g.object.strip() != new.strip()]
         same = sorted((g for g in cands if g.object == f.object), key=lambda g: g.id)
@@ -262,7 +287,7 @@ class _Builder:
         rng.shuffle(same)
         rng.shuffle(other)
         out, seen = [], set()
-        for g in same + other:
+        for g in same + ([] if same_only else other):
             if len(out) >= self.n_neighbours:
                 break
             if g.subject in seen:
@@ -288,6 +313,36 @@ class _Builder:
                 out.append(text)
         return tuple(out[: self.n_generation])
 
+    def cf_generation(self, f: Fact, first: int) -> tuple[str, ...]:
+        """"counterfact": max(``n_generation``, N_CF_GENERATION) distinct prompts about the subject (none when
+        ``n_generation`` is 0; causal only): the edited template cut after the subject, then the subject
+        alone and the language's relation-neutral openers (``OPENERS``), then the other templates' cuts."""
+        if self.kind != "causal" or self.n_generation <= 0:
+            return ()
+        cuts = [(f.templates[i].split("[X]", 1)[0] + f.subject).strip()
+                for i in [first] + [i for i in range(len(f.templates)) if i != first]]
+        cuts = [c for c in cuts if c and "[Y]" not in c]
+        out = list(dict.fromkeys(cuts[:1] + neutral_prompts(f) + cuts[1:]))
+        return tuple(out[: max(self.n_generation, N_CF_GENERATION)])
+
+    def attributes(self, f: Fact, new: str) -> tuple[Probe, ...]:
+        """"counterfact": the relation's prompt (a seeded usable template) for up to N_ATTRIBUTES other
+        subjects whose true object is ``new`` (CounterFact's attribute prompts), in a seeded order."""
+        cands = sorted((g for g in self.pool.by_object[(f.relation, f.lang, new)]
+                        if g.id != f.id and g.subject != f.subject), key=lambda g: g.id)
+        self.rng(f.id, "attributes").shuffle(cands)
+        out, seen = [], set()
+        for g in cands:
+            if len(out) >= N_ATTRIBUTES:
+                break
+            if g.subject in seen:
+                continue
+            ps = [p for p in self.prompts(g) if self.ok(p.text, new)]
+            if ps:
+                seen.add(g.subject)
+                out.append(Probe("attribute", self.rng(f.id, g.id, g.lang, "attribute").choice(ps).text, new))
+        return tuple(out)
+
     def symmetry(self, f: Fact, new: str) -> Symmetry | None:
         rev = SYMMETRIC.get(f.relation)
         if rev is None:
@@ -304,6 +359,13 @@ class _Builder:
         return None if p is None else Symmetry(rev, p.text, f.subject, true)
 
 
+def neutral_prompts(f: Fact) -> list[str]:
+    """The subject alone and the relation-neutral openers about it (``OPENERS``: Chinese for a zh fact or a
+    CJK subject, else English)."""
+    zh = f.lang.startswith("zh") or any(is_cjk(ch) for ch in f.subject)
+    return [o.format(s=f.subject) for o in OPENERS["zh" if zh else "en"]]
+
+
 def _by_id(facts: Iterable[Fact], langs: list[str] | None) -> tuple[dict[str, dict[str, Fact]], list[str]]:
     by_id: dict = defaultdict(dict)
     order: list[str] = []
@@ -317,14 +379,15 @@ def _by_id(facts: Iterable[Fact], langs: list[str] | None) -> tuple[dict[str, di
 
 def build_cases(facts: Iterable[Fact], n: int | None = None, *, kind: str = "causal", tokenizer=None,
                 langs: list[str] | None = None, seed: int = 0, pool: Iterable[Fact] | None = None,
-                n_neighbours: int = N_NEIGHBOURS, n_generation: int = N_GENERATION) -> list[Case]:
+                n_neighbours: int = N_NEIGHBOURS, n_generation: int = N_GENERATION,
+                protocol: str = "kneuron") -> list[Case]:
     """Up to ``n`` cases (all when None) from ``facts``: ids that have every language of ``langs`` (default:
     all the facts' languages), a usable new object in each and a usable template; drawn round-robin over
     relations (relations in natural order, ids in a seeded order), so a small sample covers many.
     ``pool``: the facts neighbours and reverse prompts come from (default: ``facts``); ``tokenizer``
-    (optional): drop what it cannot encode."""
+    (optional): drop what it cannot encode; ``protocol``: PROTOCOLS (see the module)."""
     facts = list(facts)
-    b = _Builder(facts if pool is None else pool, kind, tokenizer, seed, n_neighbours, n_generation)
+    b = _Builder(facts if pool is None else pool, kind, tokenizer, seed, n_neighbours, n_generation, protocol)
     by_id, langs = _by_id(facts, langs)
     if not langs:
         raise EditError("no facts to build edit records from")
@@ -353,7 +416,7 @@ def build_cases(facts: Iterable[Fact], n: int | None = None, *, kind: str = "cau
 
 def case_for(facts: Iterable[Fact], fact_id: str, new: str, *, lang: str = "en", kind: str = "causal",
              tokenizer=None, seed: int = 0, pool: Iterable[Fact] | None = None, n_neighbours: int = N_NEIGHBOURS,
-             n_generation: int = N_GENERATION) -> Case:
+             n_generation: int = N_GENERATION, protocol: str = "kneuron") -> Case:
     """The case that rewrites fact ``fact_id`` in ``lang`` to ``new`` (given by hand). Where ``new`` is one of
     the fact's wrong objects, the other languages get the wrong object at the same index; else the case
     holds ``lang`` only. EditError (one line) for an unknown id or a new object equal to the old one."""
@@ -368,7 +431,7 @@ def case_for(facts: Iterable[Fact], fact_id: str, new: str, *, lang: str = "en",
     f = here[lang]
     if new.strip() in {f.object.strip(), *(a.strip() for a in f.aliases)}:
         raise EditError(f"{f.where('new')}the new object {new!r} is the fact's own object")
-    b = _Builder(facts if pool is None else pool, kind, tokenizer, seed, n_neighbours, n_generation)
+    b = _Builder(facts if pool is None else pool, kind, tokenizer, seed, n_neighbours, n_generation, protocol)
     try:
         first = f.first_query(kind)
     except QueryError as e:
@@ -389,5 +452,6 @@ def case_for(facts: Iterable[Fact], fact_id: str, new: str, *, lang: str = "en",
     return Case(0, fact_id, f.relation, records)
 
 
-__all__ = ["Case", "N_GENERATION", "N_NEIGHBOURS", "Neighbour", "Prompt", "Record", "SYMMETRIC", "Symmetry",
+__all__ = ["Case", "N_ATTRIBUTES", "N_CF_GENERATION", "N_GENERATION", "N_NEIGHBOURS", "Neighbour", "OPENERS",
+           "PROTOCOLS", "Probe", "Prompt", "Record", "SYMMETRIC", "Symmetry", "neutral_prompts",
            "build_cases", "case_for", "fact_from_json"]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from kneuron.editing import metrics as M
-from kneuron.editing.records import Neighbour, Prompt, Record, Symmetry
+from kneuron.editing.records import Neighbour, Probe, Prompt, Record, Symmetry
 from kneuron.facts import Fact
 from kneuron.models.load import ModelHandle
 from kneuron.probe import answer_prob
@@ -104,6 +104,43 @@ def test_locality_as_easyedit_readme():
     before = M.Measured(pair, (), (M.NeighbourScores(tok([29, 234, 333]), tok([1])),))
     assert M.record_scores(after, before)["locality"] == pytest.approx(2 / 3)
     assert M.record_scores(after)["PS"] is None
+
+
+def test_ns_split_by_the_neighbours_object_by_hand():
+    """One same-object neighbour ("in": paris 1/Z loses to rome e^3/Z) and one other-object one ("city": berlin
+    e^5/Z beats rome 1/Z): NS_same 0, NS_other 1, NS their mean; a record with one kind has None for the other."""
+    rec = Record(FACT, "rome", 0, 0, "the capital of france is",
+                 neighbours=(Neighbour("c2", "spain", "the city in", "paris", 0, True),
+                             Neighbour("c3", "x", "the capital city", "berlin", 0, False)))
+    after = M.measure(handle(AFTER), [rec], generation=False)[0]
+    assert M.ns_split(after, rec) == {"NS_same": 0.0, "NS_other": 1.0}
+    assert M.record_scores(after)["NS"] == 0.5
+    only = Record(FACT, "rome", 0, 0, "the capital of france is", neighbours=rec.neighbours[1:])
+    assert M.ns_split(M.measure(handle(AFTER), [only], generation=False)[0], only) == {"NS_same": None,
+                                                                                        "NS_other": 1.0}
+
+
+def test_attribute_and_essence_scores_by_hand():
+    """Attribute prompts: their mean P(new). Essence: the texts' mean token NLL after minus before; 0 for a
+    no-op edit; by hand for "the capital city berlin", whose only changed row is "city" (BEFORE -> AFTER)."""
+    rec = Record(FACT, "rome", 0, 0, "the capital of france is",
+                 probes=(Probe("attribute", "the capital of spain is", "rome"), Probe("attribute", "the city in", "rome"),
+                         Probe("portability.x", "the city in", "paris")),
+                 essence=("the capital city berlin",))
+    before = M.measure(handle(BEFORE), [rec], generation=False)[0]
+    after = M.measure(handle(AFTER), [rec], generation=False)[0]
+    r = M.record_scores(after, before)
+    assert r["attribute"] == pytest.approx((math.e / Z_IS + math.e ** 3 / Z_IN) / 2) and len(after.attributes) == 2
+    nll_after = (2 * math.log(V) + math.log(Z_CITY) - 5) / 3
+    nll_before = (2 * math.log(V) + math.log(math.e ** 6 + V - 1)) / 3
+    assert after.essence == pytest.approx(nll_after) and before.essence == pytest.approx(nll_before)
+    assert r["essence"] == pytest.approx(nll_after - nll_before)
+    assert M.record_scores(before, before)["essence"] == 0.0
+    again = M.measure(handle(BEFORE), [rec], generation=False)[0]        # the unedited model once more: a no-op
+    assert M.record_scores(again, before)["essence"] == 0.0
+    assert M.Measured.from_json(json.loads(json.dumps(after.to_json()))) == after
+    plain = M.record_scores(M.measure(handle(AFTER), [REC], generation=False)[0])
+    assert "attribute" not in plain and "essence" not in plain          # a record without them: as before
 
 
 # ----------------------------------------------------------------------------- the measurement's JSON

@@ -8,7 +8,9 @@ import time
 from typing import Callable
 
 from kneuron.editing import EditError
+from kneuron.editing.protocol import with_model
 from kneuron.editing.readers import RecordsFile, check_encodes
+from kneuron.errors import ConfigError
 from kneuron.editing.records import Case, build_cases
 from kneuron.editing.registry import method_class
 from kneuron.facts import Fact
@@ -32,6 +34,9 @@ class EditingBench:
                  resume: bool = False, show_progress: bool = True, log: Callable[[str], None] = lambda s: None,
                  facts_name: str | None = None, limit: int | None = None, records: RecordsFile | None = None):
         cfg.validate()
+        if records is not None and cfg.protocol != "kneuron":
+            raise ConfigError(f"--protocol {cfg.protocol} draws the records from a fact set; a records file's "
+                              "records are its own (leave --protocol out with --records)")
         self.h, self.cfg, self.log, self.records = handle, cfg, log, records
         if pool is None and records is not None:
             pool = records.facts
@@ -57,7 +62,10 @@ class EditingBench:
             k = self.cfg.tune_records
             drawn = build_cases(self.facts, self.cfg.n + k, kind=self.h.kind, tokenizer=self.h.tokenizer,
                                 langs=list(self.cfg.langs) if self.cfg.langs else None, seed=self.cfg.seed,
-                                pool=self.pool, n_neighbours=self.cfg.n_neighbours, n_generation=self.cfg.n_generation)
+                                pool=self.pool, n_neighbours=self.cfg.n_neighbours, n_generation=self.cfg.n_generation,
+                                protocol=self.cfg.protocol)
+            if self.cfg.protocol == "counterfact":     # the model-written parts, by the unedited model, stored
+                drawn = with_model(self.h, drawn, self.cfg.seed)
             if not drawn:
                 raise EditError(f"no fact can be made an edit record for {self.h.name} (each needs a wrong object "
                                 "the tokenizer encodes and a usable template in every language)")
@@ -170,7 +178,7 @@ def run_editing_bench(handle: ModelHandle, facts: list[Fact], *, out, n: int = 1
     from; ``pool``: the facts neighbours come from (default ``facts``; for an organism, the facts it was
     trained on). ``records``: a records file read (``kneuron.editing.readers.read_records``) the records come
     from instead of ``facts``. ``config``: the other EditingConfig fields (n_neighbours, n_generation,
-    common_facts, sweep_cases, tune_records, rome_layers, method_options, on_collapse)."""
+    common_facts, sweep_cases, tune_records, rome_layers, method_options, on_collapse, protocol)."""
     cfg = EditingConfig(n=n, methods=tuple(methods), mode=mode, langs=tuple(langs) if langs else None, seed=seed,
                         **config)
     return EditingBench(handle, facts, cfg, out, pool=pool, resume=resume, show_progress=show_progress, log=log,

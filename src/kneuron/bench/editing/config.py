@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from kneuron.editing import METHODS, ROME
 from kneuron.editing.registry import lookup, method_class, method_for, option_names
-from kneuron.editing.records import Case
+from kneuron.editing.records import PROTOCOLS, Case
 from kneuron.errors import ConfigError
 from kneuron.models.load import ModelHandle
 
@@ -24,10 +24,11 @@ ON_COLLAPSE = ("undo", "stop", "keep")
 # run.json keys a resumed run must keep
 RESUME_KEYS = ("model", "n", "mode", "langs", "seed", "n_neighbours", "n_generation", "common_facts",
                "sweep_cases", "rome_layers", "cases_hash", "tune_records", "common_over", "common_max",
-               "localize_prompts")
+               "localize_prompts", "protocol")
 # what a run stored before a resume key existed had: no held-out cases, Dai's filter over the first
-# ``common_facts`` facts of a relation, every prompt localised
-STORED = {"tune_records": 0, "common_over": "cases", "common_max": None, "localize_prompts": "all"}
+# ``common_facts`` facts of a relation, every prompt localised, kneuron's records
+STORED = {"tune_records": 0, "common_over": "cases", "common_max": None, "localize_prompts": "all",
+          "protocol": "kneuron"}
 # a new run's choice where the settings leave it open (None): the filter over every fact of the relation, the
 # facts localised on their rewrite prompt (the paraphrases PS is measured on held out)
 NEW = {"common_over": "relation", "localize_prompts": "rewrite"}
@@ -104,12 +105,16 @@ class EditingConfig:
     rome_layers: tuple[int, ...] | None = None    # layers the sweeps try (None: every layer, at most 8)
     method_options: dict = field(default_factory=dict)    # method -> options for kneuron.editing.edit
     on_collapse: str = "undo"                     # sequential mode's guard (ON_COLLAPSE)
+    protocol: str = "kneuron"                     # how the records are drawn (records.PROTOCOLS): kneuron's, or
+                                                  # "counterfact" (CounterFact's construction, editing.protocol)
 
     def validate(self) -> None:
         if self.n < 1:
             raise ConfigError(f"n must be >= 1, got {self.n}")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}")
         if self.on_collapse not in ON_COLLAPSE:
             raise ConfigError(f"on_collapse must be one of {', '.join(ON_COLLAPSE)}, not {self.on_collapse!r}")
         if not self.methods:
@@ -183,7 +188,8 @@ def plain(x):
 def run_meta(cfg: EditingConfig, handle: ModelHandle, cases: list[Case], facts_name: str | None,
              tune: list[Case] = ()) -> dict:
     """run.json's content for this run: the settings, the model, the records' hash (the held-out ``tune``
-    cases' too, where there are any) and the versions."""
+    cases' too, where there are any) and the versions; protocol "counterfact": the paraphrase prefixes'
+    seed and how many records have fewer neighbours than asked (``editing.protocol``)."""
     import torch
     import transformers
 
@@ -195,9 +201,16 @@ def run_meta(cfg: EditingConfig, handle: ModelHandle, cases: list[Case], facts_n
     return {**d, "model": handle.name, "kind": handle.kind, "n_layers": handle.n_layers,
             "n_neurons": handle.n_neurons, "facts": facts_name, "n_cases": len(cases),
             **({"tune_cases": [c.case_id for c in tune]} if tune else {}),
+            **(_counterfact(cfg, handle, cases) if cfg.protocol == "counterfact" else {}),
             "cases_hash": hashlib.sha256(text.encode()).hexdigest(),
             "versions": {"kneuron": __version__, "torch": torch.__version__,
                          "transformers": transformers.__version__, "python": platform.python_version()}}
+
+
+def _counterfact(cfg: EditingConfig, handle: ModelHandle, cases: list[Case]) -> dict:
+    from kneuron.editing.protocol import neighbour_shortfall, prefix_seed
+    return {"paraphrase_prefix_seed": prefix_seed(cfg.seed) if handle.kind == "causal" else None,
+            "neighbour_shortfall": neighbour_shortfall(cases, cfg.n_neighbours)}
 
 
 def resumed_meta(had: dict, meta: dict, cfg: EditingConfig, where) -> dict:
