@@ -219,6 +219,25 @@ def test_ft_l_sweeps_its_own_layer_on_the_held_out_records(org, tmp_path):
     assert "ft-l_sweep" in res["timings"]
 
 
+def test_ft_l_sweeps_its_bound_before_its_layer(org, tmp_path, monkeypatch):
+    """Without a user's norm_bound, ft-l's sweep tries its swept_bounds at its default layer first (kept per
+    edit in ft-l-bound-sweep/), then its layers at the bound chosen; every reported edit uses both."""
+    from kneuron.bench.editing.rows import Sweep
+    from kneuron.editing.methods.ft import FtL
+    monkeypatch.setattr(FtL, "swept_bounds", (1e-6, 5e-2))
+    h, facts = org
+    res = run_editing_bench(h, facts, out=tmp_path, methods=["ft-l"], rome_layers=(0, 1), tune_records=1,
+                            method_options={"ft-l": {"steps": 3, "lr": 5e-2}}, **KW)
+    sweep = json.loads((tmp_path / "ft-l-sweep.json").read_text())
+    assert [r["norm_bound"] for r in sweep["bounds"]] == [1e-6, 5e-2] and sweep["bound_layer"] == 0
+    best = max(sweep["bounds"], key=lambda r: tuple(-1e9 if r[k] is None else r[k] for k in ("S", "ES", "PS", "EM")))
+    assert sweep["best_bound"] == best["norm_bound"] and Sweep.from_json(sweep).to_json() == sweep
+    assert sorted(p.stem for p in (tmp_path / "ft-l-bound-sweep").glob("*.json")) == ["0.05-3", "1e-06-3"]
+    infos = [json.loads(p.read_text())["info"] for p in (tmp_path / "edits" / "ft-l").glob("*.json")]
+    assert {(i["layer"], i["norm_bound"]) for i in infos} == {(sweep["best"], sweep["best_bound"])}
+    assert "Its L∞ bound first, at layer 0" in (tmp_path / "report.md").read_text()
+
+
 def test_sequential_edits_are_kept_then_undone(toy, org, tmp_path):
     h, facts = org
     w0 = {k: v.clone() for k, v in h.model.state_dict().items()}

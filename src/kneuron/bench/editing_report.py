@@ -377,6 +377,12 @@ def _sweep(doc: Document, who: str, sw: dict | None, layer: int | None, shared: 
           f"the first {len(sw['cases'])} reported cases ({sw['lang']}; their results are among those reported: "
           "the layer is chosen on test records; `--tune-records` holds cases out for it)")
     doc.para(f"Swept on {on}; the layer with the best S is used (ties: ES, then PS, then EM).{shared}")
+    if sw.get("bounds"):
+        doc.para(f"Its L∞ bound first, at layer {sw.get('bound_layer')}: ε = {sw['best_bound']:g} (the best S; ROME "
+                 "set ε per model, 5e-4 for GPT-2 XL and 5e-5 for GPT-J), then the layers at that bound.")
+        doc.table(Table(["ε", *(Column(k, F1) for k in ("S", "ES", "PS", "NS", "EM"))],
+                        [[f"{r['norm_bound']:g}", *(r.get(k) for k in ("S", "ES", "PS", "NS", "EM"))]
+                         for r in sw["bounds"]]))
     doc.table(Table(["layer", *(Column(k, F1) for k in ("S", "ES", "PS", "NS", "EM"))],
                     [[r["layer"], *(r.get(k) for k in ("S", "ES", "PS", "NS", "EM"))] for r in sw["layers"]]))
 

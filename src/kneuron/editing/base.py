@@ -99,6 +99,7 @@ class EditMethod:
     context: ClassVar[tuple[str, ...]] = ()    # the EditContext names it reads
     sweeps_layer: ClassVar[bool] = False       # its ``layer`` is chosen by its own sweep in the bench (rome, ft-l),
                                                # not taken from ROME's
+    swept_bounds: ClassVar[tuple[float, ...]] = ()   # the ``norm_bound`` values its sweep tries first (ft-l)
 
     def edit(self, handle: ModelHandle, rewrite: "Rewrite", ctx: EditContext = EditContext()) -> "Edit":
         raise NotImplementedError

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from kneuron.bench.editing import prepare
+from kneuron.editing.methods.ft import L_BOUNDS
 from kneuron.editing.methods import rome
 from kneuron.editing.methods.rome import candidate_layers, default_layer
 
@@ -66,8 +67,8 @@ def test_the_sweep_runs_on_the_held_out_cases_where_there_are_any(monkeypatch, t
 
 
 def test_ft_l_is_swept_as_rome_is_with_its_own_edits(monkeypatch):
-    """prepare.layer_sweep("ft-l"): the same candidate layers and cases, each edit made by ft-l, stored under its
-    name; a given ``ft-l.layer`` is used unswept."""
+    """prepare.layer_sweep("ft-l"): its L∞ bound swept first, then the same candidate layers and cases as
+    ROME's, each edit made by ft-l, stored under its name; a given ``ft-l.layer`` is used unswept."""
     seen, stored = [], []
 
     def choose(h, cases, layers, before, edit_at=None, **kw):
@@ -81,6 +82,13 @@ def test_ft_l_is_swept_as_rome_is_with_its_own_edits(monkeypatch):
     best, sweep = prepare.layer_sweep(ctx, "ft-l")
     want = candidate_layers(ctx.handle)
     assert best == want[1] and sweep.cases == [5] and sweep.held_out and stored == ["ft-l"]
-    assert seen == [("ft-l", 5, "en", {"layer": want[0]})]
+    # its bound first, at its default layer 0 (the stub picks the second bound), then the layers at that bound
+    assert seen == [("ft-l", 5, "en", {"layer": 0, "norm_bound": L_BOUNDS[0]}),
+                    ("ft-l", 5, "en", {"layer": want[0], "norm_bound": L_BOUNDS[1]})]
+    assert sweep.best_bound == L_BOUNDS[1] and sweep.bound_layer == 0 and len(sweep.bounds) == len(L_BOUNDS)
+    seen.clear()
+    ctx.cfg.options = lambda m: {"norm_bound": 1e-3}                  # a given bound: the layers alone
+    best, sweep = prepare.layer_sweep(ctx, "ft-l")
+    assert seen == [("ft-l", 5, "en", {"layer": want[0]})] and sweep.bounds is None
     ctx.cfg.options = lambda m: {"layer": 3}
     assert prepare.layer_sweep(ctx, "ft-l") == (3, None)

@@ -125,7 +125,9 @@ class EditingBench:
             t = time.perf_counter()
             layer, sweep = prepare.layer_sweep(ctx, m)
             ctx = dataclasses.replace(ctx, layers={**ctx.layers, m: layer},
-                                      sweeps={**ctx.sweeps, **({m: sweep} if sweep else {})})
+                                      sweeps={**ctx.sweeps, **({m: sweep} if sweep else {})},
+                                      bounds={**ctx.bounds, **({m: sweep.best_bound} if sweep and sweep.best_bound
+                                                               is not None else {})})
             timings = self.disk.add_time(f"{m}_sweep", time.perf_counter() - t)
         layered = [m for m in self.cfg.methods if "moments" in method_class(m).context]
         if layered:                                    # memit, alphaedit: C0 of the unedited model, per layer

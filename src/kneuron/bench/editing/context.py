@@ -59,6 +59,7 @@ class BenchContext:
     tune: list[Case] = field(default_factory=list)        # held-out cases (the layer sweeps), never reported
     layers: dict[str, int] = field(default_factory=dict)  # method -> the layer its own sweep chose (ft-l), or its user's
     sweeps: dict[str, Sweep] = field(default_factory=dict)  # method -> that sweep (not ROME's: ``sweep``)
+    bounds: dict[str, float] = field(default_factory=dict)  # method -> the L∞ bound its sweep chose (ft-l)
     unrelated: Unrelated | None = None                    # the unedited model's unrelated-text NLL (health)
 
     def unedited(self, case: Case) -> dict[str, Measured]:
@@ -118,6 +119,8 @@ class BenchContext:
         layer = self.layers.get(method) if own_sweep(method) else self.rome_layer if uses_rome_layer(method) else None
         if layer is not None:
             auto["layer"] = layer
+        if method in self.bounds:
+            auto["norm_bound"] = self.bounds[method]
         auto["progress"] = self.show
         if self.rome_stats is not None:
             auto["moment"] = self.rome_stats           # the unedited model's C, also under kept edits

@@ -175,16 +175,18 @@ class BenchDir:
     def put_sweep(self, sweep: Sweep, method: str = "rome") -> None:
         write_json(self.out / f"{method}-sweep.json", sweep.to_json(), **DUMPS)
 
-    def _sweep_parts(self, method: str) -> Records:
-        return self._records(self.out / f"{method}-sweep", name=lambda k: f"{k[0]}-{k[1]}",
-                             parse=lambda s: tuple(int(x) for x in s.split("-")))
+    def _sweep_parts(self, method: str, what: str) -> Records:
+        folder = f"{method}-sweep" if what == "layer" else f"{method}-{what}-sweep"
+        return self._records(self.out / folder, name=lambda k: f"{k[0]:g}-{k[1]}",
+                             parse=lambda s: (float(s.split("-")[0]), int(s.split("-")[1])))
 
-    def sweep_part(self, method: str, layer: int, case_id: int) -> dict | None:
-        """One edit of a layer sweep under way (``<method>-sweep/<layer>-<case>.json``: its record scores)."""
-        return self._sweep_parts(method).get((layer, case_id))
+    def sweep_part(self, method: str, at: float, case_id: int, what: str = "layer") -> dict | None:
+        """One edit of a sweep under way: its record scores at layer (``what`` "bound": L∞ bound) ``at``
+        (``<method>-sweep/<layer>-<case>.json``, ``<method>-bound-sweep/<bound>-<case>.json``)."""
+        return self._sweep_parts(method, what).get((at, case_id))
 
-    def put_sweep_part(self, method: str, layer: int, case_id: int, scores: dict) -> None:
-        self._sweep_parts(method).put((layer, case_id), scores)
+    def put_sweep_part(self, method: str, at: float, case_id: int, scores: dict, what: str = "layer") -> None:
+        self._sweep_parts(method, what).put((at, case_id), scores)
 
     def _checkpoints(self, method: str) -> Records:
         return self._records(self.out / "sequential", ("k", "scores"), Checkpoint,

@@ -8,6 +8,7 @@ import time
 from kneuron.editing import EditError
 from kneuron.editing.metrics import measure
 from kneuron.editing.records import Case
+from kneuron.editing.registry import method_class, method_for, option_names
 from kneuron.facts import Fact
 
 from kneuron.report.progress import progress
@@ -103,8 +104,10 @@ def layer_sweep(ctx: BenchContext, method: str) -> tuple[int, Sweep | None]:
     best S of its sweep (``rome.choose_layer``) over at most 8 layers spread over the depth and ROME's
     default (or ``rome_layers``), in the first language, on the run's held-out cases where it has them
     (``tune_records``), else on the first ``sweep_cases`` reported cases; each edit made as the bench makes
-    it. Kept in the run directory (rome-sweep.json, ft-l-sweep.json), each of its edits' scores as it is
-    measured (rome-sweep/, ft-l-sweep/), so that an interrupted sweep resumes."""
+    it. A method with ``swept_bounds`` (ft-l) and no user's ``norm_bound`` first has its L∞ bound chosen the
+    same way at its default layer (ROME set ε per model), then its layers swept at that bound. Kept in the run
+    directory (rome-sweep.json, ft-l-sweep.json), each of its edits' scores as it is measured (rome-sweep/,
+    ft-l-sweep/, ft-l-bound-sweep/), so that an interrupted sweep resumes."""
     from kneuron.editing.methods.rome import candidate_layers, choose_layer
     cfg, h, cases = ctx.cfg, ctx.handle, ctx.cases
     opts = cfg.options(method)
@@ -116,16 +119,31 @@ def layer_sweep(ctx: BenchContext, method: str) -> tuple[int, Sweep | None]:
     layers = list(cfg.rome_layers) if cfg.rome_layers else candidate_layers(h)
     held_out = bool(ctx.tune)
     lang, sub = cases[0].langs[0], (ctx.tune if held_out else cases[: max(1, cfg.sweep_cases)])
+    before = [ctx.unedited(c)[lang] for c in sub]
     t0 = time.perf_counter()
     if method == "rome" and opts.get("stats", "auto") == "auto":     # every layer's C in one pass, cached on disk
         from kneuron.editing.stats import second_moments
         second_moments(h, layers, corpus=opts.get("corpus"), progress=ctx.show)
+    fixed, bound_rows, bound, at = {}, None, None, None
+    tried = method_class(method).swept_bounds
+    if tried and "norm_bound" not in opts:            # ft-l: its L∞ bound first, at its own default layer
+        at = method_for(method, **{k: v for k, v in opts.items() if k in option_names(method)}).layer
+        with progress(f"{method} bound sweep", len(tried) * len(sub), show=ctx.show) as step:
+            i, rows = choose_layer(h, sub, range(len(tried)), before, lang=lang, step=step,
+                                   edit_at=lambda c, i: ctx.edit(method, c, lang, layer=at, norm_bound=tried[i]),
+                                   known=lambda c, i: ctx.disk.sweep_part(method, tried[i], c.case_id, "bound"),
+                                   keep=lambda c, i, s: ctx.disk.put_sweep_part(method, tried[i], c.case_id, s,
+                                                                                "bound"))
+        bound = tried[i]
+        bound_rows = [{"norm_bound": tried[r.pop("layer")], **r} for r in rows]
+        fixed = {"norm_bound": bound}
     with progress(f"{method} layer sweep", len(layers) * len(sub), show=ctx.show) as step:
-        best, rows = choose_layer(h, sub, layers, [ctx.unedited(c)[lang] for c in sub], lang=lang,
-                                  edit_at=lambda c, layer: ctx.edit(method, c, lang, layer=layer), step=step,
+        best, rows = choose_layer(h, sub, layers, before, lang=lang,
+                                  edit_at=lambda c, layer: ctx.edit(method, c, lang, layer=layer, **fixed), step=step,
                                   known=lambda c, layer: ctx.disk.sweep_part(method, layer, c.case_id),
                                   keep=lambda c, layer, s: ctx.disk.put_sweep_part(method, layer, c.case_id, s))
-    sweep = Sweep(lang, [c.case_id for c in sub], rows, best, time.perf_counter() - t0, held_out)
+    sweep = Sweep(lang, [c.case_id for c in sub], rows, best, time.perf_counter() - t0, held_out, bound_rows,
+                  bound, at)
     ctx.disk.put_sweep(sweep, method)
     return best, sweep
 

@@ -160,22 +160,31 @@ class CommonNeurons:
 @dataclass(frozen=True)
 class Sweep:
     """rome-sweep.json (ft-l-sweep.json): ROME's (ft-l's) layer sweep (ES/PS/NS/S/EM per layer, first language)
-    and the layer it chose; ``held_out``: swept on the run's held-out cases (else on its first reported ones)."""
+    and the layer it chose; ``held_out``: swept on the run's held-out cases (else on its first reported ones).
+    ``bounds`` / ``best_bound``: ft-l's sweep of its L∞ bound before its layers (one row per bound, at
+    ``bound_layer``), None for a method without one."""
     lang: str
     cases: list[int]
     layers: list[dict]
     best: int
     seconds: float
     held_out: bool = False
+    bounds: list[dict] | None = None
+    best_bound: float | None = None
+    bound_layer: int | None = None
 
     def to_json(self) -> dict:
         return {"lang": self.lang, "cases": self.cases, "layers": self.layers, "best": self.best,
-                "seconds": self.seconds, **({"held_out": True} if self.held_out else {})}
+                "seconds": self.seconds, **({"held_out": True} if self.held_out else {}),
+                **({"bounds": self.bounds, "best_bound": self.best_bound, "bound_layer": self.bound_layer}
+                   if self.bounds is not None else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "Sweep":
+        bb = d.get("best_bound")
         return cls(d.get("lang"), d.get("cases"), d["layers"], int(d["best"]), d.get("seconds"),
-                   bool(d.get("held_out", False)))
+                   bool(d.get("held_out", False)), d.get("bounds"), None if bb is None else float(bb),
+                   d.get("bound_layer"))
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,10 @@ from .rome import check_layer
 
 LR, STEPS, NORM_BOUND, STOP = 1e-3, 25, 1e-2, 0.05                  # ft-m (kneuron's)
 L_LR, L_STEPS, L_NORM_BOUND, L_STOP, L_LAYER = 5e-4, 25, 5e-4, 1e-2, 0   # ft-l (ROME's gpt2-xl_constr.json)
+# the bounds the bench's ft-l sweep tries (at layer 0) before its layer: ROME set ε per model (5e-4 for GPT-2 XL,
+# 5e-5 for GPT-J); on smollm2-135m (mean |w| ~0.15) 5e-4 moves nothing; 25 Adam steps of 5e-4 move no entry
+# much beyond 1e-2
+L_BOUNDS = (5e-4, 1e-3, 2e-3, 5e-3, 1e-2)
 
 
 def _bounded(name: str, norm_bound: float) -> None:
@@ -133,7 +137,7 @@ class FtM(EditMethod):
 @dataclass(frozen=True)
 class FtL(EditMethod):
     """ROME's FT-L at ``layer`` (default 0, ROME's for GPT-2 XL; None: ``rome.default_layer``; the bench sweeps
-    it as ROME's, ``sweeps_layer``): ``info`` holds the layer, the losses (the first: the unedited model's), ε and the
+    ε over ``swept_bounds`` at this layer, then the layer as ROME's at that ε, ``sweeps_layer``): ``info`` holds the layer, the losses (the first: the unedited model's), ε and the
     largest change of one entry (≤ ε)."""
     layer: int | None = L_LAYER
     norm_bound: float = L_NORM_BOUND
@@ -146,6 +150,7 @@ class FtL(EditMethod):
     help = "FT-L (ROME's): one layer's MLP output projection fine-tuned on the last prompt position, L∞-bounded"
     causal_only: ClassVar[bool] = True
     sweeps_layer: ClassVar[bool] = True
+    swept_bounds: ClassVar[tuple[float, ...]] = L_BOUNDS
 
     def __post_init__(self):
         _bounded(self.name, self.norm_bound)
