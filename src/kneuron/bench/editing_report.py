@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from kneuron.bench import crosslingual, editing_health, editing_protocol
-from kneuron.bench.editing.config import GE_PROMPTS
 from kneuron.editing.health import DISABLING_MARGIN
-from kneuron.editing.metrics import METRICS, hmean, record_scores, summarize
+from kneuron.editing.metrics import CHAIN_GE_PROMPTS, METRICS, hmean, record_scores, summarize
 from kneuron.report import render
 from kneuron.report.document import Document
 from kneuron.report.stats import ci
@@ -302,7 +301,7 @@ def document(res: dict, fig: str | None) -> Document:
                  "the unrelated-text NLL in the edit language (unedited: "
                  + ", ".join(f"{lang} {F2(v)}" for lang, v in (res.get("unrelated") or {}).items())
                  + " nats), ‖W − W₀‖/‖W₀‖ over every weight the chain wrote, and GE (x100) of "
-                 f"{GE_PROMPTS} texts sampled from the chain's first records' prompts, the same prompts at every k "
+                 f"{CHAIN_GE_PROMPTS} texts sampled from the chain's first records' prompts, the same prompts at every k "
                  "(n/a: a checkpoint stored before these were measured).")
         doc.table(Table(["method", "edit lang", "k", *(Column(k, F1) for k in ("S", "ES", "PS", "NS")),
                          Column("unrelated NLL", F2), Column("‖ΔW‖/‖W‖", F3), Column("GE", F1)],

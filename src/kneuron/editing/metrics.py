@@ -49,6 +49,7 @@ from kneuron.models.targets import encode
 from .records import Record
 
 GEN_LENGTH, GEN_TOP_K = 100, 5          # ROME's generate_fast: max_out_len 100 (prompt included), top-k 5
+CHAIN_GE_PROMPTS = 5                    # a sequential chain's GE per checkpoint: its first records' prompts
 LOGIT_BUDGET = 1 << 25                  # floats of logits per forward pass (batch x length x vocab)
 METRICS = ("ES", "PS", "NS", "S", "EM", "PM", "NM", "GE", "reliability", "generalization", "locality",
            "flip_rate", "seconds_per_edit", "params_changed")

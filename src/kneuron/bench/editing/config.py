@@ -16,7 +16,6 @@ from kneuron.models.load import ModelHandle
 DEFAULT_METHODS = ("kn", "kn-eai", "kn-opt", "likn", "rome", "ft-m", "ft-l")
 MODES = ("single", "sequential", "batch")
 CHECKPOINTS = (1, 10, 50, 100, 250, 500, 1000)
-GE_PROMPTS = 5          # a chain's GE at each checkpoint: its first records' generation prompts (else subjects)
 # sequential mode, an edit that breaks the health margin (``editing.health.DISABLING_MARGIN`` against the
 # model before it): "undo" it bit for bit and go on, "stop" the chain there (undone too), or "keep" it
 # (no guard: the chains of runs stored before the guard existed)

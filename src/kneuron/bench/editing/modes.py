@@ -6,7 +6,7 @@ and stops early once the context's budget of new edits is spent (a resumed run f
     Sequential   per edit language a chain of kept edits: each computed with the earlier ones applied, then
                  measured; after 1, 10, 50, 100, 250, 500, 1,000 (and the last) kept edits every record
                  edited so far is measured again (S after k edits) with the model's state (unrelated NLL,
-                 ‖W − W₀‖/‖W₀‖, GE of the chain's GE_PROMPTS fixed prompts); all undone at the end, bit for bit. The collapse guard
+                 ‖W − W₀‖/‖W₀‖, GE of the chain's CHAIN_GE_PROMPTS fixed prompts); all undone at the end, bit for bit. The collapse guard
                  (``on_collapse``): an edit whose unrelated NLL rises by more than the health margin
                  against the chain before it is undone (bit for bit) before its case is measured, its row
                  marked guarded, and the chain goes on ("undo") or ends there ("stop"); "keep": no guard
@@ -28,11 +28,11 @@ from typing import Iterator
 from kneuron.editing import Edit
 from kneuron.editing.health import drift, unrelated_nll
 from kneuron.editing.registry import method_class
-from kneuron.editing.metrics import generate, measure, ngram_entropy, record_scores
+from kneuron.editing.metrics import CHAIN_GE_PROMPTS, generate, measure, ngram_entropy, record_scores
 from kneuron.editing.methods.rome import sweep_scores
 from kneuron.editing.records import Case
 
-from .config import CHECKPOINTS, GE_PROMPTS
+from .config import CHECKPOINTS
 from kneuron.report.progress import progress
 
 from .context import BenchContext
@@ -140,9 +140,9 @@ def checkpoint(ctx: BenchContext, lang: str, cases: list[Case], state: dict | No
 
 
 def ge_prompts(cases: list[Case], lang: str) -> list[str]:
-    """The prompts a chain's GE is sampled from at each checkpoint: one per record of its first GE_PROMPTS."""
+    """The prompts a chain's GE is sampled from at each checkpoint: one per record of its first CHAIN_GE_PROMPTS."""
     out = []
-    for c in cases[:GE_PROMPTS]:
+    for c in cases[:CHAIN_GE_PROMPTS]:
         r = c.records[lang]
         out.append(r.generation[0] if r.generation else r.fact.subject)
     return out
