@@ -6,8 +6,8 @@ and stops early once the context's budget of new edits is spent (a resumed run f
     Sequential   per edit language a chain of kept edits: each computed with the earlier ones applied, then
                  measured; after 1, 10, 50, 100, 250, 500, 1,000 (and the last) kept edits every record
                  edited so far is measured again (S after k edits) with the model's state (unrelated NLL,
-                 ‖W − W₀‖/‖W₀‖, GE of the chain's CHAIN_GE_PROMPTS fixed prompts); all undone at the end, bit for bit. The collapse guard
-                 (``on_collapse``): an edit whose unrelated NLL rises by more than the health margin
+                 ‖W − W₀‖/‖W₀‖, GE of the chain's first records' prompts); all undone at the end, bit for
+                 bit. The collapse guard (``on_collapse``): an edit whose unrelated NLL rises by more than the health margin
                  against the chain before it is undone (bit for bit) before its case is measured, its row
                  marked guarded, and the chain goes on ("undo") or ends there ("stop"); "keep": no guard
     Batched      per edit language every case's edit computed on the unedited model, all applied at once as
@@ -140,7 +140,8 @@ def checkpoint(ctx: BenchContext, lang: str, cases: list[Case], state: dict | No
 
 
 def ge_prompts(cases: list[Case], lang: str) -> list[str]:
-    """The prompts a chain's GE is sampled from at each checkpoint: one per record of its first CHAIN_GE_PROMPTS."""
+    """The prompts a chain's GE is sampled from at each checkpoint: one per record of its first
+    CHAIN_GE_PROMPTS."""
     out = []
     for c in cases[:CHAIN_GE_PROMPTS]:
         r = c.records[lang]
