@@ -145,7 +145,7 @@ class ROME(EditMethod):
         used, chosen = self.insert, {}
         if used == "auto":
             used, r = auto_insert(u, k_star, k_prompt, self.auto_limit)
-            chosen = {"inserted": used, "key_ratio": r}
+            chosen = {"inserted": used, "key_ratio": r if math.isfinite(r) else None}    # JSON: no inf
         key = insertion_key(handle, rewrite, layer, used, k_star, k_prompt)
         u, w_new = rank_one(proj, k_star, delta, C, key, u=u)
         with torch.no_grad():
