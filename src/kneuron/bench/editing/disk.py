@@ -178,7 +178,7 @@ class BenchDir:
     def _sweep_parts(self, method: str, what: str) -> Records:
         folder = f"{method}-sweep" if what == "layer" else f"{method}-{what}-sweep"
         return self._records(self.out / folder, name=lambda k: f"{k[0]:g}-{k[1]}",
-                             parse=lambda s: (float(s.split("-")[0]), int(s.split("-")[1])))
+                             parse=lambda s: (float(s.rsplit("-", 1)[0]), int(s.rsplit("-", 1)[1])))
 
     def sweep_part(self, method: str, at: float, case_id: int, what: str = "layer") -> dict | None:
         """One edit of a sweep under way: its record scores at layer (``what`` "bound": L∞ bound) ``at``
