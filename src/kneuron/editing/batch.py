@@ -103,7 +103,7 @@ def batch_edit(edits: list[Edit]) -> Edit:
                     delta[c.param] = torch.zeros(p.shape, dtype=torch.float64, device=p.device)
                     touched[c.param] = torch.zeros(p.shape, dtype=torch.bool, device=p.device)
                 idx = slice(None) if c.index is None else c.index
-                change = c.value.to(device=p.device, dtype=torch.float64) - p[idx].double()
+                change = c.new_value(p[idx]).to(device=p.device, dtype=torch.float64) - p[idx].double()
                 if rule == "add":
                     delta[c.param][idx] += change
                 else:

@@ -100,7 +100,7 @@ def weight_ratios(edit: Edit) -> tuple[float | None, dict[str, float]]:
             else:                                     # the weights after: what apply would write
                 before, after = p, p.clone()
                 for c, _ in mine:
-                    _write(after, c.index, c.value.to(device=p.device, dtype=p.dtype))
+                    _write(after, c.index, c.new_value(p).to(device=p.device, dtype=p.dtype))
             d, w = float((after.double() - before.double()).norm()), float(before.double().norm())
             per[name] = _ratio(d, w)
             dd, ww = dd + d * d, ww + w * w

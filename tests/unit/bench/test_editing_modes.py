@@ -163,6 +163,49 @@ def test_sequential_resumes_a_chain_with_its_kept_edits_reapplied(ctx):
     assert all(torch.equal(v, W0[k]) for k, v in ctx.handle.model.state_dict().items())
 
 
+@dataclass(frozen=True)
+class ToyLowRank(EditMethod):
+    """A rank-one change of the last layer's whole projection, computed from its weight now: W + a bᵀ with
+    a = W's first column / 100 and b = (the fact's neuron + 1) / 10 everywhere (so a chain's order matters)."""
+    name = "toy-lr"
+    help = "a rank-one change of the last layer's projection (tests)"
+
+    def edit(self, handle, rewrite, ctx=None) -> Edit:
+        from kneuron.editing.base import low_rank_add
+        proj = handle.sites[handle.n_layers - 1]
+        w = proj.weight.detach()
+        a = (w[:, :1] / 100).float()
+        b = torch.full((1, w.shape[1]), (neuron(rewrite.fact) + 1) / 10, dtype=torch.float32)
+        name = next(n for n, p in handle.model.named_parameters() if p is proj.weight)
+        return Edit(handle, "toy-lr", rewrite, [Change(name, low_rank_add(w, a, b), low_rank=(a, b))], seconds=0.25)
+
+
+def test_a_chain_of_low_rank_edits_is_stored_as_factors_and_resumes_bit_for_bit(ctx, monkeypatch, tmp_path):
+    """Each step's file holds the factors, not the weight; a chain stopped after 2 edits and resumed sees,
+    at every row, the weights of the chain run in one go, bit for bit, and leaves the model as found."""
+    monkeypatch.setitem(METHODS, "toy-lr", ToyLowRank)
+    name = next(n for n, p in ctx.handle.model.named_parameters() if p is ctx.handle.sites[ctx.handle.n_layers - 1].weight)
+    seen: list[torch.Tensor] = []
+    row = BenchContext.row
+
+    def spy(self, method, case, lang, e, batch=None):
+        seen.append(dict(self.handle.model.named_parameters())[name].detach().clone())
+        return row(self, method, case, lang, e, batch)
+    monkeypatch.setattr(BenchContext, "row", spy)
+    whole = list(Sequential().run("toy-lr", ctx.cases, replace(ctx, disk=BenchDir(tmp_path / "whole", lambda s: None))))
+    in_one_go, seen[:] = list(seen), []
+    assert len(list(Sequential().run("toy-lr", ctx.cases, fresh(ctx, limit=2)))) == 2
+    assert all(torch.equal(v, W0[k]) for k, v in ctx.handle.model.state_dict().items())
+    rest = list(Sequential().run("toy-lr", ctx.cases, fresh(ctx)))
+    assert len(rest) == len(whole) == 6 and len(seen) == 6 and len(in_one_go) == 6
+    assert all(torch.equal(x, y) for x, y in zip(seen, in_one_go))
+    assert len({float(x.sum()) for x in in_one_go}) == 6                   # every step moved the weight
+    assert all(torch.equal(v, W0[k]) for k, v in ctx.handle.model.state_dict().items())
+    step = torch.load(ctx.disk.out / "sequential" / "toy-lr-en" / "1.pt", weights_only=True)
+    assert [set(c) for c in step["changes"]] == [{"param", "low_rank", "base", "index"}]
+    assert sum(t.numel() for t in step["changes"][0]["low_rank"]) < ctx.handle.sites[ctx.handle.n_layers - 1].weight.numel() / 4
+
+
 def test_batched_applies_one_combined_edit_per_language(ctx, monkeypatch):
     import kneuron.editing.batch as batch_mod
     combined = []

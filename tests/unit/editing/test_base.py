@@ -237,3 +237,60 @@ def test_state_keeps_a_rome_edits_tensors(tmp_path):
     with pytest.raises(EditError, match="not an edit's state") as err:
         Edit.from_state(h, {"method": "kn"})
     assert one_line(err)
+
+
+# ----------------------------------------------------------------------------- low-rank changes, compact state
+
+LOW_RANK = {"rome": dict(layer=1, stats="identity", v_steps=2, use_prefixes=False),
+            "memit": dict(layer=1, span=2, stats="identity", v_steps=2, use_prefixes=False),
+            "alphaedit": dict(layer=1, span=2, stats_texts=4, stats_length=12, v_steps=2, use_prefixes=False)}
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("method", sorted(LOW_RANK))
+def test_a_low_rank_change_is_its_factors_and_applies_only_where_it_was_computed(method, family, tmp_path,
+                                                                                  monkeypatch):
+    """ROME, MEMIT and AlphaEdit write each weight as W + A B (``low_rank_add``, float32 factors in the
+    weight's own layout): the compact state keeps the factors and W's fingerprint, not the weight; read back,
+    it writes the same bits on W and refuses any other weight with one line."""
+    from kneuron.editing.base import low_rank_add
+    monkeypatch.setenv("KNEURON_CACHE", str(tmp_path / "cache"))
+    h = tiny_handle(family, dtype=torch.float32)
+    snap = snapshot(h)
+    e = edit(h, FACT, "rome", method=method, progress=False, **LOW_RANK[method])
+    params = dict(h.model.named_parameters())
+    for c in e.changes:
+        a, b = c.low_rank
+        assert a.dtype == b.dtype == torch.float32 and a.shape[0] * b.shape[1] == params[c.param].numel()
+        assert a.shape[1] == b.shape[0] == 1                                   # one rewrite: rank one
+        assert torch.equal(c.value, low_rank_add(params[c.param], a, b))
+    with e:
+        after = snapshot(h)
+        state = e.state(compact=True, keep=())                           # applied: the base is what it overwrote
+    shapes = [params[c.param].shape for c in e.changes]
+    stored = sum(t.numel() for c in state["changes"] for t in c["low_rank"])
+    assert all("value" not in c for c in state["changes"]) and "extra" not in state
+    assert stored == sum(r + k for r, k in shapes) < sum(r * k for r, k in shapes) / 10   # a row and a column each
+    back = Edit.from_state(h, _roundtrip(state, tmp_path))
+    assert all(c.value is None for c in back.changes) and back.params_changed == e.params_changed
+    with back:
+        assert same(h, after)
+    assert same(h, snap)
+    other = dict(h.model.named_parameters())[e.changes[0].param]
+    with torch.no_grad():
+        other[0, 0] += 1.0                                               # another base: refused, nothing written
+    moved = snapshot(h)
+    again = Edit.from_state(h, _roundtrip(state, tmp_path))
+    with pytest.raises(EditError, match="computed on other weights") as err:
+        again.apply()
+    assert one_line(err) and same(h, moved)
+
+
+def test_a_released_edit_stays_written_and_holds_no_weight():
+    h = tiny_handle("gpt2", dtype=torch.float32)
+    snap = snapshot(h)
+    e = edit(h, FACT, "rome", method="rome", progress=False, **LOW_RANK["rome"]).apply()
+    after = snapshot(h)
+    e.release()
+    assert not e.applied and e.overwritten is None and all(c.value is None for c in e.changes)
+    assert same(h, after) and not same(h, snap) and e.params_changed > 0

@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterator
 
+import torch
+
 from kneuron.editing import Edit
 from kneuron.editing.health import drift, unrelated_nll
 from kneuron.editing.registry import method_class
@@ -78,7 +80,7 @@ class Sequential:
             for e in steps:
                 if not e.info.get("guarded"):
                     remember(ctx.handle, e, origin)
-                    kept.append(e.apply())
+                    kept.append(settle(e.apply()))
             done, stopped = len(steps), any(e.info.get("guarded") == "stop" for e in steps)
             now = None                                           # the chain's unrelated NLL as it is now
             for i, c in enumerate(cases):
@@ -112,12 +114,13 @@ class Sequential:
                     state = chain_state(ctx, now, origin, prompts)
                     ctx.disk.put_checkpoint(method, checkpoint(ctx, lang, cases[: i + 1], state))
                 ctx.disk.put_chain(method, lang, i, mark)        # the commit marker of this step
+                if mark is e:
+                    settle(e)
                 ctx.budget.spend()
                 yield row
                 step()
         finally:
-            for e in reversed(kept):
-                e.undo()
+            restore(ctx.handle, origin)
 
     @staticmethod
     def curve(method: str, cases: list[Case], ctx: BenchContext) -> dict[str, dict[int, Checkpoint]]:
@@ -155,6 +158,21 @@ def remember(handle, e: Edit, origin: dict) -> None:
     for c in e.changes:
         if c.param not in origin and c.param in params:
             origin[c.param] = params[c.param].detach().clone()
+
+
+def settle(e: Edit) -> Edit:
+    """A kept edit once its step is stored: what undo needs is dropped (``Edit.release``; a chain of 1,000
+    ROME edits would otherwise hold 7 GB), the chain being undone from ``origin`` at its end."""
+    e.release()
+    return e
+
+
+def restore(handle, origin: dict) -> None:
+    """Every weight the chain wrote back to its value before the chain, bit for bit."""
+    params = dict(handle.model.named_parameters())
+    with torch.no_grad():
+        for name, w0 in origin.items():
+            params[name].copy_(w0)
 
 
 def chain_state(ctx: BenchContext, nll: dict | None, origin: dict, prompts: list[str]) -> dict:

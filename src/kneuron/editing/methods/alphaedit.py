@@ -72,7 +72,7 @@ class AlphaEdit(LayerSpread):
             raise ConfigError("alphaedit: stats='identity' leaves no null space to edit in; use stats='auto' "
                               "(or a corpus=)")
 
-    def solve(self, K, R, C, layer, ctx, info) -> torch.Tensor:
+    def solve(self, K, C, layer, ctx, info) -> torch.Tensor:
         if C is None:
             raise EditError(f"alphaedit: no second moment C0 for layer {layer}")
         n, dev = K.shape[1], K.device
@@ -87,10 +87,10 @@ class AlphaEdit(LayerSpread):
                 S = S + kp.T @ kp
                 previous += kp.shape[0]
         alpha = self.l2 * float(C64.diagonal().mean()) or self.l2
-        # row form (value vectors [n, h]): ΔWᵀ = P (P S + αI)⁻¹ P Kᵀ R, S = KᵀK + K_pᵀK_p
-        D = P @ torch.linalg.solve(P @ S + alpha * torch.eye(n, dtype=torch.float64, device=dev), P @ (K.T @ R))
+        # row form (value vectors [n, h]): ΔWᵀ = P (P S + αI)⁻¹ P Kᵀ · R, S = KᵀK + K_pᵀK_p
+        M = P @ torch.linalg.solve(P @ S + alpha * torch.eye(n, dtype=torch.float64, device=dev), P @ K.T)
         info.update(null_dims=int(round(float(P.trace()))), kept_keys=previous, l2=alpha)
-        return D
+        return M
 
 
 __all__ = ["AlphaEdit", "null_projector"]

@@ -16,7 +16,8 @@ from kneuron.models import hooks
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import is_conv1d, value_vectors
 
-from ..base import Change, Edit, EditContext, EditError, EditMethod, Rewrite, param_name
+from ..base import (Change, Edit, EditContext, EditError, EditMethod, Rewrite, factor_dtype, low_rank_add,
+                    param_name)
 from ..objective import Objective, adam, batch, prefixes, work_dtype
 from ..stats import LENGTH, TEXTS, second_moments
 from .keys import bare, bias, every, firsts, read, through_norm
@@ -98,9 +99,10 @@ class LayerSpread(EditMethod):
         return second_moments(handle, self.layers(handle) if layers is None else layers, corpus=self.corpus,
                               texts=self.stats_texts, length=self.stats_length, seed=self.seed, progress=progress)
 
-    def solve(self, K: torch.Tensor, R: torch.Tensor, C: torch.Tensor | None, layer: int, ctx: EditContext,
-              info: dict) -> torch.Tensor:
-        """The change of the layer's value vectors [n, h] (float64) for keys K [b, n] and residuals R [b, h]."""
+    def solve(self, K: torch.Tensor, C: torch.Tensor | None, layer: int, ctx: EditContext, info: dict
+              ) -> torch.Tensor:
+        """M [n, b] (float64) for keys K [b, n]: the change of the layer's value vectors [n, h] is M R for
+        residuals R [b, h] (both methods' updates are linear in R)."""
         raise NotImplementedError
 
     # -- the edit ------------------------------------------------------------------------
@@ -170,9 +172,13 @@ class LayerSpread(EditMethod):
                 proj = handle.sites[l]
                 values = value_vectors(proj).detach()
                 R = through_norm(handle, l, K @ values.double() + bias(proj), R.double())
-                D = self.solve(K, R, None if C is None else C[l], l, ctx, row)
-                new = (values.double() + D.to(values.device)).to(values.dtype)
-                change = Change(param_name(handle, proj.weight), (new if is_conv1d(proj) else new.T).contiguous())
+                ft = factor_dtype(proj.weight)
+                M = self.solve(K, None if C is None else C[l], l, ctx, row).to(ft)
+                R32 = R.to(M.device, ft)                                 # the factors, as stored
+                factors = (M, R32) if is_conv1d(proj) else (R32.T.contiguous(), M.T.contiguous())
+                new = low_rank_add(proj.weight, *factors)
+                change = Change(param_name(handle, proj.weight), new.contiguous(), low_rank=factors)
+                D = M.double() @ R32.double()
                 row.update(update_norm=float(D.norm()), weight_norm=float(values.double().norm()))
                 info["per_layer"].append(row)
                 placed.append(Edit(handle, self.name, None, [change]).apply())

@@ -62,14 +62,14 @@ class MEMIT(LayerSpread):
         """λ for keys of width ``n``."""
         return float(self.mom2_update_weight) if self.mom2_update_weight is not None else GPTJ_WEIGHT * n / GPTJ_KEYS
 
-    def solve(self, K, R, C, layer, ctx, info) -> torch.Tensor:
+    def solve(self, K, C, layer, ctx, info) -> torch.Tensor:
         n = K.shape[1]
         lam = self.weight(n)
         C = torch.eye(n, dtype=torch.float64, device=K.device) if C is None else C.to(K.device, torch.float64)
         ridge = RIDGE * float(C.diagonal().mean()) or RIDGE
         A = lam * (C + ridge * torch.eye(n, dtype=torch.float64, device=K.device)) + K.T @ K
         info["mom2_update_weight"] = lam
-        return torch.linalg.solve(A, K.T @ R)                   # ΔWᵀ = (λC0 + KᵀK)⁻¹ Kᵀ R
+        return torch.linalg.solve(A, K.T)                       # ΔWᵀ = (λC0 + KᵀK)⁻¹ Kᵀ · R
 
 
 __all__ = ["JointEdit", "LayerSpread", "MEMIT"]

@@ -46,9 +46,10 @@ from kneuron.errors import ConfigError
 from kneuron.models import hooks
 from kneuron.models.load import ModelHandle
 from kneuron.models.registry import CARDS
-from kneuron.models.sites import is_conv1d, value_vectors
+from kneuron.models.sites import is_conv1d
 
-from ..base import Change, Edit, EditContext, EditError, EditMethod, Rewrite, param_name
+from ..base import (Change, Edit, EditContext, EditError, EditMethod, Rewrite, factor_dtype, low_rank_add,
+                    param_name)
 from ..metrics import Measured, measure, record_scores, summarize
 from ..objective import Objective, adam, batch, last_token_of, prefixes, rewrite_prompt, work_dtype
 from ..records import Case
@@ -147,12 +148,12 @@ class ROME(EditMethod):
             used, r = auto_insert(u, k_star, k_prompt, self.auto_limit)
             chosen = {"inserted": used, "key_ratio": r if math.isfinite(r) else None}    # JSON: no inf
         key = insertion_key(handle, rewrite, layer, used, k_star, k_prompt)
-        u, w_new = rank_one(proj, k_star, delta, C, key, u=u)
+        u, w_new, factors = rank_one(proj, k_star, delta, C, key, u=u)
         with torch.no_grad():
             v_star = proj(key.to(handle.dtype)[None])[0].to(delta.dtype) + delta
         info.update(u_dot_k=float(u @ key), insert=self.insert, **chosen, stats=stats_info)
         name = param_name(handle, proj.weight)
-        return RomeEdit(handle, self.name, rewrite, [Change(name, w_new)], info, time.perf_counter() - t0,
+        return RomeEdit(handle, self.name, rewrite, [Change(name, w_new, low_rank=factors)], info, time.perf_counter() - t0,
                         k_star=k_star.detach().cpu(), key=key.detach().cpu(), v_star=v_star.detach().cpu())
 
 
@@ -249,16 +250,20 @@ def auto_insert(u: torch.Tensor, k_star: torch.Tensor, k_prompt: torch.Tensor, l
 
 
 def rank_one(proj: torch.nn.Module, k: torch.Tensor, delta: torch.Tensor, C: torch.Tensor | None,
-             key: torch.Tensor | None = None, u: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(u, the projection's new weight in its own layout) for W' = W + Λuᵀ, u = C⁻¹k/‖C⁻¹k‖ (C None:
-    the identity; ``u``: given, computed already), Λ = δ/(uᵀkey) (``key`` default ``k``): W'key = W key + δ."""
+             key: torch.Tensor | None = None, u: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """(u, the projection's new weight in its own layout, its low-rank form (A, B) in that layout) for
+    W' = W + Λuᵀ, u = C⁻¹k/‖C⁻¹k‖ (C None: the identity; ``u``: given, computed already), Λ = δ/(uᵀkey)
+    (``key`` default ``k``): W'key = W key + δ. u and Λ are rounded to float32 (``factor_dtype``) before the product
+    (``base.low_rank_add``), so that the change stored as its factors writes the same bits."""
     k64 = k.double()
     u = direction(k, C) if u is None else u.double()
-    lam = delta.double() / (u @ (k64 if key is None else key.double()))
-    values = value_vectors(proj).detach()                      # [n, h]
-    new = (values.double() + torch.outer(u, lam)).to(values.dtype)
-    weight = new if is_conv1d(proj) else new.T
-    return u.to(k.dtype), weight.contiguous()
+    ft = factor_dtype(proj.weight)
+    lam = (delta.double() / (u @ (k64 if key is None else key.double()))).to(ft)
+    u32 = u.to(ft)
+    factors = (u32[:, None], lam[None, :]) if is_conv1d(proj) else (lam[:, None], u32[None, :])
+    weight = low_rank_add(proj.weight, *factors)
+    return u.to(k.dtype), weight.contiguous(), factors
 
 
 def _moment(handle, layer, stats, corpus, texts, length, seed, progress, fact) -> tuple[torch.Tensor | None, dict]:
