@@ -9,7 +9,7 @@ from __future__ import annotations
 from statistics import mean
 
 from kneuron.editing.metrics import Measured, ns_split
-from kneuron.editing.records import N_CF_GENERATION
+from kneuron.editing.counterfact import N_CF_GENERATION
 from kneuron.report.document import Document
 from kneuron.report.table import Column, Table, fixed, signed
 

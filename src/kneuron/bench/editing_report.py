@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kneuron.bench import crosslingual, editing_health, editing_protocol
+from kneuron.bench import crosslingual, editing_health, editing_protocol, editing_sequential
 from kneuron.editing.health import DISABLING_MARGIN
-from kneuron.editing.metrics import CHAIN_GE_PROMPTS, METRICS, hmean, record_scores, summarize
+from kneuron.editing.metrics import METRICS, hmean, record_scores, summarize
 from kneuron.report import render
 from kneuron.report.document import Document
 from kneuron.report.stats import ci
@@ -120,7 +120,7 @@ def results(meta: dict, cases, before: dict, rows: dict, curves: dict, sweep: di
     res.update(intervals=iv, matrix=matrix, extras=extras,
                crosslingual={"cells": {m: crosslingual.cell_kind(m) for m in rows}, "lift": lifts},
                sequential={m: {lang: [{"k": int(k), **{x: p.summary[x] for x in ("ES", "PS", "NS", "S")},
-                                       **_chain_state(p.state)}
+                                       **editing_sequential.chain_state(p.state)}
                                       for k, p in sorted(c.items(), key=lambda kv: int(kv[0]))]
                                for lang, c in cur.items()} for m, cur in curves.items()},
                rome_sweep=sweep, rome_layer=layer, meta=meta, timings=timings, unrelated=unrelated,
@@ -138,7 +138,7 @@ def _pct(xs) -> float | None:
 
 # ----------------------------------------------------------------------------- report
 
-F1, F2, F3 = fixed(1), fixed(2), fixed(3)
+F1, F2 = fixed(1), fixed(2)
 
 
 def scores_table(res: dict, lang: str, shown=SHOWN, intervals: bool = True, head=None, title: str = "") -> Table:
@@ -190,51 +190,6 @@ def _finding(res: dict, lang: str) -> str | None:
     return (f"{lang}: S of ROME {F1(rome)} (unedited {F1(base)}); the neuron-level edits, in points against ROME: "
             + ", ".join(parts) + ". ROME's paper has KN 53.6 points below ROME on GPT-2 XL (35.6 vs 89.2); its KN "
             "is the x2 rule, kn-eai's here, not kn's Dai rule.")
-
-
-def _value(p: dict, key: str, lang: str) -> float:
-    """A checkpoint's ``key`` (``nll``: the edit language's), NaN where it has none."""
-    v = (p.get("nll") or {}).get(lang) if key == "nll" else p.get(key)
-    return np.nan if v is None else v
-
-
-def _chain_state(state: dict | None) -> dict:
-    """A checkpoint's model state as results.json holds it (None each: a checkpoint stored before it)."""
-    st = state or {}
-    return {"nll": st.get("nll"), "weight_ratio": st.get("weight_ratio"), "GE": st.get("GE")}
-
-
-def figure(res: dict, out: Path) -> str | None:
-    seq = {m: c for m, c in res["sequential"].items() if c}
-    if not seq:
-        return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    panels = [("S", "S over the edited records"), ("nll", "unrelated-text NLL (nats)"),
-              ("weight_ratio", "‖W − W₀‖ / ‖W₀‖")]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    ks = sorted({p["k"] for by_lang in seq.values() for pts in by_lang.values() for p in pts})
-    for ax, (key, label) in zip(axes, panels):
-        for m, by_lang in seq.items():
-            for lang, pts in by_lang.items():
-                ys = [_value(p, key, lang) for p in pts]
-                ax.plot([p["k"] for p in pts], ys, marker="o", label=f"{m} ({lang})")
-        ax.set_xscale("log")
-        ax.set_xticks(ks, [str(k) for k in ks])
-        ax.minorticks_off()
-        ax.set_xlabel("edits kept")
-        ax.set_ylabel(label)
-    axes[0].set_ylim(0, 100)
-    axes[0].axhline(res["unedited"][langs[0]]["S"] if (langs := list(res["unedited"])) else np.nan, color="grey",
-                    lw=0.8, ls=":")
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{res['model']}: sequential editing (dotted: unedited)", fontsize=9)
-    fig.tight_layout()
-    path = out / "fig-sequential.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return str(path)
 
 
 def document(res: dict, fig: str | None) -> Document:
@@ -296,21 +251,7 @@ def document(res: dict, fig: str | None) -> Document:
         doc.table(Table(["method", "lang", Column("symmetry acc", F1), Column("symmetry success", F1),
                          Column("edit s", F2), Column("localize s", F2), "changed nothing", "of them failed"], sym))
     if res["sequential"]:
-        doc.heading(2, "Sequential editing: S over the edited records after k kept edits")
-        doc.para("After k kept edits, every record edited so far is measured again. The model's state then: "
-                 "the unrelated-text NLL in the edit language (unedited: "
-                 + ", ".join(f"{lang} {F2(v)}" for lang, v in (res.get("unrelated") or {}).items())
-                 + " nats), ‖W − W₀‖/‖W₀‖ over every weight the chain wrote, and GE (x100) of "
-                 f"{CHAIN_GE_PROMPTS} texts sampled from the chain's first records' prompts, the same prompts at every k "
-                 "(n/a: a checkpoint stored before these were measured).")
-        doc.table(Table(["method", "edit lang", "k", *(Column(k, F1) for k in ("S", "ES", "PS", "NS")),
-                         Column("unrelated NLL", F2), Column("‖ΔW‖/‖W‖", F3), Column("GE", F1)],
-                        [[m, lang, p["k"], p["S"], p["ES"], p["PS"], p["NS"], _value(p, "nll", lang),
-                          p.get("weight_ratio"), p.get("GE")]
-                         for m, d in res["sequential"].items() for lang, pts in d.items() for p in pts]))
-        if fig:
-            doc.figure(fig, "S over the records edited so far, the unrelated-text NLL and how far the weights "
-                       "moved, against the number of kept edits")
+        editing_sequential.section(doc, res, fig)
     takers = [m for m in methods if m not in ("rome", *res.get("layer_sweeps", {})) and "layer" in _options(m)]
     shared = f" {', '.join(takers)} {'edits' if len(takers) == 1 else 'edit'} the same layer." if takers else ""
     _sweep(doc, "ROME", res.get("rome_sweep"), res.get("rome_layer"), shared)
@@ -396,7 +337,8 @@ def _times(t: dict) -> list[list[str]]:
 
 
 def write_report(res: dict, out) -> dict:
-    return render.save(document(res, figure(res, Path(out))), out, f"kneuron bench editing — {res['model']}")
+    fig = editing_sequential.figure(res, Path(out))
+    return render.save(document(res, fig), out, f"kneuron bench editing — {res['model']}")
 
 
 __all__ = ["METRICS", "PAIRED", "PUBLISHED", "document", "like_for_like", "published_table", "results", "scores_table",

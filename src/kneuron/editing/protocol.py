@@ -15,7 +15,7 @@ paraphrases stay bare.
 Essence: ROME's essence score is the perplexity of the subject's Wikipedia text. Offline there is none, so a
 record's essence texts are ``ESSENCE_TEXTS`` texts of ``ESSENCE_TOKENS`` tokens the unedited model samples
 (top-k as GE's) after the subject alone and "{subject} is" (the language's first openers,
-``records.neutral_prompts``), seeded per (seed, fact id, language); ``metrics`` scores their mean token NLL.
+``counterfact.neutral_prompts``), seeded per (seed, fact id, language); ``metrics`` scores their mean token NLL.
 Causal models only.
 """
 from __future__ import annotations
@@ -27,7 +27,8 @@ from dataclasses import replace
 from kneuron.models.load import ModelHandle
 
 from .objective import in_context, prefixes
-from .records import Case, Prompt, Record, neutral_prompts
+from .counterfact import neutral_prompts
+from .records import Case, Prompt, Record
 
 PREFIX_SEED = 1000               # the test prefixes' seed is this + the run's seed (far from a method's seed)
 ESSENCE_TEXTS, ESSENCE_TOKENS = 2, 40

@@ -17,10 +17,8 @@ A ``Case`` is one fact id with one ``Record`` per language. A record holds what 
 
 Protocols (``protocol``): "kneuron" (the records above, what every run stored before the option had) or
 "counterfact", CounterFact's construction as far as a fact set allows: neighbours only among subjects of
-the relation with the record's true object (fewer where the pool has fewer), at least ``N_CF_GENERATION``
-generation prompts (the template cut after the subject, the subject alone and relation-neutral openers) and
-up to ``N_ATTRIBUTES`` attribute prompts (the relation's prompt for subjects whose true object is the new
-one). Its paraphrases behind model-written prefixes and its essence texts need the model: the bench adds
+the relation with the record's true object (fewer where the pool has fewer), and the generation and
+attribute prompts ``kneuron.editing.counterfact`` draws. Its paraphrases behind model-written prefixes and its essence texts need the model: the bench adds
 them (``kneuron.editing.protocol.with_model``).
 
 Alignment: the new object is the wrong object at the same index in every language (the bundled en-zh set
@@ -42,18 +40,15 @@ from typing import Iterable
 
 from kneuron.facts.sampling import round_robin
 from kneuron.facts.schema import Fact, relation_key
-from kneuron.facts.templates import QueryError, check_kind, is_cjk
+from kneuron.facts.templates import QueryError, check_kind
 from kneuron.models.targets import encode
 
+from . import counterfact
 from .base import EditError, fact_from_json
 
 SYMMETRIC = {"P36": "P1376", "P1376": "P36"}        # relation -> its reverse
 N_NEIGHBOURS, N_GENERATION = 10, 2                  # CounterFact has 10 neighbourhood prompts per record
 PROTOCOLS = ("kneuron", "counterfact")
-N_CF_GENERATION, N_ATTRIBUTES = 5, 10               # "counterfact": at least / at most this many per record
-# "counterfact": relation-neutral generation prompts about the subject, English and Chinese
-OPENERS = {"en": ("{s}", "{s} is", "{s} was", "{s}'s", "The history of {s}"),
-           "zh": ("{s}", "{s}是", "{s}的", "{s}在", "{s}的历史")}
 
 
 @dataclass(frozen=True)
@@ -314,34 +309,14 @@ class _Builder:
         return tuple(out[: self.n_generation])
 
     def cf_generation(self, f: Fact, first: int) -> tuple[str, ...]:
-        """"counterfact": max(``n_generation``, N_CF_GENERATION) distinct prompts about the subject (none when
-        ``n_generation`` is 0; causal only): the edited template cut after the subject, then the subject
-        alone and the language's relation-neutral openers (``OPENERS``), then the other templates' cuts."""
-        if self.kind != "causal" or self.n_generation <= 0:
-            return ()
-        cuts = [(f.templates[i].split("[X]", 1)[0] + f.subject).strip()
-                for i in [first] + [i for i in range(len(f.templates)) if i != first]]
-        cuts = [c for c in cuts if c and "[Y]" not in c]
-        out = list(dict.fromkeys(cuts[:1] + neutral_prompts(f) + cuts[1:]))
-        return tuple(out[: max(self.n_generation, N_CF_GENERATION)])
+        """"counterfact" (causal only): ``counterfact.generation``."""
+        return counterfact.generation(f, first, self.n_generation) if self.kind == "causal" else ()
 
     def attributes(self, f: Fact, new: str) -> tuple[Probe, ...]:
-        """"counterfact": the relation's prompt (a seeded usable template) for up to N_ATTRIBUTES other
-        subjects whose true object is ``new`` (CounterFact's attribute prompts), in a seeded order."""
-        cands = sorted((g for g in self.pool.by_object[(f.relation, f.lang, new)]
-                        if g.id != f.id and g.subject != f.subject), key=lambda g: g.id)
-        self.rng(f.id, "attributes").shuffle(cands)
-        out, seen = [], set()
-        for g in cands:
-            if len(out) >= N_ATTRIBUTES:
-                break
-            if g.subject in seen:
-                continue
-            ps = [p for p in self.prompts(g) if self.ok(p.text, new)]
-            if ps:
-                seen.add(g.subject)
-                out.append(Probe("attribute", self.rng(f.id, g.id, g.lang, "attribute").choice(ps).text, new))
-        return tuple(out)
+        """"counterfact": ``counterfact.attributes`` over the relation's subjects whose true object is ``new``."""
+        usable = lambda g, o: [p.text for p in self.prompts(g) if self.ok(p.text, o)]   # noqa: E731
+        texts = counterfact.attributes(f, new, self.pool.by_object[(f.relation, f.lang, new)], usable, self.rng)
+        return tuple(Probe("attribute", t, new) for t in texts)
 
     def symmetry(self, f: Fact, new: str) -> Symmetry | None:
         rev = SYMMETRIC.get(f.relation)
@@ -357,13 +332,6 @@ class _Builder:
         true = next((t for t in true if t != f.subject), None)
         p = next((p for p in ps if self.ok(p.text, f.subject, *([true] if true else []))), None)
         return None if p is None else Symmetry(rev, p.text, f.subject, true)
-
-
-def neutral_prompts(f: Fact) -> list[str]:
-    """The subject alone and the relation-neutral openers about it (``OPENERS``: Chinese for a zh fact or a
-    CJK subject, else English)."""
-    zh = f.lang.startswith("zh") or any(is_cjk(ch) for ch in f.subject)
-    return [o.format(s=f.subject) for o in OPENERS["zh" if zh else "en"]]
 
 
 def _by_id(facts: Iterable[Fact], langs: list[str] | None) -> tuple[dict[str, dict[str, Fact]], list[str]]:
@@ -452,6 +420,5 @@ def case_for(facts: Iterable[Fact], fact_id: str, new: str, *, lang: str = "en",
     return Case(0, fact_id, f.relation, records)
 
 
-__all__ = ["Case", "N_ATTRIBUTES", "N_CF_GENERATION", "N_GENERATION", "N_NEIGHBOURS", "Neighbour", "OPENERS",
-           "PROTOCOLS", "Probe", "Prompt", "Record", "SYMMETRIC", "Symmetry", "neutral_prompts",
-           "build_cases", "case_for", "fact_from_json"]
+__all__ = ["Case", "N_GENERATION", "N_NEIGHBOURS", "Neighbour", "PROTOCOLS", "Probe", "Prompt", "Record",
+           "SYMMETRIC", "Symmetry", "build_cases", "case_for", "fact_from_json"]

@@ -13,7 +13,8 @@ import torch
 from kneuron.editing import EditError
 from kneuron.editing import protocol as P
 from kneuron.editing.objective import prefixes
-from kneuron.editing.records import N_CF_GENERATION, Case, build_cases, case_for
+from kneuron.editing.counterfact import N_CF_GENERATION
+from kneuron.editing.records import Case, build_cases, case_for
 from kneuron.facts import Fact, load_facts
 from support.tiny import tiny_handle
 
