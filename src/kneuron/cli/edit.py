@@ -146,7 +146,7 @@ def bench_editing(model: str = typer.Option("smollm2-135m", "--model", "-m", hel
                   methods: str = typer.Option("kn,kn-eai,kn-opt,likn,rome,ft-m,ft-l", "--methods",
                                               help=f"comma-separated, of {METHOD_NAMES}"),
                   mode: str = typer.Option("single", "--mode", help="single (edit, measure, undo), sequential "
-                                           "(edits kept; S after 1, 10, 50, 100 edits) or batch (every edit "
+                                           "(edits kept; S after 1, 10, 50, 100, 250, 500, 1000 edits) or batch (every edit "
                                            "computed on the unedited model, applied at once; kn-family methods; memit and alphaedit "
                                            "compute the batch as one joint edit)"),
                   out: str = typer.Option(..., "--out", "-o", help="run directory (new or empty; --resume: an "
