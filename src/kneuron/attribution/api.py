@@ -21,6 +21,7 @@ from safetensors.torch import save as safetensors_bytes
 from kneuron.attribution.budget import default_budget, limit
 from kneuron.attribution.execution import Execution
 from kneuron.attribution.integrate import Paths, integrate
+from kneuron.attribution.local import Direct
 from kneuron.attribution.methods import IG, make_method
 from kneuron.attribution.passes import OBJECTIVES, clean_pass, objective_values
 from kneuron.attribution.plan import plan_batch
@@ -75,7 +76,8 @@ class Attribution:
             raise ConfigError(f"{path}: not a saved Attribution ({type(e).__name__}: {e})") from None
 
 
-def check_settings(method: str | IG = "ig", steps: int = 20, objective: str = "prob", rule: str = "left") -> IG:
+def check_settings(method: str | IG | Direct = "ig", steps: int = 20, objective: str = "prob", rule: str = "left"
+                   ) -> IG | Direct:
     """The method object; a ConfigError (one line) on a bad setting, before any work."""
     m = make_method(method)
     nodes(rule, steps)
@@ -112,12 +114,30 @@ def attribute_many(handle: ModelHandle, items: list[tuple[str, str]], *, method:
     m = check_settings(method, steps, objective, rule)
     if not isinstance(execution, Execution):
         raise ConfigError(f"execution must be an Execution, not {type(execution).__name__}")
+    if isinstance(m, Direct):
+        return _attribute_direct(handle, items, m, objective)
     budget = execution.max_memory if execution.max_memory is not None else default_budget(handle.device)
     with execution.autocast(handle.device), limit(budget):       # the budget before the prompts' own passes
         out = _attribute_many(handle, items, m, steps, objective, rule, execution, budget)
     for a in out:
         if execution.precision != "fp32":
             a.params["precision"] = execution.precision
+    return out
+
+
+def _attribute_direct(handle: ModelHandle, items, m: Direct, objective: str) -> list[Attribution]:
+    """A baseline (``local``, ``mask``): each pair scored at the point itself, one after the other."""
+    encoded = [encode(handle.tokenizer, handle.kind, prompt, target) for prompt, target in items]
+    for enc in encoded:                              # every prompt checked before any model work
+        check_context(enc, handle.max_positions)
+    out = []
+    for (prompt, target), enc in zip(items, encoded):
+        scores, logits = m.run(handle, enc, prompt, target, objective)
+        token_p = [float(objective_values(logits[k], t, "prob")) for k, t in enumerate(enc.target_ids)]
+        p0, i0 = logits[0].float().softmax(-1).max(-1)
+        out.append(Attribution(scores.float(), float(torch.tensor(token_p, dtype=torch.float64).prod()), token_p,
+                               list(enc.target_ids), m.name, {"objective": objective, **m.params()}, None, None,
+                               (handle.tokenizer.decode([int(i0)]), float(p0))))
     return out
 
 

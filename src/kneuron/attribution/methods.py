@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from kneuron.attribution.local import LOCAL, Direct
+from kneuron.attribution.mask import LearnedMask
 from kneuron.attribution.passes import clean_pass
 from kneuron.errors import ConfigError
 from kneuron.models.load import ModelHandle
@@ -92,20 +94,24 @@ class AMIG(IG):
         return self.prefactor == "difference"
 
 
-METHODS: dict[str, type[IG]] = {"ig": IG, "amig": AMIG}
+METHODS: dict[str, type[IG]] = {"ig": IG, "amig": AMIG}      # the path methods (runs, the CLI's --method)
+# the baselines beside them (``local``, ``mask``): the same ``attribute``, no path
+BASELINES: dict[str, type[Direct]] = {**LOCAL, LearnedMask.name: LearnedMask}
 
 
-def make_method(method: str | IG = "ig", **options) -> IG:
-    """A method object: ``method`` itself, or the method named ``method`` ("ig", "amig") with
-    ``options`` (as ``params()`` names them, e.g. the ones a run recorded)."""
-    if isinstance(method, IG):
+def make_method(method: str | IG | Direct = "ig", **options) -> IG | Direct:
+    """A method object: ``method`` itself, or the method named ``method`` (METHODS: "ig", "amig";
+    BASELINES: "activation", "gradient", "actgrad", "random", "mask") with ``options`` (as ``params()``
+    names them, e.g. the ones a run recorded)."""
+    if isinstance(method, (IG, Direct)):
         if options:
             raise ConfigError(f"options ({', '.join(options)}) go into the method object itself, "
                               f"e.g. AMIG(paths='per-word')")
         return method
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    cls = METHODS[method]
+    every = {**METHODS, **BASELINES}
+    if method not in every:
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(every)}")
+    cls = every[method]
     known = {f.name for f in fields(cls)}
     unknown = [k for k in options if k not in known]
     if unknown:
