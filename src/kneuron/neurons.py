@@ -88,7 +88,7 @@ class LocateConfig:
     ``method``: a method object (``IG()``, ``AMIG(paths=..., prefactor=..., normalize=...)``) or a
     name ("ig", "amig") with ``method_options``; either way it is kept as the name and its options."""
     method: str | IG = "ig"
-    steps: int = 20
+    steps: int | str = 20                # or "auto" (``attribute``'s steps="auto")
     threshold: float | None = None       # None: tau per language (en 0.3, zh 0.2, else 0.3)
     top_k: int | None = None
     refine_p: float = REFINE_P

@@ -537,3 +537,14 @@ def test_threads_option_sets_torchs_threads(models):
         torch.set_num_threads(before)
     r = cli("--threads", 0, "probe", "x", "-m", models["gpt2"])
     assert r.exit_code != 0 and "--threads" in r.output
+
+
+def test_locate_steps_auto_records_auto_and_each_facts_steps(models, facts_file, tmp_path):
+    """--steps auto runs and run.json keeps "auto" (a resume must ask for it again); a bad value is one line
+    naming the option."""
+    out = tmp_path / "auto"
+    ok(cli(*locate_args(facts_file, out, models["gpt2"], "--limit", "2", steps="auto")))
+    meta = json.loads((out / "run.json").read_text())
+    assert json.dumps(meta).count('"auto"') >= 1
+    one_line_error(cli(*locate_args(facts_file, tmp_path / "bad", models["gpt2"], steps="many")), "--steps")
+    one_line_error(cli(*locate_args(facts_file, tmp_path / "zero", models["gpt2"], steps="0")), "--steps")

@@ -47,6 +47,8 @@ class Attribution:
     completeness: float | None = None    # sum_l |sum_j score - (F(a) - F(b_l))| / sum_l |F(a) - F(b_l)|
     delta: torch.Tensor | None = None    # [n_layers] F(a) - F(baseline), where completeness is defined
     prediction: tuple[str, float] = ("", 0.0)   # the model's own top token at the first answer position
+    residual: float | None = None        # the path integral's completeness residual (steps="auto" measures it;
+                                         # a proper method's completeness; None where not measured)
 
     def top(self, k: int = 10) -> list[tuple[int, int, float]]:
         """The k highest-scoring neurons as (layer, index, score)."""
@@ -76,11 +78,21 @@ class Attribution:
             raise ConfigError(f"{path}: not a saved Attribution ({type(e).__name__}: {e})") from None
 
 
-def check_settings(method: str | IG | Direct = "ig", steps: int = 20, objective: str = "prob", rule: str = "left"
-                   ) -> IG | Direct:
+AUTO_START, AUTO_MAX, AUTO_TOLERANCE = 8, 256, 0.05   # steps="auto": 8, 16, ... nodes until the residual < 5 %
+
+
+def check_settings(method: str | IG | Direct = "ig", steps: int | str = 20, objective: str = "prob",
+                   rule: str = "left") -> IG | Direct:
     """The method object; a ConfigError (one line) on a bad setting, before any work."""
     m = make_method(method)
-    nodes(rule, steps)
+    if steps == "auto":
+        if isinstance(m, Direct):
+            raise ConfigError(f"steps='auto' is for the path methods (ig, amig); {m.name} integrates nothing")
+        nodes(rule, AUTO_START)
+    elif isinstance(steps, str) or isinstance(steps, bool):
+        raise ConfigError(f"steps must be an integer >= 1 or 'auto', not {steps!r}")
+    else:
+        nodes(rule, steps)
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
     return m
@@ -89,8 +101,9 @@ def check_settings(method: str | IG | Direct = "ig", steps: int = 20, objective:
 _DEFAULT = Execution()
 
 
-def attribute(handle: ModelHandle, prompt: str, target: str, *, method: str | IG = "ig", steps: int = 20,
-              objective: str = "prob", rule: str = "left", execution: Execution = _DEFAULT) -> Attribution:
+def attribute(handle: ModelHandle, prompt: str, target: str, *, method: str | IG = "ig", steps: int | str = 20,
+              objective: str = "prob", rule: str = "left", execution: Execution = _DEFAULT,
+              tolerance: float = AUTO_TOLERANCE) -> Attribution:
     """Integrated-gradients score of every neuron for the gold ``target`` after ``prompt``.
 
     Causal models: ``prompt`` is the text before the answer. Masked models: ``prompt`` marks the
@@ -98,15 +111,18 @@ def attribute(handle: ModelHandle, prompt: str, target: str, *, method: str | IG
     Multi-token answers: sum of the per-token attributions, each token scored after the gold prefix.
     ``method``: ``IG()``, ``AMIG(paths=..., prefactor=..., normalize=...)``, or "ig" / "amig" (their
     defaults). ``objective``: "prob" or "logprob"; ``rule``: the integration rule (``RULES``) with
-    ``steps`` nodes. ``execution``: how it runs (batch size, caches, precision ...). See
-    ``attribute_many`` for several prompts in one batch.
+    ``steps`` nodes, or ``steps="auto"``: 8, 16, 32 ... nodes (at most ``AUTO_MAX``) until the path
+    integral's completeness residual is below ``tolerance`` (default ``AUTO_TOLERANCE``, 5 %; recorded as
+    ``residual``, the steps used in ``params``). ``execution``: how it runs (batch size, caches,
+    precision ...). See ``attribute_many`` for several prompts in one batch.
     """
     return attribute_many(handle, [(prompt, target)], method=method, steps=steps, objective=objective, rule=rule,
-                          execution=execution)[0]
+                          execution=execution, tolerance=tolerance)[0]
 
 
-def attribute_many(handle: ModelHandle, items: list[tuple[str, str]], *, method: str | IG = "ig", steps: int = 20,
-                   objective: str = "prob", rule: str = "left", execution: Execution = _DEFAULT) -> list[Attribution]:
+def attribute_many(handle: ModelHandle, items: list[tuple[str, str]], *, method: str | IG = "ig",
+                   steps: int | str = 20, objective: str = "prob", rule: str = "left",
+                   execution: Execution = _DEFAULT, tolerance: float = AUTO_TOLERANCE) -> list[Attribution]:
     """``attribute`` for several (prompt, target) pairs at once: the rows of all of them (every answer
     token, layer, path and step) go through the model in shared batches (``execution.share``; padded
     and masked, where the model allows it), which keeps a GPU busy with small models or short
@@ -116,12 +132,36 @@ def attribute_many(handle: ModelHandle, items: list[tuple[str, str]], *, method:
         raise ConfigError(f"execution must be an Execution, not {type(execution).__name__}")
     if isinstance(m, Direct):
         return _attribute_direct(handle, items, m, objective)
+    if steps == "auto" and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float))
+                            or not tolerance > 0):
+        raise ConfigError(f"tolerance must be > 0 (a fraction of F(a) - F(b)), not {tolerance!r}")
     budget = execution.max_memory if execution.max_memory is not None else default_budget(handle.device)
     with execution.autocast(handle.device), limit(budget):       # the budget before the prompts' own passes
-        out = _attribute_many(handle, items, m, steps, objective, rule, execution, budget)
+        if steps == "auto":
+            out = _auto(handle, items, m, objective, rule, execution, budget, float(tolerance))
+        else:
+            out = _attribute_many(handle, items, m, steps, objective, rule, execution, budget)
     for a in out:
         if execution.precision != "fp32":
             a.params["precision"] = execution.precision
+    return out
+
+
+def _auto(handle, items, m: IG, objective: str, rule: str, ex: Execution, budget, tol: float) -> list[Attribution]:
+    """steps="auto": each pair at AUTO_START nodes, then twice as many for those whose residual is still at
+    or above ``tol``, up to AUTO_MAX (where a pair stops above ``tol``, its ``residual`` says so)."""
+    out: list[Attribution | None] = [None] * len(items)
+    pending, steps = list(range(len(items))), AUTO_START
+    while pending:
+        got = _attribute_many(handle, [items[i] for i in pending], m, steps, objective, rule, ex, budget,
+                              residual=True)
+        left = []
+        for i, a in zip(pending, got):
+            a.params.update(steps_auto={"tolerance": tol, "max": AUTO_MAX})
+            out[i] = a
+            if a.residual is not None and a.residual >= tol and steps < AUTO_MAX:
+                left.append(i)
+        pending, steps = left, steps * 2
     return out
 
 
@@ -152,9 +192,12 @@ class _Item:
 
 
 def _attribute_many(handle: ModelHandle, items, m: IG, steps: int, objective: str, rule: str,
-                    ex: Execution, budget: int | None = None) -> list[Attribution]:
+                    ex: Execution, budget: int | None = None, residual: bool = False) -> list[Attribution]:
+    """``residual``: also measure the path integral's completeness for a method that is not proper (its
+    F at the baselines; the integrated gradient times (activation - baseline) against F(a) - F(b))."""
     alphas, weights = nodes(rule, steps)
     proper = m.proper()
+    ends = proper or residual
     if not items:
         return []
     prepared, problems, paths = [], [], []
@@ -178,7 +221,7 @@ def _attribute_many(handle: ModelHandle, items, m: IG, steps: int, objective: st
     bs = ex.batch_size
     if bs is None or ex.max_memory is not None:
         n_paths = [int(p.baselines.shape[0]) for p in paths]
-        nodes_per_path = len(alphas) + (1 if proper and not bool((alphas == 0).any()) else 0) - int((alphas == 1).sum())
+        nodes_per_path = len(alphas) + (1 if ends and not bool((alphas == 0).any()) else 0) - int((alphas == 1).sum())
         shared = ex.share and len(problems) > 1
         planned = plan_batch(handle, longest, budget, prefix_cache=ex.prefix_cache,
                              rows_per_layer=max(1, nodes_per_path) * (sum(n_paths) if shared else max(n_paths)),
@@ -187,7 +230,7 @@ def _attribute_many(handle: ModelHandle, items, m: IG, steps: int, objective: st
                   planned.bytes / 2**20, "-" if budget is None else f"{budget / 2**20:.0f}")
         bs = planned.rows if bs is None else min(bs, planned.rows)
     runner = RowRunner(handle, problems, objective, replay=ex.replay)
-    sums = integrate(runner, paths, alphas, weights, endpoints=proper, batch_size=bs, progress=ex.progress,
+    sums = integrate(runner, paths, alphas, weights, endpoints=ends, batch_size=bs, progress=ex.progress,
                      share=ex.share)
     L, N = handle.n_layers, handle.n_neurons
     params = {"steps": steps, "objective": objective, "rule": rule, **m.params()}
@@ -195,19 +238,24 @@ def _attribute_many(handle: ModelHandle, items, m: IG, steps: int, objective: st
     for it in prepared:
         scores = torch.zeros(L, N, dtype=torch.float64)
         delta = torch.zeros(L, dtype=torch.float64)
+        path_sums = torch.zeros(L, dtype=torch.float64)      # sum_j (a - b) G per layer, over paths and tokens
         for k in range(len(it.enc.target_ids)):
             G, F0 = sums[it.first + k]
             scores += (it.pref[k].double().cpu() * G).sum(dim=0)
-            if proper:
+            if ends:
                 delta += (it.token_f[k] - F0).sum(dim=0)
+                p = paths[it.first + k]
+                path_sums += ((p.acts.unsqueeze(0) - p.baselines).double().cpu() * G).sum(dim=(0, 2))
         if getattr(m, "normalize", False):
             scores = scores / scores.sum(dim=1, keepdim=True)
-        completeness = None
+        completeness = res = None
+        if ends:
+            res = float((path_sums - delta).abs().sum() / delta.abs().sum().clamp_min(1e-30))
         if proper:
             completeness = float((scores.sum(dim=1) - delta).abs().sum() / delta.abs().sum().clamp_min(1e-30))
         prob = float(torch.tensor(it.token_p, dtype=torch.float64).prod())
         p0, i0 = it.clean.logits[0, 0].float().softmax(-1).max(-1)
         prediction = (handle.tokenizer.decode([int(i0)]), float(p0))
         out.append(Attribution(scores.float(), prob, it.token_p, list(it.enc.target_ids), m.name, dict(params),
-                               completeness, delta.float() if proper else None, prediction))
+                               completeness, delta.float() if proper else None, prediction, res))
     return out

@@ -9,7 +9,8 @@ import typer
 
 from kneuron.attribution import OBJECTIVES, PRECISIONS, RULES
 from kneuron.attribution.methods import PATHS, PREFACTORS
-from kneuron.cli._common import MODEL_HELP, Engine, Method, _errors, _executor, _fail, _load, _print_json, _quiet_hf
+from kneuron.cli._common import (MODEL_HELP, STEPS_HELP, Engine, Method, _errors, _executor, _fail, _load,
+                                 _print_json, _quiet_hf, parse_steps)
 
 # choices of `locate`'s options, from the library's own lists
 Rule = StrEnum("Rule", {r: r for r in RULES})
@@ -29,7 +30,7 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
            model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
            lang: Optional[str] = typer.Option(None, "--lang", help="only facts in this language"),
            method: Method = typer.Option(Method.ig, "--method", help="ig (Dai et al.) or amig (Chen et al.)"),
-           steps: int = typer.Option(20, "--steps", min=1, help="integration steps"),
+           steps: str = typer.Option("20", "--steps", callback=parse_steps, help=STEPS_HELP),
            threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="tau: keep score > tau x max (default: en 0.3, zh 0.2, others 0.3)"),
            top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="keep at most this many neurons per prompt"),
            refine_p: float = typer.Option(0.3, "--refine-p", min=0.0, help="with several templates: keep neurons found in > p of them (below 1)"),

@@ -159,3 +159,36 @@ def test_loading_what_is_not_a_saved_attribution_is_one_line(tmp_path):
         with pytest.raises(ConfigError, match="not a saved Attribution") as e:
             Attribution.load(p)
         assert "\n" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------- steps="auto"
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert"])
+def test_auto_steps_meet_the_tolerance_with_the_fewest_doublings(family):
+    """steps="auto" doubles the nodes from 8 until the completeness residual is under the tolerance: the
+    scores are the reference IG's at the steps it stopped at, its residual is under the tolerance and the
+    half as many nodes were not (unless it stopped at 8)."""
+    from kneuron.attribution.api import AUTO_START
+    h = tiny_handle(family)
+    for tol in (0.05, 3e-4):                        # tiny models: about 1e-3 at 8 nodes, halved per doubling
+        a = attribute(h, _prompt(h), "paris", method="ig", steps="auto", tolerance=tol)
+        n = a.params["steps"]
+        assert a.params["steps_auto"]["tolerance"] == tol and n >= AUTO_START and a.residual < tol
+        assert a.residual == pytest.approx(a.completeness, rel=1e-6, abs=1e-12)   # IG: the same number
+        _close(a.scores, reference_attribute(h, _prompt(h), "paris", method="ig", steps=n))
+        if n > AUTO_START:
+            assert attribute(h, _prompt(h), "paris", method="ig", steps=n // 2).completeness >= tol
+    assert attribute(h, _prompt(h), "paris", method="ig", steps="auto", tolerance=3e-4).params["steps"] > AUTO_START
+
+
+def test_auto_steps_measure_amigs_path_residual_and_refuse_what_has_no_path():
+    h = tiny_handle("gpt2")
+    a = attribute(h, _prompt(h), "paris rome", method="amig", steps="auto", tolerance=0.01)
+    assert a.completeness is None and a.residual is not None and a.residual < 0.01     # activation prefactor
+    proper = attribute(h, _prompt(h), "paris", method=AMIG(prefactor="difference"), steps=8)
+    assert proper.residual == pytest.approx(proper.completeness, rel=1e-6)
+    for bad, match in ((dict(method="actgrad", steps="auto"), "path methods"), (dict(steps="many"), "'auto'"),
+                       (dict(steps="auto", tolerance=0), "tolerance")):
+        with pytest.raises(ConfigError, match=match) as err:
+            attribute(h, _prompt(h), "paris", **bad)
+        assert "\n" not in str(err.value)
