@@ -19,7 +19,8 @@ layers keep one width, which the attribution engine needs; the planted neurons a
 ``(layer, n_old + i)``. The model is copied unless ``inplace=True``.
 
 The package, file by file: ``types`` (specs and reports), ``surgery`` (growing the MLP), ``read``
-(reading the model), ``fit`` (keys and values), ``core`` (``plant``).
+(reading the model), ``fit`` (keys and values), ``core`` (``plant``); ``inject`` (``inject``: facts
+taught to sets of the model's OWN neurons instead, Chang et al.'s INJ).
 """
 from __future__ import annotations
 
