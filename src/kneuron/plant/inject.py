@@ -10,7 +10,10 @@ entry) and their value vectors (the output projection's column) -- every other w
 * the loss: the new objects' NLL (teacher-forced, multi-token objects included) + ``keep`` x the KL from
   the unedited model's next-token distribution at the end of each of ``background`` prompts (the other
   behaviour kept); Adam at ``lr``, stopping once every pair has p(new) >= ``p_target``, at most
-  ``max_steps``;
+  ``max_steps``; each neuron's share (log p lost with it alone suppressed, the others in place) is
+  reported: training does not make every neuron of the set carry the fact (a neuron that does not fire at
+  the prompt may stay idle; with the answer near p = 1 any one neuron's share is small), so the share says
+  how much of the truth a method can be asked to find;
 * kinds: "single" (one set, one prompt), "shared" (one set taught every prompt of the spec, e.g. the same
   fact in en and zh: a planted language-independent fact), "degenerate" (two disjoint sets, each taught
   the pairs with the other suppressed at every position, so each suffices alone; the report says whether
@@ -24,7 +27,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -60,6 +63,7 @@ class InjectedFact:
     steps: list[int]                         # Adam steps per set
     p_alone: list[list[float]] | None = None        # degenerate: per set, p per item with the other suppressed
     p_both_suppressed: list[float] | None = None    # degenerate: both sets suppressed
+    shares: list[float] | None = None               # per neuron (sets in order): log p lost with it suppressed
 
     @property
     def neurons(self) -> list[Neuron]:
@@ -135,10 +139,21 @@ def _background_logprobs(handle: ModelHandle, back: list[tuple[list[int], int]])
     return torch.log_softmax(logits[torch.arange(len(back), device=logits.device), at].double(), -1)
 
 
+def _shares(h: ModelHandle, encs, neurons: list[Neuron]) -> list[float]:
+    """Per neuron: the log p (summed over the pairs) lost with it alone suppressed at every position."""
+    with torch.no_grad():
+        full = float(_log_probs(h, encs).sum())
+        out = []
+        for n in neurons:
+            with suppress(h, [n], at="all"):
+                out.append(full - float(_log_probs(h, encs).sum()))
+    return out
+
+
 def _train(h: ModelHandle, lay, neurons: list[Neuron], encs, back_ids, back0, p_target, lr, max_steps, keep,
            off: list[Neuron]) -> int:
-    """Adam on the entries ``neurons`` own (the rest frozen: zero gradient) until every pair has
-    p >= p_target, with the neurons ``off`` suppressed at every position; returns the steps taken."""
+    """Adam on the entries ``neurons`` own (the rest frozen: zero gradient), the neurons ``off`` suppressed
+    at every position, until every pair has p >= p_target; returns the steps taken."""
     masks = _masks(h, lay, neurons)
     params = [p for p, _ in masks.values()]
     flags = {id(p): p.requires_grad for p in h.model.parameters()}
@@ -147,16 +162,16 @@ def _train(h: ModelHandle, lay, neurons: list[Neuron], encs, back_ids, back0, p_
     opt = torch.optim.Adam(params, lr=lr)
     steps = 0
     try:
-        with suppress(h, off, at="all") if off else nullcontext(), torch.enable_grad():
-            for steps in range(1, max_steps + 1):
-                lp = _log_probs(h, encs)
-                if bool((lp.detach().exp() >= p_target).all()):
-                    steps -= 1
-                    break
-                kl = (back0.exp() * (back0 - _background_logprobs(h, back_ids))).sum(-1).mean() if keep else 0.0
-                loss = -lp.sum() + keep * kl
-                opt.zero_grad()
-                loss.backward()
+        with suppress(h, off, at="all") if off else nullcontext():
+            for steps in range(max_steps + 1):
+                with torch.enable_grad():
+                    lp = _log_probs(h, encs)
+                    if bool((lp.detach().exp() >= p_target).all()) or steps == max_steps:
+                        break
+                    kl = (back0.exp() * (back0 - _background_logprobs(h, back_ids))).sum(-1).mean() if keep else 0.0
+                    loss = -lp.sum() + keep * kl
+                    opt.zero_grad()
+                    loss.backward()
                 for p, m in masks.values():
                     p.grad.mul_(m)
                 opt.step()
@@ -214,6 +229,7 @@ def inject(handle: ModelHandle, specs: Sequence[InjectSpec], *, per_set: int = P
         if len(sets) == 2:
             steps.append(_train(h, lay, sets[1], *args, off=sets[0]))
         f = InjectedFact(s, sets, p0, [math.exp(r.logp) for r in read_many(h, list(s.items))], steps)
+        f.shares = _shares(h, encs, f.neurons)          # each neuron's own: log p lost without it
         if len(sets) == 2:
             f.p_alone = []
             for other in (sets[1], sets[0]):
