@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from kneuron.bench.ground_truth import DIFFICULTIES
+from kneuron.bench.ground_truth import METHODS as GT_METHODS
 from kneuron.cli._common import MODEL_HELP
 
 app = typer.Typer(help="benchmarks", no_args_is_help=True)
@@ -20,16 +22,35 @@ def localization_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", 
                                                          "built-in English prompts)"),
                      steps: int = typer.Option(20, "--steps", min=1, help="integration steps"),
                      seed: int = typer.Option(0, "--seed", help="seed of the planting and of the random baseline"),
+                     truth: str = typer.Option("planted", "--truth", help="planted (new neurons grown beside the "
+                                               "model's) or injected (facts taught to sets of its own neurons, "
+                                               "by difficulty; kneuron.bench.ground_truth)"),
+                     difficulties: Optional[str] = typer.Option(None, "--difficulties", help="--truth injected: "
+                                                                "comma-separated, of " + ", ".join(DIFFICULTIES)
+                                                                + " (default: all)"),
+                     methods: Optional[str] = typer.Option(None, "--methods", help="--truth injected: comma-separated "
+                                                           "attribution methods (default: " + ", ".join(GT_METHODS) + ")"),
+                     seeds: str = typer.Option("0", "--seeds", help="--truth injected: comma-separated seeds (each a "
+                                               "new draw of facts and sets)"),
+                     per_set: int = typer.Option(8, "--per-set", min=1, help="--truth injected: neurons per trained set"),
                      as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """Plant neurons with known facts, localize each fact with ig, amig and random scores, and report
     the planted neurons' ranks among all neurons (recall@1, recall@5, median rank) and the collateral.
 
     Organisms (organism-clm, organism-mlm, or a directory they were saved to) are benchmarked on the
-    facts they were trained on, in both languages; --facts draws the prompts from another fact set."""
+    facts they were trained on, in both languages; --facts draws the prompts from another fact set.
+
+    --truth injected: k facts per difficulty (their wrong objects) taught to sets of the model's own
+    neurons; every method scored by recall and precision at 0.1 / 0.5 / 1 % of the neurons, deletion
+    damage and seconds per fact, with 95 % intervals."""
     from kneuron.cli._common import _errors, _fail, _load, _print_json
     from kneuron.bench.planted import localization_bench
     from kneuron.organisms.known import known_facts
     from kneuron.facts import ConfigError
+    if truth not in ("planted", "injected"):
+        _fail(f"--truth must be planted or injected, not {truth!r}")
+    if truth == "injected":
+        return _injected(model, facts or "en-zh", k, steps, seeds, difficulties, methods, per_set, as_json)
     try:
         h = _load(model)
         known = None
@@ -61,6 +82,52 @@ def localization_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", 
     c = out["collateral"]
     typer.echo(f"collateral on {c['n_prompts']} control prompts: top-1 changed {c['top1_changed']:.1%}, "
                f"mean |Δ log p(gold)| {c['mean_abs_dlogp']:.4f}")
+
+
+def _csv(value: str | None, allowed, what: str) -> list[str]:
+    from kneuron.cli._common import _fail
+    items = [x.strip() for x in (value or "").split(",") if x.strip()] or list(allowed)
+    bad = [x for x in items if x not in allowed]
+    if bad:
+        _fail(f"--{what}: {bad[0]!r} is not one of {', '.join(allowed)}")
+    return items
+
+
+def _injected(model, facts, k, steps, seeds, difficulties, methods, per_set, as_json):
+    """`bench localization --truth injected`: the table method x difficulty (kneuron.bench.ground_truth)."""
+    from kneuron.attribution import BASELINES, METHODS
+    from kneuron.bench.ground_truth import BUDGETS, ground_truth_bench
+    from kneuron.cli._common import _errors, _fail, _load, _print_json
+    from kneuron.facts import load_facts
+    from kneuron.report.render import show
+    from kneuron.report.table import Column, Table
+    ds = _csv(difficulties, DIFFICULTIES, "difficulties")
+    ms = _csv(methods, (*METHODS, *BASELINES), "methods") if methods else list(GT_METHODS)
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"--seeds must be comma-separated integers, not {seeds!r}")
+    try:
+        fs = load_facts(facts)
+        h = _load(model)
+        out = ground_truth_bench(h, fs, difficulties=ds, methods=ms, seeds=seed_list, k=k, per_set=per_set,
+                                 steps=steps, progress=None if as_json else typer.echo)
+    except _errors() as e:
+        _fail(str(e))
+    if as_json:
+        return _print_json(out)
+
+    def cell(v):
+        if v is None or v["mean"] is None:
+            return "n/a"
+        return f"{v['mean']:.2f}" + (f" [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]" if v["ci"] else "")
+    keys = [f"recall@{b:g}" for b in BUDGETS] + ["fact_drop", "control_change", "seconds"]
+    show(Table(["difficulty", "method", "n", *(Column(x, cell) for x in keys)],
+               [[d, m, v["n"], *(v[x] for x in keys)] for d, by in out["summary"].items() for m, v in by.items()],
+               title=f"{model}: injected facts, {per_set} neurons a set, of {out['n_neurons_total']}; seeds "
+                     f"{', '.join(map(str, seed_list))}"))
+    for d, why in out["skipped"].items():
+        typer.echo(f"{d}: skipped ({why})")
 
 
 @app.command("speed")
