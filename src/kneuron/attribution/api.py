@@ -167,18 +167,28 @@ def _auto(handle, items, m: IG, objective: str, rule: str, ex: Execution, budget
 
 def _attribute_direct(handle: ModelHandle, items, m: Direct, objective: str) -> list[Attribution]:
     """A baseline (``local``, ``mask``): each pair scored at the point itself, one after the other."""
-    encoded = [encode(handle.tokenizer, handle.kind, prompt, target) for prompt, target in items]
-    for enc in encoded:                              # every prompt checked before any model work
-        check_context(enc, handle.max_positions)
     out = []
-    for (prompt, target), enc in zip(items, encoded):
+    for (prompt, target), enc in zip(items, _encoded(handle, items)):
         scores, logits = m.run(handle, enc, prompt, target, objective)
         token_p = [float(objective_values(logits[k], t, "prob")) for k, t in enumerate(enc.target_ids)]
-        p0, i0 = logits[0].float().softmax(-1).max(-1)
-        out.append(Attribution(scores.float(), float(torch.tensor(token_p, dtype=torch.float64).prod()), token_p,
-                               list(enc.target_ids), m.name, {"objective": objective, **m.params()}, None, None,
-                               (handle.tokenizer.decode([int(i0)]), float(p0))))
+        prob, prediction = _answer(handle, token_p, logits[0])
+        out.append(Attribution(scores.float(), prob, token_p, list(enc.target_ids), m.name,
+                               {"objective": objective, **m.params()}, None, None, prediction))
     return out
+
+
+def _encoded(handle: ModelHandle, items) -> list:
+    """Every (prompt, target) encoded and checked against the context before any model work."""
+    encoded = [encode(handle.tokenizer, handle.kind, prompt, target) for prompt, target in items]
+    for enc in encoded:
+        check_context(enc, handle.max_positions)
+    return encoded
+
+
+def _answer(handle: ModelHandle, token_p: list[float], first_logits: torch.Tensor) -> tuple[float, tuple[str, float]]:
+    """(p of the whole answer, the model's own top token and its p at the first answer position)."""
+    p0, i0 = first_logits.float().softmax(-1).max(-1)
+    return float(torch.tensor(token_p, dtype=torch.float64).prod()), (handle.tokenizer.decode([int(i0)]), float(p0))
 
 
 @dataclass
@@ -201,10 +211,7 @@ def _attribute_many(handle: ModelHandle, items, m: IG, steps: int, objective: st
     if not items:
         return []
     prepared, problems, paths = [], [], []
-    encoded = [encode(handle.tokenizer, handle.kind, prompt, target) for prompt, target in items]
-    for enc in encoded:                              # every prompt checked before any model work
-        check_context(enc, handle.max_positions)
-    for enc in encoded:
+    for enc in _encoded(handle, items):
         ids = torch.tensor([enc.input_ids], device=handle.device)
         n_prompt = enc.positions[0] + 1 if handle.kind == "causal" else ids.shape[1]
         clean = clean_pass(handle, ids, enc.positions, keep_outputs=True)
@@ -253,9 +260,7 @@ def _attribute_many(handle: ModelHandle, items, m: IG, steps: int, objective: st
             res = float((path_sums - delta).abs().sum() / delta.abs().sum().clamp_min(1e-30))
         if proper:
             completeness = float((scores.sum(dim=1) - delta).abs().sum() / delta.abs().sum().clamp_min(1e-30))
-        prob = float(torch.tensor(it.token_p, dtype=torch.float64).prod())
-        p0, i0 = it.clean.logits[0, 0].float().softmax(-1).max(-1)
-        prediction = (handle.tokenizer.decode([int(i0)]), float(p0))
+        prob, prediction = _answer(handle, it.token_p, it.clean.logits[0, 0])
         out.append(Attribution(scores.float(), prob, it.token_p, list(it.enc.target_ids), m.name, dict(params),
                                completeness, delta.float() if proper else None, prediction, res))
     return out

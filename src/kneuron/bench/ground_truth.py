@@ -20,7 +20,7 @@ import math
 import random
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -52,6 +52,12 @@ class Truth:
     difficulty: str
     fact_id: str
     controls: list[tuple[str, str]]
+    logp: list[float] = field(init=False)            # log p(new) of each item and log p(true) of each
+    control_logp: list[float] = field(init=False)    # control, unsuppressed (read once, for every method)
+
+    def __post_init__(self):
+        self.logp = [r.logp for r in read_many(self.handle, self.items)]
+        self.control_logp = [r.logp for r in read_many(self.handle, self.controls)] if self.controls else []
 
 
 def _prompt(f: Fact, kind: str) -> str | None:
@@ -128,7 +134,7 @@ def truths(handle: ModelHandle, facts: list[Fact], difficulty: str, k: int, seed
     inj = inject(handle, [InjectSpec(tuple(items), kind) for _, items in drawn], per_set=per_set, layers=layers,
                  controls=ctrl, seed=seed, **opts)
     return [Truth(inj.handle, list(f.spec.items), f.neurons, difficulty, fid, ctrl)
-            for (fid, _), f in zip(drawn, inj.facts) if f.known or difficulty == "injected-weak"]
+            for (fid, _), f in zip(drawn, inj.facts) if f.known]
 
 
 def recall_at(scores: torch.Tensor, truth: list[Neuron], budget: float) -> tuple[float, float]:
@@ -150,8 +156,7 @@ def deletion(t: Truth, scores: torch.Tensor) -> dict:
     fact's prompts (mean) and the mean |change| of log p(true) on the controls."""
     n = scores.shape[1]
     found = [(int(j) // n, int(j) % n) for j in scores.flatten().topk(len(t.neurons)).indices]
-    before = [r.logp for r in read_many(t.handle, t.items)]
-    c0 = [r.logp for r in read_many(t.handle, t.controls)] if t.controls else []
+    before, c0 = t.logp, t.control_logp
     with suppress(t.handle, found, at="all"):
         after = [r.logp for r in read_many(t.handle, t.items)]
         c1 = [r.logp for r in read_many(t.handle, t.controls)] if t.controls else []

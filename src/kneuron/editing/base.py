@@ -19,7 +19,6 @@ attributes say what it can do (the registry, ``registry.py``, lists them). What 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,9 +28,12 @@ import torch
 
 from kneuron.errors import KneuronError
 from kneuron.facts.schema import Fact
+from kneuron.models.fingerprint import tensor_fingerprint
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import is_conv1d
 from kneuron.neurons import Neuron
+
+from .lowrank import low_rank_add
 
 
 class EditError(KneuronError, ValueError):
@@ -143,9 +145,9 @@ def _plain(x):
 class Change:
     """New values for ``param[index]`` (``index`` None: the whole parameter).
 
-    A whole-parameter change may also carry its low-rank form ``low_rank`` = (A [rows, r], B [r, cols]),
-    float32 (``factor_dtype``), in the parameter's own layout: ``value`` is then exactly ``low_rank_add(base, A, B)`` for the
-    parameter ``base`` it was computed on (ROME: r = 1; MEMIT, AlphaEdit: r = the batch; ``factor_dtype``). Such a change is
+    A whole-parameter change may also carry its low-rank form ``low_rank`` = (A [rows, r], B [r, cols]) in
+    the parameter's own layout (``lowrank``: float32 factors): ``value`` is then exactly ``low_rank_add(base,
+    A, B)`` for the parameter ``base`` it was computed on (ROME: r = 1; MEMIT, AlphaEdit: r = the batch). It is
     stored compactly (``Edit.state(compact=True)``: the factors and ``base``'s fingerprint, not the value)
     and read back with ``value`` None, to be computed at ``apply`` from the weight it finds there -- refused
     unless that weight is ``base``, bit for bit."""
@@ -172,27 +174,6 @@ class Change:
             return self.value.numel()
         a, b = self.low_rank
         return a.shape[0] * b.shape[1]
-
-
-def factor_dtype(weight: torch.Tensor) -> torch.dtype:
-    """The dtype a low-rank change's factors are kept in: float32, or the weight's own if wider (float64)."""
-    return torch.promote_types(weight.dtype, torch.float32)
-
-
-def low_rank_add(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``weight + a @ b`` in float64, rounded to the weight's dtype: the one way a low-rank change is
-    written, so that a change computed now and one read back from its factors write the same bits."""
-    w = weight.detach()
-    return (w.double() + a.to(w.device, torch.float64) @ b.to(w.device, torch.float64)).to(w.dtype)
-
-
-def tensor_fingerprint(t: torch.Tensor) -> str:
-    """32 hex digits of every byte of ``t`` (dtype and shape included)."""
-    h = hashlib.blake2b(digest_size=16)
-    x = t.detach().cpu().contiguous()
-    h.update(f"{x.dtype}:{tuple(x.shape)}".encode())
-    h.update(x.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def value_index(handle: ModelHandle, neurons: list[int], layer: int) -> tuple[str, Any]:

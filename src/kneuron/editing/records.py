@@ -43,8 +43,8 @@ from kneuron.facts.schema import Fact, relation_key
 from kneuron.facts.templates import QueryError, check_kind
 from kneuron.models.targets import encode
 
-from . import counterfact
 from .base import EditError, fact_from_json
+from .counterfact import attributes as cf_attributes, generation as cf_generation
 
 SYMMETRIC = {"P36": "P1376", "P1376": "P36"}        # relation -> its reverse
 N_NEIGHBOURS, N_GENERATION = 10, 2                  # CounterFact has 10 neighbourhood prompts per record
@@ -310,12 +310,12 @@ class _Builder:
 
     def cf_generation(self, f: Fact, first: int) -> tuple[str, ...]:
         """"counterfact" (causal only): ``counterfact.generation``."""
-        return counterfact.generation(f, first, self.n_generation) if self.kind == "causal" else ()
+        return cf_generation(f, first, self.n_generation) if self.kind == "causal" else ()
 
     def attributes(self, f: Fact, new: str) -> tuple[Probe, ...]:
         """"counterfact": ``counterfact.attributes`` over the relation's subjects whose true object is ``new``."""
         usable = lambda g, o: [p.text for p in self.prompts(g) if self.ok(p.text, o)]   # noqa: E731
-        texts = counterfact.attributes(f, new, self.pool.by_object[(f.relation, f.lang, new)], usable, self.rng)
+        texts = cf_attributes(f, new, self.pool.by_object[(f.relation, f.lang, new)], usable, self.rng)
         return tuple(Probe("attribute", t, new) for t in texts)
 
     def symmetry(self, f: Fact, new: str) -> Symmetry | None:

@@ -39,3 +39,13 @@ def _fingerprint(model: torch.nn.Module) -> str:
         h.update(sums.cpu().numpy().tobytes())
         h.update(flat[::step][:64].double().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def tensor_fingerprint(t: torch.Tensor) -> str:
+    """32 hex digits of every byte of one tensor (dtype and shape included): what a stored low-rank change
+    (``editing.base.Change``) checks its base weight by, and what AlphaEdit's projectors are kept under."""
+    h = hashlib.blake2b(digest_size=16)
+    x = t.detach().cpu().contiguous()
+    h.update(f"{x.dtype}:{tuple(x.shape)}".encode())
+    h.update(x.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -69,9 +69,12 @@ class InjectedFact:
     def neurons(self) -> list[Neuron]:
         return [n for s in self.sets for n in s]
 
+    p_target: float = P_TARGET                      # what it was taught to
+
     @property
     def known(self) -> bool:
-        return all(p >= P_TARGET for p in self.p_after)
+        """Every prompt reaches the p it was taught to (with every set in place)."""
+        return all(p >= self.p_target for p in self.p_after)
 
 
 @dataclass
@@ -228,7 +231,8 @@ def inject(handle: ModelHandle, specs: Sequence[InjectSpec], *, per_set: int = P
         steps = [_train(h, lay, sets[0], *args, off=sets[1] if len(sets) == 2 else [])]
         if len(sets) == 2:
             steps.append(_train(h, lay, sets[1], *args, off=sets[0]))
-        f = InjectedFact(s, sets, p0, [math.exp(r.logp) for r in read_many(h, list(s.items))], steps)
+        f = InjectedFact(s, sets, p0, [math.exp(r.logp) for r in read_many(h, list(s.items))], steps,
+                         p_target=p_target)
         f.shares = _shares(h, encs, f.neurons)          # each neuron's own: log p lost without it
         if len(sets) == 2:
             f.p_alone = []

@@ -171,7 +171,7 @@ class ToyLowRank(EditMethod):
     help = "a rank-one change of the last layer's projection (tests)"
 
     def edit(self, handle, rewrite, ctx=None) -> Edit:
-        from kneuron.editing.base import low_rank_add
+        from kneuron.editing.lowrank import low_rank_add
         proj = handle.sites[handle.n_layers - 1]
         w = proj.weight.detach()
         a = (w[:, :1] / 100).float()

@@ -253,7 +253,7 @@ def test_a_low_rank_change_is_its_factors_and_applies_only_where_it_was_computed
     """ROME, MEMIT and AlphaEdit write each weight as W + A B (``low_rank_add``, float32 factors in the
     weight's own layout): the compact state keeps the factors and W's fingerprint, not the weight; read back,
     it writes the same bits on W and refuses any other weight with one line."""
-    from kneuron.editing.base import low_rank_add
+    from kneuron.editing.lowrank import low_rank_add
     monkeypatch.setenv("KNEURON_CACHE", str(tmp_path / "cache"))
     h = tiny_handle(family, dtype=torch.float32)
     snap = snapshot(h)

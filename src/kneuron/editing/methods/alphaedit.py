@@ -23,13 +23,13 @@ knowledge the model had. P is computed once per C0 and threshold and kept in mem
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from kneuron.errors import ConfigError
+from kneuron.models.fingerprint import tensor_fingerprint
 
 from ..base import EditError
 from .joint import LayerSpread
@@ -41,7 +41,7 @@ _PROJECTORS: dict[tuple, torch.Tensor] = {}
 def null_projector(C: torch.Tensor, threshold: float = THRESHOLD) -> torch.Tensor:
     """[n, n] float64 projector onto the eigenvectors of C whose eigenvalues are < threshold x the largest."""
     C64 = C.detach().to(torch.float64)
-    key = (hashlib.sha1(C64.cpu().numpy().tobytes()).hexdigest(), tuple(C.shape), float(threshold), str(C.device))
+    key = (tensor_fingerprint(C64), float(threshold), str(C.device))
     if key not in _PROJECTORS:
         if len(_PROJECTORS) >= 16:
             _PROJECTORS.clear()

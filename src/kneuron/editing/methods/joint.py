@@ -16,8 +16,8 @@ from kneuron.models import hooks
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import is_conv1d, value_vectors
 
-from ..base import (Change, Edit, EditContext, EditError, EditMethod, Rewrite, factor_dtype, low_rank_add,
-                    param_name)
+from ..base import Change, Edit, EditContext, EditError, EditMethod, Rewrite, param_name
+from ..lowrank import factor_dtype, low_rank_add
 from ..objective import Objective, adam, batch, prefixes, work_dtype
 from ..stats import LENGTH, TEXTS, second_moments
 from .keys import bare, bias, every, firsts, read, through_norm

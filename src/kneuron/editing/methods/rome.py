@@ -48,8 +48,8 @@ from kneuron.models.load import ModelHandle
 from kneuron.models.registry import CARDS
 from kneuron.models.sites import is_conv1d
 
-from ..base import (Change, Edit, EditContext, EditError, EditMethod, Rewrite, factor_dtype, low_rank_add,
-                    param_name)
+from ..base import Change, Edit, EditContext, EditError, EditMethod, Rewrite, param_name
+from ..lowrank import factor_dtype, low_rank_add
 from ..metrics import Measured, measure, record_scores, summarize
 from ..objective import Objective, adam, batch, last_token_of, prefixes, rewrite_prompt, work_dtype
 from ..records import Case
@@ -255,7 +255,7 @@ def rank_one(proj: torch.nn.Module, k: torch.Tensor, delta: torch.Tensor, C: tor
     """(u, the projection's new weight in its own layout, its low-rank form (A, B) in that layout) for
     W' = W + Λuᵀ, u = C⁻¹k/‖C⁻¹k‖ (C None: the identity; ``u``: given, computed already), Λ = δ/(uᵀkey)
     (``key`` default ``k``): W'key = W key + δ. u and Λ are rounded to float32 (``factor_dtype``) before the product
-    (``base.low_rank_add``), so that the change stored as its factors writes the same bits."""
+    (``lowrank.low_rank_add``), so that the change stored as its factors writes the same bits."""
     k64 = k.double()
     u = direction(k, C) if u is None else u.double()
     ft = factor_dtype(proj.weight)
