@@ -48,10 +48,25 @@ def test_the_injected_table_has_every_difficulty_and_method_asked(model_and_fact
         assert all(0 <= v["recall@0.01"]["mean"] <= 1 for v in by.values())
 
 
+def test_out_keeps_the_rows_and_a_rerun_resumes_them(model_and_facts, tmp_path):
+    m, facts = model_and_facts
+    args = ("-m", m, "--truth", "injected", "--facts", facts, "--difficulties", "injected", "--methods",
+            "ig@auto,random", "--k", "1", "--per-set", "2", "--out", tmp_path / "gt")
+    r = run(*args)
+    assert r.exit_code == 0, (r.stdout, r.stderr)
+    rows = (tmp_path / "gt" / "rows.jsonl").read_text()
+    assert "| injected | ig@auto |" in (tmp_path / "gt" / "report.md").read_text()
+    again = run(*args)
+    assert again.exit_code == 0 and (tmp_path / "gt" / "rows.jsonl").read_text() == rows   # nothing redone
+    assert "seed 0 injected" not in again.stdout and "| injected | random |" in again.stdout
+
+
 @pytest.mark.parametrize("args, needle", [(("--truth", "grown"), "--truth"),
                                           (("--truth", "injected", "--difficulties", "hard"), "--difficulties"),
                                           (("--truth", "injected", "--methods", "magic"), "--methods"),
-                                          (("--truth", "injected", "--seeds", "a,b"), "--seeds")])
+                                          (("--truth", "injected", "--seeds", "a,b"), "--seeds"),
+                                          (("--truth", "injected", "--seeds", "0", "--tune-seeds", "0"), "tune"),
+                                          (("--truth", "injected", "--steps", "many"), "steps")])
 def test_bad_options_are_one_line(model_and_facts, args, needle):
     m, facts = model_and_facts
     r = run("-m", m, "--facts", facts, *args)

@@ -1,6 +1,8 @@
-"""Localization scored against facts injected into the model's own neurons (``kneuron.plant.inject``),
-by difficulty, for every attribution method behind ``attribute`` (ig, amig and the baselines):
+"""Localization scored against a known ground truth, by difficulty, for every attribution method behind
+``attribute`` (ig, amig and the baselines): facts injected into the model's own neurons
+(``kneuron.plant.inject``) and, for reference, the easy grown neuron of ``kneuron.plant``:
 
+    planted              one new neuron grown beside the model's own, one layer, one token (kneuron plant)
     injected             one fact, one set of ``per_set`` neurons drawn from the middle third of the depth
     injected-split       the set drawn from two layers only (a third and two thirds of the depth)
     injected-weak        taught only to p(new) >= 0.2 (a weak key: the fact barely known)
@@ -12,17 +14,21 @@ Per method and difficulty, over facts and seeds (each seed a new draw of facts a
 precision of the truth among the top ``budget`` x (layers x neurons) neurons for each of ``BUDGETS``, the
 median rank of the truth's neurons, the deletion damage (the method's top |truth| neurons suppressed at
 every position: the drop of log p(new) on the fact, and the mean |change| of log p on the controls),
-and seconds per fact; each mean with a 95 % bootstrap interval over the facts.
+and seconds per fact; each mean with a 95 % bootstrap interval over the facts. Beside them, what the
+paper's modules recover of the truth, each run on the method's scores as ``reproduce`` runs it: Module 1's
+knowledge neurons (tau x the best score, per language: ``neurons_of``) against the truth (``kn_f1``);
+Module 2's language-independent neurons (the two languages' sets intersected) against a shared fact's set
+(``likn_f1``); Module 3's degenerate groups (``find_dkn`` over the top knowledge neurons) against a
+degenerate fact's two sets (``dkn_f1`` of the groups' neurons, and ``dkn_spans``: some group holds
+neurons of both sets, i.e. Module 3 found the degeneracy that was planted).
 """
 from __future__ import annotations
 
-import math
 import random
 import statistics
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from kneuron.attribution import attribute
@@ -31,12 +37,13 @@ from kneuron.facts.templates import QueryError
 from kneuron.intervene import suppress
 from kneuron.models.load import ModelHandle
 from kneuron.models.targets import encode
-from kneuron.neurons import Neuron
+from kneuron.neurons import LocateConfig, Neuron, neurons_of
+from kneuron.paper.dkn import DKNConfig, find_dkn
+from kneuron.plant.counterfactuals import plant_fact_counterfactuals
 from kneuron.plant.inject import InjectSpec, inject
 from kneuron.plant.read import read_many
-from kneuron.report.stats import ci
 
-DIFFICULTIES = ("injected", "injected-split", "injected-weak", "injected-multi", "injected-shared",
+DIFFICULTIES = ("planted", "injected", "injected-split", "injected-weak", "injected-multi", "injected-shared",
                 "injected-degenerate")
 METHODS = ("ig", "amig", "actgrad", "activation", "gradient", "mask", "random")
 BUDGETS = (0.001, 0.005, 0.01)
@@ -52,6 +59,8 @@ class Truth:
     difficulty: str
     fact_id: str
     controls: list[tuple[str, str]]
+    langs: list[str]                                 # the language of each item
+    sets: list[list[Neuron]]                         # the trained sets (two for a degenerate fact)
     logp: list[float] = field(init=False)            # log p(new) of each item and log p(true) of each
     control_logp: list[float] = field(init=False)    # control, unsuppressed (read once, for every method)
 
@@ -75,8 +84,8 @@ def _tokens(h: ModelHandle, prompt: str, obj: str) -> int:
 
 
 def draw(handle: ModelHandle, facts: list[Fact], difficulty: str, k: int, rng: random.Random
-         ) -> list[tuple[str, list[tuple[str, str]]]]:
-    """k (fact id, [(prompt, new object)]) for the difficulty: the fact's first prompt and a wrong object
+         ) -> list[tuple[str, list[tuple[str, str]], list[str]]]:
+    """k (fact id, [(prompt, new object)], [language]) for the difficulty: the fact's first prompt and a wrong object
     (multi: one of two or more tokens, else one token); shared: the same id's prompts in two languages,
     each with its language's wrong object at the same index."""
     by_id: dict = {}
@@ -105,7 +114,7 @@ def draw(handle: ModelHandle, facts: list[Fact], difficulty: str, k: int, rng: r
         sizes = [_tokens(handle, p, o) for p, o in items]
         if 0 in sizes or (difficulty == "injected-multi") != all(s >= 2 for s in sizes):
             continue
-        out.append((fid, items))
+        out.append((fid, items, [f.lang for f in fs]))
     return out
 
 
@@ -113,11 +122,13 @@ def truths(handle: ModelHandle, facts: list[Fact], difficulty: str, k: int, seed
            controls: int = 8, **inject_options) -> list[Truth]:
     """The difficulty's k injected facts on one copy of the model (seeded), with ``controls`` other facts'
     (prompt, true object) to measure collateral on."""
+    if difficulty == "planted":
+        return _planted(handle, facts, k, seed, controls)
     rng = random.Random(f"{seed}:{difficulty}")
     drawn = draw(handle, facts, difficulty, k, rng)
     if not drawn:
         raise ValueError(f"no fact of the set suits {difficulty!r} on {handle.name}")
-    used = {fid for fid, _ in drawn}
+    used = {fid for fid, *_ in drawn}
     ctrl = []
     for f in facts:
         if len(ctrl) >= controls:
@@ -131,10 +142,20 @@ def truths(handle: ModelHandle, facts: list[Fact], difficulty: str, k: int, seed
     opts = dict(inject_options)
     if difficulty == "injected-weak":
         opts["p_target"] = WEAK_P
-    inj = inject(handle, [InjectSpec(tuple(items), kind) for _, items in drawn], per_set=per_set, layers=layers,
+    inj = inject(handle, [InjectSpec(tuple(items), kind) for _, items, _ in drawn], per_set=per_set, layers=layers,
                  controls=ctrl, seed=seed, **opts)
-    return [Truth(inj.handle, list(f.spec.items), f.neurons, difficulty, fid, ctrl)
-            for (fid, _), f in zip(drawn, inj.facts) if f.known]
+    return [Truth(inj.handle, list(f.spec.items), f.neurons, difficulty, fid, ctrl, langs, f.sets)
+            for (fid, _, langs), f in zip(drawn, inj.facts) if f.known]
+
+
+def _planted(handle: ModelHandle, facts: list[Fact], k: int, seed: int, controls: int) -> list[Truth]:
+    """k counterfactuals planted as one new neuron each (``plant_fact_counterfactuals``, no pair or shared
+    neuron): the benchmark this module makes harder, kept as its easiest row."""
+    planted, cfs, _ = plant_fact_counterfactuals(handle, facts, k, pair=False, shared=False, seed=seed)
+    ctrl = [(r.prompt, r.answer) for r in planted.controls[:controls]]
+    return [Truth(planted.handle, [(f.spec.prompt, f.spec.new_object)], list(f.neurons), "planted", c.fact.id, ctrl,
+                  [c.fact.lang], [list(f.neurons)])
+            for f, c in zip(planted.facts, cfs) if all(q.is_top1 for q in f.prompts)]
 
 
 def recall_at(scores: torch.Tensor, truth: list[Neuron], budget: float) -> tuple[float, float]:
@@ -164,59 +185,46 @@ def deletion(t: Truth, scores: torch.Tensor) -> dict:
             "control_change": statistics.mean(abs(b - a) for b, a in zip(c0, c1)) if c0 else None}
 
 
-def score_method(t: Truth, method: str, steps: int | str, budgets=BUDGETS) -> dict:
-    """One method on one truth: every taught prompt attributed, the scores summed over them."""
+def f1(found, truth) -> float:
+    """F1 of a found neuron set against the truth (0 when either is empty)."""
+    found, truth = {tuple(map(int, n)) for n in found}, {tuple(map(int, n)) for n in truth}
+    hit = len(found & truth)
+    return 2 * hit / (len(found) + len(truth)) if hit else 0.0
+
+
+def modules(t: Truth, attributions: list, dkn: DKNConfig | None = None) -> dict:
+    """What the paper's modules recover of the truth from one method's attributions (one per item; see the
+    module doc): kn_f1 always, likn_f1 for a fact taught in two languages, dkn_f1 / dkn_spans for a
+    degenerate one."""
+    cfg = LocateConfig()
+    per_item = [neurons_of([a], lang, cfg) for a, lang in zip(attributions, t.langs)]
+    out = {"kn_f1": statistics.mean(f1(s.neurons, t.neurons) for s in per_item)}
+    if len(set(t.langs)) >= 2:
+        shared = set(per_item[0].neurons).intersection(*(set(s.neurons) for s in per_item[1:]))
+        out["likn_f1"] = f1(shared, t.neurons)
+    if len(t.sets) == 2:
+        (p, o), kn = t.items[0], per_item[0]
+        got = find_dkn(t.handle, p, o, kn.neurons, dkn) if len(kn) >= 2 else None
+        groups = got.groups if got is not None else []
+        a, b = ({tuple(n) for n in s} for s in t.sets)
+        out["dkn_groups"] = len(groups)
+        out["dkn_f1"] = f1({n for g in groups for n in g}, t.neurons)
+        out["dkn_spans"] = float(any(set(map(tuple, g)) & a and set(map(tuple, g)) & b for g in groups))
+    return out
+
+
+def score_method(t: Truth, method, steps: int | str, budgets=BUDGETS, dkn: DKNConfig | None = None) -> dict:
+    """One method (a name or a method object) on one truth: every taught prompt attributed, the scores
+    summed over them for the recall, rank and deletion scores; the modules run on each prompt's own."""
     t0 = time.perf_counter()
-    scores = None
-    for p, o in t.items:
-        s = attribute(t.handle, p, o, method=method, steps=steps).scores.double()
-        scores = s if scores is None else scores + s
+    found = [attribute(t.handle, p, o, method=method, steps=steps) for p, o in t.items]
     seconds = (time.perf_counter() - t0) / len(t.items)
+    scores = sum(a.scores.double() for a in found)
     row = {"seconds": seconds, "median_rank": statistics.median(ranks(scores, t.neurons))}
     for b in budgets:
         row[f"recall@{b:g}"], row[f"precision@{b:g}"] = recall_at(scores, t.neurons, b)
-    return {**row, **deletion(t, scores)}
+    return {**row, **deletion(t, scores), **modules(t, found, dkn)}
 
 
-def _interval(xs: list[float]) -> dict:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    if not xs:
-        return {"mean": None, "ci": None}
-    iv = ci(np.array(xs, dtype=float))
-    return {"mean": float(np.mean(xs)), "ci": None if iv is None else [float(iv[0]), float(iv[1])]}
-
-
-def ground_truth_bench(handle: ModelHandle, facts: list[Fact], *, difficulties=DIFFICULTIES, methods=METHODS,
-                       seeds=(0,), k: int = 4, per_set: int = 8, steps: int | str = 20, budgets=BUDGETS,
-                       progress=None, **inject_options) -> dict:
-    """Every method on every difficulty's injected facts, for each seed (see the module doc): the rows
-    (one per fact and method) and the summary per difficulty and method, means with 95 % intervals."""
-    rows, skipped = [], {}
-    for seed in seeds:
-        for d in difficulties:
-            try:
-                ts = truths(handle, facts, d, k, seed, per_set=per_set, **inject_options)
-            except ValueError as e:
-                skipped[d] = str(e)
-                continue
-            for t in ts:
-                for m in methods:
-                    rows.append({"seed": seed, "difficulty": d, "fact_id": t.fact_id, "method": m,
-                                 "truth": [list(n) for n in t.neurons], **score_method(t, m, steps, budgets)})
-                    if progress:
-                        progress(f"{d} {t.fact_id} {m}: recall@{budgets[0]:g} {rows[-1][f'recall@{budgets[0]:g}']:.2f}")
-    keys = ["seconds", "median_rank", "fact_drop", "control_change",
-            *(f"{w}@{b:g}" for b in budgets for w in ("recall", "precision"))]
-    summary: dict = {}
-    for d in difficulties:
-        for m in methods:
-            mine = [r for r in rows if r["difficulty"] == d and r["method"] == m]
-            if mine:
-                summary.setdefault(d, {})[m] = {"n": len(mine), **{x: _interval([r[x] for r in mine]) for x in keys}}
-    return {"model": handle.name, "n_neurons_total": handle.n_layers * handle.n_neurons, "seeds": list(seeds),
-            "k": k, "per_set": per_set, "steps": steps, "budgets": list(budgets), "methods": list(methods),
-            "summary": summary, "rows": rows, "skipped": skipped}
-
-
-__all__ = ["BUDGETS", "DIFFICULTIES", "METHODS", "Truth", "deletion", "draw", "ground_truth_bench", "ranks",
-           "recall_at", "score_method", "truths"]
+__all__ = ["BUDGETS", "DIFFICULTIES", "METHODS", "Truth", "deletion", "draw", "f1", "modules", "ranks", "recall_at",
+           "score_method", "truths"]

@@ -14,6 +14,7 @@ from dataclasses import asdict
 import torch
 
 from kneuron.attribution import attribute
+from kneuron.attribution.local import Random
 from kneuron.facts import Fact
 from kneuron.models.load import ModelHandle
 from kneuron.organisms import organism_facts
@@ -27,11 +28,10 @@ def rank_of(scores: torch.Tensor, neuron: tuple[int, int]) -> int:
     return int((scores >= scores[neuron]).sum())
 
 
-def _method_scores(handle: ModelHandle, prompt: str, target: str, method: str, steps: int,
-                   gen: torch.Generator) -> torch.Tensor:
-    if method == "random":
-        return torch.rand(handle.n_layers, handle.n_neurons, generator=gen)
-    return attribute(handle, prompt, target, method=method, steps=steps).scores
+def _method_scores(handle: ModelHandle, prompt: str, target: str, method: str, steps: int | str,
+                   seed: int) -> torch.Tensor:
+    m = Random(seed=seed) if method == "random" else method        # the random baseline, seeded by the run
+    return attribute(handle, prompt, target, method=m, steps=steps).scores
 
 
 def _summary(ranks: list[int]) -> dict:
@@ -56,7 +56,7 @@ def localization_bench(handle: ModelHandle, k: int = 5, layer: int | None = None
         planted = plant_counterfactuals(handle, k, layer, seed=seed)
     else:
         planted, cfs, n_bg = plant_fact_counterfactuals(handle, facts, k, layer, seed=seed)
-    h, gen = planted.handle, torch.Generator().manual_seed(seed)
+    h = planted.handle
     rows, pairs, shared, by_lang = [], [], [], defaultdict(lambda: defaultdict(list))
     for j, f in enumerate(planted.facts):
         cf = cfs[j] if cfs is not None else None
@@ -66,7 +66,7 @@ def localization_bench(handle: ModelHandle, k: int = 5, layer: int | None = None
         for m in methods:
             per_prompt = []
             for p in prompts:
-                s = _method_scores(h, p, f.spec.new_object, m, steps, gen)
+                s = _method_scores(h, p, f.spec.new_object, m, steps, seed)
                 per_prompt.append([rank_of(s, n) for n in f.neurons])
                 top.setdefault(m, []).append([(l, i) for l, i, _ in _top(s, 3)])
                 if progress:

@@ -8,7 +8,7 @@ import typer
 
 from kneuron.bench.ground_truth import DIFFICULTIES
 from kneuron.bench.ground_truth import METHODS as GT_METHODS
-from kneuron.cli._common import MODEL_HELP
+from kneuron.cli._common import MODEL_HELP, STEPS_HELP, parse_steps
 
 app = typer.Typer(help="benchmarks", no_args_is_help=True)
 
@@ -20,7 +20,7 @@ def localization_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", 
                      facts: Optional[str] = typer.Option(None, "--facts", "-f", help="facts the model knows, to draw the prompts from: a fact set; for an organism, "
                                                          "the set its facts.txt ids come from (default: en-zh for organisms, else "
                                                          "built-in English prompts)"),
-                     steps: int = typer.Option(20, "--steps", min=1, help="integration steps"),
+                     steps: str = typer.Option("20", "--steps", callback=parse_steps, help=STEPS_HELP),
                      seed: int = typer.Option(0, "--seed", help="seed of the planting and of the random baseline"),
                      truth: str = typer.Option("planted", "--truth", help="planted (new neurons grown beside the "
                                                "model's) or injected (facts taught to sets of its own neurons, "
@@ -33,6 +33,11 @@ def localization_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", 
                      seeds: str = typer.Option("0", "--seeds", help="--truth injected: comma-separated seeds (each a "
                                                "new draw of facts and sets)"),
                      per_set: int = typer.Option(8, "--per-set", min=1, help="--truth injected: neurons per trained set"),
+                     tune_seeds: str = typer.Option("", "--tune-seeds", help="--truth injected: seeds the mask's L1 is "
+                                                    "chosen on (disjoint from --seeds; empty: its default)"),
+                     out: Optional[str] = typer.Option(None, "--out", "-o", help="--truth injected: write rows.jsonl, "
+                                                       "summary.json and report.md here; a rerun resumes"),
+                     fresh: bool = typer.Option(False, "--fresh", help="--truth injected: start --out over"),
                      as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """Plant neurons with known facts, localize each fact with ig, amig and random scores, and report
     the planted neurons' ranks among all neurons (recall@1, recall@5, median rank) and the collateral.
@@ -50,7 +55,8 @@ def localization_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", 
     if truth not in ("planted", "injected"):
         _fail(f"--truth must be planted or injected, not {truth!r}")
     if truth == "injected":
-        return _injected(model, facts or "en-zh", k, steps, seeds, difficulties, methods, per_set, as_json)
+        return _injected(model, facts or "en-zh", k, steps, seeds, tune_seeds, difficulties, methods, per_set, out,
+                         fresh, as_json)
     try:
         h = _load(model)
         known = None
@@ -59,27 +65,27 @@ def localization_cmd(model: str = typer.Option("smollm2-135m", "--model", "-m", 
             known = known_facts(h, load_facts(facts), show=not as_json)
             if not known:
                 raise ConfigError(f"none of {model}'s training facts (facts.txt) is in {facts}")
-        out = localization_bench(h, k=k, layer=layer, steps=steps, seed=seed, facts=known)
+        res = localization_bench(h, k=k, layer=layer, steps=steps, seed=seed, facts=known)
     except _errors() as e:
         _fail(str(e))
     if as_json:
-        return _print_json(out)
+        return _print_json(res)
     from kneuron.report.render import show
     from kneuron.report.table import Column, Table
     two = lambda v: f"{v:.2f}"  # noqa: E731
     show(Table(["method", Column("recall@1", two), Column("recall@5", two), Column("median rank", lambda v: f"{v:g}"),
                 Column("ranks", lambda v: " ".join(map(str, v)))],
-               [[m, r["recall@1"], r["recall@5"], r["median_rank"], r["ranks"]] for m, r in out["methods"].items()],
-               title=f"{model}: {out['n_planted']} planted facts in layer {out['layer']}, "
-                     f"ranks among {out['n_neurons_total']} neurons"))
-    for p in out["pairs"]:
+               [[m, r["recall@1"], r["recall@5"], r["median_rank"], r["ranks"]] for m, r in res["methods"].items()],
+               title=f"{model}: {res['n_planted']} planted facts in layer {res['layer']}, "
+                     f"ranks among {res['n_neurons_total']} neurons"))
+    for p in res["pairs"]:
         typer.echo(f"pair {p['prompt']!r}: ranks {p['ranks']}")
-    for s in out["shared"]:
+    for s in res["shared"]:
         typer.echo(f"shared {s['prompts']}: ranks {s['ranks']}")
-    for lang, r in out.get("languages", {}).items():
+    for lang, r in res.get("languages", {}).items():
         typer.echo(f"{lang} ({r['n']} prompts): recall@1 " + ", ".join(f"{m} {r[m]['recall@1']:.2f}"
-                                                                      for m in out["methods"]))
-    c = out["collateral"]
+                                                                      for m in res["methods"]))
+    c = res["collateral"]
     typer.echo(f"collateral on {c['n_prompts']} control prompts: top-1 changed {c['top1_changed']:.1%}, "
                f"mean |Δ log p(gold)| {c['mean_abs_dlogp']:.4f}")
 
@@ -93,41 +99,37 @@ def _csv(value: str | None, allowed, what: str) -> list[str]:
     return items
 
 
-def _injected(model, facts, k, steps, seeds, difficulties, methods, per_set, as_json):
-    """`bench localization --truth injected`: the table method x difficulty (kneuron.bench.ground_truth)."""
+def _seeds(text: str, option: str) -> list[int]:
+    from kneuron.cli._common import _fail
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"{option} must be comma-separated integers, not {text!r}")
+
+
+def _injected(model, facts, k, steps, seeds, tune_seeds, difficulties, methods, per_set, out, fresh, as_json):
+    """`bench localization --truth injected`: the table method x difficulty (kneuron.bench.ground_truth_run)."""
     from kneuron.attribution import BASELINES, METHODS
-    from kneuron.bench.ground_truth import BUDGETS, ground_truth_bench
+    from kneuron.bench.ground_truth_run import ground_truth_bench, report_md
     from kneuron.cli._common import _errors, _fail, _load, _print_json
     from kneuron.facts import load_facts
-    from kneuron.report.render import show
-    from kneuron.report.table import Column, Table
     ds = _csv(difficulties, DIFFICULTIES, "difficulties")
-    ms = _csv(methods, (*METHODS, *BASELINES), "methods") if methods else list(GT_METHODS)
-    try:
-        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
-    except ValueError:
-        _fail(f"--seeds must be comma-separated integers, not {seeds!r}")
+    auto = [f"{m}@auto" for m in METHODS]
+    ms = _csv(methods, (*METHODS, *auto, *BASELINES), "methods") if methods else list(GT_METHODS)
     try:
         fs = load_facts(facts)
         h = _load(model)
-        out = ground_truth_bench(h, fs, difficulties=ds, methods=ms, seeds=seed_list, k=k, per_set=per_set,
-                                 steps=steps, progress=None if as_json else typer.echo)
+        res = ground_truth_bench(h, fs, difficulties=ds, methods=ms, seeds=_seeds(seeds, "--seeds"),
+                                 tune_seeds=_seeds(tune_seeds, "--tune-seeds"), k=k, per_set=per_set,
+                                 steps=steps, out=out, fresh=fresh,
+                                 progress=None if as_json else typer.echo)
     except _errors() as e:
         _fail(str(e))
     if as_json:
-        return _print_json(out)
-
-    def cell(v):
-        if v is None or v["mean"] is None:
-            return "n/a"
-        return f"{v['mean']:.2f}" + (f" [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]" if v["ci"] else "")
-    keys = [f"recall@{b:g}" for b in BUDGETS] + ["fact_drop", "control_change", "seconds"]
-    show(Table(["difficulty", "method", "n", *(Column(x, cell) for x in keys)],
-               [[d, m, v["n"], *(v[x] for x in keys)] for d, by in out["summary"].items() for m, v in by.items()],
-               title=f"{model}: injected facts, {per_set} neurons a set, of {out['n_neurons_total']}; seeds "
-                     f"{', '.join(map(str, seed_list))}"))
-    for d, why in out["skipped"].items():
-        typer.echo(f"{d}: skipped ({why})")
+        return _print_json(res)
+    typer.echo(report_md(res))
+    if out:
+        typer.echo(f"written: {out}/report.md, summary.json, rows.jsonl")
 
 
 @app.command("speed")

@@ -1,14 +1,20 @@
-"""kneuron.bench.ground_truth: the injected-facts benchmark on a tiny model -- recall / precision at a budget
-and ranks on hand-made score tables, the facts each difficulty draws, the deletion damage of the truth itself,
-and the whole bench separating a learned mask from random scores."""
+"""kneuron.bench.ground_truth and ground_truth_run: the injected-facts benchmark on a tiny model -- recall /
+precision at a budget and ranks on hand-made score tables, the facts each difficulty draws, the deletion damage
+of the truth itself, what Modules 1-3 recover of exact scores, the whole bench separating a learned mask from
+random scores, a stopped run resumed to the same rows, and tuning kept off the reported seeds."""
 from __future__ import annotations
 
+import json
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from kneuron.bench.ground_truth import deletion, draw, ground_truth_bench, ranks, recall_at, truths
+from kneuron.bench import ground_truth as gt
+from kneuron.bench.ground_truth import Truth, deletion, draw, f1, modules, ranks, recall_at, truths
+from kneuron.bench.ground_truth_run import ground_truth_bench, resolve
+from kneuron.errors import ConfigError
 from kneuron.facts import Fact
 from support.tiny import tiny_handle
 
@@ -44,12 +50,12 @@ def test_each_difficulty_draws_what_it_says():
     h = handle()
     rng = lambda: random.Random(0)                                   # noqa: E731
     multi = draw(h, FACTS, "injected-multi", 3, rng())
-    assert multi and all(o == "paris rome" for _, items in multi for _, o in items)
+    assert multi and all(o == "paris rome" for _, items, _ in multi for _, o in items)
     single = draw(h, FACTS, "injected", 3, rng())
-    assert len(single) == 3 and all(len(items) == 1 and o != "paris rome" for _, items in single for _, o in items)
+    assert len(single) == 3 and all(len(items) == 1 and o != "paris rome" for _, items, _ in single for _, o in items)
     shared = draw(h, FACTS, "injected-shared", 2, rng())
-    assert all(len(items) == 2 and items[0][1] == items[1][1] for _, items in shared)   # same index, both langs
-    assert {p.split(" of ")[0] for _, items in shared for p, _ in items} == {"the capital", "the city"}
+    assert all(len(items) == 2 and items[0][1] == items[1][1] for _, items, _ in shared)   # same index, both langs
+    assert {p.split(" of ")[0] for _, items, _ in shared for p, _ in items} == {"the capital", "the city"}
 
 
 def test_deleting_the_truth_itself_removes_the_fact():
@@ -76,3 +82,71 @@ def test_the_bench_separates_a_learned_mask_from_random_scores():
     assert inj["mask"]["recall@0.05"]["mean"] > inj["random"]["recall@0.05"]["mean"]
     assert inj["mask"]["fact_drop"]["mean"] > inj["random"]["fact_drop"]["mean"]
     assert all(len(r["truth"]) == (6 if r["difficulty"] == "injected-degenerate" else 3) for r in res["rows"])
+
+
+def _exact(h, neurons):
+    s = torch.zeros(h.n_layers, h.n_neurons)
+    for l, i in neurons:
+        s[l, i] = 1.0 + l * 1e-3 + i * 1e-6                         # distinct, all far above tau x the best
+    return SimpleNamespace(scores=s)
+
+
+def test_f1_of_found_against_truth():
+    assert f1([(0, 1), (1, 2)], [(0, 1), (2, 2)]) == 0.5
+    assert f1([], [(0, 1)]) == 0.0 and f1([(0, 1)], [(0, 1)]) == 1.0
+
+
+def test_modules_recover_exact_scores_and_say_when_a_group_spans_both_sets(monkeypatch):
+    h = handle()
+    a, b = [(1, 2), (1, 5)], [(2, 3), (2, 7)]
+    shared = Truth(h, [("the capital of france is", "rome"), ("the city of france is", "rome")], a, "injected-shared",
+                   "c0", [], ["en", "zh"], [a])
+    got = modules(shared, [_exact(h, a), _exact(h, a + [(0, 0)])])
+    assert got["kn_f1"] == pytest.approx((1.0 + f1(a + [(0, 0)], a)) / 2) and got["likn_f1"] == 1.0
+    deg = Truth(h, [("the capital of france is", "rome")], a + b, "injected-degenerate", "c0", [], ["en"], [a, b])
+    seen = {}
+
+    def fake(handle, prompt, target, neurons, cfg=None):
+        seen["candidates"] = list(neurons)
+        return SimpleNamespace(groups=[((1, 2), (2, 3)), ((1, 2), (1, 5))])
+    monkeypatch.setattr(gt, "find_dkn", fake)
+    got = modules(deg, [_exact(h, a + b)])
+    assert set(seen["candidates"]) == set(a + b)                    # Module 3 runs on Module 1's neurons
+    assert got["dkn_spans"] == 1.0 and got["dkn_groups"] == 2 and got["dkn_f1"] == f1([(1, 2), (2, 3), (1, 5)], a + b)
+    monkeypatch.setattr(gt, "find_dkn", lambda *x, **k: SimpleNamespace(groups=[((1, 2), (1, 5))]))
+    assert modules(deg, [_exact(h, a + b)])["dkn_spans"] == 0.0     # one set's neurons only: not the planted degeneracy
+
+
+def test_a_stopped_run_resumes_to_the_same_rows_scoring_only_what_is_missing(tmp_path, monkeypatch):
+    h = handle()
+    kw = dict(difficulties=("injected",), methods=("actgrad", "random"), seeds=(0,), k=2, per_set=3, budgets=(0.05,),
+              lr=0.05, out=tmp_path)
+    first = ground_truth_bench(h, FACTS, **kw)
+    path = tmp_path / "rows.jsonl"
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1 + len(first["rows"]) and len(first["rows"]) >= 2   # (a fact not learnt has no row)
+    path.write_text("\n".join(lines[:2]) + "\n" + lines[2][:10])  # stopped mid-row: one row kept, one torn
+    calls = []
+    real = gt.score_method
+    monkeypatch.setattr("kneuron.bench.ground_truth_run.score_method", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    again = ground_truth_bench(h, FACTS, **kw)
+    assert len(calls) == len(first["rows"]) - 1                     # the kept row is not scored again
+    key = lambda r: (r["fact_id"], r["method"])                     # noqa: E731
+    for x, y in zip(sorted(first["rows"], key=key), sorted(again["rows"], key=key)):
+        assert x["truth"] == y["truth"] and x["recall@0.05"] == y["recall@0.05"]   # same draw, same sets
+    calls.clear()
+    ground_truth_bench(h, FACTS, **kw)
+    assert calls == []                                              # complete: nothing injected or scored
+    assert json.loads((tmp_path / "summary.json").read_text())["summary"]["injected"]["random"]["n"] == len(first["rows"]) // 2
+    assert "| injected | actgrad |" in (tmp_path / "report.md").read_text()
+    with pytest.raises(ConfigError):
+        ground_truth_bench(h, FACTS, **{**kw, "k": 3})              # other settings on the same rows: refused
+
+
+def test_tuning_stays_off_the_reported_seeds_and_auto_steps_are_named():
+    h = handle()
+    with pytest.raises(ConfigError, match="tune"):
+        ground_truth_bench(h, FACTS, methods=("mask",), seeds=(0, 1), tune_seeds=(1, 2))
+    assert resolve("ig@auto", 20, {}) == ("ig", "auto") and resolve("amig", 20, {}) == ("amig", 20)
+    with pytest.raises(ConfigError):
+        resolve("actgrad@auto", 20, {})
