@@ -12,7 +12,8 @@
 
 Per method and difficulty, over facts and seeds (each seed a new draw of facts and sets): recall and
 precision of the truth among the top ``budget`` x (layers x neurons) neurons for each of ``BUDGETS``, the
-median rank of the truth's neurons, the deletion damage (the method's top |truth| neurons suppressed at
+median rank of the truth's neurons, the share-weighted recall (``mass_at``: of what the set carries, the part
+found), the deletion damage (the method's top |truth| neurons suppressed at
 every position: the drop of log p(new) on the fact, and the mean |change| of log p on the controls),
 and seconds per fact; each mean with a 95 % bootstrap interval over the facts. Beside them, what the
 paper's modules recover of the truth, each run on the method's scores as ``reproduce`` runs it: Module 1's
@@ -61,6 +62,7 @@ class Truth:
     controls: list[tuple[str, str]]
     langs: list[str]                                 # the language of each item
     sets: list[list[Neuron]]                         # the trained sets (two for a degenerate fact)
+    shares: list[float] | None = None                # per truth neuron: log p(new) lost with it alone suppressed
     logp: list[float] = field(init=False)            # log p(new) of each item and log p(true) of each
     control_logp: list[float] = field(init=False)    # control, unsuppressed (read once, for every method)
 
@@ -144,7 +146,7 @@ def truths(handle: ModelHandle, facts: list[Fact], difficulty: str, k: int, seed
         opts["p_target"] = WEAK_P
     inj = inject(handle, [InjectSpec(tuple(items), kind) for _, items, _ in drawn], per_set=per_set, layers=layers,
                  controls=ctrl, seed=seed, **opts)
-    return [Truth(inj.handle, list(f.spec.items), f.neurons, difficulty, fid, ctrl, langs, f.sets)
+    return [Truth(inj.handle, list(f.spec.items), f.neurons, difficulty, fid, ctrl, langs, f.sets, f.shares)
             for (fid, _, langs), f in zip(drawn, inj.facts) if f.known]
 
 
@@ -165,6 +167,22 @@ def recall_at(scores: torch.Tensor, truth: list[Neuron], budget: float) -> tuple
     n = scores.shape[1]
     hit = sum(1 for l, i in truth if l * n + i in top)
     return hit / len(truth), hit / k
+
+
+def mass_at(scores: torch.Tensor, truth: list[Neuron], shares: list[float] | None, budget: float) -> float | None:
+    """The share-weighted recall: of the truth's single-neuron shares (clipped at 0), the part held by the
+    truth neurons among the top budget x all neurons. Training leaves some neurons of a set idle (they do
+    not fire at the prompt, or another carries the fact), and no method that reads the model's behaviour can
+    be asked to find those: this is the recall of what the set actually carries. None without shares."""
+    if not shares:
+        return None
+    w = [max(0.0, float(x)) for x in shares]
+    if sum(w) <= 0:
+        return None
+    k = max(1, round(budget * scores.numel()))
+    top = set(scores.flatten().topk(k).indices.tolist())
+    n = scores.shape[1]
+    return sum(x for (l, i), x in zip(truth, w) if l * n + i in top) / sum(w)
 
 
 def ranks(scores: torch.Tensor, truth: list[Neuron]) -> list[int]:
@@ -223,8 +241,9 @@ def score_method(t: Truth, method, steps: int | str, budgets=BUDGETS, dkn: DKNCo
     row = {"seconds": seconds, "median_rank": statistics.median(ranks(scores, t.neurons))}
     for b in budgets:
         row[f"recall@{b:g}"], row[f"precision@{b:g}"] = recall_at(scores, t.neurons, b)
+        row[f"mass@{b:g}"] = mass_at(scores, t.neurons, t.shares, b)
     return {**row, **deletion(t, scores), **modules(t, found, dkn)}
 
 
-__all__ = ["BUDGETS", "DIFFICULTIES", "METHODS", "Truth", "deletion", "draw", "f1", "modules", "ranks", "recall_at",
-           "score_method", "truths"]
+__all__ = ["BUDGETS", "DIFFICULTIES", "METHODS", "Truth", "deletion", "draw", "f1", "mass_at", "modules", "ranks",
+           "recall_at", "score_method", "truths"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from kneuron.bench import ground_truth as gt
-from kneuron.bench.ground_truth import Truth, deletion, draw, f1, modules, ranks, recall_at, truths
+from kneuron.bench.ground_truth import Truth, deletion, draw, f1, mass_at, modules, ranks, recall_at, truths
 from kneuron.bench.ground_truth_run import ground_truth_bench, resolve
 from kneuron.errors import ConfigError
 from kneuron.facts import Fact
@@ -89,6 +89,13 @@ def _exact(h, neurons):
     for l, i in neurons:
         s[l, i] = 1.0 + l * 1e-3 + i * 1e-6                         # distinct, all far above tau x the best
     return SimpleNamespace(scores=s)
+
+
+def test_mass_weights_the_found_truth_by_what_each_neuron_carries():
+    s = torch.tensor([[0.9, 0.1, 0.5], [0.8, 0.7, 0.0]])           # top 2: (0,0) (1,0)
+    truth = [(0, 0), (1, 1), (0, 2)]
+    assert mass_at(s, truth, [3.0, 1.0, -2.0], 2 / 6) == 0.75        # (0,0) carries 3 of 4 (a negative share is 0)
+    assert mass_at(s, truth, None, 0.5) is None and mass_at(s, truth, [0.0, 0.0, -1.0], 0.5) is None
 
 
 def test_f1_of_found_against_truth():
