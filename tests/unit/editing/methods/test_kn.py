@@ -2,7 +2,6 @@
 on tiny random-weight models of every family; their localisation when no neurons are given."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 
