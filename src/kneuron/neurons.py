@@ -1,13 +1,25 @@
-"""A fact's knowledge neurons: selecting them from attribution scores, refining them across prompts,
-and ``localize`` -- fact -> queries -> attribution -> select -> refine, with a ``LocateConfig`` -- the
-one definition that ``locate`` runs and the KN edit methods share.
+"""A fact's knowledge neurons: selecting them from attribution scores, combining them across prompts,
+and ``localize`` -- fact -> queries -> attribution -> select -> refine (or CAS), with a ``LocateConfig``
+-- the one definition that ``locate`` runs and the KN edit methods share.
 
     localize(handle, fact, LocateConfig(method="amig", steps=20)) -> NeuronSet
+    localize(handle, fact, LocateConfig(select="cas", cas_beta1=1.0, cas_beta2=1.0)) -> NeuronSet
+
+Two ways to combine a fact's queries (``LocateConfig.select``):
+  "refine" (default; Dai et al.): threshold each query on its own (``select``: score > tau x the query's
+      best), keep the neurons found in more than ``refine_p`` of the queries (``refine``).
+  "cas" (Consistency-Aware Score, after Chen et al., ICLR 2025, "Knowledge Localization: Mission Not
+      Accomplished? Enter Query Localization!"): per neuron, over the fact's queries q = 1..k,
+          CAS = beta1 * mean_q A_q - beta2 * std_q A_q      (population std; one query: beta1 * A)
+      on the raw attribution scores A_q, then the same relative threshold (CAS > tau x the best CAS) and
+      ``top_k``. A neuron strong on average but unstable across the queries ranks below a steady one.
+      The paper's exact equation (and its beta values) could not be read here: this form -- mean minus
+      a multiple of the spread, beta1 = beta2 = 1 by default -- is this module's own reading of it.
 """
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -28,6 +40,8 @@ Neuron = tuple[int, int]              # (layer, index): unit index of the input 
 TAU = {"en": 0.3, "zh": 0.2}
 DEFAULT_TAU = 0.3
 REFINE_P = 0.3          # keep neurons found in more than this share of a fact's prompts
+SELECTS = ("refine", "cas")  # how a fact's queries are combined (LocateConfig.select)
+CAS_KEYS = ("select", "cas_beta1", "cas_beta2")   # recorded only when select is not "refine"
 
 
 def tau_for(lang: str, threshold: float | None = None) -> float:
@@ -78,12 +92,30 @@ def refine(sets: list[NeuronSet], p: float = REFINE_P) -> NeuronSet:
     return NeuronSet(kept, [total[n] / count[n] for n in kept])
 
 
+def cas_scores(scores: list[torch.Tensor], beta1: float = 1.0, beta2: float = 1.0) -> torch.Tensor:
+    """The Consistency-Aware Score of every neuron from its queries' attribution scores (each [L, N]):
+    beta1 x the mean over the queries minus beta2 x their population standard deviation."""
+    if not scores:
+        raise ConfigError("CAS needs the attribution scores of at least one query")
+    a = torch.stack([s.double() for s in scores])
+    return beta1 * a.mean(0) - beta2 * a.std(0, correction=0)
+
+
+def cas(scores: list[torch.Tensor], tau: float, top_k: int | None = None, beta1: float = 1.0,
+        beta2: float = 1.0) -> NeuronSet:
+    """A fact's neurons by CAS (``cas_scores``): those above tau x the best CAS, at most ``top_k``,
+    highest first (``select`` on the CAS table)."""
+    return select(cas_scores(scores, beta1, beta2), tau, top_k)
+
+
 @dataclass(frozen=True)
 class LocateConfig:
     """What a localisation computes: the attribution method with its options, the integration, the
     selection of neurons. A run records it in run.json (``method`` by name, ``method_options`` one name
     per knob, as the method's ``params()``); a resumed run must have the same. How it runs is
-    ``Execution``.
+    ``Execution``. ``select``: how the queries are combined, "refine" (Dai's, the default) or "cas"
+    (``cas``, with ``cas_beta1`` / ``cas_beta2``); ``record()`` leaves the three out for "refine", so a
+    default config is recorded exactly as before they existed.
 
     ``method``: a method object (``IG()``, ``AMIG(paths=..., prefactor=..., normalize=...)``) or a
     name ("ig", "amig") with ``method_options``; either way it is kept as the name and its options."""
@@ -95,6 +127,9 @@ class LocateConfig:
     objective: str = "prob"
     rule: str = "left"
     method_options: dict = field(default_factory=dict)
+    select: str = "refine"
+    cas_beta1: float = 1.0
+    cas_beta2: float = 1.0
 
     def __post_init__(self):
         m = make_method(self.method, **dict(self.method_options))
@@ -116,14 +151,35 @@ class LocateConfig:
             raise ConfigError(f"refine-p must be in [0, 1), got {self.refine_p}")
         if self.top_k is not None and self.top_k < 1:
             raise ConfigError(f"top-k must be >= 1, got {self.top_k}")
+        if self.select not in SELECTS:
+            raise ConfigError(f"select must be one of {', '.join(SELECTS)}, got {self.select!r}")
+        if not self.cas_beta1 > 0:
+            raise ConfigError(f"cas-beta1 must be > 0, got {self.cas_beta1}")
+        if not self.cas_beta2 >= 0:
+            raise ConfigError(f"cas-beta2 must be >= 0, got {self.cas_beta2}")
+
+    def record(self) -> dict:
+        """The config as run.json and an edit's info record it: every field, but ``select`` and the CAS
+        betas only when ``select`` is not "refine" (a default config reads as it did before CAS)."""
+        d = asdict(self)
+        return {k: v for k, v in d.items() if k not in CAS_KEYS} if self.select == "refine" else d
+
+
+def query_sets(attributions: list, lang: str, cfg: LocateConfig) -> list[NeuronSet]:
+    """Each prompt's own neurons (one ``Attribution`` per prompt): those above tau (``cfg.threshold``,
+    else the language's) x its best score, at most ``cfg.top_k`` (``select``)."""
+    tau = tau_for(lang, cfg.threshold)
+    return [select(a.scores, tau, cfg.top_k) for a in attributions]
 
 
 def neurons_of(attributions: list, lang: str, cfg: LocateConfig) -> NeuronSet:
-    """A fact's neurons from its prompts' attributions (one ``Attribution`` per prompt): on each prompt
-    those above tau (``cfg.threshold``, else the language's) x its best score, at most ``cfg.top_k``
-    (``select``), then refined over the prompts with ``cfg.refine_p`` (``refine``)."""
-    tau = tau_for(lang, cfg.threshold)
-    return refine([select(a.scores, tau, cfg.top_k) for a in attributions], cfg.refine_p)
+    """A fact's neurons from its prompts' attributions (one ``Attribution`` per prompt). "refine": each
+    prompt's own neurons (``query_sets``) refined over the prompts with ``cfg.refine_p`` (``refine``);
+    "cas": the neurons above tau x the best Consistency-Aware Score over the prompts (``cas``)."""
+    if cfg.select == "cas":
+        return cas([a.scores for a in attributions], tau_for(lang, cfg.threshold), cfg.top_k, cfg.cas_beta1,
+                   cfg.cas_beta2)
+    return refine(query_sets(attributions, lang, cfg), cfg.refine_p)
 
 
 def localize(handle: "ModelHandle", fact: "Fact", cfg: LocateConfig | None = None, *,

@@ -90,11 +90,21 @@ def test_an_object_the_tokenizer_cannot_encode_names_the_object_field():
 
 
 def test_locate_config_lives_here_and_serialises_as_before():
+    """record() (what run.json and an edit's info hold) of a default config is what it was before CAS;
+    a CAS config records its selection and betas."""
     assert loc.LocateConfig is LocateConfig
-    assert list(asdict(LocateConfig())) == ["method", "steps", "threshold", "top_k", "refine_p", "objective",
-                                           "rule", "method_options"]
-    assert asdict(LocateConfig()) == {"method": "ig", "steps": 20, "threshold": None, "top_k": None,
-                                      "refine_p": 0.3, "objective": "prob", "rule": "left", "method_options": {}}
+    assert list(LocateConfig().record()) == ["method", "steps", "threshold", "top_k", "refine_p", "objective",
+                                             "rule", "method_options"]
+    assert LocateConfig().record() == {"method": "ig", "steps": 20, "threshold": None, "top_k": None,
+                                       "refine_p": 0.3, "objective": "prob", "rule": "left", "method_options": {}}
+    assert LocateConfig(cas_beta2=3.0).record() == LocateConfig().record()     # betas unused by refine
+    got = LocateConfig(select="cas", cas_beta1=2.0, cas_beta2=0.5).record()
+    assert got == {**LocateConfig().record(), "select": "cas", "cas_beta1": 2.0, "cas_beta2": 0.5}
+    assert asdict(LocateConfig(select="cas")) == LocateConfig(select="cas").record()
+    for bad, needle in ((dict(select="union"), "select must be one of refine, cas"), (dict(cas_beta1=0.0), "cas-beta1"),
+                        (dict(cas_beta2=-1.0), "cas-beta2")):
+        with pytest.raises(ConfigError, match=needle):
+            LocateConfig(**bad)
     with pytest.raises(ConfigError, match=r"refine-p must be in \[0, 1\), got 1"):
         LocateConfig(refine_p=1)
 
@@ -130,3 +140,41 @@ def test_refine_keeps_neurons_shared_by_more_than_p_of_prompts():
     r = refine([a, b, c], p=0.3)                                  # > 0.9: every neuron found once
     assert r.neurons == [(4, 4), (2, 2), (1, 1), (3, 3)]          # by mean score 5, 7/3, 2, 1
     assert refine([a]).neurons == a.neurons
+
+
+# ----------------------------------------------------------------------------- CAS
+
+# three queries x one layer x three neurons: neuron 0 is strong on average (0.6) but unstable across the
+# queries, neuron 1 steady (0.5 everywhere), neuron 2 weak
+CAS_TABLE = [torch.tensor([[0.9, 0.5, 0.0]]), torch.tensor([[0.1, 0.5, 0.0]]), torch.tensor([[0.8, 0.5, 0.1]])]
+
+
+def test_cas_ranks_a_steady_neuron_above_a_strong_unstable_one():
+    from kneuron.neurons import cas, cas_scores
+    mean0, std0 = 0.6, ((0.3 ** 2 + 0.5 ** 2 + 0.2 ** 2) / 3) ** 0.5
+    s = cas_scores(CAS_TABLE, 1.0, 1.0)
+    assert s[0].tolist() == pytest.approx([mean0 - std0, 0.5, 0.1 / 3 - (2 * (0.1 / 3) ** 2 + (0.2 / 3) ** 2) ** 0.5 / 3 ** 0.5])
+    got = cas(CAS_TABLE, 0.3, beta1=1.0, beta2=1.0)          # > 0.3 x 0.5: neurons 1, then 0 (0.244)
+    assert got.neurons == [(0, 1), (0, 0)] and got.scores == pytest.approx([0.5, mean0 - std0])
+    assert cas(CAS_TABLE, 0.3, beta1=1.0, beta2=0.0).neurons == [(0, 0), (0, 1)]    # by the mean alone: 0 first
+    assert cas(CAS_TABLE, 0.3, beta1=2.0, beta2=2.0).scores == pytest.approx([1.0, 2 * (mean0 - std0)])
+    assert cas(CAS_TABLE, 0.3, beta2=3.0).neurons == [(0, 1)]                      # 0.6 - 3 x 0.356 < 0
+    # Dai's refine keeps both too, but ranks the unstable neuron first (mean over the queries that found it)
+    ref = refine([select(t, 0.3) for t in CAS_TABLE], 0.3)
+    assert ref.neurons == [(0, 0), (0, 1)]
+    # one query: CAS is select on its scores (x beta1)
+    one = cas(CAS_TABLE[:1], 0.3)
+    assert (one.neurons, one.scores) == (select(CAS_TABLE[0], 0.3).neurons, pytest.approx(select(CAS_TABLE[0], 0.3).scores))
+
+
+def test_neurons_of_with_select_cas_uses_cas_over_the_prompts(h):
+    from kneuron.neurons import cas, query_sets
+    qs = FACT.queries(h.kind, skip_invalid=True)
+    found = attribute_many(h, [(q.prompt, q.target) for q in qs], method="ig", steps=3, execution=Execution())
+    cfg = LocateConfig(steps=3, select="cas", cas_beta1=1.0, cas_beta2=0.5, top_k=6)
+    got = neurons_of(found, "en", cfg)
+    want = cas([a.scores for a in found], tau_for("en"), 6, 1.0, 0.5)
+    assert (got.neurons, got.scores) == (want.neurons, want.scores) and 0 < len(got) <= 6
+    assert localize(h, FACT, cfg).neurons == got.neurons
+    refined = neurons_of(found, "en", LocateConfig(steps=3, top_k=6))
+    assert refined.neurons == refine(query_sets(found, "en", LocateConfig(steps=3, top_k=6)), 0.3).neurons

@@ -1,6 +1,7 @@
 """`kneuron likn | dkn | reproduce`: the paper's Modules 2-3 and Tables 1-3."""
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Optional
 
@@ -86,6 +87,50 @@ def dkn(run: Path = typer.Option(..., "--run", "-r", help="run directory made by
                    f"({x['groups_per_fact']:.2f} per fact, sizes {x['sizes'] or '-'}); "
                    f"{x['forward_passes_per_fact']:.1f} forward passes and {x['ablations_per_fact']:.0f} ablations per fact")
     typer.echo(f"groups in {run}/dkn.jsonl, summary in {run}/dkn.json")
+
+
+class Metric(StrEnum):
+    jaccard = "jaccard"
+    pairwise = "pairwise"
+
+
+def consistency(runs: list[Path] = typer.Option(..., "--run", "-r", help="run directory made by `kneuron locate` (repeat for several models or methods)"),
+                metric: Metric = typer.Option(Metric.jaccard, "--metric", help="jaccard: shared by every query / union; pairwise: mean Jaccard of query pairs"),
+                static_threshold: float = typer.Option(0.1, "--static-threshold", min=0.0, max=1.0, help="a fact is consistent (KC) when its score reaches this; Otsu's threshold is found as well"),
+                query_test: bool = typer.Option(False, "--query-test", help="also suppress each query's own neurons and another query's (needs the run's model; resumable)"),
+                out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON file to write (default: <run>/consistency.json; required with several runs)"),
+                facts: Optional[Path] = typer.Option(None, "--facts", help="fact file (default: the run's own facts.jsonl)"),
+                model: Optional[str] = typer.Option(None, "--model", "-m", help="--query-test: another copy of the run's model (refused if its shape differs)"),
+                device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
+                as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    """Localization consistency (Chen et al., ICLR 2025): are a fact's queries localized to the same neurons?"""
+    from kneuron.cli._common import LOAD
+    from kneuron.paper.consistency import SUMMARY_FILE, ConsistencyConfig, consistency_from_runs
+    from kneuron.runs.reopen import open_model
+    if len(runs) > 1 and out is None:
+        _fail("--out is needed with several runs (the report covers them all)")
+    target = out if out is not None else runs[0] / SUMMARY_FILE
+    handles = None
+    if query_test:
+        def handles(run):
+            _quiet_hf()
+            return open_model(run, model, device=device or "auto", dtype=LOAD.dtype, offline=LOAD.offline or None,
+                              device_map=LOAD.device_map)     # the run's model, on the run's neuron site
+    try:
+        cfg = ConsistencyConfig(metric=metric.value, static_threshold=static_threshold)
+        cfg.validate()
+        res = consistency_from_runs(runs, cfg, handles, facts, show_progress=not as_json)
+        res.save(target)
+    except KeyboardInterrupt:
+        _fail("interrupted; the query-neuron test keeps each finished fact in <run>/consistency.jsonl: run the "
+              "same command again to continue", 130)
+    except _errors() as e:
+        _fail(str(e))
+    if as_json:
+        return _print_json(res.to_dict())
+    from kneuron.report.render import show
+    show(res.table())
+    typer.echo(f"report in {target}")
 
 
 def reproduce(model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),

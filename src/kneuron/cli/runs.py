@@ -9,6 +9,7 @@ import typer
 
 from kneuron.attribution import OBJECTIVES, PRECISIONS, RULES
 from kneuron.attribution.methods import PATHS, PREFACTORS
+from kneuron.neurons import SELECTS
 from kneuron.cli._common import (MODEL_HELP, STEPS_HELP, Engine, Method, _errors, _executor, _fail, _load,
                                  _print_json, _quiet_hf, parse_steps)
 
@@ -18,6 +19,7 @@ Objective = StrEnum("Objective", {o: o for o in OBJECTIVES})
 PathsChoice = StrEnum("PathsChoice", {p: p for p in PATHS})
 Prefactor = StrEnum("Prefactor", {p: p for p in PREFACTORS})
 Precision = StrEnum("Precision", {p: p for p in PRECISIONS})
+Select = StrEnum("Select", {s: s for s in SELECTS})
 
 SKIP_HELP = ("skip each fact that cannot be used (no template a causal model can use, an answer the tokenizer "
              "cannot encode, a prompt longer than the model's context) instead of failing, and drop the templates a "
@@ -34,6 +36,9 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
            threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0, help="tau: keep score > tau x max (default: en 0.3, zh 0.2, others 0.3)"),
            top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="keep at most this many neurons per prompt"),
            refine_p: float = typer.Option(0.3, "--refine-p", min=0.0, help="with several templates: keep neurons found in > p of them (below 1)"),
+           select: Select = typer.Option(Select.refine, "--select", help="how a fact's templates are combined: refine (Dai et al.) or cas (Consistency-Aware Score: beta1 x mean - beta2 x std over them, then > tau x max)"),
+           cas_beta1: float = typer.Option(1.0, "--cas-beta1", help="--select cas: weight of the mean attribution over the templates (> 0)"),
+           cas_beta2: float = typer.Option(1.0, "--cas-beta2", help="--select cas: weight of its standard deviation over the templates (>= 0)"),
            objective: Objective = typer.Option(Objective.prob, "--objective", help="prob (the paper) or logprob"),
            rule: Rule = typer.Option(Rule.left, "--rule", help="integration rule"),
            paths: PathsChoice = typer.Option(PathsChoice.mean, "--paths", help="amig: mean (released code) or per-word (paper Eqs. 3-5)"),
@@ -61,7 +66,8 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
     try:
         m = AMIG(paths=paths.value, prefactor=prefactor.value) if method == Method.amig else IG()
         cfg = LocateConfig(method=m, steps=steps, threshold=threshold, top_k=top_k, refine_p=refine_p,
-                           objective=objective.value, rule=rule.value)   # bad settings fail before loading the model
+                           objective=objective.value, rule=rule.value, select=select.value, cas_beta1=cas_beta1,
+                           cas_beta2=cas_beta2)   # bad settings fail before loading the model
         execution = Execution(batch_size=batch_size, prompts_per_batch=prompts_per_batch, precision=precision.value,
                               max_memory=max_memory)
         fs = load_facts(facts, lang=lang)                        # the one entry point: names, files, directories

@@ -185,4 +185,4 @@ def edit_neurons(handle: ModelHandle, fact: Fact, neurons, common, method: str, 
 
 def localize_info(cfg: LocateConfig, max_prompts: int | None) -> dict:
     """How an edit localised, as its info records it."""
-    return {**asdict(cfg), "max_prompts": max_prompts}
+    return {**cfg.record(), "max_prompts": max_prompts}

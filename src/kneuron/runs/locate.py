@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Protocol
 
 from kneuron.attribution import Execution, attribute_many
@@ -29,8 +29,8 @@ from kneuron.errors import ConfigError
 from kneuron.models.load import ModelHandle
 from kneuron.facts.templates import Query, QueryError
 from kneuron.models.targets import check_context, encode
-from kneuron.neurons import LocateConfig, NeuronSet, neurons_of
-from kneuron.runs.store import RunStore, check_out
+from kneuron.neurons import LocateConfig, NeuronSet, neurons_of, query_sets
+from kneuron.runs.store import QUERY_NEURONS, RunStore, check_out
 from kneuron.report.progress import progress
 
 _DEFAULT = Execution()
@@ -43,6 +43,7 @@ class FactResult:
     neurons: NeuronSet
     p_target: float                      # on the first prompt
     prediction: tuple[str, float]        # the model's top next token / mask filler on the first prompt
+    query_neurons: list[NeuronSet] = field(default_factory=list)   # each query's own set (before refine / CAS)
 
 
 def check_fact(handle: ModelHandle, fact: Fact, skip_invalid: bool = False) -> list[Query]:
@@ -105,14 +106,15 @@ def locate_fact(handle: ModelHandle, fact: Fact, queries: list[Query], cfg: Loca
 def locate_facts(handle: ModelHandle, work: list[tuple[Fact, list[Query]]], cfg: LocateConfig,
                  execution: Execution = _DEFAULT) -> list[FactResult]:
     """Every prompt of every fact in ``work`` attributed in shared batches, then each fact's neurons
-    selected per prompt and refined over its prompts."""
+    selected per prompt (kept as ``query_neurons``) and combined over its prompts (``neurons_of``)."""
     prompts = [(q.prompt, q.target) for _, qs in work for q in qs]
     scores = attribute_many(handle, prompts, method=cfg.method_object, steps=cfg.steps, objective=cfg.objective,
                             rule=cfg.rule, execution=execution)
     out, i = [], 0
     for fact, qs in work:
         mine, i = scores[i:i + len(qs)], i + len(qs)
-        out.append(FactResult(fact, qs, neurons_of(mine, fact.lang, cfg), mine[0].prob, mine[0].prediction))
+        out.append(FactResult(fact, qs, neurons_of(mine, fact.lang, cfg), mine[0].prob, mine[0].prediction,
+                              query_sets(mine, fact.lang, cfg)))
     return out
 
 
@@ -136,7 +138,7 @@ def run_meta(handle: ModelHandle, cfg: LocateConfig, facts_path: str | None, fac
     import transformers
 
     from kneuron._version import __version__
-    meta = {k: v for k, v in asdict(cfg).items() if k not in ("batch_size", "prompts_per_batch")}
+    meta = {k: v for k, v in cfg.record().items() if k not in ("batch_size", "prompts_per_batch")}
     # enough to load exactly this model and site again: load_model(name, kind=, site=, layers=)
     spec = {"name": handle.name, "kind": handle.kind, "site": handle.site.proj_path,
             "layers": handle.site.layers_path, "n_layers": handle.n_layers, "n_neurons": handle.n_neurons,
@@ -160,6 +162,14 @@ def fact_row(order: int, r: FactResult) -> dict:
 def neuron_rows(r: FactResult) -> list[dict]:
     return [{"layer": l, "neuron": j, "score": s, "rank": i}
             for i, ((l, j), s) in enumerate(zip(r.neurons.neurons, r.neurons.scores))]
+
+
+def query_rows(r: FactResult) -> list[dict]:
+    """Each query's own neurons (``query`` = its index in the fact's queries; the template is in
+    ``r.queries[query].template_index``), highest score first within a query."""
+    return [{"query": q, "layer": l, "neuron": j, "score": s, "rank": i}
+            for q, ns in enumerate(r.query_neurons)
+            for i, ((l, j), s) in enumerate(zip(ns.neurons, ns.scores))]
 
 
 # ----------------------------------------------------------------------------- executors
@@ -234,7 +244,7 @@ class _Local:
             results = locate_facts(self.h, [(fact, self.queries[order]) for order, fact in group], self.cfg,
                                    self.execution)
             for (order, _), r in zip(group, results):
-                store.add(fact_row(order, r), neuron_rows(r))
+                store.add(fact_row(order, r), neuron_rows(r), query_rows(r))
                 yield 1
 
 
@@ -277,6 +287,7 @@ def locate(model: ModelHandle | str, facts: list[Fact], cfg: LocateConfig, out, 
         meta["precision"] = execution.precision                        # the one execution setting that changes numbers
         meta["skip_invalid"] = bool(skip_invalid)
         meta["skipped"] = checked.skipped
+        meta[QUERY_NEURONS] = True           # a new run keeps each query's neurons (a resumed one: as it was made)
         store = RunStore(out, meta=meta, resume=resume, facts=facts)
         if resume:
             _record_skipped(store, checked)

@@ -21,7 +21,7 @@ from kneuron.facts import Fact
 from kneuron.errors import ConfigError, KneuronError
 from kneuron.models.load import ModelHandle
 from kneuron.runs.locate import (Checked, LocateConfig, check_fact, check_facts, fact_row, load_by_name,
-                                 locate_facts, neuron_rows, run_meta)
+                                 locate_facts, neuron_rows, query_rows, run_meta)
 
 
 class RayError(KneuronError, RuntimeError):
@@ -56,7 +56,7 @@ class _Worker:
         queries = [check_fact(self.h, f, skip_invalid) for _, f in group]   # the driver kept only usable facts
         results = locate_facts(self.h, [(f, q) for (_, f), q in zip(group, queries)], self.cfg, self.execution)
         for (order, _), r in zip(group, results):
-            write_part(self.out, fact_row(order, r), neuron_rows(r))
+            write_part(self.out, fact_row(order, r), neuron_rows(r), query_rows(r))
         return len(group)
 
 

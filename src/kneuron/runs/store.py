@@ -5,7 +5,13 @@ Layout:
     facts.jsonl       the run's own copy of its facts (canonical JSONL, in order), when given
     facts.parquet     one row per finished (fact, lang)          } written by finalize()
     neurons.parquet   one row per selected neuron                }
-    parts/            two small Parquet files per finished fact, while the run goes on
+    queries.parquet   one row per neuron of each query's own set }  (runs made since it exists)
+    parts/            two (three) small Parquet files per finished fact, while the run goes on
+
+queries.parquet: each query's own neurons (above tau x the query's best score, before refine / CAS),
+the per-query sets that localization consistency (``kneuron.paper.consistency``) compares. A run keeps
+it when its run.json says ``"query_neurons": true`` (every run made since); a run made before, even one
+resumed now, keeps the two tables it had, and asking it for query neurons says to re-run it.
 
 A RunStore is a manifest (``kneuron.store.manifest``: run.json, the resume check over RESUME_KEYS)
 plus "parquet" records (``kneuron.store.parquet``): add() writes a fact's neurons part, then its facts
@@ -36,23 +42,30 @@ from kneuron.store.parquet import WRITE_OPTS, ParquetRecords, Table, stem_of
 # parameters that must not change when a run is resumed (checked when present on both sides)
 RESUME_KEYS = ("model", "revision", "dtype", "kind", "site", "model_spec", "n_layers", "n_neurons", "method",
                "method_options", "objective", "steps", "rule", "threshold", "top_k", "refine_p", "facts_hash",
-               "lang", "precision")
+               "lang", "precision", "select", "cas_beta1", "cas_beta2")
+RESUME_DEFAULTS = {"select": "refine"}   # what a run.json without the key was made with
+QUERY_NEURONS = "query_neurons"          # run.json: true when the run keeps queries.parquet
 
 FACTS_FILE = "facts.jsonl"  # the run's own copy of its facts
 TIMINGS_FILE = TIMINGS      # each stage's wall time, summed over the sessions of a run
 FACT_HEAD = ("order", "fact_id", "lang")
 NEURON_HEAD = FACT_HEAD + ("layer", "neuron", "score", "rank")
+QUERY_HEAD = FACT_HEAD + ("query", "layer", "neuron", "score", "rank")
 FACT_SORT = ["order", "fact_id", "lang"]
 NEURON_SORT = FACT_SORT + ["rank", "layer", "neuron"]
+QUERY_SORT = FACT_SORT + ["query", "rank", "layer", "neuron"]
 TYPES = {
-    "order": pa.int64(), "layer": pa.int64(), "neuron": pa.int64(), "rank": pa.int64(),
+    "order": pa.int64(), "layer": pa.int64(), "neuron": pa.int64(), "rank": pa.int64(), "query": pa.int64(),
     "score": pa.float64(), "fact_id": pa.string(), "lang": pa.string(),
 }
-TABLES = (Table("neurons", NEURON_HEAD, tuple(NEURON_SORT)), Table("facts", FACT_HEAD, tuple(FACT_SORT)))
+NEURONS, QUERIES, FACTS = (Table("neurons", NEURON_HEAD, tuple(NEURON_SORT)),
+                           Table("queries", QUERY_HEAD, tuple(QUERY_SORT)), Table("facts", FACT_HEAD, tuple(FACT_SORT)))
+TABLES = (NEURONS, FACTS)                  # a run made before queries.parquet
+TABLES_Q = (NEURONS, QUERIES, FACTS)       # a run with ``"query_neurons": true``
 HINT = "resume the run (kneuron locate ... --resume)"
 __all__ = ["RESUME_KEYS", "FACTS_FILE", "TIMINGS_FILE", "RENAMED_OPTIONS", "DAMAGED", "WRITE_OPTS", "Run",
-           "RunStore", "RunStoreError", "check_out", "open_run", "query", "run_dirs",
-           "upgrade_meta", "write_part"]
+           "RunStore", "RunStoreError", "check_out", "open_run", "query", "run_dirs", "tables_for",
+           "upgrade_meta", "write_part", "QUERY_NEURONS", "RESUME_DEFAULTS"]
 
 log = logging.getLogger("kneuron.runs")
 
@@ -65,8 +78,13 @@ def _stem(order: int, fact_id: str, lang: str) -> str:
     return stem_of(order, fact_id, lang)
 
 
-def _records(path, readonly: bool = False, describe=None) -> ParquetRecords:
-    return ParquetRecords(path, tables=TABLES, types=TYPES, readonly=readonly, noun="fact", describe=describe,
+def tables_for(meta: dict) -> tuple[Table, ...]:
+    """The tables a run keeps: with queries.parquet when its run.json says so (``QUERY_NEURONS``)."""
+    return TABLES_Q if meta.get(QUERY_NEURONS) is True else TABLES
+
+
+def _records(path, readonly: bool = False, describe=None, tables=TABLES) -> ParquetRecords:
+    return ParquetRecords(path, tables=tables, types=TYPES, readonly=readonly, noun="fact", describe=describe,
                           hint=HINT, error=RunStoreError, logger=log)
 
 
@@ -101,8 +119,8 @@ class RunStore:
                     raise RunStoreError(f"{self.path}: duplicate fact {f.key} in the facts given to the run")
                 seen.add(f.key)
         self.manifest = Manifest.open(self.path, meta, resume=resume, readonly=readonly, keys=RESUME_KEYS,
-                                      error=RunStoreError)
-        self.records = _records(self.path, readonly, self._fact_name)
+                                      error=RunStoreError, defaults=RESUME_DEFAULTS)
+        self.records = _records(self.path, readonly, self._fact_name, tables_for(self.meta))
         if facts is not None and not readonly:
             self._keep_facts(facts)
         if not readonly:
@@ -187,19 +205,35 @@ class RunStore:
         """The (fact_id, lang) keys already finished."""
         return set(self._done)
 
+    @property
+    def keeps_queries(self) -> bool:
+        """Whether the run keeps each query's own neurons (queries.parquet)."""
+        return self.meta.get(QUERY_NEURONS) is True
+
+    def queries(self) -> pa.Table:
+        """Each query's own neurons so far (order, fact_id, lang, query, layer, neuron, score, rank),
+        sorted by order, query, rank; RunStoreError (one line) for a run made before runs kept them."""
+        if not self.keeps_queries:
+            raise RunStoreError(f"{self.path}: the run was made before locate runs kept each query's neurons "
+                                "(no queries.parquet); re-run it (kneuron locate) to measure their consistency")
+        return self._read("queries")
+
     # -- writing ------------------------------------------------------------------
 
     def _writable(self) -> None:
         if self.readonly:
             raise RunStoreError(f"{self.path} was opened read-only")
 
-    def add(self, fact_row: dict, neuron_rows: list[dict]) -> None:
-        """Record one finished (fact, lang) and its neurons, all or nothing."""
+    def add(self, fact_row: dict, neuron_rows: list[dict], query_rows: list[dict] | None = None) -> None:
+        """Record one finished (fact, lang), its neurons and (a run that keeps them) each query's own
+        neurons, all or nothing; ``query_rows`` are dropped by a run made before runs kept them."""
         self._writable()
         key = (str(fact_row.get("fact_id")), str(fact_row.get("lang")))
         if key in self._done:
             raise RunStoreError(f"fact {key[0]!r} ({key[1]}) is already recorded in {self.path}")
-        write_part(self.path, fact_row, neuron_rows)
+        if self.keeps_queries and query_rows is None:
+            raise RunStoreError(f"fact {key[0]!r} ({key[1]}): {self.path} keeps each query's neurons; none given")
+        self.records.put(fact_row, {"neurons": neuron_rows, "queries": query_rows or []})
         self._done.add(key)
 
     def finalize(self) -> list[tuple[str, str]]:
@@ -219,12 +253,16 @@ class RunStore:
         return f"RunStore({str(self.path)!r}, {len(self._done)} facts done)"
 
 
-def write_part(path, fact_row: dict, neuron_rows: list[dict]) -> None:
-    """Write one fact's part into ``path``/parts, atomically: neurons first, then the facts part that
-    commits it. Safe from several processes at once (each fact has its own file names; a fact written
-    twice, e.g. by a retried worker, is replaced whole, never duplicated). Used by RunStore.add and by
-    the workers of a sharded run."""
-    _records(path).put(fact_row, {"neurons": neuron_rows})
+def write_part(path, fact_row: dict, neuron_rows: list[dict], query_rows: list[dict] | None = None) -> None:
+    """Write one fact's part into ``path``/parts, atomically: neurons (and queries) first, then the facts
+    part that commits it; the tables are those the run's run.json says it keeps (``tables_for``). Safe
+    from several processes at once (each fact has its own file names; a fact written twice, e.g. by a
+    retried worker, is replaced whole, never duplicated). Used by the workers of a sharded run."""
+    tables = tables_for(Manifest.read(path, error=RunStoreError).meta)
+    if tables is TABLES_Q and query_rows is None:
+        raise RunStoreError(f"fact {fact_row.get('fact_id')!r} ({fact_row.get('lang')}): {path} keeps each "
+                            "query's neurons; none given")
+    _records(path, tables=tables).put(fact_row, {"neurons": neuron_rows, "queries": query_rows or []})
 
 
 # what the analyses of a run leave in its directory (``Run`` reads them; kneuron.paper writes them)
@@ -235,6 +273,17 @@ REPORT = "report.html"
 class Run(RunStore):
     """A run opened to read it, with what the analyses left beside it, so that a reader (the explorer)
     need not know their file names. Each accessor reads the files as they are now; nothing is written."""
+
+    def query_neurons(self) -> dict[tuple[str, str], list[list[tuple[int, int]]]]:
+        """Each finished fact's queries' own neuron sets, by (fact id, lang): one list per query (its
+        ``n_prompts``, a query with no neuron an empty list), each by rank. RunStoreError (one line) for
+        a run made before runs kept them (``queries``)."""
+        rows = self.queries().select(["fact_id", "lang", "query", "layer", "neuron"]).to_pylist()
+        out = {(r["fact_id"], r["lang"]): [[] for _ in range(int(r["n_prompts"]))]
+               for r in self.facts().select(["fact_id", "lang", "n_prompts"]).to_pylist()}
+        for r in rows:
+            out[(r["fact_id"], r["lang"])][r["query"]].append((r["layer"], r["neuron"]))
+        return out
 
     def evaluation(self) -> dict[tuple[str, str], dict]:
         """Table 1's per-fact effects (``kneuron evaluate``), by (fact id, lang); {} when not evaluated.
@@ -287,7 +336,8 @@ def open_run(path) -> Run:
 
 
 def query(path, sql: str) -> list[tuple]:
-    """Run SQL over a run with DuckDB; the views `facts` and `neurons` hold its tables."""
+    """Run SQL over a run with DuckDB; the views `facts` and `neurons` hold its tables (and `queries`,
+    each query's own neurons, in a run that keeps them)."""
     try:
         import duckdb
     except ImportError:
@@ -298,6 +348,8 @@ def query(path, sql: str) -> list[tuple]:
     try:
         con.register("facts", facts)
         con.register("neurons", neurons)
+        if run.keeps_queries:
+            con.register("queries", run.queries())
         return con.execute(sql).fetchall()
     finally:
         con.close()

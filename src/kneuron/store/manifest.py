@@ -41,9 +41,12 @@ def jsonable(v):
     return json.loads(json.dumps(v, sort_keys=True, default=str))
 
 
-def differing(stored: dict, now: dict, keys=None) -> list[str]:
+def differing(stored: dict, now: dict, keys=None, defaults: dict | None = None) -> list[str]:
     """The keys whose values differ once written as JSON: of ``keys`` those present on both sides, or
-    (``keys`` None) every key of either side (one missing on a side differs)."""
+    (``keys`` None) every key of either side (one missing on a side differs). ``defaults``: a key missing
+    on a side has this value there (a setting that older manifests, or a default config, leave out)."""
+    if defaults:
+        stored, now = {**defaults, **stored}, {**defaults, **now}
     if keys is None:
         names = list(stored) + [k for k in now if k not in stored]
         return [k for k in names if k not in stored or k not in now or jsonable(stored[k]) != jsonable(now[k])]
@@ -51,12 +54,14 @@ def differing(stored: dict, now: dict, keys=None) -> list[str]:
 
 
 def check_resume(where, stored: dict, now: dict, keys=None, *, error: type[Exception] = ConfigError,
-                 hint: str = "") -> None:
+                 hint: str = "", defaults: dict | None = None) -> None:
     """Refuse to resume ``where`` with other settings: one line naming every differing key (see
-    ``differing``) with both values, then ``hint``. Raises ``error`` (a ConfigError by default)."""
-    diff = differing(stored, now, keys)
+    ``differing``, with its ``defaults``) with both values, then ``hint``. Raises ``error`` (a
+    ConfigError by default)."""
+    diff = differing(stored, now, keys, defaults)
     if not diff:
         return
+    stored, now = {**(defaults or {}), **stored}, {**(defaults or {}), **now}
     show = lambda d, k: repr(d[k]) if k in d else "nothing"  # noqa: E731
     said = ", ".join(f"{k} differs (run has {show(stored, k)}, now {show(now, k)})" for k in diff)
     raise error(f"cannot resume {where}: {said}" + (f"; {hint}" if hint else ""))
@@ -120,14 +125,15 @@ class Manifest:
     @classmethod
     def open(cls, directory, meta: dict | None = None, *, resume: bool = False, readonly: bool = False,
              keys=None, name: str = MANIFEST, error: type[Exception] = ConfigError, hint: str = "",
-             warn: Warn | None = None) -> "Manifest":
+             warn: Warn | None = None, defaults: dict | None = None) -> "Manifest":
         """A new directory (``meta`` written as its manifest) or, ``resume``/``readonly``, an existing
-        one whose stored settings must agree with ``meta`` (``check_resume`` over ``keys``)."""
+        one whose stored settings must agree with ``meta`` (``check_resume`` over ``keys``, a key missing
+        on a side taken from ``defaults``)."""
         check_out(directory, resume=resume or readonly, readonly=readonly, name=name, error=error)
         if resume or readonly:
             m = cls.read(directory, name=name, error=error, warn=warn)
             if meta is not None:
-                check_resume(m.dir, m.meta, meta, keys, error=error, hint=hint)
+                check_resume(m.dir, m.meta, meta, keys, error=error, hint=hint, defaults=defaults)
             return m
         try:
             Path(directory).mkdir(parents=True, exist_ok=True)

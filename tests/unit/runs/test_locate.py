@@ -158,3 +158,61 @@ def test_a_model_name_is_loaded_by_the_executor(fact_file, tmp_path):
     b = locate(load_model(str(tmp_path / "m")), facts, LocateConfig(steps=2), tmp_path / "b", show_progress=False)
     assert a.facts().equals(b.facts()) and a.neurons().equals(b.neurons())
     assert json.loads((tmp_path / "a" / "run.json").read_text())["model"] == str((tmp_path / "m").resolve())
+
+
+def test_a_run_keeps_each_querys_own_neurons(fact_file, tmp_path):
+    """queries.parquet holds each query's select() set (before refine), the refined set is neurons.parquet's;
+    run.json says so (query_neurons) and records no selection for the default refine."""
+    from kneuron.attribution import attribute_many
+    from kneuron.neurons import neurons_of, query_sets
+    from kneuron.runs.store import open_run
+    h = tiny_handle("gpt2")
+    store = _run(h, fact_file, tmp_path / "r")
+    meta = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert meta["query_neurons"] is True and not {"select", "cas_beta1", "cas_beta2"} & set(meta)
+    run = open_run(tmp_path / "r")
+    sets = run.query_neurons()
+    cfg = LocateConfig(method="amig", steps=3, threshold=0.2)
+    for f in load_facts(fact_file):
+        qs = loc.check_fact(h, f)
+        found = attribute_many(h, [(q.prompt, q.target) for q in qs], method=cfg.method_object, steps=3)
+        assert sets[f.key] == [s.neurons for s in query_sets(found, f.lang, cfg)]
+        assert [tuple(n) for n in _neurons(store, f.key)] == neurons_of(found, f.lang, cfg).neurons
+    assert len(sets[("c1", "en")]) == 2 and any(sets[("c1", "en")])
+
+
+def _neurons(store, key):
+    return [(r["layer"], r["neuron"]) for r in store.neurons().to_pylist() if (r["fact_id"], r["lang"]) == key]
+
+
+def test_an_old_run_without_query_neurons_still_resumes(fact_file, tmp_path):
+    """A run made before runs kept queries.parquet resumes to the same neurons, in its own two tables."""
+    h = tiny_handle("gpt2")
+    full = _run(h, fact_file, tmp_path / "full")
+    _run(h, fact_file, tmp_path / "old", limit=2)
+    path = tmp_path / "old" / "run.json"
+    meta = json.loads(path.read_text())
+    del meta["query_neurons"]
+    path.write_text(json.dumps(meta))
+    (tmp_path / "old" / "queries.parquet").unlink()
+    resumed = _run(h, fact_file, tmp_path / "old", resume=True)
+    assert resumed.n_new == 3 and resumed.neurons().equals(full.neurons()) and resumed.facts().equals(full.facts())
+    assert not (tmp_path / "old" / "queries.parquet").exists() and "query_neurons" not in json.loads(path.read_text())
+
+
+def test_a_cas_run_records_its_selection_and_resumes_only_as_cas(fact_file, tmp_path):
+    from kneuron.attribution import attribute_many
+    from kneuron.neurons import cas, tau_for
+    from kneuron.runs.store import RunStoreError
+    h = tiny_handle("gpt2")
+    facts = load_facts(fact_file)
+    cfg = LocateConfig(steps=2, select="cas", cas_beta1=1.0, cas_beta2=2.0)
+    store = locate(h, facts, cfg, tmp_path / "r", limit=2, show_progress=False)
+    meta = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert (meta["select"], meta["cas_beta1"], meta["cas_beta2"]) == ("cas", 1.0, 2.0)
+    f = facts[0]
+    found = attribute_many(h, [(q.prompt, q.target) for q in loc.check_fact(h, f)], steps=2)
+    assert _neurons(store, f.key) == cas([a.scores for a in found], tau_for("en"), None, 1.0, 2.0).neurons
+    with pytest.raises(RunStoreError, match="select differs"):
+        locate(h, facts, LocateConfig(steps=2), tmp_path / "r", resume=True, show_progress=False)
+    assert locate(h, facts, cfg, tmp_path / "r", resume=True, show_progress=False).n_new == 3

@@ -221,6 +221,13 @@ def test_the_ray_worker_checks_and_locates_the_same_way(tmp_path):
     store.finalize()
     ref = locate(w.h, fs, cfg, tmp_path / "ref", skip_invalid=True, show_progress=False)
     assert store.facts().equals(ref.facts()) and store.neurons().equals(ref.neurons())
+    assert not (tmp_path / "ray" / "queries.parquet").exists()         # a run.json without query_neurons: as before
+    # a run that keeps each query's neurons (run.json says so): the worker writes them as the local executor
+    w.out = str(tmp_path / "ray-q")
+    store = RunStore(tmp_path / "ray-q", meta={"query_neurons": True}, facts=checked.facts)
+    assert sum(w.locate([g], True) for g in enumerate(checked.facts)) == len(GOOD)
+    store.finalize()
+    assert store.queries().equals(ref.queries()) and store.queries().num_rows > 0
 
 
 # ----------------------------------------------------------------------------- the command line

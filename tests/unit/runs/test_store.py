@@ -1,5 +1,6 @@
 """kneuron.runs.store: a run directory (RunStore): its layout and bytes, resume equal to an uninterrupted
 run, a finalize cut short repaired, the checks that refuse a wrong add / resume / row, its own facts, duckdb."""
+import importlib.util
 import json
 import shutil
 
@@ -284,3 +285,61 @@ def test_resume_with_another_model_shape_is_refused(tmp_path):
     with pytest.raises(RunStoreError, match="model_spec differs"):
         RunStore(tmp_path / "r", {**meta, "model_spec": {**spec, "site": "mlp.up_proj"}}, resume=True)
     assert RunStore(tmp_path / "r", meta, resume=True).done() == {("P1", "en")}
+
+
+# ----------------------------------------------------------------------------- each query's neurons
+
+QMETA = {**META, "query_neurons": True}
+
+
+def queries_of(i):
+    """Fact i's two queries' own neurons (the second query of fact 4 has none)."""
+    return [{"query": q, "layer": q, "neuron": 10 * i + k, "score": 1.0 / (k + 1), "rank": k}
+            for q in range(2) for k in range(2) if not (i == 4 and q == 1)]
+
+
+def test_a_run_that_keeps_query_neurons_has_queries_parquet(tmp_path):
+    s = RunStore(tmp_path / "r", QMETA)
+    for row, neurons in ALL:
+        s.add({**row, "n_prompts": 2}, neurons, queries_of(row["order"]))
+    s.finalize()
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["facts.parquet", "neurons.parquet",
+                                                                  "queries.parquet", "run.json"]
+    q = open_run(tmp_path / "r").queries()
+    assert q.column_names[:8] == ["order", "fact_id", "lang", "query", "layer", "neuron", "score", "rank"]
+    assert q.num_rows == 12 * 4 - 2 * 2 and q.schema.field("query").type == pa.int64()
+    sets = open_run(tmp_path / "r").query_neurons()
+    assert sets[("P4", "de")] == [[(0, 40), (0, 41)], []]
+    assert sets[("P1", "en")] == [[(0, 10), (0, 11)], [(1, 10), (1, 11)]]
+    if importlib.util.find_spec("duckdb"):
+        assert query(tmp_path / "r", "select count(*) from queries where query = 1") == [(12 * 2 - 2 * 2,)]
+    with pytest.raises(RunStoreError, match="keeps each query's neurons; none given"):
+        RunStore(tmp_path / "q", QMETA).add(*fact(1))
+
+
+def test_a_run_made_before_query_neurons_resumes_as_it_was(tmp_path):
+    """A run without "query_neurons" in run.json keeps its two tables when resumed (query rows given to it
+    are dropped), and asking it for query neurons says to re-run it, in one line."""
+    run_all(tmp_path / "r", ALL[:4])
+    s = RunStore(tmp_path / "r", QMETA, resume=True)         # run.json is the run's own: no query_neurons
+    assert not s.keeps_queries
+    for row, neurons in ALL[4:]:
+        s.add(row, neurons, queries_of(row["order"]))
+    s.finalize()
+    assert s.facts().equals(run_all(tmp_path / "ref").facts())
+    assert not (tmp_path / "r" / "queries.parquet").exists()
+    with pytest.raises(RunStoreError) as e:
+        open_run(tmp_path / "r").query_neurons()
+    assert "\n" not in str(e.value) and "re-run it" in str(e.value) and str(tmp_path / "r") in str(e.value)
+
+
+def test_resuming_with_another_selection_is_refused_also_against_an_old_run(tmp_path):
+    """A run.json without "select" was made with refine: resuming it with select cas is refused; with
+    the default (select left out) it resumes."""
+    run_all(tmp_path / "r", ALL[:2])
+    with pytest.raises(RunStoreError, match=r"select differs \(run has 'refine', now 'cas'\)"):
+        RunStore(tmp_path / "r", {**META, "select": "cas", "cas_beta1": 1.0, "cas_beta2": 1.0}, resume=True)
+    RunStore(tmp_path / "r", META, resume=True)
+    RunStore(tmp_path / "c", {**META, "select": "cas", "cas_beta1": 1.0, "cas_beta2": 1.0})
+    with pytest.raises(RunStoreError, match="cas_beta2 differs"):
+        RunStore(tmp_path / "c", {**META, "select": "cas", "cas_beta1": 1.0, "cas_beta2": 2.0}, resume=True)

@@ -33,6 +33,12 @@ def test_differing_compares_as_json_and_whole_dicts_count_missing_keys():
     assert differing({"a": (1, 2)}, {"a": [1, 2]}) == []
     assert differing({"a": 1}, {"a": 1, "b": 2}) == ["b"]
     assert differing({"a": 1, "c": 0}, {"a": 1}, keys=("a", "c")) == []
+    # defaults: a key left out on a side (an older manifest, a default config) has its default there
+    assert differing({"a": 1}, {"a": 1, "c": 5}, keys=("a", "c"), defaults={"c": 0}) == ["c"]
+    assert differing({"a": 1}, {"a": 1, "c": 0}, keys=("a", "c"), defaults={"c": 0}) == []
+    assert differing({"a": 1}, {"a": 1}, keys=("a", "c"), defaults={"c": 0}) == []
+    with pytest.raises(RuntimeError, match=r"c differs \(run has 0, now 5\)"):
+        check_resume("w", {"a": 1}, {"a": 1, "c": 5}, keys=("a", "c"), defaults={"c": 0}, error=RuntimeError)
     with pytest.raises(RuntimeError, match=r"^cannot resume w: b differs \(run has nothing, now 2\); hint$"):
         check_resume("w", {"a": 1}, {"a": 1, "b": 2}, error=RuntimeError, hint="hint")
 

@@ -2,8 +2,6 @@
 on tiny random-weight models of every family; their localisation when no neurons are given."""
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import pytest
 import torch
 
@@ -273,7 +271,7 @@ def test_kn_localizes_when_no_neurons_given():
     h = tiny_handle("bert")
     e = edit(h, FACT, "rome", method="kn", localize={"steps": 2})
     assert e.info["localized"] and e.info["neurons"] == fact_neurons(h, FACT, locate_config(steps=2))
-    assert e.seconds > 0 and e.info["localize"] == {**asdict(LOCALIZE), "steps": 2, "max_prompts": None}
+    assert e.seconds > 0 and e.info["localize"] == {**LOCALIZE.record(), "steps": 2, "max_prompts": None}
     assert e.info["common_filter"] is False and e.info["filtered"] == []
     typed = edit(h, FACT, "rome", method=KN(localize=LocateConfig(steps=2, rule="midpoint")))   # the same, typed
     assert typed.info == e.info and all(torch.equal(a.value, b.value) for a, b in zip(typed.changes, e.changes))

@@ -1,7 +1,7 @@
 """kneuron.editing.methods.kn_opt (kn-opt) on tiny random-weight models of every family."""
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import pytest
 import torch
@@ -74,7 +74,7 @@ def test_kn_opt_localizes_lazily(monkeypatch):
     want = replace(LOCALIZE, steps=3)
     assert asked == {"cfg": want, "max_prompts": 1, "execution": None, "fact": FACT}
     assert e.info["neurons"] == [(1, 5), (2, 9)]
-    assert e.info["localized"] and e.info["localize"] == {**asdict(want), "max_prompts": 1}
+    assert e.info["localized"] and e.info["localize"] == {**want.record(), "max_prompts": 1}
     asked.clear()                                            # the same, typed
     typed = edit(h, FACT, "rome", method=KnOpt(localize=want, max_prompts=1))
     assert asked["cfg"] == want and typed.info["localize"] == e.info["localize"]
