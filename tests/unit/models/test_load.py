@@ -12,6 +12,7 @@ import torch
 import transformers
 
 import kneuron.models
+import kneuron.models.hub
 from kneuron.errors import ConfigError, KneuronError
 from kneuron.models.load import ModelLoadError, load_model
 from support.cli import cli, one_line_error, tiny_dir  # noqa: F401 (tiny_dir: a fixture)
@@ -20,12 +21,15 @@ HUB_ID = "someone/tiny-gpt2"          # never fetched: the fakes below serve a l
 
 
 class FakeHub:
-    """Stands in for the hub: records the keywords of every from_pretrained and serves ``local``
-    (or raises ``error``) for the hub id."""
+    """Stands in for the hub: answers load_model's probe (reachable, or ``down``: why not), records the
+    keywords of every from_pretrained and serves ``local`` (or raises ``error``) for the hub id."""
 
-    def __init__(self, monkeypatch, local: str | None = None, error: BaseException | None = None):
+    def __init__(self, monkeypatch, local: str | None = None, error: BaseException | None = None,
+                 down: str | None = None):
         self.calls: list[tuple[str, dict]] = []
-        self.local, self.error, self.depth = local, error, 0
+        self.local, self.error, self.depth, self.probes = local, error, 0, 0
+        monkeypatch.setattr(kneuron.models.hub, "reach", self._reach)
+        self.down = down
         for cls in (transformers.AutoConfig, transformers.AutoTokenizer, transformers.AutoModelForCausalLM,
                     transformers.AutoModelForMaskedLM):
             monkeypatch.setattr(cls, "from_pretrained", self._wrap(cls, cls.from_pretrained))
@@ -44,6 +48,10 @@ class FakeHub:
             finally:
                 self.depth -= 1
         return from_pretrained
+
+    def _reach(self, *a, **k) -> str | None:
+        self.probes += 1
+        return self.down
 
     def kw(self, key) -> list:
         return [kw.get(key, "absent") for _, kw in self.calls]
