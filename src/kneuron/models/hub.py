@@ -64,7 +64,7 @@ def reach(url: str | None = None, seconds: float = PROBE_SECONDS) -> str | None:
             found.append(one_line(e) or type(e).__name__)
     t = threading.Thread(target=ask, name="kneuron-hub-probe", daemon=True)
     t.start()
-    t.join(seconds + 0.5)
+    t.join(seconds)
     return found[0] if found else f"no answer within {seconds:g} s"
 
 
