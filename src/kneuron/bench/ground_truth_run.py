@@ -36,6 +36,7 @@ from kneuron.store.atomic import write_json, write_text
 from kneuron.store.records import JsonLines
 
 MASK_L1_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+MIN_CI_N = 3                     # fewer facts than this: a mean without an interval (and never "separated")
 KEY = ("seed", "difficulty", "fact_id", "method")
 SCORES = ("seconds", "median_rank", "fact_drop", "control_change", "kn_f1", "likn_f1", "dkn_f1", "dkn_spans")
 
@@ -44,7 +45,7 @@ def _interval(xs: list) -> dict:
     xs = [float(x) for x in xs if x is not None and math.isfinite(x)]
     if not xs:
         return {"mean": None, "ci": None}
-    iv = ci(np.array(xs, dtype=float))
+    iv = ci(np.array(xs, dtype=float)) if len(xs) >= MIN_CI_N else None   # a resample of 1-2 facts is no interval
     return {"mean": float(np.mean(xs)), "ci": None if iv is None else [float(iv[0]), float(iv[1])]}
 
 
@@ -201,7 +202,7 @@ def ground_truth_bench(handle: ModelHandle, facts: list[Fact], *, difficulties=D
                 got = _score_all(rec, handle, facts, seed, d, {m: resolve(m, steps, chosen) for m in methods}, opts,
                                  progress)
                 if got:
-                    skipped[d] = got["skipped"]
+                    skipped[f"{d} (seed {seed})"] = got["skipped"]
         rows = [r for r in rec.rows.values() if r["seed"] in seeds]
         summary = summarize(rows, difficulties, methods, budgets)
         res = {"model": handle.name, "n_neurons_total": handle.n_layers * handle.n_neurons, "seeds": list(seeds),

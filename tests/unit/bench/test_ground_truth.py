@@ -157,3 +157,15 @@ def test_tuning_stays_off_the_reported_seeds_and_auto_steps_are_named():
     assert resolve("ig@auto", 20, {}) == ("ig", "auto") and resolve("amig", 20, {}) == ("amig", 20)
     with pytest.raises(ConfigError):
         resolve("actgrad@auto", 20, {})
+
+
+def test_too_few_facts_have_no_interval_and_separate_nothing():
+    from kneuron.bench.ground_truth_run import separation, summarize
+    rows = [{"seed": 0, "difficulty": "d", "fact_id": f"f{i}", "method": m, "recall@0.01": r}
+            for i in range(2) for m, r in (("ig", 1.0), ("random", 0.0))]
+    s = summarize(rows, ["d"], ["ig", "random"], [0.01])
+    assert s["d"]["ig"]["recall@0.01"] == {"mean": 1.0, "ci": None}
+    assert separation(rows, s, 0.01)["d"]["separated"] == []
+    more = rows + [{**r, "fact_id": "f2"} for r in rows[:2]]
+    s = summarize(more, ["d"], ["ig", "random"], [0.01])
+    assert separation(more, s, 0.01)["d"]["separated"] == [["ig", "random"]]
