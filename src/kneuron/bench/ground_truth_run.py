@@ -129,7 +129,7 @@ def separation(rows: list[dict], summary: dict, budget: float) -> dict:
         both = [(got[s, f, "amig"], got[s, f, "ig"]) for (s, f, m) in got if m == "ig" and (s, f, "amig") in got]
         if both:
             x, y = (np.array(v, dtype=float) for v in zip(*both))
-            iv = ci((x, y), lambda p, q, axis=-1: np.mean(p - q, axis=axis))
+            iv = ci((x, y), lambda p, q, axis=-1: np.mean(p - q, axis=axis)) if len(both) >= MIN_CI_N else None
             entry["amig_minus_ig"] = {"n": len(both), "mean": float(np.mean(x - y)), "ci": list(iv) if iv else None}
         out[d] = entry
     return out
