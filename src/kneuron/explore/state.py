@@ -98,7 +98,10 @@ class Models:
 
 
 def _load(name: str) -> ModelHandle:
-    return load_model(name)           # quiet: load_model keeps the dependencies' logs and bars out
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    return load_model(name)
 
 
 @dataclass
