@@ -17,6 +17,7 @@ from kneuron.cli.paper import consistency, dkn, likn, reproduce
 from kneuron.cli.plant import plant_cmd
 from kneuron.cli.probe import probe
 from kneuron.cli.runs import evaluate, intervene, locate
+from kneuron.models.verbosity import ENV as VERBOSE_ENV
 
 app = typer.Typer(cls=OneLineUsage, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find, test and use the knowledge neurons of transformer language models.")
@@ -30,7 +31,9 @@ def options(offline: bool = typer.Option(False, "--offline", help="never downloa
             device_map: Optional[DeviceMap] = typer.Option(None, "--device-map", help="auto: spread a model too large "
                                                            "for one GPU over the GPUs and CPU (needs accelerate)"),
             threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads torch uses (default: "
-                                                  "torch's; 1 is often fastest on a small, shared CPU)")):
+                                                  "torch's; 1 is often fastest on a small, shared CPU)"),
+            verbose: bool = typer.Option(False, "--verbose", help="show the dependencies' own log lines, warnings "
+                                         "and progress bars (transformers, huggingface_hub), for debugging")):
     """Find, test and use the knowledge neurons of transformer language models.
 
     Models: bundled names, local directories, .gguf files or Hugging Face hub ids (downloaded unless --offline)."""
@@ -39,6 +42,8 @@ def options(offline: bool = typer.Option(False, "--offline", help="never downloa
     load.device_map = device_map.value if device_map else None
     if offline:                        # also for what runs in other processes (ray workers)
         os.environ["HF_HUB_OFFLINE"] = "1"
+    if verbose:                        # read by models.verbosity, here and in worker processes
+        os.environ[VERBOSE_ENV] = "1"
     if threads is not None:
         import torch
         torch.set_num_threads(threads)

@@ -121,11 +121,12 @@ def _errors():
 
 
 def _quiet_hf():
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    import warnings
-    warnings.filterwarnings("ignore")
+    """The dependencies' log lines, progress bars and warnings off for this command, unless `kneuron --verbose`."""
+    from kneuron.models.verbosity import quiet_dependencies, verbose
+    quiet_dependencies()
+    if not verbose():
+        import warnings
+        warnings.filterwarnings("ignore")
 
 
 def _load(model: str, site: Optional[str] = None, device: Optional[str] = None):
