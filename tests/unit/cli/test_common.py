@@ -134,7 +134,9 @@ def test_verbose_shows_the_dependencies_logs_and_bars(monkeypatch, tiny_dir, ver
     from transformers.utils import logging as hf_logging
 
     from kneuron.models.verbosity import ENV, quiet_dependencies
-    monkeypatch.delenv(ENV, raising=False)                 # --verbose sets it; restored after the test
+    # recorded as absent (setenv records the prior state; delenv of an absent name records nothing, and its
+    # later call in `finally` would record "1" and restore it at teardown: every later test verbose)
+    monkeypatch.setenv(ENV, "0")
     try:
         r = cli(*(["--verbose"] if verbose else []), "probe", "the capital of", "-m", tiny_dir, "--json")
         assert r.exit_code == 0, r.stderr
@@ -143,5 +145,5 @@ def test_verbose_shows_the_dependencies_logs_and_bars(monkeypatch, tiny_dir, ver
         assert hf_logging.is_progress_bar_enabled() is verbose
         assert (os.environ.get(ENV) == "1") is verbose
     finally:
-        monkeypatch.delenv(ENV, raising=False)
+        os.environ.pop(ENV, None)                            # --verbose wrote it directly
         quiet_dependencies()                                 # the suite's quiet state back
