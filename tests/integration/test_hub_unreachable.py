@@ -94,3 +94,38 @@ def test_api_uncached_raises_fast_and_quietly_and_cached_loads(tmp_path, tiny_di
     assert UNCACHED in failed["message"] and env["HF_ENDPOINT"] in failed["message"]
     assert failed["seconds"] < HUB_SECONDS, failed
     assert loaded.get("loaded") == CACHED and loaded["seconds"] < HUB_SECONDS, loaded
+
+
+FIRST_IMPORTS = """
+import sys
+from kneuron.cli import app
+try:
+    app(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+print(code, sorted(m for m in ("torch", "transformers", "scipy") if m in sys.modules))
+"""
+
+
+def test_cli_fails_on_the_hub_before_importing_torch(tmp_path):
+    """What makes the one line fast: the command line imports a command's module when it runs, and checks a hub
+    id before the library (torch, transformers, scipy) is imported; a local model still loads them."""
+    env = environment(tmp_path)
+    p = subprocess.run([sys.executable, "-c", FIRST_IMPORTS, "probe", "Hello", "--model", UNCACHED],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.stdout.split("\n")[0] == "2 []", (p.stdout, p.stderr)
+    assert p.stderr.startswith("kneuron: error: ") and p.stderr.count("\n") == 1, p.stderr
+
+
+def test_the_public_api_is_imported_on_first_use():
+    """`import kneuron` is light; each name of the public API is the library's own object when first used, and
+    an unknown name is an AttributeError."""
+    code = ("import sys, kneuron; light = 'torch' not in sys.modules; "
+            "from kneuron.models.load import load_model; from kneuron.runs.store import open_run; "
+            "import kneuron.models as m; "
+            "print(light, kneuron.load_model is load_model is m.load_model, kneuron.open_run is open_run, "
+            "set(kneuron.__all__) <= set(dir(kneuron)), hasattr(kneuron, 'no_such_name'), "
+            "all(getattr(kneuron, n) is not None for n in kneuron.__all__))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])})
+    assert p.stdout.split() == ["True", "True", "True", "True", "False", "True"], (p.stdout, p.stderr)

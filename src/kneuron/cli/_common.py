@@ -130,7 +130,11 @@ def _quiet_hf():
 
 
 def _load(model: str, site: Optional[str] = None, device: Optional[str] = None):
-    """load_model with the global options (LOAD); device default: cuda if present (none with a device map)."""
+    """load_model with the global options (LOAD); device default: cuda if present (none with a device map).
+    A hub id is checked first (``models.hub.check``, which load_model also runs): an uncached one with the hub
+    unreachable is its one line before torch and transformers are imported."""
+    from kneuron.models import hub
+    hub.check(model, True if LOAD.offline else None)
     from kneuron.models import load_model
     _quiet_hf()
     if device is None and LOAD.device_map is None:

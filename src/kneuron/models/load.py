@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from kneuron.errors import ConfigError
-from kneuron.models import hub
+import kneuron.models.hub as hub
 from kneuron.models.capabilities import Capabilities
 from kneuron.models.registry import CARDS, ORGANISMS_DIR, ModelLoadError  # noqa: F401 (re-exported)
 from kneuron.models.sites import Site, find_site, proj_dims, resolve
@@ -141,14 +141,6 @@ def from_model(model: nn.Module, tokenizer, kind: str | None = None, name: str =
 
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_TRUE = {"1", "on", "yes", "true"}
-
-
-def hub_offline() -> bool:
-    """Whether the environment asks for no network: HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) set to 1."""
-    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 def _dtype_arg(dtype) -> torch.dtype | str:
     if dtype is None:
         return torch.float32
@@ -157,11 +149,6 @@ def _dtype_arg(dtype) -> torch.dtype | str:
     if str(dtype) in DTYPES:
         return DTYPES[str(dtype)]
     raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-
-
-def _looks_like_path(name: str) -> bool:
-    """A name that can only be a directory: hub ids are 'name' or 'owner/name'."""
-    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name or name in (".", "..")
 
 
 def _first_line(e: BaseException) -> str:
@@ -184,15 +171,6 @@ def _unavailable(name: str, e: BaseException, offline: bool, unreachable: str | 
         f"cannot get model {name!r} from the Hugging Face hub ({_first_line(e)}): it is not a bundled name "
         f"({', '.join(CARDS)}), a local directory or a .gguf file; check the hub id and the network, run "
         f"`hf auth login` for a gated or private model, or use --offline for a copy already in the cache")
-
-
-def _hub_down(name: str) -> str | None:
-    """Before a hub id is fetched: None when the hub answers; else why not, when the model is cached (it is then
-    read from the cache alone, without the hub client's half minute of retries). Neither: the one-line error."""
-    why = hub.reach()
-    if why is not None and not hub.cached(name):
-        raise hub.unreachable(name, why)
-    return why
 
 
 def _converted(gguf_path: Path, kind: str) -> str:
@@ -245,7 +223,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, kind: str | None = None, site:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
     quiet_dependencies()           # their "Loading weights" bars and log lines: shown only when verbose
-    offline = hub_offline() if offline is None else bool(offline)
+    offline = hub.offline() if offline is None else bool(offline)
     torch_dtype = _dtype_arg(dtype)
     if device_map is not None:
         if device:
@@ -265,13 +243,13 @@ def load_model(name_or_path: str = DEFAULT_MODEL, kind: str | None = None, site:
         where = name_or_path
         if os.path.isdir(where):          # record local models by absolute path, so runs can be re-opened
             name_or_path = where = str(Path(where).resolve())
-        elif _looks_like_path(where):
+        elif hub.looks_like_path(where):
             raise ModelLoadError(f"model directory not found: {where}")
     if "gguf_file" in extra:             # converted once into the cache; later loads read that copy
         gguf_path = Path(where) / extra.pop("gguf_file")
         where = _converted(gguf_path, kind or (CARDS[name_or_path].kind if name_or_path in CARDS else "causal"))
     local = os.path.isdir(where)
-    down = None if local or offline else _hub_down(name_or_path)
+    down = None if local else hub.check(name_or_path, offline)
     fetch = {"local_files_only": offline or local or down is not None}
     hub_errors = (OSError, ValueError, *hub.network_errors())
     try:
