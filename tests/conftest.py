@@ -26,6 +26,20 @@ SMALL_FACTS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _verbosity_unchanged():
+    """A test that leaves KNEURON_VERBOSE or the dependencies' progress bars changed fails here, not in
+    whichever later test happens to load a model (order-dependent failures: bars on a CLI's stderr)."""
+    from transformers.utils import logging as hf_logging
+    before = (os.environ.get("KNEURON_VERBOSE"), hf_logging.is_progress_bar_enabled())
+    yield
+    after = (os.environ.get("KNEURON_VERBOSE"), hf_logging.is_progress_bar_enabled())
+    if after[0] != before[0] or (after[1] and not before[1]):
+        hf_logging.disable_progress_bar()
+        os.environ.pop("KNEURON_VERBOSE", None) if before[0] is None else os.environ.update(KNEURON_VERBOSE=before[0])
+        pytest.fail(f"the test left (KNEURON_VERBOSE, progress bars) at {after}, was {before}")
+
+
 @pytest.fixture
 def fact_file(tmp_path):
     """SMALL_FACTS as a fact file (JSON lines)."""

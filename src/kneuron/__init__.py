@@ -12,17 +12,49 @@ The core, one verb each (``load_*``, ``attribute``, ``localize``, ``locate``, ``
     kneuron.models      ModelHandle, the bundled models' registry, hooks
     kneuron.facts       Fact, templates -> queries, fact files and directory layouts
 """
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from ._version import __version__
 
-from kneuron.attribution import AMIG, IG, Attribution, Execution, attribute
-from kneuron.editing import Edit, edit
-from kneuron.errors import KneuronError
-from kneuron.facts import Fact, load_facts
-from kneuron.intervene import enhance, suppress
-from kneuron.models import ModelHandle, load_model
-from kneuron.neurons import LocateConfig, localize
-from kneuron.runs.locate import locate
-from kneuron.runs.store import Run, open_run
+# Each name is imported on first use (PEP 562), so that `import kneuron.<anything>` -- the command line among
+# them -- does not pay for torch, transformers and scipy before it needs them (a hub that cannot be reached is
+# one line within seconds, `kneuron --help` is quick).
+_HOMES = {
+    "AMIG": "kneuron.attribution", "IG": "kneuron.attribution", "Attribution": "kneuron.attribution",
+    "Execution": "kneuron.attribution", "attribute": "kneuron.attribution",
+    "Edit": "kneuron.editing", "edit": "kneuron.editing",
+    "KneuronError": "kneuron.errors",
+    "Fact": "kneuron.facts", "load_facts": "kneuron.facts",
+    "enhance": "kneuron.intervene", "suppress": "kneuron.intervene",
+    "ModelHandle": "kneuron.models", "load_model": "kneuron.models",
+    "LocateConfig": "kneuron.neurons", "localize": "kneuron.neurons",
+    "locate": "kneuron.runs.locate",
+    "Run": "kneuron.runs.store", "open_run": "kneuron.runs.store",
+}
+__all__ = list(_HOMES)
 
-__all__ = ["AMIG", "IG", "Attribution", "Execution", "attribute", "Edit", "edit", "KneuronError", "Fact", "load_facts",
-           "enhance", "suppress", "ModelHandle", "load_model", "LocateConfig", "localize", "locate", "Run", "open_run"]
+if TYPE_CHECKING:
+    from kneuron.attribution import AMIG, IG, Attribution, Execution, attribute
+    from kneuron.editing import Edit, edit
+    from kneuron.errors import KneuronError
+    from kneuron.facts import Fact, load_facts
+    from kneuron.intervene import enhance, suppress
+    from kneuron.models import ModelHandle, load_model
+    from kneuron.neurons import LocateConfig, localize
+    from kneuron.runs.locate import locate
+    from kneuron.runs.store import Run, open_run
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'kneuron' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value            # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

@@ -187,6 +187,6 @@ def memory_bench(model: str = "smollm2-135m", lengths=LENGTHS, method: str = "ig
 if __name__ == "__main__":                      # one point in its own process: python -m kneuron.bench.memory JOB
     import warnings
     warnings.filterwarnings("ignore")
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()
+    from kneuron.models.verbosity import quiet_dependencies
+    quiet_dependencies()
     print(json.dumps(run_point(**json.loads(sys.argv[1]))))

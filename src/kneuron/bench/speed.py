@@ -336,8 +336,8 @@ def plot_curves(data: dict, path) -> None:
 if __name__ == "__main__":                      # one side in its own process: python -m kneuron.bench.speed JOB
     import warnings
     warnings.filterwarnings("ignore")
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()
+    from kneuron.models.verbosity import quiet_dependencies
+    quiet_dependencies()
     job = json.loads(sys.argv[1])
     job["items"] = [tuple(x) for x in job["items"]]
     print(json.dumps(run_side(**job)))

@@ -1,6 +1,7 @@
 """kneuron's command line: a thin layer over the library, one file per command group."""
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Optional
 
@@ -8,17 +9,54 @@ import typer
 
 from kneuron.cli import _common  # noqa: F401  (sets the environment before transformers is imported)
 from kneuron.cli._common import DeviceMap, DType, OneLineUsage
-from kneuron.cli.bench import app as bench_app
-from kneuron.cli.edit import edit_cmd
-from kneuron.cli.explore import explore
-from kneuron.cli.facts import app as facts_app
-from kneuron.cli.organism import app as organism_app
-from kneuron.cli.paper import consistency, dkn, likn, reproduce
-from kneuron.cli.plant import plant_cmd
-from kneuron.cli.probe import probe
-from kneuron.cli.runs import evaluate, intervene, locate
+from kneuron.models.verbosity import ENV as VERBOSE_ENV
 
-app = typer.Typer(cls=OneLineUsage, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# Each command's module (and the part of the library it needs: torch, transformers, scipy) is imported when the
+# command runs, not when kneuron starts: `kneuron probe` with a hub that cannot be reached is its one line within
+# seconds. Only `kneuron --help` imports them all (for their one-line summaries).
+COMMANDS = {
+    "probe": ("kneuron.cli.probe", "probe"),
+    "locate": ("kneuron.cli.runs", "locate"),
+    "intervene": ("kneuron.cli.runs", "intervene"),
+    "evaluate": ("kneuron.cli.runs", "evaluate"),
+    "likn": ("kneuron.cli.paper", "likn"),
+    "dkn": ("kneuron.cli.paper", "dkn"),
+    "consistency": ("kneuron.cli.paper", "consistency"),
+    "reproduce": ("kneuron.cli.paper", "reproduce"),
+    "plant": ("kneuron.cli.plant", "plant_cmd"),
+    "edit": ("kneuron.cli.edit", "edit_cmd"),
+    "explore": ("kneuron.cli.explore", "explore"),
+    "facts": ("kneuron.cli.facts", "app"),
+    "organism": ("kneuron.cli.organism", "app"),
+    "bench": ("kneuron.cli.bench", "app"),
+}
+
+
+class Commands(OneLineUsage):
+    """The app's group, its commands (COMMANDS) built from their modules on first use."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name: str):
+        if name not in COMMANDS:
+            return None
+        if name in self.commands:
+            return self.commands[name]
+        module, attr = COMMANDS[name]
+        obj = getattr(importlib.import_module(module), attr)
+        if isinstance(obj, typer.Typer):             # a group of commands (even of one: `kneuron organism train`)
+            command = typer.main.get_group(obj)
+        else:                                        # a function: a one-command app, which typer builds as that command
+            one = typer.Typer()
+            one.command(name)(obj)
+            command = typer.main.get_command(one)
+        command.name = name
+        self.commands[name] = command
+        return command
+
+
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find, test and use the knowledge neurons of transformer language models.")
 
 
@@ -30,7 +68,9 @@ def options(offline: bool = typer.Option(False, "--offline", help="never downloa
             device_map: Optional[DeviceMap] = typer.Option(None, "--device-map", help="auto: spread a model too large "
                                                            "for one GPU over the GPUs and CPU (needs accelerate)"),
             threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads torch uses (default: "
-                                                  "torch's; 1 is often fastest on a small, shared CPU)")):
+                                                  "torch's; 1 is often fastest on a small, shared CPU)"),
+            verbose: bool = typer.Option(False, "--verbose", help="show the dependencies' own log lines, warnings "
+                                         "and progress bars (transformers, huggingface_hub), for debugging")):
     """Find, test and use the knowledge neurons of transformer language models.
 
     Models: bundled names, local directories, .gguf files or Hugging Face hub ids (downloaded unless --offline)."""
@@ -39,19 +79,11 @@ def options(offline: bool = typer.Option(False, "--offline", help="never downloa
     load.device_map = device_map.value if device_map else None
     if offline:                        # also for what runs in other processes (ray workers)
         os.environ["HF_HUB_OFFLINE"] = "1"
+    if verbose:                        # read by models.verbosity, here and in worker processes
+        os.environ[VERBOSE_ENV] = "1"
     if threads is not None:
         import torch
         torch.set_num_threads(threads)
-
-
-for command in (probe, locate, intervene, evaluate, likn, dkn, consistency, reproduce):
-    app.command()(command)
-app.command("plant")(plant_cmd)
-app.command("edit")(edit_cmd)
-app.command("explore")(explore)
-app.add_typer(facts_app, name="facts")
-app.add_typer(organism_app, name="organism")
-app.add_typer(bench_app, name="bench")
 
 
 def main():

@@ -121,15 +121,20 @@ def _errors():
 
 
 def _quiet_hf():
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    import warnings
-    warnings.filterwarnings("ignore")
+    """The dependencies' log lines, progress bars and warnings off for this command, unless `kneuron --verbose`."""
+    from kneuron.models.verbosity import quiet_dependencies, verbose
+    quiet_dependencies()
+    if not verbose():
+        import warnings
+        warnings.filterwarnings("ignore")
 
 
 def _load(model: str, site: Optional[str] = None, device: Optional[str] = None):
-    """load_model with the global options (LOAD); device default: cuda if present (none with a device map)."""
+    """load_model with the global options (LOAD); device default: cuda if present (none with a device map).
+    A hub id is checked first (``models.hub.check``, which load_model also runs): an uncached one with the hub
+    unreachable is its one line before torch and transformers are imported."""
+    from kneuron.models import hub
+    hub.check(model, True if LOAD.offline else None)
     from kneuron.models import load_model
     _quiet_hf()
     if device is None and LOAD.device_map is None:

@@ -15,9 +15,9 @@ def probe(prompt: str = typer.Argument(..., help="text before the answer (causal
           top: int = typer.Option(10, "--top", "-k", min=1, help="how many top tokens to show"),
           as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """What the model predicts after PROMPT, and the probability of a gold --target."""
-    from kneuron.probe import answer_prob, predict
     try:
-        h = _load(model)
+        h = _load(model)                  # before the library: a hub that cannot be reached fails first
+        from kneuron.probe import answer_prob, predict
         out = {"prompt": prompt, "top": [{"token": t, "p": p} for t, p in predict(h, prompt, top)], "target": None}
         if target is not None:
             out["target"] = {"text": target, "p": answer_prob(h, prompt, target).prob}

@@ -31,6 +31,7 @@ from kneuron.facts.schema import Fact
 from kneuron.models.fingerprint import tensor_fingerprint
 from kneuron.models.load import ModelHandle
 from kneuron.models.sites import is_conv1d
+from kneuron.models.verbosity import quiet_dependencies
 from kneuron.neurons import Neuron
 
 from .lowrank import low_rank_add
@@ -333,6 +334,7 @@ class Edit:
             self.apply()
         try:
             d.mkdir(parents=True, exist_ok=True)
+            quiet_dependencies()                     # transformers' "Writing model shards" bar: verbose only
             self.handle.model.save_pretrained(d)
             self.handle.tokenizer.save_pretrained(d)
             meta = {"method": self.method, "params_changed": self.params_changed,

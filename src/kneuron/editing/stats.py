@@ -33,6 +33,7 @@ from kneuron.models.hooks import hook as hook_on
 from kneuron.models.load import ModelHandle
 from kneuron.models.fingerprint import weights_fingerprint
 from kneuron.models.sites import proj_dims
+from kneuron.report.progress import progress as display
 from kneuron.store.cache import Cache
 from kneuron.store.cache import cache_dir as store_cache_dir
 
@@ -222,45 +223,40 @@ def _collect(handle: ModelHandle, layers: list[int], corpus: list[str] | None, t
 
 def _self_written(handle: ModelHandle, sums: _Sums, texts: int, length: int, seed: int, progress: bool) -> None:
     """Sample ``texts`` x ``length`` tokens, counting the key of every token the model reads after its
-    start (the last sampled token is never read)."""
-    from tqdm.auto import tqdm
-
+    start (the last sampled token is never read); ``progress``: kneuron's progress display over the tokens."""
     if handle.kind != "causal":
         raise ValueError(f"{handle.name} is a masked model and cannot write its own corpus; pass corpus=")
     n = handle.n_neurons
     start = start_ids(handle.tokenizer)
     if handle.max_positions:
         length = max(1, min(length, handle.max_positions - len(start)))
-    bar = tqdm(total=texts * length, desc=f"statistics ({handle.name}, {texts}x{length} tokens)",
-               unit="tok", disable=not progress, leave=False)
+    label = f"statistics ({handle.name}, {texts}x{length} tokens)"
     calls = dict.fromkeys(sums.layers, 0)
+    with display(label, texts * (length - 1), show=progress) as advance:     # the keys read: all but the last
+        def select(x, layer):
+            calls[layer] += 1
+            if calls[layer] == 1:        # the start tokens
+                return x.new_zeros(0, n)
+            rows = x.reshape(-1, n)
+            if layer == sums.layers[0]:
+                advance(rows.shape[0])
+            return rows
 
-    def select(x, layer):
-        calls[layer] += 1
-        if calls[layer] == 1:        # the start tokens
-            return x.new_zeros(0, n)
-        rows = x.reshape(-1, n)
-        if layer == sums.layers[0]:
-            bar.update(rows.shape[0])
-        return rows
-
-    try:
-        for i, first in enumerate(range(0, texts, CHUNK)):
-            calls.update(dict.fromkeys(calls, 0))
-            sums.select = select
-            sample(handle, start, min(CHUNK, texts - first), length, seed * 1000 + i, top_p=TOP_P)
-    finally:
-        sums.select = None
-        bar.close()
+        try:
+            for i, first in enumerate(range(0, texts, CHUNK)):
+                calls.update(dict.fromkeys(calls, 0))
+                sums.select = select
+                sample(handle, start, min(CHUNK, texts - first), length, seed * 1000 + i, top_p=TOP_P)
+        finally:
+            sums.select = None
 
 
 def _over_corpus(handle: ModelHandle, sums: _Sums, corpus: list[str], max_length: int, progress: bool) -> None:
-    from tqdm.auto import tqdm
+    """Count the key of every non-special token of the corpus's texts, 8 texts a forward."""
     tok, n = handle.tokenizer, handle.n_neurons
     limit = min(max_length, handle.max_positions or max_length)
     batch = 8
-    for first in tqdm(range(0, len(corpus), batch), desc=f"statistics ({handle.name}, {len(corpus)} texts)",
-                      disable=not progress, leave=False):
+    for first in _batches(handle, len(corpus), batch, progress):
         enc = [tok(t, truncation=True, max_length=limit, return_special_tokens_mask=True)
                for t in corpus[first:first + batch]]
         padded = hooks.pad(handle, [e["input_ids"] for e in enc])
@@ -274,3 +270,11 @@ def _over_corpus(handle: ModelHandle, sums: _Sums, corpus: list[str], max_length
                 handle.model(input_ids=padded.ids, attention_mask=padded.attention_mask)
         finally:
             sums.select = None
+
+
+def _batches(handle: ModelHandle, count: int, batch: int, show: bool) -> Iterable[int]:
+    """The first index of each batch of ``batch`` texts out of ``count``, under a progress display of texts."""
+    with display(f"statistics ({handle.name}, {count} texts)", count, show=show) as advance:
+        for first in range(0, count, batch):
+            yield first
+            advance(min(batch, count - first))

@@ -98,10 +98,7 @@ class Models:
 
 
 def _load(name: str) -> ModelHandle:
-    from transformers.utils import logging as hf_logging
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    return load_model(name)
+    return load_model(name)           # quiet: load_model keeps the dependencies' logs and bars out
 
 
 @dataclass

@@ -194,14 +194,19 @@ def converted(gguf, kind: str = "causal", progress: Callable[[str], None] | None
 
 def quiet_gguf():
     """A context manager: transformers' GGUF de-quantizer draws its own tqdm bar per load; keep the
-    console clean (kneuron says one line instead)."""
+    console clean (kneuron says one line instead), unless verbose (``kneuron --verbose``)."""
     from contextlib import contextmanager
+
+    from kneuron.models.verbosity import verbose
 
     @contextmanager
     def quiet():
         try:
             import transformers.modeling_gguf_pytorch_utils as g
         except ImportError:
+            yield
+            return
+        if verbose():
             yield
             return
         old = g.tqdm

@@ -11,9 +11,11 @@ import torch
 from torch import nn
 
 from kneuron.errors import ConfigError
+import kneuron.models.hub as hub
 from kneuron.models.capabilities import Capabilities
 from kneuron.models.registry import CARDS, ORGANISMS_DIR, ModelLoadError  # noqa: F401 (re-exported)
 from kneuron.models.sites import Site, find_site, proj_dims, resolve
+from kneuron.models.verbosity import quiet_dependencies
 
 MASKED_TYPES = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert"}
 DEFAULT_MODEL = "smollm2-135m"
@@ -139,14 +141,6 @@ def from_model(model: nn.Module, tokenizer, kind: str | None = None, name: str =
 
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_TRUE = {"1", "on", "yes", "true"}
-
-
-def hub_offline() -> bool:
-    """Whether the environment asks for no network: HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) set to 1."""
-    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 def _dtype_arg(dtype) -> torch.dtype | str:
     if dtype is None:
         return torch.float32
@@ -157,32 +151,16 @@ def _dtype_arg(dtype) -> torch.dtype | str:
     raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
-    """What a hub download raises besides OSError (the HTTP client's transport errors)."""
-    out: list = []
-    for mod in ("httpx", "httpx2", "requests"):
-        try:
-            m = importlib.import_module(mod)
-        except ImportError:
-            continue
-        err = getattr(m, "HTTPError", None) or getattr(m, "RequestException", None)
-        if isinstance(err, type) and issubclass(err, BaseException):
-            out.append(err)
-    return tuple(out)
-
-
-def _looks_like_path(name: str) -> bool:
-    """A name that can only be a directory: hub ids are 'name' or 'owner/name'."""
-    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name or name in (".", "..")
-
-
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _unavailable(name: str, e: BaseException, offline: bool) -> ModelLoadError:
-    """One line for a hub id that could not be fetched: what was tried and what to do."""
+def _unavailable(name: str, e: BaseException, offline: bool, unreachable: str | None = None) -> ModelLoadError:
+    """One line for a hub id that could not be fetched: what was tried and what to do (``unreachable``:
+    why the hub could not be reached, when only the cache was read because of it)."""
+    if unreachable is not None:
+        return hub.unreachable(name, unreachable)
     if offline:
         return ModelLoadError(
             f"model {name!r} is not a bundled name ({', '.join(CARDS)}), a local directory, a .gguf file, or a "
@@ -235,17 +213,17 @@ def load_model(name_or_path: str = DEFAULT_MODEL, kind: str | None = None, site:
     (``kneuron.models.gguf``) and read from there afterwards.
 
     Hub ids are downloaded (and cached) as transformers does, unless ``offline`` (default: the
-    environment's HF_HUB_OFFLINE=1), where only the local cache is used. ``dtype``: a torch dtype or
+    environment's HF_HUB_OFFLINE=1), where only the local cache is used. Before a download the hub is asked
+    once (``kneuron.models.hub``): unreachable, a cached model is read from the cache alone and an uncached
+    one is a ModelLoadError within seconds, not the hub client's half minute of retries. ``dtype``: a torch dtype or
     "auto" / "float32" / "bfloat16" / "float16" (default float32). ``device_map`` (e.g. "auto", needs
     accelerate) spreads a model too large for one device over the devices; it excludes ``device``.
     Failures raise a one-line ModelLoadError that names the model and says what to do.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()        # its per-load "Loading weights" bar: kneuron reports progress itself
-    offline = hub_offline() if offline is None else bool(offline)
+    quiet_dependencies()           # their "Loading weights" bars and log lines: shown only when verbose
+    offline = hub.offline() if offline is None else bool(offline)
     torch_dtype = _dtype_arg(dtype)
     if device_map is not None:
         if device:
@@ -265,20 +243,21 @@ def load_model(name_or_path: str = DEFAULT_MODEL, kind: str | None = None, site:
         where = name_or_path
         if os.path.isdir(where):          # record local models by absolute path, so runs can be re-opened
             name_or_path = where = str(Path(where).resolve())
-        elif _looks_like_path(where):
+        elif hub.looks_like_path(where):
             raise ModelLoadError(f"model directory not found: {where}")
     if "gguf_file" in extra:             # converted once into the cache; later loads read that copy
         gguf_path = Path(where) / extra.pop("gguf_file")
         where = _converted(gguf_path, kind or (CARDS[name_or_path].kind if name_or_path in CARDS else "causal"))
     local = os.path.isdir(where)
-    fetch = {"local_files_only": offline or local}
-    hub_errors = (OSError, ValueError, *_network_errors())
+    down = None if local else hub.check(name_or_path, offline)
+    fetch = {"local_files_only": offline or local or down is not None}
+    hub_errors = (OSError, ValueError, *hub.network_errors())
     try:
         config = AutoConfig.from_pretrained(where, **fetch, **extra)
     except hub_errors as e:
         if local:
             raise ModelLoadError(f"{where}: not a Hugging Face model directory ({_first_line(e)})") from None
-        raise _unavailable(name_or_path, e, offline) from None
+        raise _unavailable(name_or_path, e, offline, down) from None
     kind = kind or _detect_kind(config)
     auto = AutoModelForMaskedLM if kind == "masked" else AutoModelForCausalLM
     placement = {} if device_map is None else {"device_map": device_map}
@@ -287,7 +266,7 @@ def load_model(name_or_path: str = DEFAULT_MODEL, kind: str | None = None, site:
         model = auto.from_pretrained(where, **fetch, dtype=torch_dtype, **placement, **extra)
     except hub_errors as e:
         if not local and not isinstance(e, ValueError):      # weights or tokenizer not fetched
-            raise _unavailable(name_or_path, e, offline) from None
+            raise _unavailable(name_or_path, e, offline, down) from None
         raise ModelLoadError(f"{name_or_path}: cannot load as a {kind} LM ({_first_line(e)})") from None
     if device and device_map is None:
         model.to(device)

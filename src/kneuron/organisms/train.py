@@ -15,6 +15,7 @@ import torch
 
 from kneuron.facts import Fact
 from kneuron.errors import ConfigError
+from kneuron.models.verbosity import quiet_dependencies
 from kneuron.organisms.corpus import Statement, statements
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]"]
@@ -219,6 +220,7 @@ def save_organism(model, tokenizer, report: TrainReport, out: Path, fact_ids: li
     """Weights as fp16 safetensors (loaded back as fp32), tokenizer, training report and model card."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    quiet_dependencies()                             # transformers' "Writing model shards" bar: verbose only
     model.half().save_pretrained(out, safe_serialization=True)
     model.float()
     tokenizer.save_pretrained(out)

@@ -5,6 +5,8 @@ refused before any model is loaded or file written.
 Offline: tiny random-weight models are saved to temp directories."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import kneuron.models
@@ -120,3 +122,28 @@ def test_model_help_mentions_downloads():
     assert r.exit_code == 0
     text = " ".join(r.stdout.split())
     assert "hub id" in text and "already in the local cache" not in text
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_verbose_shows_the_dependencies_logs_and_bars(monkeypatch, tiny_dir, verbose):
+    """Without --verbose transformers and huggingface_hub log errors only and draw no bars; with it, their
+    defaults (warnings, bars), here and, through KNEURON_VERBOSE, in the processes a command starts."""
+    import logging
+
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as hf_logging
+
+    from kneuron.models.verbosity import ENV, quiet_dependencies
+    # recorded as absent (setenv records the prior state; delenv of an absent name records nothing, and its
+    # later call in `finally` would record "1" and restore it at teardown: every later test verbose)
+    monkeypatch.setenv(ENV, "0")
+    try:
+        r = cli(*(["--verbose"] if verbose else []), "probe", "the capital of", "-m", tiny_dir, "--json")
+        assert r.exit_code == 0, r.stderr
+        level = logging.WARNING if verbose else logging.ERROR
+        assert hf_logging.get_verbosity() == level and hub_logging.get_verbosity() == level
+        assert hf_logging.is_progress_bar_enabled() is verbose
+        assert (os.environ.get(ENV) == "1") is verbose
+    finally:
+        os.environ.pop(ENV, None)                            # --verbose wrote it directly
+        quiet_dependencies()                                 # the suite's quiet state back

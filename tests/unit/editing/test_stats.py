@@ -74,6 +74,21 @@ def test_stats_over_a_corpus_is_the_second_moment_of_the_keys():
         second_moment(h, 2, corpus="one string", progress=False)
 
 
+def test_progress_in_a_log_is_one_summary_line_per_pass(capfd):
+    """stderr not a terminal (capfd: a pipe, as in a log): each statistics pass leaves one line, the keys
+    it read out of all it was to read, and no bar frames (no carriage return); stdout untouched."""
+    h = tiny_handle("gpt2", dtype=torch.float32)
+    capfd.readouterr()
+    second_moment(h, 1, texts=4, length=12)                                      # progress on: the default
+    second_moment(h, 1, corpus=["the capital of france is paris"] * 10)
+    out, err = capfd.readouterr()
+    assert out == "" and "\r" not in err
+    lines = err.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"statistics ({h.name}, 4x12 tokens): 44/44 in ")   # every read key counted
+    assert lines[1].startswith(f"statistics ({h.name}, 10 texts): 10/10 in ")
+
+
 def test_the_weights_fingerprint_is_reused_until_a_weight_changes(monkeypatch):
     """Kept per model (hashing every weight is slow), but never stale: an applied edit, its undo and a
     parameter given new storage each change what it is computed from."""

@@ -164,3 +164,18 @@ def test_a_real_gguf_converts_to_the_same_model(cache):
     assert h.tokenizer("The capital of France is", return_tensors="pt").input_ids.tolist() == ids.tolist()
     with torch.no_grad():
         assert torch.equal(direct(ids).logits, h.model(ids).logits)
+
+
+@pytest.mark.parametrize("verbose", ["0", "1"])
+def test_the_dequantizer_bar_is_hidden_unless_verbose(monkeypatch, verbose):
+    """quiet_gguf replaces transformers' tqdm over the GGUF tensors by the plain iterable, unless
+    KNEURON_VERBOSE=1 (kneuron --verbose); either way it is put back afterwards."""
+    g = pytest.importorskip("transformers.modeling_gguf_pytorch_utils")
+    from kneuron.models.gguf import quiet_gguf
+    monkeypatch.setenv("KNEURON_VERBOSE", verbose)
+    real = g.tqdm
+    with quiet_gguf():
+        assert (g.tqdm is real) is (verbose == "1")
+        if verbose == "0":
+            assert list(g.tqdm(iter([1, 2]), desc="tensors")) == [1, 2]
+    assert g.tqdm is real

@@ -12,6 +12,7 @@ import torch
 import transformers
 
 import kneuron.models
+import kneuron.models.hub
 from kneuron.errors import ConfigError, KneuronError
 from kneuron.models.load import ModelLoadError, load_model
 from support.cli import cli, one_line_error, tiny_dir  # noqa: F401 (tiny_dir: a fixture)
@@ -20,12 +21,15 @@ HUB_ID = "someone/tiny-gpt2"          # never fetched: the fakes below serve a l
 
 
 class FakeHub:
-    """Stands in for the hub: records the keywords of every from_pretrained and serves ``local``
-    (or raises ``error``) for the hub id."""
+    """Stands in for the hub: answers load_model's probe (reachable, or ``down``: why not), records the
+    keywords of every from_pretrained and serves ``local`` (or raises ``error``) for the hub id."""
 
-    def __init__(self, monkeypatch, local: str | None = None, error: BaseException | None = None):
+    def __init__(self, monkeypatch, local: str | None = None, error: BaseException | None = None,
+                 down: str | None = None):
         self.calls: list[tuple[str, dict]] = []
-        self.local, self.error, self.depth = local, error, 0
+        self.local, self.error, self.depth, self.probes = local, error, 0, 0
+        monkeypatch.setattr(kneuron.models.hub, "reach", self._reach)
+        self.down = down
         for cls in (transformers.AutoConfig, transformers.AutoTokenizer, transformers.AutoModelForCausalLM,
                     transformers.AutoModelForMaskedLM):
             monkeypatch.setattr(cls, "from_pretrained", self._wrap(cls, cls.from_pretrained))
@@ -45,6 +49,10 @@ class FakeHub:
                 self.depth -= 1
         return from_pretrained
 
+    def _reach(self, *a, **k) -> str | None:
+        self.probes += 1
+        return self.down
+
     def kw(self, key) -> list:
         return [kw.get(key, "absent") for _, kw in self.calls]
 
@@ -58,6 +66,7 @@ def test_hub_id_downloads_unless_offline(monkeypatch, tiny_dir):
     h = load_model(HUB_ID)
     assert h.name == HUB_ID and h.kind == "causal"
     assert len(hub.calls) == 3 and hub.kw("local_files_only") == [False] * 3     # config, tokenizer, model
+    assert hub.probes == 1                                  # the hub asked once, before the download
 
     hub.calls.clear()
     load_model(HUB_ID, offline=True)
@@ -71,6 +80,40 @@ def test_hub_id_downloads_unless_offline(monkeypatch, tiny_dir):
     hub.calls.clear()
     load_model(tiny_dir)                                  # a local directory never goes to the hub
     assert hub.kw("local_files_only") == [True] * 3
+    assert hub.probes == 1                                # nor is the hub asked offline or for a directory
+
+
+def test_hub_down_reads_a_cached_model_from_the_cache_alone(monkeypatch, tiny_dir):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    hub = FakeHub(monkeypatch, local=tiny_dir, down="[Errno 111] Connection refused")
+    monkeypatch.setattr(kneuron.models.hub, "cached", lambda name: name == HUB_ID)
+    assert load_model(HUB_ID).name == HUB_ID
+    assert hub.kw("local_files_only") == [True] * 3 and hub.probes == 1
+
+
+def test_hub_down_and_not_cached_is_one_line_before_any_download(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    hub = FakeHub(monkeypatch, down="[Errno -2] Name or service not known")
+    monkeypatch.setattr(kneuron.models.hub, "cached", lambda name: False)
+    with pytest.raises(ModelLoadError) as e:
+        load_model(HUB_ID)
+    msg = str(e.value)
+    assert "\n" not in msg and HUB_ID in msg and "Name or service not known" in msg
+    assert kneuron.models.hub.endpoint() in msg and hub.calls == []              # transformers never asked
+    one_line_error(cli("probe", "the capital of", "-m", HUB_ID), HUB_ID, "cannot be reached")
+
+
+def test_hub_down_and_partly_cached_says_the_hub_is_down(monkeypatch):
+    """The config cached, the weights not: the cache alone cannot serve it, and the error says why it was
+    the cache alone (the hub down), not that downloads are off."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    FakeHub(monkeypatch, error=OSError("not in the cached files"), down="timed out")
+    monkeypatch.setattr(kneuron.models.hub, "cached", lambda name: True)
+    with pytest.raises(ModelLoadError, match="cannot be reached \\(timed out\\)"):
+        load_model(HUB_ID)
 
 
 @pytest.mark.parametrize("offline", [False, True])
