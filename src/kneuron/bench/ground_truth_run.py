@@ -4,8 +4,9 @@ chosen on seeds of its own and the table that says which methods the truth tells
 
 * **Resumable.** One row per (seed, difficulty, fact, method) in ``out``/rows.jsonl, committed as it is
   scored; a resumed run re-injects a (seed, difficulty) only while one of its rows is missing (the
-  injection is seeded, so it draws the same facts and sets) and scores only what is missing. The settings
-  are the file's first line: a run with others is refused in one line.
+  injection is seeded, so it draws the same facts and sets) and scores only what is missing. A (seed,
+  difficulty) with no truth to score (no fact learnt) is written to skipped.json with the reason and not
+  injected again. The settings are the file's first line: a run with others is refused in one line.
 * **Held-out tuning.** The mask's L1 is picked from ``MASK_L1_GRID`` by mean recall at the middle budget on
   the "injected" truths of ``tune_seeds`` (disjoint from the reported seeds; refused otherwise), its rows
   in tune.jsonl, the choice in the summary; no other method has a tuned setting.
@@ -32,7 +33,7 @@ from kneuron.errors import ConfigError
 from kneuron.facts import Fact
 from kneuron.models.load import ModelHandle
 from kneuron.report.stats import ci
-from kneuron.store.atomic import write_json, write_text
+from kneuron.store.atomic import read_json, write_json, write_text
 from kneuron.store.records import JsonLines
 
 MASK_L1_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -196,13 +197,22 @@ def ground_truth_bench(handle: ModelHandle, facts: list[Fact], *, difficulties=D
         rec = JsonLines(where / "rows.jsonl", key=KEY, need=tuple(f"recall@{b:g}" for b in budgets),
                         config={**_config(opts), "methods": list(methods), "mask_l1": tuning and tuning["l1"]},
                         fresh=fresh, noun="row", hint="start over with --fresh, or use another --out")
-        skipped = {}
+        marks = where / "skipped.json"         # (seed, difficulty)s without a truth: not injected again
+        if fresh:
+            marks.unlink(missing_ok=True)
+        skipped = read_json(marks, then="its draws are injected again") or {}
         for seed in seeds:
             for d in difficulties:
+                label = f"{d} (seed {seed})"
+                if label in skipped:
+                    continue
                 got = _score_all(rec, handle, facts, seed, d, {m: resolve(m, steps, chosen) for m in methods}, opts,
                                  progress)
                 if got:
-                    skipped[f"{d} (seed {seed})"] = got["skipped"]
+                    skipped[label] = got["skipped"]
+                    write_json(marks, skipped, indent=1)
+        skipped = {x: why for x, why in skipped.items() if any(x == f"{d} (seed {s})" for d in difficulties
+                                                               for s in seeds)}
         rows = [r for r in rec.rows.values() if r["seed"] in seeds]
         summary = summarize(rows, difficulties, methods, budgets)
         res = {"model": handle.name, "n_neurons_total": handle.n_layers * handle.n_neurons, "seeds": list(seeds),

@@ -150,6 +150,26 @@ def test_a_stopped_run_resumes_to_the_same_rows_scoring_only_what_is_missing(tmp
         ground_truth_bench(h, FACTS, **{**kw, "k": 3})              # other settings on the same rows: refused
 
 
+def test_a_draw_without_truths_is_not_injected_again_on_resume(tmp_path, monkeypatch):
+    """A (seed, difficulty) whose facts were not learnt is marked in skipped.json with its reason: a resumed run
+    reports it without injecting again, and --fresh forgets the mark."""
+    h = handle()
+    tried = []
+
+    def nothing_learnt(*a, **k):
+        tried.append(a[2])
+        raise ValueError("no fact learnt to p >= 0.5")
+    monkeypatch.setattr("kneuron.bench.ground_truth_run.truths", nothing_learnt)
+    kw = dict(difficulties=("injected",), methods=("random",), seeds=(0,), k=2, per_set=3, budgets=(0.05,), out=tmp_path)
+    first = ground_truth_bench(h, FACTS, **kw)
+    assert first["skipped"] == {"injected (seed 0)": "no fact learnt to p >= 0.5"} and tried == ["injected"]
+    again = ground_truth_bench(h, FACTS, **kw)
+    assert again["skipped"] == first["skipped"] and tried == ["injected"]          # not injected again
+    assert ground_truth_bench(h, FACTS, **{**kw, "seeds": (1,)})["skipped"] == {"injected (seed 1)": "no fact learnt to p >= 0.5"}
+    ground_truth_bench(h, FACTS, **kw, fresh=True)
+    assert tried == ["injected", "injected", "injected"]                          # --fresh: tried again
+
+
 def test_tuning_stays_off_the_reported_seeds_and_auto_steps_are_named():
     h = handle()
     with pytest.raises(ConfigError, match="tune"):
