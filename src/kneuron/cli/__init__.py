@@ -13,7 +13,7 @@ from kneuron.cli.edit import edit_cmd
 from kneuron.cli.explore import explore
 from kneuron.cli.facts import app as facts_app
 from kneuron.cli.organism import app as organism_app
-from kneuron.cli.paper import consistency, dkn, likn, reproduce
+from kneuron.cli.paper import consistency, dkn, factcheck, likn, reproduce
 from kneuron.cli.plant import plant_cmd
 from kneuron.cli.probe import probe
 from kneuron.cli.runs import evaluate, intervene, locate
@@ -44,7 +44,7 @@ def options(offline: bool = typer.Option(False, "--offline", help="never downloa
         torch.set_num_threads(threads)
 
 
-for command in (probe, locate, intervene, evaluate, likn, dkn, consistency, reproduce):
+for command in (probe, locate, intervene, evaluate, likn, dkn, factcheck, consistency, reproduce):
     app.command()(command)
 app.command("plant")(plant_cmd)
 app.command("edit")(edit_cmd)

@@ -409,6 +409,10 @@ class FactCheckBaselines:
                 tuned = ", ".join(f"{k} {v}" for k, v in r.tuned.items() if k != "val_auroc_by_layer")
                 t.add(name, scorer, (r.auroc, r.auroc_low, r.auroc_high), r.f1, r.precision, r.recall,
                       f"{tuned + ', ' if tuned else ''}threshold {num(r.threshold)}", r.n_test_items)
+                if scorer in ("dkn", "kn") and r.items_without_set:
+                    t.notes.append(f"{name} / {scorer}: {r.items_without_set} of {r.n_test_items} test items have "
+                                   f"no neuron set to score on (scored -inf)")
+            t.notes += [f"{name}: {n}" for n in (sp.notes if sp else ())]
         return t
 
 
