@@ -267,3 +267,23 @@ def test_factcheck_from_run_resumes_and_its_dkn_is_table3s(tmp_path, one_thread,
         factcheck_from_run(h, run, "en", [])
     with pytest.raises(RunStoreError, match="other fact-check settings"):
         factcheck_from_run(h, run, "en", rows, seed=7)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_statement_state_is_each_blocks_output_at_the_statements_last_token(family, one_thread):
+    """The hidden states of the model itself (output_hidden_states: entry l + 1 is block l's output, the
+    last one before the final norm), read at the candidate's last token; a wrong candidate reads otherwise."""
+    from kneuron.paper.factcheck import statement_state
+    h = tiny_handle(family)
+    tpl = "the capital of [X] is [Y] ." if family == "bert" else "the capital of [X] is [Y]"
+    f = Fact("c", "P36", "en", "france", "paris", (tpl,))
+    got = statement_state(h, Item(f, "paris", 1, "rome"))
+    assert got.shape == (h.n_layers, h.model.config.hidden_size) and got.dtype == torch.float32
+    tok = h.tokenizer
+    ids = tok("the capital of france is paris" + (" ." if family == "bert" else ""))["input_ids"]
+    pos = ids.index(tok.convert_tokens_to_ids("paris"))
+    with torch.no_grad():
+        ref = h.model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+    for layer in range(h.n_layers - 1):
+        assert torch.allclose(got[layer], ref[layer + 1][0, pos].float(), atol=1e-5)
+    assert not torch.allclose(got, statement_state(h, Item(f, "rome", 0, "paris")))
