@@ -13,10 +13,10 @@ import kneuron.paper.factcheck as fc
 from kneuron import LocateConfig, load_facts, locate
 from kneuron.errors import ConfigError
 from kneuron.facts import Fact, fact_file_hash
-from kneuron.paper.factcheck import (SCORERS, FactCheckBaselines, Item, RelationSplit, auroc_interval,
-                                     check_held_out, choose_layer, fact_check_beside, factcheck_from_run, fit_probe,
-                                     plan_check, result, split_relations)
-from kneuron.paper.table3 import fact_check, table3_from_run
+from kneuron.paper.factcheck import (SCORERS, FactCheckBaselines, RelationSplit, auroc_interval, check_held_out,
+                                     choose_layer, fact_check_beside, factcheck_from_run, fit_probe, plan_check,
+                                     result, split_relations)
+from kneuron.paper.table3 import Item, fact_check, table3_from_run
 from kneuron.report.stats import auroc, best_threshold, paired_auroc
 from kneuron.runs.store import RunStoreError
 from support.tiny import tiny_handle
