@@ -21,6 +21,7 @@ COMMANDS = {
     "evaluate": ("kneuron.cli.runs", "evaluate"),
     "likn": ("kneuron.cli.paper", "likn"),
     "dkn": ("kneuron.cli.paper", "dkn"),
+    "factcheck": ("kneuron.cli.paper", "factcheck"),
     "consistency": ("kneuron.cli.paper", "consistency"),
     "reproduce": ("kneuron.cli.paper", "reproduce"),
     "plant": ("kneuron.cli.plant", "plant_cmd"),

@@ -1,4 +1,5 @@
-"""`kneuron likn | dkn | reproduce`: the paper's Modules 2-3 and Tables 1-3."""
+"""`kneuron likn | dkn | factcheck | consistency | reproduce`: the paper's Modules 2-3, Tables 1-3 and what
+is checked beside them."""
 from __future__ import annotations
 
 from enum import StrEnum
@@ -87,6 +88,51 @@ def dkn(run: Path = typer.Option(..., "--run", "-r", help="run directory made by
                    f"({x['groups_per_fact']:.2f} per fact, sizes {x['sizes'] or '-'}); "
                    f"{x['forward_passes_per_fact']:.1f} forward passes and {x['ablations_per_fact']:.0f} ablations per fact")
     typer.echo(f"groups in {run}/dkn.jsonl, summary in {run}/dkn.json")
+
+
+def factcheck(run: Path = typer.Option(..., "--run", "-r", help="run directory made by `kneuron locate`, its DKNs found by `kneuron dkn`"),
+              langs: Optional[str] = typer.Option(None, "--langs", help="comma-separated languages (default: every language of the run)"),
+              out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for factcheck-<lang>.json (default: the run)"),
+              method: Optional[str] = typer.Option(None, "--method", help="attribution scoring the items (default: the run's)"),
+              steps: Optional[int] = typer.Option(None, "--steps", min=1, help="integration steps (default: the run's)"),
+              seed: int = typer.Option(42, "--seed", help="seed of the splits, the wrong objects and the bootstrap"),
+              n_boot: int = typer.Option(1000, "--n-boot", min=1, help="bootstrap resamples for the AUROC intervals"),
+              restart: bool = typer.Option(False, "--restart", help="score every item again (the run's factcheck-<lang>.jsonl is started over)"),
+              model: Optional[str] = typer.Option(None, "--model", "-m", help="another copy of the run's model (refused if its shape differs)"),
+              device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
+              as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    """Fact-checking beside baselines: DKN, KN, log p and a linear probe, on held-out facts and held-out relations."""
+    from kneuron.cli._common import LOAD
+    from kneuron.paper.factcheck import factcheck_from_run, load_dkn, run_langs
+    from kneuron.runs.reopen import load_run, open_model
+    target = out if out is not None else run
+    try:
+        if method is not None:                              # a bad method fails before the model loads
+            from kneuron.attribution import make_method
+            make_method(method)
+        contents = load_run(run)
+        todo = run_langs(contents.facts, [x.strip() for x in langs.split(",") if x.strip()] if langs else None, run)
+        dkn_run = load_dkn(run)
+        _quiet_hf()
+        h = open_model(contents, model, device=device or "auto", dtype=LOAD.dtype, offline=LOAD.offline or None,
+                       device_map=LOAD.device_map)
+        results = []
+        for lang in todo:
+            res = factcheck_from_run(h, run, lang, dkn_run, method, steps, seed=seed, n_boot=n_boot,
+                                     resume=not restart, show_progress=not as_json)
+            res.save(target)
+            results.append(res)
+    except KeyboardInterrupt:
+        _fail(f"interrupted; every scored item is kept in {run}/factcheck-<lang>.jsonl: run the same command "
+              "again to continue", 130)
+    except _errors() as e:
+        _fail(str(e))
+    if as_json:
+        return _print_json({r.lang: r.to_json() for r in results})
+    from kneuron.report.render import show
+    for r in results:
+        show(r.table())
+    typer.echo(f"results in {target}/factcheck-<lang>.json")
 
 
 class Metric(StrEnum):

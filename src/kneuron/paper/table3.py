@@ -73,12 +73,14 @@ def split_facts(facts: list[Fact], test_size: float = 0.2, val_size: float = 0.2
     return Split(fit, val, test)
 
 
-def relation_dkns(dkn_rows: dict[tuple[str, str], list], facts: list[Fact], t: float) -> dict[str, list[Neuron]]:
-    """Per relation, the neurons of its facts' DKN groups found more than int(t x max count) times."""
+def relation_dkns(dkn_rows: dict[tuple[str, str], list], facts: list[Fact], t: float,
+                  by: Callable[[Fact], str] | None = None) -> dict[str, list[Neuron]]:
+    """Per relation, the neurons of its facts' DKN groups found more than int(t x max count) times.
+    ``by``: what a fact is counted under (default its relation; `factcheck` pools relations with it)."""
     count: dict[str, Counter] = defaultdict(Counter)
     for f in facts:
         for n in {tuple(x) for g in dkn_rows.get(f.key, []) for x in g}:
-            count[f.relation][n] += 1
+            count[by(f) if by else f.relation][n] += 1
     out = {}
     for rel, c in count.items():
         cut = int(max(c.values()) * t)
@@ -105,6 +107,20 @@ def wrong_object(handle: ModelHandle | None, f: Fact, others: list[str], seed: i
         if ok:
             return random.Random(seed).choice(ok)
     return None
+
+
+def wrong_objects(handle: ModelHandle | None, facts: list[Fact], seed: int = 42) -> dict[tuple[str, str], str]:
+    """Fact key -> its wrong object (``wrong_object``, the other objects of its relation as the fallback
+    pool); facts without one are left out."""
+    by_rel = defaultdict(list)
+    for f in facts:
+        by_rel[f.relation].append(f.object)
+    wrong = {}
+    for f in facts:
+        w = wrong_object(handle, f, [o for o in by_rel[f.relation] if o != f.object], seed)
+        if w is not None:
+            wrong[f.key] = w
+    return wrong
 
 
 def _prompt_with(handle: ModelHandle, f: Fact, obj: str) -> tuple[str, str]:
@@ -255,14 +271,7 @@ def table3_from_run(handle: ModelHandle, run_dir, lang: str, dkn: DKNRun | list[
     run = load_run(run_dir)
     check_model(handle, run)
     facts = [f for f in run.facts if f.lang == lang]
-    by_rel = defaultdict(list)
-    for f in facts:
-        by_rel[f.relation].append(f.object)
-    wrong = {}
-    for f in facts:
-        w = wrong_object(handle, f, [o for o in by_rel[f.relation] if o != f.object], seed)
-        if w is not None:
-            wrong[f.key] = w
+    wrong = wrong_objects(handle, facts, seed)
     groups = {(r["fact_id"], r["lang"]): r["groups"] for r in dkn_rows if r["lang"] == lang}
     attr, prob = model_scorers(handle, method, steps, **(method_options or {}))
     sp = split_facts(facts, seed=seed)

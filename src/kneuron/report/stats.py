@@ -1,5 +1,5 @@
 """The statistics every result shares: one percentile-bootstrap interval (`ci`) and the rank statistics
-of a binary judge (`auroc`, `best_threshold`).
+of a binary judge (`auroc`, its vectorised form for paired resamples `paired_auroc`, `best_threshold`).
 
 They live in `report/`, the lowest layer every user reaches: Table 1's metric (a compute-layer module),
 the paper's tables and the editing benchmark all call them, so none keeps a bootstrap of its own.
@@ -99,6 +99,19 @@ def auroc(labels, scores) -> float | None:
     return float(u / (pos.size * neg.size))
 
 
+def paired_auroc(pos, neg, axis: int = -1) -> np.ndarray:
+    """`auroc` of each row of paired (positive, negative) scores, vectorised for `ci`: row r holds n
+    positives ``pos[r]`` and n negatives ``neg[r]`` (one of each per resampled unit, e.g. a fact with its
+    true and its wrong object), and its AUROC is Mann-Whitney's U over n x n from average ranks (ties
+    count one half). Finite or infinite scores; a row with a NaN gives NaN."""
+    p = np.moveaxis(np.asarray(pos, dtype=np.float64), axis, -1)
+    q = np.moveaxis(np.asarray(neg, dtype=np.float64), axis, -1)
+    n, m = p.shape[-1], q.shape[-1]
+    ranks = _stats.rankdata(np.concatenate([p, q], axis=-1), axis=-1)
+    u = ranks[..., :n].sum(-1) - n * (n + 1) / 2
+    return np.where(np.isnan(np.concatenate([p, q], -1)).any(-1), np.nan, u / (n * m))
+
+
 def best_threshold(labels, scores) -> tuple[float, float]:
     """The threshold lam maximising F1 of "positive when score > lam", over the midpoints between
     distinct finite scores and one below the lowest; ties go to the lowest lam. Returns (lam, F1);
@@ -119,4 +132,4 @@ def best_threshold(labels, scores) -> tuple[float, float]:
     return float(cands[i]), float(f1[i])
 
 
-__all__: Sequence[str] = ["auroc", "best_threshold", "ci", "resample"]
+__all__: Sequence[str] = ["auroc", "best_threshold", "ci", "paired_auroc", "resample"]

@@ -98,6 +98,8 @@ BAD_OPTIONS = [
     (["reproduce", "-m", "x", "-o", "OUT", "--workers", "0"], "--workers"),
     (["reproduce", "-m", "x", "-o", "OUT", "--prompts-per-batch", "0"], "--prompts-per-batch"),
     (["reproduce", "-m", "x", "-o", "OUT", "--dkn-max-size", "1"], "--dkn-max-size"),
+    (["factcheck", "--run", "OUT", "--n-boot", "0"], "--n-boot"),
+    (["factcheck", "--run", "OUT", "--steps", "0"], "--steps"),
     (["facts", "stats"], "name_or_path"),
 ]
 
