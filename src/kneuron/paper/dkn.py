@@ -84,12 +84,13 @@ class DKNConfig:
         if self.max_evals < 1 or self.batch_size < 1:
             raise ConfigError("max-evals and batch-size must be >= 1")
 
-    def record(self) -> dict:
+    def record(self, speed: bool = False) -> dict:
         """The settings a rule's files record (a resume with others is refused): its own, without the
-        batch size (speed only). The pairs rule's are what they were before the clusters rule existed, so
-        its older files resume; the clusters rule's name the method."""
+        batch size (speed only) unless ``speed``. The pairs rule's are what they were before the clusters
+        rule existed, so its older files (and reproduce directories) resume; the clusters rule's name the
+        method."""
         other = ("method", *CLUSTERS_ONLY) if self.method == "pairs" else PAIRS_ONLY
-        return {k: v for k, v in asdict(self).items() if k != "batch_size" and k not in other}
+        return {k: v for k, v in asdict(self).items() if (speed or k != "batch_size") and k not in other}
 
 
 METHODS, DISTANCES = ("pairs", "clusters"), ("value", "key")
@@ -98,8 +99,8 @@ PAIRS_ONLY, CLUSTERS_ONLY = ("max_size", "max_evals"), ("distance", "horizon")
 
 @dataclass
 class ClusterCheck:
-    """The clusters rule on one fact: its persistent clusters (each sorted, by their first candidate), the
-    radii each lives between, and the functional check (``check_clusters``)."""
+    """The clusters rule on one fact: its persistent clusters (each sorted; in the order of their
+    best-ranked candidate), the radii each lives between, and the functional check (``check_clusters``)."""
     clusters: list[Group]
     lifetimes: list[tuple[float, float]]     # (birth, death) radius of each (death inf: never merged)
     alone: list[float]                       # each: the drop with every other candidate suppressed
@@ -122,7 +123,7 @@ class DKNResult:
     groups: list[Group]              # each sorted; in the order found (size, then candidate rank)
     drops: list[float]               # cost of switching off each whole group
     candidates: list[Neuron]
-    quiet: list[Neuron]              # candidates passing filter 1
+    quiet: list[Neuron]              # candidates passing filter 1 (clusters: the kept clusters' neurons)
     p0: float                        # p(gold) with nothing ablated
     n_evals: int                     # ablated sets evaluated
     n_forward: int                   # forward passes (batched), the unablated one included
@@ -363,7 +364,7 @@ def dkn_from_run(handle: ModelHandle, run_dir, cfg: DKNConfig | None = None, fac
     Resumable: each finished fact is appended to the rule's rows file (``files``: dkn.jsonl for pairs) at
     once (a rerun continues where it stopped); the summary (dkn.json) is written at the end (the result is
     saved: ``DKNRun.load(run_dir, cfg.method)`` reads it back). Each row names its rule (``method``) and
-    cost (``seconds``, ``n_forward``); the clusters rule's also hold every persistent cluster (``row``)."""
+    its forward passes; the clusters rule's also its seconds and every persistent cluster (``row``)."""
     from kneuron.paper.table1 import first_prompt
     from kneuron.runs.reopen import check_model, load_run
     cfg = cfg or DKNConfig()
@@ -384,16 +385,18 @@ def dkn_from_run(handle: ModelHandle, run_dir, cfg: DKNConfig | None = None, fac
 
 
 def row(r: DKNResult) -> dict:
-    """One fact's result as its rows-file row holds it (JSON): the groups and their costs, the rule and its
-    cost; for the clusters rule every persistent cluster too (``clusters``, their ``lifetimes`` as
-    [birth, death] radii, death null when never merged, the ``alone`` drops, which were ``kept``, and
-    ``all_drop``, the drop with the kept suppressed together)."""
+    """One fact's result as its rows-file row holds it (JSON): the groups and their costs, the rule, the
+    forward passes; for the clusters rule also its ``seconds`` and every persistent cluster (``clusters``,
+    their ``lifetimes`` as [birth, death] radii, death null when never merged, the ``alone`` drops, which
+    were ``kept``, and ``all_drop``, the drop with the kept suppressed together). The pairs rule's rows are
+    as they were before the clusters rule (but for ``method``): no wall time, so a fact redone after damage
+    gives the same row."""
     out = {"groups": [list(map(list, g)) for g in r.groups], "drops": r.drops, "part_drops": r.part_drops,
            "n_candidates": len(r.candidates), "n_quiet": len(r.quiet), "p0": r.p0, "n_evals": r.n_evals,
-           "n_forward": r.n_forward, "truncated": r.truncated, "method": r.method, "seconds": r.seconds}
+           "n_forward": r.n_forward, "truncated": r.truncated, "method": r.method}
     c = r.clusters
     if c is not None:
-        out.update(clusters=[list(map(list, g)) for g in c.clusters], alone=c.alone, kept=c.kept,
+        out.update(seconds=r.seconds, clusters=[list(map(list, g)) for g in c.clusters], alone=c.alone, kept=c.kept,
                    all_drop=c.all_drop, lifetimes=[[b, d if math.isfinite(d) else None] for b, d in c.lifetimes])
     return out
 
@@ -435,7 +438,6 @@ def summarize(rows: list[dict], conf: dict) -> dict:
             "forward_passes_per_fact": _mean([r["n_forward"] for r in rs]),
             "ablations_per_fact": _mean([r["n_evals"] for r in rs]),
             "truncated": sum(r["truncated"] for r in rs),
-            "seconds_per_fact": _mean([r["seconds"] for r in rs if "seconds" in r]),
         }
         if conf.get("method") == "clusters":
             out["langs"][lang].update(_cluster_summary(rs))
@@ -443,9 +445,11 @@ def summarize(rows: list[dict], conf: dict) -> dict:
 
 
 def _cluster_summary(rows: list[dict]) -> dict:
-    """The clusters rule's structure: persistent clusters per fact and their sizes, and how many kept."""
+    """The clusters rule's cost (seconds per fact) and structure: persistent clusters per fact and their
+    sizes, and how many kept."""
     cs = [c for r in rows for c in r.get("clusters", [])]
-    return {"clusters_per_fact": _mean([len(r.get("clusters", [])) for r in rows]),
+    return {"seconds_per_fact": _mean([r["seconds"] for r in rows if "seconds" in r]),
+            "clusters_per_fact": _mean([len(r.get("clusters", [])) for r in rows]),
             "cluster_sizes": dict(sorted(Counter(str(len(c)) for c in cs).items(), key=lambda kv: int(kv[0]))),
             "kept_clusters_per_fact": _mean([sum(r.get("kept", [])) for r in rows])}
 

@@ -203,6 +203,8 @@ def test_settings_validate_and_record_the_rule():
         assert "\n" not in str(e.value) and needle in str(e.value)
     assert DKNConfig().record() == {"top_n": 20, "t_low": 0.2, "t_high": 0.25, "relative": True, "max_size": 2,
                                     "max_evals": 5000}          # the pairs rule's settings as before
+    from kneuron.paper.reproduce import ReproduceConfig           # so reproduce directories resume as before
+    assert ReproduceConfig(model="m", facts="f").to_json()["dkn"] == {**DKNConfig().record(), "batch_size": 64}
     assert DKNConfig(method="clusters", horizon=0.8).record() == {
         "top_n": 20, "t_low": 0.2, "t_high": 0.25, "relative": True, "method": "clusters", "distance": "value",
         "horizon": 0.8}
@@ -221,6 +223,11 @@ def test_a_run_keeps_the_two_rules_apart(fact_file, tmp_path, one_thread):
     assert DKNRun.load(run) == pairs and DKNRun.load(run, "clusters") == clus
     assert pairs.method == "pairs" and clus.method == "clusters" and "method" not in pairs.config
     assert {r["method"] for r in pairs.rows} == {"pairs"} and {r["method"] for r in clus.rows} == {"clusters"}
+    # the pairs rule's rows and summary as before the clusters rule, but for the rule's name
+    assert {k for r in pairs.rows for k in r} == {
+        "fact_id", "lang", "relation", "n_kn", "groups", "drops", "part_drops", "n_candidates", "n_quiet", "p0",
+        "n_evals", "n_forward", "truncated", "method"}
+    assert not {"seconds_per_fact", "clusters_per_fact"} & set(pairs.summary["langs"]["en"])
     head = json.loads((run / "dkn-clusters.jsonl").read_text().splitlines()[0])
     assert head == {"config": DKNConfig(top_n=4, method="clusters").record()}
     for r in clus.rows:
