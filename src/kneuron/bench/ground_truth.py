@@ -21,14 +21,17 @@ knowledge neurons (tau x the best score, per language: ``neurons_of``) against t
 Module 2's language-independent neurons (the two languages' sets intersected) against a shared fact's set
 (``likn_f1``); Module 3's degenerate groups (``find_dkn`` over the top knowledge neurons) against a
 degenerate fact's two sets (``dkn_f1`` of the groups' neurons, and ``dkn_spans``: some group holds
-neurons of both sets, i.e. Module 3 found the degeneracy that was planted).
+neurons of both sets, i.e. Module 3 found the degeneracy that was planted), and the same for the clusters
+rule on the same candidates (``DKNConfig(method="clusters")``: ``dkn_clusters_f1`` of its DKN's neurons, and
+``dkn_clusters_spans``: two of its kept clusters are each within one set, one set each, i.e. it found the
+two planted sets as two of its clusters).
 """
 from __future__ import annotations
 
 import random
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -212,8 +215,9 @@ def f1(found, truth) -> float:
 
 def modules(t: Truth, attributions: list, dkn: DKNConfig | None = None) -> dict:
     """What the paper's modules recover of the truth from one method's attributions (one per item; see the
-    module doc): kn_f1 always, likn_f1 for a fact taught in two languages, dkn_f1 / dkn_spans for a
-    degenerate one."""
+    module doc): kn_f1 always, likn_f1 for a fact taught in two languages, dkn_f1 / dkn_spans (the pairs
+    rule) and dkn_clusters_f1 / dkn_clusters_spans (the clusters rule), both with ``dkn``'s other settings,
+    for a degenerate one."""
     cfg = LocateConfig()
     per_item = [neurons_of([a], lang, cfg) for a, lang in zip(attributions, t.langs)]
     out = {"kn_f1": statistics.mean(f1(s.neurons, t.neurons) for s in per_item)}
@@ -221,14 +225,25 @@ def modules(t: Truth, attributions: list, dkn: DKNConfig | None = None) -> dict:
         shared = set(per_item[0].neurons).intersection(*(set(s.neurons) for s in per_item[1:]))
         out["likn_f1"] = f1(shared, t.neurons)
     if len(t.sets) == 2:
-        (p, o), kn = t.items[0], per_item[0]
-        got = find_dkn(t.handle, p, o, kn.neurons, dkn) if len(kn) >= 2 else None
-        groups = got.groups if got is not None else []
-        a, b = ({tuple(n) for n in s} for s in t.sets)
-        out["dkn_groups"] = len(groups)
-        out["dkn_f1"] = f1({n for g in groups for n in g}, t.neurons)
-        out["dkn_spans"] = float(any(set(map(tuple, g)) & a and set(map(tuple, g)) & b for g in groups))
+        out.update(_degenerate(t, per_item[0].neurons, dkn))
     return out
+
+
+def _degenerate(t: Truth, kn: list[Neuron], dkn: DKNConfig | None) -> dict:
+    """Module 3 by both rules on a degenerate truth's first item, from Module 1's neurons ``kn``."""
+    (p, o), cfg = t.items[0], dkn or DKNConfig()
+    a, b = ({tuple(n) for n in s} for s in t.sets)
+    got = find_dkn(t.handle, p, o, kn, replace(cfg, method="pairs")) if len(kn) >= 2 else None
+    groups = got.groups if got is not None else []
+    clus = find_dkn(t.handle, p, o, kn, replace(cfg, method="clusters")) if len(kn) >= 2 else None
+    kept = clus.clusters.kept_clusters() if clus is not None and clus.groups else []
+    within = [set(map(tuple, c)) for c in kept]
+    return {"dkn_groups": len(groups), "dkn_f1": f1({n for g in groups for n in g}, t.neurons),
+            "dkn_spans": float(any(set(map(tuple, g)) & a and set(map(tuple, g)) & b for g in groups)),
+            "dkn_clusters": len(kept),
+            "dkn_clusters_f1": f1({n for g in (clus.groups if clus else []) for n in g}, t.neurons),
+            "dkn_clusters_spans": float(any(c & a and not c & b for c in within)
+                                        and any(c & b and not c & a for c in within))}
 
 
 def score_method(t: Truth, method, steps: int | str, budgets=BUDGETS, dkn: DKNConfig | None = None) -> dict:

@@ -39,7 +39,8 @@ from kneuron.store.records import JsonLines
 MASK_L1_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 MIN_CI_N = 3                     # fewer facts than this: a mean without an interval (and never "separated")
 KEY = ("seed", "difficulty", "fact_id", "method")
-SCORES = ("seconds", "median_rank", "fact_drop", "control_change", "kn_f1", "likn_f1", "dkn_f1", "dkn_spans")
+SCORES = ("seconds", "median_rank", "fact_drop", "control_change", "kn_f1", "likn_f1", "dkn_f1", "dkn_spans",
+          "dkn_clusters_f1", "dkn_clusters_spans")
 
 
 def _interval(xs: list) -> dict:
@@ -146,14 +147,15 @@ def report_md(res: dict) -> str:
     """The table method x difficulty (recall at each budget, Module 1-3 recovery, deletion damage, s/fact,
     means with 95 % intervals over the facts), the separated pairs and AMIG - IG, as markdown."""
     b = res["budgets"]
-    cols = [*(f"recall@{x:g}" for x in b), f"mass@{b[-1]:g}", "median_rank", "kn_f1", "likn_f1", "dkn_f1", "dkn_spans", "fact_drop",
-            "control_change", "seconds"]
+    cols = [*(f"recall@{x:g}" for x in b), f"mass@{b[-1]:g}", "median_rank", "kn_f1", "likn_f1", "dkn_f1", "dkn_spans",
+            "dkn_clusters_f1", "dkn_clusters_spans", "fact_drop", "control_change", "seconds"]
     tuned = res["mask_tuning"]
     lines = [f"# Ground truth: {res['model']}", "",
              f"{res['k']} facts a difficulty and seed, {res['per_set']} neurons a trained set, of "
              f"{res['n_neurons_total']:,} neurons; seeds {', '.join(map(str, res['seeds']))}; {res['steps']} steps "
              "(ig, amig); recall at a budget = share of the truth among the top budget x all neurons; mass = the "
-             "share-weighted recall (of the log p the truth's neurons each carry, the part found). "
+             "share-weighted recall (of the log p the truth's neurons each carry, the part found); dkn_* = Module 3 by "
+             "the pairs rule, dkn_clusters_* by the clusters rule, on a degenerate fact's two sets. "
              + (f"The mask's L1 = {tuned['l1']:g}, chosen on seeds {', '.join(map(str, tuned['seeds']))} by mean "
                 f"{tuned['by']} ({', '.join(f'{k}: {v:.2f}' for k, v in tuned['mean'].items())})."
                 if tuned else "The mask's L1 is its default (not tuned)."), "",

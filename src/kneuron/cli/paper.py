@@ -11,6 +11,17 @@ import typer
 from kneuron.cli._common import MODEL_HELP, Engine, Method, _errors, _executor, _fail, _load, _print_json, _quiet_hf
 from kneuron.cli.runs import SKIP_HELP
 
+
+class DKNMethod(StrEnum):
+    pairs = "pairs"
+    clusters = "clusters"
+
+
+class DKNDistance(StrEnum):
+    value = "value"
+    key = "key"
+
+
 def likn(facts: str = typer.Option(..., "--facts", "-f", help="fact set with the same fact ids in several languages (e.g. en-zh)"),
          out: Path = typer.Option(..., "--out", "-o", help="run directory to write"),
          model: str = typer.Option("smollm2-135m", "--model", "-m", help=MODEL_HELP),
@@ -55,22 +66,28 @@ def likn(facts: str = typer.Option(..., "--facts", "-f", help="fact set with the
 
 def dkn(run: Path = typer.Option(..., "--run", "-r", help="run directory made by `kneuron locate` (AMIG in the paper)"),
         top_n: int = typer.Option(20, "--top-n", help="candidates: the top-n knowledge neurons of each fact (0: all)"),
-        t_low: float = typer.Option(0.2, "--t-low", help="a proper part of a group may cost at most this"),
-        t_high: float = typer.Option(0.25, "--t-high", help="the whole group must cost more than this"),
+        t_low: float = typer.Option(0.2, "--t-low", help="a proper part of a group may cost at most this (clusters: each cluster left on alone)"),
+        t_high: float = typer.Option(0.25, "--t-high", help="the whole group must cost more than this (clusters: the kept clusters suppressed together)"),
         absolute: bool = typer.Option(False, "--absolute", help="costs as absolute drops of p (paper text), not relative (released code)"),
-        max_size: int = typer.Option(2, "--max-size", help="largest group size (2 = Algorithm 1)"),
-        max_evals: int = typer.Option(5000, "--max-evals", help="ablations per fact at most"),
+        max_size: int = typer.Option(2, "--max-size", help="pairs: largest group size (2 = Algorithm 1)"),
+        max_evals: int = typer.Option(5000, "--max-evals", help="pairs: ablations per fact at most"),
+        method: DKNMethod = typer.Option(DKNMethod.pairs, "--method", help="pairs: Algorithm 1 (the AAAI paper); clusters: persistent clusters of the neurons' weights, each alone keeping the fact (ACL 2025)"),
+        distance: DKNDistance = typer.Option(DKNDistance.value, "--distance", help="clusters: cosine distance of the neurons' value vectors or key rows"),
+        horizon: float = typer.Option(1.0, "--horizon", help="clusters: the radius beyond which neurons are unrelated (cosine distance; 1 = orthogonal)"),
         batch_size: int = typer.Option(64, "--batch-size", help="ablations per forward pass (speed only)"),
         facts: Optional[Path] = typer.Option(None, "--facts", help="fact file (default: the run's own facts.jsonl)"),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="another copy of the run's model (refused if its shape differs)"),
         device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
         as_json: bool = typer.Option(False, "--json", help="print JSON")):
-    """Module 3: degenerate knowledge neurons of each fact in a run (resumable; dkn.jsonl, dkn.json)."""
-    from kneuron.paper.dkn import DKNConfig, dkn_from_run
+    """Module 3: degenerate knowledge neurons of each fact in a run (resumable; dkn.jsonl, dkn.json; the
+    clusters rule: dkn-clusters.jsonl, dkn-clusters.json)."""
+    from kneuron.paper.dkn import DKNConfig, dkn_from_run, files
     from kneuron.cli._common import LOAD
     from kneuron.runs.reopen import load_run, open_model
     cfg = DKNConfig(top_n=top_n or None, t_low=t_low, t_high=t_high, relative=not absolute, max_size=max_size,
-                    max_evals=max_evals, batch_size=batch_size)
+                    max_evals=max_evals, batch_size=batch_size, method=method.value, distance=distance.value,
+                    horizon=horizon)
+    rows_file, summary_file = files(cfg.method)
     try:
         cfg.validate()
         _quiet_hf()
@@ -78,7 +95,7 @@ def dkn(run: Path = typer.Option(..., "--run", "-r", help="run directory made by
                        offline=LOAD.offline or None, device_map=LOAD.device_map)   # the run's model and neuron site
         res = dkn_from_run(h, run, cfg, facts, show_progress=not as_json)
     except KeyboardInterrupt:
-        _fail(f"interrupted; every finished fact is kept in {run}/dkn.jsonl: run the same command again to continue", 130)
+        _fail(f"interrupted; every finished fact is kept in {run}/{rows_file}: run the same command again to continue", 130)
     except _errors() as e:
         _fail(str(e))
     if as_json:
@@ -86,8 +103,10 @@ def dkn(run: Path = typer.Option(..., "--run", "-r", help="run directory made by
     for lang, x in res.to_json()["langs"].items():
         typer.echo(f"{lang}: {x['n_with_dkn']} of {x['n_facts']} facts have degenerate groups "
                    f"({x['groups_per_fact']:.2f} per fact, sizes {x['sizes'] or '-'}); "
-                   f"{x['forward_passes_per_fact']:.1f} forward passes and {x['ablations_per_fact']:.0f} ablations per fact")
-    typer.echo(f"groups in {run}/dkn.jsonl, summary in {run}/dkn.json")
+                   f"{x['forward_passes_per_fact']:.1f} forward passes and {x['ablations_per_fact']:.0f} ablations per fact"
+                   + (f"; {x['clusters_per_fact']:.1f} persistent clusters per fact, {x['kept_clusters_per_fact']:.1f} "
+                      "of them alone keeping the fact" if "clusters_per_fact" in x else ""))
+    typer.echo(f"groups in {run}/{rows_file}, summary in {run}/{summary_file}")
 
 
 def factcheck(run: Path = typer.Option(..., "--run", "-r", help="run directory made by `kneuron locate`, its DKNs found by `kneuron dkn`"),

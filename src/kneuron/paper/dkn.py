@@ -11,10 +11,24 @@ The search (``find_dkn``), given a fact's knowledge neurons sorted by score:
 With ``max_size=2`` this is exactly Algorithm 1. Costs are drops of p(gold answer) from the
 unablated model: relative ((p0 - p) / p0, the released code's) or absolute (p0 - p, the paper's
 text). Every ablation of one level runs in a few batched forward passes (one row per ablated set).
+
+``DKNConfig(method="clusters")`` is the follow-up paper's rule instead (Chen et al., ACL 2025, "Cracking
+Factual Knowledge"): groups of any size, found by their structure, then checked by their function:
+  1. the same candidates; each a point, at the cosine distance of its connection weights from the others
+     (``distance``: "value", the value vectors, what a neuron writes to the residual stream, the default;
+     or "key", its rows of the MLP's input projections, what it reads);
+  2. the clusters that persist (``kneuron.paper.persistence.cut``: the single-linkage merge tree cut in
+     its widest gap of merge radii below ``horizon``);
+  3. a cluster is kept when it alone expresses the fact: with every other candidate suppressed the drop
+     is <= T_low; the fact has a DKN when two or more clusters are kept and suppressing all of them
+     drops it by more than T_high. The DKN is one group (the kept clusters' neurons); its parts are the
+     clusters. Two batched forward passes at most per fact (``check_clusters``).
 """
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
@@ -26,8 +40,11 @@ import torch
 from kneuron.intervene import answer_positions, suppress_each
 from kneuron.models.load import ModelHandle
 from kneuron.errors import ConfigError
+from kneuron.models.sites import ARCHITECTURES, value_vectors
 from kneuron.models.targets import encode
 from kneuron.neurons import Neuron
+from kneuron.paper.persistence import cosine_distances, cut
+from kneuron.plant.surgery import key_rows
 from kneuron.report.progress import track
 from kneuron.store.atomic import write_json
 from kneuron.store.records import JsonLines
@@ -45,8 +62,17 @@ class DKNConfig:
     max_size: int = 2                # 2: Algorithm 1 (pairs)
     max_evals: int = 5000            # ablations per fact at most (larger groups are cut, and flagged)
     batch_size: int = 64             # ablations per forward pass
+    method: str = "pairs"            # "pairs": Algorithm 1 and its levels; "clusters": persistent clusters
+    distance: str = "value"          # clusters: cosine distance of the value vectors, or of the key rows
+    horizon: float = 1.0             # clusters: radii beyond this are unrelated (1: orthogonal weights)
 
     def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.distance not in DISTANCES:
+            raise ConfigError(f"distance must be one of {', '.join(DISTANCES)}, got {self.distance!r}")
+        if not 0 < self.horizon <= 2:
+            raise ConfigError(f"the horizon is a cosine distance and must be in (0, 2], got {self.horizon}")
         if self.top_n is not None and self.top_n < 2:
             raise ConfigError(f"top-n must be >= 2, got {self.top_n}")
         if not 0 <= self.t_low < self.t_high:
@@ -58,18 +84,55 @@ class DKNConfig:
         if self.max_evals < 1 or self.batch_size < 1:
             raise ConfigError("max-evals and batch-size must be >= 1")
 
+    def record(self, speed: bool = False) -> dict:
+        """The settings a rule's files record (a resume with others is refused): its own, without the
+        batch size (speed only) unless ``speed``. The pairs rule's are what they were before the clusters
+        rule existed, so its older files (and reproduce directories) resume; the clusters rule's name the
+        method."""
+        other = ("method", *CLUSTERS_ONLY) if self.method == "pairs" else PAIRS_ONLY
+        return {k: v for k, v in asdict(self).items() if (speed or k != "batch_size") and k not in other}
+
+
+METHODS, DISTANCES = ("pairs", "clusters"), ("value", "key")
+PAIRS_ONLY, CLUSTERS_ONLY = ("max_size", "max_evals"), ("distance", "horizon")
+
+
+@dataclass
+class ClusterCheck:
+    """The clusters rule on one fact: its persistent clusters (each sorted; in the order of their
+    best-ranked candidate), the radii each lives between, and the functional check (``check_clusters``)."""
+    clusters: list[Group]
+    lifetimes: list[tuple[float, float]]     # (birth, death) radius of each (death inf: never merged)
+    alone: list[float]                       # each: the drop with every other candidate suppressed
+    kept: list[bool]                         # alone <= T_low: the cluster alone expresses the fact
+    all_drop: float | None                   # the drop with every kept cluster suppressed (None: < 2 kept)
+    p0: float
+    n_evals: int                             # ablated sets evaluated
+    n_forward: int                           # forward passes, the unablated one included
+
+    def kept_clusters(self) -> list[Group]:
+        return [c for c, k in zip(self.clusters, self.kept) if k]
+
+    def degenerate(self, t_high: float) -> bool:
+        """Two or more clusters each express the fact alone and suppressing them all costs > t_high."""
+        return self.all_drop is not None and self.all_drop > t_high
+
 
 @dataclass
 class DKNResult:
     groups: list[Group]              # each sorted; in the order found (size, then candidate rank)
     drops: list[float]               # cost of switching off each whole group
     candidates: list[Neuron]
-    quiet: list[Neuron]              # candidates passing filter 1
+    quiet: list[Neuron]              # candidates passing filter 1 (clusters: the kept clusters' neurons)
     p0: float                        # p(gold) with nothing ablated
     n_evals: int                     # ablated sets evaluated
     n_forward: int                   # forward passes (batched), the unablated one included
     truncated: bool = False          # max_evals stopped the search before it was complete
     part_drops: list[float] = field(default_factory=list)   # per group: the largest cost of a proper part
+    #                                 (clusters: the largest drop with one kept cluster alone left on)
+    method: str = "pairs"
+    seconds: float = 0.0             # wall time of the search
+    clusters: ClusterCheck | None = None     # the clusters rule's clusters and check
 
     def neurons(self) -> list[Neuron]:
         return sorted({n for g in self.groups for n in g})
@@ -147,10 +210,21 @@ def search(n_candidates: int, probs: Callable[[list[Group]], list[float]], p0: f
 
 def find_dkn(handle: ModelHandle, prompt: str, target: str, neurons: Sequence[Neuron],
              cfg: DKNConfig | None = None) -> DKNResult:
-    """Degenerate groups among a fact's knowledge neurons (``neurons``: highest score first)."""
+    """Degenerate groups among a fact's knowledge neurons (``neurons``: highest score first), by the rule
+    ``cfg.method`` names (the module doc)."""
     cfg = cfg or DKNConfig()
     cfg.validate()
     cands = [tuple(map(int, n)) for n in (neurons[:cfg.top_n] if cfg.top_n else neurons)]
+    t0 = time.perf_counter()
+    if cfg.method == "clusters":
+        res = _find_clusters(handle, prompt, target, cands, cfg)
+    else:
+        res = _find_pairs(handle, prompt, target, cands, cfg)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _find_pairs(handle: ModelHandle, prompt: str, target: str, cands: list[Neuron], cfg: DKNConfig) -> DKNResult:
     n_fwd = 0
 
     def probs(sets: list[Group]) -> list[float]:
@@ -165,13 +239,67 @@ def find_dkn(handle: ModelHandle, prompt: str, target: str, neurons: Sequence[Ne
                      n_evals, n_fwd, trunc, parts)
 
 
+def weight_vectors(handle: ModelHandle, neurons: Sequence[Neuron], distance: str = "value") -> torch.Tensor:
+    """One row per neuron (float64, on the CPU): its value vector ("value": the output projection's column,
+    what it writes to the residual stream) or its key rows ("key": its row of each MLP input projection,
+    concatenated, what it reads from it; the families whose architecture-table line names them)."""
+    if not neurons:
+        return torch.zeros(0, 0, dtype=torch.float64)
+    if distance == "value":
+        rows = [value_vectors(handle.sites[l])[j] for l, j in neurons]
+    else:
+        mt = getattr(handle.model.config, "model_type", None)
+        arch = ARCHITECTURES.get(mt)
+        if arch is None or not arch.inputs or handle.site.proj_path != arch.proj:
+            raise ConfigError(f"the key distance needs the MLP input projections of the model's family, not known "
+                              f"for {handle.name} ({mt!r}): use the value distance")
+        blocks = handle.model.get_submodule(handle.site.layers_path)
+        rows = [torch.cat([key_rows(blocks[l].get_submodule(p))[j] for p in arch.inputs]) for l, j in neurons]
+    return torch.stack([r.detach().double().cpu() for r in rows])
+
+
+def check_clusters(handle: ModelHandle, prompt: str, target: str, candidates: Sequence[Neuron],
+                   clusters: Sequence[Group], cfg: DKNConfig,
+                   lifetimes: Sequence[tuple[float, float]] | None = None) -> ClusterCheck:
+    """The functional check of the clusters rule: each cluster alone on (every other candidate suppressed)
+    must keep the fact (drop <= T_low); the kept ones, when two or more, are suppressed together (a DKN
+    when that drop is > T_high). The unablated pass and every "alone" set share one batched call, the
+    suppression of the kept a second. ``lifetimes``: the clusters' radii, recorded as given."""
+    clusters = [tuple(c) for c in clusters]
+    others = [[n for n in candidates if n not in set(c)] for c in clusters]
+    probs, n_fwd = ablation_probs(handle, prompt, target, [[], *others], cfg.batch_size)
+    p0 = probs[0]
+    alone = [drop(p0, p, cfg.relative) for p in probs[1:]]
+    kept = [a <= cfg.t_low for a in alone]
+    all_drop = None
+    if sum(kept) >= 2:
+        off = sorted({n for c, k in zip(clusters, kept) if k for n in c})
+        (p,), f = ablation_probs(handle, prompt, target, [off], cfg.batch_size)
+        all_drop, n_fwd = drop(p0, p, cfg.relative), n_fwd + f
+    return ClusterCheck(clusters, list(lifetimes or []), alone, kept, all_drop, p0,
+                        len(clusters) + (all_drop is not None), n_fwd)
+
+
+def _find_clusters(handle: ModelHandle, prompt: str, target: str, cands: list[Neuron], cfg: DKNConfig) -> DKNResult:
+    found = cut(cosine_distances(weight_vectors(handle, cands, cfg.distance).numpy()), cfg.horizon).clusters
+    clusters = [tuple(sorted(cands[i] for i in c.members)) for c in found]
+    check = check_clusters(handle, prompt, target, cands, clusters, cfg, [(c.birth, c.death) for c in found])
+    res = DKNResult([], [], cands, sorted({n for c in check.kept_clusters() for n in c}), check.p0, check.n_evals,
+                    check.n_forward, method="clusters", clusters=check)
+    if check.degenerate(cfg.t_high):
+        res.groups, res.drops = [tuple(res.quiet)], [check.all_drop]
+        res.part_drops = [max(a for a, k in zip(check.alone, check.kept) if k)]
+    return res
+
+
 # ----------------------------------------------------------------------------- over a run
 
 @dataclass(frozen=True)
 class DKNRun:
     """Module 3 over a run: each fact's row as dkn.jsonl holds it (its ``groups``, their ``drops``, the
-    largest ``part_drops``, p0, ablations, forward passes), in the run's fact order, and the summary per
-    language (``summarize``: dkn.json, and ``to_json()``)."""
+    largest ``part_drops``, p0, ablations, forward passes, seconds, the rule's ``method``), in the run's fact
+    order, and the summary per language (``summarize``: dkn.json, and ``to_json()``). The clusters rule's
+    are kept apart, in dkn-clusters.jsonl and dkn-clusters.json (``files``), so a run holds both rules'."""
     rows: list[dict]
     summary: dict
 
@@ -179,6 +307,11 @@ class DKNRun:
     def config(self) -> dict:
         """The DKN settings the rows were found with (``DKNConfig`` without its batch size)."""
         return self.summary["config"]
+
+    @property
+    def method(self) -> str:
+        """The rule the rows were found by ("pairs" where the settings name none: files made before)."""
+        return self.config.get("method", "pairs")
 
     def groups(self) -> dict[tuple[str, str], list[Group]]:
         """(fact id, lang) -> its degenerate groups, each a tuple of neurons."""
@@ -189,24 +322,26 @@ class DKNRun:
 
     def save(self, run_dir) -> None:
         """dkn.jsonl (the rows it does not hold yet: ``dkn_from_run`` commits each as it is found) and
-        dkn.json, in ``run_dir``; a dkn.jsonl made with other settings is refused (RunStoreError)."""
-        rec = dkn_records(Path(run_dir) / ROWS_FILE, self.config)
+        dkn.json, in ``run_dir`` (the clusters rule: its own ``files``); a rows file made with other
+        settings is refused (RunStoreError)."""
+        rec = dkn_records(Path(run_dir) / files(self.method)[0], self.config)
         for r in self.rows:
             if (r["fact_id"], r["lang"]) not in rec:
                 rec.put(r)
         self._save_summary(run_dir)
 
     def _save_summary(self, run_dir) -> None:
-        write_json(Path(run_dir) / SUMMARY_FILE, self.summary, indent=2, sort_keys=True)
+        write_json(Path(run_dir) / files(self.method)[1], self.summary, indent=2, sort_keys=True)
 
     @classmethod
-    def load(cls, run_dir) -> "DKNRun":
-        """What ``save`` (or ``dkn_from_run``) wrote; the rows in dkn.jsonl's order (the run's, unless the
-        search was resumed), its damaged lines skipped. A RunStoreError, one line, when dkn.json is not
-        there or damaged."""
+    def load(cls, run_dir, method: str = "pairs") -> "DKNRun":
+        """What ``save`` (or ``dkn_from_run``) wrote for the rule ``method``; the rows in the rows file's
+        order (the run's, unless the search was resumed), its damaged lines skipped. A RunStoreError, one
+        line, when the summary (dkn.json, or dkn-clusters.json) is not there or damaged."""
         from kneuron.paper.table1 import _saved_json
-        summary = _saved_json(Path(run_dir) / SUMMARY_FILE)
-        path = Path(run_dir) / ROWS_FILE
+        rows_file, summary_file = files(method)
+        summary = _saved_json(Path(run_dir) / summary_file)
+        path = Path(run_dir) / rows_file
         rows = JsonLines(path, key=KEY, need=ROW_KEYS[2:], readonly=True).rows if path.is_file() else {}
         return cls(list(rows.values()), summary)
 
@@ -214,31 +349,56 @@ class DKNRun:
 ROWS_FILE, SUMMARY_FILE, KEY = "dkn.jsonl", "dkn.json", ("fact_id", "lang")
 
 
+def files(method: str = "pairs") -> tuple[str, str]:
+    """The rows file and the summary of a rule in a run directory: the pairs rule's dkn.jsonl and dkn.json
+    (as before the clusters rule), the clusters rule's dkn-clusters.jsonl and dkn-clusters.json, so the two
+    rules' results never mix (and each resumes on its own)."""
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    return (ROWS_FILE, SUMMARY_FILE) if method == "pairs" else ("dkn-clusters.jsonl", "dkn-clusters.json")
+
+
 def dkn_from_run(handle: ModelHandle, run_dir, cfg: DKNConfig | None = None, facts_path=None,
                  resume: bool = True, show_progress: bool = False) -> DKNRun:
-    """Module 3 for every fact of a `locate` run, on its first prompt. Resumable: each finished fact is
-    appended to dkn.jsonl at once (a rerun continues where it stopped); dkn.json, the summary, is written
-    at the end (the result is saved: ``DKNRun.load(run_dir)`` reads it back)."""
+    """Module 3 for every fact of a `locate` run, on its first prompt, by the rule ``cfg.method``.
+    Resumable: each finished fact is appended to the rule's rows file (``files``: dkn.jsonl for pairs) at
+    once (a rerun continues where it stopped); the summary (dkn.json) is written at the end (the result is
+    saved: ``DKNRun.load(run_dir, cfg.method)`` reads it back). Each row names its rule (``method``) and
+    its forward passes; the clusters rule's also its seconds and every persistent cluster (``row``)."""
     from kneuron.paper.table1 import first_prompt
     from kneuron.runs.reopen import check_model, load_run
     cfg = cfg or DKNConfig()
     cfg.validate()
     run = load_run(run_dir, facts_path)
     check_model(handle, run)
-    path = Path(run_dir) / ROWS_FILE
-    conf = {k: v for k, v in asdict(cfg).items() if k != "batch_size"}
-    rec = dkn_records(path, conf, fresh=not resume)
+    conf = cfg.record()
+    rec = dkn_records(Path(run_dir) / files(cfg.method)[0], conf, fresh=not resume)
     todo = [f for f in run.facts if f.key not in rec]
     for f in track(todo, "degenerate neurons", show=show_progress):
         r = find_dkn(handle, *first_prompt(handle, f), run.neurons.get(f.key, []), cfg)
         rec.put({"fact_id": f.id, "lang": f.lang, "relation": f.relation, "n_kn": len(run.neurons.get(f.key, [])),
-                 "groups": [list(map(list, g)) for g in r.groups], "drops": r.drops, "part_drops": r.part_drops,
-                 "n_candidates": len(r.candidates), "n_quiet": len(r.quiet), "p0": r.p0,
-                 "n_evals": r.n_evals, "n_forward": r.n_forward, "truncated": r.truncated})
+                 **row(r)})
     out = [rec.get(f.key) for f in run.facts]
     res = DKNRun(out, summarize(out, conf))
     res._save_summary(run_dir)
     return res
+
+
+def row(r: DKNResult) -> dict:
+    """One fact's result as its rows-file row holds it (JSON): the groups and their costs, the rule, the
+    forward passes; for the clusters rule also its ``seconds`` and every persistent cluster (``clusters``,
+    their ``lifetimes`` as [birth, death] radii, death null when never merged, the ``alone`` drops, which
+    were ``kept``, and ``all_drop``, the drop with the kept suppressed together). The pairs rule's rows are
+    as they were before the clusters rule (but for ``method``): no wall time, so a fact redone after damage
+    gives the same row."""
+    out = {"groups": [list(map(list, g)) for g in r.groups], "drops": r.drops, "part_drops": r.part_drops,
+           "n_candidates": len(r.candidates), "n_quiet": len(r.quiet), "p0": r.p0, "n_evals": r.n_evals,
+           "n_forward": r.n_forward, "truncated": r.truncated, "method": r.method}
+    c = r.clusters
+    if c is not None:
+        out.update(seconds=r.seconds, clusters=[list(map(list, g)) for g in c.clusters], alone=c.alone, kept=c.kept,
+                   all_drop=c.all_drop, lifetimes=[[b, d if math.isfinite(d) else None] for b, d in c.lifetimes])
+    return out
 
 
 # what a dkn.jsonl row must hold to be used (summarize reads these)
@@ -279,7 +439,19 @@ def summarize(rows: list[dict], conf: dict) -> dict:
             "ablations_per_fact": _mean([r["n_evals"] for r in rs]),
             "truncated": sum(r["truncated"] for r in rs),
         }
+        if conf.get("method") == "clusters":
+            out["langs"][lang].update(_cluster_summary(rs))
     return out
+
+
+def _cluster_summary(rows: list[dict]) -> dict:
+    """The clusters rule's cost (seconds per fact) and structure: persistent clusters per fact and their
+    sizes, and how many kept."""
+    cs = [c for r in rows for c in r.get("clusters", [])]
+    return {"seconds_per_fact": _mean([r["seconds"] for r in rows if "seconds" in r]),
+            "clusters_per_fact": _mean([len(r.get("clusters", [])) for r in rows]),
+            "cluster_sizes": dict(sorted(Counter(str(len(c)) for c in cs).items(), key=lambda kv: int(kv[0]))),
+            "kept_clusters_per_fact": _mean([sum(r.get("kept", [])) for r in rows])}
 
 
 def _mean(xs):

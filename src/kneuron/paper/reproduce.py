@@ -71,7 +71,7 @@ class ReproduceConfig:
         self.dkn.validate()
 
     def to_json(self) -> dict:
-        return {**asdict(self), "langs": list(self.langs)}
+        return {**asdict(self), "langs": list(self.langs), "dkn": self.dkn.record(speed=True)}
 
 
 def spread_ids(facts: list[Fact], langs: tuple[str, ...], limit: int | None, relations: int | None = None) -> list[str]:

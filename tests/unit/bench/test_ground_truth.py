@@ -82,6 +82,12 @@ def test_the_bench_separates_a_learned_mask_from_random_scores():
     assert inj["mask"]["recall@0.05"]["mean"] > inj["random"]["recall@0.05"]["mean"]
     assert inj["mask"]["fact_drop"]["mean"] > inj["random"]["fact_drop"]["mean"]
     assert all(len(r["truth"]) == (6 if r["difficulty"] == "injected-degenerate" else 3) for r in res["rows"])
+    # Module 3 by both rules on the degenerate truths, in the summary and the report
+    deg = [r for r in res["rows"] if r["difficulty"] == "injected-degenerate"]
+    assert deg and all({"dkn_f1", "dkn_spans", "dkn_clusters_f1", "dkn_clusters_spans"} <= set(r) for r in deg)
+    assert all(res["summary"]["injected-degenerate"][m]["dkn_clusters_f1"]["mean"] is not None for m in ("mask", "random"))
+    from kneuron.bench.ground_truth_run import report_md
+    assert "| dkn_f1 | dkn_spans | dkn_clusters_f1 | dkn_clusters_spans |" in report_md(res)
 
 
 def _exact(h, neurons):
@@ -113,15 +119,29 @@ def test_modules_recover_exact_scores_and_say_when_a_group_spans_both_sets(monke
     deg = Truth(h, [("the capital of france is", "rome")], a + b, "injected-degenerate", "c0", [], ["en"], [a, b])
     seen = {}
 
-    def fake(handle, prompt, target, neurons, cfg=None):
-        seen["candidates"] = list(neurons)
-        return SimpleNamespace(groups=[((1, 2), (2, 3)), ((1, 2), (1, 5))])
-    monkeypatch.setattr(gt, "find_dkn", fake)
+    def rules(pairs, kept):
+        """find_dkn faked: the pairs rule's groups, the clusters rule's kept clusters (its group their union)."""
+        def fake(handle, prompt, target, neurons, cfg=None):
+            seen.setdefault(cfg.method, list(neurons))
+            if cfg.method == "pairs":
+                return SimpleNamespace(groups=pairs)
+            union = [tuple(sorted({n for c in kept for n in c}))] if len(kept) >= 2 else []
+            return SimpleNamespace(groups=union, clusters=SimpleNamespace(kept_clusters=lambda: kept))
+        return fake
+    monkeypatch.setattr(gt, "find_dkn", rules([((1, 2), (2, 3)), ((1, 2), (1, 5))], [((1, 2), (1, 5)), ((2, 3),)]))
     got = modules(deg, [_exact(h, a + b)])
-    assert set(seen["candidates"]) == set(a + b)                    # Module 3 runs on Module 1's neurons
+    assert set(seen["pairs"]) == set(seen["clusters"]) == set(a + b)    # Module 3 runs on Module 1's neurons
     assert got["dkn_spans"] == 1.0 and got["dkn_groups"] == 2 and got["dkn_f1"] == f1([(1, 2), (2, 3), (1, 5)], a + b)
-    monkeypatch.setattr(gt, "find_dkn", lambda *x, **k: SimpleNamespace(groups=[((1, 2), (1, 5))]))
-    assert modules(deg, [_exact(h, a + b)])["dkn_spans"] == 0.0     # one set's neurons only: not the planted degeneracy
+    # the clusters rule: one kept cluster within each set, its DKN three of the four truth neurons
+    assert got["dkn_clusters_spans"] == 1.0 and got["dkn_clusters"] == 2
+    assert got["dkn_clusters_f1"] == f1([(1, 2), (1, 5), (2, 3)], a + b)
+    monkeypatch.setattr(gt, "find_dkn", rules([((1, 2), (1, 5))], [((1, 2), (2, 3)), ((2, 7),)]))
+    got = modules(deg, [_exact(h, a + b)])
+    assert got["dkn_spans"] == 0.0                                  # one set's neurons only: not the planted degeneracy
+    assert got["dkn_clusters_spans"] == 0.0                         # a cluster mixing both sets: not the two sets
+    monkeypatch.setattr(gt, "find_dkn", rules([], [((1, 2),)]))
+    got = modules(deg, [_exact(h, a + b)])
+    assert got["dkn_clusters"] == 0 and got["dkn_clusters_f1"] == 0.0 and got["dkn_clusters_spans"] == 0.0
 
 
 def test_a_stopped_run_resumes_to_the_same_rows_scoring_only_what_is_missing(tmp_path, monkeypatch):

@@ -81,3 +81,27 @@ def test_locate_bad_selection_is_one_line_before_anything_is_written(made, tmp_p
     one_line_error(cli(*base, "--select", "cas", "--cas-beta1", "0"), "cas-beta1 must be > 0")
     one_line_error(cli(*base, "--select", "cas", "--cas-beta2", "-1"), "cas-beta2 must be >= 0")
     assert not (tmp_path / "r").exists()
+
+
+def test_dkn_method_clusters_beside_pairs_and_bad_values_one_line(made, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(made / "run", run)
+    r = cli("dkn", "--run", run, "--top-n", "4")
+    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+    assert f"groups in {run / 'dkn.jsonl'}" in r.stdout and "persistent clusters" not in r.stdout
+    pairs = (run / "dkn.jsonl").read_text()
+    r = cli("dkn", "--run", run, "--top-n", "4", "--method", "clusters", "--distance", "key", "--horizon", "0.9")
+    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+    assert "persistent clusters per fact" in r.stdout and f"groups in {run / 'dkn-clusters.jsonl'}" in r.stdout
+    assert (run / "dkn.jsonl").read_text() == pairs                         # the pairs rows untouched
+    j = json.loads((run / "dkn-clusters.json").read_text())
+    assert j["config"] == {"top_n": 4, "t_low": 0.2, "t_high": 0.25, "relative": True, "method": "clusters",
+                           "distance": "key", "horizon": 0.9}
+    again = cli("dkn", "--run", run, "--top-n", "4", "--method", "clusters", "--distance", "key", "--horizon", "0.9",
+                "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout) == j          # resumed: nothing redone
+    one_line_error(cli("dkn", "--run", run, "--top-n", "4", "--method", "clusters"), "other DKN settings",
+                   "distance")                                               # resuming with another distance
+    one_line_error(cli("dkn", "--run", run, "--method", "triples"), "--method")
+    one_line_error(cli("dkn", "--run", run, "--method", "clusters", "--distance", "l2"), "--distance")
+    one_line_error(cli("dkn", "--run", run, "--method", "clusters", "--horizon", "0"), "horizon")
