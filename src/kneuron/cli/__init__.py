@@ -49,7 +49,7 @@ class Commands(OneLineUsage):
         if isinstance(obj, typer.Typer):             # a group of commands (even of one: `kneuron organism train`)
             command = typer.main.get_group(obj)
         else:                                        # a function: a one-command app, which typer builds as that command
-            one = typer.Typer()
+            one = typer.Typer(add_completion=False)
             one.command(name)(obj)
             command = typer.main.get_command(one)
         command.name = name

@@ -149,3 +149,17 @@ def test_verbose_shows_the_dependencies_logs_and_bars(monkeypatch, tiny_dir, ver
     finally:
         os.environ.pop(ENV, None)                            # --verbose wrote it directly
         quiet_dependencies()                                 # the suite's quiet state back
+
+
+def test_every_command_is_built_on_first_use_as_before():
+    """The app's commands (cli.COMMANDS, imported when one runs) are all listed by `kneuron --help`, each builds,
+    and none grows the shell-completion options of a stand-alone typer app."""
+    from kneuron.cli import COMMANDS
+    top = cli("--help")
+    assert top.exit_code == 0
+    for name in COMMANDS:
+        assert f" {name} " in top.stdout, name
+        r = cli(name, "--help")
+        assert r.exit_code == 0 and "Usage:" in r.stdout, (name, r.stderr)
+        assert "completion" not in r.stdout, name
+    assert cli("no-such-command").exit_code == 2
