@@ -218,7 +218,7 @@ def cas_effect(run: Path = typer.Option(..., "--run", "-r", help="run directory 
                as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """CAS neurons against each query's own and their union, on erasure and update (Chen et al., ICLR 2025)."""
     from kneuron.cli._common import LOAD
-    from kneuron.paper.cas_effect import ROWS_FILE, SUMMARY_FILE, CasEffectConfig, cas_effect_run, stored_scores
+    from kneuron.paper.cas_effect import ROWS_FILE, SUMMARY_FILE, CasEffectConfig, cas_effect_from_run, stored_scores
     from kneuron.runs.reopen import load_run, open_model
     target = out if out is not None else run / SUMMARY_FILE
     try:
@@ -230,7 +230,7 @@ def cas_effect(run: Path = typer.Option(..., "--run", "-r", help="run directory 
         _quiet_hf()
         h = open_model(contents, model, device=device or "auto", dtype=LOAD.dtype, offline=LOAD.offline or None,
                        device_map=LOAD.device_map)
-        res = cas_effect_run(h, run, cfg, facts, resume=not restart, show_progress=not as_json)
+        res = cas_effect_from_run(h, run, cfg, facts, resume=not restart, show_progress=not as_json)
         res.save(target)
     except KeyboardInterrupt:
         _fail(f"interrupted; every finished fact is kept in {run}/{ROWS_FILE}: run the same command again to "

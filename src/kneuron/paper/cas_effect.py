@@ -1,7 +1,7 @@
 """Consistency-Aware KN selection (CAS) against the per-query sets and their union, on erasure and update
 (Chen et al., ICLR 2025, "Knowledge Localization: Mission Not Accomplished? Enter Query Localization!").
 
-    report = cas_effect_run(handle, run_dir, CasEffectConfig(method="kn-eai", n_unrelated=10))
+    report = cas_effect_from_run(handle, run_dir, CasEffectConfig(method="kn-eai", n_unrelated=10))
     report.save(path); CasEffectReport.load(path); report.table()
 
 The paper reports that a fact's CAS neurons erase and update it better (~8-9 %) than each query's own
@@ -293,7 +293,8 @@ def edited_state(handle, fact, op: str, neurons: Sequence[Neuron], probe: Probe,
 def fact_effect(handle, fact, sets: FactSets, probe: Probe, method: str = "kn-eai",
                 base: State | None = None) -> dict:
     """``effects[op][set]`` of one fact (``update`` left out when ``probe.new`` is None): each set edited,
-    measured and undone; ``base``: the unedited state (measured here when not given)."""
+    measured and undone (a set met twice -- two queries with the same own set, CAS = union -- is measured
+    once); ``base``: the unedited state (measured here when not given)."""
     if len(sets.queries) != len(probe.queries):
         raise ConfigError(f"{len(probe.queries)} queries but {len(sets.queries)} per-query sets")
     base = base if base is not None else measure(handle, probe)
@@ -302,7 +303,13 @@ def fact_effect(handle, fact, sets: FactSets, probe: Probe, method: str = "kn-ea
     for op in OPS:
         if op == "update" and probe.new is None:
             continue
-        st = lambda ns: edited_state(handle, fact, op, ns, probe, method)  # noqa: E731
+        seen: dict = {}                  # an edit depends on its set only (not the order): each set once
+
+        def st(ns):
+            key = frozenset(ns)
+            if key not in seen:
+                seen[key] = edited_state(handle, fact, op, ns, probe, method)
+            return seen[key]
         union, mine = st(sets.union), st(sets.cas)
         out[op] = {"query": set_effect(op, base, [st(s) for s in sets.queries]),
                    "union": set_effect(op, base, [union] * k), "cas": set_effect(op, base, [mine] * k)}
@@ -406,7 +413,7 @@ def _sub(a, b):
     return None if a is None or b is None else a - b
 
 
-def cas_effect_run(handle, run_dir, cfg: CasEffectConfig | None = None, facts_path=None, resume: bool = True,
+def cas_effect_from_run(handle, run_dir, cfg: CasEffectConfig | None = None, facts_path=None, resume: bool = True,
                    show_progress: bool = False) -> CasEffectReport:
     """CAS against the per-query and union sets on every fact of a run with at least two queries (the
     module doc). Resumable: each fact's row is appended to <run>/cas_effect.jsonl as it is done; a fact

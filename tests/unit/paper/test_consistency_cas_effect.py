@@ -12,7 +12,7 @@ from kneuron.errors import ConfigError
 from kneuron.facts import Fact
 from kneuron.neurons import cas
 from kneuron.paper.cas_effect import (ROWS_FILE, CasEffectConfig, CasEffectReport, FactSets, Probe, build_sets,
-                                      cas_effect_run, dense_scores, fact_effect, measure, new_object, unrelated_facts)
+                                      cas_effect_from_run, dense_scores, fact_effect, measure, new_object, unrelated_facts)
 from kneuron.runs.store import RunStoreError
 from support.tiny import tiny_handle
 
@@ -170,11 +170,11 @@ def test_a_run_resumes_only_missing_facts_and_leaves_the_weights(run, monkeypatc
         return real(*a, **k)
     monkeypatch.setattr(ce, "fact_effect", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
-        cas_effect_run(h, path, CasEffectConfig(n_unrelated=2, n_boot=50), resume=False)
+        cas_effect_from_run(h, path, CasEffectConfig(n_unrelated=2, n_boot=50), resume=False)
     assert len((path / ROWS_FILE).read_text().splitlines()) == 2          # the settings line and the first fact
     calls.clear()
     monkeypatch.setattr(ce, "fact_effect", lambda *a, **k: calls.append(a[1].id) or real(*a, **k))
-    rep = cas_effect_run(h, path, CasEffectConfig(n_unrelated=2, n_boot=50))
+    rep = cas_effect_from_run(h, path, CasEffectConfig(n_unrelated=2, n_boot=50))
     assert calls == ["c2", "c3"]                                          # only the missing facts
     assert _same(before, _weights(h))
     assert [f.fact_id for f in rep.facts] == ["c1", "c2", "c3"]
@@ -192,10 +192,10 @@ def test_a_run_resumes_only_missing_facts_and_leaves_the_weights(run, monkeypatc
     t = rep.table()
     assert t.header[:4] == ["op", "set", "facts", "Rel"] and len(t.cells()) == 6      # 2 ops x 3 sets
     calls.clear()
-    cas_effect_run(h, path, CasEffectConfig(n_unrelated=2, n_boot=50))
+    cas_effect_from_run(h, path, CasEffectConfig(n_unrelated=2, n_boot=50))
     assert calls == []                                                    # nothing redone
     with pytest.raises(RunStoreError, match="other CAS effect settings"):
-        cas_effect_run(h, path, CasEffectConfig(n_unrelated=3))
+        cas_effect_from_run(h, path, CasEffectConfig(n_unrelated=3))
 
 
 def test_a_run_made_before_query_neurons_is_refused_in_one_line(run, tmp_path):
@@ -208,5 +208,15 @@ def test_a_run_made_before_query_neurons_is_refused_in_one_line(run, tmp_path):
     (old / "run.json").write_text(json.dumps(meta))
     (old / "queries.parquet").unlink()
     with pytest.raises(RunStoreError) as e:
-        cas_effect_run(h, old)
+        cas_effect_from_run(h, old)
     assert "\n" not in str(e.value) and "re-run it" in str(e.value)
+
+
+def test_a_set_met_twice_is_edited_once_per_operation(planted, monkeypatch):
+    h, fact, probe = planted
+    import kneuron.paper.cas_effect as ce
+    real, calls = ce.edited_state, []
+    monkeypatch.setattr(ce, "edited_state", lambda *a, **k: calls.append((a[2], frozenset(a[3]))) or real(*a, **k))
+    ce.fact_effect(h, fact, FactSets(((PLANTED,), (PLANTED,)), (PLANTED,), ((0, 0),)), probe)
+    assert sorted(calls, key=str) == sorted([(op, frozenset(s)) for op in ("erase", "update")
+                                             for s in ([PLANTED], [(0, 0)])], key=str)
