@@ -23,6 +23,7 @@ COMMANDS = {
     "dkn": ("kneuron.cli.paper", "dkn"),
     "factcheck": ("kneuron.cli.paper", "factcheck"),
     "consistency": ("kneuron.cli.paper", "consistency"),
+    "cas-effect": ("kneuron.cli.paper", "cas_effect"),
     "reproduce": ("kneuron.cli.paper", "reproduce"),
     "plant": ("kneuron.cli.plant", "plant_cmd"),
     "edit": ("kneuron.cli.edit", "edit_cmd"),

@@ -1,4 +1,4 @@
-"""`kneuron likn | dkn | factcheck | consistency | reproduce`: the paper's Modules 2-3, Tables 1-3 and what
+"""`kneuron likn | dkn | factcheck | consistency | cas-effect | reproduce`: the paper's Modules 2-3, Tables 1-3 and what
 is checked beside them."""
 from __future__ import annotations
 
@@ -193,6 +193,52 @@ def consistency(runs: list[Path] = typer.Option(..., "--run", "-r", help="run di
         _fail(str(e))
     if as_json:
         return _print_json(res.to_dict())
+    from kneuron.report.render import show
+    show(res.table())
+    typer.echo(f"report in {target}")
+
+
+class UpdateMethod(StrEnum):
+    kn_eai = "kn-eai"
+    kn = "kn"
+
+
+def cas_effect(run: Path = typer.Option(..., "--run", "-r", help="run directory made by `kneuron locate` (it keeps each query's neurons)"),
+               beta1: Optional[float] = typer.Option(None, "--beta1", help="CAS: weight of the mean score (default: the run's own with --select cas, else 1)"),
+               beta2: Optional[float] = typer.Option(None, "--beta2", help="CAS: weight of the spread (default: the run's own with --select cas, else 1)"),
+               method: UpdateMethod = typer.Option(UpdateMethod.kn_eai, "--method", help="the update's KN edit through each set"),
+               unrelated: int = typer.Option(10, "--unrelated", min=1, help="unrelated facts (other relations) Loc is measured on"),
+               seed: int = typer.Option(0, "--seed", help="seed of the new objects and the unrelated facts"),
+               n_boot: int = typer.Option(1000, "--n-boot", min=1, help="bootstrap resamples for the intervals"),
+               restart: bool = typer.Option(False, "--restart", help="measure every fact again (<run>/cas_effect.jsonl is started over)"),
+               out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON file to write (default: <run>/cas_effect.json)"),
+               facts: Optional[Path] = typer.Option(None, "--facts", help="fact file (default: the run's own facts.jsonl)"),
+               model: Optional[str] = typer.Option(None, "--model", "-m", help="another copy of the run's model (refused if its shape differs)"),
+               device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)"),
+               as_json: bool = typer.Option(False, "--json", help="print JSON")):
+    """CAS neurons against each query's own and their union, on erasure and update (Chen et al., ICLR 2025)."""
+    from kneuron.cli._common import LOAD
+    from kneuron.paper.cas_effect import ROWS_FILE, SUMMARY_FILE, CasEffectConfig, cas_effect_from_run, stored_scores
+    from kneuron.runs.reopen import load_run, open_model
+    target = out if out is not None else run / SUMMARY_FILE
+    try:
+        cfg = CasEffectConfig(beta1=beta1, beta2=beta2, method=method.value, n_unrelated=unrelated, seed=seed,
+                              n_boot=n_boot)
+        cfg.validate()
+        contents = load_run(run, facts)                     # a bad run fails before the model loads
+        stored_scores(contents.store)
+        _quiet_hf()
+        h = open_model(contents, model, device=device or "auto", dtype=LOAD.dtype, offline=LOAD.offline or None,
+                       device_map=LOAD.device_map)
+        res = cas_effect_from_run(h, run, cfg, facts, resume=not restart, show_progress=not as_json)
+        res.save(target)
+    except KeyboardInterrupt:
+        _fail(f"interrupted; every finished fact is kept in {run}/{ROWS_FILE}: run the same command again to "
+              "continue", 130)
+    except _errors() as e:
+        _fail(str(e))
+    if as_json:
+        return _print_json(res.to_json())
     from kneuron.report.render import show
     show(res.table())
     typer.echo(f"report in {target}")

@@ -1,5 +1,6 @@
-"""kneuron.cli.paper: `kneuron consistency` over a run made by `kneuron locate --select cas` on a tiny saved
-model (table, JSON, the query-neuron test), and its bad input, each one line and exit code 2."""
+"""kneuron.cli.paper: `kneuron consistency` and `kneuron cas-effect` over a run made by `kneuron locate --select
+cas` on a tiny saved model (table, JSON, the query-neuron test, resuming), and their bad input, each one line and
+exit code 2."""
 from __future__ import annotations
 
 import json
@@ -105,3 +106,40 @@ def test_dkn_method_clusters_beside_pairs_and_bad_values_one_line(made, tmp_path
     one_line_error(cli("dkn", "--run", run, "--method", "triples"), "--method")
     one_line_error(cli("dkn", "--run", run, "--method", "clusters", "--distance", "l2"), "--distance")
     one_line_error(cli("dkn", "--run", run, "--method", "clusters", "--horizon", "0"), "horizon")
+
+
+def test_cas_effect_end_to_end_and_as_json(made, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(made / "run", run)
+    r = cli("cas-effect", "--run", run, "--unrelated", "2", "--n-boot", "20")
+    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+    assert "CAS vs per-query and union sets" in r.stdout and "update" in r.stdout
+    assert r.stdout.rstrip().endswith(f"report in {run / 'cas_effect.json'}")
+    from kneuron.paper.cas_effect import CasEffectReport
+    rep = CasEffectReport.load(run / "cas_effect.json")
+    assert [f.fact_id for f in rep.facts] == ["c1", "c2", "c3"] and not rep.skipped
+    assert (rep.config["beta1"], rep.config["beta2"]) == (1.0, 2.0)        # the run's own CAS betas
+    out, rows = tmp_path / "c.json", (run / "cas_effect.jsonl").read_text()
+    r = cli("cas-effect", "-r", run, "--unrelated", "2", "--n-boot", "20", "--json", "-o", out)   # resumed
+    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+    assert (run / "cas_effect.jsonl").read_text() == rows and len(rows.splitlines()) == 4        # nothing redone
+    j = json.loads(r.stdout)
+    assert j == json.loads(out.read_text()) and set(j["summary"]["ops"]) == {"erase", "update"}
+    assert [f["effects"] for f in j["facts"]] == [f.row()["effects"] for f in rep.facts]
+
+
+def test_cas_effect_bad_input_is_one_line(made, tmp_path):
+    one_line_error(cli("cas-effect", "--run", tmp_path / "nothing"), "holds no run")
+    one_line_error(cli("cas-effect", "-r", made / "run", "--beta1", "0"), "beta1 must be > 0")
+    one_line_error(cli("cas-effect", "-r", made / "run", "--method", "rome"), "--method")
+    old = tmp_path / "old"
+    shutil.copytree(made / "run", old)
+    meta = json.loads((old / "run.json").read_text())
+    del meta["query_neurons"]
+    (old / "run.json").write_text(json.dumps(meta))
+    one_line_error(cli("cas-effect", "-r", old), "made before locate runs kept each query's neurons", "re-run it")
+    run = tmp_path / "run"
+    shutil.copytree(made / "run", run)
+    r = cli("cas-effect", "-r", run, "--unrelated", "2", "--n-boot", "20")        # then other settings
+    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+    one_line_error(cli("cas-effect", "-r", run, "--unrelated", "3"), "other CAS effect settings")
