@@ -114,6 +114,9 @@ def factcheck(run: Path = typer.Option(..., "--run", "-r", help="run directory m
               out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for factcheck-<lang>.json (default: the run)"),
               method: Optional[str] = typer.Option(None, "--method", help="attribution scoring the items (default: the run's)"),
               steps: Optional[int] = typer.Option(None, "--steps", min=1, help="integration steps (default: the run's)"),
+              dkn: DKNMethod = typer.Option(DKNMethod.pairs, "--dkn", help="the DKN rule of the dkn scorer: pairs "
+                                          "(the paper's; files factcheck-<lang>.*) or clusters (`kneuron dkn --method "
+                                          "clusters`; files factcheck-clusters-<lang>.*)"),
               seed: int = typer.Option(42, "--seed", help="seed of the splits, the wrong objects and the bootstrap"),
               n_boot: int = typer.Option(1000, "--n-boot", min=1, help="bootstrap resamples for the AUROC intervals"),
               restart: bool = typer.Option(False, "--restart", help="score every item again (the run's factcheck-<lang>.jsonl is started over)"),
@@ -131,7 +134,7 @@ def factcheck(run: Path = typer.Option(..., "--run", "-r", help="run directory m
             make_method(method)
         contents = load_run(run)
         todo = run_langs(contents.facts, [x.strip() for x in langs.split(",") if x.strip()] if langs else None, run)
-        dkn_run = load_dkn(run)
+        dkn_run = load_dkn(run, dkn.value)
         _quiet_hf()
         h = open_model(contents, model, device=device or "auto", dtype=LOAD.dtype, offline=LOAD.offline or None,
                        device_map=LOAD.device_map)
@@ -151,7 +154,7 @@ def factcheck(run: Path = typer.Option(..., "--run", "-r", help="run directory m
     from kneuron.report.render import show
     for r in results:
         show(r.table())
-    typer.echo(f"results in {target}/factcheck-<lang>.json")
+    typer.echo(f"results in {target}/{'factcheck' if dkn.value == 'pairs' else 'factcheck-' + dkn.value}-<lang>.json")
 
 
 class Metric(StrEnum):

@@ -370,30 +370,34 @@ class FactCheckBaselines:
     n_boot: int
     splits: dict[str, SplitResult | None]
     notes: list[str] = field(default_factory=list)
+    dkn: str = "pairs"                  # the DKN rule of the "dkn" scorer (paper.dkn: pairs or clusters)
 
     def to_json(self) -> dict:
         return {"lang": self.lang, "method": self.method, "steps": self.steps, "seed": self.seed,
-                "n_boot": self.n_boot, "notes": self.notes,
+                "n_boot": self.n_boot, "notes": self.notes, "dkn": self.dkn,
                 "splits": {k: v.to_json() if v else None for k, v in self.splits.items()}}
 
     @classmethod
     def from_json(cls, j: dict) -> "FactCheckBaselines":
         sp = {k: SplitResult.from_json(v) if v else None for k, v in j["splits"].items()}
-        return cls(j["lang"], j["method"], j["steps"], j["seed"], j["n_boot"], sp, list(j["notes"]))
+        return cls(j["lang"], j["method"], j["steps"], j["seed"], j["n_boot"], sp, list(j["notes"]),
+                   j.get("dkn", "pairs"))
 
     def save(self, directory) -> Path:
-        """factcheck-<lang>.json in ``directory``, atomically."""
-        return write_json(self.path(directory, self.lang), self.to_json(), indent=2, sort_keys=True,
+        """factcheck-<lang>.json (factcheck-clusters-<lang>.json for the clusters rule) in ``directory``,
+        atomically."""
+        return write_json(self.path(directory, self.lang, self.dkn), self.to_json(), indent=2, sort_keys=True,
                           ensure_ascii=False, default=str)
 
     @classmethod
-    def load(cls, directory, lang: str) -> "FactCheckBaselines":
-        """What ``save`` wrote for ``lang`` (a RunStoreError, one line, when it is not there or damaged)."""
-        return cls.from_json(_saved_json(cls.path(directory, lang)))
+    def load(cls, directory, lang: str, dkn: str = "pairs") -> "FactCheckBaselines":
+        """What ``save`` wrote for ``lang`` and the rule ``dkn`` (a RunStoreError, one line, when it is not there
+        or damaged)."""
+        return cls.from_json(_saved_json(cls.path(directory, lang, dkn)))
 
     @staticmethod
-    def path(directory, lang: str) -> Path:
-        return Path(directory) / f"factcheck-{lang}.json"
+    def path(directory, lang: str, dkn: str = "pairs") -> Path:
+        return Path(directory) / f"{stem(dkn)}-{lang}.json"
 
     def table(self) -> Table:
         """A row per split and scorer: test AUROC [95 % CI], F1, precision, recall, what was tuned."""
@@ -530,14 +534,22 @@ def run_langs(facts: list[Fact], langs: Sequence[str] | None, run_dir) -> list[s
     return list(langs) if langs else have
 
 
-def load_dkn(run_dir) -> DKNRun:
-    """The run's DKN rows (``DKNRun.load``); a RunStoreError, one line, when Module 3 has not run on it."""
+def stem(dkn: str) -> str:
+    """The files' stem for a DKN rule: the pairs rule (the paper's) keeps Table 3's plain name."""
+    return "factcheck" if dkn == "pairs" else f"factcheck-{dkn}"
+
+
+def load_dkn(run_dir, rule: str = "pairs") -> DKNRun:
+    """The run's DKN rows of ``rule`` (``DKNRun.load``); a RunStoreError, one line, when that rule has not run
+    on it."""
+    from kneuron.paper.dkn import files
     from kneuron.runs.store import RunStoreError
     try:
-        return DKNRun.load(run_dir)
+        return DKNRun.load(run_dir, rule)
     except RunStoreError:
-        raise RunStoreError(f"{run_dir}: no DKN rows (dkn.json): find them first with `kneuron dkn --run "
-                            f"{run_dir}`") from None
+        flag = "" if rule == "pairs" else f" --method {rule}"
+        raise RunStoreError(f"{run_dir}: no DKN rows ({files(rule)[1]}): find them first with `kneuron dkn --run "
+                            f"{run_dir}{flag}`") from None
 
 
 def factcheck_from_run(handle: ModelHandle, run_dir, lang: str, dkn: DKNRun | list[dict], method: str | None = None,
@@ -556,6 +568,10 @@ def factcheck_from_run(handle: ModelHandle, run_dir, lang: str, dkn: DKNRun | li
     rows = [r for r in (dkn.rows if isinstance(dkn, DKNRun) else dkn) if r["lang"] == lang]
     if not rows:
         raise RunStoreError(f"{run_dir}: no DKN rows for language {lang!r}: run `kneuron dkn --run {run_dir}`")
+    rules = {r.get("method", "pairs") for r in rows}
+    if len(rules) > 1:
+        raise RunStoreError(f"{run_dir}: DKN rows of several rules ({', '.join(sorted(rules))}): pass one rule's rows")
+    rule = rules.pop()
     meta = run.store.meta
     own = method is None or method == meta.get("method")          # the run's options fit the run's method only
     method, steps = method or meta.get("method", "amig"), steps or meta.get("steps", 20)
@@ -565,7 +581,7 @@ def factcheck_from_run(handle: ModelHandle, run_dir, lang: str, dkn: DKNRun | li
     kn_groups = {f.key: [run.neurons.get(f.key, [])] for f in facts}
     plan = plan_check(facts, dkn_groups, kn_groups, wrong_objects(handle, facts, seed), seed=seed)
     conf = {"method": method, "steps": steps, "method_options": opts, "seed": seed, "plan": plan.fingerprint()}
-    rec = item_records(Path(run_dir) / f"factcheck-{lang}.jsonl", conf, fresh=not resume)
+    rec = item_records(Path(run_dir) / f"{stem(rule)}-{lang}.jsonl", conf, fresh=not resume)
     attr, prob = model_scorers(handle, method, steps, **opts)
     todo = [it for it in plan.scored() if item_key(it) not in rec]
     with progress(f"fact-check scores ({lang})", len(todo), show=show_progress) as advance:
@@ -573,7 +589,7 @@ def factcheck_from_run(handle: ModelHandle, run_dir, lang: str, dkn: DKNRun | li
     with progress(f"hidden states ({lang})", len(plan.items), show=show_progress) as advance:
         feats = hidden_states(handle, plan.items, advance)
     return FactCheckBaselines(lang, method, steps, seed, n_boot, evaluate(plan, rec, feats, n_boot, seed, l2),
-                              plan.notes)
+                              plan.notes, rule)
 
 
 __all__ = ["FactCheckBaselines", "Plan", "Probe", "RelationSplit", "Rows", "ScorerResult", "SplitResult",

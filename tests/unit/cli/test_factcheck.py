@@ -72,3 +72,21 @@ def test_factcheck_bad_input_is_one_line(made, tmp_path):
     one_line_error(cli("factcheck", "--run", made / "run", "--langs", "en,fr"), "language 'fr' is not in run",
                    "its languages: en")
     one_line_error(cli("factcheck", "--run", made / "run", "--method", "bogus"), "unknown method 'bogus'")
+
+
+def test_factcheck_with_the_clusters_rule_keeps_its_own_files(made, tmp_path):
+    """--dkn clusters scores the dkn scorer on `kneuron dkn --method clusters`'s groups, in files of its own
+    (the pairs rule's results untouched), and asks for those groups when they are not there."""
+    run = tmp_path / "run"
+    shutil.copytree(made / "run", run)
+    one_line_error(cli("factcheck", "--run", run, "--dkn", "clusters"), "no DKN rows (dkn-clusters.json)",
+                   "--method clusters")
+    pairs = json.loads(ok(cli("factcheck", "--run", run, "--n-boot", "20", "--json")).stdout)["en"]
+    before = (run / "factcheck-en.json").read_bytes()
+    ok(cli("dkn", "--run", run, "--top-n", "4", "--method", "clusters", "--json"))
+    cl = json.loads(ok(cli("factcheck", "--run", run, "--n-boot", "20", "--dkn", "clusters", "--json")).stdout)["en"]
+    assert pairs["dkn"] == "pairs" and cl["dkn"] == "clusters"
+    assert (run / "factcheck-clusters-en.jsonl").is_file() and (run / "factcheck-en.json").read_bytes() == before
+    assert FactCheckBaselines.load(run, "en", "clusters").to_json() == cl
+    for s in ("logp", "probe"):                         # the baselines do not depend on the DKN rule
+        assert cl["splits"]["facts"]["scorers"][s] == pairs["splits"]["facts"]["scorers"][s]
