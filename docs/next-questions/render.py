@@ -1,0 +1,99 @@
+"""The tables of docs/next-questions/report.md, read from the result files the commands wrote (nothing is typed
+by hand). Run from the project root:  python3 docs/next-questions/render.py RUN_DIR [RUN_DIR ...]
+Each RUN_DIR is a `kneuron locate` run (its consistency.json, if any, one level up)."""
+import json
+import sys
+from pathlib import Path
+
+
+def load(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def num(v, d=2):
+    return "–" if v is None else f"{v:.{d}f}"
+
+
+def iv(c, d=2):
+    if not c or c.get("mean") is None:
+        return "–"
+    if c.get("low") is None:
+        return num(c["mean"], d)
+    return f"{num(c['mean'], d)} [{num(c['low'], d)}, {num(c['high'], d)}]"
+
+
+def consistency(path: Path) -> list[str]:
+    c = load(path)
+    if c is None:
+        return []
+    out = ["| model | method | facts | scored (≥ 2 queries) | mean score | KI share, static (0.1) | Otsu threshold | KI share, Otsu |",
+           "|---|---|---|---|---|---|---|---|"]
+    for s in c["settings"]:
+        out.append(f"| {s['model']} | {s['method']} | {s['n_facts']} | {s['n_scored']} | {num(s['mean_score'])} | "
+                   f"{num(s['share_inconsistent_static'])} | {num(s['otsu_threshold'], 3)} | "
+                   f"{num(s['share_inconsistent_otsu'])} |")
+    t = c.get("test_summary")
+    if t:
+        out += ["", "Query-neuron test: " + json.dumps(t)]
+    return out
+
+
+def cas(run: Path) -> list[str]:
+    c = load(run / "cas_effect.json")
+    if c is None:
+        return []
+    s = c["summary"]
+    out = [f"{run.name}: {s['n_facts']} facts ({len(c.get('skipped', []))} skipped)", "",
+           "| operation | set | Rel | Gen | Loc (top-1 kept) | ΔPPL |", "|---|---|---|---|---|---|"]
+    for op, sets in s["ops"].items():
+        for name, v in sets.items():
+            m = v["metrics"]
+            out.append(f"| {op} | {name} | {iv(m['rel'])} | {iv(m['gen'])} | {iv(m['loc'])} | {iv(m['dppl'], 3)} |")
+    for op, d in s["cas_minus"].items():
+        for k, m in d.items():
+            out.append(f"| {op} | {k} (paired) | {iv(m['rel'])} | {iv(m['gen'])} | {iv(m['loc'])} | {iv(m['dppl'], 3)} |")
+    return out
+
+
+def dkn(run: Path) -> list[str]:
+    out = ["| rule | lang | facts with a DKN | groups per fact | sizes | layers | forward passes per fact | s per fact |",
+           "|---|---|---|---|---|---|---|---|"]
+    for rule, name in (("pairs", "dkn.json"), ("clusters", "dkn-clusters.json")):
+        d = load(run / name)
+        if d is None:
+            continue
+        for lang, v in d["langs"].items():
+            out.append(f"| {rule} | {lang} | {v['n_with_dkn']} / {v['n_facts']} | {num(v['groups_per_fact'])} | "
+                       f"{v['sizes'] or '–'} | {v['layers'] or '–'} | {num(v['forward_passes_per_fact'], 1)} | "
+                       f"{num(v.get('seconds_per_fact'))} |")
+    return out
+
+
+def factcheck(run: Path) -> list[str]:
+    out = ["| DKN rule | lang | split | scorer | AUROC [95 % CI] | F1 | P | R | test items | tuned on validation |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for f in sorted(run.glob("factcheck*-*.json")):
+        j = load(f)
+        for split, sp in j["splits"].items():
+            if sp is None:
+                continue
+            for scorer, r in sp["scorers"].items():
+                if r is None:
+                    continue
+                tuned = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k}" for k, v in
+                                  (r.get("tuned") or {}).items() if not isinstance(v, list))
+                out.append(f"| {j.get('dkn', 'pairs')} | {j['lang']} | {split} | {scorer} | {num(r['auroc'])} "
+                           f"[{num(r['auroc_low'])}, {num(r['auroc_high'])}] | {num(r['f1'])} | {num(r['precision'])} | "
+                           f"{num(r['recall'])} | {r['n_test_items']} | {tuned or '–'} |")
+    return out
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:]:
+        run = Path(arg)
+        print(f"## {run}\n")
+        for title, lines in (("consistency", consistency(run.parent / "consistency.json")), ("CAS", cas(run)),
+                             ("DKN", dkn(run)), ("fact-checking", factcheck(run))):
+            if lines:
+                print(f"### {title}\n")
+                print("\n".join(lines) + "\n")
