@@ -34,7 +34,15 @@ def consistency(path: Path) -> list[str]:
                    f"{num(s['share_inconsistent_otsu'])} |")
     t = c.get("test_summary")
     if t:
-        out += ["", "Query-neuron test: " + json.dumps(t)]
+        out += ["", "Query-neuron test (each query's own set against another query's set of the same fact, both "
+                "suppressed on that query; ig and amig runs together):", "",
+                "| facts | n facts | query pairs | p(answer) drop, own set | drop, another query's set | own > other |",
+                "|---|---|---|---|---|---|"]
+        groups = [("all", t["all"])] + [(f"{split} {k}", v) for split in ("static", "otsu")
+                                        for k, v in t.get(split, {}).items()]
+        for name, v in groups:
+            out.append(f"| {name} | {v['n_facts']} | {v['n_pairs']} | {num(v['mean_own_drop'])} | "
+                       f"{num(v['mean_other_drop'])} | {num(v['own_wins'])} |")
     return out
 
 
