@@ -1,6 +1,9 @@
 """The tables of docs/next-questions/report.md, read from the result files the commands wrote (nothing is typed
-by hand). Run from the project root:  python3 docs/next-questions/render.py RUN_DIR [RUN_DIR ...]
-Each RUN_DIR is a `kneuron locate` run (its consistency.json, if any, one level up)."""
+by hand). Run from the project root:
+    python3 docs/next-questions/render.py RUN_DIR [RUN_DIR ...]   # print every table of these runs
+    python3 docs/next-questions/render.py --fill                  # rewrite report.md's tables from results/
+Each RUN_DIR is a `kneuron locate` run (its consistency.json, if any, one level up); results/ holds the small
+result files of the report's runs (copied from them: summaries, not the per-item rows)."""
 import json
 import sys
 from pathlib import Path
@@ -74,7 +77,7 @@ def dkn(run: Path) -> list[str]:
             out.append(f"| {rule} | {lang} | {v['n_with_dkn']} / {v['n_facts']} | {num(v['groups_per_fact'])} | "
                        f"{v['sizes'] or '–'} | {v['layers'] or '–'} | {num(v['forward_passes_per_fact'], 1)} | "
                        f"{num(v.get('seconds_per_fact'))} |")
-    return out
+    return out if len(out) > 2 else []
 
 
 def factcheck(run: Path) -> list[str]:
@@ -93,10 +96,48 @@ def factcheck(run: Path) -> list[str]:
                 out.append(f"| {j.get('dkn', 'pairs')} | {j['lang']} | {split} | {scorer} | {num(r['auroc'])} "
                            f"[{num(r['auroc_low'])}, {num(r['auroc_high'])}] | {num(r['f1'])} | {num(r['precision'])} | "
                            f"{num(r['recall'])} | {r['n_test_items']} | {tuned or '–'} |")
+    return out if len(out) > 2 else []
+
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+SMOL, CLM = RESULTS / "smollm2-135m", RESULTS / "organism-clm"
+
+
+def runs(title_of, parts) -> list[str]:
+    out = []
+    for run, make in parts:
+        lines = make(run)
+        if lines:
+            out += [f"**{title_of(run)}**", "", *lines, ""]
     return out
 
 
+def sections() -> dict[str, list[str]]:
+    name = lambda r: f"{r.parent.name}, {r.name.removeprefix('locate-').upper()}"  # noqa: E731
+    return {
+        "CONSISTENCY": consistency(SMOL / "consistency.json"),
+        "CAS": runs(name, [(SMOL / "locate-ig", cas), (SMOL / "locate-amig", cas)]),
+        "DKN": runs(name, [(CLM / "locate-amig", dkn), (CLM / "locate-ig", dkn), (SMOL / "locate-ig", dkn),
+                           (SMOL / "locate-amig", dkn)]),
+        "FACTCHECK": runs(name, [(CLM / "locate-amig", factcheck), (CLM / "locate-ig", factcheck)]),
+    }
+
+
+def fill(report: Path) -> None:
+    """Between <!-- NAME --> and <!-- /NAME --> in ``report``: that section's tables, rendered again."""
+    text = report.read_text()
+    for key, lines in sections().items():
+        start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+        a, b = text.index(start) + len(start), text.index(end)
+        text = text[:a] + "\n" + "\n".join(lines or ["(not run yet)"]).rstrip() + "\n" + text[b:]
+    report.write_text(text)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--fill"]:
+        fill(HERE / "report.md")
+        sys.exit()
     for arg in sys.argv[1:]:
         run = Path(arg)
         print(f"## {run}\n")
