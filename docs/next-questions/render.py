@@ -54,15 +54,26 @@ def cas(run: Path) -> list[str]:
     if c is None:
         return []
     s = c["summary"]
-    out = [f"{run.name}: {s['n_facts']} facts ({len(c.get('skipped', []))} skipped)", "",
-           "| operation | set | Rel | Gen | Loc (top-1 kept) | ΔPPL |", "|---|---|---|---|---|---|"]
+    def median(op, name):
+        xs = sorted(f["effects"][op][name]["dppl"] for f in c["facts"] if op in f["effects"]
+                    and f["effects"][op][name]["dppl"] is not None)
+        return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2 if xs else None
+
+    def big(cell):                   # ΔPPL's mean runs to 1e20 when a few edits wreck the model
+        if not cell or cell.get("mean") is None:
+            return "–"
+        g = lambda v: f"{v:.3g}"     # noqa: E731
+        return g(cell["mean"]) if cell.get("low") is None else f"{g(cell['mean'])} [{g(cell['low'])}, {g(cell['high'])}]"
+    out = [f"{s['n_facts']} facts ({len(c.get('skipped', []))} skipped)", "",
+           "| operation | set | Rel | Gen | Loc (top-1 kept) | ΔPPL, mean | ΔPPL, median |", "|---|---|---|---|---|---|---|"]
     for op, sets in s["ops"].items():
         for name, v in sets.items():
             m = v["metrics"]
-            out.append(f"| {op} | {name} | {iv(m['rel'])} | {iv(m['gen'])} | {iv(m['loc'])} | {iv(m['dppl'], 3)} |")
+            out.append(f"| {op} | {name} | {iv(m['rel'])} | {iv(m['gen'])} | {iv(m['loc'])} | {big(m['dppl'])} | "
+                       f"{num(median(op, name))} |")
     for op, d in s["cas_minus"].items():
         for k, m in d.items():
-            out.append(f"| {op} | {k} (paired) | {iv(m['rel'])} | {iv(m['gen'])} | {iv(m['loc'])} | {iv(m['dppl'], 3)} |")
+            out.append(f"| {op} | {k} (paired) | {iv(m['rel'])} | {iv(m['gen'])} | {iv(m['loc'])} | {big(m['dppl'])} | |")
     return out
 
 
