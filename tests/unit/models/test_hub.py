@@ -95,3 +95,24 @@ def test_the_error_names_the_model_the_endpoint_and_the_ways_out():
     msg = str(hub.unreachable("some-org/m", "[Errno 111] Connection refused"))
     assert "\n" not in msg and "'some-org/m'" in msg and hub.endpoint() in msg and "Connection refused" in msg
     assert "hf download some-org/m" in msg and "local directory" in msg
+
+
+def test_the_endpoints_answer_is_asked_once_per_command(online, monkeypatch, server):
+    """The command line checks a hub id before torch is imported and load_model checks it again: the default
+    endpoint's answer is reused for REUSE_SECONDS, then asked again; an explicit url is always asked."""
+    monkeypatch.setattr(hub, "_asked", {})
+    url = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setattr(hub, "endpoint", lambda: url)
+    asked = []
+    from huggingface_hub import utils                          # a spy on the hub client's session
+    session = utils.get_session()
+    original = session.head
+    monkeypatch.setattr(session, "head", lambda *a, **k: asked.append(a[0]) or original(*a, **k))
+    first = hub.reach()
+    assert first is not None and "refused" in first.lower() and asked == [url]
+    assert hub.reach() == first and asked == [url]             # reused: not asked again
+    monkeypatch.setattr(hub, "REUSE_SECONDS", 0.0)
+    hub.reach()
+    assert asked == [url, url]                                 # stale: asked again
+    hub.reach(url, seconds=3)
+    assert asked == [url, url, url]                            # an explicit url is never reused
