@@ -113,6 +113,7 @@ def factcheck(run: Path) -> list[str]:
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 SMOL, CLM = RESULTS / "smollm2-135m", RESULTS / "organism-clm"
+SMOL_REP = RESULTS / "smollm2-135m-reproduce"      # make demo's smollm2 reproduce run (20 facts, 5 relations)
 
 
 def runs(title_of, parts) -> list[str]:
@@ -131,7 +132,8 @@ def sections() -> dict[str, list[str]]:
         "CAS": runs(name, [(SMOL / "locate-ig", cas), (SMOL / "locate-amig", cas)]),
         "DKN": runs(name, [(CLM / "locate-amig", dkn), (CLM / "locate-ig", dkn), (SMOL / "locate-ig", dkn),
                            (SMOL / "locate-amig", dkn)]),
-        "FACTCHECK": runs(name, [(CLM / "locate-amig", factcheck), (CLM / "locate-ig", factcheck)]),
+        "FACTCHECK": runs(name, [(CLM / "locate-amig", factcheck), (CLM / "locate-ig", factcheck),
+                                 (SMOL_REP / "locate-amig", factcheck)]),
     }
 
 
