@@ -66,6 +66,42 @@ def test_reproduce_writes_every_table_figure_and_a_self_contained_report(mini, t
         Reproduction(h, ReproduceConfig(model="mini", facts=path, steps=7, n_boot=50), out, resume=True,
                      show_progress=False, log=lambda s: None)
 
+    # the finished run resumed with the next questions: their steps only, Modules 1-3 and Tables 1-3 kept
+    kept = {f: (out / f).stat().st_mtime_ns for f in ("table1.json", "table3-en.json", "locate-amig/dkn.jsonl")}
+    nx = Reproduction(h, _cfg(path), out, resume=True, show_progress=False, log=lambda s: None,
+                      next_questions=True).run()
+    assert {f: (out / f).stat().st_mtime_ns for f in kept} == kept and nx.table1 == res.table1
+    n = nx.next
+    assert n["dkn_clusters"]["config"]["method"] == "clusters" and set(n["dkn_clusters"]["langs"]) == {"en", "zh"}
+    assert set(n["factcheck"]) == {"pairs", "clusters"} and all(set(v) == {"en", "zh"} for v in n["factcheck"].values())
+    for rule, stem in (("pairs", "factcheck"), ("clusters", "factcheck-clusters")):
+        for lang in ("en", "zh"):
+            j = json.loads((out / "locate-amig" / f"{stem}-{lang}.json").read_text())
+            assert j == json.loads(json.dumps(n["factcheck"][rule][lang])) and j["dkn"] == rule
+    assert n["consistency"] is None and n["cas"] is None and "two or more queries" in n["notes"][0]
+    md = (out / "report.md").read_text()
+    assert "After the paper" in md and "pairs against clusters" in md and "DKN rule: clusters" in md
+    assert ReproduceResult.load(out).to_json()["next"] == json.loads(json.dumps(n, default=str))
+    # again: every next step is read back, nothing is scored again
+    rows = (out / "locate-amig" / "factcheck-en.jsonl").read_text()
+    again = Reproduction(h, _cfg(path), out, resume=True, show_progress=False, log=lambda s: None,
+                         next_questions=True).run()
+    assert again.next == n and (out / "locate-amig" / "factcheck-en.jsonl").read_text() == rows
+
+
+@pytest.mark.slow
+def test_next_questions_with_several_queries_add_consistency_and_cas(mini, tmp_path):
+    h, path = mini
+    out = tmp_path / "rep"
+    res = Reproduction(h, _cfg(path, prompts=None, limit=4), out, show_progress=False, log=lambda s: None,
+                       next_questions=True).run()
+    c = res.next["consistency"]
+    assert {(s["method"]) for s in c["settings"]} == {"ig", "amig"}
+    assert c["facts"] and all(len(f["sizes"]) >= 2 for f in c["facts"] if f["score"] is not None)
+    assert res.next["cas"]["facts"] and not res.next["notes"]
+    md = (out / "report.md").read_text()
+    assert "Localization consistency" in md and "Consistency-aware selection" in md
+
 
 def test_english_only_model_skips_the_cross_lingual_parts_and_says_why():
     langs, notes = model_langs(SimpleNamespace(name="smollm2-135m"), ("en", "zh"))

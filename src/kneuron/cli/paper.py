@@ -261,7 +261,8 @@ def reproduce(model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
               resume: bool = typer.Option(False, "--resume", help="continue an interrupted reproduce in --out"),
               engine: Engine = typer.Option("local", "--engine", help="local or ray (Module 1 sharded over Ray workers)"),
               workers: int = typer.Option(2, "--workers", min=1, help="--engine ray: number of workers"),
-              prompts_per_batch: int = typer.Option(1, "--prompts-per-batch", min=1, help="Module 1: prompts of several facts sharing batches (speed only; for GPUs)")):
+              prompts_per_batch: int = typer.Option(1, "--prompts-per-batch", min=1, help="Module 1: prompts of several facts sharing batches (speed only; for GPUs)"),
+              next_questions: bool = typer.Option(False, "--next-questions", help="also the authors' next questions: DKN clusters, fact-checking beside baselines, and (facts with several queries) consistency and CAS; a finished run can be resumed with it")):
     """Modules 1-3 and Tables 1-3 of the paper end to end; writes report.md and report.html in --out."""
     from kneuron.paper.dkn import DKNConfig
     from kneuron.paper.reproduce import ReproduceConfig
@@ -274,7 +275,8 @@ def reproduce(model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
         load_facts_check(facts)
         h = _load(model)
         res = run_reproduce(h, cfg, out, resume=resume, log=lambda s: typer.echo(s, err=True),
-                            executor=_executor(engine, workers), prompts_per_batch=prompts_per_batch)
+                            executor=_executor(engine, workers), prompts_per_batch=prompts_per_batch,
+                            next_questions=next_questions)
     except KeyboardInterrupt:
         _fail(f"interrupted; finished work is kept in {out}: continue with --resume", 130)
     except _errors() as e:

@@ -1,7 +1,8 @@
 """The `reproduce` report: report.md and a self-contained report.html (figures inlined), built from one
 results dict as a `kneuron.report.Document`, one section per function. Its sections: the run; beside the
 paper's numbers (paper.beside); a verdict per claim (paper.findings); the facts each step uses and how
-many the model knows (paper.facts_used); Tables 1-3 and Module 3; Figures 3-5 (paper.figures); provenance.
+many the model knows (paper.facts_used); Tables 1-3 and Module 3; after the paper, with --next-questions
+(paper.next_questions); Figures 3-5 (paper.figures); provenance.
 ``write_report`` also returns the comparison, the verdicts and the facts used as JSON (results.json keeps
 them under "report")."""
 from __future__ import annotations
@@ -33,6 +34,9 @@ def document(res: dict, figs: list[tuple[str, str]], used: dict | None = None,
     doc.extend(_table1(res)).extend(_table2(res, t2_known))
     for section in (_dkn, _table3):
         doc.extend(section(res))
+    if res.get("next"):
+        from kneuron.paper import next_questions
+        doc.extend(next_questions.section(res))
     return doc.extend(_figures(res, figs)).extend(_provenance(res))
 
 

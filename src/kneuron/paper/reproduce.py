@@ -11,6 +11,8 @@ Layout of ``out``:
     table1.json           Table 1 per method and language
     locate-amig/likn.*, table2.json    Module 2 and Table 2 (two languages only)
     locate-amig/dkn.*     Module 3 (resumable per fact);  table3-<lang>.json  Table 3
+    locate-amig/dkn-clusters.*, locate-amig/factcheck*-<lang>.*, next-*.json
+                          with ``next_questions``: the authors' follow-up questions (``paper.next_questions``)
     fig-*.png, report.md, report.html
     results.json          everything above in one file (``ReproduceResult``: ``.save()`` / ``.load()``)
 
@@ -117,16 +119,19 @@ class ReproduceResult:
     layers: dict
     timings: dict
     report: dict | None = None                 # once written: paper.report.write_report's (files, comparison, verdicts, facts used)
+    next: dict | None = None                   # with next_questions: paper.next_questions.run's
 
     def to_json(self) -> dict:
         d = {"meta": self.meta, "table1": self.table1, "table2": self.table2, "dkn": self.dkn, "table3": self.table3,
              "layers": self.layers, "timings": self.timings}
+        if self.next is not None:
+            d["next"] = self.next
         return d if self.report is None else {**d, "report": self.report}
 
     @classmethod
     def from_json(cls, d: dict) -> "ReproduceResult":
         return cls(d["meta"], d["table1"], d["table2"], d["dkn"], d["table3"], d["layers"], d["timings"],
-                   d.get("report"))
+                   d.get("report"), d.get("next"))
 
     def save(self, out) -> Path:
         """results.json in ``out``, atomically."""
@@ -146,15 +151,19 @@ class ReproduceResult:
 
 class Reproduction:
     """One `reproduce` directory; each step is skipped when its result is already there. ``executor``:
-    where Module 1 localizes (default ``LocalExecutor()``; ``RayExecutor(workers=N)`` shards it)."""
+    where Module 1 localizes (default ``LocalExecutor()``; ``RayExecutor(workers=N)`` shards it).
+    ``next_questions``: also the follow-up questions' steps (``paper.next_questions``); not a setting of the
+    run (they add steps and change none), so a finished run can be resumed with them."""
 
     def __init__(self, handle: ModelHandle, cfg: ReproduceConfig, out, resume: bool = False,
-                 show_progress: bool = True, log=print, executor=None, prompts_per_batch: int = 1):
+                 show_progress: bool = True, log=print, executor=None, prompts_per_batch: int = 1,
+                 next_questions: bool = False):
         from kneuron.runs.locate import LocalExecutor
         cfg.validate()
         self.h, self.cfg, self.out = handle, cfg, Path(out)
         self.executor = LocalExecutor() if executor is None else executor
         self.prompts_per_batch = prompts_per_batch
+        self.next_questions = next_questions
         self.progress, self.log = show_progress, log
         self.notes: list[str] = []
         self.timings: dict[str, float] = {}
@@ -342,8 +351,12 @@ class Reproduction:
         t2 = self._timed("Module 2 + Table 2", self.table2)
         d = self._timed("Module 3 (DKN)", self.dkn)
         t3 = self._timed("Table 3", lambda: self.table3(d))
+        nx = None
+        if self.next_questions:
+            from kneuron.paper import next_questions
+            nx = next_questions.run(self, d)
         res = ReproduceResult(self.meta, t1, t2, d.to_json(), t3,
-                              self.layer_counts(d.rows, t2["likn"] if t2 else None), self.timings)
+                              self.layer_counts(d.rows, t2["likn"] if t2 else None), self.timings, next=nx)
         from kneuron.paper.report import write_report
         res = dataclasses.replace(res, report=self._timed("report", lambda: write_report(res.to_json(), self.out)))
         res.save(self.out)
@@ -363,6 +376,8 @@ def _warn(s: str) -> None:
 
 
 def reproduce(handle: ModelHandle, cfg: ReproduceConfig, out, resume: bool = False, show_progress: bool = True,
-              log=print, executor=None, prompts_per_batch: int = 1) -> ReproduceResult:
-    """``Reproduction(...).run()``: Modules 1-3 and Tables 1-3 into ``out`` (see the module's docstring)."""
-    return Reproduction(handle, cfg, out, resume, show_progress, log, executor, prompts_per_batch).run()
+              log=print, executor=None, prompts_per_batch: int = 1, next_questions: bool = False) -> ReproduceResult:
+    """``Reproduction(...).run()``: Modules 1-3 and Tables 1-3 into ``out`` (see the module's docstring);
+    ``next_questions``: the follow-up questions' steps too."""
+    return Reproduction(handle, cfg, out, resume, show_progress, log, executor, prompts_per_batch,
+                        next_questions).run()
