@@ -14,9 +14,9 @@ The core, one verb each (``load_*``, ``attribute``, ``localize``, ``locate``, ``
 """
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from ._lazy import lazy
 from ._version import __version__
 
 # Each name is imported on first use (PEP 562), so that `import kneuron.<anything>` -- the command line among
@@ -48,13 +48,4 @@ if TYPE_CHECKING:
     from kneuron.runs.store import Run, open_run
 
 
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module 'kneuron' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
-    globals()[name] = value            # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+__getattr__, __dir__ = lazy(__name__, globals(), _HOMES)

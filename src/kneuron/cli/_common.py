@@ -120,6 +120,18 @@ def _errors():
     return (KneuronError,)
 
 
+@contextmanager
+def _one_line_errors(interrupted: str):
+    """A command's body: an expected error (``_errors()``) is its one line and exit code 2; Ctrl-C is the
+    line ``interrupted; <interrupted>`` (what was kept, and how to continue) and exit code 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        _fail(f"interrupted; {interrupted}", 130)
+    except _errors() as e:
+        _fail(str(e))
+
+
 def _quiet_hf():
     """The dependencies' log lines, progress bars and warnings off for this command, unless `kneuron --verbose`."""
     from kneuron.models.verbosity import quiet_dependencies, verbose

@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from kneuron.cli._common import MODEL_HELP, Engine, Method, _errors, _executor, _fail, _load, _print_json, _quiet_hf
+from kneuron.cli._common import (MODEL_HELP, Engine, Method, _executor, _fail, _load, _one_line_errors, _print_json,
+                                 _quiet_hf)
 from kneuron.cli.runs import SKIP_HELP
 
 
@@ -39,7 +40,7 @@ def likn(facts: str = typer.Option(..., "--facts", "-f", help="fact set with the
     from kneuron.runs.locate import locate as run_locate
     from kneuron.organisms.known import facts_for, paper_rule, trained_on
     lang_list = tuple(x.strip() for x in langs.split(",") if x.strip())
-    try:
+    with _one_line_errors(interrupted=f"every finished fact is kept in {out}: continue with --resume"):
         every = load_facts(facts)                           # a bad fact file fails before the model loads
         cfg = LocateConfig(method=method, steps=steps)
         cfg.validate()
@@ -53,10 +54,6 @@ def likn(facts: str = typer.Option(..., "--facts", "-f", help="fact set with the
                    lang=",".join(lang_list), skip_invalid=skip_invalid, show_progress=not as_json)
         res = likn_from_run(out, lang_list)
         res.save(out)
-    except KeyboardInterrupt:
-        _fail(f"interrupted; every finished fact is kept in {out}: continue with --resume", 130)
-    except _errors() as e:
-        _fail(str(e))
     j = res.to_json()
     if as_json:
         return _print_json(j)
@@ -88,16 +85,13 @@ def dkn(run: Path = typer.Option(..., "--run", "-r", help="run directory made by
                     max_evals=max_evals, batch_size=batch_size, method=method.value, distance=distance.value,
                     horizon=horizon)
     rows_file, summary_file = files(cfg.method)
-    try:
+    with _one_line_errors(interrupted=f"every finished fact is kept in {run}/{rows_file}: run the same command again "
+                                      "to continue"):
         cfg.validate()
         _quiet_hf()
         h = open_model(load_run(run, facts), model, device=device or "auto", dtype=LOAD.dtype,
                        offline=LOAD.offline or None, device_map=LOAD.device_map)   # the run's model and neuron site
         res = dkn_from_run(h, run, cfg, facts, show_progress=not as_json)
-    except KeyboardInterrupt:
-        _fail(f"interrupted; every finished fact is kept in {run}/{rows_file}: run the same command again to continue", 130)
-    except _errors() as e:
-        _fail(str(e))
     if as_json:
         return _print_json(res.to_json())
     for lang, x in res.to_json()["langs"].items():
@@ -128,7 +122,8 @@ def factcheck(run: Path = typer.Option(..., "--run", "-r", help="run directory m
     from kneuron.paper.factcheck import factcheck_from_run, load_dkn, run_langs
     from kneuron.runs.reopen import load_run, open_model
     target = out if out is not None else run
-    try:
+    with _one_line_errors(interrupted=f"every scored item is kept in {run}/factcheck-<lang>.jsonl: run the same command "
+                                      "again to continue"):
         if method is not None:                              # a bad method fails before the model loads
             from kneuron.attribution import make_method
             make_method(method)
@@ -144,11 +139,6 @@ def factcheck(run: Path = typer.Option(..., "--run", "-r", help="run directory m
                                      resume=not restart, show_progress=not as_json)
             res.save(target)
             results.append(res)
-    except KeyboardInterrupt:
-        _fail(f"interrupted; every scored item is kept in {run}/factcheck-<lang>.jsonl: run the same command "
-              "again to continue", 130)
-    except _errors() as e:
-        _fail(str(e))
     if as_json:
         return _print_json({r.lang: r.to_json() for r in results})
     from kneuron.report.render import show
@@ -184,16 +174,12 @@ def consistency(runs: list[Path] = typer.Option(..., "--run", "-r", help="run di
             _quiet_hf()
             return open_model(run, model, device=device or "auto", dtype=LOAD.dtype, offline=LOAD.offline or None,
                               device_map=LOAD.device_map)     # the run's model, on the run's neuron site
-    try:
+    with _one_line_errors(interrupted="the query-neuron test keeps each finished fact in <run>/consistency.jsonl: run the "
+                                      "same command again to continue"):
         cfg = ConsistencyConfig(metric=metric.value, static_threshold=static_threshold)
         cfg.validate()
         res = consistency_from_runs(runs, cfg, handles, facts, show_progress=not as_json)
         res.save(target)
-    except KeyboardInterrupt:
-        _fail("interrupted; the query-neuron test keeps each finished fact in <run>/consistency.jsonl: run the "
-              "same command again to continue", 130)
-    except _errors() as e:
-        _fail(str(e))
     if as_json:
         return _print_json(res.to_dict())
     from kneuron.report.render import show
@@ -224,7 +210,8 @@ def cas_effect(run: Path = typer.Option(..., "--run", "-r", help="run directory 
     from kneuron.paper.cas_effect import ROWS_FILE, SUMMARY_FILE, CasEffectConfig, cas_effect_from_run, stored_scores
     from kneuron.runs.reopen import load_run, open_model
     target = out if out is not None else run / SUMMARY_FILE
-    try:
+    with _one_line_errors(interrupted=f"every finished fact is kept in {run}/{ROWS_FILE}: run the same command again to "
+                                      "continue"):
         cfg = CasEffectConfig(beta1=beta1, beta2=beta2, method=method.value, n_unrelated=unrelated, seed=seed,
                               n_boot=n_boot)
         cfg.validate()
@@ -235,11 +222,6 @@ def cas_effect(run: Path = typer.Option(..., "--run", "-r", help="run directory 
                        device_map=LOAD.device_map)
         res = cas_effect_from_run(h, run, cfg, facts, resume=not restart, show_progress=not as_json)
         res.save(target)
-    except KeyboardInterrupt:
-        _fail(f"interrupted; every finished fact is kept in {run}/{ROWS_FILE}: run the same command again to "
-              "continue", 130)
-    except _errors() as e:
-        _fail(str(e))
     if as_json:
         return _print_json(res.to_json())
     from kneuron.report.render import show
@@ -270,17 +252,13 @@ def reproduce(model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     cfg = ReproduceConfig(model=model, facts=facts, langs=tuple(x.strip() for x in langs.split(",") if x.strip()),
                           limit=limit, relations=relations, steps=steps, n_boot=n_boot, prompts=prompts or None,
                           dkn=DKNConfig(max_size=dkn_max_size, relative=not dkn_absolute))
-    try:
+    with _one_line_errors(interrupted=f"finished work is kept in {out}: continue with --resume"):
         cfg.validate()
         load_facts_check(facts)
         h = _load(model)
         res = run_reproduce(h, cfg, out, resume=resume, log=lambda s: typer.echo(s, err=True),
                             executor=_executor(engine, workers), prompts_per_batch=prompts_per_batch,
                             next_questions=next_questions)
-    except KeyboardInterrupt:
-        _fail(f"interrupted; finished work is kept in {out}: continue with --resume", 130)
-    except _errors() as e:
-        _fail(str(e))
     typer.echo(f"report: {res.report['md']} and {res.report['html']}")
 
 

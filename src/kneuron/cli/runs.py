@@ -11,7 +11,7 @@ from kneuron.attribution import OBJECTIVES, PRECISIONS, RULES
 from kneuron.attribution.methods import PATHS, PREFACTORS
 from kneuron.neurons import SELECTS
 from kneuron.cli._common import (MODEL_HELP, STEPS_HELP, Engine, Method, _errors, _executor, _fail, _load,
-                                 _print_json, _quiet_hf, parse_steps)
+                                 _one_line_errors, _print_json, _quiet_hf, parse_steps)
 
 # choices of `locate`'s options, from the library's own lists
 Rule = StrEnum("Rule", {r: r for r in RULES})
@@ -63,7 +63,7 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
     from kneuron.runs.locate import locate as run_locate
     from kneuron.runs.store import check_out
     store = None
-    try:
+    with _one_line_errors(interrupted=f"every finished fact is kept in {out}: continue with --resume"):
         m = AMIG(paths=paths.value, prefactor=prefactor.value) if method == Method.amig else IG()
         cfg = LocateConfig(method=m, steps=steps, threshold=threshold, top_k=top_k, refine_p=refine_p,
                            objective=objective.value, rule=rule.value, select=select.value, cas_beta1=cas_beta1,
@@ -83,10 +83,6 @@ def locate(facts: str = typer.Option(..., "--facts", "-f", help="bundled set (de
                                load={k: v for k, v in load.items() if v is not None}, **common)
         else:
             store = run_locate(_load(model, site, device), fs, cfg, out, **common)
-    except KeyboardInterrupt:
-        _fail(f"interrupted; every finished fact is kept in {out}: continue with --resume", 130)
-    except _errors() as e:
-        _fail(str(e))
     ft = store.facts()
     n = ft.num_rows
     summary = {"out": str(out), "n_facts": n, "new_facts": store.n_new, "skipped": len(store.skipped),

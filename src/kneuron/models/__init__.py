@@ -3,8 +3,9 @@ its MLP sites. Names are imported on first use (PEP 562): ``kneuron.models.regis
 of torch and transformers for the command line's start."""
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from kneuron._lazy import lazy
 
 _HOMES = {
     "DEFAULT_MODEL": "kneuron.models.load", "ModelHandle": "kneuron.models.load",
@@ -19,13 +20,4 @@ if TYPE_CHECKING:
     from kneuron.models.sites import ARCHITECTURES, SiteError, find_site, value_vectors
 
 
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module 'kneuron.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
+__getattr__, __dir__ = lazy(__name__, globals(), _HOMES)

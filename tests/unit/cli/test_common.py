@@ -67,6 +67,29 @@ def test_bugs_in_locate_keep_their_traceback(monkeypatch, tiny_dir, tmp_path):
     assert "kneuron: error" not in r.stderr
 
 
+
+@pytest.mark.parametrize("raised,code,line", [
+    (KeyboardInterrupt(), 130, "kneuron: error: interrupted; kept in X: continue with --resume"),
+    (ConfigError("a bad setting"), 2, "kneuron: error: a bad setting"),
+])
+def test_one_line_errors_turns_ctrl_c_and_expected_errors_into_one_line(capsys, raised, code, line):
+    """The body of a command: Ctrl-C is 'interrupted; <what was kept>' (exit code 130), an expected error its
+    message (exit code 2); a bug passes through."""
+    import typer
+
+    from kneuron.cli._common import _one_line_errors
+    with pytest.raises(typer.Exit) as e:
+        with _one_line_errors(interrupted="kept in X: continue with --resume"):
+            raise raised
+    assert e.value.exit_code == code
+    assert capsys.readouterr().err.strip() == line
+    with pytest.raises(ValueError, match="a bug"):
+        with _one_line_errors(interrupted="unused"):
+            raise ValueError("a bug")
+    with _one_line_errors(interrupted="unused"):          # nothing raised: nothing said
+        pass
+    assert capsys.readouterr().err == ""
+
 # ----------------------------------------------------------------------------- declared choices and ranges
 
 def test_declared_choices_match_the_library():
