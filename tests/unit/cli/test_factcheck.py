@@ -11,12 +11,8 @@ import torch
 
 from kneuron.paper.factcheck import SCORERS, SPLITS, FactCheckBaselines
 from support.cli import cli, one_line_error
+from support.factcheck import write_run_facts
 from support.tiny import tiny_model, word_tokenizer
-
-RELS = {"capital": "the capital of [X] is [Y] .", "language": "the language spoken in [X] is [Y] .",
-        "river": "the river of [X] is [Y] .", "born": "[X] was born in [Y] ."}
-SUBJECTS = ["france", "italy", "germany", "spain", "tanzania"]
-OBJECTS = ["paris", "rome", "berlin", "madrid", "dodoma"]
 
 
 def ok(r):
@@ -32,10 +28,7 @@ def made(tmp_path_factory):
     model, kind = tiny_model("gpt2", dtype=torch.float32)
     model.save_pretrained(d / "m")
     word_tokenizer(kind).save_pretrained(d / "m")
-    facts = d / "facts.jsonl"
-    facts.write_text("".join(json.dumps({"id": f"{r[0]}{i}", "relation": r, "lang": "en", "subject": s,
-                                         "object": OBJECTS[(i + k) % 5], "templates": [t]}) + "\n"
-                             for k, (r, t) in enumerate(RELS.items()) for i, s in enumerate(SUBJECTS)))
+    facts = write_run_facts(d / "facts.jsonl")
     ok(cli("locate", "-f", facts, "-o", d / "run", "-m", d / "m", "--steps", "2", "--json"))
     shutil.copytree(d / "run", d / "no-dkn")
     ok(cli("dkn", "--run", d / "run", "--top-n", "4", "--json"))
