@@ -5,7 +5,7 @@ with progress and a layer x neuron heatmap; and one fact's languages side by sid
 each language's first prompt with all of that, its knowledge neurons and the language-independent ones
 marked, bilingual.py), Neuron (``#/neuron/L3N17``: the tokens its value vector
 promotes and suppresses, its activation, the runs' facts that hold it, switching neurons off or
-scaling them), Run (a run directory's facts, neurons, LIKN / DKN groups, Table 1 effects), Value
+scaling them), Run (a run directory's facts, neurons, LIKN / DKN groups, per DKN rule, Table 1 effects), Value
 search (which neurons promote a token).
 
     serve(models, runs, host, port)     start the server (blocks)

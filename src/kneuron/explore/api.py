@@ -321,9 +321,12 @@ class Explorer:
         return i
 
     def run(self, run_id: str) -> dict:
+        """The run's facts and per-layer counts (``RunView.summary``; ``dkn_rules``: the DKN rules it has)."""
         return self._run(run_id).summary()
 
     def fact(self, run_id: str, i) -> dict:
+        """Fact i's neurons, LIKN, DKN groups (``dkn``: the pairs rule's, as before the clusters rule;
+        ``dkn_rules``: each rule's the run has, by name) and effects (``RunView.fact``)."""
         run = self._run(run_id)
         return run.fact(self._fact_index(run, i))
 

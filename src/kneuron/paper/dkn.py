@@ -46,6 +46,7 @@ from kneuron.neurons import Neuron
 from kneuron.paper.persistence import cosine_distances, cut
 from kneuron.plant.surgery import key_rows
 from kneuron.report.progress import track
+from kneuron.runs.store import DKN_FILES, DKN_KEY
 from kneuron.store.atomic import write_json
 from kneuron.store.records import JsonLines
 
@@ -346,16 +347,17 @@ class DKNRun:
         return cls(list(rows.values()), summary)
 
 
-ROWS_FILE, SUMMARY_FILE, KEY = "dkn.jsonl", "dkn.json", ("fact_id", "lang")
+(ROWS_FILE, SUMMARY_FILE), KEY = DKN_FILES["pairs"], DKN_KEY
 
 
 def files(method: str = "pairs") -> tuple[str, str]:
     """The rows file and the summary of a rule in a run directory: the pairs rule's dkn.jsonl and dkn.json
     (as before the clusters rule), the clusters rule's dkn-clusters.jsonl and dkn-clusters.json, so the two
-    rules' results never mix (and each resumes on its own)."""
+    rules' results never mix (and each resumes on its own). The names live in ``kneuron.runs.store.DKN_FILES``,
+    where ``Run.dkn`` (the explorer's reader) finds them too."""
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    return (ROWS_FILE, SUMMARY_FILE) if method == "pairs" else ("dkn-clusters.jsonl", "dkn-clusters.json")
+    return DKN_FILES[method]
 
 
 def dkn_from_run(handle: ModelHandle, run_dir, cfg: DKNConfig | None = None, facts_path=None,

@@ -63,7 +63,7 @@ NEURONS, QUERIES, FACTS = (Table("neurons", NEURON_HEAD, tuple(NEURON_SORT)),
 TABLES = (NEURONS, FACTS)                  # a run made before queries.parquet
 TABLES_Q = (NEURONS, QUERIES, FACTS)       # a run with ``"query_neurons": true``
 HINT = "resume the run (kneuron locate ... --resume)"
-__all__ = ["RESUME_KEYS", "FACTS_FILE", "TIMINGS_FILE", "RENAMED_OPTIONS", "DAMAGED", "WRITE_OPTS", "Run",
+__all__ = ["RESUME_KEYS", "DKN_FILES", "FACTS_FILE", "TIMINGS_FILE", "RENAMED_OPTIONS", "DAMAGED", "WRITE_OPTS", "Run",
            "RunStore", "RunStoreError", "check_out", "open_run", "query", "run_dirs", "tables_for",
            "upgrade_meta", "write_part", "QUERY_NEURONS", "RESUME_DEFAULTS"]
 
@@ -266,8 +266,13 @@ def write_part(path, fact_row: dict, neuron_rows: list[dict], query_rows: list[d
 
 
 # what the analyses of a run leave in its directory (``Run`` reads them; kneuron.paper writes them)
-EVALUATION, LIKN, DKN = "evaluation", "likn", "dkn.jsonl"
+EVALUATION, LIKN = "evaluation", "likn"
 REPORT = "report.html"
+# Module 3 (``kneuron dkn``), per rule (``--method``): its rows file (one row per fact) and its summary. The one
+# home of these names: ``kneuron.paper.dkn.files`` writes them, ``Run.dkn`` reads them (the pairs rule's are
+# those from before the clusters rule; the two rules' never mix)
+DKN_FILES = {"pairs": ("dkn.jsonl", "dkn.json"), "clusters": ("dkn-clusters.jsonl", "dkn-clusters.json")}
+DKN_KEY = ("fact_id", "lang")
 
 
 class Run(RunStore):
@@ -302,15 +307,22 @@ class Run(RunStore):
             out.setdefault(r["fact_id"], []).append((r["layer"], r["neuron"]))
         return out
 
-    def dkn(self) -> dict[tuple[str, str], dict]:
-        """Module 3's rows (``kneuron dkn``), by (fact id, lang): each with its ``groups``; {} when not
-        run. Damaged lines are skipped here (a resumed ``kneuron dkn`` moves them aside and redoes them).
-        ``kneuron.paper.dkn.DKNRun.load`` gives the typed result (rows and summary)."""
+    def dkn(self, method: str = "pairs") -> dict[tuple[str, str], dict]:
+        """Module 3's rows by the rule ``method`` (``kneuron dkn --method``: "pairs", dkn.jsonl, or
+        "clusters", dkn-clusters.jsonl; ``DKN_FILES``), by (fact id, lang): each with its ``groups``; {}
+        when not run. Damaged lines are skipped here (a resumed ``kneuron dkn`` moves them aside and redoes
+        them). ``kneuron.paper.dkn.DKNRun.load`` gives the typed result (rows and summary)."""
         from kneuron.store.records import JsonLines
-        path = self.path / DKN
+        if method not in DKN_FILES:
+            raise RunStoreError(f"no DKN rule {method!r}: the rules are {', '.join(DKN_FILES)}")
+        path = self.path / DKN_FILES[method][0]
         if not path.is_file():
             return {}
-        return dict(JsonLines(path, key=("fact_id", "lang"), need=("groups",), readonly=True).rows)
+        return dict(JsonLines(path, key=DKN_KEY, need=("groups",), readonly=True).rows)
+
+    def dkn_methods(self) -> list[str]:
+        """The DKN rules the run has rows of (their rows file is there), in ``DKN_FILES``' order."""
+        return [m for m, (rows, _) in DKN_FILES.items() if (self.path / rows).is_file()]
 
     def report(self) -> Path | None:
         """The HTML report made for the run (``kneuron reproduce`` puts it beside the run), if any."""

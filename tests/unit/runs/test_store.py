@@ -343,3 +343,29 @@ def test_resuming_with_another_selection_is_refused_also_against_an_old_run(tmp_
     RunStore(tmp_path / "c", {**META, "select": "cas", "cas_beta1": 1.0, "cas_beta2": 1.0})
     with pytest.raises(RunStoreError, match="cas_beta2 differs"):
         RunStore(tmp_path / "c", {**META, "select": "cas", "cas_beta1": 1.0, "cas_beta2": 2.0}, resume=True)
+
+
+def test_run_reads_each_dkn_rules_rows_by_the_names_the_writer_uses(tmp_path):
+    """Run.dkn(rule) reads the rows file ``kneuron.paper.dkn`` writes for that rule (one table of names,
+    DKN_FILES), and no other rule's; dkn_methods names the rules a run has."""
+    from kneuron.paper.dkn import DKNRun, METHODS, files, summarize
+    from kneuron.runs.store import DKN_FILES
+    from support.dkn_run import CLUSTERS, PAIRS, clusters_row, make_dkn_run, pairs_row
+    assert {m: files(m) for m in METHODS} == DKN_FILES
+    run = make_dkn_run(tmp_path / "hand", rules=("pairs",))
+    r = open_run(run)
+    assert r.dkn_methods() == ["pairs"] and r.dkn("clusters") == {}
+    assert {k: row["groups"] for k, row in r.dkn().items()} == {k: [list(map(list, g)) for g in gs]
+                                                                for k, gs in PAIRS.items()}
+    with pytest.raises(RunStoreError, match="no DKN rule 'nope': the rules are pairs, clusters"):
+        r.dkn("nope")
+    # what the library's writer leaves (DKNRun.save: each rule its own files), read back rule by rule
+    written = make_dkn_run(tmp_path / "saved", rules=())
+    rows = {"pairs": [pairs_row(k, g) for k, g in PAIRS.items()],
+            "clusters": [clusters_row(k, g) for k, g in CLUSTERS.items()]}
+    for m in ("clusters", "pairs"):
+        DKNRun(rows[m], summarize(rows[m], {"method": m} if m == "clusters" else {})).save(written)
+    r = open_run(written)
+    assert r.dkn_methods() == ["pairs", "clusters"]
+    for m in METHODS:
+        assert list(r.dkn(m).values()) == rows[m]

@@ -22,6 +22,10 @@ const fmt = (x) => (x === null || x === undefined ? "—" : Number(x).toPrecisio
 const num = (x) => el("span", { class: "num", "data-value": x, text: fmt(x) });
 const tok = (t) => el("code", { class: "token", "data-token": t, text: JSON.stringify(t) });
 const neuronLink = (n) => el("a", { href: `#/neuron/${n}`, class: "neuron", text: n });
+// The DKN rules are named on the page only when a run has one besides the pairs rule (dkn.jsonl); a run
+// with the pairs rule alone is shown as before the clusters rule existed.
+const namesRules = (rules) => rules.some((r) => r !== "pairs");
+const badge = (rule) => el("span", { class: `badge dkn-${rule}`, title: `in a DKN group of the ${rule} rule`, text: rule });
 
 function message(text) {
   const m = $("#message");
@@ -171,8 +175,15 @@ async function openNeuron(name) {
   tokenTable($("#suppressed"), out.suppressed);
   $("#neuron-facts").replaceChildren(...(out.facts.length ? out.facts.map((f) => el("li", {},
     el("a", { href: `#/run/${f.run}/${f.i}`, text: `${f.id} (${f.lang}, ${f.relation})` }),
-    ` rank ${f.rank}, score `, num(f.score), f.likn ? " · language-independent" : "", f.dkn ? " · in a DKN group" : ""))
+    ` rank ${f.rank}, score `, num(f.score), f.likn ? " · language-independent" : "", ...inGroup(f)))
     : [el("li", { class: "muted", text: "none in the open runs" })]));
+}
+
+function inGroup(f) {
+  const rules = Object.keys(f.dkn_rules || {});
+  if (!namesRules(rules)) return [f.dkn ? " · in a DKN group" : ""];
+  const ins = rules.filter((r) => f.dkn_rules[r]);
+  return ins.length ? [" · in a DKN group ", ...ins.map(badge)] : [];
 }
 
 function setChange(neuron, factor) {
@@ -232,9 +243,11 @@ async function showRun(id, factIndex) {
   el("td", { text: f.n_neurons }))));
   filterFacts();
   const h = run.histogram, layers = h.kn.map((_, i) => i);
-  Plotly.newPlot($("#hist"), [["kn", "knowledge neurons"], ["likn", "language-independent"], ["dkn", "in DKN groups"]]
-    .filter(([k]) => h[k].some((x) => x > 0))
-    .map(([k, label]) => ({ type: "bar", name: label, x: layers, y: h[k] })),
+  const rules = run.dkn_rules || [];
+  const dkn = namesRules(rules) ? rules.map((r) => [h.dkn_rules[r], `in DKN groups (${r})`]) : [[h.dkn, "in DKN groups"]];
+  Plotly.newPlot($("#hist"), [[h.kn, "knowledge neurons"], [h.likn, "language-independent"], ...dkn]
+    .filter(([y]) => y.some((x) => x > 0))
+    .map(([y, label]) => ({ type: "bar", name: label, x: layers, y })),
   { title: { text: "neurons per layer", font: { size: 13 } }, barmode: "group", height: 260,
     xaxis: { title: { text: "layer" }, dtick: 1 }, margin: { t: 40, r: 10, b: 45, l: 45 } },
   { responsive: true, displaylogo: false });
@@ -256,11 +269,19 @@ async function showFact(id, i) {
   const d = $("#fact-detail");
   const list = (ns) => ns.length ? ns.map((n, k) => [k ? ", " : "", neuronLink(`L${n[0]}N${n[1]}`)]).flat() : ["none"];
   const effects = el("div", { id: "effects" });
+  const rules = Object.keys(f.dkn_rules || {}), named = namesRules(rules);
+  const groups = (gs) => gs.length ? gs.map((g) => ["{", ...list(g), "} "]).flat() : ["none"];
+  // with a rule besides pairs: a DKN column, one badge per rule whose groups hold the neuron, and one line per rule
+  const inRules = (n) => rules.filter((r) => f.dkn_rules[r].some((g) => g.some(([l, j]) => l === n.layer && j === n.index)));
   d.replaceChildren(el("h3", { text: `${f.id} (${f.lang})` }),
-    el("div", { class: "scroll" }, el("table", { class: "tokens" }, el("tr", {}, el("th", { text: "neuron" }), el("th", { text: "score" })),
-      ...f.neurons.map((n) => el("tr", {}, el("td", {}, neuronLink(`L${n.layer}N${n.index}`)), el("td", {}, num(n.score)))))),
+    el("div", { class: "scroll" }, el("table", { class: "tokens" }, el("tr", {}, el("th", { text: "neuron" }), el("th", { text: "score" }),
+      ...(named ? [el("th", { text: "DKN" })] : [])),
+      ...f.neurons.map((n) => el("tr", {}, el("td", {}, neuronLink(`L${n.layer}N${n.index}`)), el("td", {}, num(n.score)),
+        ...(named ? [el("td", { class: "dkn" }, ...inRules(n).map(badge))] : []))))),
     el("p", {}, "language-independent (LIKN): ", ...list(f.likn)),
-    el("p", {}, "degenerate groups (DKN): ", ...(f.dkn.length ? f.dkn.map((g) => ["{", ...list(g), "} "]).flat() : ["none"])),
+    ...(named ? rules.map((r) => el("p", { class: `dkn-groups`, "data-rule": r }, "degenerate groups (DKN, ", badge(r), " rule): ",
+      ...groups(f.dkn_rules[r])))
+      : [el("p", {}, "degenerate groups (DKN): ", ...groups(f.dkn))]),
     effects);
   drawEffects(effects, f.effects, id, i);
 }
