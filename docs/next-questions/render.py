@@ -35,6 +35,18 @@ def consistency(path: Path) -> list[str]:
         out.append(f"| {s['model']} | {s['method']} | {s['n_facts']} | {s['n_scored']} | {num(s['mean_score'])} | "
                    f"{num(s['share_inconsistent_static'])} | {num(s['otsu_threshold'], 3)} | "
                    f"{num(s['share_inconsistent_otsu'])} |")
+    cells: dict = {}
+    for f in c["facts"]:
+        if f["score"] is not None:
+            cells.setdefault((f["model"], f["method"], f["lang"]), []).append(f)
+    if len({k[2] for k in cells}) > 1:               # several languages: the shares per method and language
+        out += ["", "Per method and language:", "",
+                "| model | method | lang | facts scored | mean score | KI share, static | KI share, Otsu |",
+                "|---|---|---|---|---|---|---|"]
+        for (model, method, lang), fs in sorted(cells.items()):
+            share = lambda k: sum(f[k] is False for f in fs) / len(fs)  # noqa: E731
+            out.append(f"| {model} | {method} | {lang} | {len(fs)} | {num(sum(f['score'] for f in fs) / len(fs))} | "
+                       f"{num(share('consistent_static'))} | {num(share('consistent_otsu'))} |")
     t = c.get("test_summary")
     if t:
         out += ["", "Query-neuron test (each query's own set against another query's set of the same fact, both "
@@ -114,6 +126,8 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 SMOL, CLM = RESULTS / "smollm2-135m", RESULTS / "organism-clm"
 SMOL_REP = RESULTS / "smollm2-135m-reproduce"      # make demo's smollm2 reproduce run (20 facts, 5 relations)
+GEMMA = RESULTS / "gemma3-270m"                    # locate runs of facts-en-zh-multi.jsonl (en + zh, every template)
+GEMMA_REP = RESULTS / "gemma3-270m-reproduce"      # `reproduce --next-questions` on gemma3-270m (200 ids, en + zh)
 
 
 def runs(title_of, parts) -> list[str]:
@@ -128,12 +142,13 @@ def runs(title_of, parts) -> list[str]:
 def sections() -> dict[str, list[str]]:
     name = lambda r: f"{r.parent.name}, {r.name.removeprefix('locate-').upper()}"  # noqa: E731
     return {
-        "CONSISTENCY": consistency(SMOL / "consistency.json"),
-        "CAS": runs(name, [(SMOL / "locate-ig", cas), (SMOL / "locate-amig", cas)]),
-        "DKN": runs(name, [(CLM / "locate-amig", dkn), (CLM / "locate-ig", dkn), (SMOL / "locate-ig", dkn),
-                           (SMOL / "locate-amig", dkn)]),
-        "FACTCHECK": runs(name, [(CLM / "locate-amig", factcheck), (CLM / "locate-ig", factcheck),
-                                 (SMOL_REP / "locate-amig", factcheck)]),
+        "CONSISTENCY": consistency(SMOL / "consistency.json") + [""] + consistency(GEMMA / "consistency.json"),
+        "CAS": runs(name, [(SMOL / "locate-ig", cas), (SMOL / "locate-amig", cas), (GEMMA / "locate-ig", cas),
+                           (GEMMA / "locate-amig", cas)]),
+        "DKN": runs(name, [(GEMMA_REP / "locate-amig", dkn), (CLM / "locate-amig", dkn), (CLM / "locate-ig", dkn),
+                           (SMOL / "locate-ig", dkn), (SMOL / "locate-amig", dkn)]),
+        "FACTCHECK": runs(name, [(GEMMA_REP / "locate-amig", factcheck), (CLM / "locate-amig", factcheck),
+                                 (CLM / "locate-ig", factcheck), (SMOL_REP / "locate-amig", factcheck)]),
     }
 
 

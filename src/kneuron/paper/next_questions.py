@@ -18,13 +18,11 @@ result (``run``'s dict) is results.json's "next"; ``section`` renders it from th
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Callable
 
 from kneuron.report.document import Document
 from kneuron.report.table import Column, Table, number
-
-if TYPE_CHECKING:
-    from kneuron.paper.reproduce import Reproduction
 
 RULES = ("pairs", "clusters")
 RUN = "locate-amig"                  # the run the paper's Module 3 and Table 3 use
@@ -35,38 +33,41 @@ def several_queries(facts) -> bool:
     return any(len(f.templates) >= 2 for f in facts)
 
 
-def run(rep: "Reproduction", dkn_pairs) -> dict:
-    """The steps above on a reproduction whose Modules 1-3 are done (``dkn_pairs``: its pairs ``DKNRun``)."""
+def run(handle, out: Path, cfg, langs, facts, dkn_pairs, timed: Callable[[str, Callable], Any],
+        cached: Callable[[str, Callable], Any], show_progress: bool = False) -> dict:
+    """The steps above on a reproduce directory ``out`` whose Modules 1-3 are done: ``cfg`` its
+    ``ReproduceConfig``, ``langs`` and ``facts`` those it uses, ``dkn_pairs`` its pairs ``DKNRun``; ``timed`` /
+    ``cached``: the reproduction's (a step's seconds into timings.json; a step's result as a step record)."""
     from kneuron.paper.dkn import dkn_from_run
     from kneuron.paper.factcheck import factcheck_from_run
-    d = rep.out / RUN
-    cfg = rep.cfg
-    clusters = rep._timed("DKN clusters", lambda: dkn_from_run(
-        rep.h, d, dataclasses.replace(cfg.dkn, method="clusters"), resume=True, show_progress=rep.progress))
-    out: dict = {"dkn_clusters": clusters.to_json(), "factcheck": {}, "consistency": None, "cas": None,
-                 "notes": []}
+    d = Path(out) / RUN
+    clusters = timed("DKN clusters", lambda: dkn_from_run(
+        handle, d, dataclasses.replace(cfg.dkn, method="clusters"), resume=True, show_progress=show_progress))
+    checks: dict = {}
+    result: dict = {"dkn_clusters": clusters.to_json(), "factcheck": checks, "consistency": None, "cas": None,
+                    "notes": []}
     for rule, dkn in (("pairs", dkn_pairs), ("clusters", clusters)):
-        out["factcheck"][rule] = {}
-        for lang in rep.langs:
+        checks[rule] = {}
+        for lang in langs:
             def check(lang=lang, dkn=dkn):
-                res = factcheck_from_run(rep.h, d, lang, dkn, "amig", cfg.steps, seed=cfg.seed, n_boot=cfg.n_boot,
-                                         resume=True, show_progress=rep.progress)
+                res = factcheck_from_run(handle, d, lang, dkn, "amig", cfg.steps, seed=cfg.seed, n_boot=cfg.n_boot,
+                                         resume=True, show_progress=show_progress)
                 res.save(d)
                 return res.to_json()
-            out["factcheck"][rule][lang] = rep._timed(f"fact-checking ({rule}, {lang})", lambda c=check, r=rule, l=lang:
-                                                      rep._cached(f"next-factcheck-{r}-{l}", c))
-    if not several_queries(rep.facts):
-        out["notes"].append("consistency and CAS need two or more queries per fact; this run has one template per "
-                            "fact (the paper's setting): run with --prompts 0 (or N >= 2) on a fact set with "
-                            "paraphrases, or `kneuron consistency` / `kneuron cas-effect` on such a locate run")
-        return out
+            checks[rule][lang] = timed(f"fact-checking ({rule}, {lang})",
+                                       lambda c=check, r=rule, l=lang: cached(f"next-factcheck-{r}-{l}", c))
+    if not several_queries(facts):
+        result["notes"].append("consistency and CAS need two or more queries per fact; this run has one template per "
+                               "fact (the paper's setting): run with --prompts 0 (or N >= 2) on a fact set "
+                               "with paraphrases, or `kneuron consistency` / `kneuron cas-effect` on such a locate run")
+        return result
     from kneuron.paper.cas_effect import cas_effect_from_run
     from kneuron.paper.consistency import consistency_from_runs
-    out["consistency"] = rep._timed("consistency", lambda: rep._cached("next-consistency", lambda: consistency_from_runs(
-        [rep.out / "locate-ig", d]).to_dict()))
-    out["cas"] = rep._timed("CAS effect", lambda: rep._cached("next-cas", lambda: cas_effect_from_run(
-        rep.h, d, resume=True, show_progress=rep.progress).to_json()))
-    return out
+    result["consistency"] = timed("consistency", lambda: cached("next-consistency", lambda: consistency_from_runs(
+        [Path(out) / "locate-ig", d]).to_dict()))
+    result["cas"] = timed("CAS effect", lambda: cached("next-cas", lambda: cas_effect_from_run(
+        handle, d, resume=True, show_progress=show_progress).to_json()))
+    return result
 
 
 # ----------------------------------------------------------------------------- the report's section

@@ -354,7 +354,8 @@ class Reproduction:
         nx = None
         if self.next_questions:
             from kneuron.paper import next_questions
-            nx = next_questions.run(self, d)
+            nx = next_questions.run(self.h, self.out, self.cfg, self.langs, self.facts, d, self._timed, self._cached,
+                                    self.progress)
         res = ReproduceResult(self.meta, t1, t2, d.to_json(), t3,
                               self.layer_counts(d.rows, t2["likn"] if t2 else None), self.timings, next=nx)
         from kneuron.paper.report import write_report
