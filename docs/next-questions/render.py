@@ -122,6 +122,23 @@ def factcheck(run: Path) -> list[str]:
     return out if len(out) > 2 else []
 
 
+def truth_dkn(path: Path) -> list[str]:
+    """Recovery of planted degenerate facts (two disjoint trained sets, each sufficient alone) by both DKN rules,
+    from a `kneuron bench localization --truth injected --difficulties injected-degenerate` summary.json."""
+    s = load(path)
+    if s is None:
+        return []
+    out = [f"**{s['model']}** ({s['k']} facts a seed, seeds {', '.join(map(str, s['seeds']))}, {s['per_set']} neurons a set)", "",
+           "| method | facts | pairs: F1 of the sets' neurons | pairs: a group spans both sets | clusters: F1 | clusters: spans both |",
+           "|---|---|---|---|---|---|"]
+    for method, v in s["summary"].get("injected-degenerate", {}).items():
+        c = lambda k: iv({"mean": v[k]["mean"], "low": (v[k]["ci"] or [None, None])[0],  # noqa: E731
+                          "high": (v[k]["ci"] or [None, None])[1]}) if k in v else "–"
+        out.append(f"| {method} | {v['n']} | {c('dkn_f1')} | {c('dkn_spans')} | {c('dkn_clusters_f1')} | "
+                   f"{c('dkn_clusters_spans')} |")
+    return out
+
+
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 SMOL, CLM = RESULTS / "smollm2-135m", RESULTS / "organism-clm"
@@ -147,6 +164,8 @@ def sections() -> dict[str, list[str]]:
                            (GEMMA / "locate-amig", cas)]),
         "DKN": runs(name, [(GEMMA_REP / "locate-amig", dkn), (CLM / "locate-amig", dkn), (CLM / "locate-ig", dkn),
                            (SMOL / "locate-ig", dkn), (SMOL / "locate-amig", dkn)]),
+        "TRUTH": truth_dkn(HERE.parent / "ground-truth" / "organism-clm-dkn" / "summary.json") + [""]
+                 + truth_dkn(HERE.parent / "ground-truth" / "organism-mlm-dkn" / "summary.json"),
         "FACTCHECK": runs(name, [(GEMMA_REP / "locate-amig", factcheck), (CLM / "locate-amig", factcheck),
                                  (CLM / "locate-ig", factcheck), (SMOL_REP / "locate-amig", factcheck)]),
     }

@@ -108,9 +108,10 @@ def factcheck(run: Path = typer.Option(..., "--run", "-r", help="run directory m
               out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for factcheck-<lang>.json (default: the run)"),
               method: Optional[str] = typer.Option(None, "--method", help="attribution scoring the items (default: the run's)"),
               steps: Optional[int] = typer.Option(None, "--steps", min=1, help="integration steps (default: the run's)"),
-              dkn: DKNMethod = typer.Option(DKNMethod.pairs, "--dkn", help="the DKN rule of the dkn scorer: pairs "
-                                          "(the paper's; files factcheck-<lang>.*) or clusters (`kneuron dkn --method "
-                                          "clusters`; files factcheck-clusters-<lang>.*)"),
+              dkn: list[DKNMethod] = typer.Option([DKNMethod.pairs], "--dkn", help="the DKN rule of the dkn scorer: "
+                                                "pairs (the paper's; files factcheck-<lang>.*) or clusters (`kneuron dkn "
+                                                "--method clusters`; files factcheck-clusters-<lang>.*); repeat it for "
+                                                "both (each item attributed once; --json then keyed by rule, then language)"),
               seed: int = typer.Option(42, "--seed", help="seed of the splits, the wrong objects and the bootstrap"),
               n_boot: int = typer.Option(1000, "--n-boot", min=1, help="bootstrap resamples for the AUROC intervals"),
               restart: bool = typer.Option(False, "--restart", help="score every item again (the run's factcheck-<lang>.jsonl is started over)"),
@@ -129,22 +130,28 @@ def factcheck(run: Path = typer.Option(..., "--run", "-r", help="run directory m
             make_method(method)
         contents = load_run(run)
         todo = run_langs(contents.facts, [x.strip() for x in langs.split(",") if x.strip()] if langs else None, run)
-        dkn_run = load_dkn(run, dkn.value)
+        rules = list(dict.fromkeys(d.value for d in dkn))
+        dkn_runs = {rule: load_dkn(run, rule) for rule in rules}       # every rule's rows, before the model loads
         _quiet_hf()
         h = open_model(contents, model, device=device or "auto", dtype=LOAD.dtype, offline=LOAD.offline or None,
                        device_map=LOAD.device_map)
         results = []
         for lang in todo:
-            res = factcheck_from_run(h, run, lang, dkn_run, method, steps, seed=seed, n_boot=n_boot,
-                                     resume=not restart, show_progress=not as_json)
-            res.save(target)
-            results.append(res)
+            memo: dict = {}                                  # the rules share the items' attributions
+            for rule in rules:
+                res = factcheck_from_run(h, run, lang, dkn_runs[rule], method, steps, seed=seed, n_boot=n_boot,
+                                         resume=not restart, show_progress=not as_json, memo=memo)
+                res.save(target)
+                results.append(res)
     if as_json:
-        return _print_json({r.lang: r.to_json() for r in results})
+        if len(rules) == 1:
+            return _print_json({r.lang: r.to_json() for r in results})
+        return _print_json({rule: {r.lang: r.to_json() for r in results if r.dkn == rule} for rule in rules})
     from kneuron.report.render import show
     for r in results:
         show(r.table())
-    typer.echo(f"results in {target}/{'factcheck' if dkn.value == 'pairs' else 'factcheck-' + dkn.value}-<lang>.json")
+    typer.echo("results in " + ", ".join(f"{target}/{'factcheck' if rule == 'pairs' else 'factcheck-' + rule}-<lang>.json"
+                                          for rule in rules))
 
 
 class Metric(StrEnum):

@@ -46,12 +46,13 @@ def run(handle, out: Path, cfg, langs, facts, dkn_pairs, timed: Callable[[str, C
     checks: dict = {}
     result: dict = {"dkn_clusters": clusters.to_json(), "factcheck": checks, "consistency": None, "cas": None,
                     "notes": []}
+    memos: dict = {lang: {} for lang in langs}         # per language, the rules share the items' attributions
     for rule, dkn in (("pairs", dkn_pairs), ("clusters", clusters)):
         checks[rule] = {}
         for lang in langs:
             def check(lang=lang, dkn=dkn):
                 res = factcheck_from_run(handle, d, lang, dkn, "amig", cfg.steps, seed=cfg.seed, n_boot=cfg.n_boot,
-                                         resume=True, show_progress=show_progress)
+                                         resume=True, show_progress=show_progress, memo=memos[lang])
                 res.save(d)
                 return res.to_json()
             checks[rule][lang] = timed(f"fact-checking ({rule}, {lang})",

@@ -83,3 +83,28 @@ def test_factcheck_with_the_clusters_rule_keeps_its_own_files(made, tmp_path):
     assert FactCheckBaselines.load(run, "en", "clusters").to_json() == cl
     for s in ("logp", "probe"):                         # the baselines do not depend on the DKN rule
         assert cl["splits"]["facts"]["scorers"][s] == pairs["splits"]["facts"]["scorers"][s]
+
+
+def test_both_rules_in_one_command_attribute_each_item_once(made, tmp_path, monkeypatch):
+    """--dkn pairs --dkn clusters: each rule's result as when it runs alone, with every item attributed once
+    (the rules share the items; only the neuron sets they average over differ)."""
+    import kneuron.paper.factcheck.check as check
+    alone, both = tmp_path / "alone", tmp_path / "both"
+    shutil.copytree(made / "run", alone)
+    ok(cli("dkn", "--run", alone, "--top-n", "4", "--method", "clusters", "--json"))
+    shutil.copytree(alone, both)
+    want = {rule: json.loads(ok(cli("factcheck", "--run", alone, "--n-boot", "20", "--dkn", rule, "--json")).stdout)
+            for rule in ("pairs", "clusters")}
+    calls = []
+    real = check.model_scorers
+
+    def counting(*a, **kw):
+        attr, prob = real(*a, **kw)
+        return (lambda it: calls.append(it) or attr(it)), prob
+    monkeypatch.setattr(check, "model_scorers", counting)
+    got = json.loads(ok(cli("factcheck", "--run", both, "--n-boot", "20", "--dkn", "pairs", "--dkn", "clusters",
+                            "--json")).stdout)
+    assert got == want
+    n_items = len((both / "factcheck-en.jsonl").read_text().splitlines()) - 1      # a settings line, then items
+    assert len(calls) == n_items == len({(it.fact.id, it.candidate) for it in calls}) > 0
+    assert (both / "factcheck-clusters-en.json").is_file() and (both / "factcheck-en.json").is_file()

@@ -45,6 +45,16 @@ def run_langs(facts: list[Fact], langs: Sequence[str] | None, run_dir) -> list[s
     return list(langs) if langs else have
 
 
+def _remembered(attr: Callable[[Item], torch.Tensor], memo: dict, settings: tuple) -> Callable[[Item], torch.Tensor]:
+    """``attr`` with each item's result kept in ``memo`` under (``settings``, the item's key)."""
+    def remembered(it: Item) -> torch.Tensor:
+        key = (settings, item_key(it))
+        if key not in memo:
+            memo[key] = attr(it)
+        return memo[key]
+    return remembered
+
+
 def load_dkn(run_dir, rule: str = "pairs") -> DKNRun:
     """The run's DKN rows of ``rule`` (``DKNRun.load``); a RunStoreError, one line, when that rule has not run
     on it."""
@@ -61,11 +71,14 @@ def load_dkn(run_dir, rule: str = "pairs") -> DKNRun:
 def factcheck_from_run(handle: ModelHandle, run_dir, lang: str, dkn: DKNRun | list[dict], method: str | None = None,
                        steps: int | None = None, method_options: dict | None = None, seed: int = 42,
                        n_boot: int = 1000, l2: float = L2, resume: bool = True,
-                       show_progress: bool = False) -> FactCheckBaselines:
+                       show_progress: bool = False, memo: dict | None = None) -> FactCheckBaselines:
     """The check over one language of a `locate` run whose DKNs were found: its facts, its knowledge
     neurons, ``dkn`` (``dkn_from_run``'s result or its rows). ``method`` / ``steps``: the attribution
     (default: the run's, with its options). Item scores go to <run>/factcheck-<lang>.jsonl as they are found (``resume``:
-    keep those there); the result is not written (``.save(directory)`` does that)."""
+    keep those there); the result is not written (``.save(directory)`` does that). ``memo``: a dict shared by
+    the checks of one language by several DKN rules, so that an item is attributed once (the items are the
+    same: the rules change only the neuron sets it is averaged over); it holds each item's scores and hidden
+    states, keyed by the attribution's settings too."""
     from kneuron.runs.reopen import check_model, load_run
     from kneuron.runs.store import RunStoreError
     run = load_run(run_dir)
@@ -89,10 +102,17 @@ def factcheck_from_run(handle: ModelHandle, run_dir, lang: str, dkn: DKNRun | li
     conf = {"method": method, "steps": steps, "method_options": opts, "seed": seed, "plan": plan.fingerprint()}
     rec = item_records(Path(run_dir) / f"{stem(rule)}-{lang}.jsonl", conf, fresh=not resume)
     attr, prob = model_scorers(handle, method, steps, **opts)
+    if memo is not None:
+        attr = _remembered(attr, memo, ("attr", method, steps, repr(sorted(opts.items()))))
     todo = [it for it in plan.scored() if item_key(it) not in rec]
     with progress(f"fact-check scores ({lang})", len(todo), show=show_progress) as advance:
         score_items(todo, attr, prob, plan.sets, rec, advance)
-    with progress(f"hidden states ({lang})", len(plan.items), show=show_progress) as advance:
-        feats = hidden_states(handle, plan.items, advance)
+    states = ("states", lang, tuple(item_key(it) for it in plan.items))
+    feats = memo.get(states) if memo is not None else None
+    if feats is None:
+        with progress(f"hidden states ({lang})", len(plan.items), show=show_progress) as advance:
+            feats = hidden_states(handle, plan.items, advance)
+        if memo is not None:
+            memo[states] = feats
     return FactCheckBaselines(lang, method, steps, seed, n_boot, evaluate(plan, rec, feats, n_boot, seed, l2),
                               plan.notes, rule)
